@@ -1,0 +1,1 @@
+"""Engram's orchestra: settings, ingestion, jobs, watcher, CLI. Imports engines/, models/, store/."""

@@ -1,0 +1,1 @@
+"""Knowledge writers (rag, ace, ttt, ...), one subpackage each, sharing one protocol."""

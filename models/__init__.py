@@ -1,0 +1,1 @@
+"""Pure torch modules and their maths; no I/O, no configuration files."""

@@ -1,0 +1,131 @@
+"""Schema migrations: each a named step applied once, in order, and recorded in ``_migrations``.
+
+Add a new step at the end of ``MIGRATIONS``; never edit one that has shipped, so any old data
+folder still opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _run(db: sqlite_utils.Database, statements: list[str]) -> None:
+    # Plain execute keeps the caller's transaction open (sqlite-utils' helpers would commit it).
+    for sql in statements:
+        db.conn.execute(sql)
+
+
+def m001_core(db: sqlite_utils.Database) -> None:
+    _run(db, [
+        """CREATE TABLE folders (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            added_at TEXT NOT NULL DEFAULT (datetime('now')),
+            is_default INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            folder_id INTEGER REFERENCES folders(id) ON DELETE SET NULL,
+            content_hash TEXT,
+            size INTEGER,
+            mtime REAL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'indexed', 'error')),
+            error TEXT,
+            chunk_count INTEGER NOT NULL DEFAULT 0,
+            indexed_at TEXT,
+            updated_at TEXT NOT NULL DEFAULT (datetime('now'))
+        )""",
+        "CREATE INDEX idx_documents_folder ON documents(folder_id)",
+        "CREATE INDEX idx_documents_status ON documents(status)",
+        """CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids are FAISS ids
+            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            ord INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            page INTEGER,
+            line_start INTEGER NOT NULL,
+            line_end INTEGER NOT NULL,
+            char_start INTEGER NOT NULL,
+            char_end INTEGER NOT NULL,
+            token_count INTEGER NOT NULL,
+            embedding BLOB NOT NULL,
+            UNIQUE (document_id, ord)
+        )""",
+        """CREATE TABLE episodes (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+            kind TEXT NOT NULL,
+            document_id INTEGER,
+            conversation_id INTEGER,
+            payload TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX idx_episodes_kind ON episodes(kind, ts)",
+        """CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            key TEXT,
+            payload TEXT NOT NULL DEFAULT '{}',
+            batch_id INTEGER REFERENCES batches(id) ON DELETE SET NULL,
+            status TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'running', 'done', 'failed', 'cancelled')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created_at TEXT NOT NULL DEFAULT (datetime('now')),
+            started_at TEXT,
+            finished_at TEXT
+        )""",
+        "CREATE INDEX idx_jobs_status ON jobs(status, id)",
+        "CREATE INDEX idx_jobs_batch ON jobs(batch_id, status)",
+        "CREATE UNIQUE INDEX idx_jobs_pending_key ON jobs(kind, key) WHERE status = 'pending'",
+        """CREATE TABLE batches (
+            id INTEGER PRIMARY KEY,
+            label TEXT NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (datetime('now'))
+        )""",
+        """CREATE TABLE playbooks (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (datetime('now')),
+            content TEXT NOT NULL,
+            UNIQUE (name, version)
+        )""",
+        """CREATE TABLE adapters (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            engine TEXT NOT NULL,
+            path TEXT NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (datetime('now')),
+            meta TEXT NOT NULL DEFAULT '{}'
+        )""",
+        """CREATE TABLE checkpoints (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            engine TEXT NOT NULL,
+            path TEXT NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (datetime('now')),
+            meta TEXT NOT NULL DEFAULT '{}'
+        )""",
+        """CREATE TABLE metrics (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+            name TEXT NOT NULL,
+            value REAL NOT NULL,
+            tags TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX idx_metrics_name ON metrics(name, ts)",
+        """CREATE TABLE state (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+    ])
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("001_core", m001_core),
+]

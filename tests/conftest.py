@@ -1,0 +1,31 @@
+"""Every test runs against temporary data and config folders: no test touches a real user's data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    data = tmp_path / "engram-data"
+    config = tmp_path / "engram-config"
+    monkeypatch.setenv("ENGRAM_DATA_DIR", str(data))
+    monkeypatch.setenv("ENGRAM_CONFIG_DIR", str(config))
+    for key in list(os.environ):
+        if key.startswith("ENGRAM_") and key not in ("ENGRAM_DATA_DIR", "ENGRAM_CONFIG_DIR"):
+            monkeypatch.delenv(key)
+    return {"data": data, "config": config}
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real embedded all-MiniLM-L6-v2, loaded once per test session."""
+    from app.embeddings import Embedder
+
+    return Embedder(device="cpu")

@@ -1,0 +1,70 @@
+"""Settings: one model, four layers (default < config file < environment < command line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import cli
+from app.settings import SettingsError, load_settings, save_setting
+
+
+def test_defaults_and_sources(isolated_dirs):
+    loaded = load_settings()
+    assert loaded.settings.data_dir == isolated_dirs["data"]
+    assert loaded.sources["data_dir"] == "environment"
+    assert loaded.sources["chunk_tokens"] == "default"
+    assert loaded.config_file == isolated_dirs["config"] / "config.toml"
+
+
+def test_precedence_file_env_cli(isolated_dirs, monkeypatch):
+    save_setting("chunk_tokens", "120")
+    save_setting("embed_batch_size", "16")
+    save_setting("max_file_mb", "3")
+    monkeypatch.setenv("ENGRAM_EMBED_BATCH_SIZE", "8")
+    monkeypatch.setenv("ENGRAM_MAX_FILE_MB", "4")
+    loaded = load_settings(cli={"max_file_mb": "5"})
+    s = loaded.settings
+    assert (s.chunk_tokens, s.embed_batch_size, s.max_file_mb) == (120, 8, 5.0)
+    assert loaded.sources["chunk_tokens"] == "config file"
+    assert loaded.sources["embed_batch_size"] == "environment"
+    assert loaded.sources["max_file_mb"] == "command line"
+
+
+@pytest.mark.parametrize("field,value", [("chunk_tokens", "lots"), ("chunk_tokens", "3"),
+                                         ("device", "tpu"), ("nonsense", "1")])
+def test_invalid_values_are_clear_errors(field, value):
+    with pytest.raises(SettingsError) as err:
+        load_settings(cli={field: value})
+    assert field in str(err.value)
+
+
+def test_bad_config_file_is_reported(isolated_dirs):
+    isolated_dirs["config"].mkdir(parents=True)
+    (isolated_dirs["config"] / "config.toml").write_text("chunk_tokens = [\n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings()
+
+
+def test_config_show_and_flags_from_the_model(isolated_dirs, tmp_path: Path):
+    runner = CliRunner()
+    other = tmp_path / "elsewhere"
+    result = runner.invoke(cli, ["--data-dir", str(other), "--chunk-tokens", "64", "config", "show"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") >= 4}
+    assert "command line" in lines["chunk_tokens"] and "64" in lines["chunk_tokens"]
+    assert "command line" in lines["data_dir"]
+    assert "default" in lines["watch_debounce_s"]
+    bad = runner.invoke(cli, ["--chunk-tokens", "x", "config", "show"])
+    assert bad.exit_code != 0 and "chunk_tokens" in bad.output
+
+
+def test_config_set_persists(isolated_dirs):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["config", "set", "search-k", "9"]).exit_code == 0
+    assert load_settings().settings.search_k == 9
+    bad = runner.invoke(cli, ["config", "set", "search_k", "0"])
+    assert bad.exit_code != 0
+    assert load_settings().settings.search_k == 9
