@@ -76,8 +76,9 @@ class Embedder:
         """Word-piece counts without special tokens (fast tokenizer, batched)."""
         if not texts:
             return []
+        # verbose=False: counting long units is fine, the max-length warning is for model input
         enc = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
-                             return_token_type_ids=False)
+                             return_token_type_ids=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
 
     def embed(self, texts: list[str]) -> np.ndarray:
