@@ -1,0 +1,326 @@
+"""``engram`` on the command line: parses arguments, calls the core, prints.
+
+Every setting is also a global flag (``engram --chunk-tokens 128 ingest ~/notes``), generated from
+the Settings model so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from app.settings import ENV_PREFIX, Settings, SettingsError, load_settings, save_setting
+
+console = Console(soft_wrap=True)  # long paths stay whole and copyable
+err_console = Console(stderr=True)
+
+
+def _setting_options(func):
+    """Add one ``--flag`` per Settings field (values validated later by the model itself)."""
+    for name, field in reversed(list(Settings.model_fields.items())):
+        func = click.option(
+            f"--{name.replace('_', '-')}", name, default=None, metavar="VALUE",
+            help=f"{field.description or name} [env {ENV_PREFIX}{name.upper()}]",
+        )(func)
+    return func
+
+
+class Context:
+    """What the root command hands to subcommands: the settings and a lazily opened core."""
+
+    def __init__(self, overrides: dict[str, Any], config_dir: Path | None) -> None:
+        self.overrides = overrides
+        self.config_dir = config_dir
+        self._engram = None
+
+    @property
+    def loaded(self):
+        try:
+            return load_settings(self.overrides, self.config_dir)
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    @property
+    def engram(self):
+        if self._engram is None:
+            from app.core import Engram
+
+            self._engram = Engram(self.loaded)
+        return self._engram
+
+    def close(self) -> None:
+        if self._engram is not None:
+            self._engram.close()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config-dir", type=click.Path(path_type=Path), default=None,
+              help=f"Folder of config.toml [env {ENV_PREFIX}CONFIG_DIR]")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+@_setting_options
+@click.pass_context
+def cli(ctx: click.Context, config_dir: Path | None, verbose: bool, **overrides: Any) -> None:
+    """Engram: a local assistant that learns from the documents in your folders.
+
+    With no command, starts Engram: watches your folders and learns what lands in them.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context({k: v for k, v in overrides.items() if v is not None}, config_dir)
+    ctx.call_on_close(ctx.obj.close)
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run)
+
+
+# --- run ---------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--no-watch", is_flag=True, help="Do not watch folders (process the queue only).")
+@pass_ctx
+def run(c: Context, no_watch: bool) -> None:
+    """Start the watcher and worker in the foreground with live progress (Ctrl+C stops)."""
+    engram = c.engram
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    engram.start(watch=not no_watch)
+    folders = ", ".join(f.path for f in engram.folders.list())
+    console.print(f"[bold]Engram[/] is learning from: {folders}")
+    console.print(f"Data: {engram.paths.root}   (Ctrl+C to stop)")
+    try:
+        _follow_progress(engram, until=stop.is_set)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("Stopping: saving the index...")
+        engram.stop()
+
+
+def _follow_progress(engram, until) -> None:
+    """Render the queue's progress until ``until()`` is true."""
+    with _progress_bar() as bar:
+        task = bar.add_task("idle", total=None)
+        while not until():
+            p = engram.queue.progress()
+            label = "paused" if engram.worker.paused else (
+                Path(p.current[0]).name if p.current else ("learning" if p.active else "watching"))
+            bar.update(task, total=p.total or None, completed=p.finished, description=label[:40])
+            time.sleep(0.3)
+
+
+def _progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+# --- watch -------------------------------------------------------------------------------------
+@cli.group()
+def watch() -> None:
+    """Manage watched folders."""
+
+
+@watch.command("add")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@pass_ctx
+def watch_add(c: Context, path: Path) -> None:
+    """Watch PATH (recursively); its documents are queued for learning."""
+    row, report = c.engram.add_folder(path)
+    console.print(f"Watching {row.path}: {report.files} documents, {report.queued} queued. "
+                  "They are learned while `engram` runs (or now with `engram ingest`).")
+
+
+@watch.command("remove")
+@click.argument("path", type=click.Path(path_type=Path))
+@pass_ctx
+def watch_remove(c: Context, path: Path) -> None:
+    """Stop watching PATH and forget its documents."""
+    try:
+        forgotten = c.engram.remove_folder(path)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from exc
+    console.print(f"Stopped watching {path}; forgot {forgotten} documents.")
+
+
+@watch.command("list")
+@pass_ctx
+def watch_list(c: Context) -> None:
+    """List watched folders."""
+    folders = c.engram.folders.list()
+    if not folders:
+        console.print("No watched folders yet: `engram watch add PATH`.")
+    for f in folders:
+        console.print(f"{f.path}{'  (drop folder)' if f.is_default else ''}")
+
+
+# --- ingest ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@pass_ctx
+def ingest(c: Context, paths: tuple[Path, ...]) -> None:
+    """Learn the given files or folders now (one-shot, with a progress bar)."""
+    engram = c.engram
+    try:
+        reports = engram.ingest(list(paths))
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    engram.queue.recover()
+    if engram.worker.paused:
+        console.print("Ingestion is paused (`engram jobs resume`); files were queued.")
+        return
+    total = sum(r.queued for r in reports)
+    counts = {"indexed": 0, "unchanged": 0, "error": 0, "removed": 0}
+    with _progress_bar() as bar:
+        task = bar.add_task("ingesting", total=engram.queue.pending_count("ingest") or total)
+
+        def advance(result) -> None:
+            counts[result.outcome] += 1
+            bar.update(task, advance=1, description=Path(result.path).name[:40])
+
+        engram.run_pending(on_result=advance)
+    removed = sum(r.removed for r in reports)
+    console.print(f"{counts['indexed']} indexed, {counts['unchanged']} unchanged, "
+                  f"{counts['error']} errors, {removed + counts['removed']} removed.")
+    if counts["error"]:
+        console.print("See `engram status` for the errors.")
+
+
+# --- jobs --------------------------------------------------------------------------------------
+@cli.group()
+def jobs() -> None:
+    """Pause, resume or cancel background ingestion."""
+
+
+@jobs.command("pause")
+@pass_ctx
+def jobs_pause(c: Context) -> None:
+    """Pause ingestion (kept across restarts)."""
+    c.engram.pause()
+    console.print("Ingestion paused.")
+
+
+@jobs.command("resume")
+@pass_ctx
+def jobs_resume(c: Context) -> None:
+    """Resume ingestion."""
+    c.engram.resume()
+    console.print("Ingestion resumed.")
+
+
+@jobs.command("cancel")
+@pass_ctx
+def jobs_cancel(c: Context) -> None:
+    """Cancel every pending ingest job."""
+    console.print(f"Cancelled {c.engram.cancel()} pending jobs.")
+
+
+# --- status and search -------------------------------------------------------------------------
+@cli.command()
+@pass_ctx
+def status(c: Context) -> None:
+    """Documents, chunks, errors and pending jobs."""
+    s = c.engram.status()
+    console.print(f"Data folder: {s.data_dir}")
+    console.print(f"Folders:     {', '.join(f.path for f in s.folders) or 'none'}")
+    console.print(f"Documents:   {s.documents} ({s.indexed} indexed, {s.errors} errors)")
+    console.print(f"Chunks:      {s.chunks} ({s.vectors} vectors, {s.index_kind} index)")
+    p = s.progress
+    state = "paused" if p.paused else ("working" if p.active else "idle")
+    console.print(f"Jobs:        {s.pending_jobs} pending, {state}"
+                  + (f"; {p.finished}/{p.total} files done" if p.total else ""))
+    if s.recent_errors:
+        console.print("[bold]Files that could not be read:[/]")
+        for doc in s.recent_errors:
+            console.print(f"  {doc.path}: {doc.error}", markup=False)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-k", "k", type=click.IntRange(1, 100), default=None, help="Number of results.")
+@pass_ctx
+def search(c: Context, query: str, k: int | None) -> None:
+    """Top chunks for QUERY with file, position and score."""
+    hits = c.engram.search(query, k)
+    if not hits:
+        console.print("No results. Add documents with `engram watch add PATH` or `engram ingest PATH`.")
+    for rank, hit in enumerate(hits, 1):
+        console.print(f"[bold]{rank}.[/] {hit.score:.3f}  {hit.path}  ({hit.position})")
+        snippet = " ".join(hit.text.split())
+        console.print(f"    {snippet[:240]}{'…' if len(snippet) > 240 else ''}", markup=False)
+
+
+# --- config ------------------------------------------------------------------------------------
+@cli.group()
+def config() -> None:
+    """Show or change settings."""
+
+
+@config.command("show")
+@pass_ctx
+def config_show(c: Context) -> None:
+    """Print the effective settings and where each came from."""
+    loaded = c.loaded
+    table = Table("setting", "value", "source", title=f"config file: {loaded.config_file}")
+    for name in Settings.model_fields:
+        table.add_row(name, str(getattr(loaded.settings, name)), loaded.sources[name])
+    console.print(table)
+
+
+@config.command("set")
+@click.argument("name")
+@click.argument("value")
+@pass_ctx
+def config_set(c: Context, name: str, value: str) -> None:
+    """Save NAME=VALUE in the config file."""
+    try:
+        path = save_setting(name.replace("-", "_"), value, c.config_dir)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"Saved {name} in {path}")
+
+
+# --- bench -------------------------------------------------------------------------------------
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print ratios against the raw parts measured in the same run."""
+
+
+@bench.command("ingest")
+@click.option("--files", type=int, default=2000, show_default=True, help="Generated corpus size.")
+@click.option("--vectors", type=str, default="10000,100000", show_default=True,
+              help="Index sizes for the search-latency part.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Write the report here.")
+@pass_ctx
+def bench_ingest(c: Context, files: int, vectors: str, seed: int, json_out: Path | None) -> None:
+    """Ingest throughput vs raw embedding, re-scan time, search latency and ANN recall."""
+    from app.bench_ingest import run_ingest_bench
+
+    sizes = [int(v) for v in vectors.split(",") if v.strip()]
+    report = run_ingest_bench(c.loaded.settings, files=files, vector_sizes=sizes, seed=seed,
+                              echo=console.print)
+    if json_out:
+        json_out.write_text(report.model_dump_json(indent=2))
+        console.print(f"Report written to {json_out}")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

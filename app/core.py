@@ -1,0 +1,273 @@
+"""The Engram core: one object that owns the store, the index, the worker and the watcher.
+
+The CLI and the UI both talk to this object and nothing below it. Opening it repairs the vector
+index from SQLite (the truth), so whatever a crash left behind, every stored chunk is searchable
+and no vector points at a chunk that is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from app.embeddings import Embedder
+from app.ingest import FileResult, Ingestor, ScanReport
+from app.paths import DataPaths
+from app.settings import LoadedSettings, Settings, load_settings
+from app.watcher import FolderWatcher
+from app.worker import IngestWorker
+from store.database import Database
+from store.documents import DocumentRow, DocumentStore
+from store.folders import FolderRow, FolderStore
+from store.jobs import JobQueue, Progress
+from store.state import StateStore
+from store.vector_index import SyncReport, VectorIndex
+
+log = logging.getLogger(__name__)
+
+EMBED_DIM_KEY = "embedding_dim"
+EMBED_MODEL_KEY = "embedding_model"
+
+
+class SearchHit(BaseModel):
+    chunk_id: int
+    path: str
+    page: int | None
+    line_start: int
+    line_end: int
+    score: float
+    text: str
+
+    @property
+    def position(self) -> str:
+        page = f"p.{self.page} " if self.page else ""
+        return f"{page}lines {self.line_start}-{self.line_end}"
+
+
+class StatusReport(BaseModel):
+    data_dir: str
+    folders: list[FolderRow]
+    documents: int
+    indexed: int
+    errors: int
+    chunks: int
+    vectors: int
+    index_kind: str
+    pending_jobs: int
+    progress: Progress
+    recent_errors: list[DocumentRow]
+
+
+class Engram:
+    """Everything one Engram process holds open."""
+
+    def __init__(self, loaded: LoadedSettings | None = None, embedder: Embedder | None = None) -> None:
+        self.loaded = loaded or load_settings()
+        if embedder is not None:  # share one loaded model (tests, benches)
+            self.__dict__["embedder"] = embedder
+        self.settings: Settings = self.loaded.settings
+        self.paths = DataPaths(root=self.settings.data_dir).ensure()
+        self.db = Database(self.paths.db)
+        self.docs = DocumentStore(self.db)
+        self.folders = FolderStore(self.db)
+        self.queue = JobQueue(self.db)
+        self.state = StateStore(self.db)
+        self.index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
+                                 ann_threshold=self.settings.ann_threshold, nprobe=self.settings.ann_nprobe)
+        self._save_lock = threading.Lock()
+        self.last_sync = self.repair_index()
+        self.watcher: FolderWatcher | None = None
+        self.worker = IngestWorker(
+            self.ingestor, self.queue, self.state, self.save_index,
+            batch_files=self.settings.worker_batch_files,
+            save_interval_s=self.settings.index_save_interval_s,
+        )
+
+    # --- components --------------------------------------------------------------------------
+    @cached_property
+    def embedder(self) -> Embedder:
+        return Embedder(self.settings.embedding_model, self.settings.device, self.settings.embed_batch_size)
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        return Ingestor(self.settings, self.docs, self.folders, self.queue, self.index, lambda: self.embedder)
+
+    def _embedding_dim(self) -> int:
+        """The index dimension, remembered in the store so opening it does not load the model."""
+        dim = self.state.get(EMBED_DIM_KEY)
+        model = self.state.get(EMBED_MODEL_KEY)
+        if dim is not None and model == self.settings.embedding_model:
+            return int(dim)
+        if dim is not None and model != self.settings.embedding_model and self.docs.counts()["chunks"]:
+            raise RuntimeError(
+                f"this data folder was indexed with embedding model '{model}'; "
+                f"set embedding_model back or use a new data folder"
+            )
+        dim = self.embedder.dim
+        self.state.set(EMBED_DIM_KEY, dim)
+        self.state.set(EMBED_MODEL_KEY, self.settings.embedding_model)
+        return dim
+
+    # --- index consistency -------------------------------------------------------------------
+    def repair_index(self) -> SyncReport:
+        """Load the saved index and make it match SQLite exactly; logs what it changed."""
+        self.index.load()
+        report = self.index.sync(self.docs.chunk_ids(), self.docs.vectors)
+        if report.added or report.removed or report.rebuilt:
+            log.info("index repaired from the store: %d added, %d removed%s", report.added,
+                     report.removed, ", rebuilt" if report.rebuilt else "")
+        return report
+
+    def save_index(self) -> None:
+        with self._save_lock:
+            if self.index.dirty:
+                self.index.save()
+
+    # --- folders -----------------------------------------------------------------------------
+    def add_folder(self, path: Path, is_default: bool = False) -> tuple[FolderRow, ScanReport]:
+        folder = Path(os.path.abspath(Path(path).expanduser()))
+        if not folder.is_dir():
+            raise NotADirectoryError(f"not a folder: {folder}")
+        row = self.folders.add(str(folder), is_default=is_default)
+        if self.watcher:
+            self.watcher.watch(folder)
+        report = self.ingestor.scan(folder, label=f"add folder {folder}")
+        self.worker.wake()
+        return row, report
+
+    def remove_folder(self, path: Path) -> int:
+        """Stop watching a folder and forget its documents; returns how many were forgotten."""
+        folder = str(Path(os.path.abspath(Path(path).expanduser())))
+        if self.folders.get(folder) is None:
+            raise KeyError(f"not a watched folder: {folder}")
+        if self.watcher:
+            self.watcher.unwatch(Path(folder))
+        self.folders.remove(folder)
+        nested = [f.path for f in self.folders.list() if f.path.startswith(folder.rstrip("/") + "/")]
+        paths = [p for p in self.docs.paths_under(folder) if not any(p.startswith(n + "/") for n in nested)]
+        forgotten = self.ingestor.forget(paths)
+        self.save_index()
+        return forgotten
+
+    def ensure_drop_folder(self) -> FolderRow:
+        drop = self.settings.effective_drop_folder
+        drop.mkdir(parents=True, exist_ok=True)
+        existing = self.folders.get(str(Path(os.path.abspath(drop))))
+        return existing or self.add_folder(drop, is_default=True)[0]
+
+    def reconcile(self) -> list[ScanReport]:
+        """Catch up with what changed while the app was closed."""
+        reports = []
+        for folder in self.folders.list():
+            if Path(folder.path).is_dir():
+                reports.append(self.ingestor.scan(Path(folder.path), label=f"start-up scan {folder.path}"))
+            else:
+                log.warning("watched folder is missing: %s", folder.path)
+        self.worker.wake()
+        return reports
+
+    # --- one-shot ingestion --------------------------------------------------------------------
+    def ingest(self, paths: list[Path]) -> list[ScanReport]:
+        """Queue files or folders for ingestion (without watching them)."""
+        reports = []
+        for path in paths:
+            path = Path(os.path.abspath(Path(path).expanduser()))
+            if not path.exists():
+                raise FileNotFoundError(f"no such file or folder: {path}")
+            reports.append(self.ingestor.scan(path, label=f"ingest {path}"))
+        self.worker.wake()
+        return reports
+
+    def pause(self) -> None:
+        self.worker.set_paused(True)
+
+    def resume(self) -> None:
+        self.worker.set_paused(False)
+
+    def cancel(self) -> int:
+        return self.queue.cancel_pending()
+
+    # --- background ----------------------------------------------------------------------------
+    def start(self, watch: bool = True) -> None:
+        """Start-up: recover interrupted jobs, create the drop folder, reconcile, watch, work."""
+        recovered = self.queue.recover()
+        if recovered:
+            log.info("resuming %d interrupted jobs", recovered)
+        self.ensure_drop_folder()
+        if watch:
+            self.watcher = FolderWatcher(self._on_changed, self.settings.watch_debounce_s)
+            for folder in self.folders.list():
+                if Path(folder.path).is_dir():
+                    self.watcher.watch(Path(folder.path))
+            self.watcher.start()
+        self.reconcile()
+        self.worker.start()
+
+    def stop(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+            self.watcher = None
+        self.worker.stop()
+        self.save_index()
+
+    def close(self) -> None:
+        self.stop()
+        self.db.close()
+
+    def _on_changed(self, paths: list[Path]) -> None:
+        self.ingestor.enqueue_paths(paths, label="folder changes")
+        self.worker.wake()
+
+    # --- queries ---------------------------------------------------------------------------------
+    def search(self, query: str, k: int | None = None) -> list[SearchHit]:
+        """Top chunks for a query; a vector whose chunk is gone is never returned."""
+        k = k or self.settings.search_k
+        if not query.strip() or len(self.index) == 0:
+            return []
+        vec = self.embedder.embed([query])
+        scores, ids = self.index.search(vec, min(len(self.index), k * 2 + 8))
+        rows = self.docs.chunks(int(i) for i in ids[0] if i >= 0)
+        hits = []
+        for score, cid in zip(scores[0], ids[0]):
+            row = rows.get(int(cid))
+            if row is None:
+                continue
+            hits.append(SearchHit(chunk_id=row.id, path=row.path, page=row.page, line_start=row.line_start,
+                                  line_end=row.line_end, score=float(score), text=row.text))
+            if len(hits) == k:
+                break
+        return hits
+
+    def status(self) -> StatusReport:
+        counts = self.docs.counts()
+        progress = self.queue.progress()
+        progress.paused = self.worker.paused
+        return StatusReport(
+            data_dir=str(self.paths.root), folders=self.folders.list(), documents=counts["documents"],
+            indexed=counts["indexed"], errors=counts["error"], chunks=counts["chunks"],
+            vectors=len(self.index), index_kind=self.index.kind, pending_jobs=self.queue.pending_count(),
+            progress=progress, recent_errors=self.docs.errors(limit=20),
+        )
+
+    def run_pending(self, on_result=None) -> list[FileResult]:
+        """Foreground: process every queued ingest job now (used by ``engram ingest``)."""
+        results: list[FileResult] = []
+        previous = self.worker.on_result
+
+        def collect(result: FileResult) -> None:
+            results.append(result)
+            if on_result:
+                on_result(result)
+
+        self.worker.on_result = collect
+        try:
+            self.worker.drain()
+        finally:
+            self.worker.on_result = previous
+        return results
+

