@@ -1,0 +1,34 @@
+"""Generation runtimes: one interface over llama.cpp, Ollama and torch (see ``base``).
+
+Importing this package is cheap: backend libraries load only when a runtime is built.
+"""
+
+from app.runtimes.base import (
+    ChatMessage,
+    GenerationRequest,
+    GenerationResult,
+    ModelInfo,
+    PromptTooLong,
+    Runtime,
+    RuntimeUnavailable,
+    StructuredOutputError,
+    TextDelta,
+    TextStream,
+)
+from app.runtimes.registry import BACKENDS, available_models, make_runtime
+
+__all__ = [
+    "BACKENDS",
+    "ChatMessage",
+    "GenerationRequest",
+    "GenerationResult",
+    "ModelInfo",
+    "PromptTooLong",
+    "Runtime",
+    "RuntimeUnavailable",
+    "StructuredOutputError",
+    "TextDelta",
+    "TextStream",
+    "available_models",
+    "make_runtime",
+]

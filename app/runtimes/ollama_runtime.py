@@ -80,7 +80,11 @@ def list_models(
     host: str = DEFAULT_HOST, connect_timeout_s: float = 2.0, read_timeout_s: float = 5.0
 ) -> list[ModelInfo]:
     """The models the server at ``host`` has pulled (``GET /api/tags``)."""
-    return _list(make_client(host, connect_timeout_s, read_timeout_s), host)
+    client = make_client(host, connect_timeout_s, read_timeout_s)
+    try:
+        return _list(client, host)
+    finally:
+        client.close()
 
 
 def _context_length(model_info: Any) -> int | None:
@@ -174,7 +178,7 @@ class OllamaRuntime(Runtime):
         except CLIENT_ERRORS as exc:
             self._fail(exc)
         if final is None:
-            raise RuntimeUnavailable(f"Ollama at {self.host} ended the answer without finishing it.")
+            raise RuntimeUnavailable(f"Ollama at {self.host} ended the answer before finishing it.")
         yield Usage(
             prompt_tokens=final.prompt_eval_count or 0,
             completion_tokens=final.eval_count or 0,

@@ -6,9 +6,10 @@ so answering with what they learned needs generation from that copy: this runtim
 dequantized on load (fp32 on CPU, bf16 on CUDA). Nothing is ever downloaded: the hub is forced
 offline before transformers is imported and every load passes ``local_files_only=True``.
 
-Structured output is not constrained here (transformers has no grammar sampler): the schema is
-put into the system message, the answer is pre-filled with ``{"``, the output is validated, and
-``generate_json`` tries twice before raising ``StructuredOutputError``. Use llama.cpp or Ollama where JSON must always parse.
+Structured output is not constrained here (transformers has no grammar sampler): the schema's
+shape is put into the system message, the answer is pre-filled with ``{"``, the output is
+validated, and ``generate_json`` tries twice before raising ``StructuredOutputError``. It is best
+effort (the 135M model often fails it); use llama.cpp or Ollama where JSON must always parse.
 """
 
 from __future__ import annotations
@@ -40,10 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JSON_INSTRUCTION = (
-    "Reply with one JSON object and nothing else (no prose, no code fences). "
-    "It must match this JSON schema: {schema}"
-)
+JSON_INSTRUCTION = "Reply with one JSON object and nothing else (no prose, no code fences). {shape}"
 
 
 def _offline_transformers():
@@ -86,6 +84,8 @@ class StopTrimmer:
         self.stopped = False
 
     def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
         self.buffer += piece
         hits = [self.buffer.find(s) for s in self.stops if s in self.buffer]
         if hits:
@@ -93,7 +93,8 @@ class StopTrimmer:
             return out
         keep = max((n for s in self.stops for n in range(len(s), 0, -1)
                     if self.buffer.endswith(s[:n])), default=0)
-        out, self.buffer = self.buffer[: len(self.buffer) - keep], self.buffer[len(self.buffer) - keep :]
+        cut = len(self.buffer) - keep
+        out, self.buffer = self.buffer[:cut], self.buffer[cut:]
         return out
 
     def flush(self) -> str:
@@ -101,8 +102,23 @@ class StopTrimmer:
         return out
 
 
+def _describe(prop: dict[str, Any]) -> str:
+    if "enum" in prop:
+        return "one of " + ", ".join(json.dumps(v) for v in prop["enum"])
+    return str(prop.get("type", "any JSON value"))
+
+
+def describe_schema(schema: dict[str, Any]) -> str:
+    """A short shape description: small models copy a raw schema instead of filling it in."""
+    props = schema.get("properties")
+    if not props:
+        return f"It must match this JSON schema: {json.dumps(schema)}"
+    keys = ", ".join(f'"{name}" ({_describe(prop)})' for name, prop in props.items())
+    return f"Its keys: {keys}."
+
+
 def with_json_instruction(messages: list[ChatMessage], schema: dict[str, Any]) -> list[ChatMessage]:
-    note = JSON_INSTRUCTION.format(schema=json.dumps(schema))
+    note = JSON_INSTRUCTION.format(shape=describe_schema(schema))
     if messages and messages[0].role == "system":
         first = ChatMessage(role="system", content=f"{messages[0].content}\n\n{note}")
         return [first, *messages[1:]]
@@ -167,7 +183,8 @@ class TorchRuntime(Runtime):
                 str(self.folder), dtype=dtype, **kwargs
             )
         except (OSError, ValueError, ImportError) as exc:
-            raise RuntimeUnavailable(f"transformers could not load {self.folder}: {exc}") from exc
+            source = self.folder / self.gguf_file if self.gguf_file else self.folder
+            raise RuntimeUnavailable(f"transformers could not load {source}: {exc}") from exc
         if not tokenizer.chat_template:
             tokenizer.chat_template = CHATML_TEMPLATE
         return tokenizer, model.to(self.device).eval()
@@ -195,10 +212,11 @@ class TorchRuntime(Runtime):
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool,
                                   device=input_ids.device)
 
+        pad = self.tokenizer.pad_token_id
         kwargs: dict[str, Any] = dict(
             **inputs, max_new_tokens=max_new, streamer=streamer,
             stopping_criteria=StoppingCriteriaList([Cancelled()]),
-            pad_token_id=self.tokenizer.pad_token_id or next(iter(self._eos_ids()), 0),
+            pad_token_id=pad if pad is not None else next(iter(self._eos_ids()), 0),
             do_sample=request.temperature > 0,
         )
         if request.temperature > 0:
@@ -222,6 +240,8 @@ class TorchRuntime(Runtime):
     def _events(self, request: GenerationRequest) -> Iterator[TextDelta | Usage]:
         from transformers import TextIteratorStreamer
 
+        if self.model is None:
+            raise RuntimeUnavailable(f"the torch runtime for {self.model_name} was closed")
         inputs, prefill = self._inputs(request)
         prompt_len = int(inputs["input_ids"].shape[1])
         if prompt_len >= self.context_window:
@@ -232,9 +252,8 @@ class TorchRuntime(Runtime):
         cancel = threading.Event()
         trimmer = StopTrimmer(request.stop)
         with self.lock:
-            worker = _Generation(
-                self.model, self._generate_kwargs(inputs, request, max_new, streamer, cancel), streamer
-            )
+            kwargs = self._generate_kwargs(inputs, request, max_new, streamer, cancel)
+            worker = _Generation(self.model, kwargs, streamer)
             worker.start()
             try:
                 if prefill:
