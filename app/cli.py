@@ -19,18 +19,31 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from app.settings import ENV_PREFIX, Settings, SettingsError, load_settings, save_setting
+from app.settings import (
+    ENV_PREFIX,
+    FIELDS,
+    SettingsError,
+    env_name,
+    flag_name,
+    get_value,
+    load_settings,
+    save_setting,
+)
 
 console = Console(soft_wrap=True)  # long paths stay whole and copyable
 err_console = Console(stderr=True)
 
 
+def _param(field: str) -> str:
+    return field.replace(".", "__")
+
+
 def _setting_options(func):
-    """Add one ``--flag`` per Settings field (values validated later by the model itself)."""
-    for name, field in reversed(list(Settings.model_fields.items())):
+    """Add one ``--flag`` per setting (values validated later by the model itself)."""
+    for name, field in reversed(list(FIELDS.items())):
         func = click.option(
-            f"--{name.replace('_', '-')}", name, default=None, metavar="VALUE",
-            help=f"{field.description or name} [env {ENV_PREFIX}{name.upper()}]",
+            flag_name(name), _param(name), default=None, metavar="VALUE",
+            help=f"{field.description or name} [env {env_name(name)}]",
         )(func)
     return func
 
@@ -79,7 +92,8 @@ def cli(ctx: click.Context, config_dir: Path | None, verbose: bool, **overrides:
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = Context({k: v for k, v in overrides.items() if v is not None}, config_dir)
+    ctx.obj = Context({k.replace("__", "."): v for k, v in overrides.items() if v is not None},
+                      config_dir)
     ctx.call_on_close(ctx.obj.close)
     if ctx.invoked_subcommand is None:
         ctx.invoke(run)
@@ -259,6 +273,135 @@ def search(c: Context, query: str, k: int | None) -> None:
         console.print(f"    {snippet[:240]}{'…' if len(snippet) > 240 else ''}", markup=False)
 
 
+# --- chat --------------------------------------------------------------------------------------
+def _runtime_errors():
+    from engines.generation import PromptTooLong, RuntimeUnavailable
+
+    return (RuntimeUnavailable, PromptTooLong)
+
+
+@cli.command()
+@click.argument("question")
+@click.option("-c", "--conversation", type=int, default=None,
+              help="Continue this conversation (ids: `engram conversations`).")
+@pass_ctx
+def ask(c: Context, question: str, conversation: int | None) -> None:
+    """Answer QUESTION from your documents and list the sources it used."""
+    from app.chat import Delta, Done, Sources
+
+    engram = c.engram
+    try:
+        for event in engram.chat.ask(question, conversation):
+            if isinstance(event, Sources) and not event.citations:
+                console.print("[dim]No passage in your documents matched; answering without sources.[/]")
+            elif isinstance(event, Delta):
+                console.out(event.text, end="", highlight=False)
+            elif isinstance(event, Done):
+                console.out("")
+                _print_sources(event.message)
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
+    except _runtime_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _print_sources(message) -> None:
+    for cite in message.citations:
+        name = Path(cite["path"]).name
+        page = f"p.{cite['page']} " if cite.get("page") else ""
+        lines = (f"line {cite['line_start']}" if cite["line_start"] == cite["line_end"]
+                 else f"lines {cite['line_start']}-{cite['line_end']}")
+        console.print(f"[bold][{cite['n']}][/] {name} ({page}{lines})  {cite['path']}", highlight=False)
+        console.print(f"    “{cite['quote']}”", markup=False, highlight=False)
+    console.print(f"[dim]conversation {message.conversation_id} · answer {message.id} · "
+                  f"`engram feedback {message.id} up|down`[/]")
+
+
+@cli.command()
+@click.argument("answer_id", type=int)
+@click.argument("rating", type=click.Choice(["up", "down"]), required=False)
+@click.option("--correction", default=None, help="What the right answer is.")
+@pass_ctx
+def feedback(c: Context, answer_id: int, rating: str | None, correction: str | None) -> None:
+    """Rate an answer (up/down) and/or correct it."""
+    if rating is None and not correction:
+        raise click.UsageError("give a rating (up/down), a --correction, or both")
+    try:
+        c.engram.chat.feedback(answer_id, rating, correction)  # type: ignore[arg-type]
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from exc
+    console.print("Thanks: feedback recorded.")
+
+
+@cli.command()
+@click.argument("conversation_id", type=int, required=False)
+@pass_ctx
+def conversations(c: Context, conversation_id: int | None) -> None:
+    """List conversations, or show one with its answers and sources."""
+    store = c.engram.conversations
+    if conversation_id is None:
+        rows = store.list()
+        if not rows:
+            console.print('No conversations yet: `engram ask "..."`.')
+        for row in rows:
+            console.print(f"{row.id:>4}  {row.updated_at[:16].replace('T', ' ')}  "
+                          f"{row.messages:>3} messages  {row.title}", highlight=False)
+        return
+    if store.get(conversation_id) is None:
+        raise click.ClickException(f"no conversation with id {conversation_id}")
+    for message in store.messages(conversation_id):
+        who = "[bold]You:[/]" if message.role == "user" else "[bold]Engram:[/]"
+        mark = {"up": " 👍", "down": " 👎"}.get(message.feedback or "", "")
+        console.print(f"{who}{mark}")
+        console.print(message.content, markup=False, highlight=False)
+        if message.correction:
+            console.print(f"[dim]correction:[/] {message.correction}", highlight=False)
+
+
+# --- models ------------------------------------------------------------------------------------
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """List the models Engram can run (`engram models use BACKEND MODEL` picks one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from app.runtimes import available_models
+
+    s = ctx.find_object(Context).loaded.settings
+    found = available_models(s.effective_models_dir, s.ollama_host, active_backend=s.chat_backend,
+                             active_model=s.chat_model)
+    table = Table("", "model", "backend", "size")
+    table.add_column("where", overflow="fold")
+    for m in found:
+        size = f"{m.size_bytes / 1e6:,.0f} MB" if m.size_bytes else "?"
+        table.add_row("●" if m.active else "", m.name, m.backend, size, m.path_or_tag)
+    console.print(table)
+    if not any(m.active for m in found):
+        console.print(f"Active: {s.chat_backend} {s.chat_model} (not among the models found)")
+    console.print(f"[dim]GGUF files and Hugging Face folders are found in {s.effective_models_dir}; "
+                  f"Ollama models at {s.ollama_host} when it runs.[/]")
+
+
+@models.command("use")
+@click.argument("backend", type=click.Choice(["llamacpp", "ollama", "torch"]))
+@click.argument("model")
+@pass_ctx
+def models_use(c: Context, backend: str, model: str) -> None:
+    """Check that MODEL loads with BACKEND, then make it the chat model."""
+    from app.runtimes.active import ActiveRuntime
+
+    runtime = ActiveRuntime(c.loaded.settings)
+    try:
+        runtime.switch(backend, model)  # type: ignore[arg-type]
+    except _runtime_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        runtime.close()
+    save_setting("chat_backend", backend, c.config_dir)
+    save_setting("chat_model", model, c.config_dir)
+    console.print(f"Chat now uses {backend} {model}.")
+
+
 # --- config ------------------------------------------------------------------------------------
 @cli.group()
 def config() -> None:
@@ -271,8 +414,8 @@ def config_show(c: Context) -> None:
     """Print the effective settings and where each came from."""
     loaded = c.loaded
     table = Table("setting", "value", "source", title=f"config file: {loaded.config_file}")
-    for name in Settings.model_fields:
-        table.add_row(name, str(getattr(loaded.settings, name)), loaded.sources[name])
+    for name in FIELDS:
+        table.add_row(name, str(get_value(loaded.settings, name)), loaded.sources[name])
     console.print(table)
 
 
@@ -283,7 +426,7 @@ def config_show(c: Context) -> None:
 def config_set(c: Context, name: str, value: str) -> None:
     """Save NAME=VALUE in the config file."""
     try:
-        path = save_setting(name.replace("-", "_"), value, c.config_dir)
+        path = save_setting(name, value, c.config_dir)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"Saved {name} in {path}")

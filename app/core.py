@@ -15,12 +15,17 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from app.chat import ChatService
 from app.embeddings import Embedder
 from app.ingest import FileResult, Ingestor, ScanReport
 from app.paths import DataPaths
+from app.runtimes.active import ActiveRuntime
 from app.settings import LoadedSettings, Settings, load_settings
 from app.watcher import FolderWatcher
+from engines.base import Engine, EngineContext, Passage
+from engines.registry import build_engine
 from app.worker import IngestWorker
+from store.conversations import ConversationStore
 from store.database import Database
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
@@ -32,21 +37,6 @@ log = logging.getLogger(__name__)
 
 EMBED_DIM_KEY = "embedding_dim"
 EMBED_MODEL_KEY = "embedding_model"
-
-
-class SearchHit(BaseModel):
-    chunk_id: int
-    path: str
-    page: int | None
-    line_start: int
-    line_end: int
-    score: float
-    text: str
-
-    @property
-    def position(self) -> str:
-        page = f"p.{self.page} " if self.page else ""
-        return f"{page}lines {self.line_start}-{self.line_end}"
 
 
 class StatusReport(BaseModel):
@@ -77,6 +67,8 @@ class Engram:
         self.folders = FolderStore(self.db)
         self.queue = JobQueue(self.db)
         self.state = StateStore(self.db)
+        self.conversations = ConversationStore(self.db)
+        self.runtime = ActiveRuntime(self.settings)
         self.index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
                                  ann_threshold=self.settings.ann_threshold, nprobe=self.settings.ann_nprobe)
         self._save_lock = threading.Lock()
@@ -96,6 +88,21 @@ class Engram:
     @cached_property
     def ingestor(self) -> Ingestor:
         return Ingestor(self.settings, self.docs, self.folders, self.queue, self.index, lambda: self.embedder)
+
+    @cached_property
+    def engine_context(self) -> EngineContext:
+        return EngineContext(db=self.db, data_dir=self.paths.root, retrieve=self.search,
+                             embed=lambda texts: self.embedder.embed(texts), generator=self.runtime.get)
+
+    @cached_property
+    def engines(self) -> list[Engine]:
+        """The enabled engines, built on first use, in the order the settings list them."""
+        return [build_engine(name, self.engine_context, getattr(self.settings, name))
+                for name in self.settings.engines]
+
+    @cached_property
+    def chat(self) -> ChatService:
+        return ChatService(self.settings, self.conversations, self.engines, self.runtime)
 
     def _embedding_dim(self) -> int:
         """The index dimension, remembered in the store so opening it does not load the model."""
@@ -217,6 +224,7 @@ class Engram:
 
     def close(self) -> None:
         self.stop()
+        self.runtime.close()
         self.db.close()
 
     def _on_changed(self, paths: list[Path]) -> None:
@@ -224,7 +232,7 @@ class Engram:
         self.worker.wake()
 
     # --- queries ---------------------------------------------------------------------------------
-    def search(self, query: str, k: int | None = None) -> list[SearchHit]:
+    def search(self, query: str, k: int | None = None) -> list[Passage]:
         """Top chunks for a query; a vector whose chunk is gone is never returned."""
         k = k or self.settings.search_k
         if not query.strip() or len(self.index) == 0:
@@ -237,8 +245,9 @@ class Engram:
             row = rows.get(int(cid))
             if row is None:
                 continue
-            hits.append(SearchHit(chunk_id=row.id, path=row.path, page=row.page, line_start=row.line_start,
-                                  line_end=row.line_end, score=float(score), text=row.text))
+            hits.append(Passage(chunk_id=row.id, document_id=row.document_id, path=row.path,
+                                page=row.page, line_start=row.line_start, line_end=row.line_end,
+                                score=float(score), text=row.text))
             if len(hits) == k:
                 break
         return hits

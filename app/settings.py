@@ -3,25 +3,51 @@
 The pydantic model below is the single source of truth: the config file, the ``ENGRAM_*``
 environment variables and the CLI flags are all derived from its fields, and
 ``engram config show`` reports which of those layers set each value.
+
+Each engine defines its own settings model next to its code (``engines/<name>/config.py``); it
+appears here as a section. A section field has a dotted name (``rag.min_similarity``), a TOML
+table in the config file (``[rag]``), an environment variable (``ENGRAM_RAG_MIN_SIMILARITY``) and
+a flag (``--rag-min-similarity``).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+
+from engines.rag.config import RagConfig
 
 APP_NAME = "engram"
 ENV_PREFIX = "ENGRAM_"
 CONFIG_FILE_NAME = "config.toml"
 
 Source = Literal["default", "config file", "environment", "command line"]
+Backend = Literal["llamacpp", "ollama", "torch"]
+
+
+def _split_commas(value: Any) -> Any:
+    return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+
+
+NameList = Annotated[list[str], BeforeValidator(_split_commas)]
 
 
 class Settings(BaseModel):
@@ -35,6 +61,10 @@ class Settings(BaseModel):
     )
     drop_folder: Path | None = Field(
         None, description="Default watched folder, created on first run (default: DATA_DIR/Drop)."
+    )
+    models_dir: Path | None = Field(
+        None, description="Folder searched for GGUF files and Hugging Face model folders "
+        "(default: DATA_DIR/models)."
     )
     embedding_model: str = Field(
         "embedded",
@@ -72,11 +102,57 @@ class Settings(BaseModel):
         5.0, ge=0, description="Longest time the worker keeps unsaved vectors in memory."
     )
     search_k: int = Field(5, ge=1, le=100, description="Default number of search results.")
+    chat_backend: Backend = Field(
+        "llamacpp", description="Generation backend for chat: llamacpp, ollama or torch."
+    )
+    chat_model: str = Field(
+        "embedded",
+        description="'embedded' (SmolLM2-135M-Instruct), a GGUF path, an Ollama model tag, or a "
+        "local Hugging Face folder (torch).",
+    )
+    context_tokens: int = Field(
+        4096, ge=512, le=131_072, description="Context window requested from the chat model."
+    )
+    answer_max_tokens: int = Field(
+        320, ge=16, le=8192, description="Longest answer, in model tokens."
+    )
+    temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature (0: greedy).")
+    history_turns: int = Field(
+        4, ge=0, le=50, description="Earlier question/answer pairs of a conversation kept in the prompt."
+    )
+    ollama_host: str = Field(
+        "http://127.0.0.1:11434", description="Ollama server URL (a remote host is allowed)."
+    )
+    ollama_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="Longest wait for each piece of an Ollama answer."
+    )
+    ui_host: str = Field("127.0.0.1", description="Address the desktop UI listens on.")
+    ui_port: int = Field(7860, ge=0, le=65535, description="Port of the desktop UI (0: any free port).")
+    open_browser: bool = Field(True, description="Open the UI in the browser when Engram starts.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    engines: NameList = Field(
+        default_factory=lambda: ["rag"],
+        description="Engines that learn documents and contribute to answers, comma-separated.",
+    )
+    rag: RagConfig = Field(default_factory=RagConfig, description="Retrieval for grounded answers.")
+
+    @field_validator("engines")
+    @classmethod
+    def _known_engines(cls, names: list[str]) -> list[str]:
+        from engines.registry import ENGINES
+
+        unknown = [n for n in names if n not in ENGINES]
+        if unknown:
+            raise ValueError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
+        return list(dict.fromkeys(names))
 
     @property
     def effective_drop_folder(self) -> Path:
         return self.drop_folder or self.data_dir / "Drop"
+
+    @property
+    def effective_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @property
     def max_file_bytes(self) -> int:
@@ -84,7 +160,7 @@ class Settings(BaseModel):
 
 
 class LoadedSettings(BaseModel):
-    """Settings together with the layer that set each field."""
+    """Settings together with the layer that set each field (keyed by dotted name)."""
 
     settings: Settings
     sources: dict[str, Source]
@@ -95,6 +171,51 @@ class SettingsError(ValueError):
     """A setting from a file, the environment or the command line failed validation."""
 
 
+# --- the flat view of the nested model ---------------------------------------------------------
+def _is_section(info: FieldInfo) -> bool:
+    return isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+
+
+def _walk(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    for name, info in model.model_fields.items():
+        if _is_section(info):
+            yield from _walk(info.annotation, f"{prefix}{name}.")  # type: ignore[arg-type]
+        else:
+            yield f"{prefix}{name}", info
+
+
+FIELDS: dict[str, FieldInfo] = dict(_walk(Settings))
+"""Every leaf setting by dotted name (``chunk_tokens``, ``rag.min_similarity``)."""
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.replace('.', '_').upper()}"
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace(".", "-").replace("_", "-")
+
+
+def normalize_name(name: str) -> str:
+    """Accept ``rag.min-similarity``, ``rag-min-similarity`` or ``rag_min_similarity``."""
+    cleaned = name.strip().lstrip("-").replace("-", "_")
+    if cleaned in FIELDS:
+        return cleaned
+    by_flat = {f.replace(".", "_"): f for f in FIELDS}
+    if cleaned in by_flat:
+        return by_flat[cleaned]
+    close = difflib.get_close_matches(cleaned, list(FIELDS), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise SettingsError(f"unknown setting '{name}'{hint}")
+
+
+def get_value(settings: Settings, field: str) -> Any:
+    value: Any = settings
+    for part in field.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def config_dir(override: Path | None = None) -> Path:
     """Config folder: explicit override, then ENGRAM_CONFIG_DIR, then the platform default."""
     if override is not None:
@@ -103,13 +224,9 @@ def config_dir(override: Path | None = None) -> Path:
     return Path(env) if env else Path(platformdirs.user_config_dir(APP_NAME))
 
 
-def env_name(field: str) -> str:
-    return f"{ENV_PREFIX}{field.upper()}"
-
-
 def _parse_field(field: str, raw: Any, origin: str) -> Any:
     """Validate one raw value (a string from env/CLI, or a TOML value) against its field type."""
-    info = Settings.model_fields.get(field)
+    info = FIELDS.get(field)
     if info is None:
         raise SettingsError(f"{origin}: unknown setting '{field}'")
     annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
@@ -131,20 +248,46 @@ def _first_error(exc: Exception) -> str:
     return str(exc)
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML tables -> dotted names (``{"rag": {"k": 3}}`` -> ``{"rag.k": 3}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name not in FIELDS:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for name, value in flat.items():
+        *sections, leaf = name.split(".")
+        target = nested
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[leaf] = value
+    return nested
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
-    return {k: _parse_field(k, v, str(path)) for k, v in data.items()}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    return {k: _parse_field(k, v, str(path)) for k, v in _flatten(_read_toml(path)).items()}
 
 
 def read_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
     environ = dict(os.environ if environ is None else environ)
     found = {}
-    for field in Settings.model_fields:
+    for field in FIELDS:
         name = env_name(field)
         if name in environ and environ[name] != "":
             found[field] = _parse_field(field, environ[name], name)
@@ -156,21 +299,33 @@ def load_settings(
     config_directory: Path | None = None,
     environ: dict[str, str] | None = None,
 ) -> LoadedSettings:
-    """Merge defaults < config file < environment < command line, remembering each source."""
+    """Merge defaults < config file < environment < command line, remembering each source.
+
+    ``cli`` is keyed by setting name (dotted for sections; ``-`` and ``_`` forms accepted).
+    """
     path = config_dir(config_directory) / CONFIG_FILE_NAME
+    command_line = {}
+    for key, value in (cli or {}).items():
+        if value is None:
+            continue
+        try:
+            field = normalize_name(key)
+        except SettingsError as exc:
+            raise SettingsError(f"{flag_name(key)}: {exc}") from exc
+        command_line[field] = _parse_field(field, value, flag_name(field))
     layers: list[tuple[Source, dict[str, Any]]] = [
         ("config file", read_config_file(path)),
         ("environment", read_environment(environ)),
-        ("command line", {k: _parse_field(k, v, f"--{k.replace('_', '-')}") for k, v in (cli or {}).items() if v is not None}),
+        ("command line", command_line),
     ]
     values: dict[str, Any] = {}
-    sources: dict[str, Source] = {field: "default" for field in Settings.model_fields}
+    sources: dict[str, Source] = {field: "default" for field in FIELDS}
     for source, layer in layers:
         for key, value in layer.items():
             values[key] = value
             sources[key] = source
     try:
-        settings = Settings(**values)
+        settings = Settings(**_nest(values))
     except ValidationError as exc:
         raise SettingsError(f"invalid settings: {exc}") from exc
     return LoadedSettings(settings=settings, sources=sources, config_file=path)
@@ -178,12 +333,13 @@ def load_settings(
 
 def save_setting(field: str, raw_value: str, config_directory: Path | None = None) -> Path:
     """Persist one setting into the config file (validated first; the file is rewritten atomically)."""
+    field = normalize_name(field)
     path = config_dir(config_directory) / CONFIG_FILE_NAME
     value = _parse_field(field, raw_value, f"setting {field}")
-    data = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    data[field] = str(value) if isinstance(value, Path) else value
+    flat = _flatten(_read_toml(path))
+    flat[field] = str(value) if isinstance(value, Path) else value
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(tomli_w.dumps(data), encoding="utf-8")
+    tmp.write_text(tomli_w.dumps(_nest(flat)), encoding="utf-8")
     os.replace(tmp, path)
     return path

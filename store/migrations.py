@@ -126,6 +126,31 @@ def m001_core(db: sqlite_utils.Database) -> None:
     ])
 
 
+def m002_conversations(db: sqlite_utils.Database) -> None:
+    _run(db, [
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+            updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
+        )""",
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            content TEXT NOT NULL,
+            citations TEXT NOT NULL DEFAULT '[]',
+            meta TEXT NOT NULL DEFAULT '{}',
+            feedback TEXT CHECK (feedback IN ('up', 'down')),
+            correction TEXT,
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
+        )""",
+        "CREATE INDEX idx_messages_conversation ON messages(conversation_id, id)",
+        "CREATE INDEX idx_episodes_conversation ON episodes(conversation_id, ts)",
+    ])
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_core", m001_core),
+    ("002_conversations", m002_conversations),
 ]

@@ -29,3 +29,13 @@ def embedder():
     from app.embeddings import Embedder
 
     return Embedder(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def llama():
+    """The real embedded SmolLM2 GGUF in llama.cpp, loaded once per test session."""
+    from app.runtimes.llamacpp import LlamaCppRuntime
+
+    runtime = LlamaCppRuntime(n_ctx=2048)
+    yield runtime
+    runtime.close()

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from app.runtimes.base import ChatMessage, GenerationRequest, GenerationResult
+from engines.generation import ChatMessage, GenerationRequest, GenerationResult
 from app.runtimes.llamacpp import LlamaCppRuntime
 
 log = logging.getLogger(__name__)

@@ -52,13 +52,6 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama() -> Iterator[LlamaCppRuntime]:
-    runtime = LlamaCppRuntime(n_ctx=2048)
-    yield runtime
-    runtime.close()
-
-
-@pytest.fixture(scope="module")
 def loopback(llama: LlamaCppRuntime) -> Iterator[OllamaLoopback]:
     server = OllamaLoopback(llama).start()
     yield server

@@ -68,3 +68,27 @@ def test_config_set_persists(isolated_dirs):
     bad = runner.invoke(cli, ["config", "set", "search_k", "0"])
     assert bad.exit_code != 0
     assert load_settings().settings.search_k == 9
+
+
+def test_engine_sections_in_every_layer(isolated_dirs, monkeypatch):
+    save_setting("rag.k", "7")
+    save_setting("rag-min-similarity", "0.5")
+    monkeypatch.setenv("ENGRAM_RAG_CONTEXT_SHARE", "0.5")
+    loaded = load_settings(cli={"rag.logit_bias": "true"})
+    rag = loaded.settings.rag
+    assert (rag.k, rag.min_similarity, rag.context_share, rag.logit_bias) == (7, 0.5, 0.5, True)
+    assert loaded.sources["rag.k"] == "config file"
+    assert loaded.sources["rag.context_share"] == "environment"
+    assert loaded.sources["rag.logit_bias"] == "command line"
+    assert "[rag]" in (isolated_dirs["config"] / "config.toml").read_text()
+    result = CliRunner().invoke(cli, ["--rag-k", "3", "config", "show"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "rag.k " in line)
+    assert "3" in row and "command line" in row
+
+
+def test_unknown_names_suggest_the_close_ones():
+    with pytest.raises(SettingsError, match="did you mean rag.min_similarity"):
+        save_setting("rag.min_similarty", "0.2")
+    with pytest.raises(SettingsError, match="unknown engine"):
+        load_settings(cli={"engines": "rag,telepathy"})

@@ -3,7 +3,7 @@
 Importing this package is cheap: backend libraries load only when a runtime is built.
 """
 
-from app.runtimes.base import (
+from engines.generation import (
     ChatMessage,
     GenerationRequest,
     GenerationResult,

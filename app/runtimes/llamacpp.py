@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.runtimes.base import (
+from engines.generation import (
     CHATML_TEMPLATE,
     ChatMessage,
     GenerationRequest,
@@ -174,8 +174,13 @@ class LlamaCppRuntime(Runtime):
     def context_window(self) -> int:
         return int(self.llm.n_ctx())
 
+    supports_logit_bias = True
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
     def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self.token_ids(text))
 
     def _grammar(self, schema: dict[str, Any]) -> LlamaGrammar:
         from llama_cpp import LlamaGrammar
@@ -212,7 +217,7 @@ class LlamaCppRuntime(Runtime):
                 prompt=tokens, max_tokens=request.max_tokens, temperature=request.temperature,
                 top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=self.repeat_penalty,
                 stop=[*request.stop, *(rendered.stop or [])], seed=request.seed, stream=True,
-                stopping_criteria=criteria, grammar=grammar,
+                stopping_criteria=criteria, grammar=grammar, logit_bias=request.logit_bias,
             )
             try:
                 for chunk in chunks:

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import httpx
 import ollama
 
-from app.runtimes.base import (
+from engines.generation import (
     GenerationRequest,
     ModelInfo,
     Runtime,

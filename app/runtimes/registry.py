@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from app.runtimes.base import ModelInfo, Runtime, RuntimeUnavailable
+from engines.generation import ModelInfo, Runtime, RuntimeUnavailable
 from app.runtimes.llamacpp import EMBEDDED, embedded_gguf_path
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def folder_models(models_dir: Path) -> list[ModelInfo]:
         ModelInfo(name=_folder_name(c.parent, models_dir), backend="torch",
                   path_or_tag=str(c.parent), size_bytes=_size(c.parent))
         for c in sorted(models_dir.rglob("config.json"))
-        if any(c.parent.glob("*.safetensors")) or (c.parent / "pytorch_model.bin").is_file()
+        if any(c.parent.glob("*.safetensors"))  # pickled weights (*.bin) are never loaded
     ]
     return found
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.runtimes.base import (
+from engines.generation import (
     CHATML_TEMPLATE,
     ChatMessage,
     GenerationRequest,
@@ -177,10 +177,12 @@ class TorchRuntime(Runtime):
         kwargs: dict[str, Any] = {"local_files_only": True}
         if self.gguf_file:
             kwargs["gguf_file"] = self.gguf_file
+        # A folder's weights load from safetensors only: a pickled *.bin is never unpickled.
+        weights = {} if self.gguf_file else {"use_safetensors": True}
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.folder), **kwargs)
             model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(self.folder), dtype=dtype, **kwargs
+                str(self.folder), dtype=dtype, **kwargs, **weights
             )
         except (OSError, ValueError, ImportError) as exc:
             source = self.folder / self.gguf_file if self.gguf_file else self.folder
@@ -193,8 +195,13 @@ class TorchRuntime(Runtime):
     def context_window(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
 
+    supports_logit_bias = True
+
+    def token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.token_ids(text))
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -219,6 +226,8 @@ class TorchRuntime(Runtime):
             pad_token_id=pad if pad is not None else next(iter(self._eos_ids()), 0),
             do_sample=request.temperature > 0,
         )
+        if request.logit_bias:
+            kwargs["sequence_bias"] = {(int(t),): float(b) for t, b in request.logit_bias.items()}
         if request.temperature > 0:
             kwargs.update(temperature=request.temperature, top_p=0.95, top_k=40)
             if request.seed is not None:

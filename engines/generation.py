@@ -1,7 +1,9 @@
-"""One small generation interface shared by every backend (llama.cpp, Ollama, torch).
+"""The generation interface: what engines and the chat service call, what every backend implements.
 
-Callers (chat service, engines, bench) talk to a ``Runtime`` and never to a backend library, so
-switching the model or the backend is a settings change. A backend implements one generator,
+It lives with the engines (the layer below the app) so that engines can generate without knowing
+which backend runs: ``app/runtimes`` implements it for llama.cpp, Ollama and torch. Callers (chat
+service, engines, bench) talk to a ``Runtime`` and never to a backend library, so switching the
+model or the backend is a settings change. A backend implements one generator,
 ``_events``, that yields ``TextDelta`` pieces and finally one ``Usage``; the base class turns that
 into a ``TextStream`` (an iterator of text pieces whose ``result`` holds the counts and timings
 once it is exhausted), ``generate`` and schema-validated ``generate_json``.
@@ -71,6 +73,10 @@ class GenerationRequest(BaseModel):
     )
     stop: list[str] = Field(default_factory=list, description="Strings that end generation.")
     seed: int | None = Field(None, description="Sampling seed (None: the runtime's own).")
+    logit_bias: dict[int, float] | None = Field(
+        None, description="Added to these token ids' logits at every step (runtimes with "
+        "supports_logit_bias only)."
+    )
 
 
 class TextDelta(BaseModel):
@@ -206,6 +212,12 @@ class Runtime(ABC):
     @abstractmethod
     def context_window(self) -> int:
         """Tokens of prompt plus completion the model can attend to."""
+
+    supports_logit_bias: ClassVar[bool] = False
+
+    def token_ids(self, text: str) -> list[int]:
+        """The model's token ids for ``text`` (runtimes with ``supports_logit_bias`` only)."""
+        raise NotImplementedError(f"the {self.name} runtime does not expose its tokenizer")
 
     def stream(self, request: GenerationRequest) -> TextStream:
         return TextStream(self._events(request), backend=self.name, model=self.model_name)

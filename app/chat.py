@@ -1,0 +1,205 @@
+"""Grounded chat: question -> engines' contributions -> prompt -> streamed answer -> stored turn.
+
+``ChatService.ask`` is a generator of events so the CLI and the UI can show the sources at once,
+the answer as it streams, and the stored message at the end. The question is stored before any
+work, the answer when it is complete, or, when the caller stops reading early, as far as it got
+(marked ``stopped``): nothing the person saw is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.grounded_prompt import build_prompt
+from app.runtimes.active import ActiveRuntime
+from app.settings import Settings
+from engines.base import Contribution, Engine, Passage, Query
+from engines.generation import ChatMessage, GenerationRequest, Runtime
+from store.conversations import ConversationStore, MessageRow, Rating
+
+log = logging.getLogger(__name__)
+
+QUOTE_CHARS = 280
+MAX_BIAS_TOKENS = 400
+_WORD = re.compile(r"\w+", re.UNICODE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_CITE_MARK = re.compile(r"\[(\d{1,2})\]")
+
+
+class Citation(BaseModel):
+    """A numbered source of an answer: where it is and the passage quoted from it."""
+
+    n: int
+    chunk_id: int
+    document_id: int
+    path: str
+    page: int | None = None
+    line_start: int
+    line_end: int
+    score: float
+    quote: str
+    cited: bool = Field(False, description="The answer refers to it ([n]) or repeats its words.")
+
+    @property
+    def position(self) -> str:
+        return Passage.model_validate({**self.model_dump(), "text": ""}).position
+
+
+class Sources(BaseModel):
+    kind: Literal["sources"] = "sources"
+    conversation_id: int
+    question_id: int
+    citations: list[Citation]
+    notes: list[str] = Field(default_factory=list)
+
+
+class Delta(BaseModel):
+    kind: Literal["delta"] = "delta"
+    text: str
+
+
+class Done(BaseModel):
+    kind: Literal["done"] = "done"
+    message: MessageRow
+
+
+ChatEvent = Sources | Delta | Done
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text) if len(w) > 3 or w.isdigit()}
+
+
+def best_quote(passage: str, answer: str) -> str:
+    """The sentence of ``passage`` sharing most words with ``answer`` (its start when none does)."""
+    sentences = [s.strip() for s in _SENTENCE.split(" ".join(passage.split())) if s.strip()]
+    if not sentences:
+        return ""
+    said = _words(answer)
+    best = max(sentences, key=lambda s: len(_words(s) & said))
+    if not _words(best) & said:
+        best = sentences[0]
+    return best if len(best) <= QUOTE_CHARS else best[: QUOTE_CHARS - 1].rstrip() + "…"
+
+
+def citations_for(passages: list[Passage], answer: str) -> list[Citation]:
+    marked = {int(m) for m in _CITE_MARK.findall(answer)}
+    said = _words(answer)
+    out = []
+    for n, p in enumerate(passages, 1):
+        shared = _words(p.text) & said
+        out.append(Citation(
+            n=n, chunk_id=p.chunk_id, document_id=p.document_id, path=p.path, page=p.page,
+            line_start=p.line_start, line_end=p.line_end, score=round(p.score, 4),
+            quote=best_quote(p.text, answer), cited=n in marked or len(shared) >= 2,
+        ))
+    return out
+
+
+def logit_bias(runtime: Runtime, texts: list[str], strength: float) -> dict[int, float] | None:
+    """+``strength`` on the tokens of ``texts`` (the JitRL MVP); None where unsupported."""
+    if not texts or strength == 0 or not runtime.supports_logit_bias:
+        return None
+    ids: dict[int, float] = {}
+    for text in texts:
+        for token in runtime.token_ids(text):
+            ids.setdefault(int(token), strength)
+            if len(ids) >= MAX_BIAS_TOKENS:
+                return ids
+    return ids
+
+
+class ChatService:
+    """Answers questions from the engines' contributions and keeps every turn."""
+
+    def __init__(self, settings: Settings, conversations: ConversationStore, engines: list[Engine],
+                 runtime: ActiveRuntime) -> None:
+        self.settings = settings
+        self.conversations = conversations
+        self.engines = engines
+        self.runtime = runtime
+
+    def history(self, conversation_id: int) -> list[ChatMessage]:
+        turns = self.conversations.messages(conversation_id)[-2 * self.settings.history_turns:]
+        return [ChatMessage(role=m.role, content=m.content) for m in turns] if turns else []
+
+    def contributions(self, query: Query) -> list[Contribution]:
+        return [engine.contribute(query) for engine in self.engines]
+
+    def ask(self, question: str, conversation_id: int | None = None) -> Iterator[ChatEvent]:
+        """Stream the answer to ``question`` in a conversation (a new one when None)."""
+        question = question.strip()
+        if not question:
+            raise ValueError("the question is empty")
+        if conversation_id is None:
+            conversation_id = self.conversations.create(question).id
+        elif self.conversations.get(conversation_id) is None:
+            raise KeyError(f"no conversation with id {conversation_id}")
+        history = self.history(conversation_id) if self.settings.history_turns else []
+        asked = self.conversations.add_question(conversation_id, question)
+        started = time.perf_counter()
+        contributions = self.contributions(Query(text=question, history=history))
+        runtime = self.runtime.get()
+        passages = [p for c in contributions for p in c.passages]
+        bullets = [b for c in contributions for b in c.bullets]
+        plan = build_prompt(question, passages, bullets, history, runtime.count_tokens,
+                            runtime.context_window, self.settings.answer_max_tokens,
+                            self.settings.rag.context_share)
+        notes = [n for c in contributions for n in c.notes]
+        if plan.dropped_passages:
+            notes.append(f"{plan.dropped_passages} passage(s) did not fit the context window")
+        bias = logit_bias(runtime, [t for c in contributions for t in c.bias_text],
+                          self.settings.rag.logit_bias_strength)
+        if any(c.bias_text for c in contributions) and bias is None:
+            notes.append(f"the {runtime.name} backend cannot bias tokens; answered without it")
+        yield Sources(conversation_id=conversation_id, question_id=asked.id,
+                      citations=citations_for(plan.passages, ""), notes=notes)
+        request = GenerationRequest(messages=plan.messages, max_tokens=self.settings.answer_max_tokens,
+                                    temperature=self.settings.temperature, logit_bias=bias)
+        pieces: list[str] = []
+        finished = False
+        stream = runtime.stream(request)
+        try:
+            for piece in stream:
+                pieces.append(piece)
+                yield Delta(text=piece)
+            finished = True
+        finally:
+            stream.close()
+            answer = "".join(pieces).strip()
+            if answer or finished:
+                meta = {"backend": runtime.name, "model": runtime.model_name,
+                        "seconds": round(time.perf_counter() - started, 3),
+                        "logit_bias": bias is not None, "notes": notes,
+                        "history_messages": plan.history_messages}
+                if finished:
+                    result = stream.result
+                    meta.update(prompt_tokens=result.prompt_tokens,
+                                completion_tokens=result.completion_tokens,
+                                first_piece_seconds=result.first_piece_seconds,
+                                finish_reason=result.finish_reason)
+                else:
+                    meta["stopped"] = True
+                cites = [c.model_dump() for c in citations_for(plan.passages, answer)]
+                stored = self.conversations.add_answer(conversation_id, answer, cites, meta)
+        if finished:
+            yield Done(message=stored)
+
+    def answer(self, question: str, conversation_id: int | None = None) -> Done:
+        """``ask`` without streaming: the stored answer."""
+        done = None
+        for event in self.ask(question, conversation_id):
+            if isinstance(event, Done):
+                done = event
+        assert done is not None
+        return done
+
+    def feedback(self, message_id: int, rating: Rating | None,
+                 correction: str | None = None) -> MessageRow:
+        return self.conversations.set_feedback(message_id, rating, correction)

@@ -1,0 +1,118 @@
+"""The grounded prompt: numbered sources, playbook strategies and recent turns, within the window.
+
+The context window is split once: the answer's tokens are reserved first, then the instructions
+and the question, then passages (up to ``context_share`` of what is left, best passage first, the
+last one cut at a sentence or word boundary if it does not fit whole), then as many recent turns
+as still fit, newest first. Nothing is ever cut silently: what was left out is reported.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, Field
+
+from engines.base import Passage
+from engines.generation import ChatMessage
+
+INSTRUCTIONS = (
+    "You are Engram, a private assistant that answers from the user's own documents. "
+    "Answer the question using the numbered sources below and cite the ones you use like [1]. "
+    "If the sources do not contain the answer, say that the documents do not say."
+)
+# Small models answer worse the more instructions they get; the UI says that no document matched.
+NO_SOURCES = "You are Engram, a helpful assistant. Answer briefly."
+MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators the chat template adds per message
+MIN_PASSAGE_TOKENS = 24  # a passage cut shorter than this is left out instead
+_SENTENCE_END = re.compile(r"[.!?]\s")
+
+
+class PromptPlan(BaseModel):
+    """The messages to send and what made it in."""
+
+    messages: list[ChatMessage]
+    passages: list[Passage] = Field(description="Passages in the prompt, numbered from 1.")
+    dropped_passages: int = 0
+    history_messages: int = 0
+    prompt_tokens: int = 0
+
+
+def source_header(n: int, passage: Passage) -> str:
+    name = passage.path.rsplit("/", 1)[-1]
+    return f"[{n}] {name}, {passage.position}:"
+
+
+def cut_to_tokens(text: str, budget: int, count_tokens) -> str:
+    """The longest prefix of ``text`` within ``budget`` tokens, ending at a sentence or word."""
+    if count_tokens(text) <= budget:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:  # binary search on characters for the token budget
+        mid = (lo + hi + 1) // 2
+        if count_tokens(text[:mid]) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    prefix = text[:lo]
+    ends = [m.end() for m in _SENTENCE_END.finditer(prefix)]
+    if ends and ends[-1] > lo // 2:
+        return prefix[: ends[-1]].rstrip()
+    return prefix.rsplit(" ", 1)[0].rstrip() + " …"
+
+
+def build_prompt(
+    question: str,
+    passages: list[Passage],
+    bullets: list[str],
+    history: list[ChatMessage],
+    count_tokens,
+    context_window: int,
+    answer_tokens: int,
+    context_share: float,
+) -> PromptPlan:
+    """Fit instructions, sources, strategies, history and the question into the window."""
+    head = INSTRUCTIONS if passages else NO_SOURCES
+    if bullets:
+        head += "\n\nStrategies that worked before:\n" + "\n".join(f"- {b}" for b in bullets)
+    fixed = (count_tokens(head) + count_tokens(question) + 2 * MESSAGE_OVERHEAD_TOKENS
+             + count_tokens("\n\nSources:\n"))
+    free = context_window - answer_tokens - fixed
+    if free < 0:
+        raise ValueError(
+            f"the question and instructions need {fixed} tokens and the answer {answer_tokens}, "
+            f"more than the model's {context_window}-token window: shorten the question or lower "
+            "answer_max_tokens"
+        )
+    budget = int(free * context_share)
+    kept: list[Passage] = []
+    blocks: list[str] = []
+    for passage in passages:
+        header = source_header(len(kept) + 1, passage)
+        room = budget - count_tokens(header) - 2
+        if room < MIN_PASSAGE_TOKENS:
+            break
+        text = cut_to_tokens(passage.text.strip(), room, count_tokens)
+        block = f"{header}\n{text}"
+        budget -= count_tokens(block) + 2
+        kept.append(passage if text == passage.text.strip() else passage.model_copy(update={"text": text}))
+        blocks.append(block)
+    system = head + ("\n\nSources:\n" + "\n\n".join(blocks) if blocks else "")
+    used = count_tokens(system) + count_tokens(question) + 2 * MESSAGE_OVERHEAD_TOKENS
+    room_for_history = context_window - answer_tokens - used
+    turns: list[ChatMessage] = []
+    for message in reversed(history):
+        cost = count_tokens(message.content) + MESSAGE_OVERHEAD_TOKENS
+        if cost > room_for_history:
+            break
+        turns.insert(0, message)
+        room_for_history -= cost
+    if turns and turns[0].role == "assistant":  # never start the history with half a turn
+        room_for_history += count_tokens(turns[0].content) + MESSAGE_OVERHEAD_TOKENS
+        turns = turns[1:]
+    messages = [ChatMessage(role="system", content=system), *turns,
+                ChatMessage(role="user", content=question)]
+    return PromptPlan(
+        messages=messages, passages=kept, dropped_passages=len(passages) - len(kept),
+        history_messages=len(turns),
+        prompt_tokens=context_window - answer_tokens - room_for_history,
+    )

@@ -1,0 +1,165 @@
+"""The one protocol every knowledge writer implements, and the values that cross it.
+
+Engines differ in *where* they write what a document teaches (retrievable context, playbook
+bullets, weights, adapters, experts), but the app, the bench and the UI treat them alike:
+
+- ``learn(document)`` writes the document's knowledge, reporting progress, and returns a report;
+- ``contribute(query)`` hands the chat path what the engine knows about a question: passages to
+  put in the context, playbook bullets, a logit bias, learned states that must be active;
+- ``consolidate(budget)`` does offline work during sleep (replay, curation, distillation);
+- ``state_dict()`` / ``load_state_dict()`` move learned state through the store;
+- ``stats()`` says what the engine holds, for the UI and the bench.
+
+Engines never import ``app``: what they need from it (retrieval, the generation runtime, the
+store) reaches them through ``EngineContext``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from engines.generation import ChatMessage, Runtime
+from store.database import Database
+
+Progress = Callable[[float, str], None]
+"""Progress callback: (fraction done in [0, 1], what is happening now)."""
+
+
+def no_progress(fraction: float, message: str) -> None:
+    """The default progress callback: reports go nowhere."""
+
+
+class Passage(BaseModel):
+    """A stored chunk retrieved for a query, with where it comes from (for citations)."""
+
+    chunk_id: int
+    document_id: int
+    path: str
+    page: int | None = None
+    line_start: int
+    line_end: int
+    score: float
+    text: str
+
+    @property
+    def position(self) -> str:
+        page = f"p.{self.page} " if self.page else ""
+        lines = f"line {self.line_start}" if self.line_start == self.line_end else (
+            f"lines {self.line_start}-{self.line_end}")
+        return f"{page}{lines}"
+
+
+class DocumentInput(BaseModel):
+    """A stored document handed to ``learn``: its text, already parsed and chunked."""
+
+    document_id: int
+    path: str
+    chunks: list[str]
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(self.chunks)
+
+
+class Query(BaseModel):
+    """A question on its way to an answer, with the conversation so far."""
+
+    text: str = Field(min_length=1)
+    history: list[ChatMessage] = Field(default_factory=list)
+
+
+class Contribution(BaseModel):
+    """What one engine adds to the answer of one query (every part optional)."""
+
+    engine: str
+    passages: list[Passage] = Field(default_factory=list)
+    bullets: list[str] = Field(default_factory=list, description="Playbook strategies to follow.")
+    bias_text: list[str] = Field(
+        default_factory=list,
+        description="Text whose tokens the generator should favour (turned into a logit bias "
+        "with the active model's tokenizer).",
+    )
+    learned_states: list[str] = Field(
+        default_factory=list, description="Learned weights that must be active to answer."
+    )
+    notes: list[str] = Field(default_factory=list)
+
+
+class LearnReport(BaseModel):
+    engine: str
+    path: str
+    seconds: float
+    changed: bool = Field(description="Whether the engine's knowledge changed.")
+    tokens: int = 0
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Budget(BaseModel):
+    """How much offline work ``consolidate`` may do (it stops at whichever limit comes first)."""
+
+    seconds: float = Field(60.0, gt=0)
+    steps: int | None = Field(None, ge=1)
+
+
+class ConsolidateReport(BaseModel):
+    engine: str
+    seconds: float
+    changed: bool
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+Retrieve = Callable[[str, int], list[Passage]]
+Embed = Callable[[list[str]], np.ndarray]
+
+
+@dataclass
+class EngineContext:
+    """What the app hands every engine: the store and the parts it may call (built lazily).
+
+    ``generator`` returns the runtime that answers chat; engines that run agents on it (ACE)
+    share it rather than loading a second model.
+    """
+
+    db: Database
+    data_dir: Path
+    retrieve: Retrieve
+    embed: Embed
+    generator: Callable[[], Runtime]
+
+
+class Engine(ABC):
+    """A knowledge writer. Subclasses set ``name`` and implement ``learn`` and ``contribute``."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:
+        """Write what ``document`` teaches into this engine's knowledge."""
+
+    @abstractmethod
+    def contribute(self, query: Query) -> Contribution:
+        """What this engine adds to the answer of ``query``."""
+
+    def forget(self, document_id: int) -> None:
+        """The document left the store: drop what was learned only from it, where possible."""
+
+    def consolidate(self, budget: Budget, progress: Progress = no_progress) -> ConsolidateReport:
+        """Offline work while the person is idle (nothing by default)."""
+        return ConsolidateReport(engine=self.name, seconds=0.0, changed=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Learned state to persist (JSON values and tensors only; never pickled)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+    def stats(self) -> dict[str, Any]:
+        return {}

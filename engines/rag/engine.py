@@ -1,0 +1,72 @@
+"""The retrieval engine: its knowledge is the vector index the ingest pipeline keeps.
+
+``learn`` has nothing left to do (ingestion already embedded and indexed the document's chunks);
+``contribute`` retrieves passages for the question, drops those below the similarity cut, and,
+when the logit-bias option is on, asks the generator to favour the passages' tokens.
+
+A follow-up question ("and when does it close?") names its subject only in an earlier turn, so
+when the conversation has one, the previous question is retrieved with too and the better score
+of the two searches counts.
+"""
+
+from __future__ import annotations
+
+import time
+
+from engines.base import (
+    Contribution,
+    DocumentInput,
+    Engine,
+    EngineContext,
+    LearnReport,
+    Passage,
+    Progress,
+    Query,
+    no_progress,
+)
+from engines.rag.config import RagConfig
+
+
+class RagEngine(Engine):
+    name = "rag"
+
+    def __init__(self, context: EngineContext, config: RagConfig | None = None) -> None:
+        self.context = context
+        self.config = config or RagConfig()
+
+    def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:
+        progress(1.0, "searchable")
+        return LearnReport(engine=self.name, path=document.path, seconds=0.0, changed=False,
+                           details={"chunks": len(document.chunks), "note": "indexed by ingestion"})
+
+    def retrieve(self, query: Query) -> list[Passage]:
+        """Up to ``k`` passages at or above the similarity cut, best first."""
+        wanted = self.config.k * 2
+        found = {p.chunk_id: p for p in self.context.retrieve(query.text, wanted)}
+        previous = _previous_question(query)
+        if previous:
+            for p in self.context.retrieve(f"{previous}\n{query.text}", wanted):
+                if p.chunk_id not in found or found[p.chunk_id].score < p.score:
+                    found[p.chunk_id] = p
+        ranked = sorted(found.values(), key=lambda p: p.score, reverse=True)
+        return [p for p in ranked if p.score >= self.config.min_similarity][: self.config.k]
+
+    def contribute(self, query: Query) -> Contribution:
+        started = time.perf_counter()
+        passages = self.retrieve(query)
+        notes = [f"retrieval {1000 * (time.perf_counter() - started):.0f} ms"]
+        if not passages:
+            notes.append("no passage reached the similarity cut")
+        bias = [p.text for p in passages] if self.config.logit_bias else []
+        return Contribution(engine=self.name, passages=passages, bias_text=bias, notes=notes)
+
+    def stats(self) -> dict[str, object]:
+        return {"k": self.config.k, "min_similarity": self.config.min_similarity,
+                "logit_bias": self.config.logit_bias}
+
+
+def _previous_question(query: Query) -> str | None:
+    for message in reversed(query.history):
+        if message.role == "user":
+            return message.content
+    return None

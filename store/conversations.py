@@ -1,0 +1,138 @@
+"""Conversations, their messages, and the episodes each question, answer and feedback leaves.
+
+A question and its answer are two message rows; the answer row carries its citations and how it
+was made (backend, model, tokens, timings) as JSON. Every event is also an episode, the log that
+reflection, the meta-controller and sleep read later.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from store.database import Database
+
+Role = Literal["user", "assistant"]
+Rating = Literal["up", "down"]
+TITLE_CHARS = 60
+
+
+class ConversationRow(BaseModel):
+    id: int
+    title: str
+    created_at: str
+    updated_at: str
+    messages: int = 0
+
+
+class MessageRow(BaseModel):
+    id: int
+    conversation_id: int
+    role: Role
+    content: str
+    citations: list[dict[str, Any]] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    feedback: Rating | None = None
+    correction: str | None = None
+    created_at: str
+
+
+def title_from(question: str) -> str:
+    text = " ".join(question.split())
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def _message(row: Any) -> MessageRow:
+    data = dict(row)
+    data["citations"] = json.loads(data["citations"])
+    data["meta"] = json.loads(data["meta"])
+    return MessageRow(**data)
+
+
+class ConversationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, title: str) -> ConversationRow:
+        cur = self.db.execute("INSERT INTO conversations (title) VALUES (?)", (title_from(title),))
+        found = self.get(int(cur.lastrowid))
+        assert found is not None
+        return found
+
+    def get(self, conversation_id: int) -> ConversationRow | None:
+        row = self.db.conn.execute(
+            "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS messages "
+            "FROM conversations c WHERE c.id = ?", (conversation_id,)).fetchone()
+        return ConversationRow(**dict(row)) if row else None
+
+    def list(self, limit: int = 100) -> list[ConversationRow]:
+        rows = self.db.query(
+            "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS messages "
+            "FROM conversations c ORDER BY c.updated_at DESC, c.id DESC LIMIT ?", (limit,))
+        return [ConversationRow(**dict(r)) for r in rows]
+
+    def delete(self, conversation_id: int) -> bool:
+        return self.db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount > 0
+
+    def messages(self, conversation_id: int) -> list[MessageRow]:
+        rows = self.db.query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id",
+                             (conversation_id,))
+        return [_message(r) for r in rows]
+
+    def message(self, message_id: int) -> MessageRow | None:
+        row = self.db.conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return _message(row) if row else None
+
+    def add_question(self, conversation_id: int, text: str) -> MessageRow:
+        return self._add(conversation_id, "user", text, kind="question", payload={"text": text})
+
+    def add_answer(self, conversation_id: int, text: str, citations: list[dict[str, Any]],
+                   meta: dict[str, Any]) -> MessageRow:
+        payload = {"text": text, "chunk_ids": [c.get("chunk_id") for c in citations], **meta}
+        return self._add(conversation_id, "assistant", text, kind="answer", payload=payload,
+                         citations=citations, meta=meta)
+
+    def _add(self, conversation_id: int, role: Role, text: str, kind: str, payload: dict[str, Any],
+             citations: list[dict[str, Any]] | None = None,
+             meta: dict[str, Any] | None = None) -> MessageRow:
+        """The message, its episode and the conversation's time commit together."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO messages (conversation_id, role, content, citations, meta) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (conversation_id, role, text, json.dumps(citations or []), json.dumps(meta or {})),
+            )
+            message_id = int(cur.lastrowid)
+            conn.execute(
+                "INSERT INTO episodes (kind, conversation_id, payload) VALUES (?, ?, ?)",
+                (kind, conversation_id, json.dumps({"message_id": message_id, **payload})),
+            )
+            conn.execute("UPDATE conversations SET updated_at = strftime('%Y-%m-%dT%H:%M:%f', 'now') "
+                         "WHERE id = ?", (conversation_id,))
+        found = self.message(message_id)
+        assert found is not None
+        return found
+
+    def set_feedback(self, message_id: int, rating: Rating | None,
+                     correction: str | None = None) -> MessageRow:
+        """Record a thumbs up/down and/or a typed correction on an answer (the latest one counts)."""
+        message = self.message(message_id)
+        if message is None or message.role != "assistant":
+            raise KeyError(f"no answer with id {message_id}")
+        correction = correction.strip() if correction and correction.strip() else None
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE messages SET feedback = COALESCE(?, feedback), "
+                "correction = COALESCE(?, correction) WHERE id = ?",
+                (rating, correction, message_id),
+            )
+            conn.execute(
+                "INSERT INTO episodes (kind, conversation_id, payload) VALUES ('feedback', ?, ?)",
+                (message.conversation_id, json.dumps(
+                    {"message_id": message_id, "rating": rating, "correction": correction})),
+            )
+        updated = self.message(message_id)
+        assert updated is not None
+        return updated

@@ -1,0 +1,164 @@
+"""Grounded chat over real parts: the embedded model in llama.cpp, real embeddings, FAISS, SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.chat import Delta, Done, Sources, best_quote, citations_for
+from app.cli import cli
+from app.grounded_prompt import build_prompt, cut_to_tokens
+from engines.base import Passage
+from engines.generation import ChatMessage
+from tests.helpers import open_engram
+
+FERRY = "The ferry to Oskel Isle leaves at 06:40 from pier nine. Tickets cost 14 crowns.\n"
+LAB = ("# Quellbrook Robotics Lab\n\nThe Quellbrook lab builds the Tessaline crawler.\n"
+       "Its lead engineer is Dr. Anwen Falk.\n")
+
+
+@pytest.fixture
+def engram(tmp_path: Path, embedder, llama):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ferry.txt").write_text(FERRY)
+    (docs / "lab.md").write_text(LAB)
+    e = open_engram(embedder, answer_max_tokens=48, temperature=0)
+    e.runtime.adopt(llama)
+    e.ingest([docs])
+    e.run_pending()
+    yield e
+    e.close()
+
+
+def events_of(engram, question: str, conversation_id: int | None = None) -> list:
+    return list(engram.chat.ask(question, conversation_id))
+
+
+def test_answer_streams_with_a_citation_and_is_stored(engram) -> None:
+    events = events_of(engram, "When does the ferry to Oskel Isle leave?")
+    sources, *deltas, done = events
+    assert isinstance(sources, Sources) and isinstance(done, Done)
+    assert all(isinstance(d, Delta) for d in deltas) and len(deltas) >= 3
+    answer = done.message
+    assert "06:40" in answer.content and "".join(d.text for d in deltas).strip() == answer.content
+    first = answer.citations[0]
+    assert first["path"].endswith("ferry.txt") and first["line_start"] == 1 and first["cited"]
+    assert "06:40" in first["quote"]
+    assert answer.meta["backend"] == "llamacpp" and answer.meta["completion_tokens"] > 0
+    stored = engram.conversations.messages(sources.conversation_id)
+    assert [m.role for m in stored] == ["user", "assistant"]
+    kinds = [r[0] for r in engram.db.query(
+        "SELECT kind FROM episodes WHERE conversation_id = ? ORDER BY id", (sources.conversation_id,))]
+    assert kinds == ["question", "answer"]
+
+
+def test_follow_up_uses_the_conversation(engram) -> None:
+    first = engram.chat.answer("Who is the lead engineer of the Quellbrook lab?")
+    assert "Falk" in first.message.content
+    follow = engram.chat.answer("What does the lab build?", first.message.conversation_id)
+    assert follow.message.meta["history_messages"] == 2
+    assert any(c["path"].endswith("lab.md") for c in follow.message.citations)
+    assert len(engram.conversations.messages(first.message.conversation_id)) == 4
+
+
+def test_unrelated_question_has_no_sources(engram) -> None:
+    sources = events_of(engram, "Explain photosynthesis in plants.")[0]
+    assert sources.citations == [] and "no passage reached the similarity cut" in sources.notes
+
+
+def test_feedback_and_correction_are_recorded(engram) -> None:
+    answer = engram.chat.answer("How much does a ferry ticket cost?").message
+    engram.chat.feedback(answer.id, "down")
+    updated = engram.chat.feedback(answer.id, None, "It costs 14 crowns.")
+    assert updated.feedback == "down" and updated.correction == "It costs 14 crowns."
+    payloads = [r[0] for r in engram.db.query("SELECT payload FROM episodes WHERE kind = 'feedback'")]
+    assert len(payloads) == 2 and '"rating": "down"' in payloads[0]
+    with pytest.raises(KeyError):
+        engram.chat.feedback(answer.id - 1, "up")  # the question, not an answer
+
+
+def test_stopping_early_keeps_the_partial_answer(engram) -> None:
+    stream = engram.chat.ask("When does the ferry to Oskel Isle leave?")
+    sources = next(stream)
+    next(stream), next(stream)
+    stream.close()
+    messages = engram.conversations.messages(sources.conversation_id)
+    assert messages[-1].role == "assistant" and messages[-1].meta["stopped"] is True
+    assert messages[-1].content and not engram.runtime.get().lock.locked()
+
+
+def test_deleted_document_is_no_longer_cited(engram, tmp_path: Path) -> None:
+    question = "When does the ferry to Oskel Isle leave?"
+    assert events_of(engram, question)[0].citations
+    (tmp_path / "docs" / "ferry.txt").unlink()
+    engram.ingest([tmp_path / "docs"])
+    engram.run_pending()
+    cited = [c.path for c in events_of(engram, question)[0].citations]
+    assert not any(p.endswith("ferry.txt") for p in cited)
+
+
+def test_logit_bias_reaches_the_model(engram) -> None:
+    engram.settings.rag.logit_bias = True
+    done = engram.chat.answer("When does the ferry to Oskel Isle leave?")
+    assert done.message.meta["logit_bias"] is True and done.message.content
+
+
+def test_cli_ask_prints_answer_and_sources(engram, monkeypatch) -> None:
+    from app import cli as cli_module
+
+    monkeypatch.setattr(cli_module.Context, "engram", property(lambda self: engram))
+    monkeypatch.setattr(cli_module.Context, "close", lambda self: None)
+    result = CliRunner().invoke(cli, ["ask", "Who is the lead engineer of the Quellbrook lab?"])
+    assert result.exit_code == 0, result.output
+    assert "Falk" in result.output and "[1] lab.md" in result.output
+    listed = CliRunner().invoke(cli, ["conversations"])
+    assert "lead engineer" in listed.output
+
+
+# --- the prompt, with a word counter standing in for a tokenizer --------------------------------
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def passage(n: int, text: str, score: float = 0.9) -> Passage:
+    return Passage(chunk_id=n, document_id=n, path=f"/d/doc{n}.txt", line_start=n, line_end=n + 1,
+                   score=score, text=text)
+
+
+def test_prompt_numbers_sources_and_fits_the_window() -> None:
+    long = " ".join(f"word{i}." for i in range(400))
+    plan = build_prompt("what is it?", [passage(1, "short fact."), passage(2, long)], [],
+                        [], words, context_window=300, answer_tokens=50, context_share=1.0)
+    system = plan.messages[0].content
+    assert "[1] doc1.txt, lines 1-2:\nshort fact." in system and "[2] doc2.txt" in system
+    assert len(plan.passages) == 2 and plan.passages[1].text != long  # cut to fit
+    assert plan.prompt_tokens <= 250 and words(system) < 250
+
+
+def test_prompt_trims_oldest_history_and_never_starts_mid_turn() -> None:
+    history = [ChatMessage(role=r, content=f"{r} turn {i} " + "x " * 30)
+               for i in range(4) for r in ("user", "assistant")]
+    plan = build_prompt("q?", [passage(1, "fact.")], [], history, words, context_window=200,
+                        answer_tokens=40, context_share=0.5)
+    kept = plan.messages[1:-1]
+    assert kept and kept[0].role == "user" and len(kept) < len(history)
+    assert kept[-1].content == history[-1].content
+
+
+def test_prompt_too_small_window_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="window"):
+        build_prompt("q " * 100, [], [], [], words, context_window=120, answer_tokens=60,
+                     context_share=1.0)
+
+
+def test_cut_quote_and_citation_marks() -> None:
+    text = "First sentence here. Second one is longer than that. Third."
+    assert cut_to_tokens(text, 6, words) == "First sentence here."
+    assert best_quote(text, "it is longer") == "Second one is longer than that."
+    cites = citations_for([passage(1, "alpha beta gamma."), passage(2, "delta epsilon.")], "See [2].")
+    assert [c.cited for c in cites] == [False, True]
