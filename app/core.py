@@ -17,14 +17,15 @@ from pydantic import BaseModel
 
 from app.chat import ChatService
 from app.embeddings import Embedder
-from app.ingest import FileResult, Ingestor, ScanReport
+from app.ingest import LEARN, FileResult, Ingestor, ScanReport
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
 from app.settings import LoadedSettings, Settings, load_settings
 from app.watcher import FolderWatcher
 from engines.base import Engine, EngineContext, Passage
-from engines.registry import build_engine
-from app.worker import IngestWorker
+from engines.registry import build_engine, engine_class
+from app.learning import LearnJobs
+from app.worker import Worker
 from store.conversations import ConversationStore
 from store.database import Database
 from store.documents import DocumentRow, DocumentStore
@@ -74,11 +75,12 @@ class Engram:
         self._save_lock = threading.Lock()
         self.last_sync = self.repair_index()
         self.watcher: FolderWatcher | None = None
-        self.worker = IngestWorker(
+        self.worker = Worker(
             self.ingestor, self.queue, self.state, self.save_index,
             batch_files=self.settings.worker_batch_files,
             save_interval_s=self.settings.index_save_interval_s,
         )
+        self.worker.register(LEARN, LearnJobs(self.db, self.engine))
 
     # --- components --------------------------------------------------------------------------
     @cached_property
@@ -87,7 +89,9 @@ class Engram:
 
     @cached_property
     def ingestor(self) -> Ingestor:
-        return Ingestor(self.settings, self.docs, self.folders, self.queue, self.index, lambda: self.embedder)
+        learners = [n for n in self.settings.engines if engine_class(n).learns_documents]
+        return Ingestor(self.settings, self.docs, self.folders, self.queue, self.index,
+                        lambda: self.embedder, learners)
 
     @cached_property
     def engine_context(self) -> EngineContext:
@@ -97,8 +101,15 @@ class Engram:
     @cached_property
     def engines(self) -> list[Engine]:
         """The enabled engines, built on first use, in the order the settings list them."""
-        return [build_engine(name, self.engine_context, getattr(self.settings, name))
+        return [build_engine(name, self.engine_context, getattr(self.settings, name, None))
                 for name in self.settings.engines]
+
+    def engine(self, name: str) -> Engine:
+        """The enabled engine called ``name``."""
+        for engine in self.engines:
+            if engine.name == name:
+                return engine
+        raise KeyError(f"engine {name!r} is not enabled (settings: engines)")
 
     @cached_property
     def chat(self) -> ChatService:
@@ -263,8 +274,9 @@ class Engram:
             progress=progress, recent_errors=self.docs.errors(limit=20),
         )
 
-    def run_pending(self, on_result=None) -> list[FileResult]:
-        """Foreground: process every queued ingest job now (used by ``engram ingest``)."""
+    def run_pending(self, on_result=None, learn: bool = False) -> list[FileResult]:
+        """Foreground: process every queued ingest job now (used by ``engram ingest``), and with
+        ``learn`` the learn jobs too."""
         results: list[FileResult] = []
         previous = self.worker.on_result
 
@@ -275,7 +287,7 @@ class Engram:
 
         self.worker.on_result = collect
         try:
-            self.worker.drain()
+            self.worker.drain(kinds=[LEARN] if learn else None)
         finally:
             self.worker.on_result = previous
         return results

@@ -33,6 +33,7 @@ from store.vector_index import VectorIndex
 log = logging.getLogger(__name__)
 
 INGEST = "ingest"
+LEARN = "learn"
 HASH_BLOCK = 1 << 20
 
 Outcome = Literal["indexed", "unchanged", "error", "removed"]
@@ -110,13 +111,16 @@ class Ingestor:
         queue: JobQueue,
         index: VectorIndex,
         embedder: Callable[[], Embedder],
+        learners: list[str] | None = None,
     ) -> None:
+        """``learners``: engines that learn each new or changed document after it is indexed."""
         self.settings = settings
         self.docs = docs
         self.folders = folders
         self.queue = queue
         self.index = index
         self._embedder = embedder
+        self.learners = learners or []
 
     @property
     def embedder(self) -> Embedder:
@@ -232,6 +236,13 @@ class Ingestor:
         return _Prepared(path=key, folder_id=owner.id if owner else None, content_hash=digest,
                          size=st.st_size, mtime=st.st_mtime, chunks=chunks)
 
+    def _queue_learning(self, document_id: int, path: str, content_hash: str) -> None:
+        if self.learners:
+            self.queue.enqueue_many(LEARN, [
+                (f"{name}:{path}", {"engine": name, "document_id": document_id, "hash": content_hash})
+                for name in self.learners
+            ])
+
     def _error(self, path: str, message: str, digest: str | None = None,
                st: os.stat_result | None = None) -> FileResult:
         owner = self.folders.owner(path)
@@ -252,11 +263,13 @@ class Ingestor:
             n = len(doc.chunks)
             doc_vectors = vectors[offset:offset + n]
             offset += n
-            with self.docs.db.transaction():  # the document and its job's completion commit together
-                _, removed, added = self.docs.replace(
+            # The document, its learn jobs and its ingest job's completion commit together.
+            with self.docs.db.transaction():
+                doc_id, removed, added = self.docs.replace(
                     doc.path, doc.folder_id, doc.content_hash, doc.size, doc.mtime,
                     [NewChunk(**c.model_dump()) for c in doc.chunks], doc_vectors,
                 )
+                self._queue_learning(doc_id, doc.path, doc.content_hash)
                 self.queue.finish([job.id])
             self.index.remove(np.asarray(removed, dtype=np.int64))
             self.index.add(np.asarray(added, dtype=np.int64), doc_vectors)

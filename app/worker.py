@@ -1,6 +1,11 @@
-"""The one background worker: claims ingest jobs in batches and runs them until stopped.
+"""The one background worker: runs queued jobs, ingestion first, until stopped.
 
-Pausing is a persistent flag in the store, so a paused ingest stays paused across restarts and
+Ingest jobs are claimed in batches (embedding is fastest on full batches) and always go before
+other work, so a new document is searchable as soon as possible; other job kinds (learning a
+document into an engine, reflecting on feedback) run one at a time through the handler registered
+for their kind, reporting progress into the job row.
+
+Pausing is a persistent flag in the store, so a paused worker stays paused across restarts and
 any process (CLI or UI) can pause or resume it.
 """
 
@@ -12,15 +17,19 @@ import time
 from collections.abc import Callable
 
 from app.ingest import INGEST, FileResult, Ingestor
-from store.jobs import JobQueue
+from store.jobs import Job, JobQueue
 from store.state import StateStore
 
 log = logging.getLogger(__name__)
 
 PAUSED_KEY = "ingest_paused"
 
+ReportProgress = Callable[[float, str], None]
+JobHandler = Callable[[Job, ReportProgress], None]
+"""Runs one job; raising marks the job failed with the error as its message."""
 
-class IngestWorker:
+
+class Worker:
     def __init__(
         self,
         ingestor: Ingestor,
@@ -40,11 +49,18 @@ class IngestWorker:
         self.save_interval_s = save_interval_s
         self.poll_s = poll_s
         self.on_result = on_result
+        self.handlers: dict[str, JobHandler] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_save = time.monotonic()
         self.busy = False
+
+    def register(self, kind: str, handler: JobHandler) -> None:
+        """Run jobs of ``kind`` with ``handler`` (ingest jobs are built in)."""
+        if kind == INGEST:
+            raise ValueError("ingest jobs are handled by the ingestor")
+        self.handlers[kind] = handler
 
     def start(self) -> None:
         if self._thread and self._thread.is_alive():
@@ -64,6 +80,11 @@ class IngestWorker:
         self._wake.set()
 
     @property
+    def stopping(self) -> bool:
+        """Long handlers check this to end early (their job goes back to pending on restart)."""
+        return self._stop.is_set()
+
+    @property
     def paused(self) -> bool:
         return bool(self.state.get(PAUSED_KEY, False))
 
@@ -71,10 +92,18 @@ class IngestWorker:
         self.state.set(PAUSED_KEY, paused)
         self.wake()
 
-    def run_once(self) -> int:
-        """Process one batch; returns how many jobs it took (0 when idle or paused)."""
+    def run_once(self, kinds: list[str] | None = None) -> int:
+        """Process one batch of ingest jobs, or else one other job; returns how many it took
+        (0 when idle or paused). ``kinds`` limits which non-ingest kinds may run."""
         if self.paused:
             return 0
+        took = self._run_ingest()
+        if took:
+            return took
+        allowed = [k for k in self.handlers if kinds is None or k in kinds]
+        return self._run_other(allowed)
+
+    def _run_ingest(self) -> int:
         jobs = self.queue.claim(INGEST, self.batch_files)
         if not jobs:
             return 0
@@ -94,9 +123,26 @@ class IngestWorker:
         self._maybe_save()
         return len(jobs)
 
-    def drain(self) -> None:
-        """Run until no ingest job is left (foreground use: ``engram ingest``)."""
-        while not self._stop.is_set() and self.run_once():
+    def _run_other(self, kinds: list[str]) -> int:
+        jobs = self.queue.claim(kinds, 1)
+        if not jobs:
+            return 0
+        job = jobs[0]
+        self.busy = True
+        try:
+            self.handlers[job.kind](job, lambda f, m: self.queue.report(job.id, f, m))
+        except Exception as exc:  # one failing job must not stop the worker
+            log.exception("%s job %s failed", job.kind, job.key)
+            self.queue.fail(job.id, f"{type(exc).__name__}: {exc}")
+        else:
+            self.queue.finish([job.id])
+        finally:
+            self.busy = False
+        return 1
+
+    def drain(self, kinds: list[str] | None = None) -> None:
+        """Run until no ingest job (and no job of ``kinds``) is left: foreground use."""
+        while not self._stop.is_set() and self.run_once(kinds=kinds or []):
             pass
         self.save_index()
 

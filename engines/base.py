@@ -138,6 +138,8 @@ class Engine(ABC):
     """A knowledge writer. Subclasses set ``name`` and implement ``learn`` and ``contribute``."""
 
     name: ClassVar[str]
+    learns_documents: ClassVar[bool] = False
+    """True when ``learn`` does work of its own: ingestion then queues a learn job per document."""
 
     @abstractmethod
     def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:

@@ -26,6 +26,16 @@ class Job(BaseModel):
     attempts: int
 
 
+class RunningJob(BaseModel):
+    """A job being worked on, with the progress its handler last reported."""
+
+    id: int
+    kind: str
+    key: str | None
+    progress: float | None
+    message: str | None
+
+
 class Progress(BaseModel):
     """Progress over the batches that still have work (or the last batch when all are done)."""
 
@@ -36,6 +46,7 @@ class Progress(BaseModel):
     pending: int = 0
     running: int = 0
     current: list[str] = []
+    running_jobs: list[RunningJob] = []
     paused: bool = False
 
     @property
@@ -70,19 +81,34 @@ class JobQueue:
                 [(kind, key, json.dumps(payload), batch_id) for key, payload in items],
             )
 
-    def claim(self, kind: str, limit: int = 1) -> list[Job]:
-        """Atomically move up to ``limit`` pending jobs to running and return them (oldest first)."""
+    def claim(self, kind: str | list[str], limit: int = 1) -> list[Job]:
+        """Atomically move up to ``limit`` pending jobs of ``kind`` (or any of several kinds) to
+        running and return them (oldest first)."""
+        kinds = [kind] if isinstance(kind, str) else list(kind)
+        if not kinds:
+            return []
+        marks = ",".join("?" * len(kinds))
         with self.db.transaction() as conn:
             rows = conn.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
-                "started_at = datetime('now') WHERE id IN (SELECT id FROM jobs WHERE "
-                "status = 'pending' AND kind = ? ORDER BY id LIMIT ?) "
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, progress = NULL, "
+                "message = NULL, started_at = datetime('now') WHERE id IN (SELECT id FROM jobs "
+                f"WHERE status = 'pending' AND kind IN ({marks}) ORDER BY id LIMIT ?) "
                 "RETURNING id, kind, key, payload, batch_id, attempts",
-                (kind, limit),
+                (*kinds, limit),
             ).fetchall()
         jobs = [Job(id=r[0], kind=r[1], key=r[2], payload=json.loads(r[3]), batch_id=r[4],
                     attempts=r[5]) for r in rows]
         return sorted(jobs, key=lambda j: j.id)
+
+    def report(self, job_id: int, fraction: float, message: str) -> None:
+        """Record a running job's progress (readable by any process, kept across restarts)."""
+        self.db.execute("UPDATE jobs SET progress = ?, message = ? WHERE id = ?",
+                        (max(0.0, min(1.0, fraction)), message[:500], job_id))
+
+    def running(self) -> list[RunningJob]:
+        rows = self.db.query("SELECT id, kind, key, progress, message FROM jobs "
+                             "WHERE status = 'running' ORDER BY id")
+        return [RunningJob(**dict(r)) for r in rows]
 
     def finish(self, job_ids: list[int]) -> None:
         self._set_status(job_ids, "done", None)
@@ -153,8 +179,8 @@ class JobQueue:
         ):
             setattr(progress, status, count)
             progress.total += count
-        progress.current = [r[0] for r in self.db.query(
-            "SELECT key FROM jobs WHERE status = 'running' ORDER BY id LIMIT 5")]
+        progress.running_jobs = self.running()
+        progress.current = [j.key for j in progress.running_jobs[:5] if j.key]
         return progress
 
     def failures(self, limit: int = 20) -> list[dict[str, Any]]:

@@ -150,7 +150,15 @@ def m002_conversations(db: sqlite_utils.Database) -> None:
     ])
 
 
+def m003_job_progress(db: sqlite_utils.Database) -> None:
+    _run(db, [
+        "ALTER TABLE jobs ADD COLUMN progress REAL",
+        "ALTER TABLE jobs ADD COLUMN message TEXT",
+    ])
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_core", m001_core),
     ("002_conversations", m002_conversations),
+    ("003_job_progress", m003_job_progress),
 ]
