@@ -457,6 +457,30 @@ def bench_ingest(c: Context, files: int, vectors: str, seed: int, json_out: Path
         console.print(f"Report written to {json_out}")
 
 
+@bench.command("chat")
+@click.option("--questions", type=int, default=100, show_default=True,
+              help="Fictional questions asked (with and without logit bias).")
+@click.option("--chunks", type=int, default=10_000, show_default=True,
+              help="Store size for the retrieval latency part.")
+@click.option("--runs", type=int, default=5, show_default=True, help="Speed runs per side.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Write the report here.")
+@pass_ctx
+def bench_chat(c: Context, questions: int, chunks: int, runs: int, seed: int,
+               json_out: Path | None) -> None:
+    """Chat speed vs raw llama-cpp-python, retrieval latency, grounded accuracy."""
+    from app.bench_chat import run_chat_bench
+
+    try:
+        report = run_chat_bench(c.loaded.settings, questions=questions, chunks=chunks, runs=runs,
+                                seed=seed, echo=console.print)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if json_out:
+        json_out.write_text(report.model_dump_json(indent=2))
+        console.print(f"Report written to {json_out}")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)
