@@ -203,6 +203,7 @@ def ingest(c: Context, paths: tuple[Path, ...]) -> None:
 
         engram.run_pending(on_result=advance)
     removed = sum(r.removed for r in reports)
+    counts["error"] += sum(r.errors for r in reports)
     console.print(f"{counts['indexed']} indexed, {counts['unchanged']} unchanged, "
                   f"{counts['error']} errors, {removed + counts['removed']} removed.")
     if counts["error"]:

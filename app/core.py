@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from app.chat import ChatService
 from app.embeddings import Embedder
+from app.file_rules import display_name, storable
 from app.ingest import LEARN, FileResult, Ingestor, ScanReport
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
@@ -151,6 +152,8 @@ class Engram:
         folder = Path(os.path.abspath(Path(path).expanduser()))
         if not folder.is_dir():
             raise NotADirectoryError(f"not a folder: {folder}")
+        if not storable(str(folder)):
+            raise NotADirectoryError(f"the folder name is not valid UTF-8, rename it: {display_name(str(folder))}")
         row = self.folders.add(str(folder), is_default=is_default)
         if self.watcher:
             self.watcher.watch(folder)

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from app.chunking import ChunkSpec, chunk_document
 from app.embeddings import Embedder
-from app.file_rules import is_document, is_ignored_name
+from app.file_rules import BAD_NAME_ERROR, display_name, is_document, is_ignored_name, storable
 from app.parsers import ParseError, parse_file, too_large_error
 from app.settings import Settings
 from store.documents import DocumentStore, NewChunk
@@ -52,6 +52,7 @@ class ScanReport(BaseModel):
     queued: int
     removed: int
     batch_id: int | None
+    errors: int = 0  # files the scan itself could not take (names that cannot be stored)
 
 
 class _Prepared(BaseModel):
@@ -135,8 +136,13 @@ class Ingestor:
             known = {str(root): state}
         changed: list[str] = []
         seen: set[str] = set()
+        errors = 0
         for path in walk_documents(root):
             key = str(path)
+            if not storable(key):
+                seen.add(self._bad_name(key))
+                errors += 1
+                continue
             seen.add(key)
             state = known.get(key)
             try:
@@ -153,11 +159,29 @@ class Ingestor:
             batch_id = self.queue.new_batch(label or f"scan {root}")
             self.queue.enqueue_many(INGEST, [(p, {}) for p in changed], batch_id)
         return ScanReport(root=str(root), files=len(seen), queued=len(changed), removed=removed,
-                          batch_id=batch_id)
+                          batch_id=batch_id, errors=errors)
+
+    def _bad_name(self, key: str) -> str:
+        """Record a file whose name cannot be stored, under a readable stand-in; returns it."""
+        shown = display_name(key)
+        state = self.docs.get(shown)
+        if state is None or state.error != BAD_NAME_ERROR:
+            owner = self.folders.owner(shown)
+            self.docs.record_error(shown, owner.id if owner else None, BAD_NAME_ERROR)
+            log.warning("cannot learn %s: %s", shown, BAD_NAME_ERROR)
+        return shown
 
     def enqueue_paths(self, paths: list[Path], label: str) -> int | None:
         """Queue specific paths (from the watcher): files, folders, or paths that vanished."""
-        keys = [str(Path(os.path.abspath(p))) for p in paths]
+        keys = []
+        for p in paths:
+            key = str(Path(os.path.abspath(p)))
+            if storable(key):
+                keys.append(key)
+            elif os.path.lexists(key):
+                self._bad_name(key)
+            else:
+                self.forget([display_name(key)])
         if not keys:
             return None
         batch_id = self.queue.new_batch(label)
