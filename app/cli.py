@@ -433,6 +433,28 @@ def config_set(c: Context, name: str, value: str) -> None:
     console.print(f"Saved {name} in {path}")
 
 
+# --- doctor ------------------------------------------------------------------------------------
+@cli.command()
+@pass_ctx
+def doctor(c: Context) -> None:
+    """Check the installation, the models, the store and the folders; say what to fix."""
+    from app.doctor import run_checks
+
+    marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
+
+    def show(check) -> None:
+        console.print(f"{marks[check.status]} [bold]{check.name}[/]: {check.detail}", highlight=False)
+        if check.fix:
+            console.print(f"    fix: {check.fix}", highlight=False)
+
+    results = run_checks(c.loaded.settings, on_check=show)
+    failed = [r.name for r in results if r.status == "fail"]
+    if failed:
+        raise click.ClickException(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+    console.print("Engram is ready." if all(r.status == "ok" for r in results)
+                  else "Engram works; see the warnings above.")
+
+
 # --- bench -------------------------------------------------------------------------------------
 @cli.group()
 def bench() -> None:

@@ -27,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -129,6 +130,10 @@ class Settings(BaseModel):
     ui_host: str = Field("127.0.0.1", description="Address the desktop UI listens on.")
     ui_port: int = Field(7860, ge=0, le=65535, description="Port of the desktop UI (0: any free port).")
     open_browser: bool = Field(True, description="Open the UI in the browser when Engram starts.")
+    ui_password: SecretStr | None = Field(
+        None, description="Password of the UI (user 'engram'); required when ui_host is not "
+        "a loopback address. Prefer the ENGRAM_UI_PASSWORD environment variable.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     engines: NameList = Field(
         default_factory=lambda: ["rag"],
@@ -337,6 +342,8 @@ def save_setting(field: str, raw_value: str, config_directory: Path | None = Non
     path = config_dir(config_directory) / CONFIG_FILE_NAME
     value = _parse_field(field, raw_value, f"setting {field}")
     flat = _flatten(_read_toml(path))
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
     flat[field] = str(value) if isinstance(value, Path) else value
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")
