@@ -504,6 +504,24 @@ def bench_chat(c: Context, questions: int, chunks: int, runs: int, seed: int,
         console.print(f"Report written to {json_out}")
 
 
+@bench.command("load")
+@click.option("--files", type=int, default=5000, show_default=True, help="Files dropped at once.")
+@click.option("--chats", type=int, default=20, show_default=True, help="Concurrent questions.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Write the report here.")
+@pass_ctx
+def bench_load(c: Context, files: int, chats: int, seed: int, json_out: Path | None) -> None:
+    """Concurrent chat during a large ingest: latency, errors, deadlocks, consistency."""
+    from app.bench_load import run_load_bench
+
+    report = run_load_bench(c.loaded.settings, files=files, chats=chats, seed=seed, echo=console.print)
+    if json_out:
+        json_out.write_text(report.model_dump_json(indent=2))
+        console.print(f"Report written to {json_out}")
+    if report.chat_errors or report.deadlocked or not report.consistent:
+        raise click.ClickException("the load bench found errors (see above)")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)
