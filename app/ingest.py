@@ -27,6 +27,7 @@ from app.parsers import ParseError, parse_file, too_large_error
 from app.settings import Settings
 from store.documents import DocumentStore, NewChunk
 from store.folders import FolderStore
+from store.ignored_files import IgnoredFiles
 from store.jobs import Job, JobQueue
 from store.vector_index import VectorIndex
 
@@ -112,8 +113,10 @@ class Ingestor:
         index: VectorIndex,
         embedder: Callable[[], Embedder],
         learners: list[str] | None = None,
+        ignored: IgnoredFiles | None = None,
     ) -> None:
-        """``learners``: engines that learn each new or changed document after it is indexed."""
+        """``learners``: engines that learn each new or changed document after it is indexed;
+        ``ignored``: files the person asked to forget, skipped until they are re-learned."""
         self.settings = settings
         self.docs = docs
         self.folders = folders
@@ -121,6 +124,7 @@ class Ingestor:
         self.index = index
         self._embedder = embedder
         self.learners = learners or []
+        self.ignored = ignored
 
     @property
     def embedder(self) -> Embedder:
@@ -135,8 +139,11 @@ class Ingestor:
             known = {str(root): state}
         changed: list[str] = []
         seen: set[str] = set()
+        skip = self.ignored.under(str(root)) if self.ignored else set()
         for path in walk_documents(root):
             key = str(path)
+            if key in skip:
+                continue
             seen.add(key)
             state = known.get(key)
             try:
@@ -209,7 +216,7 @@ class Ingestor:
             return FileResult(path=key, outcome="removed" if removed else "unchanged")
         except OSError as exc:
             return self._error(key, f"cannot read: {exc.strerror or exc}")
-        if not is_document(path):
+        if not is_document(path) or (self.ignored and self.ignored.contains(key)):
             return FileResult(path=key, outcome="unchanged")  # skipped by rule, like the scanner does
         if not stat.S_ISREG(st.st_mode):
             return self._error(key, "not a regular file")
