@@ -16,13 +16,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from app.chat import ChatService
+from app.drop_files import DroppedFile, copy_into
 from app.embeddings import Embedder
 from app.file_rules import is_document
 from app.ingest import LEARN, FileResult, Ingestor, ScanReport
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
 from app.source_view import SourceView, source_view
-from app.settings import LoadedSettings, Settings, load_settings
+from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
 from app.watcher import FolderWatcher
 from engines.base import Engine, EngineContext, Passage
 from engines.registry import build_engine, engine_class
@@ -223,9 +224,29 @@ class Engram:
             engine.forget(row.id)
         self.save_index()
 
+    def add_files(self, files: list[tuple[Path, str]]) -> list[DroppedFile]:
+        """Copy (file, original name) pairs into the drop folder and queue them at once."""
+        results = copy_into(self.settings.effective_drop_folder, files)
+        copied = [Path(r.path) for r in results if r.path]
+        if copied:
+            self.ingest(copied)
+        return results
+
     def source(self, chunk_id: int, quote: str = "") -> SourceView | None:
         """The stored text around a cited chunk (None when the chunk is gone)."""
         return source_view(self.db, chunk_id, quote)
+
+    # --- settings changed from the app -----------------------------------------------------------
+    def save_setting(self, name: str, value: str) -> Path:
+        """Persist a setting in this process's config file (validated; used from the next start)."""
+        return save_setting(name, value, self.loaded.config_file.parent)
+
+    def use_model(self, backend: Backend, model: str) -> None:
+        """Load ``model`` with ``backend`` (a failure leaves the current one), answer with it
+        from now on, and keep it as the chat model for the next start."""
+        self.runtime.switch(backend, model)
+        self.save_setting("chat_backend", backend)
+        self.save_setting("chat_model", model)
 
     # --- one-shot ingestion --------------------------------------------------------------------
     def ingest(self, paths: list[Path]) -> list[ScanReport]:
