@@ -29,8 +29,8 @@ def build_blocks(engram: Engram) -> gr.Blocks:
                 "documents in your folders, on this computer</span></div>")
         with gr.Tabs():
             for tab in TABS:
-                with gr.Tab(tab.title, id=tab.title.lower()):
-                    tab.build(engram, blocks)
+                with gr.Tab(tab.title, id=tab.title.lower()) as shown:
+                    tab.build(engram, blocks, shown)
     return blocks
 
 

@@ -102,7 +102,7 @@ def model_line(engram: Engram) -> str:
 
 
 # --- the tab -----------------------------------------------------------------------------------
-def build(engram: Engram, blocks: gr.Blocks) -> None:
+def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     conversation = gr.State(None)  # id of the open conversation (None: a new one)
     message_ids = gr.State([])  # store id of each chatbot message, in order
     correcting = gr.State(None)  # id of the answer the correction box is for
@@ -119,8 +119,9 @@ def build(engram: Engram, blocks: gr.Blocks) -> None:
                                  buttons=["copy"], elem_id="engram-chat", autoscroll=True)
             with gr.Row(equal_height=True):
                 question = gr.Textbox(show_label=False, placeholder="Ask about your documents…",
-                                      lines=1, max_lines=6, scale=8, autofocus=True, elem_id="engram-question")
-                ask_button = gr.Button("Ask", variant="primary", scale=1, min_width=90)
+                                      lines=1, max_lines=6, scale=8, autofocus=True, elem_id="engram-question",
+                                      container=False, elem_classes="engram-input")
+                ask_button = gr.Button("Ask", variant="primary", scale=1, min_width=90, size="md")
             with gr.Group(visible=False) as correction_box:
                 correction_label = gr.HTML()
                 correction = gr.Textbox(label="What should the answer have been?", lines=2,

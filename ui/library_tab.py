@@ -98,7 +98,7 @@ def page_label(page: DocumentPage) -> str:
 
 
 # --- the tab -----------------------------------------------------------------------------------
-def build(engram: Engram, blocks: gr.Blocks) -> None:
+def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     offset = gr.State(0)
     shown = gr.State([])  # paths of the rows on screen, in order
     selected = gr.State(None)  # path of the selected document
@@ -115,12 +115,15 @@ def build(engram: Engram, blocks: gr.Blocks) -> None:
         folders = gr.HTML()
         with gr.Row(equal_height=True):
             folder_path = gr.Textbox(show_label=False, placeholder="Full path of a folder to watch, e.g. ~/Documents/notes",
-                                     scale=5, elem_id="engram-folder-path")
-            add_folder = gr.Button("Watch folder", variant="primary", scale=1, min_width=140)
+                                     scale=5, elem_id="engram-folder-path", container=False,
+                                     elem_classes="engram-input")
+            add_folder = gr.Button("Watch folder", variant="primary", scale=1, min_width=140, size="md")
         with gr.Row(equal_height=True):
-            remove_choice = gr.Dropdown(show_label=False, choices=[], scale=5, allow_custom_value=False,
-                                        info=None, label="Stop watching")
-            remove_folder = gr.Button("Stop watching…", scale=1, min_width=140)
+            gr.HTML("<span>Stop watching</span>", elem_classes="engram-label", scale=0, min_width=110)
+            remove_choice = gr.Dropdown(show_label=False, choices=[], scale=5, label="Stop watching",
+                                        container=False, elem_id="engram-remove-folder",
+                                        elem_classes="engram-input")
+            remove_folder = gr.Button("Remove…", scale=1, min_width=140, size="md")
         with gr.Group(visible=False) as confirm_box:
             confirm_text = gr.HTML()
             with gr.Row():
@@ -129,9 +132,10 @@ def build(engram: Engram, blocks: gr.Blocks) -> None:
 
     gr.HTML("<h3 style='margin:12px 0 0'>Documents</h3>")
     with gr.Row(equal_height=True):
-        search = gr.Textbox(show_label=False, placeholder="Filter by name or path", scale=3)
+        search = gr.Textbox(show_label=False, placeholder="Filter by name or path", scale=3, container=False,
+                            elem_classes="engram-input")
         status_filter = gr.Radio(choices=[("All", "all")], value="all", show_label=False, scale=5)
-    empty = gr.HTML(visible=False)
+    empty = gr.HTML(visible=False, elem_id="engram-library-empty")
     table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, max_height=480,
                          column_widths=WIDTHS,
                          elem_id="engram-documents")
@@ -164,7 +168,7 @@ def build(engram: Engram, blocks: gr.Blocks) -> None:
         removable = [f.path for f in engram.folders.list() if not f.is_default]
         return folders_html(engram), gr.update(choices=removable, value=None,
                                                interactive=bool(removable),
-                                               label="Stop watching" if removable else "No folder to remove")
+                                               label="Stop watching")
 
     def pause_label() -> str:
         return "Resume learning" if engram.worker.paused else "Pause learning"

@@ -50,14 +50,15 @@ def active_line(engram: Engram) -> str:
             f"({loaded})</span></div>")
 
 
-def build(engram: Engram, blocks: gr.Blocks) -> None:
+def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     active = gr.HTML()
     table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True,
                          column_widths=["8%", "22%", "12%", "10%", "48%"], elem_id="engram-models")
     with gr.Row(equal_height=True):
-        pick = gr.Dropdown(label="Answer with", choices=[], scale=4)
-        use = gr.Button("Use this model", variant="primary", scale=1, min_width=150)
-        refresh = gr.Button("Refresh", scale=0, min_width=100)
+        pick = gr.Dropdown(show_label=False, label="Answer with", choices=[], scale=4, container=False,
+                           elem_classes="engram-input")
+        use = gr.Button("Use this model", variant="primary", scale=1, min_width=150, size="md")
+        refresh = gr.Button("Refresh", scale=0, min_width=100, size="md")
     result = gr.HTML()
     with gr.Accordion("Another model", open=False):
         gr.HTML("<p class='engram-muted'>A GGUF file (llamacpp), a model an Ollama server has "
@@ -66,11 +67,11 @@ def build(engram: Engram, blocks: gr.Blocks) -> None:
         with gr.Row(equal_height=True):
             other_backend = gr.Radio(choices=list(BACKENDS), value="llamacpp", label="Backend", scale=2)
             other_model = gr.Textbox(label="Model (path or Ollama tag)", scale=4)
-            use_other = gr.Button("Load and use", scale=1, min_width=140)
+            use_other = gr.Button("Load and use", scale=1, min_width=140, size="md")
     with gr.Accordion("Ollama server", open=False):
         with gr.Row(equal_height=True):
             host = gr.Textbox(label="Ollama host", scale=4)
-            save_host = gr.Button("Save host", scale=1, min_width=120)
+            save_host = gr.Button("Save host", scale=1, min_width=120, size="md")
         ollama = gr.HTML()
     folder_note = gr.HTML()
 
@@ -123,6 +124,7 @@ def build(engram: Engram, blocks: gr.Blocks) -> None:
 
     blocks.load(friendly(view), None, outputs)
     refresh.click(friendly(view), None, outputs)
+    tab.select(friendly(view), None, outputs)  # a model file added meanwhile shows up
     use.click(on_use, pick, [*outputs, result])
     use_other.click(on_use_other, [other_backend, other_model], [*outputs, result])
     save_host.click(on_save_host, host, [*outputs, result])

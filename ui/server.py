@@ -11,6 +11,7 @@ import threading
 import time
 
 import uvicorn
+from starlette.routing import Mount
 
 from app.core import Engram
 from ui.app import create_app
@@ -77,8 +78,9 @@ class UiServer:
 
     def start(self, timeout: float = 60.0) -> str:
         self.choice = bind_port(self.host, self.port)
-        config = uvicorn.Config(create_app(self.engram), log_level="warning", lifespan="on",
-                                timeout_graceful_shutdown=3)
+        self._app = create_app(self.engram)
+        config = uvicorn.Config(self._app, log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=5)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self.choice.sock]},
                                         name="engram-ui", daemon=True)
@@ -93,9 +95,21 @@ class UiServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._server is not None:
+            self._end_streams()
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
         if self.choice is not None:
             self.choice.sock.close()
         self._server = self._thread = None
+
+    def _end_streams(self) -> None:
+        """End the browser's open event streams first (as gradio's own ``close`` does), or the
+        server would wait for them and then cancel them with an error in the log."""
+        gradio_app = next((r.app for r in self._app.routes if isinstance(r, Mount)), None)
+        if gradio_app is None or not self._server.servers:
+            return
+        blocks = gradio_app.get_blocks()
+        blocks._queue.close()
+        blocks.is_running = False
+        self._server.servers[0].get_loop().call_soon_threadsafe(gradio_app.stop_event.set)

@@ -36,12 +36,12 @@ def rows(engram: Engram, text: str) -> list[list[str]]:
     return out
 
 
-def build(engram: Engram, blocks: gr.Blocks) -> None:
+def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     header = gr.HTML()
     with gr.Row(equal_height=True):
         name = gr.Dropdown(label="Setting", choices=list(FIELDS), value=None, filterable=True, scale=2)
         value = gr.Textbox(label="New value", scale=2)
-        save = gr.Button("Save", variant="primary", scale=0, min_width=110)
+        save = gr.Button("Save", variant="primary", scale=0, min_width=110, size="md")
     about = gr.HTML()
     search = gr.Textbox(show_label=False, placeholder="Filter settings by name or description")
     table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, max_height=560,
@@ -79,6 +79,7 @@ def build(engram: Engram, blocks: gr.Blocks) -> None:
 
     blocks.load(friendly(lambda text: (header_html(), rows(engram, text))), search, [header, table])
     search.input(friendly(lambda text: rows(engram, text)), search, table)
+    tab.select(friendly(lambda text: rows(engram, text)), search, table)
     name.change(on_pick, name, [value, about])
     save.click(on_save, [name, value, search], [table, about])
     value.submit(on_save, [name, value, search], [table, about])

@@ -10,5 +10,6 @@ from app.core import Engram
 
 class Tab(NamedTuple):
     title: str
-    build: Callable[[Engram, gr.Blocks], None]
-    """Lay out the tab's components and wire its events; ``blocks.load`` fills them on page load."""
+    build: Callable[[Engram, gr.Blocks, gr.Tab], None]
+    """Lay out the tab's components and wire its events: ``blocks.load`` fills them on page load,
+    ``tab.select`` when the person opens the tab."""

@@ -15,7 +15,10 @@ THEME = gr.themes.Soft(
 CSS = """
 .gradio-container { max-width: 1240px !important; width: 100% !important; margin: 0 auto !important; }
 #engram-chat button[aria-label="Clear"] { display: none; }
-#engram-documents table, #engram-models table, #engram-settings table { font-family: var(--font); font-size: 0.9rem; }
+.engram-input { border: 1px solid var(--border-color-primary) !important; border-radius: 8px !important;
+  background: var(--input-background-fill) !important; }
+.engram-label { align-self: center; white-space: nowrap; color: var(--body-text-color-subdued); }
+#engram-documents, #engram-models, #engram-settings { --font-mono: var(--font); }
 footer { display: none !important; }
 #engram-header { display: flex; align-items: baseline; gap: 12px; padding: 4px 2px 10px; }
 #engram-header h1 { font-size: 1.5rem; font-weight: 600; margin: 0; letter-spacing: -0.01em; }
