@@ -119,3 +119,22 @@ def test_source_view_rebuilds_the_text_around_a_citation(engram, folder) -> None
     assert view.position.startswith("lines ") and view.path.endswith("story.txt")
     assert engram.source(middle, "words that are nowhere").quote == ""
     assert engram.source(10**9) is None
+
+
+def test_added_files_land_in_the_drop_folder_safely(engram, tmp_path) -> None:
+    sent = tmp_path / "upload"
+    sent.mkdir()
+    (sent / "a.txt").write_text("The harbour master of Quell is Ines Varo.\n")
+    (sent / "b.png").write_bytes(b"\x89PNG")
+    results = engram.add_files([(sent / "a.txt", "../../escape/notes.txt"),
+                                (sent / "a.txt", "notes.txt"),
+                                (sent / "b.png", "photo.png"),
+                                (sent / "a.txt", ".hidden.txt")])
+    drop = engram.settings.effective_drop_folder
+    assert [Path(r.path).name if r.path else None for r in results] == ["notes.txt", "notes (2).txt", None, None]
+    assert all(Path(r.path).parent == drop for r in results if r.path)
+    assert "reads only" in results[2].refused and results[3].refused
+    assert not list(drop.glob(".*"))  # no temporary file left behind
+    engram.run_pending()
+    assert {Path(d.path).name: d.status for d in engram.document_page().items} == {
+        "notes.txt": "learned", "notes (2).txt": "learned"}

@@ -184,6 +184,17 @@ def test_library_actions_and_readable_errors(page, embedder, llama, tmp_path) ->
         page.get_by_role("button", name="Learn again").click()
         expect(ferry).to_contain_text("learned")
 
+        # Add files: copied into the drop folder and learned; an unreadable type is refused.
+        upload = tmp_path / "upload"
+        upload.mkdir()
+        (upload / "harbour.md").write_text("# Quell\n\nThe harbour master of Quell is Ines Varo.\n")
+        (upload / "photo.png").write_bytes(b"\x89PNG")
+        page.locator("#engram-add-files").locator("xpath=..").locator("input[type=file]").set_input_files(
+            [str(upload / "harbour.md"), str(upload / "photo.png")])
+        expect(page.get_by_text("Skipped photo.png")).to_be_visible()
+        expect(documents.locator("[role=row]", has_text="harbour.md")).to_contain_text("learned")
+        assert (drop / "harbour.md").is_file() and not (drop / "photo.png").exists()
+
         # A bad folder path and a model that does not exist are readable messages.
         page.locator("#engram-folder-path textarea").fill(str(tmp_path / "missing"))
         page.get_by_role("button", name="Watch folder").click()
@@ -193,6 +204,20 @@ def test_library_actions_and_readable_errors(page, embedder, llama, tmp_path) ->
         page.get_by_label("Model (path or Ollama tag)").fill(str(tmp_path / "nothing.gguf"))
         page.get_by_role("button", name="Load and use").click()
         expect(page.get_by_text("No GGUF model file at")).to_be_visible()
+        expect(page.locator("#engram-models [role=row]", has_text="embedded")).to_contain_text("●")
+        page.get_by_role("button", name="Use this model").click()
+        expect(page.get_by_text("Now answering with embedded")).to_be_visible()
+        assert 'chat_model = "embedded"' in app.engram.loaded.config_file.read_text()
+
+        # A setting with a value its type refuses: said plainly, nothing saved.
+        page.get_by_role("tab", name="Settings").click()
+        page.get_by_label("Setting").fill("search_k")
+        page.get_by_role("option", name="search_k").click()
+        expect(page.get_by_label("New value")).to_have_value("5")
+        page.get_by_label("New value").fill("0")
+        page.get_by_role("button", name="Save").click()
+        expect(page.get_by_text("invalid value '0' for 'search_k'")).to_be_visible()
+        assert "search_k" not in app.engram.loaded.config_file.read_text()
 
         # Ollama down while answering: the chat says so in words, no traceback.
         app.engram.runtime.adopt(OllamaRuntime("llama3.2", host="http://127.0.0.1:9", connect_timeout_s=0.5))

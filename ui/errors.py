@@ -31,6 +31,14 @@ def readable(exc: BaseException) -> str:
     return f"Something went wrong ({type(exc).__name__}: {exc}). The details are in Engram's log."
 
 
+def shown_error(exc: Exception) -> gr.Error:
+    """The gradio error that shows ``exc`` to the person (and prints no traceback: a message
+    for the person is not a fault; unexpected errors were logged by ``readable``)."""
+    error = exc if isinstance(exc, gr.Error) else gr.Error(readable(exc))
+    error.print_exception = False
+    return error
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a gradio handler (plain or generator) so its errors show as readable messages."""
     if inspect.isgeneratorfunction(fn):
@@ -38,18 +46,14 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
             except Exception as exc:
-                raise gr.Error(readable(exc)) from exc
+                raise shown_error(exc) from exc
         return gen_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
         except Exception as exc:
-            raise gr.Error(readable(exc)) from exc
+            raise shown_error(exc) from exc
     return wrapper

@@ -109,7 +109,8 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
             progress = gr.HTML(elem_id="engram-progress-box")
         with gr.Column(scale=1, min_width=180):
             pause_button = gr.Button("Pause learning", size="sm", elem_id="engram-pause")
-            add_files = gr.UploadButton("Add files…", file_count="multiple", size="sm", variant="primary")
+            add_files = gr.UploadButton("Add files…", file_count="multiple", size="sm", variant="primary",
+                                        elem_id="engram-add-files")
 
     with gr.Accordion("Watched folders", open=True):
         folders = gr.HTML()

@@ -72,7 +72,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         with gr.Row(equal_height=True):
             host = gr.Textbox(label="Ollama host", scale=4)
             save_host = gr.Button("Save host", scale=1, min_width=120, size="md")
-        ollama = gr.HTML()
+    ollama = gr.HTML(elem_classes="engram-muted")
     folder_note = gr.HTML()
 
     def view() -> tuple[Any, ...]:
