@@ -176,6 +176,13 @@ def test_library_actions_and_readable_errors(page, embedder, llama, tmp_path) ->
         expect(ferry).to_contain_text("learned")
         expect(documents).not_to_contain_text("not-a-document.py")
 
+        # Pause and resume: the state is shown and kept by the worker.
+        page.get_by_role("button", name="Pause learning").click()
+        expect(page.locator("#engram-progress")).to_contain_text("Paused")
+        assert app.engram.worker.paused
+        page.get_by_role("button", name="Resume learning").click()
+        expect(page.locator("#engram-progress")).to_contain_text("Up to date")
+
         # Forget a document: it leaves the index and stays out until learned again.
         ferry.get_by_role("gridcell").first.click()
         page.get_by_role("button", name="Forget").click()
@@ -194,6 +201,21 @@ def test_library_actions_and_readable_errors(page, embedder, llama, tmp_path) ->
         expect(page.get_by_text("Skipped photo.png")).to_be_visible()
         expect(documents.locator("[role=row]", has_text="harbour.md")).to_contain_text("learned")
         assert (drop / "harbour.md").is_file() and not (drop / "photo.png").exists()
+
+        # Stop watching a folder, after a confirmation: its documents go, its files stay.
+        extra = tmp_path / "extra"
+        extra.mkdir()
+        (extra / "lab.md").write_text("The Quellbrook lab builds the Tessaline crawler.\n")
+        page.locator("#engram-folder-path textarea").fill(str(extra))
+        page.get_by_role("button", name="Watch folder").click()
+        expect(documents.locator("[role=row]", has_text="lab.md")).to_contain_text("learned")
+        page.locator("#engram-remove-folder input").click()
+        page.get_by_role("option", name=str(extra)).click()
+        page.get_by_role("button", name="Remove…").click()
+        expect(page.get_by_text("and forget its 1 document?")).to_be_visible()
+        page.get_by_role("button", name="Yes, stop watching and forget").click()
+        expect(documents).not_to_contain_text("lab.md")
+        assert (extra / "lab.md").exists() and app.engram.folders.get(str(extra)) is None
 
         # A bad folder path and a model that does not exist are readable messages.
         page.locator("#engram-folder-path textarea").fill(str(tmp_path / "missing"))
