@@ -83,12 +83,15 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.option("--config-dir", type=click.Path(path_type=Path), default=None,
               help=f"Folder of config.toml [env {ENV_PREFIX}CONFIG_DIR]")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+@click.option("--no-browser", is_flag=True, help="With no command: do not open the browser.")
 @_setting_options
 @click.pass_context
-def cli(ctx: click.Context, config_dir: Path | None, verbose: bool, **overrides: Any) -> None:
+def cli(ctx: click.Context, config_dir: Path | None, verbose: bool, no_browser: bool,
+        **overrides: Any) -> None:
     """Engram: a local assistant that learns from the documents in your folders.
 
-    With no command, starts Engram: watches your folders and learns what lands in them.
+    With no command, starts Engram's desktop app: watches your folders, learns what lands in
+    them, and serves the app in your browser (`engram run --headless` for the terminal only).
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -96,18 +99,24 @@ def cli(ctx: click.Context, config_dir: Path | None, verbose: bool, **overrides:
                       config_dir)
     ctx.call_on_close(ctx.obj.close)
     if ctx.invoked_subcommand is None:
-        ctx.invoke(run)
+        ctx.invoke(run, no_browser=no_browser)
 
 
 # --- run ---------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--no-watch", is_flag=True, help="Do not watch folders (process the queue only).")
+@click.option("--headless", is_flag=True, help="No desktop app: live progress in the terminal only.")
+@click.option("--no-browser", is_flag=True, help="Serve the desktop app without opening the browser.")
 @pass_ctx
-def run(c: Context, no_watch: bool) -> None:
-    """Start the watcher and worker in the foreground with live progress (Ctrl+C stops)."""
+def run(c: Context, no_watch: bool = False, headless: bool = False, no_browser: bool = False) -> None:
+    """Start Engram: the desktop app (on ui_host:ui_port) with the watcher and worker; Ctrl+C stops."""
     engram = c.engram
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if not headless:
+        _run_desktop(c, stop, open_browser=engram.settings.open_browser and not no_browser,
+                     watch=not no_watch)
+        return
     engram.start(watch=not no_watch)
     folders = ", ".join(f.path for f in engram.folders.list())
     console.print(f"[bold]Engram[/] is learning from: {folders}")
@@ -119,6 +128,19 @@ def run(c: Context, no_watch: bool) -> None:
     finally:
         console.print("Stopping: saving the index...")
         engram.stop()
+
+
+def _run_desktop(c: Context, stop: threading.Event, open_browser: bool, watch: bool) -> None:
+    # The CLI is the entry point that composes the layers: it alone in app/ reaches up to ui/.
+    from ui.desktop import run_desktop
+
+    try:
+        run_desktop(c.engram, stop, lambda text: console.print(text, highlight=False),
+                    open_browser=open_browser, watch=watch)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise click.ClickException(f"the desktop app could not start: {exc}") from exc
 
 
 def _follow_progress(engram, until) -> None:

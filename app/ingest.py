@@ -27,6 +27,7 @@ from app.parsers import ParseError, parse_file, too_large_error
 from app.settings import Settings
 from store.documents import DocumentStore, NewChunk
 from store.folders import FolderStore
+from store.ignored_files import IgnoredFiles
 from store.jobs import Job, JobQueue
 from store.vector_index import VectorIndex
 
@@ -113,8 +114,10 @@ class Ingestor:
         index: VectorIndex,
         embedder: Callable[[], Embedder],
         learners: list[str] | None = None,
+        ignored: IgnoredFiles | None = None,
     ) -> None:
-        """``learners``: engines that learn each new or changed document after it is indexed."""
+        """``learners``: engines that learn each new or changed document after it is indexed;
+        ``ignored``: files the person asked to forget, skipped until they are re-learned."""
         self.settings = settings
         self.docs = docs
         self.folders = folders
@@ -122,6 +125,7 @@ class Ingestor:
         self.index = index
         self._embedder = embedder
         self.learners = learners or []
+        self.ignored = ignored
 
     @property
     def embedder(self) -> Embedder:
@@ -137,11 +141,14 @@ class Ingestor:
         changed: list[str] = []
         seen: set[str] = set()
         errors = 0
+        skip = self.ignored.under(str(root)) if self.ignored else set()
         for path in walk_documents(root):
             key = str(path)
             if not storable(key):
                 seen.add(self._bad_name(key))
                 errors += 1
+                continue
+            if key in skip:
                 continue
             seen.add(key)
             state = known.get(key)
@@ -233,7 +240,7 @@ class Ingestor:
             return FileResult(path=key, outcome="removed" if removed else "unchanged")
         except OSError as exc:
             return self._error(key, f"cannot read: {exc.strerror or exc}")
-        if not is_document(path):
+        if not is_document(path) or (self.ignored and self.ignored.contains(key)):
             return FileResult(path=key, outcome="unchanged")  # skipped by rule, like the scanner does
         if not stat.S_ISREG(st.st_mode):
             return self._error(key, "not a regular file")

@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
 
 import platformdirs
 import tomli_w
@@ -140,6 +141,14 @@ class Settings(BaseModel):
         description="Engines that learn documents and contribute to answers, comma-separated.",
     )
     rag: RagConfig = Field(default_factory=RagConfig, description="Retrieval for grounded answers.")
+
+    @field_validator("ollama_host")
+    @classmethod
+    def _http_url(cls, host: str) -> str:
+        parsed = urlparse(host.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"'{host}' is not a server URL; write it like http://127.0.0.1:11434")
+        return host.strip().rstrip("/")
 
     @field_validator("engines")
     @classmethod
@@ -345,6 +354,10 @@ def save_setting(field: str, raw_value: str, config_directory: Path | None = Non
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     flat[field] = str(value) if isinstance(value, Path) else value
+    try:  # the model's own checks too (a value that passes its type can still be refused)
+        Settings(**_nest({**read_config_file(path), field: value}))
+    except ValidationError as exc:
+        raise SettingsError(f"invalid value {raw_value!r} for '{field}': {_first_error(exc)}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text(tomli_w.dumps(_nest(flat)), encoding="utf-8")

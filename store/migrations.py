@@ -162,3 +162,15 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("002_conversations", m002_conversations),
     ("003_job_progress", m003_job_progress),
 ]
+
+
+def m006_ignored_files(db: sqlite_utils.Database) -> None:
+    _run(db, [
+        """CREATE TABLE ignored_files (
+            path TEXT PRIMARY KEY,
+            ignored_at TEXT NOT NULL DEFAULT (datetime('now'))
+        )""",
+    ])
+
+
+MIGRATIONS.append(("006_ignored_files", m006_ignored_files))
