@@ -132,6 +132,7 @@ def run(c: Context, no_watch: bool = False, headless: bool = False, no_browser: 
 
 def _run_desktop(c: Context, stop: threading.Event, open_browser: bool, watch: bool) -> None:
     # The CLI is the entry point that composes the layers: it alone in app/ reaches up to ui/.
+    from ui.access import ExposedWithoutPassword
     from ui.desktop import run_desktop
 
     try:
@@ -139,7 +140,7 @@ def _run_desktop(c: Context, stop: threading.Event, open_browser: bool, watch: b
                     open_browser=open_browser, watch=watch)
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
+    except (OSError, ExposedWithoutPassword) as exc:
         raise click.ClickException(f"the desktop app could not start: {exc}") from exc
 
 

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from app.core import Engram
+from ui.access import PasswordMiddleware
 from ui import chat_tab, library_tab, models_tab, settings_tab
 from ui.source_page import SECURITY_HEADERS, render_missing, render_source
 from ui.tab import Tab
@@ -45,6 +46,9 @@ def create_app(engram: Engram) -> FastAPI:
             return HTMLResponse(render_missing(chunk_id), status_code=404, headers=SECURITY_HEADERS)
         return HTMLResponse(render_source(view), headers=SECURITY_HEADERS)
 
+    password = engram.settings.ui_password
+    if password is not None and password.get_secret_value():
+        api.add_middleware(PasswordMiddleware, password=password.get_secret_value())
     blocks = build_blocks(engram)
     return gr.mount_gradio_app(
         api, blocks, path="/", theme=THEME, css=CSS, footer_links=[], ssr_mode=False,

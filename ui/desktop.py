@@ -12,6 +12,7 @@ import webbrowser
 from collections.abc import Callable
 
 from app.core import Engram
+from ui.access import require_password_when_exposed
 from ui.server import UiServer
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def run_desktop(engram: Engram, stop: threading.Event, say: Callable[[str], None
                 open_browser: bool = True, watch: bool = True) -> None:
     """Serve the desktop app on the configured host and port until ``stop`` is set."""
     s = engram.settings
+    require_password_when_exposed(s.ui_host, s.ui_password)
     engram.start(watch=watch)
     server = UiServer(engram, s.ui_host, s.ui_port)
     try:

@@ -14,6 +14,7 @@ import uvicorn
 from starlette.routing import Mount
 
 from app.core import Engram
+from ui.access import require_password_when_exposed
 from ui.app import create_app
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class UiServer:
         return f"http://{host}:{self.choice.port if self.choice else self.port}/"
 
     def start(self, timeout: float = 60.0) -> str:
+        require_password_when_exposed(self.host, self.engram.settings.ui_password)
         self.choice = bind_port(self.host, self.port)
         self._app = create_app(self.engram)
         config = uvicorn.Config(self._app, log_level="warning", lifespan="on",

@@ -1,0 +1,66 @@
+"""Who may open the desktop app: this computer only, unless the person says otherwise.
+
+By default the UI listens on a loopback address and needs no password. Listening anywhere else
+is an explicit setting (``ui_host``) and then needs ``ui_password``: every request, the Gradio app,
+its API and the source pages alike, must carry it (HTTP Basic, user ``engram``), checked in
+constant time. One middleware guards the whole server, so no route can be forgotten.
+"""
+
+import base64
+import binascii
+import ipaddress
+import secrets
+
+from pydantic import SecretStr
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp
+
+USER = "engram"
+REALM = 'Basic realm="Engram", charset="UTF-8"'
+
+
+class ExposedWithoutPassword(ValueError):
+    """The UI would listen beyond this computer with no password."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_password_when_exposed(host: str, password: SecretStr | None) -> None:
+    if not is_loopback(host) and not (password and password.get_secret_value()):
+        raise ExposedWithoutPassword(
+            f"ui_host is {host}, which lets other computers open Engram: set ui_password "
+            "(e.g. ENGRAM_UI_PASSWORD=...) or set ui_host back to 127.0.0.1"
+        )
+
+
+def credentials_match(header: str | None, password: str) -> bool:
+    if not header or not header.startswith("Basic "):
+        return False
+    try:
+        decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    user, _, given = decoded.partition(":")
+    user_ok = secrets.compare_digest(user.encode(), USER.encode())
+    return secrets.compare_digest(given.encode(), password.encode()) and user_ok
+
+
+class PasswordMiddleware(BaseHTTPMiddleware):
+    def __init__(self, app: ASGIApp, password: str) -> None:
+        super().__init__(app)
+        self.password = password
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if credentials_match(request.headers.get("authorization"), self.password):
+            return await call_next(request)
+        return PlainTextResponse("Engram needs its password.", status_code=401,
+                                 headers={"WWW-Authenticate": REALM})
