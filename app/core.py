@@ -22,11 +22,12 @@ from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
 from app.settings import LoadedSettings, Settings, load_settings
 from app.watcher import FolderWatcher
-from engines.base import Engine, EngineContext, Passage
+from engines.base import Draft, Engine, EngineContext, Passage
 from engines.registry import build_engine, engine_class
+from app.feedback_jobs import FEEDBACK, FeedbackJobs, queue_feedback
 from app.learning import LearnJobs
 from app.worker import Worker
-from store.conversations import ConversationStore
+from store.conversations import ConversationStore, MessageRow
 from store.database import Database
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
@@ -70,6 +71,9 @@ class Engram:
         self.state = StateStore(self.db)
         self.conversations = ConversationStore(self.db)
         self.runtime = ActiveRuntime(self.settings)
+        self.agent_runtime = (ActiveRuntime(self.settings, self.settings.ace.agent_backend,
+                                            self.settings.ace.agent_model or None)
+                              if self.settings.ace.agent_backend else self.runtime)
         self.index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
                                  ann_threshold=self.settings.ann_threshold, nprobe=self.settings.ann_nprobe)
         self._save_lock = threading.Lock()
@@ -81,6 +85,7 @@ class Engram:
             save_interval_s=self.settings.index_save_interval_s,
         )
         self.worker.register(LEARN, LearnJobs(self.db, self.engine))
+        self.worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
 
     # --- components --------------------------------------------------------------------------
     @cached_property
@@ -96,7 +101,12 @@ class Engram:
     @cached_property
     def engine_context(self) -> EngineContext:
         return EngineContext(db=self.db, data_dir=self.paths.root, retrieve=self.search,
-                             embed=lambda texts: self.embedder.embed(texts), generator=self.runtime.get)
+                             embed=lambda texts: self.embedder.embed(texts), generator=self.runtime.get,
+                             agent=self.agent_runtime.get, answer=self._draft)
+
+    def _draft(self, question: str, bullets: list[str], max_tokens: int) -> Draft:
+        """The chat path's answer with ``bullets`` as the playbook (replays, offline training)."""
+        return self.chat.draft(question, bullets, skip=frozenset({"ace"}), max_tokens=max_tokens)
 
     @cached_property
     def engines(self) -> list[Engine]:
@@ -113,7 +123,12 @@ class Engram:
 
     @cached_property
     def chat(self) -> ChatService:
-        return ChatService(self.settings, self.conversations, self.engines, self.runtime)
+        return ChatService(self.settings, self.conversations, self.engines, self.runtime,
+                           on_feedback=self._feedback_given)
+
+    def _feedback_given(self, message: MessageRow) -> None:
+        if queue_feedback(self.queue, self.db, self.engines, message.id):
+            self.worker.wake()
 
     def _embedding_dim(self) -> int:
         """The index dimension, remembered in the store so opening it does not load the model."""
@@ -235,6 +250,8 @@ class Engram:
 
     def close(self) -> None:
         self.stop()
+        if self.agent_runtime is not self.runtime:
+            self.agent_runtime.close()
         self.runtime.close()
         self.db.close()
 
