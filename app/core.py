@@ -26,12 +26,14 @@ from engines.base import Draft, Engine, EngineContext, Passage
 from engines.registry import build_engine, engine_class
 from app.feedback_jobs import FEEDBACK, FeedbackJobs, queue_feedback
 from app.learning import LearnJobs
+from app.playbooks import PlaybookService
 from app.worker import Worker
 from store.conversations import ConversationStore, MessageRow
 from store.database import Database
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
 from store.jobs import JobQueue, Progress
+from store.playbooks import PlaybookStore
 from store.state import StateStore
 from store.vector_index import SyncReport, VectorIndex
 
@@ -125,6 +127,10 @@ class Engram:
     def chat(self) -> ChatService:
         return ChatService(self.settings, self.conversations, self.engines, self.runtime,
                            on_feedback=self._feedback_given)
+
+    @cached_property
+    def playbooks(self) -> PlaybookService:
+        return PlaybookService(PlaybookStore(self.db))
 
     def _feedback_given(self, message: MessageRow) -> None:
         if queue_feedback(self.queue, self.db, self.engines, message.id):
