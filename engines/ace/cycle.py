@@ -109,6 +109,8 @@ class Cycle:
                                    episode.sources)
         report.seconds["reflect"] = round(time.perf_counter() - started, 3)
         report.reflection, report.reflect_rounds = result.reflection, result.rounds
+        log.debug("reflection after %d round(s) in %.1f s: %s", result.rounds, result.seconds,
+                  result.reflection.model_dump_json())
         report.lesson_problem = result.lesson_problem
         tags = [t for t in result.reflection.tags if t.tag != "neutral"]
         if tags:
@@ -137,6 +139,8 @@ class Cycle:
                           self.config.agent_temperature)
         proposal = curator.curate(self.store.load(self.name), reflection)
         report.seconds["curate"] = round(time.perf_counter() - started, 3)
+        log.debug("curator proposed in %.1f s: %s", proposal.seconds,
+                  [o.describe() for o in proposal.operations])
         delta = Delta(operations=proposal.operations, source=source, episode_id=episode.episode_id)
         if not proposal.operations:
             return self.refuse(delta, "curate", "the Curator proposed no change", figures)
