@@ -224,11 +224,7 @@ class PlaybookStore:
             raise ValueError(f"invalid playbook name {playbook.name!r}")
         name, before = playbook.name, playbook.version - 1
         with self.db.transaction() as conn:
-            head = self.head_version(name)
-            if head is None and before == 0:
-                conn.execute("INSERT INTO playbooks (name, version, content) VALUES (?, 0, ?)",
-                             (name, _snapshot(Playbook(name=name))))
-                head = 0
+            head = self._ensure(conn, name) if before == 0 else self.head_version(name)
             if head != before:
                 raise PlaybookConflict(f"playbook {name!r} is at version {head}, not {before}: "
                                        "it changed meanwhile")
@@ -244,5 +240,18 @@ class PlaybookStore:
 
     def reject(self, name: str, version: int, record: DeltaRecord) -> int:
         """Log a delta that was not applied (``record.reason`` says why); returns its id."""
+        if not valid_name(name):
+            raise ValueError(f"invalid playbook name {name!r}")
         with self.db.transaction() as conn:
+            self._ensure(conn, name)
             return self._log(conn, name, record, "rejected", version, None)
+
+    def _ensure(self, conn: Any, name: str) -> int:
+        """The head version, creating the empty version 0 when the playbook does not exist yet
+        (a playbook exists from the first change anyone logs for it)."""
+        head = self.head_version(name)
+        if head is None:
+            conn.execute("INSERT INTO playbooks (name, version, content) VALUES (?, 0, ?)",
+                         (name, _snapshot(Playbook(name=name))))
+            head = 0
+        return head
