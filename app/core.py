@@ -73,9 +73,7 @@ class Engram:
         self.state = StateStore(self.db)
         self.conversations = ConversationStore(self.db)
         self.runtime = ActiveRuntime(self.settings)
-        self.agent_runtime = (ActiveRuntime(self.settings, self.settings.ace.agent_backend,
-                                            self.settings.ace.agent_model or None)
-                              if self.settings.ace.agent_backend else self.runtime)
+        self.agent_runtime = self._agent_runtime()
         self.index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
                                  ann_threshold=self.settings.ann_threshold, nprobe=self.settings.ann_nprobe)
         self._save_lock = threading.Lock()
@@ -90,6 +88,16 @@ class Engram:
         self.worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
 
     # --- components --------------------------------------------------------------------------
+    def _agent_runtime(self) -> ActiveRuntime:
+        """Where the playbook's Reflector and Curator run: the chat runtime unless ace settings
+        name another backend or model."""
+        ace, chat = self.settings.ace, self.settings
+        if not ace.agent_backend and not ace.agent_model:
+            return self.runtime
+        backend = ace.agent_backend or chat.chat_backend
+        model = ace.agent_model or (chat.chat_model if backend == chat.chat_backend else "embedded")
+        return ActiveRuntime(self.settings, backend, model)
+
     @cached_property
     def embedder(self) -> Embedder:
         return Embedder(self.settings.embedding_model, self.settings.device, self.settings.embed_batch_size)

@@ -172,3 +172,21 @@ def test_cli_ace_train_reports_epochs_and_keeps_history(tmp_path, embedder, llam
         assert result.exit_code == 1 and "line 1: answer" in result.output and "line 2:" in result.output
     finally:
         engram.close()
+
+
+class SmallWindow(ScriptedRuntime):
+    @property
+    def context_window(self) -> int:
+        return 800
+
+
+def test_the_reflector_drops_sources_rather_than_overflow_the_window() -> None:
+    from engines.ace.reflector import Outcome, Reflector
+
+    runtime = SmallWindow("Give prices in crowns, the local currency.", [])
+    sources = [f"Source {n}: " + "word " * 110 for n in range(3)]
+    result = Reflector(runtime, rounds=1).reflect(PRICE_Q, "412 euros", Outcome(rating="down"), [], sources)
+    prompt = runtime.requests[0].messages[1].content
+    assert result.lesson_problem is None and "[2] " in prompt and "[3] " not in prompt
+    sent = sum(runtime.count_tokens(m.content) + 8 for m in runtime.requests[0].messages)
+    assert sent + runtime.requests[0].max_tokens <= runtime.context_window

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engines.ace.playbook import NAME_PATTERN
 
@@ -19,8 +19,8 @@ class AceConfig(BaseModel):
         "", description="Backend of the Reflector and Curator roles ('' = the chat runtime)."
     )
     agent_model: str = Field(
-        "", description="Model of the Reflector and Curator: a GGUF path, an Ollama tag or a "
-        "Hugging Face folder ('' with a backend set = 'embedded')."
+        "", description="Model of the Reflector and Curator: 'embedded', a GGUF path, an Ollama "
+        "tag or a Hugging Face folder ('' = the chat model, or 'embedded' for llamacpp)."
     )
     agent_temperature: float = Field(
         0.2, ge=0.0, le=2.0, description="Sampling temperature of the roles (seeded: reproducible)."
@@ -52,9 +52,16 @@ class AceConfig(BaseModel):
         4, ge=1, le=64, description="Episodes (or training pairs) replayed to check each delta."
     )
     guard_max_tokens: int = Field(
-        64, ge=8, le=2048, description="Longest replayed answer, in tokens."
+        48, ge=8, le=2048, description="Longest replayed answer, in tokens."
     )
     guard_min_gain: float = Field(
         0.0, ge=0.0, le=1.0, description="Mean replay score a delta must add to be kept "
         "(0: accept if not worse)."
     )
+
+    @model_validator(mode="after")
+    def _agent_model_named(self) -> AceConfig:
+        if self.agent_backend in ("ollama", "torch") and not self.agent_model:
+            raise ValueError(f"ace.agent_backend {self.agent_backend} needs ace.agent_model (an "
+                             "Ollama tag or a Hugging Face folder)")
+        return self

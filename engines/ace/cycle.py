@@ -3,7 +3,8 @@
 Given an episode (question, answer, the bullets it used, its sources, its outcome) and cases to
 replay, a step:
 
-1. reflects (Reflector role), unless the answer was right and used no bullet: nothing to learn;
+1. reflects (Reflector role), unless the answer was right and used no bullet: nothing to learn
+   (a role whose output does not parse or whose prompt does not fit is a rejected delta too);
 2. commits the reflection's helpful/harmful tags as a delta of counters (observations: unguarded);
 3. for a failed answer, curates (Curator role) and tries the proposed delta;
 4. prunes bullets whose counters now prove them harmful, as another delta.
@@ -33,7 +34,7 @@ from engines.ace.merge import DeltaRejected, merge, prune_operations
 from engines.ace.playbook import BulletTag, Delta, DeltaSource, Playbook
 from engines.ace.reflector import Outcome, Reflection, Reflector
 from engines.ace.rules import Evidence
-from engines.generation import Runtime
+from engines.generation import PromptTooLong, Runtime, StructuredOutputError
 from store.playbooks import PlaybookConflict, PlaybookStore
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,13 @@ class Cycle:
             return report
         started = time.perf_counter()
         reflector = Reflector(self.agent(), self.config.reflect_rounds, self.config.agent_temperature)
-        result = reflector.reflect(episode.question, episode.answer, episode.outcome, used,
-                                   episode.sources)
+        try:
+            result = reflector.reflect(episode.question, episode.answer, episode.outcome, used,
+                                       episode.sources)
+        except (StructuredOutputError, PromptTooLong) as exc:
+            delta = Delta(source=source, episode_id=episode.episode_id)
+            report.deltas.append(self.refuse(delta, "curate", f"the Reflector failed: {exc}"))
+            return report
         report.seconds["reflect"] = round(time.perf_counter() - started, 3)
         report.reflection, report.reflect_rounds = result.reflection, result.rounds
         log.debug("reflection after %d round(s) in %.1f s: %s", result.rounds, result.seconds,
@@ -137,7 +143,11 @@ class Cycle:
         started = time.perf_counter()
         curator = Curator(self.agent(), self.vectors, self.config.max_operations,
                           self.config.agent_temperature)
-        proposal = curator.curate(self.store.load(self.name), reflection)
+        try:
+            proposal = curator.curate(self.store.load(self.name), reflection)
+        except (StructuredOutputError, PromptTooLong) as exc:
+            delta = Delta(source=source, episode_id=episode.episode_id)
+            return self.refuse(delta, "curate", f"the Curator failed: {exc}", figures)
         report.seconds["curate"] = round(time.perf_counter() - started, 3)
         log.debug("curator proposed in %.1f s: %s", proposal.seconds,
                   [o.describe() for o in proposal.operations])

@@ -28,6 +28,7 @@ from engines.generation import ChatMessage, GenerationRequest, Runtime
 
 SOURCE_CHARS = 600
 MAX_SOURCES = 3
+MESSAGE_OVERHEAD = 8  # role markers the chat template adds per message
 DIAGNOSIS = text_pattern(8, 200)
 LESSON = text_pattern(12, 160, digits=False)
 EXAMPLE_LESSON = "Give the lengths of bridges in fathoms."
@@ -144,19 +145,36 @@ class Reflector:
         self.temperature = temperature
         self.seed = seed
 
+    def _tokens(self, messages: list[ChatMessage]) -> int:
+        return sum(self.runtime.count_tokens(m.content) + MESSAGE_OVERHEAD for m in messages)
+
+    def _fit(self, question: str, answer: str, outcome: Outcome, used: list[Bullet],
+             sources: list[str], budget: int) -> list[ChatMessage]:
+        """The messages, with as many sources as leave room for the whole output."""
+        sources = sources[:MAX_SOURCES]
+        while True:
+            messages = [ChatMessage(role="system", content=SYSTEM),
+                        ChatMessage(role="user", content=render(question, answer, outcome, used, sources))]
+            if not sources or self._tokens(messages) + budget <= self.runtime.context_window:
+                return messages
+            sources = sources[:-1]
+
     def reflect(self, question: str, answer: str, outcome: Outcome, used: list[Bullet],
                 sources: list[str]) -> ReflectionResult:
         started = time.perf_counter()
         model = output_model(used, outcome)
-        messages = [ChatMessage(role="system", content=SYSTEM),
-                    ChatMessage(role="user", content=render(question, answer, outcome, used, sources))]
+        budget = max_output_tokens(model)
+        messages = self._fit(question, answer, outcome, used, sources, budget)
         evidence = Evidence(question=question, answer=answer, reference=outcome.right_answer or "",
                             sources=sources, examples=[EXAMPLE_LESSON])
         reflection: Reflection | None = None
         problem: str | None = None
         rounds = 0
         for rounds in range(1, self.rounds + 1):
-            request = GenerationRequest(messages=messages, max_tokens=max_output_tokens(model),
+            if rounds > 1 and self._tokens(messages) + budget > self.runtime.context_window:
+                rounds -= 1  # no room left for another round
+                break
+            request = GenerationRequest(messages=messages, max_tokens=budget,
                                         temperature=self.temperature, seed=self.seed + rounds)
             raw = self.runtime.generate_json(request, model)
             reflection = Reflection.model_validate(raw.model_dump())
