@@ -168,6 +168,9 @@ def test_a_contradiction_rejects_the_whole_delta(embed) -> None:
     reasons = rejected(playbook, delta(add("Answer in one short sentence."),
                                        add("Never give the unit of a price.")), embed)
     assert "contradicts bullet 1" in reasons[0]
+    within = rejected(book(), delta(add("Always give the unit of a price."),
+                                    add("Never give the unit of a price.")), embed)
+    assert "contradicts bullet 1" in within[0]  # the first add of the same delta
 
 
 def test_similarity_checks_are_skipped_for_a_persons_own_edit() -> None:
