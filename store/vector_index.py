@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +35,8 @@ from typing import Any
 import faiss
 import numpy as np
 from pydantic import BaseModel
+
+from store.atomic import remove_stale_temps, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -67,34 +67,6 @@ def choose_nlist(n: int) -> int:
 def _sha256(data: bytes | np.ndarray) -> str:
     """Hex SHA-256 of the raw bytes (of a numpy array: its contiguous buffer)."""
     return hashlib.sha256(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data).hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable where the platform allows it (not on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(target: Path, data: bytes | np.ndarray) -> None:
-    """Write to a temp file in the same folder, fsync it, then os.replace it over `target`."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _as_ids(ids: Any) -> np.ndarray:
@@ -415,10 +387,8 @@ class VectorIndex:
                 data = faiss.serialize_index(self._index)
                 meta = self._meta(data)
                 version = self._version
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.path, data)
-            _write_atomic(self.sidecar_path, json.dumps(meta, indent=1).encode())
-            _fsync_dir(self.path.parent)
+            write_atomic(self.path, data, sync_dir=False)
+            write_atomic(self.sidecar_path, json.dumps(meta, indent=1).encode())
             with self._lock:
                 self._saved_version = version
             log.debug("vector index saved: %d %s vectors", meta["count"], meta["kind"])
@@ -438,6 +408,8 @@ class VectorIndex:
         """
         with self._lock:
             self._reset()
+            for target in (self.path, self.sidecar_path):
+                remove_stale_temps(target)  # left by a save that was killed
             if not self.path.exists():
                 log.info("no vector index at %s yet; starting empty", self.path)
                 return False
