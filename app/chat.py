@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from app.grounded_prompt import build_prompt
 from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
-from engines.base import Contribution, Engine, Passage, Query
+from engines.base import Contribution, Draft, Engine, Passage, Query
 from engines.generation import ChatMessage, GenerationRequest, Runtime
 from store.conversations import ConversationStore, MessageRow, Rating
 
@@ -119,11 +119,13 @@ class ChatService:
     """Answers questions from the engines' contributions and keeps every turn."""
 
     def __init__(self, settings: Settings, conversations: ConversationStore, engines: list[Engine],
-                 runtime: ActiveRuntime) -> None:
+                 runtime: ActiveRuntime,
+                 on_feedback: Callable[[MessageRow], None] | None = None) -> None:
         self.settings = settings
         self.conversations = conversations
         self.engines = engines
         self.runtime = runtime
+        self.on_feedback = on_feedback
 
     def history(self, conversation_id: int) -> list[ChatMessage]:
         turns = self.conversations.messages(conversation_id)[-2 * self.settings.history_turns:]
@@ -177,7 +179,8 @@ class ChatService:
                 meta = {"backend": runtime.name, "model": runtime.model_name,
                         "seconds": round(time.perf_counter() - started, 3),
                         "logit_bias": bias is not None, "notes": notes,
-                        "history_messages": plan.history_messages}
+                        "history_messages": plan.history_messages,
+                        **engine_meta(contributions)}
                 if finished:
                     result = stream.result
                     meta.update(prompt_tokens=result.prompt_tokens,
@@ -200,6 +203,34 @@ class ChatService:
         assert done is not None
         return done
 
+    def draft(self, question: str, bullets: list[str], skip: frozenset[str] = frozenset(),
+              max_tokens: int | None = None) -> Draft:
+        """The answer ``ask`` would give to ``question`` alone (greedy), with ``bullets`` added to
+        the playbook strategies and the engines named in ``skip`` left out; nothing is stored.
+        Playbook replays and offline training answer through this, exactly like chat."""
+        contributions = [e.contribute(Query(text=question)) for e in self.engines if e.name not in skip]
+        runtime = self.runtime.get()
+        passages = [p for c in contributions for p in c.passages]
+        strategies = [b for c in contributions for b in c.bullets] + bullets
+        plan = build_prompt(question, passages, strategies, [], runtime.count_tokens,
+                            runtime.context_window, self.settings.answer_max_tokens,
+                            self.settings.rag.context_share)
+        bias = logit_bias(runtime, [t for c in contributions for t in c.bias_text],
+                          self.settings.rag.logit_bias_strength)
+        request = GenerationRequest(messages=plan.messages, temperature=0.0, seed=0, logit_bias=bias,
+                                    max_tokens=max_tokens or self.settings.answer_max_tokens)
+        return Draft(text=runtime.generate(request).text.strip(), passages=plan.passages)
+
     def feedback(self, message_id: int, rating: Rating | None,
                  correction: str | None = None) -> MessageRow:
-        return self.conversations.set_feedback(message_id, rating, correction)
+        """Record feedback; engines that learn from it are told (they queue background work)."""
+        message = self.conversations.set_feedback(message_id, rating, correction)
+        if self.on_feedback is not None:
+            self.on_feedback(message)
+        return message
+
+
+def engine_meta(contributions: list[Contribution]) -> dict[str, Any]:
+    """What engines asked to keep with the answer, by engine (``meta["engines"]``)."""
+    kept = {c.engine: c.meta for c in contributions if c.meta}
+    return {"engines": kept} if kept else {}

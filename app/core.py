@@ -25,17 +25,20 @@ from app.runtimes.active import ActiveRuntime
 from app.source_view import SourceView, source_view
 from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
 from app.watcher import FolderWatcher
-from engines.base import Engine, EngineContext, Passage
+from engines.base import Draft, Engine, EngineContext, Passage
 from engines.registry import build_engine, engine_class
+from app.feedback_jobs import FEEDBACK, FeedbackJobs, queue_feedback
 from app.learning import LearnJobs
+from app.playbooks import PlaybookService
 from app.worker import Worker
-from store.conversations import ConversationStore
+from store.conversations import ConversationStore, MessageRow
 from store.database import Database
 from store.document_listing import DisplayStatus, DocumentPage, list_documents
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
 from store.ignored_files import IgnoredFiles
 from store.jobs import JobQueue, Progress
+from store.playbooks import PlaybookStore
 from store.state import StateStore
 from store.vector_index import SyncReport, VectorIndex
 
@@ -76,6 +79,7 @@ class Engram:
         self.conversations = ConversationStore(self.db)
         self.ignored = IgnoredFiles(self.db)
         self.runtime = ActiveRuntime(self.settings)
+        self.agent_runtime = self._agent_runtime()
         self.index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
                                  ann_threshold=self.settings.ann_threshold, nprobe=self.settings.ann_nprobe)
         self._save_lock = threading.Lock()
@@ -87,8 +91,19 @@ class Engram:
             save_interval_s=self.settings.index_save_interval_s,
         )
         self.worker.register(LEARN, LearnJobs(self.db, self.engine))
+        self.worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
 
     # --- components --------------------------------------------------------------------------
+    def _agent_runtime(self) -> ActiveRuntime:
+        """Where the playbook's Reflector and Curator run: the chat runtime unless ace settings
+        name another backend or model."""
+        ace, chat = self.settings.ace, self.settings
+        if not ace.agent_backend and not ace.agent_model:
+            return self.runtime
+        backend = ace.agent_backend or chat.chat_backend
+        model = ace.agent_model or (chat.chat_model if backend == chat.chat_backend else "embedded")
+        return ActiveRuntime(self.settings, backend, model)
+
     @cached_property
     def embedder(self) -> Embedder:
         return Embedder(self.settings.embedding_model, self.settings.device, self.settings.embed_batch_size)
@@ -102,7 +117,12 @@ class Engram:
     @cached_property
     def engine_context(self) -> EngineContext:
         return EngineContext(db=self.db, data_dir=self.paths.root, retrieve=self.search,
-                             embed=lambda texts: self.embedder.embed(texts), generator=self.runtime.get)
+                             embed=lambda texts: self.embedder.embed(texts), generator=self.runtime.get,
+                             agent=self.agent_runtime.get, answer=self._draft)
+
+    def _draft(self, question: str, bullets: list[str], max_tokens: int) -> Draft:
+        """The chat path's answer with ``bullets`` as the playbook (replays, offline training)."""
+        return self.chat.draft(question, bullets, skip=frozenset({"ace"}), max_tokens=max_tokens)
 
     @cached_property
     def engines(self) -> list[Engine]:
@@ -119,7 +139,16 @@ class Engram:
 
     @cached_property
     def chat(self) -> ChatService:
-        return ChatService(self.settings, self.conversations, self.engines, self.runtime)
+        return ChatService(self.settings, self.conversations, self.engines, self.runtime,
+                           on_feedback=self._feedback_given)
+
+    @cached_property
+    def playbooks(self) -> PlaybookService:
+        return PlaybookService(PlaybookStore(self.db))
+
+    def _feedback_given(self, message: MessageRow) -> None:
+        if queue_feedback(self.queue, self.db, self.engines, message.id):
+            self.worker.wake()
 
     def _embedding_dim(self) -> int:
         """The index dimension, remembered in the store so opening it does not load the model."""
@@ -296,6 +325,8 @@ class Engram:
 
     def close(self) -> None:
         self.stop()
+        if self.agent_runtime is not self.runtime:
+            self.agent_runtime.close()
         self.runtime.close()
         self.db.close()
 

@@ -35,6 +35,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from engines.ace.config import AceConfig
 from engines.rag.config import RagConfig
 
 APP_NAME = "engram"
@@ -141,6 +142,7 @@ class Settings(BaseModel):
         description="Engines that learn documents and contribute to answers, comma-separated.",
     )
     rag: RagConfig = Field(default_factory=RagConfig, description="Retrieval for grounded answers.")
+    ace: AceConfig = Field(default_factory=AceConfig, description="The playbook (ACE) engine.")
 
     @field_validator("ollama_host")
     @classmethod

@@ -6,6 +6,8 @@ bullets, weights, adapters, experts), but the app, the bench and the UI treat th
 - ``learn(document)`` writes the document's knowledge, reporting progress, and returns a report;
 - ``contribute(query)`` hands the chat path what the engine knows about a question: passages to
   put in the context, playbook bullets, a logit bias, learned states that must be active;
+- ``learn_feedback(feedback)`` learns from a thumbs up/down or a correction (engines that set
+  ``learns_feedback``: the app queues a durable job per feedback event);
 - ``consolidate(budget)`` does offline work during sleep (replay, curation, distillation);
 - ``state_dict()`` / ``load_state_dict()`` move learned state through the store;
 - ``stats()`` says what the engine holds, for the UI and the bench.
@@ -25,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
+from engines.feedback import FeedbackInput
 from engines.generation import ChatMessage, Runtime
 from store.database import Database
 
@@ -90,6 +93,18 @@ class Contribution(BaseModel):
         default_factory=list, description="Learned weights that must be active to answer."
     )
     notes: list[str] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the engine wants kept with the stored answer (e.g. which playbook "
+        "bullets it used), so learning from feedback on that answer can find it again.",
+    )
+
+
+class Draft(BaseModel):
+    """An answer generated as chat would, but not stored (replays, offline training)."""
+
+    text: str
+    passages: list[Passage] = Field(default_factory=list)
 
 
 class LearnReport(BaseModel):
@@ -117,14 +132,18 @@ class ConsolidateReport(BaseModel):
 
 Retrieve = Callable[[str, int], list[Passage]]
 Embed = Callable[[list[str]], np.ndarray]
+Answer = Callable[[str, list[str], int], Draft]
+"""(question, playbook bullets, max new tokens) -> the chat path's answer with those bullets."""
 
 
 @dataclass
 class EngineContext:
     """What the app hands every engine: the store and the parts it may call (built lazily).
 
-    ``generator`` returns the runtime that answers chat; engines that run agents on it (ACE)
-    share it rather than loading a second model.
+    ``generator`` returns the runtime that answers chat; ``agent`` the runtime that agent roles
+    (ACE's Reflector and Curator) run on, which may be a bigger model (None: the chat runtime).
+    ``answer`` generates an answer exactly as chat would, with given playbook bullets in place of
+    the engines' own (None where no chat path exists).
     """
 
     db: Database
@@ -132,6 +151,11 @@ class EngineContext:
     retrieve: Retrieve
     embed: Embed
     generator: Callable[[], Runtime]
+    agent: Callable[[], Runtime] | None = None
+    answer: Answer | None = None
+
+    def agent_runtime(self) -> Runtime:
+        return self.agent() if self.agent is not None else self.generator()
 
 
 class Engine(ABC):
@@ -140,6 +164,8 @@ class Engine(ABC):
     name: ClassVar[str]
     learns_documents: ClassVar[bool] = False
     """True when ``learn`` does work of its own: ingestion then queues a learn job per document."""
+    learns_feedback: bool = False
+    """True when ``learn_feedback`` does work: each feedback event then queues a job for it."""
 
     @abstractmethod
     def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:
@@ -148,6 +174,11 @@ class Engine(ABC):
     @abstractmethod
     def contribute(self, query: Query) -> Contribution:
         """What this engine adds to the answer of ``query``."""
+
+    def learn_feedback(self, feedback: FeedbackInput, progress: Progress = no_progress) -> LearnReport:
+        """Learn from a person's reaction to an answer (nothing by default)."""
+        return LearnReport(engine=self.name, path=f"message {feedback.message_id}", seconds=0.0,
+                           changed=False)
 
     def forget(self, document_id: int) -> None:
         """The document left the store: drop what was learned only from it, where possible."""

@@ -157,10 +157,46 @@ def m003_job_progress(db: sqlite_utils.Database) -> None:
     ])
 
 
+def m004_playbooks(db: sqlite_utils.Database) -> None:
+    """Playbooks with full history: ``playbooks`` (from 001) holds every version's snapshot, now
+    with the delta that made it; the live bullets and every delta (accepted or rejected, with its
+    source episode, reason and the guard's figures) get tables of their own."""
+    _run(db, [
+        "ALTER TABLE playbooks ADD COLUMN delta_id INTEGER",
+        """CREATE TABLE playbook_bullets (
+            playbook TEXT NOT NULL,
+            id INTEGER NOT NULL,
+            section TEXT NOT NULL,
+            content TEXT NOT NULL,
+            helpful INTEGER NOT NULL DEFAULT 0,
+            harmful INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (playbook, id)
+        )""",
+        """CREATE TABLE playbook_deltas (
+            id INTEGER PRIMARY KEY,
+            playbook TEXT NOT NULL,
+            ts TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+            source TEXT NOT NULL,
+            episode_id INTEGER,
+            operations TEXT NOT NULL DEFAULT '[]',
+            tags TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL CHECK (status IN ('accepted', 'rejected')),
+            reason TEXT,
+            changes TEXT NOT NULL DEFAULT '[]',
+            figures TEXT NOT NULL DEFAULT '{}',
+            version_before INTEGER,
+            version_after INTEGER
+        )""",
+        "CREATE INDEX idx_playbook_deltas ON playbook_deltas(playbook, id)",
+        "CREATE INDEX idx_playbook_deltas_episode ON playbook_deltas(episode_id)",
+    ])
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_core", m001_core),
     ("002_conversations", m002_conversations),
     ("003_job_progress", m003_job_progress),
+    ("004_playbooks", m004_playbooks),
 ]
 
 

@@ -253,3 +253,65 @@ def test_library_actions_and_readable_errors(page, embedder, llama, tmp_path) ->
         shot(page, "ui-error.png")
     finally:
         app.close()
+
+
+def test_playbook_tab_view_edit_delete_restore_download_upload(page, embedder, llama, tmp_path) -> None:
+    from playwright.sync_api import expect
+
+    app = App(embedder, llama)
+    service = app.engram.playbooks
+    name = app.engram.settings.ace.playbook
+    service.add_bullet(name, "State the unit of every price you give.")
+    service.add_bullet(name, "Quote the sentence that holds the date.")
+    try:
+        page.goto(app.url)
+        page.get_by_role("tab", name="Playbook").click()
+        bullets = page.locator("#engram-bullets")
+        expect(bullets).to_contain_text("State the unit of every price")
+        expect(page.get_by_text("Version 2 · 2 bullets")).to_be_visible()
+
+        # Pick a bullet in the table, edit it, save: a new version with the new text.
+        bullets.locator("[role=row]", has_text="State the unit").get_by_role("gridcell").nth(2).click()
+        expect(page.locator("#engram-bullet-text textarea")).to_have_value("State the unit of every price you give.")
+        page.locator("#engram-bullet-text textarea").fill("Give every price with its currency unit.")
+        page.get_by_role("button", name="Save edit").click()
+        expect(bullets).to_contain_text("Give every price with its currency unit.")
+        assert service.show(name).get(1).content == "Give every price with its currency unit."
+
+        # Delete needs a confirmation; then restoring the version before brings the bullet back.
+        bullets.locator("[role=row]", has_text="Quote the sentence").get_by_role("gridcell").nth(2).click()
+        expect(page.locator("#engram-bullet-id input")).to_have_value("2")
+        page.get_by_role("button", name="Delete bullet…").click()
+        expect(page.get_by_text("Delete bullet 2")).to_be_visible()
+        page.locator("#engram-playbook-confirm").click()
+        expect(bullets).not_to_contain_text("Quote the sentence")
+        page.get_by_text("Versions and history").click()
+        page.locator("#engram-playbook-version input").click()
+        page.get_by_role("option", name="v3", exact=False).first.click()
+        page.get_by_role("button", name="Restore this version…").click()
+        page.locator("#engram-playbook-confirm").click()
+        expect(bullets).to_contain_text("Quote the sentence")
+        assert service.show(name).version == 5
+
+        # Download the playbook file; upload a malicious one: a clear message, nothing changed.
+        page.get_by_text("Export and import").click()
+        with page.expect_download() as download:
+            page.locator("#engram-playbook-download").click()
+        saved = tmp_path / "saved.json"
+        download.value.save_as(saved)
+        assert "Quote the sentence" in saved.read_text()
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"format": "engram-playbook", "format_version": 1, "name": "../../etc/x", "version": 1, "bullets": []}')
+        page.locator("#engram-playbook-upload").locator("xpath=..").locator("input[type=file]").set_input_files(str(bad))
+        expect(page.get_by_text("bad.json is not a valid playbook file: name")).to_be_visible()
+        assert [p.name for p in service.list()] == [name]
+
+        # A good file under a new name: imported and shown.
+        page.get_by_label("Import under the name").fill("copy")
+        page.locator("#engram-playbook-upload").locator("xpath=..").locator("input[type=file]").set_input_files(str(saved))
+        expect(page.get_by_text("Imported 2 bullets into copy")).to_be_visible()
+        assert service.show("copy").bullets[1].content == "Quote the sentence that holds the date."
+        assert "Traceback" not in page.content()
+        shot(page, "ui-playbook.png")
+    finally:
+        app.close()

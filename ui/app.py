@@ -8,8 +8,8 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from app.core import Engram
+from ui import chat_tab, library_tab, models_tab, playbook_tab, settings_tab
 from ui.access import PasswordMiddleware
-from ui import chat_tab, library_tab, models_tab, settings_tab
 from ui.source_page import SECURITY_HEADERS, render_missing, render_source
 from ui.tab import Tab
 from ui.theme import CSS, THEME
@@ -17,6 +17,7 @@ from ui.theme import CSS, THEME
 TABS: list[Tab] = [
     chat_tab.TAB,
     library_tab.TAB,
+    playbook_tab.TAB,
     models_tab.TAB,
     settings_tab.TAB,
 ]

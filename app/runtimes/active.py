@@ -31,10 +31,12 @@ def runtime_options(settings: Settings, backend: str) -> dict[str, Any]:
 
 
 class ActiveRuntime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, backend: Backend | None = None,
+                 model: str | None = None) -> None:
+        """The chat runtime of ``settings``, or ``backend``/``model`` (e.g. the agent roles')."""
         self.settings = settings
-        self.backend: Backend = settings.chat_backend
-        self.model: str = settings.chat_model
+        self.backend: Backend = backend or settings.chat_backend
+        self.model: str = model or (settings.chat_model if backend is None else "embedded")
         self._runtime: Runtime | None = None
         self._owned = True
         self._lock = threading.Lock()
