@@ -15,13 +15,13 @@ file (``bullets[3].content: ...``). JSON only: nothing is ever unpickled or exec
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from store.atomic import write_atomic
 from store.playbooks import BULLET_MAX_CHARS, NAME_PATTERN, Bullet, Playbook, Section, valid_name
 
 FORMAT = "engram-playbook"
@@ -97,10 +97,7 @@ def to_file(playbook: Playbook) -> PlaybookFile:
 def write_playbook_file(playbook: Playbook, path: Path) -> Path:
     """Write ``playbook`` to ``path`` atomically (a crash leaves the old file or the new one)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(to_file(playbook).model_dump_json(indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, (to_file(playbook).model_dump_json(indent=2) + "\n").encode("utf-8"))
     return path
 
 

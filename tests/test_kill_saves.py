@@ -62,3 +62,66 @@ def test_kill_during_index_saves(tmp_path: Path) -> None:
             assert len(index) == 0 and index.dirty
         assert not list(path.parent.glob(".*.tmp")), "a killed save left a temporary file"
     assert seen_whole >= 5  # the kills landed at many different moments, mostly between saves
+
+
+PLAYBOOK_WRITER = """
+import itertools, sys
+from pathlib import Path
+from app.playbooks import PlaybookService
+from store.database import Database
+from store.playbooks import PlaybookStore
+db = Database(Path(sys.argv[1]))
+service = PlaybookService(PlaybookStore(db))
+verbs = ["Quote", "Name", "Check", "State", "Give", "Repeat", "Cite", "Explain"]
+things = ["the unit", "the source file", "the exact date", "the full name", "the currency",
+          "the place", "the product code", "the ingredient list"]
+print("ready", flush=True)
+for n, (verb, thing) in enumerate(itertools.cycle(itertools.product(verbs, things))):
+    book = service.show("main") if service.store.exists("main") else None
+    if book and len(book.bullets) >= 6:
+        service.delete_bullet("main", book.bullets[0].id)
+    else:
+        service.add_bullet("main", f"{verb} {thing} when the question asks for it.")
+    if n % 5 == 4:
+        service.restore("main", max(1, service.show("main").version - 3))
+    service.export("main", Path(sys.argv[2]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_during_playbook_updates(tmp_path: Path) -> None:
+    """Every kill leaves whole versions: each with its delta, the live bullets equal to the head
+    version, the exported file a whole file, and the playbook still changeable after restart."""
+    from app.playbooks import PlaybookService
+    from store.database import Database
+    from store.playbook_files import read_playbook_file
+    from store.playbooks import PlaybookStore
+
+    db_path, exported = tmp_path / "engram.db", tmp_path / "main.json"
+    rng = random.Random(11)
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", PLAYBOOK_WRITER, str(db_path), str(exported)],
+                                stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.2, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+        db = Database(db_path)
+        try:
+            assert db.scalar("PRAGMA integrity_check") == "ok"
+            store = PlaybookStore(db)
+            versions = [v.version for v in store.versions("main")]
+            assert versions == list(range(len(versions)))  # no gap, no duplicate
+            orphans = db.scalar("SELECT COUNT(*) FROM playbooks WHERE version > 0 AND delta_id NOT IN "
+                                "(SELECT id FROM playbook_deltas)")
+            assert orphans == 0
+            head = store.load("main")
+            live = [(r["id"], r["content"]) for r in db.query(
+                "SELECT id, content FROM playbook_bullets WHERE playbook = 'main' ORDER BY id")]
+            assert live == sorted((b.id, b.content) for b in head.bullets)
+            if exported.exists():
+                assert read_playbook_file(exported).name == "main"
+            PlaybookService(store).add_bullet("main", "Answer in one short sentence.")
+        finally:
+            db.close()
