@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from app.fiction import FictionDoc, generate
+from app.fiction import FictionDoc, generate, write_documents
 
 Kind = Literal["price", "weight", "distance", "founded", "market"]
 KINDS: tuple[Kind, ...] = ("price", "founded", "weight", "market", "distance")
@@ -63,13 +63,7 @@ class ConventionSet(BaseModel):
     test: list[ConventionTask]
 
     def write(self, folder: Path) -> list[Path]:
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for doc in self.documents:
-            path = folder / doc.file_name
-            path.write_text(doc.text, encoding="utf-8")
-            paths.append(path)
-        return paths
+        return write_documents(self.documents, folder)
 
     def write_qa(self, path: Path, split: Literal["train", "test"] = "train") -> Path:
         """The split as ``engram ace train`` reads it (JSON Lines with question and answer)."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -57,6 +58,25 @@ class FictionDoc(BaseModel):
         return f"{self.id}.txt"
 
 
+class WritableDocument(Protocol):
+    @property
+    def file_name(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+def write_documents(documents: Sequence[WritableDocument], folder: Path) -> list[Path]:
+    """Write each document into ``folder`` under its file name; returns the files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for doc in documents:
+        path = folder / doc.file_name
+        path.write_text(doc.text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
 class Question(BaseModel):
     doc_id: str
     slot: str
@@ -73,14 +93,8 @@ class FictionSet(BaseModel):
     questions: list[Question]
 
     def write(self, folder: Path) -> list[Path]:
-        """Write each document as a .txt file (and questions.jsonl beside them); returns the files."""
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for doc in self.documents:
-            path = folder / doc.file_name
-            path.write_text(doc.text, encoding="utf-8")
-            paths.append(path)
-        return paths
+        """Write each document as a .txt file; returns the files."""
+        return write_documents(self.documents, folder)
 
     def write_questions(self, path: Path) -> None:
         path.write_text("".join(q.model_dump_json() + "\n" for q in self.questions), encoding="utf-8")
