@@ -143,7 +143,7 @@ def test_prompt_numbers_sources_and_fits_the_window() -> None:
 def test_prompt_trims_oldest_history_and_never_starts_mid_turn() -> None:
     history = [ChatMessage(role=r, content=f"{r} turn {i} " + "x " * 30)
                for i in range(4) for r in ("user", "assistant")]
-    plan = build_prompt("q?", [passage(1, "fact.")], [], history, words, context_window=200,
+    plan = build_prompt("q?", [passage(1, "fact.")], [], history, words, context_window=260,
                         answer_tokens=40, context_share=0.5)
     kept = plan.messages[1:-1]
     assert kept and kept[0].role == "user" and len(kept) < len(history)
