@@ -12,27 +12,35 @@ import os
 import threading
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from app.chat import ChatService
+from app.checkpoints import CheckpointService
 from app.embeddings import Embedder
+from app.general_text import background_text
 from app.ingest import LEARN, FileResult, Ingestor, ScanReport
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
 from app.settings import LoadedSettings, Settings, load_settings
 from app.watcher import FolderWatcher
 from engines.base import Engine, EngineContext, Passage
+from engines.generation import Runtime
 from engines.registry import build_engine, engine_class
 from app.learning import LearnJobs
 from app.worker import Worker
 from store.conversations import ConversationStore
+from store.blobs import BlobStore
 from store.database import Database
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
 from store.jobs import JobQueue, Progress
 from store.state import StateStore
 from store.vector_index import SyncReport, VectorIndex
+
+if TYPE_CHECKING:
+    from app.runtimes.torch_runtime import TorchRuntime
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,9 @@ class Engram:
         self.index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
                                  ann_threshold=self.settings.ann_threshold, nprobe=self.settings.ann_nprobe)
         self._save_lock = threading.Lock()
+        self._neocortex_lock = threading.Lock()
+        self._neocortex: Runtime | None = None
+        self._owns_neocortex = True
         self.last_sync = self.repair_index()
         self.watcher: FolderWatcher | None = None
         self.worker = Worker(
@@ -96,7 +107,23 @@ class Engram:
     @cached_property
     def engine_context(self) -> EngineContext:
         return EngineContext(db=self.db, data_dir=self.paths.root, retrieve=self.search,
-                             embed=lambda texts: self.embedder.embed(texts), generator=self.runtime.get)
+                             embed=lambda texts: self.embedder.embed(texts), generator=self.runtime.get,
+                             neocortex=self.neocortex, background=background_text)
+
+    def neocortex(self) -> TorchRuntime:
+        """The torch model weight-writing engines train and answer with (loaded on first use)."""
+        with self._neocortex_lock:
+            if self._neocortex is None:
+                from app.neocortex import load_neocortex
+
+                self._neocortex = load_neocortex(self.settings.neocortex_model, self.settings.device,
+                                                 self.paths.cache)
+            return self._neocortex  # type: ignore[return-value]
+
+    def adopt_neocortex(self, runtime: Runtime) -> None:
+        """Use an already loaded torch runtime that someone else closes (tests, benches)."""
+        with self._neocortex_lock:
+            self._neocortex, self._owns_neocortex = runtime, False
 
     @cached_property
     def engines(self) -> list[Engine]:
@@ -112,8 +139,13 @@ class Engram:
         raise KeyError(f"engine {name!r} is not enabled (settings: engines)")
 
     @cached_property
+    def checkpoints(self) -> CheckpointService:
+        return CheckpointService(BlobStore(self.db, self.paths.root), lambda: self.engines)
+
+    @cached_property
     def chat(self) -> ChatService:
-        return ChatService(self.settings, self.conversations, self.engines, self.runtime)
+        return ChatService(self.settings, self.conversations, self.engines, self.runtime,
+                           neocortex=self.neocortex)
 
     def _embedding_dim(self) -> int:
         """The index dimension, remembered in the store so opening it does not load the model."""
@@ -236,6 +268,8 @@ class Engram:
     def close(self) -> None:
         self.stop()
         self.runtime.close()
+        if self._neocortex is not None and self._owns_neocortex:
+            self._neocortex.close()
         self.db.close()
 
     def _on_changed(self, paths: list[Path]) -> None:

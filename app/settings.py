@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from engines.rag.config import RagConfig
+from engines.ttt.config import TTTConfig
 
 APP_NAME = "engram"
 ENV_PREFIX = "ENGRAM_"
@@ -135,6 +136,12 @@ class Settings(BaseModel):
         description="Engines that learn documents and contribute to answers, comma-separated.",
     )
     rag: RagConfig = Field(default_factory=RagConfig, description="Retrieval for grounded answers.")
+    neocortex_model: str = Field(
+        "embedded",
+        description="The torch model weight-writing engines train and answer with: 'embedded' "
+        "(SmolLM2-135M, the GGUF dequantized), a GGUF path, or a local Hugging Face folder.",
+    )
+    ttt: TTTConfig = Field(default_factory=TTTConfig, description="TTT-E2E: documents learned into weights.")
 
     @field_validator("engines")
     @classmethod

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -119,12 +119,28 @@ Retrieve = Callable[[str, int], list[Passage]]
 Embed = Callable[[list[str]], np.ndarray]
 
 
+class Neocortex(Protocol):
+    """The torch model the weight-writing engines change and the chat answers with.
+
+    ``lock`` guards the model: generation holds it for an answer, training for each step, so an
+    answer never sees weights half-way through an update.
+    """
+
+    model: Any  # a transformers causal LM (torch.nn.Module)
+    tokenizer: Any
+    lock: Any  # threading.Lock
+    device: str
+    model_name: str
+
+
 @dataclass
 class EngineContext:
     """What the app hands every engine: the store and the parts it may call (built lazily).
 
     ``generator`` returns the runtime that answers chat; engines that run agents on it (ACE)
-    share it rather than loading a second model.
+    share it rather than loading a second model. ``neocortex`` returns the torch model that
+    weight-writing engines train (loaded on first call); ``background`` returns general English
+    text (the shipped corpus) for calibration and replay.
     """
 
     db: Database
@@ -132,6 +148,8 @@ class EngineContext:
     retrieve: Retrieve
     embed: Embed
     generator: Callable[[], Runtime]
+    neocortex: Callable[[], Neocortex] | None = None
+    background: Callable[[], str] | None = None
 
 
 class Engine(ABC):
@@ -140,6 +158,9 @@ class Engine(ABC):
     name: ClassVar[str]
     learns_documents: ClassVar[bool] = False
     """True when ``learn`` does work of its own: ingestion then queues a learn job per document."""
+    writes_weights: ClassVar[bool] = False
+    """True when what it learns lives in the neocortex's weights: chat then answers with the
+    torch runtime, and checkpoints save its ``state_dict``."""
 
     @abstractmethod
     def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:
@@ -160,8 +181,8 @@ class Engine(ABC):
         """Learned state to persist (JSON values and tensors only; never pickled)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
+    def load_state_dict(self, state: dict[str, Any], origin: str | None = None) -> None:
+        """Restore what ``state_dict`` returned (``origin``: the checkpoint it came from)."""
 
     def stats(self) -> dict[str, Any]:
         return {}

@@ -12,6 +12,7 @@ from engines.base import Engine, EngineContext
 
 ENGINES: dict[str, str] = {
     "rag": "engines.rag.engine:RagEngine",
+    "ttt": "engines.ttt.engine:TTTEngine",
 }
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +35,9 @@ from typing import Any
 import faiss
 import numpy as np
 from pydantic import BaseModel
+
+from store.atomic import fsync_dir as _fsync_dir
+from store.atomic import write_atomic as _write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -67,34 +68,6 @@ def choose_nlist(n: int) -> int:
 def _sha256(data: bytes | np.ndarray) -> str:
     """Hex SHA-256 of the raw bytes (of a numpy array: its contiguous buffer)."""
     return hashlib.sha256(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data).hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable where the platform allows it (not on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(target: Path, data: bytes | np.ndarray) -> None:
-    """Write to a temp file in the same folder, fsync it, then os.replace it over `target`."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _as_ids(ids: Any) -> np.ndarray:
