@@ -10,6 +10,7 @@ command="${1:-run}"
 [ $# -gt 0 ] && shift
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+warn() { printf '\033[1;33m!!! %s\033[0m\n' "$*" >&2; }
 
 check_python() {
   if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -34,6 +35,36 @@ setup() {
   fi
 }
 
+CHROMIUM=/usr/bin/chromium
+
+# The browser tests drive Debian's chromium (never `playwright install`). Install it when missing;
+# when that is impossible, say so loudly: those tests then skip, with the reason, and the rest run.
+ensure_chromium() {
+  [ -x "$CHROMIUM" ] && return 0
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo=(sudo -n)
+    else
+      warn "chromium is missing and installing it needs root (apt-get install -y chromium):"
+      warn "the browser tests (tests/test_ui.py) will be SKIPPED"
+      return 0
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    warn "chromium is missing and there is no apt-get here: the browser tests will be SKIPPED"
+    return 0
+  fi
+  say "installing chromium for the browser tests (apt-get, about a minute)"
+  export DEBIAN_FRONTEND=noninteractive
+  ${sudo[@]+"${sudo[@]}"} apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { ${sudo[@]+"${sudo[@]}"} apt-get update -q >/dev/null 2>&1 \
+         && ${sudo[@]+"${sudo[@]}"} apt-get install -y -q chromium >/dev/null 2>&1; } || true
+  if [ ! -x "$CHROMIUM" ]; then
+    warn "could not install chromium: the browser tests (tests/test_ui.py) will be SKIPPED"
+  fi
+}
+
 case "$command" in
   run)
     setup
@@ -41,6 +72,7 @@ case "$command" in
     ;;
   test)
     setup
+    ensure_chromium
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   setup)

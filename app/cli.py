@@ -83,12 +83,15 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.option("--config-dir", type=click.Path(path_type=Path), default=None,
               help=f"Folder of config.toml [env {ENV_PREFIX}CONFIG_DIR]")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+@click.option("--no-browser", is_flag=True, help="With no command: do not open the browser.")
 @_setting_options
 @click.pass_context
-def cli(ctx: click.Context, config_dir: Path | None, verbose: bool, **overrides: Any) -> None:
+def cli(ctx: click.Context, config_dir: Path | None, verbose: bool, no_browser: bool,
+        **overrides: Any) -> None:
     """Engram: a local assistant that learns from the documents in your folders.
 
-    With no command, starts Engram: watches your folders and learns what lands in them.
+    With no command, starts Engram's desktop app: watches your folders, learns what lands in
+    them, and serves the app in your browser (`engram run --headless` for the terminal only).
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -96,18 +99,24 @@ def cli(ctx: click.Context, config_dir: Path | None, verbose: bool, **overrides:
                       config_dir)
     ctx.call_on_close(ctx.obj.close)
     if ctx.invoked_subcommand is None:
-        ctx.invoke(run)
+        ctx.invoke(run, no_browser=no_browser)
 
 
 # --- run ---------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--no-watch", is_flag=True, help="Do not watch folders (process the queue only).")
+@click.option("--headless", is_flag=True, help="No desktop app: live progress in the terminal only.")
+@click.option("--no-browser", is_flag=True, help="Serve the desktop app without opening the browser.")
 @pass_ctx
-def run(c: Context, no_watch: bool) -> None:
-    """Start the watcher and worker in the foreground with live progress (Ctrl+C stops)."""
+def run(c: Context, no_watch: bool = False, headless: bool = False, no_browser: bool = False) -> None:
+    """Start Engram: the desktop app (on ui_host:ui_port) with the watcher and worker; Ctrl+C stops."""
     engram = c.engram
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if not headless:
+        _run_desktop(c, stop, open_browser=engram.settings.open_browser and not no_browser,
+                     watch=not no_watch)
+        return
     engram.start(watch=not no_watch)
     folders = ", ".join(f.path for f in engram.folders.list())
     console.print(f"[bold]Engram[/] is learning from: {folders}")
@@ -119,6 +128,19 @@ def run(c: Context, no_watch: bool) -> None:
     finally:
         console.print("Stopping: saving the index...")
         engram.stop()
+
+
+def _run_desktop(c: Context, stop: threading.Event, open_browser: bool, watch: bool) -> None:
+    # The CLI is the entry point that composes the layers: it alone in app/ reaches up to ui/.
+    from ui.desktop import run_desktop
+
+    try:
+        run_desktop(c.engram, stop, lambda text: console.print(text, highlight=False),
+                    open_browser=open_browser, watch=watch)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise click.ClickException(f"the desktop app could not start: {exc}") from exc
 
 
 def _follow_progress(engram, until) -> None:
@@ -203,6 +225,7 @@ def ingest(c: Context, paths: tuple[Path, ...]) -> None:
 
         engram.run_pending(on_result=advance)
     removed = sum(r.removed for r in reports)
+    counts["error"] += sum(r.errors for r in reports)
     console.print(f"{counts['indexed']} indexed, {counts['unchanged']} unchanged, "
                   f"{counts['error']} errors, {removed + counts['removed']} removed.")
     if counts["error"]:
@@ -491,6 +514,28 @@ def checkpoint_delete(c: Context, name: str) -> None:
     console.print(f"Deleted checkpoint {name}.")
 
 
+# --- doctor ------------------------------------------------------------------------------------
+@cli.command()
+@pass_ctx
+def doctor(c: Context) -> None:
+    """Check the installation, the models, the store and the folders; say what to fix."""
+    from app.doctor import run_checks
+
+    marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
+
+    def show(check) -> None:
+        console.print(f"{marks[check.status]} [bold]{check.name}[/]: {check.detail}", highlight=False)
+        if check.fix:
+            console.print(f"    fix: {check.fix}", highlight=False)
+
+    results = run_checks(c.loaded.settings, on_check=show)
+    failed = [r.name for r in results if r.status == "fail"]
+    if failed:
+        raise click.ClickException(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+    console.print("Engram is ready." if all(r.status == "ok" for r in results)
+                  else "Engram works; see the warnings above.")
+
+
 # --- bench -------------------------------------------------------------------------------------
 @cli.group()
 def bench() -> None:
@@ -543,6 +588,48 @@ def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool,
         raise click.ClickException(str(exc)) from exc
     except _runtime_errors() as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@bench.command("chat")
+@click.option("--questions", type=int, default=100, show_default=True,
+              help="Fictional questions asked (with and without logit bias).")
+@click.option("--chunks", type=int, default=10_000, show_default=True,
+              help="Store size for the retrieval latency part.")
+@click.option("--runs", type=int, default=5, show_default=True, help="Speed runs per side.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Write the report here.")
+@pass_ctx
+def bench_chat(c: Context, questions: int, chunks: int, runs: int, seed: int,
+               json_out: Path | None) -> None:
+    """Chat speed vs raw llama-cpp-python, retrieval latency, grounded accuracy."""
+    from app.bench_chat import run_chat_bench
+
+    try:
+        report = run_chat_bench(c.loaded.settings, questions=questions, chunks=chunks, runs=runs,
+                                seed=seed, echo=console.print)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if json_out:
+        json_out.write_text(report.model_dump_json(indent=2))
+        console.print(f"Report written to {json_out}")
+
+
+@bench.command("load")
+@click.option("--files", type=int, default=5000, show_default=True, help="Files dropped at once.")
+@click.option("--chats", type=int, default=20, show_default=True, help="Concurrent questions.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Write the report here.")
+@pass_ctx
+def bench_load(c: Context, files: int, chats: int, seed: int, json_out: Path | None) -> None:
+    """Concurrent chat during a large ingest: latency, errors, deadlocks, consistency."""
+    from app.bench_load import run_load_bench
+
+    report = run_load_bench(c.loaded.settings, files=files, chats=chats, seed=seed, echo=console.print)
+    if json_out:
+        json_out.write_text(report.model_dump_json(indent=2))
+        console.print(f"Report written to {json_out}")
+    if report.chat_errors or report.deadlocked or not report.consistent:
+        raise click.ClickException("the load bench found errors (see above)")
 
 
 def main() -> None:

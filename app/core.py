@@ -20,10 +20,13 @@ from app.chat import ChatService
 from app.checkpoints import CheckpointService
 from app.embeddings import Embedder
 from app.general_text import background_text
+from app.drop_files import DroppedFile, copy_into
+from app.file_rules import display_name, is_document, storable
 from app.ingest import LEARN, FileResult, Ingestor, ScanReport
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
-from app.settings import LoadedSettings, Settings, load_settings
+from app.source_view import SourceView, source_view
+from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
 from app.watcher import FolderWatcher
 from engines.base import Engine, EngineContext, Passage
 from engines.generation import Runtime
@@ -33,8 +36,10 @@ from app.worker import Worker
 from store.conversations import ConversationStore
 from store.blobs import BlobStore
 from store.database import Database
+from store.document_listing import DisplayStatus, DocumentPage, list_documents
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
+from store.ignored_files import IgnoredFiles
 from store.jobs import JobQueue, Progress
 from store.state import StateStore
 from store.vector_index import SyncReport, VectorIndex
@@ -77,6 +82,7 @@ class Engram:
         self.queue = JobQueue(self.db)
         self.state = StateStore(self.db)
         self.conversations = ConversationStore(self.db)
+        self.ignored = IgnoredFiles(self.db)
         self.runtime = ActiveRuntime(self.settings)
         self.index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
                                  ann_threshold=self.settings.ann_threshold, nprobe=self.settings.ann_nprobe)
@@ -102,7 +108,7 @@ class Engram:
     def ingestor(self) -> Ingestor:
         learners = [n for n in self.settings.engines if engine_class(n).learns_documents]
         return Ingestor(self.settings, self.docs, self.folders, self.queue, self.index,
-                        lambda: self.embedder, learners)
+                        lambda: self.embedder, learners, self.ignored)
 
     @cached_property
     def engine_context(self) -> EngineContext:
@@ -183,6 +189,8 @@ class Engram:
         folder = Path(os.path.abspath(Path(path).expanduser()))
         if not folder.is_dir():
             raise NotADirectoryError(f"not a folder: {folder}")
+        if not storable(str(folder)):
+            raise NotADirectoryError(f"the folder name is not valid UTF-8, rename it: {display_name(str(folder))}")
         row = self.folders.add(str(folder), is_default=is_default)
         if self.watcher:
             self.watcher.watch(folder)
@@ -198,6 +206,7 @@ class Engram:
         if self.watcher:
             self.watcher.unwatch(Path(folder))
         self.folders.remove(folder)
+        self.ignored.remove_under(folder)
         nested = [f.path for f in self.folders.list() if f.path.startswith(folder.rstrip("/") + "/")]
         paths = [p for p in self.docs.paths_under(folder) if not any(p.startswith(n + "/") for n in nested)]
         forgotten = self.ingestor.forget(paths)
@@ -220,6 +229,58 @@ class Engram:
                 log.warning("watched folder is missing: %s", folder.path)
         self.worker.wake()
         return reports
+
+    # --- single documents (the Library) ---------------------------------------------------------
+    def document_page(self, status: DisplayStatus | None = None, text: str = "", limit: int = 50,
+                      offset: int = 0) -> DocumentPage:
+        """One page of documents (queued new files and forgotten ones included) by path."""
+        return list_documents(self.db, lambda p: is_document(Path(p)), status, text, limit, offset)
+
+    def reindex_document(self, path: str) -> None:
+        """Read a document again even if unchanged (say after a settings change); a forgotten
+        one is learned again."""
+        was_ignored = self.ignored.remove(path)
+        if not self.docs.clear_hash(path) and not was_ignored:
+            raise KeyError(f"not a known document: {path}")
+        self.ingestor.enqueue_paths([Path(path)], label=f"re-index {path}")
+        self.worker.wake()
+
+    def forget_document(self, path: str) -> None:
+        """Drop a document from the store, the index and the engines; a file still inside a
+        watched folder is then ignored until re-learned, or the next scan would bring it back."""
+        row = self.docs.get(path)
+        if row is None:
+            raise KeyError(f"not a known document: {path}")
+        if self.folders.owner(path) is not None:
+            self.ignored.add(path)
+        self.ingestor.forget([path])
+        for engine in self.engines:
+            engine.forget(row.id)
+        self.save_index()
+
+    def add_files(self, files: list[tuple[Path, str]]) -> list[DroppedFile]:
+        """Copy (file, original name) pairs into the drop folder and queue them at once."""
+        results = copy_into(self.settings.effective_drop_folder, files)
+        copied = [Path(r.path) for r in results if r.path]
+        if copied:
+            self.ingest(copied)
+        return results
+
+    def source(self, chunk_id: int, quote: str = "") -> SourceView | None:
+        """The stored text around a cited chunk (None when the chunk is gone)."""
+        return source_view(self.db, chunk_id, quote)
+
+    # --- settings changed from the app -----------------------------------------------------------
+    def save_setting(self, name: str, value: str) -> Path:
+        """Persist a setting in this process's config file (validated; used from the next start)."""
+        return save_setting(name, value, self.loaded.config_file.parent)
+
+    def use_model(self, backend: Backend, model: str) -> None:
+        """Load ``model`` with ``backend`` (a failure leaves the current one), answer with it
+        from now on, and keep it as the chat model for the next start."""
+        self.runtime.switch(backend, model)
+        self.save_setting("chat_backend", backend)
+        self.save_setting("chat_model", model)
 
     # --- one-shot ingestion --------------------------------------------------------------------
     def ingest(self, paths: list[Path]) -> list[ScanReport]:

@@ -179,37 +179,35 @@ def _product_doc(i: int, rng: random.Random, names: _Names, makers: list[str]) -
     return FictionDoc(id=f"product{i:04d}", title=f"The {product}", entity=product, facts=facts)
 
 
-def _spare(slot: str, rng: random.Random, names: _Names) -> str:
-    """One more value of ``slot``'s kind, for sets too small to hold three distractors."""
-    numbers = {"birth_year": (1890, 1999), "founded": (1100, 1850), "price": (12, 990),
-               "weight": (150, 4800)}
-    if slot in numbers:
-        return str(rng.randint(*numbers[slot]))
-    if slot == "population":
-        return f"{rng.randint(2, 98)},{rng.randint(0, 999):03d}"
-    lists = {"profession": _PROFESSIONS, "weekday": _WEEKDAYS, "colour": _COLOURS}
-    if slot in lists:
-        return rng.choice(lists[slot])
-    if slot == "mayor":
-        return names.person()
-    if slot == "maker":
-        return f"{names.word(2)} {rng.choice(['Works', 'Foundry', 'Instruments', 'Company'])}"
-    return names.word(2)
+def _decoy(slot: str, rng: random.Random, names: _Names) -> str:
+    """A value of the same kind as ``slot``'s answers, for sets too small to supply distractors."""
+    makers = {
+        "birth_year": lambda: str(rng.randint(1890, 1999)),
+        "founded": lambda: str(rng.randint(1100, 1850)),
+        "price": lambda: str(rng.randint(12, 990)),
+        "weight": lambda: str(rng.randint(150, 4800)),
+        "population": lambda: f"{rng.randint(2, 98)},{rng.randint(0, 999):03d}",
+        "profession": lambda: rng.choice(_PROFESSIONS),
+        "colour": lambda: rng.choice(_COLOURS),
+        "weekday": lambda: rng.choice(_WEEKDAYS),
+        "mayor": names.person,
+        "maker": lambda: f"{names.word(2)} {rng.choice(['Works', 'Foundry', 'Instruments'])}",
+    }
+    return makers.get(slot, lambda: names.word(2))()
 
 
-def _questions(docs: list[FictionDoc], rng: random.Random, spares: _Names) -> list[Question]:
+def _questions(docs: list[FictionDoc], rng: random.Random, names: _Names) -> list[Question]:
     pool: dict[str, list[str]] = {}
     for doc in docs:
         for fact in doc.facts:
             pool.setdefault(fact.slot, []).append(fact.answer)
+    for slot, answers in pool.items():
+        while len(set(answers)) < 4:
+            answers.append(_decoy(slot, rng, names))
     questions = []
     for doc in docs:
         for fact in doc.facts:
             others = sorted({a for a in pool[fact.slot] if a != fact.answer})
-            while len(others) < 3:  # a tiny set: distractors of the same kind from outside it
-                extra = _spare(fact.slot, spares.rng, spares)
-                if extra != fact.answer and extra not in others:
-                    others.append(extra)
             options = [fact.answer, *rng.sample(others, 3)]
             rng.shuffle(options)
             questions.append(Question(doc_id=doc.id, slot=fact.slot, question=fact.question,
@@ -234,9 +232,7 @@ def generate(size: Size | int = "default", seed: int = 0) -> FictionSet:
     docs = ([_person_doc(i, rng, names, towns) for i in range(n_people)]
             + [_town_doc(i, rng, names, towns[i]) for i in range(n_towns)]
             + [_product_doc(i, rng, names, makers) for i in range(n_products)])
-    spares = _Names(random.Random(seed + 1))  # its own stream: the documents stay as they were
-    spares.used = set(names.used)
-    return FictionSet(seed=seed, documents=docs, questions=_questions(docs, rng, spares))
+    return FictionSet(seed=seed, documents=docs, questions=_questions(docs, rng, names))
 
 
 def load_questions(path: Path) -> list[Question]:

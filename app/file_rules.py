@@ -32,3 +32,20 @@ def is_document(path: Path, root: Path | None = None) -> bool:
     if any(is_ignored_name(p) for p in parts):
         return False
     return path.suffix.lower() in SUPPORTED_SUFFIXES
+
+
+BAD_NAME_ERROR = "file name is not valid UTF-8: rename the file to have it learned"
+
+
+def storable(path: str) -> bool:
+    """True when the path can be stored as text (POSIX names may be any bytes; the store's are UTF-8)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display_name(path: str) -> str:
+    """A UTF-8 stand-in for an undecodable path: the bad bytes shown as \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -22,11 +22,12 @@ from pydantic import BaseModel
 
 from app.chunking import ChunkSpec, chunk_document
 from app.embeddings import Embedder
-from app.file_rules import is_document, is_ignored_name
+from app.file_rules import BAD_NAME_ERROR, display_name, is_document, is_ignored_name, storable
 from app.parsers import ParseError, parse_file, too_large_error
 from app.settings import Settings
 from store.documents import DocumentStore, NewChunk
 from store.folders import FolderStore
+from store.ignored_files import IgnoredFiles
 from store.jobs import Job, JobQueue
 from store.vector_index import VectorIndex
 
@@ -52,6 +53,7 @@ class ScanReport(BaseModel):
     queued: int
     removed: int
     batch_id: int | None
+    errors: int = 0  # files the scan itself could not take (names that cannot be stored)
 
 
 class _Prepared(BaseModel):
@@ -112,8 +114,10 @@ class Ingestor:
         index: VectorIndex,
         embedder: Callable[[], Embedder],
         learners: list[str] | None = None,
+        ignored: IgnoredFiles | None = None,
     ) -> None:
-        """``learners``: engines that learn each new or changed document after it is indexed."""
+        """``learners``: engines that learn each new or changed document after it is indexed;
+        ``ignored``: files the person asked to forget, skipped until they are re-learned."""
         self.settings = settings
         self.docs = docs
         self.folders = folders
@@ -121,6 +125,7 @@ class Ingestor:
         self.index = index
         self._embedder = embedder
         self.learners = learners or []
+        self.ignored = ignored
 
     @property
     def embedder(self) -> Embedder:
@@ -135,8 +140,16 @@ class Ingestor:
             known = {str(root): state}
         changed: list[str] = []
         seen: set[str] = set()
+        errors = 0
+        skip = self.ignored.under(str(root)) if self.ignored else set()
         for path in walk_documents(root):
             key = str(path)
+            if not storable(key):
+                seen.add(self._bad_name(key))
+                errors += 1
+                continue
+            if key in skip:
+                continue
             seen.add(key)
             state = known.get(key)
             try:
@@ -153,11 +166,29 @@ class Ingestor:
             batch_id = self.queue.new_batch(label or f"scan {root}")
             self.queue.enqueue_many(INGEST, [(p, {}) for p in changed], batch_id)
         return ScanReport(root=str(root), files=len(seen), queued=len(changed), removed=removed,
-                          batch_id=batch_id)
+                          batch_id=batch_id, errors=errors)
+
+    def _bad_name(self, key: str) -> str:
+        """Record a file whose name cannot be stored, under a readable stand-in; returns it."""
+        shown = display_name(key)
+        state = self.docs.get(shown)
+        if state is None or state.error != BAD_NAME_ERROR:
+            owner = self.folders.owner(shown)
+            self.docs.record_error(shown, owner.id if owner else None, BAD_NAME_ERROR)
+            log.warning("cannot learn %s: %s", shown, BAD_NAME_ERROR)
+        return shown
 
     def enqueue_paths(self, paths: list[Path], label: str) -> int | None:
         """Queue specific paths (from the watcher): files, folders, or paths that vanished."""
-        keys = [str(Path(os.path.abspath(p))) for p in paths]
+        keys = []
+        for p in paths:
+            key = str(Path(os.path.abspath(p)))
+            if storable(key):
+                keys.append(key)
+            elif os.path.lexists(key):
+                self._bad_name(key)
+            else:
+                self.forget([display_name(key)])
         if not keys:
             return None
         batch_id = self.queue.new_batch(label)
@@ -209,7 +240,7 @@ class Ingestor:
             return FileResult(path=key, outcome="removed" if removed else "unchanged")
         except OSError as exc:
             return self._error(key, f"cannot read: {exc.strerror or exc}")
-        if not is_document(path):
+        if not is_document(path) or (self.ignored and self.ignored.contains(key)):
             return FileResult(path=key, outcome="unchanged")  # skipped by rule, like the scanner does
         if not stat.S_ISREG(st.st_mode):
             return self._error(key, "not a regular file")

@@ -32,6 +32,10 @@ SNIFF_BYTES = 8192  # how much of a text file the binary check looks at
 MAX_CONTROL_RATIO = 0.05  # more control characters than this in the sniffed part: not text
 DOCX_EXPANSION = 20  # a .docx may unpack to at most this many times the file-size limit ...
 DOCX_ABSOLUTE_CAP = 1024 * MB  # ... and never to more than this, whatever the limit
+# A text page's content stream is kilobytes; pypdf parses it in Python (~5 MB/s), so a small
+# PDF whose streams inflate to gigabytes would take hours. Page content beyond these is refused.
+PDF_PAGE_CONTENT_CAP = 8 * MB
+PDF_CONTENT_CAP = 64 * MB
 NOT_UTF8 = "not valid UTF-8 text"
 JSON_TEXT_KEYS = ("text", "content", "body", "question", "answer", "title")
 
@@ -221,16 +225,20 @@ def _tidy_lines(text: str) -> str:
 def _parse_pdf(data: bytes, max_bytes: int) -> list[Section]:
     """One section per page with text; pages are 1-based like every PDF viewer shows them."""
     from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
 
     try:
         reader = PdfReader(io.BytesIO(data))
         _unlock_pdf(reader)
+        _check_pdf_expansion(reader)
         texts = [page.extract_text() or "" for page in reader.pages]
     except ParseError:
         raise
     except FileNotDecryptedError as exc:
         raise ParseError("encrypted PDF (password required)") from exc
+    except LimitReachedError as exc:
+        raise ParseError(f"PDF stream inflates beyond pypdf's safety limit: a decompression bomb? "
+                         f"({_describe(exc)})") from exc
     except DependencyError as exc:
         raise ParseError(f"encrypted PDF: cannot decrypt ({exc})") from exc
     except Exception as exc:  # pypdf raises many types (and plain ValueError/KeyError) on bad input
@@ -245,6 +253,22 @@ def _parse_pdf(data: bytes, max_bytes: int) -> list[Section]:
     if not sections:
         raise ParseError("PDF has no extractable text (scanned?)")
     return sections
+
+
+def _check_pdf_expansion(reader: Any) -> None:
+    """Inflate every page's content stream (fast, in C) and refuse decompression bombs before the
+    slow text extraction starts. pypdf itself caps each single stream at 75 MB."""
+    total = 0
+    for number, page in enumerate(reader.pages, start=1):
+        contents = page.get_contents()
+        size = len(contents.get_data()) if contents is not None else 0
+        total += size
+        if size > PDF_PAGE_CONTENT_CAP or total > PDF_CONTENT_CAP:
+            raise ParseError(
+                f"PDF page {number} inflates to {size / MB:.0f} MB of content "
+                f"({total / MB:.0f} MB so far; limits {PDF_PAGE_CONTENT_CAP // MB} MB a page, "
+                f"{PDF_CONTENT_CAP // MB} MB in all): a decompression bomb?"
+            )
 
 
 def _unlock_pdf(reader: Any) -> None:

@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
 
 import platformdirs
 import tomli_w
@@ -27,6 +28,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -130,6 +132,10 @@ class Settings(BaseModel):
     ui_host: str = Field("127.0.0.1", description="Address the desktop UI listens on.")
     ui_port: int = Field(7860, ge=0, le=65535, description="Port of the desktop UI (0: any free port).")
     open_browser: bool = Field(True, description="Open the UI in the browser when Engram starts.")
+    ui_password: SecretStr | None = Field(
+        None, description="Password of the UI (user 'engram'); required when ui_host is not "
+        "a loopback address. Prefer the ENGRAM_UI_PASSWORD environment variable.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     engines: NameList = Field(
         default_factory=lambda: ["rag"],
@@ -142,6 +148,14 @@ class Settings(BaseModel):
         "(SmolLM2-135M, the GGUF dequantized), a GGUF path, or a local Hugging Face folder.",
     )
     ttt: TTTConfig = Field(default_factory=TTTConfig, description="TTT-E2E: documents learned into weights.")
+
+    @field_validator("ollama_host")
+    @classmethod
+    def _http_url(cls, host: str) -> str:
+        parsed = urlparse(host.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"'{host}' is not a server URL; write it like http://127.0.0.1:11434")
+        return host.strip().rstrip("/")
 
     @field_validator("engines")
     @classmethod
@@ -344,7 +358,13 @@ def save_setting(field: str, raw_value: str, config_directory: Path | None = Non
     path = config_dir(config_directory) / CONFIG_FILE_NAME
     value = _parse_field(field, raw_value, f"setting {field}")
     flat = _flatten(_read_toml(path))
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
     flat[field] = str(value) if isinstance(value, Path) else value
+    try:  # the model's own checks too (a value that passes its type can still be refused)
+        Settings(**_nest({**read_config_file(path), field: value}))
+    except ValidationError as exc:
+        raise SettingsError(f"invalid value {raw_value!r} for '{field}': {_first_error(exc)}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text(tomli_w.dumps(_nest(flat)), encoding="utf-8")

@@ -186,6 +186,10 @@ class DocumentStore:
             (size, mtime, path),
         )
 
+    def clear_hash(self, path: str) -> bool:
+        """Make the next ingest job for ``path`` read it again even if its content is unchanged."""
+        return self.db.execute("UPDATE documents SET content_hash = NULL WHERE path = ?", (path,)).rowcount > 0
+
     def remove(self, path: str) -> list[int]:
         """Forget one file; returns the chunk ids whose vectors must leave the index."""
         return self.remove_many([path])

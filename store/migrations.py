@@ -176,3 +176,15 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("003_job_progress", m003_job_progress),
     ("005_blobs", m005_blobs),
 ]
+
+
+def m006_ignored_files(db: sqlite_utils.Database) -> None:
+    _run(db, [
+        """CREATE TABLE ignored_files (
+            path TEXT PRIMARY KEY,
+            ignored_at TEXT NOT NULL DEFAULT (datetime('now'))
+        )""",
+    ])
+
+
+MIGRATIONS.append(("006_ignored_files", m006_ignored_files))

@@ -36,8 +36,7 @@ import faiss
 import numpy as np
 from pydantic import BaseModel
 
-from store.atomic import fsync_dir as _fsync_dir
-from store.atomic import write_atomic as _write_atomic
+from store.atomic import remove_stale_temps, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -388,10 +387,8 @@ class VectorIndex:
                 data = faiss.serialize_index(self._index)
                 meta = self._meta(data)
                 version = self._version
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.path, data)
-            _write_atomic(self.sidecar_path, json.dumps(meta, indent=1).encode())
-            _fsync_dir(self.path.parent)
+            write_atomic(self.path, data, sync_dir=False)
+            write_atomic(self.sidecar_path, json.dumps(meta, indent=1).encode())
             with self._lock:
                 self._saved_version = version
             log.debug("vector index saved: %d %s vectors", meta["count"], meta["kind"])
@@ -411,6 +408,8 @@ class VectorIndex:
         """
         with self._lock:
             self._reset()
+            for target in (self.path, self.sidecar_path):
+                remove_stale_temps(target)  # left by a save that was killed
             if not self.path.exists():
                 log.info("no vector index at %s yet; starting empty", self.path)
                 return False

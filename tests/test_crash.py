@@ -90,7 +90,7 @@ def test_kill_background_app_and_resume(embedder, isolated_dirs, tmp_path):
            "ENGRAM_INDEX_SAVE_INTERVAL_S": "0.5"}
     proc = subprocess.Popen(engram_cmd("watch", "add", str(folder)), env=env)
     assert proc.wait(timeout=120) == 0
-    app = subprocess.Popen(engram_cmd("run"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    app = subprocess.Popen(engram_cmd("run", "--headless"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         # the app is up once it has created its drop folder row
         wait_for(lambda: count(db_path, "SELECT COUNT(*) FROM folders WHERE is_default = 1"), timeout=120)
@@ -102,7 +102,7 @@ def test_kill_background_app_and_resume(embedder, isolated_dirs, tmp_path):
         app.wait()
     assert done_docs(db_path) < FILES
     # restart: the start-up scan and the recovered queue finish the job
-    app = subprocess.Popen(engram_cmd("run"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    app = subprocess.Popen(engram_cmd("run", "--headless"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: done_docs(db_path) == FILES, timeout=300, interval=0.2)
     finally:

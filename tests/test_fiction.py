@@ -25,6 +25,11 @@ def test_questions_are_answerable_and_fair() -> None:
     assert len(set(entities)) == len(entities)
 
 
+def test_even_the_tiniest_set_asks_about_every_fact() -> None:
+    fiction = generate("tiny", 0)
+    assert len(fiction.questions) == sum(len(d.facts) for d in fiction.documents)
+
+
 def test_written_files_and_questions_round_trip(tmp_path) -> None:
     fiction = generate("tiny", 1)
     paths = fiction.write(tmp_path / "docs")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import docx
@@ -21,16 +27,21 @@ def _pdf_string(text: str) -> str:
     return "(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ")"
 
 
-def make_pdf(pages: list[list[str]]) -> bytes:
-    """A minimal valid PDF (Helvetica text, one line per entry); an empty list is a blank page."""
+def make_pdf(pages: list[list[str]], pad: int = 0) -> bytes:
+    """A minimal valid PDF (Helvetica text, one line per entry); an empty list is a blank page.
+    ``pad`` > 0 appends that many spaces to each page's content, Flate-compressed (a bomb)."""
     objects = ["<< /Type /Catalog /Pages 2 0 R >>", "",
                "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
     kids = []
     for lines in pages:
         body = "BT /F1 11 Tf 14 TL 72 760 Td " + " ".join(f"{_pdf_string(s)} Tj T*" for s in lines)
         stream = (body + " ET") if lines else ""
-        length = len(stream.encode("latin-1"))
-        objects.append(f"<< /Length {length} >>\nstream\n{stream}\nendstream")
+        if pad:
+            packed = zlib.compress(stream.encode("latin-1") + b" " * pad, 9).decode("latin-1")
+            objects.append(f"<< /Length {len(packed)} /Filter /FlateDecode >>\nstream\n{packed}\nendstream")
+        else:
+            length = len(stream.encode("latin-1"))
+            objects.append(f"<< /Length {length} >>\nstream\n{stream}\nendstream")
         content_id = len(objects)
         objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
                        f"/Resources << /Font << /F1 3 0 R >> >> /Contents {content_id} 0 R >>")
@@ -262,6 +273,25 @@ def test_docx_zip_bomb_is_refused_before_inflating(tmp_path: Path) -> None:
     assert message.startswith("DOCX expands to 3.0 MB > limit") and "zip bomb" in message
 
 
+@pytest.mark.parametrize(("pages", "pad", "reason"), [
+    (1, 100 * 1024 * 1024, "safety limit: a decompression bomb"),  # one stream beyond pypdf's cap
+    (2, 9 * 1024 * 1024, "page 1 inflates to 9 MB"),  # one page beyond Engram's page cap
+    (14, 5 * 1024 * 1024, "page 13 inflates to 5 MB of content (65 MB so far"),  # the total cap
+])
+def test_pdf_decompression_bombs_are_refused_fast(tmp_path: Path, pages: int, pad: int,
+                                                  reason: str) -> None:
+    path = write(tmp_path, "bomb.pdf", make_pdf([["Hello"]] * pages, pad=pad))
+    assert path.stat().st_size < 2 * 1024 * 1024
+    started = time.monotonic()
+    assert reason in parse_error(path, 50 * LIMIT)
+    assert time.monotonic() - started < 20  # without the caps: minutes and gigabytes
+
+
+def test_flate_pdf_within_the_caps_parses(tmp_path: Path) -> None:
+    path = write(tmp_path, "fine.pdf", make_pdf([["Compressed page text."]], pad=1000))
+    assert parse_file(path, LIMIT).sections[0].text.strip() == "Compressed page text."
+
+
 def test_jsonl_bad_line_names_the_line(tmp_path: Path) -> None:
     text = '{"text": "ok"}\n\n{"text": "fine"}\n{"text": oops}\n{"text": "later"}\n'
     message = parse_error(write(tmp_path, "broken.jsonl", text))
@@ -274,14 +304,33 @@ def test_unsupported_suffix(tmp_path: Path) -> None:
     assert parse_error(no_suffix) == "unsupported file type (no extension)"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_permission_denied(tmp_path: Path) -> None:
-    path = write(tmp_path, "private.txt", "secret words")
+    folder = Path(tempfile.mkdtemp(prefix="engram-perm-"))  # not under root's private tmp
+    folder.chmod(0o755)
+    path = write(folder, "private.txt", "secret words")
     path.chmod(0)
     try:
-        assert parse_error(path) == "cannot read: permission denied"
+        assert parse_error_unprivileged(path) == "cannot read: permission denied"
     finally:
         path.chmod(0o644)
+        shutil.rmtree(folder)
+
+
+def parse_error_unprivileged(path: Path) -> str:
+    """The parse error for ``path`` as an ordinary user sees it: root reads any file, so as root
+    the parse runs in a child process with the uid of ``nobody``."""
+    if os.geteuid() != 0:
+        return parse_error(path)
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot test an unreadable file")
+    code = ("import sys; from app.parsers import ParseError, parse_file\n"
+            "try:\n    parse_file(sys.argv[1], 1 << 20)\nexcept ParseError as e:\n    print(e)")
+    done = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
+         str(path)], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def test_file_deleted_before_parse(tmp_path: Path) -> None:

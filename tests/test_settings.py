@@ -92,3 +92,13 @@ def test_unknown_names_suggest_the_close_ones():
         save_setting("rag.min_similarty", "0.2")
     with pytest.raises(SettingsError, match="unknown engine"):
         load_settings(cli={"engines": "rag,telepathy"})
+
+
+def test_saving_runs_the_models_own_checks(isolated_dirs):
+    """A value of the right type that the model refuses must not be saved (it would break start-up)."""
+    for field, value in [("engines", "nope"), ("ollama_host", "localhost:11434")]:
+        with pytest.raises(SettingsError, match=field):
+            save_setting(field, value)
+    assert not (isolated_dirs["config"] / "config.toml").exists()
+    save_setting("ollama_host", "http://10.0.0.2:11434/")
+    assert load_settings().settings.ollama_host == "http://10.0.0.2:11434"

@@ -127,17 +127,18 @@ class LlamaCppRuntime(Runtime):
         self._lock = threading.Lock()
         self._grammars: dict[str, LlamaGrammar] = {}
         started = time.perf_counter()
-        threads = n_threads or physical_cores()
-        self._llm: Llama | None = self._load(n_ctx, threads, n_gpu_layers, seed)
+        self.n_threads = n_threads or physical_cores()
+        if n_gpu_layers is None:
+            n_gpu_layers = -1 if gpu_offload_supported() else 0
+        self.n_gpu_layers = n_gpu_layers
+        self._llm: Llama | None = self._load(n_ctx, self.n_threads, n_gpu_layers, seed)
         self.load_seconds = time.perf_counter() - started
         self._formatter = self._chat_formatter()
         log.info("llama.cpp loaded %s in %.2f s", self.path.name, self.load_seconds)
 
-    def _load(self, n_ctx: int, n_threads: int, n_gpu_layers: int | None, seed: int) -> Llama:
+    def _load(self, n_ctx: int, n_threads: int, n_gpu_layers: int, seed: int) -> Llama:
         from llama_cpp import Llama
 
-        if n_gpu_layers is None:
-            n_gpu_layers = -1 if gpu_offload_supported() else 0
         try:
             return Llama(
                 model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads,

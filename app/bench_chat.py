@@ -1,0 +1,288 @@
+"""``engram bench chat``: the chat path against raw llama-cpp-python, retrieval cost, grounded accuracy.
+
+- Speed: the same question through Engram's whole chat path (retrieval, prompt packing, streaming,
+  storing the turn) and through a separate raw ``Llama.create_chat_completion`` given exactly the
+  messages Engram built, greedy, alternating runs; tokens/s and time to first token of each, and
+  the ratio (target: Engram >= 0.9 of raw).
+- Retrieval: the retrieval engine's ``contribute`` at 10k stored chunks (real embeddings of the
+  corpus plus vectors jittered around them, said so in the report), against the bare exact FAISS
+  search in the same index (target: < 100 ms).
+- Accuracy: fictional documents the model cannot know, their questions asked through the chat
+  path; exact match, answer contained, and answer-in-sources (retrieval found the passage), with
+  and without the logit bias toward retrieved passages.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from app.bench_ingest import background_prose, jittered
+from app.fiction import generate
+from app.settings import LoadedSettings, Settings
+
+TARGET_SPEED_RATIO = 0.9
+TARGET_RETRIEVAL_MS = 100.0
+FILLER_DOC_CHUNKS = 100
+SPEED_ANSWER_TOKENS = 128
+
+
+class SpeedFigures(BaseModel):
+    runs: int
+    completion_tokens: int
+    engram_tokens_per_s: float
+    raw_tokens_per_s: float
+    ratio: float
+    engram_first_token_ms: float
+    raw_first_token_ms: float
+
+
+class RetrievalFigures(BaseModel):
+    chunks: int
+    contribute_p50_ms: float
+    contribute_p95_ms: float
+    faiss_exact_p50_ms: float
+    query_embed_p50_ms: float
+
+
+class AccuracyFigures(BaseModel):
+    logit_bias: bool
+    questions: int
+    exact_match: float
+    answer_contained: float
+    answer_in_sources: float
+    seconds_per_answer: float
+
+
+class ChatBenchReport(BaseModel):
+    model: str
+    speed: SpeedFigures
+    retrieval: RetrievalFigures
+    accuracy: list[AccuracyFigures]
+    notes: list[str]
+
+
+def normalize(text: str) -> str:
+    return re.sub(r"[^\w]+", " ", text.lower()).strip()
+
+
+def exact_match(answer: str, expected: str) -> bool:
+    """The answer is the expected string alone, or one short sentence ending in it."""
+    got, want = normalize(answer), normalize(expected)
+    return got == want or (got.endswith(want) and len(got.split()) <= len(want.split()) + 8)
+
+
+def median_ms(samples: list[float]) -> float:
+    return 1000 * statistics.median(samples)
+
+
+def p95_ms(samples: list[float]) -> float:
+    return 1000 * float(np.percentile(samples, 95))
+
+
+def _raw_run(llm, messages: list[dict], max_tokens: int) -> tuple[str, float, float]:
+    """(text, seconds to first text, total seconds) of one raw streamed chat completion."""
+    started = time.perf_counter()
+    first = None
+    pieces = []
+    for chunk in llm.create_chat_completion(messages=messages, max_tokens=max_tokens,
+                                            temperature=0.0, stream=True):
+        text = chunk["choices"][0]["delta"].get("content") or ""
+        if text:
+            first = first or time.perf_counter() - started
+            pieces.append(text)
+    return "".join(pieces), first or 0.0, time.perf_counter() - started
+
+
+def _engram_run(engram, question: str) -> tuple[str, float, float]:
+    started = time.perf_counter()
+    first = None
+    pieces = []
+    for event in engram.chat.ask(question):
+        if event.kind == "delta":
+            first = first or time.perf_counter() - started
+            pieces.append(event.text)
+    return "".join(pieces), first or 0.0, time.perf_counter() - started
+
+
+def measure_speed(engram, question: str, runs: int) -> SpeedFigures:
+    from llama_cpp import Llama
+
+    from app.grounded_prompt import build_prompt
+    from engines.base import Query
+
+    runtime = engram.runtime.get()
+    if runtime.name != "llamacpp":
+        raise ValueError("the speed comparison runs against raw llama-cpp-python: use the llamacpp "
+                         "backend (any GGUF file) for `engram bench chat`")
+    passages = engram.engine("rag").contribute(Query(text=question)).passages
+    plan = build_prompt(question, passages, [], [], runtime.count_tokens, runtime.context_window,
+                        engram.settings.answer_max_tokens, engram.settings.rag.context_share)
+    messages = [m.model_dump() for m in plan.messages]
+    raw = Llama(model_path=str(runtime.path), n_ctx=runtime.context_window,
+                n_threads=runtime.n_threads, n_threads_batch=runtime.n_threads,
+                n_gpu_layers=runtime.n_gpu_layers, seed=0, verbose=False)
+    try:
+        _raw_run(raw, messages, 8)  # warm both
+        _engram_run(engram, question)
+        raw_s, raw_first, eng_s, eng_first, tokens = [], [], [], [], 0
+        for _ in range(runs):
+            text, first, total = _raw_run(raw, messages, engram.settings.answer_max_tokens)
+            raw_s.append(total)
+            raw_first.append(first)
+            tokens = runtime.count_tokens(text)
+            text2, first2, total2 = _engram_run(engram, question)
+            eng_s.append(total2)
+            eng_first.append(first2)
+    finally:
+        raw.close()
+    # Decoding rate: the tokens after the first over the time after the first (the time to the
+    # first token, retrieval and prompt processing included, is reported on its own).
+    raw_rate = (tokens - 1) / statistics.median(t - f for t, f in zip(raw_s, raw_first))
+    eng_tokens = runtime.count_tokens(text2)
+    eng_rate = (eng_tokens - 1) / statistics.median(t - f for t, f in zip(eng_s, eng_first))
+    return SpeedFigures(runs=runs, completion_tokens=tokens, engram_tokens_per_s=eng_rate,
+                        raw_tokens_per_s=raw_rate, ratio=eng_rate / raw_rate,
+                        engram_first_token_ms=median_ms(eng_first),
+                        raw_first_token_ms=median_ms(raw_first))
+
+
+def add_filler(engram, target_chunks: int, seed: int) -> int:
+    """Fill the store to ``target_chunks`` with background prose chunks (vectors: real embeddings
+    of a sample, jittered for the rest). Returns how many chunks were added."""
+    from store.documents import NewChunk
+
+    missing = target_chunks - engram.docs.counts()["chunks"]
+    if missing <= 0:
+        return 0
+    prose = background_prose()
+    texts = [prose[i:i + 600] for i in range(0, min(len(prose), 600 * 400), 600)]
+    base = engram.embedder.embed(texts)
+    vectors = jittered(base, missing, np.random.default_rng(seed))
+    added = 0
+    for d in range(0, missing, FILLER_DOC_CHUNKS):
+        n = min(FILLER_DOC_CHUNKS, missing - d)
+        chunks = [NewChunk(text=texts[(d + i) % len(texts)], line_start=i + 1, line_end=i + 1,
+                           char_start=0, char_end=600, token_count=150) for i in range(n)]
+        _, _, ids = engram.docs.replace(f"/bench/filler{d:06d}.txt", None, f"filler{d}", 1, 0.0,
+                                        chunks, vectors[d:d + n])
+        engram.index.add(np.asarray(ids, dtype=np.int64), vectors[d:d + n])
+        added += n
+    return added
+
+
+def measure_retrieval(engram, questions: list[str]) -> RetrievalFigures:
+    from engines.base import Query
+
+    rag = engram.engine("rag")
+    contribute, faiss_s, embed_s = [], [], []
+    for q in questions:
+        t0 = time.perf_counter()
+        rag.contribute(Query(text=q))
+        contribute.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        vec = engram.embedder.embed([q])
+        embed_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        engram.index.search(vec, rag.config.k * 2)
+        faiss_s.append(time.perf_counter() - t0)
+    return RetrievalFigures(chunks=len(engram.index), contribute_p50_ms=median_ms(contribute),
+                            contribute_p95_ms=p95_ms(contribute),
+                            faiss_exact_p50_ms=median_ms(faiss_s),
+                            query_embed_p50_ms=median_ms(embed_s))
+
+
+def measure_accuracy(engram, questions, logit_bias: bool,
+                     echo: Callable[[str], None]) -> AccuracyFigures:
+    engram.settings.rag.logit_bias = logit_bias
+    exact = contained = in_sources = 0
+    started = time.perf_counter()
+    for i, q in enumerate(questions, 1):
+        done = engram.chat.answer(q.question)
+        answer = done.message.content
+        exact += exact_match(answer, q.answer)
+        contained += normalize(q.answer) in normalize(answer)
+        sources = " ".join(c["quote"] for c in done.message.citations)
+        passages = engram.docs.chunks(c["chunk_id"] for c in done.message.citations)
+        in_sources += any(q.answer in p.text for p in passages.values()) or q.answer in sources
+        if i % 20 == 0:
+            echo(f"  {i}/{len(questions)} questions (logit bias {'on' if logit_bias else 'off'})")
+    n = len(questions)
+    return AccuracyFigures(logit_bias=logit_bias, questions=n, exact_match=exact / n,
+                           answer_contained=contained / n, answer_in_sources=in_sources / n,
+                           seconds_per_answer=(time.perf_counter() - started) / n)
+
+
+def run_chat_bench(settings: Settings, questions: int = 100, chunks: int = 10_000, runs: int = 5,
+                   seed: int = 0, echo: Callable[[str], None] = print) -> ChatBenchReport:
+    from app.core import Engram
+
+    fiction = generate("small", seed)
+    asked = fiction.questions[:questions]
+    with tempfile.TemporaryDirectory(prefix="engram-bench-chat-") as tmp:
+        root = Path(tmp)
+        bench_settings = settings.model_copy(update={
+            "data_dir": root / "data", "drop_folder": root / "drop", "temperature": 0.0,
+            "answer_max_tokens": min(settings.answer_max_tokens, 64), "history_turns": 0,
+            "rag": settings.rag.model_copy(),
+        })
+        engram = Engram(LoadedSettings(settings=bench_settings, sources={}, config_file=root / "none"))
+        try:
+            fiction.write(root / "docs")
+            engram.ingest([root / "docs"])
+            engram.run_pending()
+            echo(f"Ingested {len(fiction.documents)} fictional documents; asking {len(asked)} questions")
+            accuracy = [measure_accuracy(engram, asked, bias, echo) for bias in (False, True)]
+            engram.settings.rag.logit_bias = False
+            echo(f"Measuring speed against raw llama-cpp-python ({runs} runs each)...")
+            engram.settings.answer_max_tokens = SPEED_ANSWER_TOKENS
+            entity = fiction.documents[0].entity
+            speed = measure_speed(engram, f"Describe {entity} in detail, fact by fact.", runs)
+            echo(f"Filling the store to {chunks:,} chunks for the retrieval figures...")
+            filled = add_filler(engram, chunks, seed)
+            retrieval = measure_retrieval(engram, [q.question for q in fiction.questions[:60]])
+            model = f"{engram.runtime.backend} {engram.runtime.model}"
+        finally:
+            engram.close()
+    report = ChatBenchReport(model=model, speed=speed, retrieval=retrieval, accuracy=accuracy, notes=[
+        f"{filled:,} of the {retrieval.chunks:,} chunks are background prose with vectors jittered "
+        "around real embeddings (noise 0.04), to reach the index size",
+        "exact match: the answer is the expected string, or a short sentence ending in it; "
+        "answer in sources: the expected answer is in a cited passage",
+        "speed: greedy, alternating raw/Engram runs, medians; tokens/s is the decoding rate after "
+        "the first token (tokens counted by re-tokenizing each answer); time to first token "
+        "includes Engram's retrieval and prompt packing",
+    ])
+    print_report(report, echo)
+    return report
+
+
+def print_report(r: ChatBenchReport, echo: Callable[[str], None]) -> None:
+    def mark(ok: bool) -> str:
+        return "PASS" if ok else "MISS"
+
+    s, q = r.speed, r.retrieval
+    echo("")
+    echo(f"model             {r.model}")
+    echo(f"tokens/s          Engram {s.engram_tokens_per_s:6.1f}   raw llama-cpp-python "
+         f"{s.raw_tokens_per_s:6.1f}   ratio {s.ratio:.2f} (target >= {TARGET_SPEED_RATIO}) "
+         f"{mark(s.ratio >= TARGET_SPEED_RATIO)}")
+    echo(f"first token       Engram {s.engram_first_token_ms:6.0f} ms  raw {s.raw_first_token_ms:6.0f} ms"
+         f"  ({s.completion_tokens} tokens per answer, {s.runs} runs)")
+    echo(f"retrieval         {q.contribute_p50_ms:6.1f} ms p50, {q.contribute_p95_ms:6.1f} ms p95 at "
+         f"{q.chunks:,} chunks (target < {TARGET_RETRIEVAL_MS:.0f} ms) "
+         f"{mark(q.contribute_p95_ms < TARGET_RETRIEVAL_MS)}; of which query embedding "
+         f"{q.query_embed_p50_ms:.1f} ms, exact FAISS search {q.faiss_exact_p50_ms:.2f} ms")
+    for a in r.accuracy:
+        echo(f"grounded accuracy (logit bias {'on ' if a.logit_bias else 'off'}) exact {a.exact_match:.2f}"
+             f"  contained {a.answer_contained:.2f}  in sources {a.answer_in_sources:.2f}  "
+             f"({a.questions} questions, {a.seconds_per_answer:.1f} s/answer)")
+    for note in r.notes:
+        echo(f"note: {note}")

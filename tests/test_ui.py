@@ -1,0 +1,255 @@
+"""The desktop app in a real headless chromium, over the real store, index, embeddings and model.
+
+The flow a person goes through: watch a folder, drop a file in it, see it learned, ask, watch the
+answer stream with a citation, open the cited passage, give a thumbs-down and a correction,
+restart Engram and find the conversation again. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import open_engram, wait_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+FERRY = "The ferry to Oskel Isle leaves at 06:40 from pier nine. Tickets cost 14 crowns.\n"
+QUESTION = "When does the ferry to Oskel Isle leave?"
+LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
+
+# Records the length of the answer's text each time the chat changes, to see it stream.
+WATCH_ANSWER = """() => {
+  window.engramLengths = [];
+  const chat = document.querySelector('#engram-chat');
+  new MutationObserver(() => {
+    const bots = chat.querySelectorAll('[data-testid="bot"]');
+    if (bots.length) window.engramLengths.push(bots[bots.length - 1].innerText.length);
+  }).observe(chat, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed at /usr/bin/chromium, so the browser tests cannot "
+                    "run; `bash dev.sh test` installs it (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+class App:
+    """Engram with its desktop app served on a free port, as `engram` runs it."""
+
+    def __init__(self, embedder, llama, **settings) -> None:
+        from ui.server import UiServer
+
+        self.engram = open_engram(embedder, answer_max_tokens=48, temperature=0,
+                                  watch_debounce_s=0.2, ui_port=0, **settings)
+        self.engram.runtime.adopt(llama)
+        self.engram.start()
+        self.server = UiServer(self.engram, "127.0.0.1", 0)
+        self.url = self.server.start()
+
+    def close(self) -> None:
+        self.server.stop()
+        self.engram.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.external = []  # type: ignore[attr-defined]
+    page.on("request", lambda r: None if r.url.startswith(LOCAL) else page.external.append(r.url))
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_watch_drop_learn_ask_cite_correct_restart(page, embedder, llama, tmp_path) -> None:
+    from playwright.sync_api import expect
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    app = App(embedder, llama)
+    try:
+        page.goto(app.url)
+        expect(page.locator("#engram-chat")).to_contain_text("Ask about your documents")
+
+        # Library: the empty state says what to do; watch a folder; drop a file; see it learned.
+        page.get_by_role("tab", name="Library").click()
+        expect(page.locator("#engram-library-empty")).to_contain_text(str(app.engram.settings.effective_drop_folder))
+        page.locator("#engram-folder-path textarea").fill(str(folder))
+        page.get_by_role("button", name="Watch folder").click()
+        expect(page.locator(".engram-folders")).to_contain_text(str(folder))
+        (folder / "ferry.txt").write_text(FERRY)
+        row = page.locator("#engram-documents [role=row]", has_text="ferry.txt")
+        expect(row).to_contain_text("learned")
+        expect(page.locator("#engram-progress")).to_contain_text("Up to date")
+        shot(page, "ui-library.png")
+
+        # Chat: the answer streams in, with a numbered citation linking to the file.
+        page.get_by_role("tab", name="Chat").click()
+        page.evaluate(WATCH_ANSWER)
+        page.locator("#engram-question textarea").fill(QUESTION)
+        page.get_by_role("button", name="Ask").click()
+        answer = page.locator("#engram-chat [data-testid='bot']").last
+        expect(answer.locator(".engram-meta")).to_contain_text("Answered by llamacpp", timeout=90_000)
+        assert "06:40" in answer.inner_text()
+        lengths = page.evaluate("window.engramLengths")
+        assert len(set(lengths)) >= 4, lengths  # it grew piece by piece, not all at once
+        link = answer.locator(".engram-sources a").first
+        expect(link).to_have_text("ferry.txt")
+        expect(answer.locator(".engram-sources li").first).to_contain_text("line 1")
+        expect(page.locator("#engram-conversations")).to_contain_text(QUESTION)
+
+        # The citation opens the stored text with the quoted passage highlighted.
+        with page.context.expect_page() as opened:
+            link.click()
+        source = opened.value
+        source.wait_for_load_state()
+        expect(source.locator("mark#cited strong")).to_contain_text("06:40")
+        expect(source.locator("header")).to_contain_text(str(folder / "ferry.txt"))
+        source.close()
+
+        # Thumbs-down, then a correction.
+        answer.hover()
+        answer_row = page.locator("#engram-chat .bot-row").last
+        page.locator("#engram-chat button[aria-label='Dislike']").last.click()
+        page.get_by_label("What should the answer have been?").fill("At 06:40, from pier nine.")
+        page.get_by_role("button", name="Save correction").click()
+        expect(answer_row).to_contain_text("Your correction: At 06:40, from pier nine.")
+        stored = wait_for(lambda: [m for m in app.engram.conversations.messages(1)
+                                   if m.role == "assistant" and m.correction], timeout=10)
+        assert stored[0].feedback == "down"
+        shot(page, "ui-chat.png")
+    finally:
+        app.close()
+
+    # Restart on the same data: the conversation, its sources, rating and correction are back.
+    app = App(embedder, llama)
+    try:
+        page.goto(app.url)
+        page.locator("#engram-conversations label", has_text=QUESTION).click()
+        answer = page.locator("#engram-chat [data-testid='bot']").last
+        expect(answer).to_contain_text("06:40")
+        expect(answer.locator(".engram-sources a").first).to_have_text("ferry.txt")
+        expect(answer).to_contain_text("Your correction: At 06:40, from pier nine.")
+        expect(page.locator("#engram-chat [data-testid='user']").first).to_contain_text(QUESTION)
+        shot(page, "ui-history-after-restart.png")
+    finally:
+        app.close()
+    assert page.external == []  # the app fetched nothing from outside this computer
+
+
+def test_library_actions_and_readable_errors(page, embedder, llama, tmp_path) -> None:
+    from playwright.sync_api import expect
+
+    from app.runtimes.ollama_runtime import OllamaRuntime
+
+    app = App(embedder, llama)
+    drop = app.engram.settings.effective_drop_folder
+    shutil.copyfile(Path(__file__), drop / "not-a-document.py")
+    (drop / "broken.txt").write_bytes(b"\x00\x01\x02 binary")
+    (drop / "ferry.txt").write_text(FERRY)
+    try:
+        page.goto(app.url)
+        page.get_by_role("tab", name="Library").click()
+        documents = page.locator("#engram-documents")
+        ferry = documents.locator("[role=row]", has_text="ferry.txt")
+        expect(documents.locator("[role=row]", has_text="broken.txt")).to_contain_text("binary")
+        expect(ferry).to_contain_text("learned")
+        expect(documents).not_to_contain_text("not-a-document.py")
+
+        # Pause and resume: the state is shown and kept by the worker.
+        page.get_by_role("button", name="Pause learning").click()
+        expect(page.locator("#engram-progress")).to_contain_text("Paused")
+        assert app.engram.worker.paused
+        page.get_by_role("button", name="Resume learning").click()
+        expect(page.locator("#engram-progress")).to_contain_text("Up to date")
+
+        # Forget a document: it leaves the index and stays out until learned again.
+        ferry.get_by_role("gridcell").first.click()
+        page.get_by_role("button", name="Forget").click()
+        expect(ferry).to_contain_text("forgotten")
+        assert not app.engram.search("ferry Oskel Isle")
+        page.get_by_role("button", name="Learn again").click()
+        expect(ferry).to_contain_text("learned")
+
+        # Add files: copied into the drop folder and learned; an unreadable type is refused.
+        upload = tmp_path / "upload"
+        upload.mkdir()
+        (upload / "harbour.md").write_text("# Quell\n\nThe harbour master of Quell is Ines Varo.\n")
+        (upload / "photo.png").write_bytes(b"\x89PNG")
+        page.locator("#engram-add-files").locator("xpath=..").locator("input[type=file]").set_input_files(
+            [str(upload / "harbour.md"), str(upload / "photo.png")])
+        expect(page.get_by_text("Skipped photo.png")).to_be_visible()
+        expect(documents.locator("[role=row]", has_text="harbour.md")).to_contain_text("learned")
+        assert (drop / "harbour.md").is_file() and not (drop / "photo.png").exists()
+
+        # Stop watching a folder, after a confirmation: its documents go, its files stay.
+        extra = tmp_path / "extra"
+        extra.mkdir()
+        (extra / "lab.md").write_text("The Quellbrook lab builds the Tessaline crawler.\n")
+        page.locator("#engram-folder-path textarea").fill(str(extra))
+        page.get_by_role("button", name="Watch folder").click()
+        expect(documents.locator("[role=row]", has_text="lab.md")).to_contain_text("learned")
+        page.locator("#engram-remove-folder input").click()
+        page.get_by_role("option", name=str(extra)).click()
+        page.get_by_role("button", name="Remove…").click()
+        expect(page.get_by_text("and forget its 1 document?")).to_be_visible()
+        page.get_by_role("button", name="Yes, stop watching and forget").click()
+        expect(documents).not_to_contain_text("lab.md")
+        assert (extra / "lab.md").exists() and app.engram.folders.get(str(extra)) is None
+
+        # A bad folder path and a model that does not exist are readable messages.
+        page.locator("#engram-folder-path textarea").fill(str(tmp_path / "missing"))
+        page.get_by_role("button", name="Watch folder").click()
+        expect(page.get_by_text(f"There is no folder at {tmp_path / 'missing'}")).to_be_visible()
+        page.get_by_role("tab", name="Models").click()
+        page.get_by_text("Another model").click()
+        page.get_by_label("Model (path or Ollama tag)").fill(str(tmp_path / "nothing.gguf"))
+        page.get_by_role("button", name="Load and use").click()
+        expect(page.get_by_text("No GGUF model file at")).to_be_visible()
+        expect(page.locator("#engram-models [role=row]", has_text="embedded")).to_contain_text("●")
+        page.get_by_role("button", name="Use this model").click()
+        expect(page.get_by_text("Now answering with embedded")).to_be_visible()
+        assert 'chat_model = "embedded"' in app.engram.loaded.config_file.read_text()
+
+        # A setting with a value its type refuses: said plainly, nothing saved.
+        page.get_by_role("tab", name="Settings").click()
+        page.get_by_label("Setting").fill("search_k")
+        page.get_by_role("option", name="search_k").click()
+        expect(page.get_by_label("New value")).to_have_value("5")
+        page.get_by_label("New value").fill("0")
+        page.get_by_role("button", name="Save").click()
+        expect(page.get_by_text("invalid value '0' for 'search_k'")).to_be_visible()
+        assert "search_k" not in app.engram.loaded.config_file.read_text()
+
+        # Ollama down while answering: the chat says so in words, no traceback.
+        app.engram.runtime.adopt(OllamaRuntime("llama3.2", host="http://127.0.0.1:9", connect_timeout_s=0.5))
+        page.get_by_role("tab", name="Chat").click()
+        page.locator("#engram-question textarea").fill(QUESTION)
+        page.get_by_role("button", name="Ask").click()
+        answer = page.locator("#engram-chat [data-testid='bot']").last
+        expect(answer).to_contain_text("No answer:", timeout=60_000)
+        expect(answer).to_contain_text("Ollama")
+        assert "Traceback" not in page.content()
+        shot(page, "ui-error.png")
+    finally:
+        app.close()

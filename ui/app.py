@@ -1,0 +1,53 @@
+"""The desktop app: one Gradio Blocks with a tab per module, served with the source-view route.
+
+A later tab (Playbook, Memory, Sleep, Bench) is one module with a ``TAB`` and one line in ``TABS``.
+"""
+
+import gradio as gr
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from app.core import Engram
+from ui import chat_tab, library_tab, models_tab, settings_tab
+from ui.source_page import SECURITY_HEADERS, render_missing, render_source
+from ui.tab import Tab
+from ui.theme import CSS, THEME
+
+TABS: list[Tab] = [
+    chat_tab.TAB,
+    library_tab.TAB,
+    models_tab.TAB,
+    settings_tab.TAB,
+]
+
+MAX_QUOTE_CHARS = 2000
+
+
+def build_blocks(engram: Engram) -> gr.Blocks:
+    with gr.Blocks(title="Engram", analytics_enabled=False) as blocks:
+        gr.HTML("<div id='engram-header'><h1>Engram</h1><span class='tagline'>learns from the "
+                "documents in your folders, on this computer</span></div>")
+        with gr.Tabs():
+            for tab in TABS:
+                with gr.Tab(tab.title, id=tab.title.lower()) as shown:
+                    tab.build(engram, blocks, shown)
+    return blocks
+
+
+def create_app(engram: Engram) -> FastAPI:
+    """The web app: Gradio at ``/`` and ``/source/{chunk_id}`` for citation links."""
+    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.get("/source/{chunk_id}", response_class=HTMLResponse)
+    def source(chunk_id: int, quote: str = "") -> HTMLResponse:
+        view = engram.source(chunk_id, quote[:MAX_QUOTE_CHARS])
+        if view is None:
+            return HTMLResponse(render_missing(chunk_id), status_code=404, headers=SECURITY_HEADERS)
+        return HTMLResponse(render_source(view), headers=SECURITY_HEADERS)
+
+    blocks = build_blocks(engram)
+    return gr.mount_gradio_app(
+        api, blocks, path="/", theme=THEME, css=CSS, footer_links=[], ssr_mode=False,
+        mcp_server=False, pwa=False, enable_monitoring=False, show_error=True,
+        favicon_path=None,
+    )

@@ -1,0 +1,225 @@
+"""Chat: conversations on the left; the answer streams in with its numbered sources, each a link
+to the cited passage; thumbs on every answer, and a correction box after a thumbs-down."""
+
+import re
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote as url_quote
+
+import gradio as gr
+
+from app.chat import Citation, Delta, Done, Sources
+from app.core import Engram
+from store.conversations import MessageRow
+from ui.errors import friendly, readable
+from ui.formatting import short_model
+from ui.tab import Tab
+
+FEEDBACK = {"up": "Like", "down": "Dislike"}
+THINKING = "<span class='engram-muted'>Reading your documents…</span>"
+PLACEHOLDER = (
+    "<div class='engram-empty'><strong>Ask about your documents</strong><br>"
+    "Engram answers from the files in your watched folders and cites the passages it used.<br>"
+    "Add folders or drop files in the <strong>Library</strong> tab.</div>"
+)
+NO_SOURCES = ("<div class='engram-sources engram-muted'>No passage from your documents matched: "
+              "this answer does not come from your files.</div>")
+
+
+# --- rendering ---------------------------------------------------------------------------------
+def safe_markdown(text: str) -> str:
+    """Model output and questions as markdown with no HTML of their own and no images (an image
+    would make the browser fetch a URL that a document could have planted)."""
+    return re.sub(r"!\[", r"!\\[", escape(text, quote=False))
+
+
+def source_link(citation: dict[str, Any]) -> str:
+    return f"/source/{int(citation['chunk_id'])}?quote={url_quote(citation.get('quote', ''))}"
+
+
+def render_sources(citations: list[dict[str, Any]]) -> str:
+    if not citations:
+        return NO_SOURCES
+    items = []
+    for c in citations:
+        cite = Citation.model_validate(c)
+        kind = "cited" if cite.cited else "consulted"
+        items.append(
+            f"<li value='{cite.n}' class='{kind}'><a href='{escape(source_link(c))}' target='_blank' "
+            f"rel='noopener'>{escape(Path(cite.path).name)}</a> <span class='where'>· "
+            f"{escape(cite.position)}</span><q>{escape(cite.quote)}</q></li>")
+    return f"<div class='engram-sources'><strong>Sources</strong><ol>{''.join(items)}</ol></div>"
+
+
+def render_meta(meta: dict[str, Any]) -> str:
+    if not meta:
+        return ""
+    parts = [str(meta.get("backend", "")), short_model(str(meta.get("model", "")))]
+    if meta.get("completion_tokens") is not None:
+        parts.append(f"{meta['completion_tokens']} tokens")
+    if meta.get("seconds") is not None:
+        parts.append(f"{float(meta['seconds']):.1f} s")
+    if meta.get("stopped"):
+        parts.append("stopped before the end")
+    return f"<span class='engram-meta'>Answered by {escape(' · '.join(p for p in parts if p))}</span>"
+
+
+def render_answer(text: str, citations: list[dict[str, Any]], meta: dict[str, Any] | None = None,
+                  correction: str | None = None) -> str:
+    body = safe_markdown(text) if text else THINKING
+    fixed = (f"\n\n<div class='engram-meta'><strong>Your correction:</strong> "
+             f"{escape(correction)}</div>" if correction else "")
+    return f"{body}{fixed}\n\n{render_sources(citations)}{render_meta(meta or {})}"
+
+
+def render_error(message: str) -> str:
+    return f"<div class='engram-warning'><strong>No answer:</strong> {escape(message)}</div>"
+
+
+def to_chat(messages: list[MessageRow]) -> tuple[list[dict[str, str]], list[int], list[str | None]]:
+    """Stored messages -> chatbot messages, their ids, and the thumbs of each answer."""
+    chat, ids, feedback = [], [], []
+    for m in messages:
+        if m.role == "user":
+            chat.append({"role": "user", "content": safe_markdown(m.content)})
+        else:
+            chat.append({"role": "assistant",
+                         "content": render_answer(m.content, m.citations, m.meta, m.correction)})
+            feedback.append(FEEDBACK.get(m.feedback or ""))
+        ids.append(m.id)
+    return chat, ids, feedback
+
+
+def conversation_choices(engram: Engram) -> list[tuple[str, int]]:
+    return [(c.title, c.id) for c in engram.conversations.list()]
+
+
+def model_line(engram: Engram) -> str:
+    return (f"<span class='engram-muted'>Answers come from <strong>{escape(short_model(engram.runtime.model))}</strong> "
+            f"({escape(engram.runtime.backend)}) and your documents; change it in the Models tab."
+            "</span>")
+
+
+# --- the tab -----------------------------------------------------------------------------------
+def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
+    conversation = gr.State(None)  # id of the open conversation (None: a new one)
+    message_ids = gr.State([])  # store id of each chatbot message, in order
+    correcting = gr.State(None)  # id of the answer the correction box is for
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=240):
+            new_button = gr.Button("New conversation", variant="secondary", size="sm")
+            conversations = gr.Radio(label="Conversations", choices=[], elem_id="engram-conversations")
+            no_conversations = gr.HTML("<p class='engram-muted'>Your conversations will be listed here.</p>")
+        with gr.Column(scale=4):
+            model_info = gr.HTML()
+            chatbot = gr.Chatbot(show_label=False, height=520, placeholder=PLACEHOLDER,
+                                 feedback_options=("Like", "Dislike"), allow_tags=False,
+                                 buttons=["copy"], elem_id="engram-chat", autoscroll=True)
+            with gr.Row(equal_height=True):
+                question = gr.Textbox(show_label=False, placeholder="Ask about your documents…",
+                                      lines=1, max_lines=6, scale=8, autofocus=True, elem_id="engram-question",
+                                      container=False, elem_classes="engram-input")
+                ask_button = gr.Button("Ask", variant="primary", scale=1, min_width=90, size="md")
+            with gr.Group(visible=False) as correction_box:
+                correction_label = gr.HTML()
+                correction = gr.Textbox(label="What should the answer have been?", lines=2,
+                                        placeholder="Type the right answer; Engram learns from it.")
+                with gr.Row():
+                    save_correction = gr.Button("Save correction", variant="primary", size="sm")
+                    close_correction = gr.Button("Not now", size="sm")
+
+    def listing(selected: int | None) -> tuple[Any, Any]:
+        choices = conversation_choices(engram)
+        return (gr.update(choices=choices, value=selected),
+                gr.update(visible=not choices))
+
+    @friendly
+    def on_load() -> tuple[Any, ...]:
+        return (*listing(None), model_line(engram))
+
+    @friendly
+    def new_conversation() -> tuple[Any, ...]:
+        return None, [], [], gr.update(value=None), gr.update(visible=False), ""
+
+    @friendly
+    def open_conversation(conversation_id: int | None) -> tuple[Any, ...]:
+        if conversation_id is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        chat, ids, feedback = to_chat(engram.conversations.messages(int(conversation_id)))
+        return int(conversation_id), gr.update(value=chat, feedback_value=feedback), ids, gr.update(visible=False)
+
+    @friendly
+    def ask(text: str, chat: list[dict[str, Any]], conversation_id: int | None, ids: list[int | None]):
+        text = (text or "").strip()
+        if not text:
+            gr.Warning("Type a question first.")
+            return
+        chat = [*chat, {"role": "user", "content": safe_markdown(text)},
+                {"role": "assistant", "content": THINKING}]
+        ids = [*ids, None, None]
+        skip = gr.skip()
+        yield chat, "", conversation_id, ids, skip, skip, gr.update(visible=False)
+        answer, citations = "", []
+        try:
+            for event in engram.chat.ask(text, conversation_id):
+                if isinstance(event, Sources):
+                    conversation_id, ids[-2] = event.conversation_id, event.question_id
+                    citations = [c.model_dump() for c in event.citations]
+                elif isinstance(event, Delta):
+                    answer += event.text
+                elif isinstance(event, Done):
+                    m = event.message
+                    ids[-1] = m.id
+                    chat[-1] = {"role": "assistant", "content": render_answer(m.content, m.citations, m.meta)}
+                    continue
+                chat[-1] = {"role": "assistant", "content": render_answer(answer, citations)}
+                yield chat, skip, conversation_id, ids, skip, skip, skip
+        except Exception as exc:  # a model that will not load, Ollama down: said in the chat
+            chat[-1] = {"role": "assistant", "content": render_error(readable(exc))}
+        yield (chat, skip, conversation_id, ids, *listing(conversation_id), skip)
+
+    @friendly
+    def on_feedback(data: gr.LikeData, ids: list[int | None]) -> tuple[Any, ...]:
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        answer_id = ids[index] if 0 <= index < len(ids) else None
+        if answer_id is None or data.liked not in (True, False):
+            return gr.skip(), gr.skip(), gr.skip()
+        engram.chat.feedback(answer_id, "up" if data.liked else "down")
+        if data.liked:
+            gr.Info("Thanks: noted as a good answer.")
+            return None, gr.update(visible=False), gr.skip()
+        shown = engram.conversations.message(answer_id)
+        first = " ".join((shown.content if shown else "").split())[:90]
+        label = (f"<span class='engram-muted'>Noted as a bad answer. Correct it so Engram learns: "
+                 f"“{escape(first)}…”</span>")
+        return answer_id, gr.update(visible=True), label
+
+    @friendly
+    def on_correction(text: str, answer_id: int | None, conversation_id: int | None) -> tuple[Any, ...]:
+        if answer_id is None:
+            raise gr.Error("Give an answer a thumbs-down first, then correct it.")
+        if not (text or "").strip():
+            raise gr.Error("Type the right answer first.")
+        engram.chat.feedback(answer_id, None, text)
+        gr.Info("Correction saved.")
+        chat, ids, feedback = to_chat(engram.conversations.messages(int(conversation_id)))
+        return gr.update(value=chat, feedback_value=feedback), ids, "", None, gr.update(visible=False)
+
+    blocks.load(on_load, None, [conversations, no_conversations, model_info])
+    new_button.click(new_conversation, None,
+                     [conversation, chatbot, message_ids, conversations, correction_box, question])
+    conversations.input(open_conversation, conversations, [conversation, chatbot, message_ids, correction_box])
+    ask_outputs = [chatbot, question, conversation, message_ids, conversations, no_conversations, correction_box]
+    for trigger in (question.submit, ask_button.click):
+        trigger(ask, [question, chatbot, conversation, message_ids], ask_outputs,
+                concurrency_limit=1, concurrency_id="engram-chat").then(
+            lambda: model_line(engram), None, model_info)
+    chatbot.like(on_feedback, message_ids, [correcting, correction_box, correction_label])
+    save_correction.click(on_correction, [correction, correcting, conversation],
+                          [chatbot, message_ids, correction, correcting, correction_box])
+    close_correction.click(lambda: (None, gr.update(visible=False)), None, [correcting, correction_box])
+
+
+TAB = Tab("Chat", build)

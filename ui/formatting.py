@@ -1,0 +1,30 @@
+"""Small text formats the tabs share."""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def human_size(size: int | float | None) -> str:
+    if size is None:
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def short_model(model: str) -> str:
+    """A model's name as people say it: a file or folder path shows only its last part."""
+    return Path(model).name if "/" in model else model
+
+
+def local_time(stamp: str | None) -> str:
+    """A UTC time as SQLite writes it (``2026-01-31 09:15:00``) in this computer's time zone."""
+    if not stamp:
+        return ""
+    try:
+        moment = datetime.fromisoformat(stamp.replace("T", " ")).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return stamp
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
