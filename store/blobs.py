@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from safetensors import safe_open
 from safetensors.torch import save as save_bytes
 
-from store.atomic import write_atomic
+from store.atomic import remove_stale_temps, write_atomic
 from store.database import Database
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -66,6 +66,7 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (tensors and JSON values) to ``path`` atomically."""
     tensors, values = split_state(state)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)  # what a save killed earlier left behind
     write_atomic(path, save_bytes(tensors, metadata={JSON_KEY: json.dumps(values)}))
 
 

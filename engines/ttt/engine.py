@@ -138,7 +138,7 @@ class TTTEngine(Engine):
 
         try:
             result = train(cortex.model, cortex.lock, params, batches, self.config.passes,
-                           self.config.lr, self.config.max_grad_norm, report)
+                           self.config.lr, self.config.max_grad_norm, report, first=min(self._layer_ids))
         except BaseException:
             for dual in self._duals:
                 dual.discard()
