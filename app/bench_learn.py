@@ -329,7 +329,14 @@ def _variants(engines: list[str], ablations: bool) -> list[tuple[str, str, dict[
 
 def run_learn_bench(settings: Settings, engines: list[str], size: Size | int = "default", seed: int = 0,
                     ablations: bool = False, free_text: bool = True, speed: bool = True,
-                    echo: Echo = print) -> LearnBenchReport:
+                    echo: Echo = print, cortex: Neocortex | None = None,
+                    threads: int | None = None) -> LearnBenchReport:
+    """Run the bench and save its report; ``cortex``: an already loaded model the caller closes.
+
+    ``threads`` sets torch's CPU threads: on a machine other work keeps busy, one thread is
+    several times faster than two that wait on each other (OpenMP barriers)."""
+    if threads:
+        torch.set_num_threads(threads)
     from app.neocortex import load_neocortex
     from app.paths import DataPaths
     from engines.registry import engine_class
@@ -340,7 +347,9 @@ def run_learn_bench(settings: Settings, engines: list[str], size: Size | int = "
     fiction = generate(size, seed)
     echo(f"Fictional set '{size}' (seed {seed}): {len(fiction.documents)} documents, "
          f"{len(fiction.questions)} questions")
-    cortex = load_neocortex(settings.neocortex_model, settings.device, paths.cache)
+    owned = cortex is None
+    if cortex is None:
+        cortex = load_neocortex(settings.neocortex_model, settings.device, paths.cache)
     report = LearnBenchReport(
         created_at=datetime.now().isoformat(timespec="seconds"), size=str(size), seed=seed,
         documents=len(fiction.documents), questions=len(fiction.questions),
@@ -368,7 +377,8 @@ def run_learn_bench(settings: Settings, engines: list[str], size: Size | int = "
             finally:
                 bench.close()
     finally:
-        cortex.close()
+        if owned:
+            cortex.close()  # type: ignore[attr-defined]
     report.load_after = _load()
     report.seconds = time.perf_counter() - started
     report.notes = _notes(report)

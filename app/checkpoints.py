@@ -10,8 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pydantic import BaseModel
+
 from engines.base import Engine
 from store.blobs import BlobStore, CheckpointRow
+
+
+class LearnedState(BaseModel):
+    """What one weight-writing engine holds now (shown beside answers and in the UI)."""
+
+    engine: str
+    label: str
+    documents: int
+    origin: str | None = None
+
+
+class AnsweringState(BaseModel):
+    """Which runtime answers the next question, and with which learned weights."""
+
+    backend: str
+    model: str
+    learned: list[LearnedState]
 
 
 class CheckpointService:
@@ -50,3 +69,17 @@ class CheckpointService:
 
     def delete(self, name: str) -> None:
         self.blobs.delete_checkpoint(name)
+
+    def active(self) -> list[LearnedState]:
+        """The learned states in use (engines that learned nothing yet are left out).
+
+        Reads the saved state's summary when the model is not loaded, so asking is cheap."""
+        out = []
+        for engine in self.engines():
+            if not engine.writes_weights:
+                continue
+            stats = engine.stats()
+            if stats.get("documents"):
+                out.append(LearnedState(engine=engine.name, label=str(stats.get("label", engine.name)),
+                                        documents=int(stats["documents"]), origin=stats.get("origin")))
+        return out

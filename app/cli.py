@@ -573,9 +573,11 @@ def bench_ingest(c: Context, files: int, vectors: str, seed: int, json_out: Path
               help="Also score greedy answers (exact match / contains).")
 @click.option("--speed/--no-speed", default=True, show_default=True,
               help="Also time learning one 2,000-token document.")
+@click.option("--threads", type=int, default=None,
+              help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy).")
 @pass_ctx
 def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool, free_text: bool,
-                speed: bool) -> None:
+                speed: bool, threads: int | None) -> None:
     """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
     from app.bench_learn import run_learn_bench
 
@@ -583,7 +585,7 @@ def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool,
     try:
         run_learn_bench(c.loaded.settings, names, size=int(size) if size.isdigit() else size,  # type: ignore[arg-type]
                         seed=seed, ablations=ablations, free_text=free_text, speed=speed,
-                        echo=console.print)
+                        echo=console.print, threads=threads)
     except (ValueError, KeyError) as exc:
         raise click.ClickException(str(exc)) from exc
     except _runtime_errors() as exc:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from app.chat import ChatService
-from app.checkpoints import CheckpointService
+from app.checkpoints import AnsweringState, CheckpointService
 from app.embeddings import Embedder
 from app.general_text import background_text
 from app.drop_files import DroppedFile, copy_into
@@ -147,6 +147,13 @@ class Engram:
     @cached_property
     def checkpoints(self) -> CheckpointService:
         return CheckpointService(BlobStore(self.db, self.paths.root), lambda: self.engines)
+
+    def answering_state(self) -> AnsweringState:
+        """Which runtime and which learned weights answer the next question (for the UI)."""
+        learned = self.checkpoints.active()
+        if learned:
+            return AnsweringState(backend="torch", model=self.settings.neocortex_model, learned=learned)
+        return AnsweringState(backend=self.runtime.backend, model=self.runtime.model, learned=[])
 
     @cached_property
     def chat(self) -> ChatService:

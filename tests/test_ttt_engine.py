@@ -71,15 +71,19 @@ def test_a_document_is_learned_into_weights_and_chat_answers_with_them(
         done = engram.chat.answer(QUESTION)
         meta = done.message.meta
         assert meta["backend"] == neocortex.name and meta["learned_states"] == ["ttt rev 1: 1 documents"]
+        state = engram.answering_state()
+        assert state.backend == "torch" and [s.documents for s in state.learned] == [1]
 
         engram.checkpoints.save("one")
         assert [r.name for r in engram.checkpoints.list()] == ["one"]
         engine.reset()
         assert answer_score(neocortex) == pytest.approx(before, abs=1e-4)  # the original again
         assert engram.chat.answer(QUESTION).message.meta["learned_states"] == []
+        assert engram.answering_state().learned == []
         engram.checkpoints.load("one")
         assert answer_score(neocortex) == pytest.approx(after, abs=1e-4)
         assert "from checkpoint 'one'" in engine.state_label
+        assert engram.answering_state().learned[0].origin == "one"
         engram.checkpoints.delete("one")
         assert engram.checkpoints.list() == []
     finally:

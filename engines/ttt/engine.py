@@ -93,6 +93,7 @@ class TTTEngine(Engine):
                 if saved is not None:
                     try:
                         self._apply(saved)
+                        self.origin = saved.get("origin")
                     except ValueError as exc:
                         log.warning("the saved ttt state does not fit %s (%s); starting afresh",
                                     cortex.model_name, exc)
@@ -247,7 +248,7 @@ class TTTEngine(Engine):
             "format": STATE_FORMAT, "documents": self.documents, "alpha": self.alpha,
             "revision": self.revision, "layers": self._layer_ids, "mode": self.config.mode,
             "neurons": self._duals[0].neurons, "hidden": int(self._duals[0].gate.shape[1]),
-            "replay_at": self._replay_at,
+            "replay_at": self._replay_at, "origin": self.origin,
         }
         for i, dual in zip(self._layer_ids, self._duals):
             for part, tensor in dual.learned().items():
@@ -292,7 +293,7 @@ class TTTEngine(Engine):
     def save_live(self) -> None:
         self.blobs.put(LIVE_KEY, "state", self.state_dict(),
                        meta={"documents": self.documents, "revision": self.revision,
-                             "label": self.state_label})
+                             "label": self.state_label, "origin": self.origin})
 
     def reset(self) -> None:
         """Forget every learned weight: the model answers as the original again."""
@@ -311,8 +312,15 @@ class TTTEngine(Engine):
                 self._duals = []
 
     def stats(self) -> dict[str, Any]:
+        """What is learned; before the model is loaded, the saved state's summary (no loading)."""
+        if self._cortex is None:
+            saved = self.blobs.meta(LIVE_KEY) or {}
+            return {"documents": int(saved.get("documents", 0)), "revision": int(saved.get("revision", 0)),
+                    "label": saved.get("label", self.state_label), "origin": saved.get("origin"),
+                    "mode": self.config.mode, "gate": self.config.gate, "loaded": False}
         touched = {i: int(d.touched.sum()) for i, d in zip(self._layer_ids, self._duals)}
         return {"documents": self.documents, "revision": self.revision, "alpha": self.alpha,
-                "layers": self._layer_ids, "mode": self.config.mode, "gate": self.config.gate,
-                "neurons_touched": touched, "origin": self.origin, "loaded": self._cortex is not None}
+                "label": self.state_label, "layers": self._layer_ids, "mode": self.config.mode,
+                "gate": self.config.gate, "neurons_touched": touched, "origin": self.origin,
+                "loaded": True}
 
