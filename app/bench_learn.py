@@ -311,7 +311,8 @@ def speed_document(cortex: Neocortex, seed: int) -> str:
     return "\n".join(parts)
 
 
-def _variants(engines: list[str], ablations: bool) -> list[tuple[str, str, dict[str, Any]]]:
+def _variants(engines: list[str], ablations: bool, arms: list[int] | None = None
+              ) -> list[tuple[str, str, dict[str, Any]]]:
     from engines.registry import ENGINES
 
     names = list(ENGINES) if engines == ["all"] else engines
@@ -321,7 +322,8 @@ def _variants(engines: list[str], ablations: bool) -> list[tuple[str, str, dict[
     out = []
     for name in names:
         if name == "ttt" and ablations:
-            out += [(name, label, overrides) for label, overrides in ABLATIONS]
+            chosen = [ABLATIONS[i - 1] for i in arms] if arms else ABLATIONS
+            out += [(name, label, overrides) for label, overrides in chosen]
         else:
             out.append((name, name, {}))
     return out
@@ -330,7 +332,7 @@ def _variants(engines: list[str], ablations: bool) -> list[tuple[str, str, dict[
 def run_learn_bench(settings: Settings, engines: list[str], size: Size | int = "default", seed: int = 0,
                     ablations: bool = False, free_text: bool = True, speed: bool = True,
                     echo: Echo = print, cortex: Neocortex | None = None,
-                    threads: int | None = None) -> LearnBenchReport:
+                    threads: int | None = None, arms: list[int] | None = None) -> LearnBenchReport:
     """Run the bench and save its report; ``cortex``: an already loaded model the caller closes.
 
     ``threads`` sets torch's CPU threads: on a machine other work keeps busy, one thread is
@@ -342,7 +344,9 @@ def run_learn_bench(settings: Settings, engines: list[str], size: Size | int = "
     from engines.registry import engine_class
 
     started = time.perf_counter()
-    variants = _variants(engines, ablations)
+    if arms and any(not 1 <= i <= len(ABLATIONS) for i in arms):
+        raise ValueError(f"ablation arms are numbered 1-{len(ABLATIONS)}")
+    variants = _variants(engines, ablations, arms)
     paths = DataPaths(root=settings.data_dir).ensure()
     fiction = generate(size, seed)
     echo(f"Fictional set '{size}' (seed {seed}): {len(fiction.documents)} documents, "

@@ -573,11 +573,13 @@ def bench_ingest(c: Context, files: int, vectors: str, seed: int, json_out: Path
               help="Also score greedy answers (exact match / contains).")
 @click.option("--speed/--no-speed", default=True, show_default=True,
               help="Also time learning one 2,000-token document.")
+@click.option("--arms", default="", help="With --ablations: only these arms, e.g. '1,2' (1 gated "
+              "+rehearsal/replay, 2 gated, 3 ungated +r/r, 4 ungated, 5 full +r/r, 6 full).")
 @click.option("--threads", type=int, default=None,
               help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy).")
 @pass_ctx
 def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool, free_text: bool,
-                speed: bool, threads: int | None) -> None:
+                speed: bool, arms: str, threads: int | None) -> None:
     """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
     from app.bench_learn import run_learn_bench
 
@@ -585,7 +587,8 @@ def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool,
     try:
         run_learn_bench(c.loaded.settings, names, size=int(size) if size.isdigit() else size,  # type: ignore[arg-type]
                         seed=seed, ablations=ablations, free_text=free_text, speed=speed,
-                        echo=console.print, threads=threads)
+                        echo=console.print, threads=threads,
+                        arms=[int(a) for a in arms.split(",") if a.strip().isdigit()] or None)
     except (ValueError, KeyError) as exc:
         raise click.ClickException(str(exc)) from exc
     except _runtime_errors() as exc:

@@ -15,9 +15,9 @@ from app.settings import load_settings
 @pytest.mark.slow
 def test_bench_learn_all_on_the_tiny_set(neocortex, isolated_dirs) -> None:
     settings = load_settings(cli={"ttt.passes": "1", "ttt.calibration_tokens": "512",
-                                  "ttt.batch_tokens": "256"}).settings
+                                  "ttt.batch_tokens": "256", "ttt.rehearsal_paraphrase": "false"}).settings
     lines: list[str] = []
-    report = run_learn_bench(settings, ["all"], size="tiny", free_text=True, speed=False,
+    report = run_learn_bench(settings, ["all"], size="tiny", free_text=False, speed=False,
                              echo=lines.append, cortex=neocortex)
     labels = [r.label for r in report.runs]
     assert labels == ["base model (closed book)", "rag", "ttt"]
