@@ -1,7 +1,9 @@
 """Settings of the TTT-E2E engine (the ``[ttt]`` section of config.toml).
 
-Defaults are the ones the learning bench (``engram bench learn --engine ttt --ablations``)
-showed to win on the default fictional set; README.md ("Learning into weights") has the figures.
+The ablation (``engram bench learn --engine ttt --ablations``, so far on the tiny set only) kept
+gating with rehearsal and replay as the default: the only gated arm that doubles the base model's
+accuracy. Its forgetting is still far above the target; README.md ("Learning into weights") has
+the figures.
 """
 
 from __future__ import annotations
