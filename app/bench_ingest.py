@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from app.general_text import background_text
 from app.settings import Settings
 
 TARGET_RATIO = 0.8
@@ -57,9 +58,7 @@ class IngestBenchReport(BaseModel):
 
 
 def background_prose() -> str:
-    from pydoc_data.topics import topics
-
-    return "\n\n".join(topics[k] for k in sorted(topics))
+    return background_text()
 
 
 def generate_corpus(folder: Path, files: int, seed: int = 0) -> int:

@@ -120,12 +120,21 @@ class ChatService:
 
     def __init__(self, settings: Settings, conversations: ConversationStore, engines: list[Engine],
                  runtime: ActiveRuntime,
-                 on_feedback: Callable[[MessageRow], None] | None = None) -> None:
+                 on_feedback: Callable[[MessageRow], None] | None = None,
+                 neocortex: Callable[[], Runtime] | None = None) -> None:
         self.settings = settings
         self.conversations = conversations
         self.engines = engines
         self.runtime = runtime
         self.on_feedback = on_feedback
+        self.neocortex = neocortex
+
+    def answering_runtime(self, contributions: list[Contribution]) -> tuple[Runtime, list[str]]:
+        """The chat runtime, or the neocortex when an engine's learned weights must answer."""
+        learned = [s for c in contributions for s in c.learned_states]
+        if learned and self.neocortex is not None:
+            return self.neocortex(), learned
+        return self.runtime.get(), []
 
     def history(self, conversation_id: int) -> list[ChatMessage]:
         turns = self.conversations.messages(conversation_id)[-2 * self.settings.history_turns:]
@@ -147,7 +156,7 @@ class ChatService:
         asked = self.conversations.add_question(conversation_id, question)
         started = time.perf_counter()
         contributions = self.contributions(Query(text=question, history=history))
-        runtime = self.runtime.get()
+        runtime, learned = self.answering_runtime(contributions)
         passages = [p for c in contributions for p in c.passages]
         bullets = [b for c in contributions for b in c.bullets]
         plan = build_prompt(question, passages, bullets, history, runtime.count_tokens,
@@ -179,7 +188,7 @@ class ChatService:
                 meta = {"backend": runtime.name, "model": runtime.model_name,
                         "seconds": round(time.perf_counter() - started, 3),
                         "logit_bias": bias is not None, "notes": notes,
-                        "history_messages": plan.history_messages,
+                        "history_messages": plan.history_messages, "learned_states": learned,
                         **engine_meta(contributions)}
                 if finished:
                     result = stream.result

@@ -736,6 +736,65 @@ def config_set(c: Context, name: str, value: str) -> None:
     console.print(f"Saved {name} in {path}")
 
 
+# --- checkpoints -------------------------------------------------------------------------------
+@cli.group()
+def checkpoint() -> None:
+    """Save, list, load and delete learned states (what weight-writing engines learned)."""
+
+
+@checkpoint.command("list")
+@pass_ctx
+def checkpoint_list(c: Context) -> None:
+    """List saved checkpoints, newest first."""
+    rows = c.engram.checkpoints.list()
+    if not rows:
+        console.print("No checkpoints yet: `engram checkpoint save NAME`.")
+        return
+    table = Table("name", "engine", "saved", "documents", "size")
+    for row in rows:
+        table.add_row(row.name, row.engine, row.created_at, str(row.meta.get("documents", "?")),
+                      f"{row.size_bytes / 1e6:,.1f} MB")
+    console.print(table)
+
+
+def _checkpoint_call(action, *args):
+    try:
+        return action(*args)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
+    except _runtime_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@checkpoint.command("save")
+@click.argument("name")
+@click.option("--engine", default=None, help="Which weight-writing engine (when several are enabled).")
+@pass_ctx
+def checkpoint_save(c: Context, name: str, engine: str | None) -> None:
+    """Save what the engine has learned so far as NAME (replacing a checkpoint of that name)."""
+    row = _checkpoint_call(c.engram.checkpoints.save, name, engine)
+    console.print(f"Saved checkpoint {row.name} ({row.engine}, {row.meta.get('documents', '?')} "
+                  f"documents, {row.size_bytes / 1e6:,.1f} MB).")
+
+
+@checkpoint.command("load")
+@click.argument("name")
+@pass_ctx
+def checkpoint_load(c: Context, name: str) -> None:
+    """Make checkpoint NAME the learned state that answers (the current one is replaced)."""
+    row = _checkpoint_call(c.engram.checkpoints.load, name)
+    console.print(f"Loaded checkpoint {row.name} into {row.engine}.")
+
+
+@checkpoint.command("delete")
+@click.argument("name")
+@pass_ctx
+def checkpoint_delete(c: Context, name: str) -> None:
+    """Delete checkpoint NAME (the learned state in use is not affected)."""
+    _checkpoint_call(c.engram.checkpoints.delete, name)
+    console.print(f"Deleted checkpoint {name}.")
+
+
 # --- doctor ------------------------------------------------------------------------------------
 @cli.command()
 @pass_ctx
@@ -805,6 +864,40 @@ def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, jso
     if json_out:
         json_out.write_text(report.model_dump_json(indent=2))
         console.print(f"Report written to {json_out}")
+
+
+@bench.command("learn")
+@click.option("--engine", "engines", default="ttt", show_default=True,
+              help="Engine(s) to measure, comma-separated, or 'all' (every registered engine).")
+@click.option("--size", default="default", show_default=True,
+              help="Fictional set: tiny, small, default, large, or a number of documents.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ablations", is_flag=True,
+              help="TTT: gated / ungated / full finetune, each with and without rehearsal and replay.")
+@click.option("--free-text/--no-free-text", default=True, show_default=True,
+              help="Also score greedy answers (exact match / contains).")
+@click.option("--speed/--no-speed", default=True, show_default=True,
+              help="Also time learning one 2,000-token document.")
+@click.option("--arms", default="", help="With --ablations: only these arms, e.g. '1,2' (1 gated "
+              "+rehearsal/replay, 2 gated, 3 ungated +r/r, 4 ungated, 5 full +r/r, 6 full).")
+@click.option("--threads", type=int, default=None,
+              help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy).")
+@pass_ctx
+def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool, free_text: bool,
+                speed: bool, arms: str, threads: int | None) -> None:
+    """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
+    from app.bench_learn import run_learn_bench
+
+    names = [n.strip() for n in engines.split(",") if n.strip()]
+    try:
+        run_learn_bench(c.loaded.settings, names, size=int(size) if size.isdigit() else size,  # type: ignore[arg-type]
+                        seed=seed, ablations=ablations, free_text=free_text, speed=speed,
+                        echo=console.print, threads=threads,
+                        arms=[int(a) for a in arms.split(",") if a.strip().isdigit()] or None)
+    except (ValueError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except _runtime_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @bench.command("chat")

@@ -12,12 +12,15 @@ import os
 import threading
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from app.chat import ChatService
-from app.drop_files import DroppedFile, copy_into
+from app.checkpoints import AnsweringState, CheckpointService
 from app.embeddings import Embedder
+from app.general_text import background_text
+from app.drop_files import DroppedFile, copy_into
 from app.file_rules import display_name, is_document, storable
 from app.ingest import LEARN, FileResult, Ingestor, ScanReport
 from app.paths import DataPaths
@@ -26,11 +29,13 @@ from app.source_view import SourceView, source_view
 from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
 from app.watcher import FolderWatcher
 from engines.base import Draft, Engine, EngineContext, Passage
+from engines.generation import Runtime
 from engines.registry import build_engine, engine_class
 from app.feedback_jobs import FEEDBACK, FeedbackJobs, queue_feedback
 from app.learning import LearnJobs
 from app.playbooks import PlaybookService
 from app.worker import Worker
+from store.blobs import BlobStore
 from store.conversations import ConversationStore, MessageRow
 from store.database import Database
 from store.document_listing import DisplayStatus, DocumentPage, list_documents
@@ -41,6 +46,9 @@ from store.jobs import JobQueue, Progress
 from store.playbooks import PlaybookStore
 from store.state import StateStore
 from store.vector_index import SyncReport, VectorIndex
+
+if TYPE_CHECKING:
+    from app.runtimes.torch_runtime import TorchRuntime
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,9 @@ class Engram:
         self.index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
                                  ann_threshold=self.settings.ann_threshold, nprobe=self.settings.ann_nprobe)
         self._save_lock = threading.Lock()
+        self._neocortex_lock = threading.Lock()
+        self._neocortex: Runtime | None = None
+        self._owns_neocortex = True
         self.last_sync = self.repair_index()
         self.watcher: FolderWatcher | None = None
         self.worker = Worker(
@@ -118,11 +129,27 @@ class Engram:
     def engine_context(self) -> EngineContext:
         return EngineContext(db=self.db, data_dir=self.paths.root, retrieve=self.search,
                              embed=lambda texts: self.embedder.embed(texts), generator=self.runtime.get,
-                             agent=self.agent_runtime.get, answer=self._draft)
+                             agent=self.agent_runtime.get, answer=self._draft,
+                             neocortex=self.neocortex, background=background_text)
 
     def _draft(self, question: str, bullets: list[str], max_tokens: int) -> Draft:
         """The chat path's answer with ``bullets`` as the playbook (replays, offline training)."""
         return self.chat.draft(question, bullets, skip=frozenset({"ace"}), max_tokens=max_tokens)
+
+    def neocortex(self) -> TorchRuntime:
+        """The torch model weight-writing engines train and answer with (loaded on first use)."""
+        with self._neocortex_lock:
+            if self._neocortex is None:
+                from app.neocortex import load_neocortex
+
+                self._neocortex = load_neocortex(self.settings.neocortex_model, self.settings.device,
+                                                 self.paths.cache)
+            return self._neocortex  # type: ignore[return-value]
+
+    def adopt_neocortex(self, runtime: Runtime) -> None:
+        """Use an already loaded torch runtime that someone else closes (tests, benches)."""
+        with self._neocortex_lock:
+            self._neocortex, self._owns_neocortex = runtime, False
 
     @cached_property
     def engines(self) -> list[Engine]:
@@ -138,9 +165,20 @@ class Engram:
         raise KeyError(f"engine {name!r} is not enabled (settings: engines)")
 
     @cached_property
+    def checkpoints(self) -> CheckpointService:
+        return CheckpointService(BlobStore(self.db, self.paths.root), lambda: self.engines)
+
+    def answering_state(self) -> AnsweringState:
+        """Which runtime and which learned weights answer the next question (for the UI)."""
+        learned = self.checkpoints.active()
+        if learned:
+            return AnsweringState(backend="torch", model=self.settings.neocortex_model, learned=learned)
+        return AnsweringState(backend=self.runtime.backend, model=self.runtime.model, learned=[])
+
+    @cached_property
     def chat(self) -> ChatService:
         return ChatService(self.settings, self.conversations, self.engines, self.runtime,
-                           on_feedback=self._feedback_given)
+                           on_feedback=self._feedback_given, neocortex=self.neocortex)
 
     @cached_property
     def playbooks(self) -> PlaybookService:
@@ -328,6 +366,8 @@ class Engram:
         if self.agent_runtime is not self.runtime:
             self.agent_runtime.close()
         self.runtime.close()
+        if self._neocortex is not None and self._owns_neocortex:
+            self._neocortex.close()
         self.db.close()
 
     def _on_changed(self, paths: list[Path]) -> None:

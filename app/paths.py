@@ -30,6 +30,11 @@ class DataPaths(BaseModel):
     def bench(self) -> Path:
         return self.root / "bench"
 
+    @property
+    def cache(self) -> Path:
+        """Rebuildable copies (e.g. a GGUF dequantized for torch): safe to delete."""
+        return self.root / "cache"
+
     def ensure(self) -> "DataPaths":
         for folder in (self.root, self.index.parent, self.adapters, self.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)

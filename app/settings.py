@@ -37,6 +37,7 @@ from pydantic.fields import FieldInfo
 
 from engines.ace.config import AceConfig
 from engines.rag.config import RagConfig
+from engines.ttt.config import TTTConfig
 
 APP_NAME = "engram"
 ENV_PREFIX = "ENGRAM_"
@@ -143,6 +144,12 @@ class Settings(BaseModel):
     )
     rag: RagConfig = Field(default_factory=RagConfig, description="Retrieval for grounded answers.")
     ace: AceConfig = Field(default_factory=AceConfig, description="The playbook (ACE) engine.")
+    neocortex_model: str = Field(
+        "embedded",
+        description="The torch model weight-writing engines train and answer with: 'embedded' "
+        "(SmolLM2-135M, the GGUF dequantized), a GGUF path, or a local Hugging Face folder.",
+    )
+    ttt: TTTConfig = Field(default_factory=TTTConfig, description="TTT-E2E: documents learned into weights.")
 
     @field_validator("ollama_host")
     @classmethod

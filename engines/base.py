@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -136,6 +136,20 @@ Answer = Callable[[str, list[str], int], Draft]
 """(question, playbook bullets, max new tokens) -> the chat path's answer with those bullets."""
 
 
+class Neocortex(Protocol):
+    """The torch model the weight-writing engines change and the chat answers with.
+
+    ``lock`` guards the model: generation holds it for an answer, training for each step, so an
+    answer never sees weights half-way through an update.
+    """
+
+    model: Any  # a transformers causal LM (torch.nn.Module)
+    tokenizer: Any
+    lock: Any  # threading.Lock
+    device: str
+    model_name: str
+
+
 @dataclass
 class EngineContext:
     """What the app hands every engine: the store and the parts it may call (built lazily).
@@ -143,7 +157,9 @@ class EngineContext:
     ``generator`` returns the runtime that answers chat; ``agent`` the runtime that agent roles
     (ACE's Reflector and Curator) run on, which may be a bigger model (None: the chat runtime).
     ``answer`` generates an answer exactly as chat would, with given playbook bullets in place of
-    the engines' own (None where no chat path exists).
+    the engines' own (None where no chat path exists). ``neocortex`` returns the torch model that
+    weight-writing engines train (loaded on first call); ``background`` returns general English
+    text (the shipped corpus) for calibration and replay.
     """
 
     db: Database
@@ -153,6 +169,8 @@ class EngineContext:
     generator: Callable[[], Runtime]
     agent: Callable[[], Runtime] | None = None
     answer: Answer | None = None
+    neocortex: Callable[[], Neocortex] | None = None
+    background: Callable[[], str] | None = None
 
     def agent_runtime(self) -> Runtime:
         return self.agent() if self.agent is not None else self.generator()
@@ -166,6 +184,9 @@ class Engine(ABC):
     """True when ``learn`` does work of its own: ingestion then queues a learn job per document."""
     learns_feedback: bool = False
     """True when ``learn_feedback`` does work: each feedback event then queues a job for it."""
+    writes_weights: ClassVar[bool] = False
+    """True when what it learns lives in the neocortex's weights: chat then answers with the
+    torch runtime, and checkpoints save its ``state_dict``."""
 
     @abstractmethod
     def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:
@@ -191,8 +212,8 @@ class Engine(ABC):
         """Learned state to persist (JSON values and tensors only; never pickled)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
+    def load_state_dict(self, state: dict[str, Any], origin: str | None = None) -> None:
+        """Restore what ``state_dict`` returned (``origin``: the checkpoint it came from)."""
 
     def stats(self) -> dict[str, Any]:
         return {}

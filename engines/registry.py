@@ -13,6 +13,7 @@ from engines.base import Engine, EngineContext
 ENGINES: dict[str, str] = {
     "rag": "engines.rag.engine:RagEngine",
     "ace": "engines.ace.engine:AceEngine",
+    "ttt": "engines.ttt.engine:TTTEngine",
 }
 
 

@@ -192,11 +192,25 @@ def m004_playbooks(db: sqlite_utils.Database) -> None:
     ])
 
 
+def m005_blobs(db: sqlite_utils.Database) -> None:
+    """Named tensor files that are not checkpoints: engines' live learned state, caches."""
+    _run(db, [
+        """CREATE TABLE blobs (
+            key TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            path TEXT NOT NULL,
+            updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+            meta TEXT NOT NULL DEFAULT '{}'
+        )""",
+    ])
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_core", m001_core),
     ("002_conversations", m002_conversations),
     ("003_job_progress", m003_job_progress),
     ("004_playbooks", m004_playbooks),
+    ("005_blobs", m005_blobs),
 ]
 
 

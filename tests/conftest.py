@@ -39,3 +39,17 @@ def llama():
     runtime = LlamaCppRuntime(n_ctx=2048)
     yield runtime
     runtime.close()
+
+
+@pytest.fixture(scope="session")
+def neocortex(tmp_path_factory: pytest.TempPathFactory):
+    """The embedded SmolLM2 as a torch model (the neocortex), converted and loaded once per session.
+
+    Engines install their DualMLPs into it; a test that builds one must close the engine after
+    (``engine.close()`` puts the original MLPs back) so the next test sees the original model.
+    """
+    from app.neocortex import load_neocortex
+
+    runtime = load_neocortex("embedded", "cpu", tmp_path_factory.mktemp("neocortex-cache"))
+    yield runtime
+    runtime.close()

@@ -315,3 +315,44 @@ def test_playbook_tab_view_edit_delete_restore_download_upload(page, embedder, l
         shot(page, "ui-playbook.png")
     finally:
         app.close()
+
+
+def test_bench_and_weights_tabs(page, embedder, llama) -> None:
+    from playwright.sync_api import expect
+
+    from app.bench_learn import EngineRun, Forgot, LearnBenchReport, Learned, save_report
+
+    app = App(embedder, llama)
+    try:
+        page.goto(app.url)
+        page.get_by_role("tab", name="Bench").click()
+        expect(page.get_by_text("No learning benchmark has run on this computer yet")).to_be_visible()
+
+        # A report as `engram bench learn` writes it: its table and plot show.
+        def run(label: str, kind: str, after: float, drift: float) -> EngineRun:
+            return EngineRun(label=label, kind=kind, before=Learned(choice_accuracy=0.3),
+                             after=Learned(choice_accuracy=after),
+                             forgot=Forgot(perplexity=14.0, perplexity_drift=drift, general_accuracy=1.0,
+                                           forgetting_ratio=0.0))
+        report = LearnBenchReport(created_at="2026-11-23 12:00:00", size="tiny", seed=0, documents=4,
+                                  questions=16, general_questions=10, general_known=8, heldout_tokens=900,
+                                  model="SmolLM2-135M", device="cpu", torch_threads=2, cpu_count=2,
+                                  load_before=[0.1], runs=[run("base model", "base", 0.3, 0.0),
+                                                           run("ttt gated", "weights", 0.62, 0.004)])
+        save_report(report, app.engram.paths.bench)
+        page.get_by_role("tab", name="Chat").click()
+        page.get_by_role("tab", name="Bench").click()
+        expect(page.locator("#engram-bench-runs")).to_contain_text("ttt gated")
+        expect(page.locator("#engram-bench-runs")).to_contain_text("+0.40%")
+        expect(page.locator("#engram-bench-plot img")).to_be_visible()
+
+        # Weights: no weight-writing engine on, so nothing learned and saving says what to do.
+        page.get_by_role("tab", name="Weights").click()
+        expect(page.locator("#engram-weights-state")).to_contain_text("no learned weights")
+        page.locator("#engram-checkpoint-name textarea").fill("before-trip")
+        page.get_by_role("button", name="Save current weights").click()
+        expect(page.get_by_text("no weight-writing engine is enabled")).to_be_visible()
+        assert "Traceback" not in page.content()
+        shot(page, "ui-bench.png")
+    finally:
+        app.close()

@@ -1,0 +1,49 @@
+"""General English the base model already handles: the "forgot" side of learning into weights.
+
+- ``background_text``: the Python language reference that ships with every CPython
+  (``pydoc_data``, PSF license). Engines calibrate neuron statistics and replay from it.
+- ``heldout_text``: ``data/general_english.txt``, everyday prose written for Engram (Apache-2.0)
+  and the Gettysburg Address (public domain). Nothing trains on it: it only measures
+  perplexity drift.
+- ``general_questions``: ``data/general_questions.jsonl``, multiple-choice general-knowledge
+  questions written for Engram (the answer and three same-kind options each).
+
+Replay text and measured text are kept apart on purpose: replaying the text that is measured
+would hide forgetting instead of preventing it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+
+from pydantic import BaseModel, Field
+
+
+class GeneralQuestion(BaseModel):
+    question: str
+    answer: str
+    options: list[str] = Field(min_length=2)
+
+
+def _data(name: str) -> str:
+    return resources.files("app").joinpath("data", name).read_text(encoding="utf-8")
+
+
+@cache
+def background_text() -> str:
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+@cache
+def heldout_text() -> str:
+    return _data("general_english.txt")
+
+
+@cache
+def general_questions() -> tuple[GeneralQuestion, ...]:
+    return tuple(GeneralQuestion.model_validate(json.loads(line))
+                 for line in _data("general_questions.jsonl").splitlines() if line.strip())

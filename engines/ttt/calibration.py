@@ -1,0 +1,63 @@
+"""Background firing rates: how often each neuron fires on general text, measured once, cached.
+
+The sparse gate needs, for every neuron of the learning layers, its firing rate on ordinary text
+(the IDF side of TF-IDF). That takes a few thousand tokens through the model, so the counts are
+stored as a blob keyed by everything they depend on (model weights, layers, firing share, text),
+and measured again only when one of those changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from engines.ttt.trainer import collate, firing_counts, text_pieces
+from models.dual_mlp import DualMLP
+from store.blobs import BlobStore
+
+WINDOW = 256
+BATCH = 4
+
+
+def fingerprint(duals: list[DualMLP]) -> str:
+    """Identifies the frozen weights of the learning layers (a different model, another hash)."""
+    h = hashlib.sha256()
+    for dual in duals:
+        w = dual.frozen.gate_proj.weight
+        h.update(f"{tuple(w.shape)}:{float(w.double().sum()):.9e}:{float(w[0].double().abs().sum()):.9e}".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_key(duals: list[DualMLP], layer_ids: list[int], fraction: float, tokens: int, text: str) -> str:
+    h = hashlib.sha256(f"{fingerprint(duals)}|{layer_ids}|{fraction}|{tokens}|".encode())
+    h.update(text.encode())
+    return f"ttt/calibration-{h.hexdigest()[:16]}"
+
+
+def background_rates(blobs: BlobStore, cortex: Any, duals: list[DualMLP], layer_ids: list[int],
+                     text: str, fraction: float, tokens: int,
+                     progress: Callable[[float], None]) -> tuple[Tensor, int]:
+    """Firing counts [L, I] of the original model over ``tokens`` tokens of ``text``, and the
+    number of tokens they were counted over (from the cache when it has them)."""
+    key = cache_key(duals, layer_ids, fraction, tokens, text)
+    cached = blobs.get(key)
+    if cached is not None:
+        return cached["counts"], int(cached["tokens"])
+    pieces = text_pieces(cortex.tokenizer, text, WINDOW, "background", limit=tokens)
+    pad = cortex.tokenizer.pad_token_id or 0
+    batches = [collate(pieces[i:i + BATCH], pad, cortex.device) for i in range(0, len(pieces), BATCH)]
+    saved = [d.alpha for d in duals]
+    for d in duals:  # the original model's rates, whatever has been learned since
+        d.alpha = 1.0
+    try:
+        counts = firing_counts(cortex.model, cortex.lock, duals, batches, fraction, progress)
+    finally:
+        for d, alpha in zip(duals, saved):
+            d.alpha = alpha
+    blobs.put(key, "calibration", {"counts": counts.counts.to(torch.float64), "tokens": counts.tokens},
+              meta={"layers": layer_ids, "fire_fraction": fraction, "tokens": counts.tokens})
+    return counts.counts, counts.tokens

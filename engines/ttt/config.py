@@ -1,0 +1,63 @@
+"""Settings of the TTT-E2E engine (the ``[ttt]`` section of config.toml).
+
+The ablation (``engram bench learn --engine ttt --ablations``, so far on the tiny set only) kept
+gating with rehearsal and replay as the default: the only gated arm that doubles the base model's
+accuracy. Its forgetting is still far above the target; README.md ("Learning into weights") has
+the figures.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TTTConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    layers: str = Field(
+        "", description="Decoder layers whose MLP learns, e.g. '22-29' or '20,25' (empty: the "
+        "last 25% of the model's layers).")
+    mode: Literal["dual", "full"] = Field(
+        "dual", description="dual: frozen MLP + trainable copy mixed by alpha; full: plain "
+        "finetune of the same MLPs (no frozen copy, no alpha, no gating; a bench baseline).")
+    alpha_decay: float = Field(
+        0.8, gt=0.0, lt=1.0, description="alpha (the frozen MLP's share) is multiplied by this "
+        "for each learned document, starting from 1.")
+    alpha_floor: float = Field(
+        0.5, ge=0.0, lt=1.0, description="alpha never decays below this (0: the copy can take over).")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate of the trained rows.")
+    batch_tokens: int = Field(
+        256, ge=16, le=8192, description="Tokens per mini-batch (document, rehearsal and replay).")
+    passes: int = Field(
+        4, ge=1, le=64, description="Gradient steps per mini-batch (passes over the material).")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient norm clip per step.")
+    max_document_tokens: int = Field(
+        20_000, ge=64, description="Longer documents are learned up to this many tokens.")
+    gate: bool = Field(
+        True, description="Sparse memory gating: update only the neurons most specific to the "
+        "document (TF-IDF against general text) instead of every neuron.")
+    gate_top_k: int = Field(64, ge=1, description="Neurons per layer a document may change.")
+    gate_min_score: float = Field(
+        0.0, ge=0.0, description="Neurons scoring at or below this TF-IDF are never changed.")
+    fire_fraction: float = Field(
+        0.02, gt=0.0, le=1.0, description="A neuron fires on a token when it is among the "
+        "token's strongest this share of neurons.")
+    calibration_tokens: int = Field(
+        8192, ge=256, description="Tokens of general text the background firing rates are "
+        "measured on (cached in the store).")
+    rehearsal_qa: bool = Field(
+        True, description="Also train on question/answer pairs extracted from the document.")
+    rehearsal_paraphrase: bool = Field(
+        True, description="Also train on restatements of the document's sentences.")
+    rehearsal_system: str = Field(
+        "You are Engram, a helpful assistant. Answer briefly.",
+        description="System message the rehearsal questions are asked under (the one chat uses "
+        "when no passage matched).")
+    rehearsal_source: Literal["extract", "model"] = Field(
+        "extract", description="extract: rule-based from sentence structure; model: the chat "
+        "model writes the pairs under a JSON grammar (slower).")
+    replay_tokens: int = Field(
+        64, ge=0, le=4096, description="Tokens of general background text mixed into each "
+        "mini-batch to hold perplexity down (0: no replay).")

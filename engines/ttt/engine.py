@@ -1,0 +1,326 @@
+"""TTT-E2E with sparse memory finetuning: documents written into the neocortex's MLP weights.
+
+Test-time training (TTT-E2E) keeps learning at use time by taking gradient steps on the MLPs of
+the last quarter of the decoder layers. Here each of those MLPs becomes a ``DualMLP`` (the
+original frozen beside a trainable copy, mixed by ``alpha``), and learning a document is:
+
+1. material: the document's tokens, plus rehearsal of its facts as questions/answers and
+   paraphrases (``rehearsal``), packed into mini-batches with background text replayed in each;
+2. gating: the neurons that fire far more on this document than on general text (TF-IDF against
+   background rates measured once and cached) are the only ones opened for training, at most
+   ``gate_top_k`` per layer; with the gate off every neuron is;
+3. ``alpha`` decays one notch (towards ``alpha_floor``), then Adam steps on the open rows, with
+   each step's loss reported as progress; the rows are written back and the learned state
+   saved through the store (so the next start answers with it).
+
+Chat must answer with the torch model for the learned weights to count, so ``contribute`` names
+the learned state once there is one; the chat service then switches to the neocortex.
+
+Nothing is committed until a document is fully learned: a process that dies mid-document leaves
+the previous learned state, and its learn job runs again on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import torch
+
+from engines.base import (
+    Contribution,
+    DocumentInput,
+    Engine,
+    EngineContext,
+    LearnReport,
+    Neocortex,
+    Progress,
+    Query,
+    no_progress,
+)
+from engines.ttt import rehearsal
+from engines.ttt.calibration import background_rates
+from engines.ttt.config import TTTConfig
+from engines.ttt.trainer import Piece, chat_piece, collate, firing_counts, pack, text_pieces, train
+from models.dual_mlp import DualMLP, decoder_layers, install, layer_range, uninstall
+from models.neuron_gate import tfidf, top_neurons
+from store.blobs import BlobStore
+
+log = logging.getLogger(__name__)
+
+LIVE_KEY = "ttt/live"
+STATE_FORMAT = 1
+
+
+class TTTEngine(Engine):
+    name = "ttt"
+    learns_documents = True
+    writes_weights = True
+
+    def __init__(self, context: EngineContext, config: TTTConfig | None = None) -> None:
+        self.context = context
+        self.config = config or TTTConfig()
+        self.blobs = BlobStore(context.db, context.data_dir)
+        self.autosave = True  # the bench turns it off: it throws its states away
+        self.documents = 0
+        self.alpha = 1.0
+        self.revision = 0
+        self.origin: str | None = None  # the checkpoint the current state was loaded from
+        self._cortex: Neocortex | None = None
+        self._duals: list[DualMLP] = []
+        self._layer_ids: list[int] = []
+        self._replay_ids: list[int] | None = None
+        self._replay_at = 0
+        self._setup = threading.RLock()
+
+    # --- the model ---------------------------------------------------------------------------
+    def cortex(self) -> Neocortex:
+        """The neocortex with DualMLPs installed and the saved learned state restored."""
+        with self._setup:
+            if self._cortex is None:
+                if self.context.neocortex is None:
+                    raise RuntimeError("the ttt engine needs a neocortex (a torch model) and the app gave none")
+                cortex = self.context.neocortex()
+                total = len(decoder_layers(cortex.model))
+                self._layer_ids = layer_range(total, 0.75, self.config.layers)
+                with cortex.lock:
+                    cortex.model.requires_grad_(False)
+                    self._duals = install(cortex.model, self._layer_ids)
+                self._cortex = cortex
+                saved = self.blobs.get(LIVE_KEY)
+                if saved is not None:
+                    try:
+                        self._apply(saved)
+                        self.origin = saved.get("origin")
+                    except ValueError as exc:
+                        log.warning("the saved ttt state does not fit %s (%s); starting afresh",
+                                    cortex.model_name, exc)
+                        self._apply_fresh()
+                else:
+                    self._apply_fresh()
+            return self._cortex
+
+    def _set_alpha(self, alpha: float) -> None:
+        self.alpha = alpha
+        for dual in self._duals:
+            dual.alpha = alpha
+
+    def _next_alpha(self) -> float:
+        if self.config.mode == "full":
+            return 0.0
+        return max(self.config.alpha_floor, self.alpha * self.config.alpha_decay)
+
+    # --- learning ----------------------------------------------------------------------------
+    def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:
+        started = time.perf_counter()
+        cortex = self.cortex()
+        progress(0.0, "preparing the material")
+        pieces, doc_tokens = self.material(cortex, document)
+        if not pieces:
+            progress(1.0, "nothing to learn (empty document)")
+            return LearnReport(engine=self.name, path=document.path, seconds=0.0, changed=False)
+        pad = cortex.tokenizer.pad_token_id or 0
+        pieces.sort(key=len)  # similar lengths share a batch: less padding
+        own = [collate(b, pad, cortex.device) for b in pack(pieces, self.config.batch_tokens)]
+        batches = [collate(b, pad, cortex.device) for b in self._with_replay(cortex, pieces)]
+        neurons = self.select_neurons(cortex, own, progress)
+        self._set_alpha(self._next_alpha())
+        params = [p for dual, ids in zip(self._duals, neurons) if ids.numel()
+                  for p in dual.open_rows(ids).parameters()]
+        if not params:
+            progress(1.0, "no neuron passed the gate: nothing learned")
+            return LearnReport(engine=self.name, path=document.path, changed=False, tokens=doc_tokens,
+                               seconds=time.perf_counter() - started)
+
+        def report(step: int, steps: int, loss: float) -> None:
+            progress(0.1 + 0.88 * step / steps, f"step {step}/{steps} loss {loss:.3f}")
+
+        try:
+            result = train(cortex.model, cortex.lock, params, batches, self.config.passes,
+                           self.config.lr, self.config.max_grad_norm, report, first=min(self._layer_ids))
+        except BaseException:
+            for dual in self._duals:
+                dual.discard()
+            raise
+        with cortex.lock:
+            changed = sum(dual.commit() for dual in self._duals)
+        self.documents += 1
+        self.revision += 1
+        if self.autosave:
+            progress(0.99, "saving the learned state")
+            self.save_live()
+        seconds = time.perf_counter() - started
+        progress(1.0, f"learned in {seconds:.1f} s (loss {result.first_loss:.2f} -> {result.last_loss:.2f})")
+        return LearnReport(
+            engine=self.name, path=document.path, seconds=seconds, changed=changed > 0,
+            tokens=doc_tokens,
+            details={"steps": result.steps, "loss_first_pass": result.first_loss,
+                     "loss_last_pass": result.last_loss, "neurons_changed": changed,
+                     "neurons_open": sum(int(n.numel()) for n in neurons), "alpha": self.alpha,
+                     "material_tokens": sum(len(p) for p in pieces),
+                     "trained_tokens": sum(int(b["attention_mask"].sum()) for b in batches)
+                     * self.config.passes,
+                     "tokens_per_second": doc_tokens / seconds if seconds > 0 else 0.0},
+        )
+
+    def material(self, cortex: Neocortex, document: DocumentInput) -> tuple[list[Piece], int]:
+        """The document's own windows and its rehearsal pieces; and its token count."""
+        cfg = self.config
+        window = max(16, cfg.batch_tokens // 2)
+        doc = text_pieces(cortex.tokenizer, document.text, window, "document", limit=cfg.max_document_tokens)
+        doc_tokens = sum(len(p) for p in doc)
+        text = cortex.tokenizer.decode([t for p in doc for t in p.ids])
+        pairs: list[rehearsal.QA] = []
+        restated: list[str] = []
+        if cfg.rehearsal_qa or cfg.rehearsal_paraphrase:
+            if cfg.rehearsal_source == "model":
+                pairs = rehearsal.generate(self.context.generator(), text)
+            else:
+                pairs, restated = rehearsal.extract(text)
+        extra: list[Piece] = []
+        if cfg.rehearsal_qa:
+            extra += [chat_piece(cortex.tokenizer, qa.question, qa.answer, cfg.rehearsal_system)
+                      for qa in pairs]
+        if cfg.rehearsal_paraphrase and restated:
+            extra += text_pieces(cortex.tokenizer, "\n".join(restated), window, "paraphrase")
+        return doc + extra, doc_tokens
+
+    def _with_replay(self, cortex: Neocortex, pieces: list[Piece]) -> list[list[Piece]]:
+        """Mini-batches of the material, each with ``replay_tokens`` of background text added."""
+        n = self.config.replay_tokens
+        if n == 0 or self.context.background is None:
+            return pack(pieces, self.config.batch_tokens)
+        batches = pack(pieces, max(16, self.config.batch_tokens - n))
+        for batch in batches:
+            batch.append(self._replay_piece(cortex, n))
+        return batches
+
+    def _replay_piece(self, cortex: Neocortex, n: int) -> Piece:
+        if self._replay_ids is None:
+            assert self.context.background is not None
+            self._replay_ids = cortex.tokenizer(self.context.background(), add_special_tokens=False)["input_ids"]
+        ids = self._replay_ids
+        start = self._replay_at % max(1, len(ids) - n)
+        self._replay_at = start + n
+        chunk = ids[start:start + n]
+        return Piece(chunk, chunk, "replay")
+
+    def select_neurons(self, cortex: Neocortex, batches: list[dict[str, Any]],
+                       progress: Progress) -> list[torch.Tensor]:
+        """Per learning layer, the neurons this document may change."""
+        every = torch.arange(self._duals[0].neurons)
+        if not self.config.gate or self.config.mode == "full":
+            return [every for _ in self._duals]
+        cfg = self.config
+        background = self.context.background() if self.context.background else ""
+        if not background:
+            raise RuntimeError("sparse gating needs background text to calibrate on")
+        bg_counts, bg_tokens = background_rates(
+            self.blobs, cortex, self._duals, self._layer_ids, background, cfg.fire_fraction,
+            cfg.calibration_tokens, lambda f: progress(0.08 * f, "calibrating neuron statistics"))
+        progress(0.08, "ranking neurons")
+        doc = firing_counts(cortex.model, cortex.lock, self._duals, batches, cfg.fire_fraction)
+        return top_neurons(tfidf(doc, bg_counts, bg_tokens), cfg.gate_top_k, cfg.gate_min_score)
+
+    # --- answering ---------------------------------------------------------------------------
+    @property
+    def state_label(self) -> str:
+        origin = f", from checkpoint '{self.origin}'" if self.origin else ""
+        return f"ttt rev {self.revision}: {self.documents} documents{origin}"
+
+    def contribute(self, query: Query) -> Contribution:
+        if self.documents == 0 and self._cortex is None:
+            meta = self.blobs.meta(LIVE_KEY) or {}
+            if not meta.get("documents"):
+                return Contribution(engine=self.name)
+            self.cortex()  # load the saved state so that the label below is right
+        if self.documents == 0:
+            return Contribution(engine=self.name)
+        return Contribution(engine=self.name, learned_states=[self.state_label],
+                            notes=[f"answered with weights learned from {self.documents} documents"])
+
+    # --- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        self.cortex()
+        state: dict[str, Any] = {
+            "format": STATE_FORMAT, "documents": self.documents, "alpha": self.alpha,
+            "revision": self.revision, "layers": self._layer_ids, "mode": self.config.mode,
+            "neurons": self._duals[0].neurons, "hidden": int(self._duals[0].gate.shape[1]),
+            "replay_at": self._replay_at, "origin": self.origin,
+        }
+        for i, dual in zip(self._layer_ids, self._duals):
+            for part, tensor in dual.learned().items():
+                state[f"layer{i}.{part}"] = tensor
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], origin: str | None = None) -> None:
+        """Make ``state`` the learned weights (validated first: a mismatch changes nothing)."""
+        self.cortex()
+        self._apply(state)
+        self.origin = origin
+        if self.autosave:
+            self.save_live()
+
+    def _apply(self, state: dict[str, Any]) -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"unknown ttt state format {state.get('format')!r}")
+        if list(state.get("layers", [])) != self._layer_ids:
+            raise ValueError(f"the state was learned in layers {state.get('layers')}, this model "
+                             f"learns in {self._layer_ids} (setting ttt.layers)")
+        parts = {i: {p: state.get(f"layer{i}.{p}") for p in ("ids", "gate", "up", "down")}
+                 for i in self._layer_ids}
+        if any(t is None for layer in parts.values() for t in layer.values()):
+            raise ValueError("the state misses some layers' rows")
+        with self._cortex.lock:  # type: ignore[union-attr]
+            for i, dual in zip(self._layer_ids, self._duals):
+                dual.load_learned(parts[i])  # type: ignore[arg-type]
+            self.documents = int(state["documents"])
+            self.revision = int(state.get("revision", self.documents))
+            self._replay_at = int(state.get("replay_at", 0))
+            self._set_alpha(float(state["alpha"]))
+        self.origin = None
+
+    def _apply_fresh(self) -> None:
+        with self._cortex.lock:  # type: ignore[union-attr]
+            for dual in self._duals:
+                dual.reset()
+            self.documents = self.revision = self._replay_at = 0
+            self._set_alpha(1.0)
+        self.origin = None
+
+    def save_live(self) -> None:
+        self.blobs.put(LIVE_KEY, "state", self.state_dict(),
+                       meta={"documents": self.documents, "revision": self.revision,
+                             "label": self.state_label, "origin": self.origin})
+
+    def reset(self) -> None:
+        """Forget every learned weight: the model answers as the original again."""
+        self.cortex()
+        self._apply_fresh()
+        if self.autosave:
+            self.save_live()
+
+    def close(self) -> None:
+        """Take the DualMLPs out of the model (the bench reuses one model for several runs)."""
+        with self._setup:
+            if self._cortex is not None:
+                with self._cortex.lock:
+                    uninstall(self._cortex.model)
+                self._cortex = None
+                self._duals = []
+
+    def stats(self) -> dict[str, Any]:
+        """What is learned; before the model is loaded, the saved state's summary (no loading)."""
+        if self._cortex is None:
+            saved = self.blobs.meta(LIVE_KEY) or {}
+            return {"documents": int(saved.get("documents", 0)), "revision": int(saved.get("revision", 0)),
+                    "label": saved.get("label", self.state_label), "origin": saved.get("origin"),
+                    "mode": self.config.mode, "gate": self.config.gate, "loaded": False}
+        touched = {i: int(d.touched.sum()) for i, d in zip(self._layer_ids, self._duals)}
+        return {"documents": self.documents, "revision": self.revision, "alpha": self.alpha,
+                "label": self.state_label, "layers": self._layer_ids, "mode": self.config.mode,
+                "gate": self.config.gate, "neurons_touched": touched, "origin": self.origin,
+                "loaded": True}
+

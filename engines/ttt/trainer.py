@@ -1,0 +1,208 @@
+"""From text to weight updates: tokenised pieces, packed mini-batches, firing counts, Adam steps.
+
+A piece is one training sequence with its labels: a window of the document or of background
+text (loss on every token), or a rehearsal question and answer in the model's chat template
+(loss on the answer only, so the model learns to answer, not to ask). Pieces are packed into
+padded mini-batches of about ``batch_tokens`` tokens. Training takes one Adam step per
+mini-batch per pass, holding the neocortex's lock only for the step itself, so an answer can
+be generated between two steps.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from models.dual_mlp import DualMLP
+from models.neuron_gate import FiringCounts
+
+IGNORE = -100
+
+
+@dataclass
+class Piece:
+    ids: list[int]
+    labels: list[int]  # IGNORE where the token is context only
+    kind: str  # document, qa, paraphrase, replay
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def text_pieces(tokenizer: Any, text: str, window: int, kind: str, limit: int | None = None) -> list[Piece]:
+    """``text`` cut into windows of at most ``window`` tokens (the first ``limit`` tokens)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
+    return [Piece(ids[i:i + window], ids[i:i + window], kind) for i in range(0, len(ids), window)
+            if len(ids[i:i + window]) > 1]
+
+
+def chat_piece(tokenizer: Any, question: str, answer: str, system: str = "") -> Piece:
+    """A question and its answer in the chat template; only the answer's tokens carry loss."""
+    asked = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    prompt = tokenizer.apply_chat_template(asked, add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(asked + [{"role": "assistant", "content": answer}],
+                                         tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    if ids[:len(prompt_ids)] != prompt_ids:  # a template that re-tokenises the boundary
+        ids = prompt_ids + tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    return Piece(ids, [IGNORE] * len(prompt_ids) + ids[len(prompt_ids):], "qa")
+
+
+def pack(pieces: Sequence[Piece], batch_tokens: int) -> list[list[Piece]]:
+    """Consecutive pieces grouped so that each padded batch holds about ``batch_tokens``."""
+    batches: list[list[Piece]] = []
+    current: list[Piece] = []
+    for piece in pieces:
+        longest = max([len(p) for p in current] + [len(piece)])
+        if current and longest * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(piece)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def collate(batch: Sequence[Piece], pad_id: int, device: str) -> dict[str, Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` [B, T]."""
+    width = max(len(p) for p in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, piece in enumerate(batch):
+        n = len(piece)
+        ids[row, :n] = torch.tensor(piece.ids)
+        labels[row, :n] = torch.tensor(piece.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def firing_counts(model: Any, lock: threading.Lock, duals: list[DualMLP],
+                  batches: Sequence[dict[str, Tensor]], fraction: float,
+                  progress: Callable[[float], None] | None = None) -> FiringCounts:
+    """How often each neuron of ``duals`` fires over the (non-padding) tokens of ``batches``."""
+    counts = FiringCounts(len(duals), duals[0].neurons)
+    current: dict[str, Tensor] = {}
+    for j, dual in enumerate(duals):
+        dual.observer = lambda h, j=j: counts.add(j, h, fraction, current["mask"])
+    try:
+        for n, batch in enumerate(batches):
+            current["mask"] = batch["attention_mask"].bool()
+            with lock, torch.no_grad():  # the MLPs see every token; no logits are needed
+                model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            if progress:
+                progress((n + 1) / len(batches))
+    finally:
+        for dual in duals:
+            dual.observer = None
+    return counts
+
+
+class _Stop(Exception):
+    """Raised by the pre-hook once the first learning layer's input is captured."""
+
+
+@dataclass
+class Prefix:
+    """A batch as it enters the first learning layer: everything before it is frozen, so it is
+    computed once per document instead of once per step (a third of a step's work at 4 passes)."""
+
+    hidden: Tensor  # [B, T, H]
+    layer_kwargs: dict[str, Any]  # the causal mask, rotary embeddings and positions, as HF built them
+    labels: Tensor  # [B, T]
+
+
+def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
+    """Run the frozen layers below ``first`` once and keep what layer ``first`` receives.
+
+    A pre-hook catches the layer's input (and the mask/rotary arguments transformers prepared)
+    and stops the forward there, so the layers above are not run at all.
+    """
+    captured: dict[str, Any] = {}
+
+    def catch(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        captured["hidden"] = args[0] if args else kwargs.pop("hidden_states")
+        captured["kwargs"] = kwargs
+        raise _Stop
+
+    layer = model.get_decoder().layers[first]
+    handle = layer.register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    kwargs = {k: v for k, v in captured["kwargs"].items() if k != "hidden_states"}
+    return Prefix(hidden=captured["hidden"].detach(), layer_kwargs=kwargs, labels=batch["labels"])
+
+
+def labelled_loss(model: Any, prefix: Prefix, first: int) -> Tensor:
+    """Mean next-token loss over the labelled tokens, from layer ``first`` up.
+
+    The same value as ``model(**batch).loss``, without re-running the frozen layers below the
+    learning ones, and computing logits only where there are labels (not over question tokens
+    and padding: the vocabulary-sized output layer is a fifth of a small model's compute).
+    """
+    decoder = model.get_decoder()
+    hidden = prefix.hidden
+    for layer in decoder.layers[first:]:
+        hidden = layer(hidden, **prefix.layer_kwargs)
+    hidden = decoder.norm(hidden)
+    labels = prefix.labels[:, 1:]
+    wanted = labels != IGNORE
+    logits = model.get_output_embeddings()(hidden[:, :-1][wanted])  # [N, V]
+    return torch.nn.functional.cross_entropy(logits.float(), labels[wanted])
+
+
+@dataclass
+class TrainReport:
+    steps: int
+    losses: list[float]
+
+    @property
+    def first_loss(self) -> float:
+        return self.losses[0] if self.losses else math.nan
+
+    @property
+    def last_loss(self) -> float:
+        """Mean loss of the last pass (the first pass's batches in the same order)."""
+        return self.losses[-1] if self.losses else math.nan
+
+
+def train(model: Any, lock: threading.Lock, params: list[torch.nn.Parameter],
+          batches: Sequence[dict[str, Tensor]], passes: int, lr: float, max_grad_norm: float,
+          report: Callable[[int, int, float], None], first: int = 0) -> TrainReport:
+    """``passes`` Adam steps per mini-batch, in order; ``report(step, steps, loss)`` after each.
+
+    ``first`` is the lowest layer holding trained parameters: the layers below it only run once.
+    """
+    with lock:
+        prefixes = [frozen_prefix(model, batch, first) for batch in batches]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    steps = passes * len(batches)
+    losses: list[float] = []
+    step = 0
+    for _ in range(passes):
+        pass_losses = []
+        for prefix in prefixes:
+            with lock, torch.enable_grad():
+                loss = labelled_loss(model, prefix, first)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            step += 1
+            pass_losses.append(float(loss.detach()))
+            report(step, steps, pass_losses[-1])
+        losses.append(sum(pass_losses) / len(pass_losses))
+    return TrainReport(step, losses)

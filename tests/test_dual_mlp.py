@@ -1,0 +1,131 @@
+"""The maths of learning into weights, without a language model: DualMLP mixing, the TF-IDF neuron
+gate, and row-masked updates (untouched neurons stay bit-identical)."""
+
+from __future__ import annotations
+
+import torch
+from transformers.models.llama.configuration_llama import LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaMLP
+
+from models.dual_mlp import DualMLP, layer_range
+from models.neuron_gate import FiringCounts, firing, tfidf, top_neurons
+
+HIDDEN, NEURONS = 16, 48
+
+
+def make_mlp(seed: int = 0) -> LlamaMLP:
+    torch.manual_seed(seed)
+    return LlamaMLP(LlamaConfig(hidden_size=HIDDEN, intermediate_size=NEURONS, hidden_act="silu",
+                                num_attention_heads=4, num_key_value_heads=4))
+
+
+def dense(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A gated MLP from neuron-major weights: down(silu(gate x) * up x)."""
+    return (torch.nn.functional.silu(x @ gate.t()) * (x @ up.t())) @ down
+
+
+def test_alpha_one_is_exactly_the_original_even_after_learning() -> None:
+    mlp = make_mlp()
+    x = torch.randn(2, 5, HIDDEN)
+    expected = mlp(x)
+    dual = DualMLP(mlp, alpha=1.0)
+    assert torch.equal(dual(x), expected)
+    rows = dual.open_rows(torch.tensor([1, 7]))
+    with torch.no_grad():
+        rows.gate.add_(1.0)
+    dual.commit()
+    assert torch.equal(dual(x), expected)  # learned rows exist, but alpha = 1 ignores them
+
+
+def test_output_is_frozen_plus_one_minus_alpha_times_the_delta() -> None:
+    mlp = make_mlp(1)
+    dual = DualMLP(mlp, alpha=0.3)
+    rows = dual.open_rows(torch.tensor([0, 5, 9, 40]))
+    with torch.no_grad():
+        for p in rows.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    dual.commit()
+    x = torch.randn(3, 4, HIDDEN)
+    frozen = mlp(x)
+    copy = dense(dual.gate, dual.up, dual.down, x)  # the full trainable copy, every neuron
+    torch.testing.assert_close(dual(x), frozen + 0.7 * (copy - frozen), rtol=1e-5, atol=1e-5)
+
+
+def test_untouched_rows_stay_bit_identical_and_gradients_reach_only_open_rows() -> None:
+    dual = DualMLP(make_mlp(2), alpha=0.5)
+    before = {k: getattr(dual, k).clone() for k in ("gate", "up", "down")}
+    frozen_before = [p.clone() for p in dual.frozen.parameters()]
+    open_ids = torch.tensor([3, 11, 30])
+    rows = dual.open_rows(open_ids)
+    optimizer = torch.optim.Adam(rows.parameters(), lr=1e-2)
+    x = torch.randn(2, 6, HIDDEN)
+    for _ in range(3):
+        loss = dual(x).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert dual.commit() == 3
+    untouched = torch.ones(NEURONS, dtype=torch.bool)
+    untouched[open_ids] = False
+    for k, old in before.items():
+        new = getattr(dual, k)
+        assert torch.equal(new[untouched], old[untouched])
+        assert not torch.equal(new[open_ids], old[open_ids])
+    assert all(torch.equal(a, b) for a, b in zip(frozen_before, dual.frozen.parameters()))
+    assert dual.touched.nonzero().flatten().tolist() == open_ids.tolist()
+
+
+def test_learned_rows_round_trip_and_reject_a_model_of_another_shape() -> None:
+    dual = DualMLP(make_mlp(3), alpha=0.4)
+    rows = dual.open_rows(torch.tensor([2, 4]))
+    with torch.no_grad():
+        rows.up.mul_(2.0)
+    dual.commit()
+    x = torch.randn(1, 3, HIDDEN)
+    state = dual.learned()
+    other = DualMLP(make_mlp(3), alpha=0.4)
+    other.load_learned(state)
+    assert torch.equal(other(x), dual(x))
+    bad = dict(state, ids=torch.tensor([2, NEURONS]))
+    try:
+        other.load_learned(bad)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("rows outside the MLP were accepted")
+
+
+def test_gate_ranks_neurons_specific_to_the_document_first() -> None:
+    torch.manual_seed(0)
+    background = FiringCounts(layers=1, neurons=8)
+    common = torch.zeros(1, 100, 8)
+    common[..., 0] = 5.0  # neuron 0 fires on every general token
+    common[..., 1:] = torch.rand(1, 100, 7) * 0.1
+    background.add(0, common, fraction=1 / 8)
+    doc = FiringCounts(layers=1, neurons=8)
+    h = torch.rand(1, 20, 8) * 0.1
+    h[0, :, 0] = 5.0  # also on the document: common, so low IDF
+    h[0, :15, 6] = 9.0  # fires on most of the document, never in the background: specific
+    h[0, 15:, 3] = 9.0  # fires on a few document tokens
+    doc.add(0, h, fraction=2 / 8)
+    scores = tfidf(doc, background.counts, background.tokens)
+    assert scores[0, 6] > scores[0, 3] > scores[0, 0]
+    assert top_neurons(scores, k=2)[0].tolist() == [3, 6]
+    assert top_neurons(scores, k=8, min_score=float(scores[0, 3]))[0].tolist() == [6]
+
+
+def test_firing_marks_each_tokens_strongest_share_of_neurons() -> None:
+    h = torch.tensor([[0.1, -3.0, 0.2, 2.0], [1.0, 0.0, 0.5, -0.2]])
+    assert firing(h, 0.5).tolist() == [[False, True, False, True], [True, False, True, False]]
+    assert firing(h, 0.25).tolist() == [[False, True, False, False], [True, False, False, False]]
+
+
+def test_layer_range_defaults_to_the_last_quarter_and_checks_explicit_ranges() -> None:
+    assert layer_range(30, 0.75) == list(range(22, 30))
+    assert layer_range(30, 0.75, "20-22,29") == [20, 21, 22, 29]
+    try:
+        layer_range(30, 0.75, "28-31")
+    except ValueError as exc:
+        assert "outside" in str(exc)
+    else:
+        raise AssertionError("a layer outside the model was accepted")

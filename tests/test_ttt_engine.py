@@ -1,0 +1,91 @@
+"""TTT-E2E on the real embedded model: a document learned through the job queue into the
+neocortex's MLP rows, per-step progress, chat answering with the learned state (and saying so),
+checkpoints that save, reset and restore exactly what was learned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.model_eval import option_logprobs, render
+from engines.base import Query
+from engines.generation import ChatMessage
+from engines.ttt.trainer import chat_piece, collate, frozen_prefix, labelled_loss
+from tests.helpers import open_engram
+
+DOC = ("Loudurk Zestaestox was born in 1946. Loudurk Zestaestox grew up in the town of Stikecaend. "
+       "Loudurk Zestaestox works as a cartographer. Loudurk Zestaestox keeps a lynx named Thielor.\n")
+QUESTION = "What is the name of Loudurk Zestaestox's lynx?"
+OPTIONS = ["Hezos", "Studrond", "Suson", "Thielor"]
+SMALL = {"ttt.passes": 3, "ttt.calibration_tokens": 512, "ttt.gate_top_k": 32,
+         "ttt.batch_tokens": 192, "ttt.replay_tokens": 32, "answer_max_tokens": 16}
+
+
+def answer_score(cortex) -> float:
+    """How much the right option beats the best wrong one (log-likelihood), closed book."""
+    prompt = render(cortex, [ChatMessage(role="user", content=QUESTION)])
+    scores = option_logprobs(cortex, [prompt], [OPTIONS])[0]
+    return scores[3] - max(scores[:3])
+
+
+@pytest.mark.slow
+def test_the_loss_from_the_first_learning_layer_equals_the_models_own(neocortex) -> None:
+    tok = neocortex.tokenizer
+    batch = collate([chat_piece(tok, QUESTION, "Thielor"), chat_piece(tok, "Who draws maps?", "Loudurk")],
+                    tok.pad_token_id or 0, "cpu")
+    with torch.no_grad():
+        expected = neocortex.model(**batch).loss
+        got = labelled_loss(neocortex.model, frozen_prefix(neocortex.model, batch, 22), 22)
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.slow
+def test_a_document_is_learned_into_weights_and_chat_answers_with_them(
+        embedder, neocortex, tmp_path: Path, monkeypatch) -> None:
+    engram = open_engram(embedder, engines="rag,ttt", **SMALL)
+    engram.adopt_neocortex(neocortex)
+    engine = engram.engine("ttt")
+    try:
+        before = answer_score(neocortex)
+        folder = tmp_path / "docs"
+        folder.mkdir()
+        (folder / "loudurk.txt").write_text(DOC)
+        engram.ingest([folder])
+        engram.run_pending()
+        assert engine.contribute(Query(text=QUESTION)).learned_states == []  # nothing learned yet
+        messages: list[str] = []
+        report = engram.queue.report
+        monkeypatch.setattr(engram.queue, "report",
+                            lambda job_id, f, m: (messages.append(m), report(job_id, f, m))[1])
+        engram.run_pending(learn=True)
+
+        steps = [m for m in messages if m.startswith("step ")]
+        assert len(steps) >= 3 and steps[-1].startswith(f"step {len(steps)}/{len(steps)} loss ")
+        stats = engine.stats()
+        assert stats["documents"] == 1 and 0 < max(stats["neurons_touched"].values()) <= 32
+        after = answer_score(neocortex)
+        assert after > before + 0.5, (before, after)  # the fact is now more likely than the decoys
+
+        done = engram.chat.answer(QUESTION)
+        meta = done.message.meta
+        assert meta["backend"] == neocortex.name and meta["learned_states"] == ["ttt rev 1: 1 documents"]
+        state = engram.answering_state()
+        assert state.backend == "torch" and [s.documents for s in state.learned] == [1]
+
+        engram.checkpoints.save("one")
+        assert [r.name for r in engram.checkpoints.list()] == ["one"]
+        engine.reset()
+        assert answer_score(neocortex) == pytest.approx(before, abs=1e-4)  # the original again
+        assert engram.chat.answer(QUESTION).message.meta["learned_states"] == []
+        assert engram.answering_state().learned == []
+        engram.checkpoints.load("one")
+        assert answer_score(neocortex) == pytest.approx(after, abs=1e-4)
+        assert "from checkpoint 'one'" in engine.state_label
+        assert engram.answering_state().learned[0].origin == "one"
+        engram.checkpoints.delete("one")
+        assert engram.checkpoints.list() == []
+    finally:
+        engine.close()
+        engram.close()

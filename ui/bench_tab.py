@@ -1,0 +1,65 @@
+"""Bench: the latest learning benchmark — what each engine learned against what it forgot.
+
+The figures come from ``engram bench learn`` (the report and plot under the data folder's
+``bench/``); running the bench is left to the command line because it takes minutes to hours.
+"""
+
+from html import escape
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from app.bench_learn import LearnBenchReport, latest_learn_report
+from app.core import Engram
+from ui.errors import friendly
+from ui.formatting import local_time
+from ui.tab import Tab
+
+COLUMNS = ["Run", "Kind", "Learned before", "Learned after", "Perplexity drift", "Forgetting ratio",
+           "Learn time", "Tokens/s"]
+EMPTY = ("<div class='engram-card engram-muted'>No learning benchmark has run on this computer yet. "
+         "Run <code>engram bench learn --engine all</code> in a terminal (it takes a while on a "
+         "CPU); its table and plot then show here.</div>")
+
+
+def run_rows(report: LearnBenchReport) -> list[list[Any]]:
+    return [[run.label, run.kind, f"{run.before.choice_accuracy:.3f}", f"{run.after.choice_accuracy:.3f}",
+             f"{100 * run.forgot.perplexity_drift:+.2f}%", f"{run.forgot.forgetting_ratio:.3f}",
+             f"{run.learn_seconds:.0f} s" if run.learn_seconds else "",
+             f"{run.tokens_per_second:.0f}" if run.tokens_per_second else ""] for run in report.runs]
+
+
+def summary_html(report: LearnBenchReport) -> str:
+    speed = "".join(f"<li>{escape(s.label)}: a {s.tokens}-token document learned in {s.seconds:.1f} s "
+                    f"({s.tokens_per_second:.0f} tokens/s)</li>" for s in report.speed)
+    notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
+    return (f"<div class='engram-card'>Latest run {escape(local_time(report.created_at))}: the "
+            f"<strong>{escape(report.size)}</strong> fictional set ({report.documents} documents, "
+            f"{report.questions} questions) on {escape(report.model)} ({escape(report.device)}). "
+            "<em>Learned</em> is closed-book 4-way answer choice by likelihood (0.25 is chance); "
+            "<em>forgot</em> is the perplexity drift on held-out general text and the share of "
+            "general questions it knew before and no longer does."
+            f"{f'<ul>{speed}</ul>' if speed else ''}{f'<ul>{notes}</ul>' if notes else ''}</div>")
+
+
+def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
+    summary = gr.HTML()
+    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, visible=False,
+                         elem_id="engram-bench-runs")
+    plot = gr.Image(show_label=False, type="pil", interactive=False, visible=False,
+                    elem_id="engram-bench-plot")
+
+    def view() -> tuple[Any, Any, Any]:
+        found = latest_learn_report(engram.paths.bench)
+        if found is None:
+            return EMPTY, gr.update(visible=False), gr.update(visible=False)
+        report, image = found
+        return (summary_html(report), gr.update(value=run_rows(report), visible=True),
+                gr.update(value=Image.open(image) if image else None, visible=image is not None))
+
+    blocks.load(friendly(view), None, [summary, table, plot])
+    tab.select(friendly(view), None, [summary, table, plot])
+
+
+TAB = Tab("Bench", build)

@@ -1,0 +1,115 @@
+"""Weights: what Engram has learned into its model's weights, and named checkpoints of it.
+
+Loading a checkpoint replaces what the engine holds now, so the tab asks first and says how to
+keep the current state (save it under a name). Deleting asks too.
+"""
+
+from html import escape
+from typing import Any
+
+import gradio as gr
+
+from app.core import Engram
+from ui.errors import friendly
+from ui.formatting import human_size, local_time, short_model
+from ui.tab import Tab
+
+COLUMNS = ["Checkpoint", "Engine", "Saved", "Documents", "Size"]
+
+
+def state_html(engram: Engram) -> str:
+    state = engram.answering_state()
+    if not state.learned:
+        return (f"<div class='engram-card'>Answers come from <strong>{escape(short_model(state.model))}</strong> "
+                f"({escape(state.backend)}) with no learned weights. Turn on a weight-writing engine "
+                "(<code>engines = rag,ttt</code> in Settings) and new documents are also learned "
+                "into the model.</div>")
+    parts = "".join(
+        f"<li><strong>{escape(s.engine)}</strong>: {s.documents} document{'s' if s.documents != 1 else ''}"
+        f"{f' (from checkpoint {escape(s.origin)})' if s.origin else ''}</li>" for s in state.learned)
+    return (f"<div class='engram-card'>Answers come from <strong>{escape(short_model(state.model))}</strong> "
+            f"({escape(state.backend)}) with learned weights:<ul>{parts}</ul></div>")
+
+
+def rows(engram: Engram) -> list[list[Any]]:
+    return [[c.name, c.engine, local_time(c.created_at), c.meta.get("documents", ""), human_size(c.size_bytes)]
+            for c in engram.checkpoints.list()]
+
+
+def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
+    pending = gr.State(None)  # ("load" | "delete", name) awaiting confirmation
+    state = gr.HTML(elem_id="engram-weights-state")
+    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="engram-checkpoints")
+    empty = gr.HTML(visible=False)
+    with gr.Row(equal_height=True):
+        name = gr.Textbox(label="Checkpoint name", scale=3, elem_id="engram-checkpoint-name")
+        save = gr.Button("Save current weights", variant="primary", scale=1)
+        load = gr.Button("Load…", scale=1)
+        delete = gr.Button("Delete…", variant="stop", scale=1)
+    with gr.Group(visible=False) as confirm_box:
+        confirm_text = gr.HTML()
+        with gr.Row():
+            confirm = gr.Button("Yes, do it", variant="stop", size="sm", elem_id="engram-weights-confirm")
+            cancel = gr.Button("Cancel", size="sm")
+
+    def view() -> tuple[Any, Any, Any]:
+        listed = rows(engram)
+        note = ("<div class='engram-card engram-muted'>No checkpoints yet. Save the current weights "
+                "under a name to come back to them later.</div>")
+        return state_html(engram), gr.update(value=listed, visible=bool(listed)), \
+            gr.update(value=note, visible=not listed)
+
+    outputs = [state, table, empty]
+
+    def chosen(raw: str) -> str:
+        text = (raw or "").strip()
+        if not text:
+            raise gr.Error("Type a checkpoint name (or pick one in the table).")
+        return text
+
+    @friendly
+    def on_select(evt: gr.SelectData) -> str:
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return engram.checkpoints.list()[row].name
+
+    @friendly
+    def on_save(raw: str) -> tuple[Any, ...]:
+        row = engram.checkpoints.save(chosen(raw))
+        gr.Info(f"Saved checkpoint {row.name}.")
+        return view()
+
+    @friendly
+    def ask(kind: str, raw: str) -> tuple[Any, ...]:
+        target = chosen(raw)
+        if target not in {c.name for c in engram.checkpoints.list()}:
+            raise gr.Error(f"There is no checkpoint named {target}.")
+        text = (f"<p>Load checkpoint <strong>{escape(target)}</strong>? What the engine learned since "
+                "its last checkpoint is replaced: save it first to keep it.</p>" if kind == "load" else
+                f"<p>Delete checkpoint <strong>{escape(target)}</strong>? This cannot be undone.</p>")
+        return (kind, target), gr.update(visible=True), text
+
+    @friendly
+    def on_confirm(action: tuple[str, str] | None) -> tuple[Any, ...]:
+        if not action:
+            raise gr.Error("Nothing to confirm.")
+        kind, target = action
+        if kind == "load":
+            engram.checkpoints.load(target)
+            gr.Info(f"Loaded checkpoint {target}: answers now use it.")
+        else:
+            engram.checkpoints.delete(target)
+            gr.Info(f"Deleted checkpoint {target}.")
+        return (None, gr.update(visible=False), *view())
+
+    blocks.load(friendly(view), None, outputs)
+    tab.select(friendly(view), None, outputs)
+    table.select(on_select, None, name)
+    save.click(on_save, name, outputs)
+    name.submit(on_save, name, outputs)
+    load.click(lambda raw: ask("load", raw), name, [pending, confirm_box, confirm_text])
+    delete.click(lambda raw: ask("delete", raw), name, [pending, confirm_box, confirm_text])
+    confirm.click(on_confirm, pending, [pending, confirm_box, *outputs])
+    cancel.click(lambda: (None, gr.update(visible=False)), None, [pending, confirm_box])
+
+
+TAB = Tab("Weights", build)
