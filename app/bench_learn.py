@@ -313,9 +313,12 @@ def speed_document(cortex: Neocortex, seed: int) -> str:
 
 def _variants(engines: list[str], ablations: bool, arms: list[int] | None = None
               ) -> list[tuple[str, str, dict[str, Any]]]:
-    from engines.registry import ENGINES
+    from engines.registry import ENGINES, engine_class
 
-    names = list(ENGINES) if engines == ["all"] else engines
+    # "all": retrieval (the open-book baseline) and every engine that learns documents; engines
+    # that learn from feedback only (ACE) have nothing to learn from a folder of documents.
+    names = ([n for n in ENGINES if n == "rag" or engine_class(n).learns_documents]
+             if engines == ["all"] else engines)
     unknown = [n for n in names if n not in ENGINES]
     if unknown:
         raise ValueError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")

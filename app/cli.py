@@ -868,7 +868,8 @@ def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, jso
 
 @bench.command("learn")
 @click.option("--engine", "engines", default="ttt", show_default=True,
-              help="Engine(s) to measure, comma-separated, or 'all' (every registered engine).")
+              help="Engine(s) to measure, comma-separated, or 'all' (retrieval and every engine "
+              "that learns documents).")
 @click.option("--size", default="default", show_default=True,
               help="Fictional set: tiny, small, default, large, or a number of documents.")
 @click.option("--seed", type=int, default=0, show_default=True)
