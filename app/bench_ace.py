@@ -142,7 +142,7 @@ def _measure(engram, tasks, epochs: int, seed: int, echo: Callable[[str], None])
     rejected = Counter(rejection_kind(d.reason or "") for d in deltas if d.status == "rejected")
     cycles = [s.seconds for s in report.steps if not s.correct]
     result = AceBenchReport(
-        chat_model=chat, agent_model=agent, train_questions=len(train), test_questions=len(test),
+        chat_model=chat, agent_model=agent, train_questions=len(train), test_questions=len(tasks.test),
         epochs=epochs, seed=seed, train_before=train_before, test_before=test_before,
         test_with_conventions=with_conventions, train_after=train_after, test_after=test_after,
         steps=report.steps, bullets=len(playbook.bullets), bullet_texts=[b.content for b in playbook.bullets],
