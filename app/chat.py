@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from app.grounded_prompt import build_prompt
 from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
-from engines.base import Contribution, Draft, Engine, Passage, Query
+from engines.base import Contribution, Draft, Engine, Passage, Query, SourceLocation
 from engines.generation import ChatMessage, GenerationRequest, Runtime
 from store.conversations import ConversationStore, MessageRow, Rating
 
@@ -32,23 +32,12 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CITE_MARK = re.compile(r"\[(\d{1,2})\]")
 
 
-class Citation(BaseModel):
+class Citation(SourceLocation):
     """A numbered source of an answer: where it is and the passage quoted from it."""
 
     n: int
-    chunk_id: int
-    document_id: int
-    path: str
-    page: int | None = None
-    line_start: int
-    line_end: int
-    score: float
     quote: str
     cited: bool = Field(False, description="The answer refers to it ([n]) or repeats its words.")
-
-    @property
-    def position(self) -> str:
-        return Passage.model_validate({**self.model_dump(), "text": ""}).position
 
 
 class Sources(BaseModel):

@@ -39,8 +39,8 @@ def no_progress(fraction: float, message: str) -> None:
     """The default progress callback: reports go nowhere."""
 
 
-class Passage(BaseModel):
-    """A stored chunk retrieved for a query, with where it comes from (for citations)."""
+class SourceLocation(BaseModel):
+    """Where a stored chunk comes from, precisely enough to cite it and open it there."""
 
     chunk_id: int
     document_id: int
@@ -49,7 +49,6 @@ class Passage(BaseModel):
     line_start: int
     line_end: int
     score: float
-    text: str
 
     @property
     def position(self) -> str:
@@ -57,6 +56,12 @@ class Passage(BaseModel):
         lines = f"line {self.line_start}" if self.line_start == self.line_end else (
             f"lines {self.line_start}-{self.line_end}")
         return f"{page}{lines}"
+
+
+class Passage(SourceLocation):
+    """A stored chunk retrieved for a query, with where it comes from (for citations)."""
+
+    text: str
 
 
 class DocumentInput(BaseModel):
