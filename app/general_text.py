@@ -1,7 +1,11 @@
 """General English the base model already handles: the "forgot" side of learning into weights.
 
-- ``background_text``: the Python language reference that ships with every CPython
-  (``pydoc_data``, PSF license). Engines calibrate neuron statistics and replay from it.
+- ``background_text``: ``data/background_english.txt``, everyday prose on topics of its own
+  written for Engram (Apache-2.0), followed by the Python language reference that ships with
+  every CPython (``pydoc_data``, PSF license). Engines calibrate neuron statistics and replay from
+  it. The prose comes first because calibration and replay start at the beginning: measured
+  against technical text alone, the neurons of plain narrative English look document-specific,
+  and the gate hands exactly those to training.
 - ``heldout_text``: ``data/general_english.txt``, everyday prose written for Engram (Apache-2.0)
   and the Gettysburg Address (public domain). Nothing trains on it: it only measures
   perplexity drift.
@@ -35,7 +39,7 @@ def _data(name: str) -> str:
 def background_text() -> str:
     from pydoc_data.topics import topics
 
-    return "\n\n".join(topics[k] for k in sorted(topics))
+    return "\n\n".join([_data("background_english.txt"), *(topics[k] for k in sorted(topics))])
 
 
 @cache

@@ -1,0 +1,29 @@
+"""The general text that measures forgetting is never what engines calibrate or replay on."""
+
+from __future__ import annotations
+
+import re
+
+from app.general_text import background_text, general_questions, heldout_text
+
+
+def sentences(text: str) -> set[str]:
+    return {s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 6}
+
+
+def test_background_and_heldout_share_no_sentence_and_no_topic() -> None:
+    background, heldout = background_text(), heldout_text()
+    assert not sentences(background) & sentences(heldout)
+    titles = {line.strip() for line in heldout.splitlines() if line.strip() and len(line.split()) <= 5}
+    assert titles and not titles & {line.strip() for line in background.splitlines()}
+
+
+def test_background_opens_with_everyday_prose_long_enough_to_calibrate_on() -> None:
+    prose = background_text()[:40_000]
+    assert len(prose.split()) > 6000 and "def " not in prose and "::" not in prose
+
+
+def test_no_general_question_is_answered_word_for_word_in_the_background() -> None:
+    background = background_text().lower()
+    asked = [q.question.lower().rstrip("?") for q in general_questions()]
+    assert asked and not [q for q in asked if q in background]
