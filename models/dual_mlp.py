@@ -21,7 +21,8 @@ The copy is kept in fp32 whatever the model's dtype: an Adam step of 1e-5 vanish
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -33,12 +34,15 @@ Observer = Callable[[Tensor], None]
 class NeuronRows(nn.Module):
     """The trainable rows of some neurons of one DualMLP: the only weights an update touches."""
 
-    def __init__(self, ids: Tensor, gate: Tensor, up: Tensor, down: Tensor) -> None:
+    def __init__(self, ids: Tensor, gate: Tensor, up: Tensor, down: Tensor, values_only: bool = False) -> None:
         super().__init__()
         self.register_buffer("ids", ids.to(torch.long))  # [k]
-        self.gate = nn.Parameter(gate.detach().clone())  # [k, H]
-        self.up = nn.Parameter(up.detach().clone())  # [k, H]
+        self.gate = nn.Parameter(gate.detach().clone(), requires_grad=not values_only)  # [k, H]
+        self.up = nn.Parameter(up.detach().clone(), requires_grad=not values_only)  # [k, H]
         self.down = nn.Parameter(down.detach().clone())  # [k, H] (columns of down_proj)
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
 
 
 class DualMLP(nn.Module):
@@ -97,10 +101,14 @@ class DualMLP(nn.Module):
         return self._touched_ids
 
     # --- learning ----------------------------------------------------------------------------
-    def open_rows(self, ids: Tensor) -> NeuronRows:
-        """Make the rows of neurons ``ids`` trainable (a copy of their current values)."""
+    def open_rows(self, ids: Tensor, values_only: bool = False) -> NeuronRows:
+        """Make the rows of neurons ``ids`` trainable (a copy of their current values).
+
+        ``values_only`` trains what the neurons write (``down``) and keeps when they fire
+        (``gate``, ``up``): a neuron that is quiet on general text then stays quiet there.
+        """
         ids = ids.to(device=self.gate.device, dtype=torch.long).unique()
-        self.rows = NeuronRows(ids, self.gate[ids], self.up[ids], self.down[ids])
+        self.rows = NeuronRows(ids, self.gate[ids], self.up[ids], self.down[ids], values_only)
         return self.rows
 
     @torch.no_grad()
@@ -155,6 +163,19 @@ class DualMLP(nn.Module):
         self.up[ids] = state["up"].to(self.up)
         self.down[ids] = state["down"].to(self.down)
         self.touched[ids] = True
+
+
+@contextmanager
+def original(duals: list[DualMLP]) -> Iterator[None]:
+    """Inside, the model answers exactly as before any learning (every DualMLP at alpha 1)."""
+    saved = [dual.alpha for dual in duals]
+    for dual in duals:
+        dual.alpha = 1.0
+    try:
+        yield
+    finally:
+        for dual, alpha in zip(duals, saved):
+            dual.alpha = alpha
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

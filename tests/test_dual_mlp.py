@@ -129,3 +129,23 @@ def test_layer_range_defaults_to_the_last_quarter_and_checks_explicit_ranges() -
         assert "outside" in str(exc)
     else:
         raise AssertionError("a layer outside the model was accepted")
+
+
+def test_values_only_rows_train_what_neurons_write_not_when_they_fire() -> None:
+    dual = DualMLP(make_mlp(4), alpha=0.5)
+    gate, up = dual.gate.clone(), dual.up.clone()
+    rows = dual.open_rows(torch.tensor([1, 6, 20]), values_only=True)
+    assert [p.shape for p in rows.trainable()] == [rows.down.shape]
+    optimizer = torch.optim.Adam(rows.trainable(), lr=1e-2)
+    x = torch.randn(2, 6, HIDDEN)
+    for _ in range(3):
+        dual(x).pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert dual.commit() == 3
+    assert torch.equal(dual.gate, gate) and torch.equal(dual.up, up)
+    # the delta is the neurons' own (frozen) activations times what their writes changed by
+    h = dual.frozen.act_fn(dual.frozen.gate_proj(x)) * dual.frozen.up_proj(x)
+    ids = dual.touched_ids()
+    change = dual.down[ids] - dual.frozen.down_proj.weight[:, ids].t()
+    torch.testing.assert_close(dual(x), dual.frozen(x) + 0.5 * h[..., ids] @ change, rtol=1e-5, atol=1e-5)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from engines.ttt.trainer import collate, firing_counts, text_pieces
-from models.dual_mlp import DualMLP
+from models.dual_mlp import DualMLP, original
 from store.blobs import BlobStore
 
 WINDOW = 256
@@ -50,14 +50,8 @@ def background_rates(blobs: BlobStore, cortex: Any, duals: list[DualMLP], layer_
     pieces = text_pieces(cortex.tokenizer, text, WINDOW, "background", limit=tokens)
     pad = cortex.tokenizer.pad_token_id or 0
     batches = [collate(pieces[i:i + BATCH], pad, cortex.device) for i in range(0, len(pieces), BATCH)]
-    saved = [d.alpha for d in duals]
-    for d in duals:  # the original model's rates, whatever has been learned since
-        d.alpha = 1.0
-    try:
+    with original(duals):  # the original model's rates, whatever has been learned since
         counts = firing_counts(cortex.model, cortex.lock, duals, batches, fraction, progress)
-    finally:
-        for d, alpha in zip(duals, saved):
-            d.alpha = alpha
     blobs.put(key, "calibration", {"counts": counts.counts.to(torch.float64), "tokens": counts.tokens},
               meta={"layers": layer_ids, "fire_fraction": fraction, "tokens": counts.tokens})
     return counts.counts, counts.tokens

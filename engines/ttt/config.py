@@ -61,3 +61,14 @@ class TTTConfig(BaseModel):
     replay_tokens: int = Field(
         64, ge=0, le=4096, description="Tokens of general background text mixed into each "
         "mini-batch to hold perplexity down (0: no replay).")
+    replay_loss: Literal["lm", "distill"] = Field(
+        "lm", description="lm: the replayed text's own next-token loss; distill: hold the "
+        "model's predictions on it where the original model had them (KL divergence).")
+    replay_questions: int = Field(
+        0, ge=0, le=16, description="distill only: questions about the background prose, in the "
+        "chat template, added to each replay batch (holds how the model answers in general).")
+    replay_weight: float = Field(
+        1.0, gt=0.0, le=100.0, description="Weight of the distillation loss against the material's.")
+    values_only: bool = Field(
+        False, description="Train only what the chosen neurons write (down_proj), not when they "
+        "fire (gate_proj, up_proj).")

@@ -44,13 +44,14 @@ from engines.ttt import rehearsal
 from engines.ttt.calibration import background_rates
 from engines.ttt.config import TTTConfig
 from engines.ttt.trainer import Piece, chat_piece, collate, firing_counts, pack, text_pieces, train
-from models.dual_mlp import DualMLP, decoder_layers, install, layer_range, uninstall
+from models.dual_mlp import DualMLP, decoder_layers, install, layer_range, original, uninstall
 from models.neuron_gate import tfidf, top_neurons
 from store.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
 LIVE_KEY = "ttt/live"
+BACKGROUND_PROSE_CHARS = 40_000  # the background opens with everyday prose (app.general_text)
 STATE_FORMAT = 1
 
 
@@ -73,6 +74,8 @@ class TTTEngine(Engine):
         self._layer_ids: list[int] = []
         self._replay_ids: list[int] | None = None
         self._replay_at = 0
+        self._background_questions: list[Piece] | None = None
+        self._question_at = 0
         self._setup = threading.RLock()
 
     # --- the model ---------------------------------------------------------------------------
@@ -124,11 +127,11 @@ class TTTEngine(Engine):
         pad = cortex.tokenizer.pad_token_id or 0
         pieces.sort(key=len)  # similar lengths share a batch: less padding
         own = [collate(b, pad, cortex.device) for b in pack(pieces, self.config.batch_tokens)]
-        batches = [collate(b, pad, cortex.device) for b in self._with_replay(cortex, pieces)]
+        batches, replay = self._batches(cortex, pieces, own)
         neurons = self.select_neurons(cortex, own, progress)
         self._set_alpha(self._next_alpha())
         params = [p for dual, ids in zip(self._duals, neurons) if ids.numel()
-                  for p in dual.open_rows(ids).parameters()]
+                  for p in dual.open_rows(ids, self.config.values_only).trainable()]
         if not params:
             progress(1.0, "no neuron passed the gate: nothing learned")
             return LearnReport(engine=self.name, path=document.path, changed=False, tokens=doc_tokens,
@@ -139,7 +142,9 @@ class TTTEngine(Engine):
 
         try:
             result = train(cortex.model, cortex.lock, params, batches, self.config.passes,
-                           self.config.lr, self.config.max_grad_norm, report, first=min(self._layer_ids))
+                           self.config.lr, self.config.max_grad_norm, report, first=min(self._layer_ids),
+                           replay=replay, original=lambda: original(self._duals),
+                           replay_weight=self.config.replay_weight)
         except BaseException:
             for dual in self._duals:
                 dual.discard()
@@ -160,7 +165,7 @@ class TTTEngine(Engine):
                      "loss_last_pass": result.last_loss, "neurons_changed": changed,
                      "neurons_open": sum(int(n.numel()) for n in neurons), "alpha": self.alpha,
                      "material_tokens": sum(len(p) for p in pieces),
-                     "trained_tokens": sum(int(b["attention_mask"].sum()) for b in batches)
+                     "trained_tokens": sum(int(b["attention_mask"].sum()) for b in [*batches, *replay])
                      * self.config.passes,
                      "tokens_per_second": doc_tokens / seconds if seconds > 0 else 0.0},
         )
@@ -187,15 +192,24 @@ class TTTEngine(Engine):
             extra += text_pieces(cortex.tokenizer, "\n".join(restated), window, "paraphrase")
         return doc + extra, doc_tokens
 
-    def _with_replay(self, cortex: Neocortex, pieces: list[Piece]) -> list[list[Piece]]:
-        """Mini-batches of the material, each with ``replay_tokens`` of background text added."""
+    def _batches(self, cortex: Neocortex, pieces: list[Piece], own: list[dict[str, Any]]
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The training mini-batches and, for distillation, the replay batches beside them.
+
+        lm replay adds ``replay_tokens`` of background text to each material batch; distill
+        keeps the material batches as they are and gives each its own replay batch.
+        """
         n = self.config.replay_tokens
+        pad = cortex.tokenizer.pad_token_id or 0
         if n == 0 or self.context.background is None:
-            return pack(pieces, self.config.batch_tokens)
+            return own, []
+        if self.config.replay_loss == "distill":
+            return own, [collate([self._replay_piece(cortex, n), *self._replay_questions(cortex)], pad,
+                                 cortex.device) for _ in own]
         batches = pack(pieces, max(16, self.config.batch_tokens - n))
         for batch in batches:
             batch.append(self._replay_piece(cortex, n))
-        return batches
+        return [collate(b, pad, cortex.device) for b in batches], []
 
     def _replay_piece(self, cortex: Neocortex, n: int) -> Piece:
         if self._replay_ids is None:
@@ -206,6 +220,23 @@ class TTTEngine(Engine):
         self._replay_at = start + n
         chunk = ids[start:start + n]
         return Piece(chunk, chunk, "replay")
+
+    def _replay_questions(self, cortex: Neocortex) -> list[Piece]:
+        """``replay_questions`` questions about the background prose, asked in the chat template
+        the rehearsal uses: distilled, they hold how the model answers questions in general."""
+        k = self.config.replay_questions
+        if k == 0:
+            return []
+        if self._background_questions is None:
+            assert self.context.background is not None
+            pairs, _ = rehearsal.extract(self.context.background()[:BACKGROUND_PROSE_CHARS])
+            self._background_questions = [chat_piece(cortex.tokenizer, qa.question, qa.answer,
+                                                     self.config.rehearsal_system) for qa in pairs]
+        pool = self._background_questions
+        if not pool:
+            return []
+        self._question_at += k
+        return [pool[(self._question_at - j) % len(pool)] for j in range(k)]
 
     def select_neurons(self, cortex: Neocortex, batches: list[dict[str, Any]],
                        progress: Progress) -> list[torch.Tensor]:

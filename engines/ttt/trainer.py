@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +147,23 @@ def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
     return Prefix(hidden=captured["hidden"].detach(), layer_kwargs=kwargs, labels=batch["labels"])
 
 
+def _top_hidden(model: Any, prefix: Prefix, first: int) -> Tensor:
+    """The final normed hidden states, running only layers ``first`` and up."""
+    decoder = model.get_decoder()
+    hidden = prefix.hidden
+    for layer in decoder.layers[first:]:
+        hidden = layer(hidden, **prefix.layer_kwargs)
+    return decoder.norm(hidden)
+
+
+def _labelled_logits(model: Any, prefix: Prefix, first: int) -> tuple[Tensor, Tensor]:
+    """Logits [N, V] at the positions that predict a labelled token, and those labels [N]."""
+    labels = prefix.labels[:, 1:]
+    wanted = labels != IGNORE
+    hidden = _top_hidden(model, prefix, first)[:, :-1][wanted]
+    return model.get_output_embeddings()(hidden).float(), labels[wanted]
+
+
 def labelled_loss(model: Any, prefix: Prefix, first: int) -> Tensor:
     """Mean next-token loss over the labelled tokens, from layer ``first`` up.
 
@@ -153,15 +171,23 @@ def labelled_loss(model: Any, prefix: Prefix, first: int) -> Tensor:
     learning ones, and computing logits only where there are labels (not over question tokens
     and padding: the vocabulary-sized output layer is a fifth of a small model's compute).
     """
-    decoder = model.get_decoder()
-    hidden = prefix.hidden
-    for layer in decoder.layers[first:]:
-        hidden = layer(hidden, **prefix.layer_kwargs)
-    hidden = decoder.norm(hidden)
-    labels = prefix.labels[:, 1:]
-    wanted = labels != IGNORE
-    logits = model.get_output_embeddings()(hidden[:, :-1][wanted])  # [N, V]
-    return torch.nn.functional.cross_entropy(logits.float(), labels[wanted])
+    logits, labels = _labelled_logits(model, prefix, first)
+    return torch.nn.functional.cross_entropy(logits, labels)
+
+
+def distill_loss(model: Any, prefix: Prefix, first: int,
+                 original: Callable[[], AbstractContextManager[Any]]) -> Tensor:
+    """KL(original || current) of the next-token distributions over ``prefix``'s tokens.
+
+    Replaying background text with its own next-token loss teaches the model that text; this
+    instead holds the model's predictions on it where the untouched model had them, which is
+    exactly what perplexity drift measures.
+    """
+    with torch.no_grad(), original():
+        teacher, _ = _labelled_logits(model, prefix, first)
+    student, _ = _labelled_logits(model, prefix, first)
+    return torch.nn.functional.kl_div(student.log_softmax(-1), teacher.log_softmax(-1),
+                                      log_target=True, reduction="batchmean")
 
 
 @dataclass
@@ -181,23 +207,36 @@ class TrainReport:
 
 def train(model: Any, lock: threading.Lock, params: list[torch.nn.Parameter],
           batches: Sequence[dict[str, Tensor]], passes: int, lr: float, max_grad_norm: float,
-          report: Callable[[int, int, float], None], first: int = 0) -> TrainReport:
+          report: Callable[[int, int, float], None], first: int = 0,
+          replay: Sequence[dict[str, Tensor]] = (),
+          original: Callable[[], AbstractContextManager[Any]] | None = None,
+          replay_weight: float = 1.0) -> TrainReport:
     """``passes`` Adam steps per mini-batch, in order; ``report(step, steps, loss)`` after each.
 
     ``first`` is the lowest layer holding trained parameters: the layers below it only run once.
+    With ``replay`` batches and ``original`` (a context in which the model answers as it did
+    before any learning), each step adds ``replay_weight`` times the distillation loss of the
+    next replay batch. The reported loss is the material's own.
     """
+    if replay and original is None:
+        raise ValueError("distillation replay needs the original model's context")
     with lock:
         prefixes = [frozen_prefix(model, batch, first) for batch in batches]
+        replayed = [frozen_prefix(model, batch, first) for batch in replay]
     optimizer = torch.optim.Adam(params, lr=lr)
     steps = passes * len(batches)
     losses: list[float] = []
     step = 0
     for _ in range(passes):
         pass_losses = []
-        for prefix in prefixes:
+        for n, prefix in enumerate(prefixes):
             with lock, torch.enable_grad():
                 loss = labelled_loss(model, prefix, first)
-                loss.backward()
+                total = loss
+                if replayed:
+                    assert original is not None
+                    total = loss + replay_weight * distill_loss(model, replayed[n % len(replayed)], first, original)
+                total.backward()
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

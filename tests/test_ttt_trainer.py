@@ -1,0 +1,62 @@
+"""The training loop on a small random Llama: distillation replay holds the model's predictions
+on background text where the original model had them, while the material is still learned."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from engines.ttt.trainer import Piece, collate, distill_loss, frozen_prefix, labelled_loss, train
+from models.dual_mlp import DualMLP, install, original
+
+FIRST = 2
+
+
+def tiny_model() -> tuple[LlamaForCausalLM, list[DualMLP]]:
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=4, num_attention_heads=4,
+                                         num_key_value_heads=2, max_position_embeddings=64))
+    model.requires_grad_(False)
+    return model, install(model, [2, 3])
+
+
+def batch(seed: int, rows: int = 2, length: int = 24) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    pieces = [Piece(ids, ids, "document") for ids in torch.randint(0, 64, (rows, length), generator=g).tolist()]
+    return collate(pieces, 0, "cpu")
+
+
+def learn(distill: bool) -> tuple[float, float]:
+    """Material loss and replay KL after training the tiny model with or without distillation."""
+    model, duals = tiny_model()
+    for dual in duals:
+        dual.alpha = 0.0
+
+    params = [p for dual in duals for p in dual.open_rows(torch.arange(dual.neurons)).trainable()]
+    material, replay = [batch(1)], [batch(2)]
+    report = train(model, threading.Lock(), params, material, passes=30, lr=3e-2, max_grad_norm=1.0,
+                   report=lambda *_: None, first=FIRST, replay=replay if distill else (),
+                   original=lambda: original(duals), replay_weight=5.0)
+    with torch.no_grad():
+        kl = float(distill_loss(model, frozen_prefix(model, replay[0], FIRST), FIRST, lambda: original(duals)))
+    assert all(dual.alpha == 0.0 for dual in duals)  # the original() context restored alpha
+    return report.last_loss, kl
+
+
+def test_distillation_is_zero_for_the_untouched_model() -> None:
+    model, duals = tiny_model()
+    prefix = frozen_prefix(model, batch(3), FIRST)
+    with torch.no_grad():
+        assert float(distill_loss(model, prefix, FIRST, lambda: original(duals))) < 1e-6
+        assert float(labelled_loss(model, prefix, FIRST)) > 0.0
+
+
+def test_distillation_replay_holds_background_predictions_while_the_material_is_learned() -> None:
+    plain_loss, plain_kl = learn(distill=False)
+    held_loss, held_kl = learn(distill=True)
+    assert plain_kl > 0.01  # learning the material alone moves background predictions
+    assert held_kl < plain_kl / 5
+    assert plain_loss < 3.7 and held_loss < plain_loss + 0.05  # from ln(64) = 4.16: both learned
