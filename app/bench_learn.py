@@ -53,7 +53,8 @@ from engines.base import Contribution, Engine, Neocortex, Query
 from engines.generation import ChatMessage
 
 Echo = Callable[[str], None]
-NO_REMEDIES = {"rehearsal_qa": False, "rehearsal_paraphrase": False, "replay_tokens": 0}
+NO_REMEDIES = {"rehearsal_qa": False, "rehearsal_paraphrase": False, "replay_tokens": 0,
+               "replay_questions": 0}
 ABLATIONS: list[tuple[str, dict[str, Any]]] = [
     ("ttt gated +rehearsal/replay", {"mode": "dual", "gate": True}),
     ("ttt gated", {"mode": "dual", "gate": True, **NO_REMEDIES}),

@@ -194,22 +194,26 @@ class TTTEngine(Engine):
 
     def _batches(self, cortex: Neocortex, pieces: list[Piece], own: list[dict[str, Any]]
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The training mini-batches and, for distillation, the replay batches beside them.
+        """The training mini-batches, and the distillation batches beside them.
 
-        lm replay adds ``replay_tokens`` of background text to each material batch; distill
-        keeps the material batches as they are and gives each its own replay batch.
+        Background text is replayed by its own next-token loss inside each material batch
+        (``replay_loss = lm``) or distilled from the original model in a batch of its own
+        (``distill``); background questions are always distilled (what is held is how the
+        original model answered them, not the extracted answer).
         """
-        n = self.config.replay_tokens
-        pad = cortex.tokenizer.pad_token_id or 0
-        if n == 0 or self.context.background is None:
+        cfg, pad = self.config, cortex.tokenizer.pad_token_id or 0
+        if self.context.background is None:
             return own, []
-        if self.config.replay_loss == "distill":
-            return own, [collate([self._replay_piece(cortex, n), *self._replay_questions(cortex)], pad,
-                                 cortex.device) for _ in own]
-        batches = pack(pieces, max(16, self.config.batch_tokens - n))
-        for batch in batches:
-            batch.append(self._replay_piece(cortex, n))
-        return [collate(b, pad, cortex.device) for b in batches], []
+        text = cfg.replay_tokens > 0
+        batches = own
+        if text and cfg.replay_loss == "lm":
+            packed = pack(pieces, max(16, cfg.batch_tokens - cfg.replay_tokens))
+            batches = [collate([*b, self._replay_piece(cortex, cfg.replay_tokens)], pad, cortex.device)
+                       for b in packed]
+        distilled = [
+            [*([self._replay_piece(cortex, cfg.replay_tokens)] if text and cfg.replay_loss == "distill" else []),
+             *self._replay_questions(cortex)] for _ in batches]
+        return batches, [collate(d, pad, cortex.device) for d in distilled if d]
 
     def _replay_piece(self, cortex: Neocortex, n: int) -> Piece:
         if self._replay_ids is None:
