@@ -8,7 +8,15 @@ import threading
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from engines.ttt.trainer import Piece, collate, distill_loss, frozen_prefix, labelled_loss, train
+from engines.ttt.trainer import (
+    Piece,
+    collate,
+    distill_loss,
+    firing_counts,
+    frozen_prefix,
+    labelled_loss,
+    train,
+)
 from models.dual_mlp import DualMLP, install, original
 
 FIRST = 2
@@ -60,3 +68,22 @@ def test_distillation_replay_holds_background_predictions_while_the_material_is_
     assert plain_kl > 0.01  # learning the material alone moves background predictions
     assert held_kl < plain_kl / 5
     assert plain_loss < 3.7 and held_loss < plain_loss + 0.05  # from ln(64) = 4.16: both learned
+
+
+def test_an_answer_between_calibration_batches_sees_the_learned_model_and_is_not_counted() -> None:
+    model, duals = tiny_model()
+    for dual in duals:
+        dual.alpha = 0.4
+    batches = [batch(4), batch(5)]
+    seen: list[list[float]] = []
+
+    def answer_between_batches(_: float) -> None:  # what another thread may do while unlocked
+        seen.append([dual.alpha for dual in duals])
+        with torch.no_grad():
+            model(**batch(6, rows=3, length=10))
+
+    counts = firing_counts(model, threading.Lock(), duals, batches, 0.1, answer_between_batches,
+                           inside=lambda: original(duals))
+    assert seen == [[0.4, 0.4], [0.4, 0.4]]
+    assert counts.tokens == sum(int(b["attention_mask"].sum()) for b in batches)
+    assert all(dual.observer is None for dual in duals)

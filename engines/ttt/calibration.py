@@ -50,8 +50,9 @@ def background_rates(blobs: BlobStore, cortex: Any, duals: list[DualMLP], layer_
     pieces = text_pieces(cortex.tokenizer, text, WINDOW, "background", limit=tokens)
     pad = cortex.tokenizer.pad_token_id or 0
     batches = [collate(pieces[i:i + BATCH], pad, cortex.device) for i in range(0, len(pieces), BATCH)]
-    with original(duals):  # the original model's rates, whatever has been learned since
-        counts = firing_counts(cortex.model, cortex.lock, duals, batches, fraction, progress)
+    # the original model's rates, whatever has been learned since
+    counts = firing_counts(cortex.model, cortex.lock, duals, batches, fraction, progress,
+                           inside=lambda: original(duals))
     blobs.put(key, "calibration", {"counts": counts.counts.to(torch.float64), "tokens": counts.tokens},
               meta={"layers": layer_ids, "fire_fraction": fraction, "tokens": counts.tokens})
     return counts.counts, counts.tokens

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,24 +85,35 @@ def collate(batch: Sequence[Piece], pad_id: int, device: str) -> dict[str, Tenso
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
-def firing_counts(model: Any, lock: threading.Lock, duals: list[DualMLP],
-                  batches: Sequence[dict[str, Tensor]], fraction: float,
-                  progress: Callable[[float], None] | None = None) -> FiringCounts:
-    """How often each neuron of ``duals`` fires over the (non-padding) tokens of ``batches``."""
-    counts = FiringCounts(len(duals), duals[0].neurons)
-    current: dict[str, Tensor] = {}
+@contextmanager
+def _observing(duals: list[DualMLP], counts: FiringCounts, fraction: float, mask: Tensor) -> Iterator[None]:
+    """Inside, every forward of ``duals`` adds its firing to ``counts`` (tokens where ``mask``)."""
     for j, dual in enumerate(duals):
-        dual.observer = lambda h, j=j: counts.add(j, h, fraction, current["mask"])
+        dual.observer = lambda h, j=j: counts.add(j, h, fraction, mask)
     try:
-        for n, batch in enumerate(batches):
-            current["mask"] = batch["attention_mask"].bool()
-            with lock, torch.no_grad():  # the MLPs see every token; no logits are needed
-                model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            if progress:
-                progress((n + 1) / len(batches))
+        yield
     finally:
         for dual in duals:
             dual.observer = None
+
+
+def firing_counts(model: Any, lock: threading.Lock, duals: list[DualMLP],
+                  batches: Sequence[dict[str, Tensor]], fraction: float,
+                  progress: Callable[[float], None] | None = None,
+                  inside: Callable[[], AbstractContextManager[Any]] = nullcontext) -> FiringCounts:
+    """How often each neuron of ``duals`` fires over the (non-padding) tokens of ``batches``.
+
+    The observers, and ``inside`` (e.g. the original model), are in place only while the lock
+    is held: an answer generated between two batches neither counts nor sees them.
+    """
+    counts = FiringCounts(len(duals), duals[0].neurons)
+    for n, batch in enumerate(batches):
+        mask = batch["attention_mask"].bool()
+        with lock, inside(), _observing(duals, counts, fraction, mask), torch.no_grad():
+            # the MLPs see every token; no logits are needed
+            model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        if progress:
+            progress((n + 1) / len(batches))
     return counts
 
 
