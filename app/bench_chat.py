@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from app.bench_ingest import background_prose, jittered
+from app.bench_ingest import jittered
 from app.fiction import generate
+from app.general_text import background_text
 from app.settings import LoadedSettings, Settings
 
 TARGET_SPEED_RATIO = 0.9
@@ -162,7 +163,7 @@ def add_filler(engram, target_chunks: int, seed: int) -> int:
     missing = target_chunks - engram.docs.counts()["chunks"]
     if missing <= 0:
         return 0
-    prose = background_prose()
+    prose = background_text()
     texts = [prose[i:i + 600] for i in range(0, min(len(prose), 600 * 400), 600)]
     base = engram.embedder.embed(texts)
     vectors = jittered(base, missing, np.random.default_rng(seed))

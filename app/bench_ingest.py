@@ -57,14 +57,10 @@ class IngestBenchReport(BaseModel):
     notes: list[str]
 
 
-def background_prose() -> str:
-    return background_text()
-
-
 def generate_corpus(folder: Path, files: int, seed: int = 0) -> int:
     """Write ``files`` documents of mixed sizes (200 B .. 24 KB, log-uniform) and formats."""
     rng = random.Random(seed)
-    prose = background_prose()
+    prose = background_text()
     folder.mkdir(parents=True, exist_ok=True)
     total = 0
     for i in range(files):

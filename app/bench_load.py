@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from app.bench_ingest import background_prose
 from app.fiction import generate
+from app.general_text import background_text
 from app.settings import LoadedSettings, Settings
 
 
@@ -42,7 +42,7 @@ class LoadBenchReport(BaseModel):
 def write_small_files(folder: Path, files: int, seed: int) -> None:
     """``files`` short documents (one or two sentences of real prose each)."""
     rng = random.Random(seed)
-    prose = background_prose()
+    prose = background_text()
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(files):
         start = rng.randrange(0, len(prose) - 400)

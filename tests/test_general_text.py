@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from app.general_text import background_text, general_questions, heldout_text
+from engines.ttt.engine import BACKGROUND_PROSE_CHARS
 
 
 def sentences(text: str) -> set[str]:
@@ -18,8 +19,8 @@ def test_background_and_heldout_share_no_sentence_and_no_topic() -> None:
     assert titles and not titles & {line.strip() for line in background.splitlines()}
 
 
-def test_background_opens_with_everyday_prose_long_enough_to_calibrate_on() -> None:
-    prose = background_text()[:40_000]
+def test_background_opens_with_everyday_prose_as_long_as_the_engine_takes_it_to_be() -> None:
+    prose = background_text()[:BACKGROUND_PROSE_CHARS]
     assert len(prose.split()) > 6000 and "def " not in prose and "::" not in prose
 
 

@@ -204,15 +204,17 @@ class TTTEngine(Engine):
         cfg, pad = self.config, cortex.tokenizer.pad_token_id or 0
         if self.context.background is None:
             return own, []
-        text = cfg.replay_tokens > 0
+        text_lm = cfg.replay_tokens > 0 and cfg.replay_loss == "lm"
+        text_distilled = cfg.replay_tokens > 0 and cfg.replay_loss == "distill"
         batches = own
-        if text and cfg.replay_loss == "lm":
+        if text_lm:
             packed = pack(pieces, max(16, cfg.batch_tokens - cfg.replay_tokens))
             batches = [collate([*b, self._replay_piece(cortex, cfg.replay_tokens)], pad, cortex.device)
                        for b in packed]
-        distilled = [
-            [*([self._replay_piece(cortex, cfg.replay_tokens)] if text and cfg.replay_loss == "distill" else []),
-             *self._replay_questions(cortex)] for _ in batches]
+        distilled = []
+        for _ in batches:
+            text = [self._replay_piece(cortex, cfg.replay_tokens)] if text_distilled else []
+            distilled.append(text + self._replay_questions(cortex))
         return batches, [collate(d, pad, cortex.device) for d in distilled if d]
 
     def _replay_piece(self, cortex: Neocortex, n: int) -> Piece:
