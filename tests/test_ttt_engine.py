@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.model_eval import option_logprobs, render
-from engines.base import Query
+from engines.base import DocumentInput, Query
 from engines.generation import ChatMessage
 from engines.ttt.trainer import chat_piece, collate, frozen_prefix, labelled_loss
 from tests.helpers import open_engram
@@ -36,7 +36,8 @@ def test_the_loss_from_the_first_learning_layer_equals_the_models_own(neocortex)
     batch = collate([chat_piece(tok, QUESTION, "Thielor"), chat_piece(tok, "Who draws maps?", "Loudurk")],
                     tok.pad_token_id or 0, "cpu")
     with torch.no_grad():
-        expected = neocortex.model(**batch).loss
+        expected = neocortex.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    labels=batch["labels"]).loss
         got = labelled_loss(neocortex.model, frozen_prefix(neocortex.model, batch, 22), 22)
     torch.testing.assert_close(got, expected)
 
@@ -86,6 +87,48 @@ def test_a_document_is_learned_into_weights_and_chat_answers_with_them(
         assert engram.answering_state().learned[0].origin == "one"
         engram.checkpoints.delete("one")
         assert engram.checkpoints.list() == []
+    finally:
+        engine.close()
+        engram.close()
+
+
+OTHER = ("Mirelle Daskoth was born in 1958. Mirelle Daskoth grew up in the town of Pahounund. "
+         "Mirelle Daskoth works as a beekeeper.\n")
+
+
+def pool(engine) -> list[list[str]]:
+    return engine.state_dict()["recall"]
+
+
+@pytest.mark.slow
+def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_its_own(
+        embedder, neocortex) -> None:
+    engram = open_engram(embedder, engines="rag,ttt", **{**SMALL, "ttt.passes": 1})
+    engram.adopt_neocortex(neocortex)
+    engine = engram.engine("ttt")
+    try:
+        assert engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[DOC])).details["recalled_pairs"] == 0
+        lynx = ["a.txt", "Loudurk Zestaestox keeps a lynx named what?", "Thielor"]
+        assert lynx in pool(engine) and {e[0] for e in pool(engine)} == {"a.txt"}
+
+        second = engine.learn(DocumentInput(document_id=2, path="b.txt", chunks=[OTHER]))
+        assert second.details["recalled_pairs"] == 4  # two per new pair, at most the 4 pairs there are
+        assert sorted({e[0] for e in pool(engine)}) == ["a.txt", "b.txt"]
+
+        renamed = DOC.replace("Thielor", "Hezos")
+        again = engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[renamed]))
+        assert again.details["recalled_pairs"] == 3  # only b.txt's pairs: not its own old ones
+        answers = {e[2] for e in pool(engine) if e[0] == "a.txt"}
+        assert "Hezos" in answers and "Thielor" not in answers and len(pool(engine)) == 7
+
+        state = engine.state_dict()
+        engine.reset()
+        assert pool(engine) == []
+        with pytest.raises(ValueError, match="recall pool"):
+            engine.load_state_dict({**state, "recall": [["a.txt", "only two"]]})
+        assert pool(engine) == [] and engine.documents == 0  # a bad state changes nothing
+        engine.load_state_dict(state)
+        assert pool(engine) == state["recall"] and engine.documents == 3
     finally:
         engine.close()
         engram.close()

@@ -14,6 +14,7 @@ from engines.ttt.trainer import (
     distill_loss,
     firing_counts,
     frozen_prefix,
+    frozen_prefixes,
     labelled_loss,
     train,
 )
@@ -44,9 +45,10 @@ def learn(distill: bool) -> tuple[float, float]:
         dual.alpha = 0.0
 
     params = [p for dual in duals for p in dual.open_rows(torch.arange(dual.neurons)).trainable()]
-    material, replay = [batch(1)], [batch(2)]
-    report = train(model, threading.Lock(), params, material, passes=30, lr=3e-2, max_grad_norm=1.0,
-                   report=lambda *_: None, first=FIRST, replay=replay if distill else (),
+    lock = threading.Lock()
+    material, replay = frozen_prefixes(model, lock, [batch(1)], FIRST), [batch(2)]
+    report = train(model, lock, params, material, passes=30, lr=3e-2, max_grad_norm=1.0,
+                   report=lambda *_: None, first=FIRST, replay=frozen_prefixes(model, lock, replay, FIRST) if distill else (),
                    original=lambda: original(duals), replay_weight=5.0)
     with torch.no_grad():
         kl = float(distill_loss(model, frozen_prefix(model, replay[0], FIRST), FIRST, lambda: original(duals)))
@@ -80,10 +82,11 @@ def test_an_answer_between_calibration_batches_sees_the_learned_model_and_is_not
     def answer_between_batches(_: float) -> None:  # what another thread may do while unlocked
         seen.append([dual.alpha for dual in duals])
         with torch.no_grad():
-            model(**batch(6, rows=3, length=10))
+            model(input_ids=batch(6, rows=3, length=10)["input_ids"])
 
-    counts = firing_counts(model, threading.Lock(), duals, batches, 0.1, answer_between_batches,
-                           inside=lambda: original(duals))
+    lock = threading.Lock()
+    counts = firing_counts(model, lock, duals, frozen_prefixes(model, lock, batches, FIRST), FIRST, 0.1,
+                           answer_between_batches, inside=lambda: original(duals))
     assert seen == [[0.4, 0.4], [0.4, 0.4]]
     assert counts.tokens == sum(int(b["attention_mask"].sum()) for b in batches)
     assert all(dual.observer is None for dual in duals)

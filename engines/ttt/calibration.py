@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engines.ttt.trainer import collate, firing_counts, text_pieces
+from engines.ttt.trainer import collate, firing_counts, frozen_prefixes, text_pieces
 from models.dual_mlp import DualMLP, original
 from store.blobs import BlobStore
 
@@ -50,9 +50,11 @@ def background_rates(blobs: BlobStore, cortex: Any, duals: list[DualMLP], layer_
     pieces = text_pieces(cortex.tokenizer, text, WINDOW, "background", limit=tokens)
     pad = cortex.tokenizer.pad_token_id or 0
     batches = [collate(pieces[i:i + BATCH], pad, cortex.device) for i in range(0, len(pieces), BATCH)]
+    first = min(layer_ids)
+    prefixes = frozen_prefixes(cortex.model, cortex.lock, batches, first, lambda f: progress(0.7 * f))
     # the original model's rates, whatever has been learned since
-    counts = firing_counts(cortex.model, cortex.lock, duals, batches, fraction, progress,
-                           inside=lambda: original(duals))
+    counts = firing_counts(cortex.model, cortex.lock, duals, prefixes, first, fraction,
+                           lambda f: progress(0.7 + 0.3 * f), inside=lambda: original(duals))
     blobs.put(key, "calibration", {"counts": counts.counts.to(torch.float64), "tokens": counts.tokens},
               meta={"layers": layer_ids, "fire_fraction": fraction, "tokens": counts.tokens})
     return counts.counts, counts.tokens

@@ -67,6 +67,13 @@ class TTTConfig(BaseModel):
     replay_questions: int = Field(
         3, ge=0, le=16, description="Questions about the background prose, in the chat template, "
         "distilled beside each mini-batch (holds how the model answers questions in general).")
+    recall_per_pair: int = Field(
+        2, ge=0, le=16, description="Question/answer pairs of earlier learned documents rehearsed "
+        "for each pair of the new one, so that learning a document does not overwrite the ones "
+        "before it (0: none).")
+    recall_pool: int = Field(
+        4096, ge=16, le=100_000, description="Earlier pairs kept for recall (a random sample "
+        "once there are more).")
     replay_weight: float = Field(
         1.0, gt=0.0, le=100.0, description="Weight of the distillation loss against the material's.")
     values_only: bool = Field(

@@ -5,7 +5,9 @@ the last quarter of the decoder layers. Here each of those MLPs becomes a ``Dual
 original frozen beside a trainable copy, mixed by ``alpha``), and learning a document is:
 
 1. material: the document's tokens, plus rehearsal of its facts as questions/answers and
-   paraphrases (``rehearsal``), packed into mini-batches with background text replayed in each;
+   paraphrases (``rehearsal``), plus a sample of earlier documents' question/answer pairs
+   (recall: without it each document overwrites the ones learned before it), packed into
+   mini-batches with background text replayed in each;
 2. gating: the neurons that fire far more on this document than on general text (TF-IDF against
    background rates measured once and cached) are the only ones opened for training, at most
    ``gate_top_k`` per layer; with the gate off every neuron is;
@@ -23,6 +25,7 @@ the previous learned state, and its learn job runs again on the next start.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from typing import Any
@@ -43,7 +46,17 @@ from engines.base import (
 from engines.ttt import rehearsal
 from engines.ttt.calibration import background_rates
 from engines.ttt.config import TTTConfig
-from engines.ttt.trainer import Piece, chat_piece, collate, firing_counts, pack, text_pieces, train
+from engines.ttt.trainer import (
+    Piece,
+    Prefix,
+    chat_piece,
+    collate,
+    firing_counts,
+    frozen_prefixes,
+    pack,
+    text_pieces,
+    train,
+)
 from models.dual_mlp import DualMLP, decoder_layers, install, layer_range, original, uninstall
 from models.neuron_gate import tfidf, top_neurons
 from store.blobs import BlobStore
@@ -52,6 +65,7 @@ log = logging.getLogger(__name__)
 
 LIVE_KEY = "ttt/live"
 BACKGROUND_PROSE_CHARS = 40_000  # the background opens with everyday prose (app.general_text)
+DISTILLED_BATCHES = 8  # distinct distillation batches per document, cycled (each holds its teacher)
 STATE_FORMAT = 1
 
 
@@ -76,6 +90,7 @@ class TTTEngine(Engine):
         self._replay_at = 0
         self._background_questions: list[Piece] | None = None
         self._question_at = 0
+        self._recall: list[tuple[str, str, str]] = []  # (path, question, answer) of learned documents
         self._setup = threading.RLock()
 
     # --- the model ---------------------------------------------------------------------------
@@ -120,15 +135,20 @@ class TTTEngine(Engine):
         started = time.perf_counter()
         cortex = self.cortex()
         progress(0.0, "preparing the material")
-        pieces, doc_tokens = self.material(cortex, document)
+        pieces, doc_tokens, pairs = self.material(cortex, document)
         if not pieces:
             progress(1.0, "nothing to learn (empty document)")
             return LearnReport(engine=self.name, path=document.path, seconds=0.0, changed=False)
-        pad = cortex.tokenizer.pad_token_id or 0
-        pieces.sort(key=len)  # similar lengths share a batch: less padding
-        own = [collate(b, pad, cortex.device) for b in pack(pieces, self.config.batch_tokens)]
-        batches, replay = self._batches(cortex, pieces, own)
-        neurons = self.select_neurons(cortex, own, progress)
+        if not self.config.rehearsal_qa:
+            pairs = []  # recall rehearses pairs only where the documents' own pairs are trained
+        recalled = self._recalled(cortex, document.path, len(pairs))
+        pieces = sorted(pieces + recalled, key=len)  # similar lengths share a batch: less padding
+        first = min(self._layer_ids)
+        batches, replay = self._batches(cortex, pieces)
+        prefixes = frozen_prefixes(cortex.model, cortex.lock, batches + replay, first,
+                                   lambda f: progress(0.05 * f, "running the frozen layers"))
+        prefixes, replayed = prefixes[:len(batches)], prefixes[len(batches):]
+        neurons = self.select_neurons(cortex, prefixes, progress)
         self._set_alpha(self._next_alpha())
         params = [p for dual, ids in zip(self._duals, neurons) if ids.numel()
                   for p in dual.open_rows(ids, self.config.values_only).trainable()]
@@ -141,9 +161,9 @@ class TTTEngine(Engine):
             progress(0.1 + 0.88 * step / steps, f"step {step}/{steps} loss {loss:.3f}")
 
         try:
-            result = train(cortex.model, cortex.lock, params, batches, self.config.passes,
-                           self.config.lr, self.config.max_grad_norm, report, first=min(self._layer_ids),
-                           replay=replay, original=lambda: original(self._duals),
+            result = train(cortex.model, cortex.lock, params, prefixes, self.config.passes,
+                           self.config.lr, self.config.max_grad_norm, report, first=first,
+                           replay=replayed, original=lambda: original(self._duals),
                            replay_weight=self.config.replay_weight)
         except BaseException:
             for dual in self._duals:
@@ -151,6 +171,7 @@ class TTTEngine(Engine):
             raise
         with cortex.lock:
             changed = sum(dual.commit() for dual in self._duals)
+        self._remember(document.path, pairs)
         self.documents += 1
         self.revision += 1
         if self.autosave:
@@ -164,14 +185,15 @@ class TTTEngine(Engine):
             details={"steps": result.steps, "loss_first_pass": result.first_loss,
                      "loss_last_pass": result.last_loss, "neurons_changed": changed,
                      "neurons_open": sum(int(n.numel()) for n in neurons), "alpha": self.alpha,
-                     "material_tokens": sum(len(p) for p in pieces),
-                     "trained_tokens": sum(int(b["attention_mask"].sum()) for b in [*batches, *replay])
+                     "material_tokens": sum(len(p) for p in pieces), "recalled_pairs": len(recalled),
+                     "trained_tokens": sum(int(b["attention_mask"].sum()) for b in batches)
                      * self.config.passes,
                      "tokens_per_second": doc_tokens / seconds if seconds > 0 else 0.0},
         )
 
-    def material(self, cortex: Neocortex, document: DocumentInput) -> tuple[list[Piece], int]:
-        """The document's own windows and its rehearsal pieces; and its token count."""
+    def material(self, cortex: Neocortex, document: DocumentInput
+                 ) -> tuple[list[Piece], int, list[rehearsal.QA]]:
+        """The document's own windows and its rehearsal pieces; its token count; its pairs."""
         cfg = self.config
         window = max(16, cfg.batch_tokens // 2)
         doc = text_pieces(cortex.tokenizer, document.text, window, "document", limit=cfg.max_document_tokens)
@@ -190,29 +212,54 @@ class TTTEngine(Engine):
                       for qa in pairs]
         if cfg.rehearsal_paraphrase and restated:
             extra += text_pieces(cortex.tokenizer, "\n".join(restated), window, "paraphrase")
-        return doc + extra, doc_tokens
+        return doc + extra, doc_tokens, pairs
 
-    def _batches(self, cortex: Neocortex, pieces: list[Piece], own: list[dict[str, Any]]
+    def _recalled(self, cortex: Neocortex, path: str, new_pairs: int) -> list[Piece]:
+        """``recall_per_pair`` earlier pairs per new pair, drawn at random from the pool (the
+        draw is seeded by the revision: the same state learning the same document draws the same)."""
+        pool = [(q, a) for p, q, a in self._recall if p != path]
+        n = min(len(pool), self.config.recall_per_pair * new_pairs)
+        if n == 0:
+            return []
+        drawn = random.Random(self.revision).sample(pool, n)
+        return [chat_piece(cortex.tokenizer, q, a, self.config.rehearsal_system, kind="recall")
+                for q, a in drawn]
+
+    def _remember(self, path: str, pairs: list[rehearsal.QA]) -> None:
+        """Keep the document's pairs for recall (replacing what an earlier version of it had);
+        past ``recall_pool`` pairs, new ones take the places of random old ones."""
+        pool = [entry for entry in self._recall if entry[0] != path]
+        rng = random.Random(self.revision)
+        for qa in pairs:
+            if len(pool) < self.config.recall_pool:
+                pool.append((path, qa.question, qa.answer))
+            else:
+                pool[rng.randrange(len(pool))] = (path, qa.question, qa.answer)
+        self._recall = pool
+
+    def _batches(self, cortex: Neocortex, pieces: list[Piece]
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The training mini-batches, and the distillation batches beside them.
+        """The training mini-batches, and the distillation batches cycled beside them.
 
         Background text is replayed by its own next-token loss inside each material batch
         (``replay_loss = lm``) or distilled from the original model in a batch of its own
         (``distill``); background questions are always distilled (what is held is how the
-        original model answered them, not the extracted answer).
+        original model answered them, not the extracted answer). At most ``DISTILLED_BATCHES``
+        distinct distillation batches per document: each keeps its teacher's output in memory.
         """
         cfg, pad = self.config, cortex.tokenizer.pad_token_id or 0
         if self.context.background is None:
-            return own, []
+            return [collate(b, pad, cortex.device) for b in pack(pieces, cfg.batch_tokens)], []
         text_lm = cfg.replay_tokens > 0 and cfg.replay_loss == "lm"
         text_distilled = cfg.replay_tokens > 0 and cfg.replay_loss == "distill"
-        batches = own
         if text_lm:
             packed = pack(pieces, max(16, cfg.batch_tokens - cfg.replay_tokens))
             batches = [collate([*b, self._replay_piece(cortex, cfg.replay_tokens)], pad, cortex.device)
                        for b in packed]
+        else:
+            batches = [collate(b, pad, cortex.device) for b in pack(pieces, cfg.batch_tokens)]
         distilled = []
-        for _ in batches:
+        for _ in range(min(len(batches), DISTILLED_BATCHES)):
             text = [self._replay_piece(cortex, cfg.replay_tokens)] if text_distilled else []
             distilled.append(text + self._replay_questions(cortex))
         return batches, [collate(d, pad, cortex.device) for d in distilled if d]
@@ -244,9 +291,10 @@ class TTTEngine(Engine):
         self._question_at += k
         return [pool[(self._question_at - j) % len(pool)] for j in range(k)]
 
-    def select_neurons(self, cortex: Neocortex, batches: list[dict[str, Any]],
+    def select_neurons(self, cortex: Neocortex, prefixes: list[Prefix],
                        progress: Progress) -> list[torch.Tensor]:
-        """Per learning layer, the neurons this document may change."""
+        """Per learning layer, the neurons this document may change (counted over the
+        document's own material: not replay, not recalled pairs)."""
         every = torch.arange(self._duals[0].neurons)
         if not self.config.gate or self.config.mode == "full":
             return [every for _ in self._duals]
@@ -256,9 +304,10 @@ class TTTEngine(Engine):
             raise RuntimeError("sparse gating needs background text to calibrate on")
         bg_counts, bg_tokens = background_rates(
             self.blobs, cortex, self._duals, self._layer_ids, background, cfg.fire_fraction,
-            cfg.calibration_tokens, lambda f: progress(0.08 * f, "calibrating neuron statistics"))
+            cfg.calibration_tokens, lambda f: progress(0.05 + 0.03 * f, "calibrating neuron statistics"))
         progress(0.08, "ranking neurons")
-        doc = firing_counts(cortex.model, cortex.lock, self._duals, batches, cfg.fire_fraction)
+        doc = firing_counts(cortex.model, cortex.lock, self._duals, prefixes, min(self._layer_ids),
+                            cfg.fire_fraction)
         return top_neurons(tfidf(doc, bg_counts, bg_tokens), cfg.gate_top_k, cfg.gate_min_score)
 
     # --- answering ---------------------------------------------------------------------------
@@ -286,6 +335,7 @@ class TTTEngine(Engine):
             "revision": self.revision, "layers": self._layer_ids, "mode": self.config.mode,
             "neurons": self._duals[0].neurons, "hidden": int(self._duals[0].gate.shape[1]),
             "replay_at": self._replay_at, "origin": self.origin,
+            "recall": [list(entry) for entry in self._recall],
         }
         for i, dual in zip(self._layer_ids, self._duals):
             for part, tensor in dual.learned().items():
@@ -310,12 +360,14 @@ class TTTEngine(Engine):
                  for i in self._layer_ids}
         if any(t is None for layer in parts.values() for t in layer.values()):
             raise ValueError("the state misses some layers' rows")
+        recall = _recall_entries(state.get("recall", []))
         with self._cortex.lock:  # type: ignore[union-attr]
             for i, dual in zip(self._layer_ids, self._duals):
                 dual.load_learned(parts[i])  # type: ignore[arg-type]
             self.documents = int(state["documents"])
             self.revision = int(state.get("revision", self.documents))
             self._replay_at = int(state.get("replay_at", 0))
+            self._recall = recall
             self._set_alpha(float(state["alpha"]))
         self.origin = None
 
@@ -324,6 +376,7 @@ class TTTEngine(Engine):
             for dual in self._duals:
                 dual.reset()
             self.documents = self.revision = self._replay_at = 0
+            self._recall = []
             self._set_alpha(1.0)
         self.origin = None
 
@@ -361,3 +414,11 @@ class TTTEngine(Engine):
                 "gate": self.config.gate, "neurons_touched": touched, "origin": self.origin,
                 "loaded": True}
 
+
+
+def _recall_entries(value: Any) -> list[tuple[str, str, str]]:
+    """The recall pool of a saved state: (path, question, answer) triples of strings."""
+    if not isinstance(value, list) or not all(
+            isinstance(e, list) and len(e) == 3 and all(isinstance(x, str) for x in e) for e in value):
+        raise ValueError("the state's recall pool is not a list of [path, question, answer] strings")
+    return [(p, q, a) for p, q, a in value]

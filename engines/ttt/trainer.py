@@ -3,9 +3,11 @@
 A piece is one training sequence with its labels: a window of the document or of background
 text (loss on every token), or a rehearsal question and answer in the model's chat template
 (loss on the answer only, so the model learns to answer, not to ask). Pieces are packed into
-padded mini-batches of about ``batch_tokens`` tokens. Training takes one Adam step per
-mini-batch per pass, holding the neocortex's lock only for the step itself, so an answer can
-be generated between two steps.
+padded mini-batches of about ``batch_tokens`` tokens. Every layer below the first learning one
+is frozen, so each batch runs through those layers once (its ``Prefix``); the gate's firing
+counts, the distillation teacher and every training step start from there. Training takes one
+Adam step per mini-batch per pass, holding the neocortex's lock only for the step itself, so an
+answer can be generated between two steps.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from models.dual_mlp import DualMLP
 from models.neuron_gate import FiringCounts
 
 IGNORE = -100
+UNCOUNTED = frozenset({"replay", "recall"})  # pieces that say nothing about the document's neurons
 
 
 @dataclass
 class Piece:
     ids: list[int]
     labels: list[int]  # IGNORE where the token is context only
-    kind: str  # document, qa, paraphrase, replay
+    kind: str  # document, qa, paraphrase, replay, recall (an earlier document's pair), background
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -43,7 +46,7 @@ def text_pieces(tokenizer: Any, text: str, window: int, kind: str, limit: int | 
             if len(ids[i:i + window]) > 1]
 
 
-def chat_piece(tokenizer: Any, question: str, answer: str, system: str = "") -> Piece:
+def chat_piece(tokenizer: Any, question: str, answer: str, system: str = "", kind: str = "qa") -> Piece:
     """A question and its answer in the chat template; only the answer's tokens carry loss."""
     asked = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
     prompt = tokenizer.apply_chat_template(asked, add_generation_prompt=True, tokenize=False)
@@ -53,7 +56,7 @@ def chat_piece(tokenizer: Any, question: str, answer: str, system: str = "") -> 
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     if ids[:len(prompt_ids)] != prompt_ids:  # a template that re-tokenises the boundary
         ids = prompt_ids + tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
-    return Piece(ids, [IGNORE] * len(prompt_ids) + ids[len(prompt_ids):], "qa")
+    return Piece(ids, [IGNORE] * len(prompt_ids) + ids[len(prompt_ids):], kind)
 
 
 def pack(pieces: Sequence[Piece], batch_tokens: int) -> list[list[Piece]]:
@@ -72,49 +75,21 @@ def pack(pieces: Sequence[Piece], batch_tokens: int) -> list[list[Piece]]:
 
 
 def collate(batch: Sequence[Piece], pad_id: int, device: str) -> dict[str, Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` [B, T]."""
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` [B, T], and ``counted``
+    [B, T]: the tokens whose firing counts for the gate (not padding, replay or recall)."""
     width = max(len(p) for p in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
+    counted = torch.zeros((len(batch), width), dtype=torch.bool)
     for row, piece in enumerate(batch):
         n = len(piece)
         ids[row, :n] = torch.tensor(piece.ids)
         labels[row, :n] = torch.tensor(piece.labels)
         mask[row, :n] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-
-
-@contextmanager
-def _observing(duals: list[DualMLP], counts: FiringCounts, fraction: float, mask: Tensor) -> Iterator[None]:
-    """Inside, every forward of ``duals`` adds its firing to ``counts`` (tokens where ``mask``)."""
-    for j, dual in enumerate(duals):
-        dual.observer = lambda h, j=j: counts.add(j, h, fraction, mask)
-    try:
-        yield
-    finally:
-        for dual in duals:
-            dual.observer = None
-
-
-def firing_counts(model: Any, lock: threading.Lock, duals: list[DualMLP],
-                  batches: Sequence[dict[str, Tensor]], fraction: float,
-                  progress: Callable[[float], None] | None = None,
-                  inside: Callable[[], AbstractContextManager[Any]] = nullcontext) -> FiringCounts:
-    """How often each neuron of ``duals`` fires over the (non-padding) tokens of ``batches``.
-
-    The observers, and ``inside`` (e.g. the original model), are in place only while the lock
-    is held: an answer generated between two batches neither counts nor sees them.
-    """
-    counts = FiringCounts(len(duals), duals[0].neurons)
-    for n, batch in enumerate(batches):
-        mask = batch["attention_mask"].bool()
-        with lock, inside(), _observing(duals, counts, fraction, mask), torch.no_grad():
-            # the MLPs see every token; no logits are needed
-            model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        if progress:
-            progress((n + 1) / len(batches))
-    return counts
+        counted[row, :n] = piece.kind not in UNCOUNTED
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device),
+            "counted": counted.to(device)}
 
 
 class _Stop(Exception):
@@ -124,11 +99,13 @@ class _Stop(Exception):
 @dataclass
 class Prefix:
     """A batch as it enters the first learning layer: everything before it is frozen, so it is
-    computed once per document instead of once per step (a third of a step's work at 4 passes)."""
+    computed once per document instead of once per step and once more for the gate."""
 
     hidden: Tensor  # [B, T, H]
     layer_kwargs: dict[str, Any]  # the causal mask, rotary embeddings and positions, as HF built them
     labels: Tensor  # [B, T]
+    counted: Tensor  # [B, T] bool: the tokens whose firing the gate counts
+    teacher: Tensor | None = None  # [N, V] the original model's log-probabilities at the labels
 
 
 def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
@@ -155,7 +132,54 @@ def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
     finally:
         handle.remove()
     kwargs = {k: v for k, v in captured["kwargs"].items() if k != "hidden_states"}
-    return Prefix(hidden=captured["hidden"].detach(), layer_kwargs=kwargs, labels=batch["labels"])
+    counted = batch.get("counted", batch["attention_mask"].bool())
+    return Prefix(hidden=captured["hidden"].detach(), layer_kwargs=kwargs, labels=batch["labels"],
+                  counted=counted)
+
+
+def frozen_prefixes(model: Any, lock: threading.Lock, batches: Sequence[dict[str, Tensor]], first: int,
+                    progress: Callable[[float], None] | None = None) -> list[Prefix]:
+    """``frozen_prefix`` of each batch, holding the lock per batch (answers may come between)."""
+    prefixes = []
+    for n, batch in enumerate(batches):
+        with lock:
+            prefixes.append(frozen_prefix(model, batch, first))
+        if progress:
+            progress((n + 1) / len(batches))
+    return prefixes
+
+
+@contextmanager
+def _observing(duals: list[DualMLP], counts: FiringCounts, fraction: float, mask: Tensor) -> Iterator[None]:
+    """Inside, every forward of ``duals`` adds its firing to ``counts`` (tokens where ``mask``)."""
+    for j, dual in enumerate(duals):
+        dual.observer = lambda h, j=j: counts.add(j, h, fraction, mask)
+    try:
+        yield
+    finally:
+        for dual in duals:
+            dual.observer = None
+
+
+def firing_counts(model: Any, lock: threading.Lock, duals: list[DualMLP], prefixes: Sequence[Prefix],
+                  first: int, fraction: float, progress: Callable[[float], None] | None = None,
+                  inside: Callable[[], AbstractContextManager[Any]] = nullcontext) -> FiringCounts:
+    """How often each neuron of ``duals`` (layers ``first`` and up) fires over the counted
+    tokens of ``prefixes``.
+
+    The observers, and ``inside`` (e.g. the original model), are in place only while the lock
+    is held: an answer generated between two batches neither counts nor sees them.
+    """
+    counts = FiringCounts(len(duals), duals[0].neurons)
+    layers = model.get_decoder().layers[first:]
+    for n, prefix in enumerate(prefixes):
+        with lock, inside(), _observing(duals, counts, fraction, prefix.counted), torch.no_grad():
+            hidden = prefix.hidden
+            for layer in layers:  # the MLPs see every token; no logits are needed
+                hidden = layer(hidden, **prefix.layer_kwargs)
+        if progress:
+            progress((n + 1) / len(prefixes))
+    return counts
 
 
 def _top_hidden(model: Any, prefix: Prefix, first: int) -> Tensor:
@@ -186,6 +210,15 @@ def labelled_loss(model: Any, prefix: Prefix, first: int) -> Tensor:
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
+def teach(model: Any, prefix: Prefix, first: int, original: Callable[[], AbstractContextManager[Any]]) -> Prefix:
+    """Keep the original model's log-probabilities on ``prefix`` (they never change: computed
+    once, not at every step that replays the batch)."""
+    with torch.no_grad(), original():
+        logits, _ = _labelled_logits(model, prefix, first)
+    prefix.teacher = logits.log_softmax(-1)
+    return prefix
+
+
 def distill_loss(model: Any, prefix: Prefix, first: int,
                  original: Callable[[], AbstractContextManager[Any]]) -> Tensor:
     """KL(original || current) of the next-token distributions over ``prefix``'s tokens.
@@ -194,11 +227,9 @@ def distill_loss(model: Any, prefix: Prefix, first: int,
     instead holds the model's predictions on it where the untouched model had them, which is
     exactly what perplexity drift measures.
     """
-    with torch.no_grad(), original():
-        teacher, _ = _labelled_logits(model, prefix, first)
+    teacher = prefix.teacher if prefix.teacher is not None else teach(model, prefix, first, original).teacher
     student, _ = _labelled_logits(model, prefix, first)
-    return torch.nn.functional.kl_div(student.log_softmax(-1), teacher.log_softmax(-1),
-                                      log_target=True, reduction="batchmean")
+    return torch.nn.functional.kl_div(student.log_softmax(-1), teacher, log_target=True, reduction="batchmean")
 
 
 @dataclass
@@ -217,25 +248,26 @@ class TrainReport:
 
 
 def train(model: Any, lock: threading.Lock, params: list[torch.nn.Parameter],
-          batches: Sequence[dict[str, Tensor]], passes: int, lr: float, max_grad_norm: float,
+          prefixes: Sequence[Prefix], passes: int, lr: float, max_grad_norm: float,
           report: Callable[[int, int, float], None], first: int = 0,
-          replay: Sequence[dict[str, Tensor]] = (),
+          replay: Sequence[Prefix] = (),
           original: Callable[[], AbstractContextManager[Any]] | None = None,
           replay_weight: float = 1.0) -> TrainReport:
     """``passes`` Adam steps per mini-batch, in order; ``report(step, steps, loss)`` after each.
 
-    ``first`` is the lowest layer holding trained parameters: the layers below it only run once.
-    With ``replay`` batches and ``original`` (a context in which the model answers as it did
-    before any learning), each step adds ``replay_weight`` times the distillation loss of the
-    next replay batch. The reported loss is the material's own.
+    ``first`` is the lowest layer holding trained parameters (``prefixes`` enter there). With
+    ``replay`` prefixes and ``original`` (a context in which the model answers as it did before
+    any learning), each step adds ``replay_weight`` times the distillation loss of the next
+    replay batch, cycling through them. The reported loss is the material's own.
     """
     if replay and original is None:
         raise ValueError("distillation replay needs the original model's context")
-    with lock:
-        prefixes = [frozen_prefix(model, batch, first) for batch in batches]
-        replayed = [frozen_prefix(model, batch, first) for batch in replay]
+    for prefix in replay:
+        if prefix.teacher is None:
+            with lock:
+                teach(model, prefix, first, original)  # type: ignore[arg-type]
     optimizer = torch.optim.Adam(params, lr=lr)
-    steps = passes * len(batches)
+    steps = passes * len(prefixes)
     losses: list[float] = []
     step = 0
     for _ in range(passes):
@@ -244,9 +276,9 @@ def train(model: Any, lock: threading.Lock, params: list[torch.nn.Parameter],
             with lock, torch.enable_grad():
                 loss = labelled_loss(model, prefix, first)
                 total = loss
-                if replayed:
+                if replay:
                     assert original is not None
-                    total = loss + replay_weight * distill_loss(model, replayed[n % len(replayed)], first, original)
+                    total = loss + replay_weight * distill_loss(model, replay[n % len(replay)], first, original)
                 total.backward()
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
                 optimizer.step()
