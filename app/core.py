@@ -123,7 +123,12 @@ class Engram:
     def ingestor(self) -> Ingestor:
         learners = [n for n in self.settings.engines if engine_class(n).learns_documents]
         return Ingestor(self.settings, self.docs, self.folders, self.queue, self.index,
-                        lambda: self.embedder, learners, self.ignored)
+                        lambda: self.embedder, learners, self.ignored, self._forget_in_engines)
+
+    def _forget_in_engines(self, document_ids: list[int]) -> None:
+        for engine in self.engines:
+            for document_id in document_ids:
+                engine.forget(document_id)
 
     @cached_property
     def engine_context(self) -> EngineContext:
@@ -288,9 +293,7 @@ class Engram:
             raise KeyError(f"not a known document: {path}")
         if self.folders.owner(path) is not None:
             self.ignored.add(path)
-        self.ingestor.forget([path])
-        for engine in self.engines:
-            engine.forget(row.id)
+        self.ingestor.forget([path])  # the engines are told too
         self.save_index()
 
     def add_files(self, files: list[tuple[Path, str]]) -> list[DroppedFile]:

@@ -115,9 +115,12 @@ class Ingestor:
         embedder: Callable[[], Embedder],
         learners: list[str] | None = None,
         ignored: IgnoredFiles | None = None,
+        forgotten: Callable[[list[int]], None] | None = None,
     ) -> None:
         """``learners``: engines that learn each new or changed document after it is indexed;
-        ``ignored``: files the person asked to forget, skipped until they are re-learned."""
+        ``ignored``: files the person asked to forget, skipped until they are re-learned;
+        ``forgotten``: told the ids of documents that left the store (deleted, moved out of a
+        watched folder, forgotten), so that the engines drop what they keep of them."""
         self.settings = settings
         self.docs = docs
         self.folders = folders
@@ -126,6 +129,7 @@ class Ingestor:
         self._embedder = embedder
         self.learners = learners or []
         self.ignored = ignored
+        self.forgotten = forgotten
 
     @property
     def embedder(self) -> Embedder:
@@ -199,10 +203,12 @@ class Ingestor:
         """Remove documents (and their vectors) from the store; returns how many were known."""
         if not paths:
             return 0
-        known = [p for p in paths if self.docs.get(p) is not None]
-        removed_ids = self.docs.remove_many(known)
+        rows = [row for row in map(self.docs.get, paths) if row is not None]
+        removed_ids = self.docs.remove_many([row.path for row in rows])
         self.index.remove(np.asarray(removed_ids, dtype=np.int64))
-        return len(known)
+        if rows and self.forgotten is not None:
+            self.forgotten([row.id for row in rows])
+        return len(rows)
 
     # --- processing --------------------------------------------------------------------------
     def process(self, jobs: list[Job]) -> list[FileResult]:

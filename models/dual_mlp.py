@@ -149,15 +149,20 @@ class DualMLP(nn.Module):
         return {"ids": ids.cpu(), "gate": self.gate[ids].cpu(), "up": self.up[ids].cpu(),
                 "down": self.down[ids].cpu()}
 
-    @torch.no_grad()
-    def load_learned(self, state: dict[str, Tensor]) -> None:
-        ids = state["ids"].to(device=self.gate.device, dtype=torch.long)
+    def check_learned(self, state: dict[str, Tensor]) -> None:
+        """Raise ValueError unless ``state`` (as ``learned`` gives it) fits this MLP."""
+        ids = state["ids"]
         shapes = {k: tuple(state[k].shape) for k in ("gate", "up", "down")}
         expected = (ids.numel(), self.gate.shape[1])
-        if any(s != expected for s in shapes.values()) or (ids.numel() and (
-                int(ids.min()) < 0 or int(ids.max()) >= self.neurons)):
+        if ids.dim() != 1 or ids.is_floating_point() or any(s != expected for s in shapes.values()) or (
+                ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.neurons)):
             raise ValueError(f"learned rows do not fit this MLP ({self.neurons} neurons, "
                              f"hidden {self.gate.shape[1]}): {shapes}")
+
+    @torch.no_grad()
+    def load_learned(self, state: dict[str, Tensor]) -> None:
+        self.check_learned(state)
+        ids = state["ids"].to(device=self.gate.device, dtype=torch.long)
         self.reset()
         self.gate[ids] = state["gate"].to(self.gate)
         self.up[ids] = state["up"].to(self.up)

@@ -59,7 +59,7 @@ def test_ingest_search_cite(engram, tmp_path):
     assert status.chunks == status.vectors
 
 
-def test_unchanged_rescan_does_no_work_and_changes_replace(engram, tmp_path):
+def test_unchanged_rescan_does_no_work_and_changes_replace(engram, tmp_path, monkeypatch):
     docs = tmp_path / "docs"
     write_corpus(docs)
     ingest_now(engram, docs)
@@ -80,10 +80,13 @@ def test_unchanged_rescan_does_no_work_and_changes_replace(engram, tmp_path):
     after = set(engram.docs.chunk_ids().tolist())
     assert after != ids_before and set(engram.index.ids().tolist()) == after
     assert "green" in engram.search("lighthouse colour", k=1)[0].text
-    # deletion: the document and its vectors leave, answers stop citing it
+    # deletion: the document and its vectors leave, answers stop citing it, engines are told
+    harbor = engram.docs.get(str(docs / "harbor.md")).id
+    told: list[int] = []
+    monkeypatch.setattr(engram.engine("rag"), "forget", told.append)
     (docs / "harbor.md").unlink()
     report, _ = ingest_now(engram, docs)
-    assert report[0].removed == 1
+    assert report[0].removed == 1 and told == [harbor]
     assert all(Path(h.path).name != "harbor.md" for h in engram.search("lighthouse", k=5))
     assert len(engram.index) == engram.docs.counts()["chunks"]
 

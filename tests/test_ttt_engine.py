@@ -11,6 +11,7 @@ import torch
 
 from app.model_eval import option_logprobs, render
 from engines.base import DocumentInput, Query
+from engines.ttt.engine import LIVE_KEY
 from engines.generation import ChatMessage
 from engines.ttt.trainer import chat_piece, collate, frozen_prefix, labelled_loss
 from tests.helpers import open_engram
@@ -96,8 +97,8 @@ OTHER = ("Mirelle Daskoth was born in 1958. Mirelle Daskoth grew up in the town 
          "Mirelle Daskoth works as a beekeeper.\n")
 
 
-def pool(engine) -> list[list[str]]:
-    return engine.state_dict()["recall"]
+def pool(engine) -> list[list]:
+    return engine.state_dict()["recall"]["pairs"]
 
 
 @pytest.mark.slow
@@ -108,27 +109,30 @@ def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_
     engine = engram.engine("ttt")
     try:
         assert engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[DOC])).details["recalled_pairs"] == 0
-        lynx = ["a.txt", "Loudurk Zestaestox keeps a lynx named what?", "Thielor"]
-        assert lynx in pool(engine) and {e[0] for e in pool(engine)} == {"a.txt"}
+        assert [1, "Loudurk Zestaestox keeps a lynx named what?", "Thielor"] in pool(engine)
+        assert {e[0] for e in pool(engine)} == {1}
 
         second = engine.learn(DocumentInput(document_id=2, path="b.txt", chunks=[OTHER]))
         assert second.details["recalled_pairs"] == 4  # two per new pair, at most the 4 pairs there are
-        assert sorted({e[0] for e in pool(engine)}) == ["a.txt", "b.txt"]
+        assert sorted({e[0] for e in pool(engine)}) == [1, 2]
 
-        renamed = DOC.replace("Thielor", "Hezos")
-        again = engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[renamed]))
-        assert again.details["recalled_pairs"] == 3  # only b.txt's pairs: not its own old ones
-        answers = {e[2] for e in pool(engine) if e[0] == "a.txt"}
+        again = engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[DOC.replace("Thielor", "Hezos")]))
+        assert again.details["recalled_pairs"] == 3  # only document 2's pairs: not its own old ones
+        answers = {e[2] for e in pool(engine) if e[0] == 1}
         assert "Hezos" in answers and "Thielor" not in answers and len(pool(engine)) == 7
 
         state = engine.state_dict()
         engine.reset()
         assert pool(engine) == []
         with pytest.raises(ValueError, match="recall pool"):
-            engine.load_state_dict({**state, "recall": [["a.txt", "only two"]]})
+            engine.load_state_dict({**state, "recall": {"seen": 7, "pairs": [[1, "only two"]]}})
         assert pool(engine) == [] and engine.documents == 0  # a bad state changes nothing
         engine.load_state_dict(state)
-        assert pool(engine) == state["recall"] and engine.documents == 3
+        assert pool(engine) == state["recall"]["pairs"] and engine.documents == 3
+
+        engine.forget(2)  # the document left the store: its pairs are not rehearsed again
+        assert {e[0] for e in pool(engine)} == {1}
+        assert {e[0] for e in engine.blobs.get(LIVE_KEY)["recall"]["pairs"]} == {1}  # and saved
     finally:
         engine.close()
         engram.close()

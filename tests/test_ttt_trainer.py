@@ -16,9 +16,11 @@ from engines.ttt.trainer import (
     frozen_prefix,
     frozen_prefixes,
     labelled_loss,
+    teach,
     train,
 )
 from models.dual_mlp import DualMLP, install, original
+from models.neuron_gate import FiringCounts
 
 FIRST = 2
 
@@ -85,8 +87,48 @@ def test_an_answer_between_calibration_batches_sees_the_learned_model_and_is_not
             model(input_ids=batch(6, rows=3, length=10)["input_ids"])
 
     lock = threading.Lock()
-    counts = firing_counts(model, lock, duals, frozen_prefixes(model, lock, batches, FIRST), FIRST, 0.1,
+    counts = firing_counts(model, lock, duals, frozen_prefixes(model, lock, batches, FIRST), (FIRST, 3), 0.1,
                            answer_between_batches, inside=lambda: original(duals))
     assert seen == [[0.4, 0.4], [0.4, 0.4]]
     assert counts.tokens == sum(int(b["attention_mask"].sum()) for b in batches)
     assert all(dual.observer is None for dual in duals)
+
+
+def test_the_gate_counts_only_the_documents_own_tokens() -> None:
+    pieces = [Piece([1, 2, 3], [1, 2, 3], "document"), Piece([4, 5], [4, 5], "replay"),
+              Piece([6, 7, 8, 9], [-100, -100, 8, 9], "recall"), Piece([10], [10], "qa")]
+    counted = collate(pieces, 0, "cpu")["counted"]
+    assert counted.tolist() == [[True, True, True, False], [False] * 4, [False] * 4,
+                                [True, False, False, False]]
+
+
+def test_counts_from_the_prefixes_equal_a_full_forward_observed() -> None:
+    model, duals = tiny_model()
+    batches = [batch(7), batch(8, rows=3, length=11)]
+    expected = FiringCounts(len(duals), duals[0].neurons)
+    for b in batches:
+        mask = b["attention_mask"].bool()
+        for j, dual in enumerate(duals):
+            dual.observer = lambda h, j=j, mask=mask: expected.add(j, h, 0.1, mask)
+        with torch.no_grad():
+            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+    for dual in duals:
+        dual.observer = None
+    lock = threading.Lock()
+    counts = firing_counts(model, lock, duals, frozen_prefixes(model, lock, batches, FIRST), (FIRST, 3), 0.1)
+    assert torch.equal(counts.counts, expected.counts) and counts.tokens == expected.tokens
+
+
+def test_a_kept_teacher_gives_the_same_distillation_loss_as_a_fresh_one() -> None:
+    model, duals = tiny_model()
+    for dual in duals:
+        dual.alpha = 0.3
+        rows = dual.open_rows(torch.arange(dual.neurons))
+        with torch.no_grad():
+            rows.down.add_(0.05)
+    prefix = frozen_prefix(model, batch(9), FIRST)
+    with torch.no_grad():
+        fresh = distill_loss(model, prefix, FIRST, lambda: original(duals))
+        teach(model, prefix, FIRST, lambda: original(duals))
+        kept = distill_loss(model, prefix, FIRST, lambda: original(duals))
+    assert float(fresh) > 0 and torch.equal(fresh, kept)

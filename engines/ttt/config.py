@@ -2,8 +2,9 @@
 
 The defaults are what the learning bench showed wins (README.md, "Learning into weights", has
 the figures): gating with rehearsal, replay of everyday prose by its own loss, three background
-questions distilled from the original model beside each mini-batch, two passes at a learning
-rate of 2e-3, and an alpha floor of 0.6.
+questions distilled from the original model beside each mini-batch, two earlier documents'
+pairs recalled per pair of the new one, two passes at a learning rate of 2e-3, and an alpha
+floor of 0.6.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ class TTTConfig(BaseModel):
         "for each pair of the new one, so that learning a document does not overwrite the ones "
         "before it (0: none).")
     recall_pool: int = Field(
-        4096, ge=16, le=100_000, description="Earlier pairs kept for recall (a random sample "
-        "once there are more).")
+        4096, ge=16, le=20_000, description="Earlier pairs kept for recall (a uniform random sample "
+        "of all of them once there are more; kept in the learned state).")
     replay_weight: float = Field(
         1.0, gt=0.0, le=100.0, description="Weight of the distillation loss against the material's.")
     values_only: bool = Field(

@@ -25,7 +25,6 @@ the previous learned state, and its learn job runs again on the next start.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from typing import Any
@@ -46,6 +45,7 @@ from engines.base import (
 from engines.ttt import rehearsal
 from engines.ttt.calibration import background_rates
 from engines.ttt.config import TTTConfig
+from engines.ttt.recall import RecallPool
 from engines.ttt.trainer import (
     Piece,
     Prefix,
@@ -90,7 +90,7 @@ class TTTEngine(Engine):
         self._replay_at = 0
         self._background_questions: list[Piece] | None = None
         self._question_at = 0
-        self._recall: list[tuple[str, str, str]] = []  # (path, question, answer) of learned documents
+        self.recall = RecallPool(self.config.recall_pool)
         self._setup = threading.RLock()
 
     # --- the model ---------------------------------------------------------------------------
@@ -136,12 +136,13 @@ class TTTEngine(Engine):
         cortex = self.cortex()
         progress(0.0, "preparing the material")
         pieces, doc_tokens, pairs = self.material(cortex, document)
+        self.recall.drop(document.document_id)  # an earlier version's pairs are stale
         if not pieces:
             progress(1.0, "nothing to learn (empty document)")
             return LearnReport(engine=self.name, path=document.path, seconds=0.0, changed=False)
         if not self.config.rehearsal_qa:
             pairs = []  # recall rehearses pairs only where the documents' own pairs are trained
-        recalled = self._recalled(cortex, document.path, len(pairs))
+        recalled = self._recalled(cortex, document.document_id, len(pairs))
         pieces = sorted(pieces + recalled, key=len)  # similar lengths share a batch: less padding
         first = min(self._layer_ids)
         batches, replay = self._batches(cortex, pieces)
@@ -171,7 +172,7 @@ class TTTEngine(Engine):
             raise
         with cortex.lock:
             changed = sum(dual.commit() for dual in self._duals)
-        self._remember(document.path, pairs)
+        self.recall.add(document.document_id, [(qa.question, qa.answer) for qa in pairs], self.revision)
         self.documents += 1
         self.revision += 1
         if self.autosave:
@@ -186,8 +187,7 @@ class TTTEngine(Engine):
                      "loss_last_pass": result.last_loss, "neurons_changed": changed,
                      "neurons_open": sum(int(n.numel()) for n in neurons), "alpha": self.alpha,
                      "material_tokens": sum(len(p) for p in pieces), "recalled_pairs": len(recalled),
-                     "trained_tokens": sum(int(b["attention_mask"].sum()) for b in batches)
-                     * self.config.passes,
+                     "trained_tokens": _trained_tokens(batches, replay) * self.config.passes,
                      "tokens_per_second": doc_tokens / seconds if seconds > 0 else 0.0},
         )
 
@@ -214,28 +214,12 @@ class TTTEngine(Engine):
             extra += text_pieces(cortex.tokenizer, "\n".join(restated), window, "paraphrase")
         return doc + extra, doc_tokens, pairs
 
-    def _recalled(self, cortex: Neocortex, path: str, new_pairs: int) -> list[Piece]:
-        """``recall_per_pair`` earlier pairs per new pair, drawn at random from the pool (the
-        draw is seeded by the revision: the same state learning the same document draws the same)."""
-        pool = [(q, a) for p, q, a in self._recall if p != path]
-        n = min(len(pool), self.config.recall_per_pair * new_pairs)
-        if n == 0:
-            return []
-        drawn = random.Random(self.revision).sample(pool, n)
-        return [chat_piece(cortex.tokenizer, q, a, self.config.rehearsal_system, kind="recall")
-                for q, a in drawn]
-
-    def _remember(self, path: str, pairs: list[rehearsal.QA]) -> None:
-        """Keep the document's pairs for recall (replacing what an earlier version of it had);
-        past ``recall_pool`` pairs, new ones take the places of random old ones."""
-        pool = [entry for entry in self._recall if entry[0] != path]
-        rng = random.Random(self.revision)
-        for qa in pairs:
-            if len(pool) < self.config.recall_pool:
-                pool.append((path, qa.question, qa.answer))
-            else:
-                pool[rng.randrange(len(pool))] = (path, qa.question, qa.answer)
-        self._recall = pool
+    def _recalled(self, cortex: Neocortex, document_id: int, new_pairs: int) -> list[Piece]:
+        """``recall_per_pair`` earlier pairs per new pair, drawn at random from the pool (seeded
+        by the revision: the same state learning the same document draws the same pairs)."""
+        drawn = self.recall.draw(self.config.recall_per_pair * new_pairs, self.revision, exclude=document_id)
+        return [chat_piece(cortex.tokenizer, e.question, e.answer, self.config.rehearsal_system, kind="recall")
+                for e in drawn]
 
     def _batches(self, cortex: Neocortex, pieces: list[Piece]
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -284,7 +268,8 @@ class TTTEngine(Engine):
             assert self.context.background is not None
             pairs, _ = rehearsal.extract(self.context.background()[:BACKGROUND_PROSE_CHARS])
             self._background_questions = [chat_piece(cortex.tokenizer, qa.question, qa.answer,
-                                                     self.config.rehearsal_system) for qa in pairs]
+                                                     self.config.rehearsal_system, kind="replay")
+                                          for qa in pairs]
         pool = self._background_questions
         if not pool:
             return []
@@ -306,8 +291,8 @@ class TTTEngine(Engine):
             self.blobs, cortex, self._duals, self._layer_ids, background, cfg.fire_fraction,
             cfg.calibration_tokens, lambda f: progress(0.05 + 0.03 * f, "calibrating neuron statistics"))
         progress(0.08, "ranking neurons")
-        doc = firing_counts(cortex.model, cortex.lock, self._duals, prefixes, min(self._layer_ids),
-                            cfg.fire_fraction)
+        doc = firing_counts(cortex.model, cortex.lock, self._duals, prefixes,
+                            (min(self._layer_ids), max(self._layer_ids)), cfg.fire_fraction)
         return top_neurons(tfidf(doc, bg_counts, bg_tokens), cfg.gate_top_k, cfg.gate_min_score)
 
     # --- answering ---------------------------------------------------------------------------
@@ -335,7 +320,7 @@ class TTTEngine(Engine):
             "revision": self.revision, "layers": self._layer_ids, "mode": self.config.mode,
             "neurons": self._duals[0].neurons, "hidden": int(self._duals[0].gate.shape[1]),
             "replay_at": self._replay_at, "origin": self.origin,
-            "recall": [list(entry) for entry in self._recall],
+            "recall": self.recall.to_json(),
         }
         for i, dual in zip(self._layer_ids, self._duals):
             for part, tensor in dual.learned().items():
@@ -360,15 +345,20 @@ class TTTEngine(Engine):
                  for i in self._layer_ids}
         if any(t is None for layer in parts.values() for t in layer.values()):
             raise ValueError("the state misses some layers' rows")
-        recall = _recall_entries(state.get("recall", []))
+        for i, dual in zip(self._layer_ids, self._duals):
+            dual.check_learned(parts[i])  # type: ignore[arg-type]
+        try:
+            documents, alpha = int(state["documents"]), float(state["alpha"])
+            revision, replay_at = int(state.get("revision", documents)), int(state.get("replay_at", 0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the state's counters are missing or not numbers ({exc})") from None
+        recall = RecallPool.from_json(state.get("recall"), self.config.recall_pool)
         with self._cortex.lock:  # type: ignore[union-attr]
             for i, dual in zip(self._layer_ids, self._duals):
                 dual.load_learned(parts[i])  # type: ignore[arg-type]
-            self.documents = int(state["documents"])
-            self.revision = int(state.get("revision", self.documents))
-            self._replay_at = int(state.get("replay_at", 0))
-            self._recall = recall
-            self._set_alpha(float(state["alpha"]))
+            self.documents, self.revision, self._replay_at = documents, revision, replay_at
+            self.recall = recall
+            self._set_alpha(alpha)
         self.origin = None
 
     def _apply_fresh(self) -> None:
@@ -376,7 +366,7 @@ class TTTEngine(Engine):
             for dual in self._duals:
                 dual.reset()
             self.documents = self.revision = self._replay_at = 0
-            self._recall = []
+            self.recall = RecallPool(self.config.recall_pool)
             self._set_alpha(1.0)
         self.origin = None
 
@@ -401,6 +391,15 @@ class TTTEngine(Engine):
                 self._cortex = None
                 self._duals = []
 
+    def forget(self, document_id: int) -> None:
+        """Stop recalling the document's pairs. (What its training wrote into the rows stays:
+        weights cannot un-learn one document; ``reset`` or a checkpoint goes back.)"""
+        if self._cortex is None and not (self.blobs.meta(LIVE_KEY) or {}).get("documents"):
+            return  # nothing learned, nothing to drop (and no reason to load the model)
+        self.cortex()
+        if self.recall.drop(document_id) and self.autosave:
+            self.save_live()
+
     def stats(self) -> dict[str, Any]:
         """What is learned; before the model is loaded, the saved state's summary (no loading)."""
         if self._cortex is None:
@@ -416,9 +415,10 @@ class TTTEngine(Engine):
 
 
 
-def _recall_entries(value: Any) -> list[tuple[str, str, str]]:
-    """The recall pool of a saved state: (path, question, answer) triples of strings."""
-    if not isinstance(value, list) or not all(
-            isinstance(e, list) and len(e) == 3 and all(isinstance(x, str) for x in e) for e in value):
-        raise ValueError("the state's recall pool is not a list of [path, question, answer] strings")
-    return [(p, q, a) for p, q, a in value]
+
+def _trained_tokens(batches: list[dict[str, Any]], replay: list[dict[str, Any]]) -> int:
+    """Tokens one pass runs forward and back: each material batch and the distillation batch
+    cycled beside it."""
+    material = sum(int(b["attention_mask"].sum()) for b in batches)
+    distilled = sum(int(replay[n % len(replay)]["attention_mask"].sum()) for n in range(len(batches))) if replay else 0
+    return material + distilled

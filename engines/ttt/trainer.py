@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +27,7 @@ from models.neuron_gate import FiringCounts
 
 IGNORE = -100
 UNCOUNTED = frozenset({"replay", "recall"})  # pieces that say nothing about the document's neurons
+TEACHER_BUDGET = 2**26  # floats of teacher log-probabilities kept per document (256 MB in fp32)
 
 
 @dataclass
@@ -105,7 +106,7 @@ class Prefix:
     layer_kwargs: dict[str, Any]  # the causal mask, rotary embeddings and positions, as HF built them
     labels: Tensor  # [B, T]
     counted: Tensor  # [B, T] bool: the tokens whose firing the gate counts
-    teacher: Tensor | None = None  # [N, V] the original model's log-probabilities at the labels
+    teacher: Tensor | None = None  # [N, V] the original model's log-probabilities where a label is predicted
 
 
 def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
@@ -161,24 +162,27 @@ def _observing(duals: list[DualMLP], counts: FiringCounts, fraction: float, mask
             dual.observer = None
 
 
-def firing_counts(model: Any, lock: threading.Lock, duals: list[DualMLP], prefixes: Sequence[Prefix],
-                  first: int, fraction: float, progress: Callable[[float], None] | None = None,
-                  inside: Callable[[], AbstractContextManager[Any]] = nullcontext) -> FiringCounts:
-    """How often each neuron of ``duals`` (layers ``first`` and up) fires over the counted
-    tokens of ``prefixes``.
+def firing_counts(model: Any, lock: threading.Lock, duals: list[DualMLP], prefixes: Iterable[Prefix],
+                  layers: tuple[int, int], fraction: float, progress: Callable[[float], None] | None = None,
+                  inside: Callable[[], AbstractContextManager[Any]] = nullcontext,
+                  total: int | None = None) -> FiringCounts:
+    """How often each neuron of ``duals`` (in decoder layers ``layers[0]`` to ``layers[1]``, the
+    prefixes entering at the first) fires over the counted tokens of ``prefixes`` (``total`` of
+    them, for progress, when they come from a generator).
 
     The observers, and ``inside`` (e.g. the original model), are in place only while the lock
     is held: an answer generated between two batches neither counts nor sees them.
     """
     counts = FiringCounts(len(duals), duals[0].neurons)
-    layers = model.get_decoder().layers[first:]
+    blocks = model.get_decoder().layers[layers[0]:layers[1] + 1]
+    total = total if total is not None else len(prefixes)  # type: ignore[arg-type]
     for n, prefix in enumerate(prefixes):
         with lock, inside(), _observing(duals, counts, fraction, prefix.counted), torch.no_grad():
             hidden = prefix.hidden
-            for layer in layers:  # the MLPs see every token; no logits are needed
-                hidden = layer(hidden, **prefix.layer_kwargs)
+            for block in blocks:  # the MLPs see every token; no logits are needed
+                hidden = block(hidden, **prefix.layer_kwargs)
         if progress:
-            progress((n + 1) / len(prefixes))
+            progress((n + 1) / max(1, total))
     return counts
 
 
@@ -202,7 +206,7 @@ def _labelled_logits(model: Any, prefix: Prefix, first: int) -> tuple[Tensor, Te
 def labelled_loss(model: Any, prefix: Prefix, first: int) -> Tensor:
     """Mean next-token loss over the labelled tokens, from layer ``first`` up.
 
-    The same value as ``model(**batch).loss``, without re-running the frozen layers below the
+    The same value as the model's own loss on the batch's ids, mask and labels, without re-running the frozen layers below the
     learning ones, and computing logits only where there are labels (not over question tokens
     and padding: the vocabulary-sized output layer is a fifth of a small model's compute).
     """
@@ -262,10 +266,13 @@ def train(model: Any, lock: threading.Lock, params: list[torch.nn.Parameter],
     """
     if replay and original is None:
         raise ValueError("distillation replay needs the original model's context")
-    for prefix in replay:
-        if prefix.teacher is None:
+    budget, vocabulary = TEACHER_BUDGET, model.get_output_embeddings().weight.shape[0]
+    for prefix in replay:  # teachers kept while they fit the budget; the rest recomputed per step
+        size = int((prefix.labels[:, 1:] != IGNORE).sum()) * vocabulary
+        if prefix.teacher is None and size <= budget:
             with lock:
                 teach(model, prefix, first, original)  # type: ignore[arg-type]
+            budget -= size
     optimizer = torch.optim.Adam(params, lr=lr)
     steps = passes * len(prefixes)
     losses: list[float] = []
