@@ -411,6 +411,7 @@ class TTTEngine(Engine):
         return {"documents": self.documents, "revision": self.revision, "alpha": self.alpha,
                 "label": self.state_label, "layers": self._layer_ids, "mode": self.config.mode,
                 "gate": self.config.gate, "neurons_touched": touched, "origin": self.origin,
+                "recall_pairs": len(self.recall),
                 "loaded": True}
 
 
