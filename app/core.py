@@ -126,9 +126,13 @@ class Engram:
                         lambda: self.embedder, learners, self.ignored, self._forget_in_engines)
 
     def _forget_in_engines(self, document_ids: list[int]) -> None:
+        """The documents are already gone from the store: an engine failing to drop what it
+        keeps of them must not fail the scan, the ingest batch or the start-up that removed them."""
         for engine in self.engines:
-            for document_id in document_ids:
-                engine.forget(document_id)
+            try:
+                engine.forget_many(document_ids)
+            except Exception:
+                log.exception("engine %s could not forget documents %s", engine.name, document_ids)
 
     @cached_property
     def engine_context(self) -> EngineContext:

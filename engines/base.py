@@ -209,6 +209,11 @@ class Engine(ABC):
     def forget(self, document_id: int) -> None:
         """The document left the store: drop what was learned only from it, where possible."""
 
+    def forget_many(self, document_ids: list[int]) -> None:
+        """``forget`` each (an engine that saves state overrides this to save once)."""
+        for document_id in document_ids:
+            self.forget(document_id)
+
     def consolidate(self, budget: Budget, progress: Progress = no_progress) -> ConsolidateReport:
         """Offline work while the person is idle (nothing by default)."""
         return ConsolidateReport(engine=self.name, seconds=0.0, changed=False)

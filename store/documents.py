@@ -95,6 +95,9 @@ class DocumentStore:
         return {r["path"]: FileState(size=r["size"], mtime=r["mtime"],
                                      content_hash=r["content_hash"], status=r["status"]) for r in rows}
 
+    def document_ids(self) -> set[int]:
+        return {r[0] for r in self.db.conn.execute("SELECT id FROM documents").fetchall()}
+
     def chunk_ids(self) -> np.ndarray:
         rows = self.db.conn.execute("SELECT id FROM chunks ORDER BY id").fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

@@ -103,36 +103,51 @@ def pool(engine) -> list[list]:
 
 @pytest.mark.slow
 def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_its_own(
-        embedder, neocortex) -> None:
+        embedder, neocortex, tmp_path: Path) -> None:
     engram = open_engram(embedder, engines="rag,ttt", **{**SMALL, "ttt.passes": 1})
     engram.adopt_neocortex(neocortex)
     engine = engram.engine("ttt")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text(DOC)
+    (folder / "b.txt").write_text(OTHER)
+    engram.ingest([folder])
+    engram.run_pending()  # stored, not learned: the engine is driven by hand below
+    a, b = (engram.docs.get(str(folder / name)).id for name in ("a.txt", "b.txt"))
     try:
-        assert engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[DOC])).details["recalled_pairs"] == 0
-        assert [1, "Loudurk Zestaestox keeps a lynx named what?", "Thielor"] in pool(engine)
-        assert {e[0] for e in pool(engine)} == {1}
+        assert engine.learn(DocumentInput(document_id=a, path="a.txt", chunks=[DOC])).details["recalled_pairs"] == 0
+        assert [a, "Loudurk Zestaestox keeps a lynx named what?", "Thielor"] in pool(engine)
+        assert {e[0] for e in pool(engine)} == {a}
 
-        second = engine.learn(DocumentInput(document_id=2, path="b.txt", chunks=[OTHER]))
+        second = engine.learn(DocumentInput(document_id=b, path="b.txt", chunks=[OTHER]))
         assert second.details["recalled_pairs"] == 4  # two per new pair, at most the 4 pairs there are
-        assert sorted({e[0] for e in pool(engine)}) == [1, 2]
+        assert {e[0] for e in pool(engine)} == {a, b}
 
-        again = engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[DOC.replace("Thielor", "Hezos")]))
-        assert again.details["recalled_pairs"] == 3  # only document 2's pairs: not its own old ones
-        answers = {e[2] for e in pool(engine) if e[0] == 1}
+        again = engine.learn(DocumentInput(document_id=a, path="a.txt", chunks=[DOC.replace("Thielor", "Hezos")]))
+        assert again.details["recalled_pairs"] == 3  # only b's pairs: not its own old ones
+        answers = {e[2] for e in pool(engine) if e[0] == a}
         assert "Hezos" in answers and "Thielor" not in answers and len(pool(engine)) == 7
 
         state = engine.state_dict()
         engine.reset()
         assert pool(engine) == []
-        with pytest.raises(ValueError, match="recall pool"):
-            engine.load_state_dict({**state, "recall": {"seen": 7, "pairs": [[1, "only two"]]}})
-        assert pool(engine) == [] and engine.documents == 0  # a bad state changes nothing
+        original_score = answer_score(neocortex)
+        last = max(engine.stats()["layers"])
+        for bad in ({"recall": {"seen": 7, "pairs": [[a, "only two"]]}},
+                    {f"layer{last}.ids": torch.tensor([10**6])}, {"alpha": "high"}):
+            with pytest.raises(ValueError):
+                engine.load_state_dict({**state, **bad})
+            assert pool(engine) == [] and engine.documents == 0  # a bad state changes nothing
+            assert answer_score(neocortex) == original_score  # no layer's rows were loaded
         engine.load_state_dict(state)
         assert pool(engine) == state["recall"]["pairs"] and engine.documents == 3
 
-        engine.forget(2)  # the document left the store: its pairs are not rehearsed again
-        assert {e[0] for e in pool(engine)} == {1}
-        assert {e[0] for e in engine.blobs.get(LIVE_KEY)["recall"]["pairs"]} == {1}  # and saved
+        (folder / "b.txt").unlink()  # the document leaves the store: its pairs are not rehearsed again
+        engram.ingest([folder])
+        assert {e[0] for e in pool(engine)} == {a}
+        assert {e[0] for e in engine.blobs.get(LIVE_KEY)["recall"]["pairs"]} == {a}  # and saved
+        engine.load_state_dict(state)  # a checkpoint from before: b is gone from the store
+        assert {e[0] for e in pool(engine)} == {a}
     finally:
         engine.close()
         engram.close()

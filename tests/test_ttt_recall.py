@@ -30,10 +30,18 @@ def test_draw_excludes_the_document_being_learned_and_is_seeded() -> None:
     assert len(pool.draw(50, seed=5, exclude=0)) == 8  # no more than there are
 
 
-def test_drop_forgets_one_document() -> None:
-    pool = filled(capacity=100, documents=3)
-    assert pool.drop(1) and not pool.drop(1)
-    assert sorted({e.document_id for e in pool.entries}) == [0, 2]
+def test_drop_and_keep_forget_documents() -> None:
+    pool = filled(capacity=100, documents=4)
+    assert pool.drop({1}) and not pool.drop({1})
+    assert sorted({e.document_id for e in pool.entries}) == [0, 2, 3]
+    pool.keep({0, 3, 7})  # the documents still in the store
+    assert sorted({e.document_id for e in pool.entries}) == [0, 3]
+
+
+def test_a_pair_too_long_to_be_a_fact_is_skipped_not_an_error() -> None:
+    pool = RecallPool(10)
+    pool.add(1, [("q" * 5000, "a"), ("short question", "answer")], seed=0)
+    assert [e.question for e in pool.entries] == ["short question"] and pool.seen == 1
 
 
 def test_the_saved_form_round_trips_and_is_trimmed_to_the_capacity() -> None:

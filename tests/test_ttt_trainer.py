@@ -132,3 +132,18 @@ def test_a_kept_teacher_gives_the_same_distillation_loss_as_a_fresh_one() -> Non
         teach(model, prefix, FIRST, lambda: original(duals))
         kept = distill_loss(model, prefix, FIRST, lambda: original(duals))
     assert float(fresh) > 0 and torch.equal(fresh, kept)
+
+
+def test_teachers_over_the_memory_budget_are_not_kept(monkeypatch) -> None:
+    model, duals = tiny_model()
+    for dual in duals:
+        dual.alpha = 0.5
+    lock = threading.Lock()
+    kept, over = frozen_prefixes(model, lock, [batch(10)], FIRST), frozen_prefixes(model, lock, [batch(11)], FIRST)
+    params = [p for dual in duals for p in dual.open_rows(torch.arange(dual.neurons)).trainable()]
+    for budget, replay in ((10**9, kept), (0, over)):
+        monkeypatch.setattr("engines.ttt.trainer.TEACHER_BUDGET", budget)
+        train(model, lock, params, frozen_prefixes(model, lock, [batch(1)], FIRST), passes=2, lr=1e-2,
+              max_grad_norm=1.0, report=lambda *_: None, first=FIRST, replay=replay,
+              original=lambda: original(duals))
+    assert kept[0].teacher is not None and over[0].teacher is None  # recomputed at each step instead

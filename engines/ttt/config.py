@@ -2,7 +2,7 @@
 
 The defaults are what the learning bench showed wins (README.md, "Learning into weights", has
 the figures): gating with rehearsal, replay of everyday prose by its own loss, three background
-questions distilled from the original model beside each mini-batch, two earlier documents'
+questions distilled from the original model beside each mini-batch, four earlier documents'
 pairs recalled per pair of the new one, two passes at a learning rate of 2e-3, and an alpha
 floor of 0.6.
 """
@@ -69,7 +69,7 @@ class TTTConfig(BaseModel):
         3, ge=0, le=16, description="Questions about the background prose, in the chat template, "
         "distilled beside each mini-batch (holds how the model answers questions in general).")
     recall_per_pair: int = Field(
-        2, ge=0, le=16, description="Question/answer pairs of earlier learned documents rehearsed "
+        4, ge=0, le=16, description="Question/answer pairs of earlier learned documents rehearsed "
         "for each pair of the new one, so that learning a document does not overwrite the ones "
         "before it (0: none).")
     recall_pool: int = Field(

@@ -60,6 +60,7 @@ from engines.ttt.trainer import (
 from models.dual_mlp import DualMLP, decoder_layers, install, layer_range, original, uninstall
 from models.neuron_gate import tfidf, top_neurons
 from store.blobs import BlobStore
+from store.documents import DocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ class TTTEngine(Engine):
         self._background_questions: list[Piece] | None = None
         self._question_at = 0
         self.recall = RecallPool(self.config.recall_pool)
+        self._forgotten: set[int] = set()  # forgotten while being learned: not to be recalled
         self._setup = threading.RLock()
+        self._saving = threading.Lock()
 
     # --- the model ---------------------------------------------------------------------------
     def cortex(self) -> Neocortex:
@@ -136,7 +139,8 @@ class TTTEngine(Engine):
         cortex = self.cortex()
         progress(0.0, "preparing the material")
         pieces, doc_tokens, pairs = self.material(cortex, document)
-        self.recall.drop(document.document_id)  # an earlier version's pairs are stale
+        self._forgotten.discard(document.document_id)  # it is back
+        self.recall.drop({document.document_id})  # an earlier version's pairs are stale
         if not pieces:
             progress(1.0, "nothing to learn (empty document)")
             return LearnReport(engine=self.name, path=document.path, seconds=0.0, changed=False)
@@ -172,7 +176,8 @@ class TTTEngine(Engine):
             raise
         with cortex.lock:
             changed = sum(dual.commit() for dual in self._duals)
-        self.recall.add(document.document_id, [(qa.question, qa.answer) for qa in pairs], self.revision)
+        if document.document_id not in self._forgotten:
+            self.recall.add(document.document_id, [(qa.question, qa.answer) for qa in pairs], self.revision)
         self.documents += 1
         self.revision += 1
         if self.autosave:
@@ -314,7 +319,11 @@ class TTTEngine(Engine):
 
     # --- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        self.cortex()
+        cortex = self.cortex()
+        with cortex.lock:  # a consistent snapshot: not halfway through a commit
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "format": STATE_FORMAT, "documents": self.documents, "alpha": self.alpha,
             "revision": self.revision, "layers": self._layer_ids, "mode": self.config.mode,
@@ -350,9 +359,10 @@ class TTTEngine(Engine):
         try:
             documents, alpha = int(state["documents"]), float(state["alpha"])
             revision, replay_at = int(state.get("revision", documents)), int(state.get("replay_at", 0))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"the state's counters are missing or not numbers ({exc})") from None
         recall = RecallPool.from_json(state.get("recall"), self.config.recall_pool)
+        recall.keep(DocumentStore(self.context.db).document_ids())  # not those that left since
         with self._cortex.lock:  # type: ignore[union-attr]
             for i, dual in zip(self._layer_ids, self._duals):
                 dual.load_learned(parts[i])  # type: ignore[arg-type]
@@ -371,9 +381,11 @@ class TTTEngine(Engine):
         self.origin = None
 
     def save_live(self) -> None:
-        self.blobs.put(LIVE_KEY, "state", self.state_dict(),
-                       meta={"documents": self.documents, "revision": self.revision,
-                             "label": self.state_label, "origin": self.origin})
+        """One writer at a time: a forget (scan thread) may save while a learn (worker) does."""
+        with self._saving:
+            self.blobs.put(LIVE_KEY, "state", self.state_dict(),
+                           meta={"documents": self.documents, "revision": self.revision,
+                                 "label": self.state_label, "origin": self.origin})
 
     def reset(self) -> None:
         """Forget every learned weight: the model answers as the original again."""
@@ -392,12 +404,16 @@ class TTTEngine(Engine):
                 self._duals = []
 
     def forget(self, document_id: int) -> None:
-        """Stop recalling the document's pairs. (What its training wrote into the rows stays:
-        weights cannot un-learn one document; ``reset`` or a checkpoint goes back.)"""
-        if self._cortex is None and not (self.blobs.meta(LIVE_KEY) or {}).get("documents"):
-            return  # nothing learned, nothing to drop (and no reason to load the model)
-        self.cortex()
-        if self.recall.drop(document_id) and self.autosave:
+        self.forget_many([document_id])
+
+    def forget_many(self, document_ids: list[int]) -> None:
+        """Stop recalling the documents' pairs. (What their training wrote into the rows stays:
+        weights cannot un-learn one document; ``reset`` or a checkpoint goes back.) Before the
+        model is loaded there is nothing to do: a saved pool is matched against the store when
+        it is loaded."""
+        ids = set(document_ids)
+        self._forgotten |= ids
+        if self._cortex is not None and self.recall.drop(ids) and self.autosave:
             self.save_live()
 
     def stats(self) -> dict[str, Any]:

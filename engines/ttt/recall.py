@@ -16,12 +16,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 
+MAX_CHARS = 2000
+
+
 class RecallEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     document_id: StrictInt
-    question: StrictStr = Field(max_length=2000)
-    answer: StrictStr = Field(max_length=2000)
+    question: StrictStr = Field(max_length=MAX_CHARS)
+    answer: StrictStr = Field(max_length=MAX_CHARS)
 
 
 class RecallPool:
@@ -42,22 +45,29 @@ class RecallPool:
             pool = [e for e in self.entries if e.document_id != exclude]
         return random.Random(seed).sample(pool, min(n, len(pool)))
 
-    def drop(self, document_id: int) -> bool:
-        """Forget a document's pairs (it changed or left the store); whether it had any."""
+    def drop(self, document_ids: set[int]) -> bool:
+        """Forget these documents' pairs (changed or left the store); whether there were any."""
         with self._lock:
-            kept = [e for e in self.entries if e.document_id != document_id]
+            kept = [e for e in self.entries if e.document_id not in document_ids]
             dropped, self.entries = len(kept) < len(self.entries), kept
         return dropped
 
+    def keep(self, document_ids: set[int]) -> None:
+        """Forget the pairs of every document not among ``document_ids`` (those still stored)."""
+        with self._lock:
+            self.entries = [e for e in self.entries if e.document_id in document_ids]
+
     def add(self, document_id: int, pairs: list[tuple[str, str]], seed: int) -> None:
-        """Offer a document's pairs; once full, the n-th pair ever offered stays with
-        probability capacity / n, replacing a random entry."""
+        """Offer a document's pairs (a pair too long to be a fact is skipped); once full, the
+        n-th pair ever offered stays with probability capacity / n, replacing a random entry."""
         rng = random.Random(seed)
         with self._lock:
             self._add(document_id, pairs, rng)
 
     def _add(self, document_id: int, pairs: list[tuple[str, str]], rng: random.Random) -> None:
         for question, answer in pairs:
+            if len(question) > MAX_CHARS or len(answer) > MAX_CHARS:
+                continue
             self.seen += 1
             entry = RecallEntry(document_id=document_id, question=question, answer=answer)
             if len(self.entries) < self.capacity:
@@ -82,7 +92,7 @@ class RecallPool:
                 raise TypeError("not an object with a list of pairs")
             pool.entries = [RecallEntry(document_id=d, question=q, answer=a) for d, q, a in value["pairs"]]
             pool.seen = max(int(value.get("seen", 0)), len(pool.entries))
-        except (TypeError, ValueError, ValidationError) as exc:
+        except (TypeError, ValueError, OverflowError, ValidationError) as exc:
             raise ValueError(f"the state's recall pool is not [document_id, question, answer] "
                              f"triples ({exc})") from None
         if len(pool.entries) > capacity:

@@ -214,12 +214,16 @@ def labelled_loss(model: Any, prefix: Prefix, first: int) -> Tensor:
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
+def _teacher(model: Any, prefix: Prefix, first: int, original: Callable[[], AbstractContextManager[Any]]) -> Tensor:
+    with torch.no_grad(), original():
+        logits, _ = _labelled_logits(model, prefix, first)
+    return logits.log_softmax(-1)
+
+
 def teach(model: Any, prefix: Prefix, first: int, original: Callable[[], AbstractContextManager[Any]]) -> Prefix:
     """Keep the original model's log-probabilities on ``prefix`` (they never change: computed
     once, not at every step that replays the batch)."""
-    with torch.no_grad(), original():
-        logits, _ = _labelled_logits(model, prefix, first)
-    prefix.teacher = logits.log_softmax(-1)
+    prefix.teacher = _teacher(model, prefix, first, original)
     return prefix
 
 
@@ -231,7 +235,7 @@ def distill_loss(model: Any, prefix: Prefix, first: int,
     instead holds the model's predictions on it where the untouched model had them, which is
     exactly what perplexity drift measures.
     """
-    teacher = prefix.teacher if prefix.teacher is not None else teach(model, prefix, first, original).teacher
+    teacher = prefix.teacher if prefix.teacher is not None else _teacher(model, prefix, first, original)
     student, _ = _labelled_logits(model, prefix, first)
     return torch.nn.functional.kl_div(student.log_softmax(-1), teacher, log_target=True, reduction="batchmean")
 
