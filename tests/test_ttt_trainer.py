@@ -48,9 +48,10 @@ def learn(distill: bool) -> tuple[float, float]:
 
     params = [p for dual in duals for p in dual.open_rows(torch.arange(dual.neurons)).trainable()]
     lock = threading.Lock()
-    material, replay = frozen_prefixes(model, lock, [batch(1)], FIRST), [batch(2)]
+    material, replay = list(frozen_prefixes(model, lock, [batch(1)], FIRST)), [batch(2)]
     report = train(model, lock, params, material, passes=30, lr=3e-2, max_grad_norm=1.0,
-                   report=lambda *_: None, first=FIRST, replay=frozen_prefixes(model, lock, replay, FIRST) if distill else (),
+                   report=lambda *_: None, first=FIRST,
+                   replay=list(frozen_prefixes(model, lock, replay, FIRST)) if distill else (),
                    original=lambda: original(duals), replay_weight=5.0)
     with torch.no_grad():
         kl = float(distill_loss(model, frozen_prefix(model, replay[0], FIRST), FIRST, lambda: original(duals)))
@@ -87,7 +88,7 @@ def test_an_answer_between_calibration_batches_sees_the_learned_model_and_is_not
             model(input_ids=batch(6, rows=3, length=10)["input_ids"])
 
     lock = threading.Lock()
-    counts = firing_counts(model, lock, duals, frozen_prefixes(model, lock, batches, FIRST), (FIRST, 3), 0.1,
+    counts = firing_counts(model, lock, duals, list(frozen_prefixes(model, lock, batches, FIRST)), (FIRST, 3), 0.1,
                            answer_between_batches, inside=lambda: original(duals))
     assert seen == [[0.4, 0.4], [0.4, 0.4]]
     assert counts.tokens == sum(int(b["attention_mask"].sum()) for b in batches)
@@ -115,7 +116,7 @@ def test_counts_from_the_prefixes_equal_a_full_forward_observed() -> None:
     for dual in duals:
         dual.observer = None
     lock = threading.Lock()
-    counts = firing_counts(model, lock, duals, frozen_prefixes(model, lock, batches, FIRST), (FIRST, 3), 0.1)
+    counts = firing_counts(model, lock, duals, list(frozen_prefixes(model, lock, batches, FIRST)), (FIRST, 3), 0.1)
     assert torch.equal(counts.counts, expected.counts) and counts.tokens == expected.tokens
 
 
@@ -139,11 +140,12 @@ def test_teachers_over_the_memory_budget_are_not_kept(monkeypatch) -> None:
     for dual in duals:
         dual.alpha = 0.5
     lock = threading.Lock()
-    kept, over = frozen_prefixes(model, lock, [batch(10)], FIRST), frozen_prefixes(model, lock, [batch(11)], FIRST)
+    kept = list(frozen_prefixes(model, lock, [batch(10)], FIRST))
+    over = list(frozen_prefixes(model, lock, [batch(11)], FIRST))
     params = [p for dual in duals for p in dual.open_rows(torch.arange(dual.neurons)).trainable()]
     for budget, replay in ((10**9, kept), (0, over)):
         monkeypatch.setattr("engines.ttt.trainer.TEACHER_BUDGET", budget)
-        train(model, lock, params, frozen_prefixes(model, lock, [batch(1)], FIRST), passes=2, lr=1e-2,
+        train(model, lock, params, list(frozen_prefixes(model, lock, [batch(1)], FIRST)), passes=2, lr=1e-2,
               max_grad_norm=1.0, report=lambda *_: None, first=FIRST, replay=replay,
               original=lambda: original(duals))
     assert kept[0].teacher is not None and over[0].teacher is None  # recomputed at each step instead

@@ -9,13 +9,13 @@ and measured again only when one of those changes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from engines.ttt.trainer import Prefix, collate, firing_counts, frozen_prefix, text_pieces
+from engines.ttt.trainer import collate, firing_counts, frozen_prefixes, text_pieces
 from models.dual_mlp import DualMLP, original
 from store.blobs import BlobStore
 
@@ -51,16 +51,10 @@ def background_rates(blobs: BlobStore, cortex: Any, duals: list[DualMLP], layer_
     pad = cortex.tokenizer.pad_token_id or 0
     batches = [collate(pieces[i:i + BATCH], pad, cortex.device) for i in range(0, len(pieces), BATCH)]
     first = min(layer_ids)
-
-    def prefixes() -> Iterator[Prefix]:  # one at a time: the background may be long
-        for batch in batches:
-            with cortex.lock:
-                prefix = frozen_prefix(cortex.model, batch, first)
-            yield prefix
-
     # the original model's rates, whatever has been learned since
-    counts = firing_counts(cortex.model, cortex.lock, duals, prefixes(), (first, max(layer_ids)), fraction,
-                           progress, inside=lambda: original(duals), total=len(batches))
+    counts = firing_counts(cortex.model, cortex.lock, duals, frozen_prefixes(cortex.model, cortex.lock, batches, first),
+                           (first, max(layer_ids)), fraction, progress, inside=lambda: original(duals),
+                           total=len(batches))
     blobs.put(key, "calibration", {"counts": counts.counts.to(torch.float64), "tokens": counts.tokens},
               meta={"layers": layer_ids, "fire_fraction": fraction, "tokens": counts.tokens})
     return counts.counts, counts.tokens

@@ -150,8 +150,8 @@ class TTTEngine(Engine):
         pieces = sorted(pieces + recalled, key=len)  # similar lengths share a batch: less padding
         first = min(self._layer_ids)
         batches, replay = self._batches(cortex, pieces)
-        prefixes = frozen_prefixes(cortex.model, cortex.lock, batches + replay, first,
-                                   lambda f: progress(0.05 * f, "running the frozen layers"))
+        prefixes = list(frozen_prefixes(cortex.model, cortex.lock, batches + replay, first,
+                                        lambda f: progress(0.05 * f, "running the frozen layers")))
         prefixes, replayed = prefixes[:len(batches)], prefixes[len(batches):]
         neurons = self.select_neurons(cortex, prefixes, progress)
         self._set_alpha(self._next_alpha())

@@ -139,15 +139,15 @@ def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
 
 
 def frozen_prefixes(model: Any, lock: threading.Lock, batches: Sequence[dict[str, Tensor]], first: int,
-                    progress: Callable[[float], None] | None = None) -> list[Prefix]:
-    """``frozen_prefix`` of each batch, holding the lock per batch (answers may come between)."""
-    prefixes = []
+                    progress: Callable[[float], None] | None = None) -> Iterator[Prefix]:
+    """``frozen_prefix`` of each batch, one at a time, holding the lock per batch only (answers
+    may come between; a long background need not be held in memory whole)."""
     for n, batch in enumerate(batches):
         with lock:
-            prefixes.append(frozen_prefix(model, batch, first))
+            prefix = frozen_prefix(model, batch, first)
         if progress:
             progress((n + 1) / len(batches))
-    return prefixes
+        yield prefix
 
 
 @contextmanager
