@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from app.bench_ingest import jittered
+from app.bench_verdict import verdict
 from app.fiction import generate
 from app.general_text import background_text
 from app.settings import LoadedSettings, Settings
@@ -266,20 +267,17 @@ def run_chat_bench(settings: Settings, questions: int = 100, chunks: int = 10_00
 
 
 def print_report(r: ChatBenchReport, echo: Callable[[str], None]) -> None:
-    def mark(ok: bool) -> str:
-        return "PASS" if ok else "MISS"
-
     s, q = r.speed, r.retrieval
     echo("")
     echo(f"model             {r.model}")
     echo(f"tokens/s          Engram {s.engram_tokens_per_s:6.1f}   raw llama-cpp-python "
          f"{s.raw_tokens_per_s:6.1f}   ratio {s.ratio:.2f} (target >= {TARGET_SPEED_RATIO}) "
-         f"{mark(s.ratio >= TARGET_SPEED_RATIO)}")
+         f"{verdict(s.ratio >= TARGET_SPEED_RATIO)}")
     echo(f"first token       Engram {s.engram_first_token_ms:6.0f} ms  raw {s.raw_first_token_ms:6.0f} ms"
          f"  ({s.completion_tokens} tokens per answer, {s.runs} runs)")
     echo(f"retrieval         {q.contribute_p50_ms:6.1f} ms p50, {q.contribute_p95_ms:6.1f} ms p95 at "
          f"{q.chunks:,} chunks (target < {TARGET_RETRIEVAL_MS:.0f} ms) "
-         f"{mark(q.contribute_p95_ms < TARGET_RETRIEVAL_MS)}; of which query embedding "
+         f"{verdict(q.contribute_p95_ms < TARGET_RETRIEVAL_MS)}; of which query embedding "
          f"{q.query_embed_p50_ms:.1f} ms, exact FAISS search {q.faiss_exact_p50_ms:.2f} ms")
     for a in r.accuracy:
         echo(f"grounded accuracy (logit bias {'on ' if a.logit_bias else 'off'}) exact {a.exact_match:.2f}"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from app.bench_verdict import verdict
 from app.general_text import background_text
 from app.settings import Settings
 
@@ -187,18 +188,15 @@ def run_ingest_bench(settings: Settings, files: int = 2000, vector_sizes: list[i
 
 
 def print_report(r: IngestBenchReport, echo: Callable[[str], None]) -> None:
-    def mark(ok: bool) -> str:
-        return "PASS" if ok else "MISS"
-
     echo("")
     echo(f"end-to-end      {r.chunks_per_s:8.1f} chunks/s   raw embedding {r.raw_embed_chunks_per_s:8.1f} "
-         f"chunks/s   ratio {r.ratio_to_raw:.2f} (target >= {TARGET_RATIO}) {mark(r.ratio_to_raw >= TARGET_RATIO)}")
+         f"chunks/s   ratio {r.ratio_to_raw:.2f} (target >= {TARGET_RATIO}) {verdict(r.ratio_to_raw >= TARGET_RATIO)}")
     echo(f"unchanged rescan {r.rescan_s:7.2f} s for {r.files} files, {r.rescan_queued} queued "
-         f"(target < {TARGET_RESCAN_S} s, 0 queued) {mark(r.rescan_s < TARGET_RESCAN_S and r.rescan_queued == 0)}")
+         f"(target < {TARGET_RESCAN_S} s, 0 queued) {verdict(r.rescan_s < TARGET_RESCAN_S and r.rescan_queued == 0)}")
     echo(f"query embedding {r.query_embed_ms:7.1f} ms per query")
     for s in r.search:
         echo(f"{s.vectors:>8,} vectors  exact p50 {s.exact_p50_ms:6.2f} ms p95 {s.exact_p95_ms:6.2f} ms | "
              f"{s.index_kind} p50 {s.approx_p50_ms:6.2f} ms p95 {s.approx_p95_ms:6.2f} ms | "
-             f"recall@10 {s.recall_at_10:.3f} (target >= {TARGET_RECALL}) {mark(s.recall_at_10 >= TARGET_RECALL)}")
+             f"recall@10 {s.recall_at_10:.3f} (target >= {TARGET_RECALL}) {verdict(s.recall_at_10 >= TARGET_RECALL)}")
     for note in r.notes:
         echo(f"note: {note}")

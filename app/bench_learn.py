@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field
 
+from app.bench_verdict import verdict
 from app.fiction import FictionSet, Question, Size, generate
 from app.general_text import general_questions, heldout_text
 from app.grounded_prompt import build_prompt
@@ -439,11 +440,11 @@ def print_report(r: LearnBenchReport, echo: Echo) -> None:
             ok = (run.after.choice_accuracy >= 2 * base and run.forgot.perplexity_drift < 0.01
                   and run.forgot.forgetting_ratio < 0.05)
             echo(f"minimum bar for {run.label}: accuracy >= {2 * base:.3f}, drift < 1%, forgetting "
-                 f"< 0.05: {'PASS' if ok else 'MISS'}")
+                 f"< 0.05: {verdict(ok)}")
     for s in r.speed:
         echo(f"{s.label}: a {s.tokens}-token document learned in {s.seconds:.1f} s ({s.tokens_per_second:.0f} "
              f"tokens/s; {s.trained_tokens} tokens trained incl. rehearsal, replay and passes) "
-             f"target < {TARGET_SPEED_S:.0f} s: {'PASS' if s.seconds < TARGET_SPEED_S else 'MISS'}")
+             f"target < {TARGET_SPEED_S:.0f} s: {verdict(s.seconds < TARGET_SPEED_S)}")
     for note in r.notes:
         echo(f"note: {note}")
     if r.json_path:
