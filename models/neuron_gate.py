@@ -54,6 +54,16 @@ def tfidf(doc: FiringCounts, background: Tensor, background_tokens: int) -> Tens
     return tf * idf
 
 
+def quiet(background: Tensor, background_tokens: int, max_rate: float) -> Tensor:
+    """[L, I] bool: the neurons firing on at most ``max_rate`` of the background tokens.
+
+    TF-IDF alone favours neurons that fire on most tokens of anything (a high term frequency
+    outweighs a modest IDF), and general use runs through exactly those; a document's facts are
+    better kept in neurons that ordinary text rarely wakes.
+    """
+    return background.double() / max(1, background_tokens) <= max_rate
+
+
 def top_neurons(scores: Tensor, k: int, min_score: float = 0.0) -> list[Tensor]:
     """Per layer, the ids of the ``k`` best-scoring neurons whose score exceeds ``min_score``."""
     chosen = []

@@ -8,7 +8,7 @@ from transformers.models.llama.configuration_llama import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaMLP
 
 from models.dual_mlp import DualMLP, layer_range
-from models.neuron_gate import FiringCounts, firing, tfidf, top_neurons
+from models.neuron_gate import FiringCounts, firing, quiet, tfidf, top_neurons
 
 HIDDEN, NEURONS = 16, 48
 
@@ -112,6 +112,25 @@ def test_gate_ranks_neurons_specific_to_the_document_first() -> None:
     assert scores[0, 6] > scores[0, 3] > scores[0, 0]
     assert top_neurons(scores, k=2)[0].tolist() == [3, 6]
     assert top_neurons(scores, k=8, min_score=float(scores[0, 3]))[0].tolist() == [6]
+
+
+def test_a_neuron_busy_in_general_use_is_kept_out_even_when_tfidf_ranks_it_first() -> None:
+    background = FiringCounts(layers=1, neurons=4)
+    h = torch.zeros(1, 100, 4)
+    h[0, :60, 0] = 1.0  # fires on 60% of general tokens
+    h[0, 60:, 1] = 1.0  # on 40%
+    h[0, :2, 2] = 2.0  # on 2%
+    background.add(0, h, fraction=1 / 4)
+    doc = FiringCounts(layers=1, neurons=4)
+    d = torch.zeros(1, 10, 4)
+    d[0, :, 0] = 1.0  # on every document token: the highest TF-IDF ...
+    d[0, :1, 2] = 2.0  # ... above this rarely-firing neuron's
+    doc.add(0, d, fraction=1 / 4)
+    scores = tfidf(doc, background.counts, background.tokens)
+    assert top_neurons(scores, k=1)[0].tolist() == [0]
+    allowed = quiet(background.counts, background.tokens, max_rate=0.05)
+    assert allowed[0].tolist() == [False, False, True, True]
+    assert top_neurons(scores.masked_fill(~allowed, 0.0), k=1)[0].tolist() == [2]
 
 
 def test_firing_marks_each_tokens_strongest_share_of_neurons() -> None:

@@ -11,6 +11,7 @@ import torch
 
 from app.model_eval import option_logprobs, render
 from engines.base import DocumentInput, Query
+from engines.ttt.calibration import background_rates
 from engines.ttt.engine import LIVE_KEY
 from engines.generation import ChatMessage
 from engines.ttt.trainer import chat_piece, collate, frozen_prefix, labelled_loss
@@ -67,6 +68,15 @@ def test_a_document_is_learned_into_weights_and_chat_answers_with_them(
         assert len(steps) >= 3 and steps[-1].startswith(f"step {len(steps)}/{len(steps)} loss ")
         stats = engine.stats()
         assert stats["documents"] == 1 and 0 < max(stats["neurons_touched"].values()) <= 32
+        cfg = engine.config  # every changed neuron is one that general use rarely wakes
+        counts, tokens = background_rates(
+            engine.blobs, neocortex, engine._duals, engine._layer_ids, engine.context.background(),
+            cfg.fire_fraction, cfg.calibration_tokens, lambda _: None,
+            questions=engine._background_question_pieces(neocortex))
+        assert tokens > cfg.calibration_tokens  # the prose and as many tokens of chat questions
+        rates = counts / tokens
+        for j, dual in enumerate(engine._duals):
+            assert (rates[j, dual.touched_ids()] <= cfg.gate_max_background * cfg.fire_fraction).all()
         after = answer_score(neocortex)
         assert after > before + 0.5, (before, after)  # the fact is now more likely than the decoys
 
@@ -148,6 +158,12 @@ def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_
         assert {e[0] for e in engine.blobs.get(LIVE_KEY)["recall"]["pairs"]} == {a}  # and saved
         engine.load_state_dict(state)  # a checkpoint from before: b is gone from the store
         assert {e[0] for e in pool(engine)} == {a}
+
+        learned_score = answer_score(neocortex)
+        engine.close()  # start-up with a live state whose recall pool is unreadable
+        engine.blobs.put(LIVE_KEY, "state", {**state, "recall": {"seen": 7, "pairs": "garbled"}})
+        assert pool(engine) == [] and engine.documents == 3  # the pool is lost, the weights are not
+        assert answer_score(neocortex) == learned_score
     finally:
         engine.close()
         engram.close()

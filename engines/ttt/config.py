@@ -1,10 +1,11 @@
 """Settings of the TTT-E2E engine (the ``[ttt]`` section of config.toml).
 
 The defaults are what the learning bench showed wins (README.md, "Learning into weights", has
-the figures): gating with rehearsal, replay of everyday prose by its own loss, three background
-questions distilled from the original model beside each mini-batch, four earlier documents'
-pairs recalled per pair of the new one, two passes at a learning rate of 2e-3, and an alpha
-floor of 0.6.
+the figures): gating with rehearsal, only among neurons that fire in general use at most half as
+often as the average one, replay of everyday prose by its own loss, three background questions
+distilled from the original model beside each mini-batch, four earlier documents' pairs
+recalled per pair of the new one, two passes at a learning rate of 2e-3, and an alpha floor of
+0.6.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class TTTConfig(BaseModel):
         True, description="Sparse memory gating: update only the neurons most specific to the "
         "document (TF-IDF against general text) instead of every neuron.")
     gate_top_k: int = Field(64, ge=1, description="Neurons per layer a document may change.")
+    gate_max_background: float = Field(
+        0.5, ge=0.0, description="Neurons firing in general use (background prose and questions) "
+        "more often than this many times the average neuron (fire_fraction) are never changed: "
+        "everyday questions run through them (0: no limit).")
     gate_min_score: float = Field(
         0.0, ge=0.0, description="Neurons scoring at or below this TF-IDF are never changed.")
     fire_fraction: float = Field(

@@ -45,7 +45,7 @@ from engines.base import (
 from engines.ttt import rehearsal
 from engines.ttt.calibration import background_rates
 from engines.ttt.config import TTTConfig
-from engines.ttt.recall import RecallPool
+from engines.ttt.recall import RecallPool, RecallPoolError
 from engines.ttt.trainer import (
     Piece,
     Prefix,
@@ -58,7 +58,7 @@ from engines.ttt.trainer import (
     train,
 )
 from models.dual_mlp import DualMLP, decoder_layers, install, layer_range, original, uninstall
-from models.neuron_gate import tfidf, top_neurons
+from models.neuron_gate import quiet, tfidf, top_neurons
 from store.blobs import BlobStore
 from store.documents import DocumentStore
 
@@ -112,16 +112,24 @@ class TTTEngine(Engine):
                 self._cortex = cortex
                 saved = self.blobs.get(LIVE_KEY)
                 if saved is not None:
-                    try:
-                        self._apply(saved)
-                        self.origin = saved.get("origin")
-                    except ValueError as exc:
-                        log.warning("the saved ttt state does not fit %s (%s); starting afresh",
-                                    cortex.model_name, exc)
-                        self._apply_fresh()
+                    self._restore(saved, cortex.model_name)
                 else:
                     self._apply_fresh()
             return self._cortex
+
+    def _restore(self, saved: dict[str, Any], model_name: str) -> None:
+        """The live state at start-up. An unreadable recall pool costs only the pool: the
+        weights learned beside it are kept, and recall starts again from the next document."""
+        try:
+            try:
+                self._apply(saved)
+            except RecallPoolError as exc:
+                log.warning("%s; keeping the learned weights, recall starts afresh", exc)
+                self._apply({**saved, "recall": None})
+            self.origin = saved.get("origin")
+        except ValueError as exc:
+            log.warning("the saved ttt state does not fit %s (%s); starting afresh", model_name, exc)
+            self._apply_fresh()
 
     def _set_alpha(self, alpha: float) -> None:
         self.alpha = alpha
@@ -263,19 +271,23 @@ class TTTEngine(Engine):
         chunk = ids[start:start + n]
         return Piece(chunk, chunk, "replay")
 
-    def _replay_questions(self, cortex: Neocortex) -> list[Piece]:
-        """``replay_questions`` questions about the background prose, asked in the chat template
-        the rehearsal uses: distilled, they hold how the model answers questions in general."""
-        k = self.config.replay_questions
-        if k == 0:
-            return []
+    def _background_question_pieces(self, cortex: Neocortex) -> list[Piece]:
+        """Questions about the background prose, asked in the chat template the rehearsal uses."""
         if self._background_questions is None:
             assert self.context.background is not None
             pairs, _ = rehearsal.extract(self.context.background()[:BACKGROUND_PROSE_CHARS])
             self._background_questions = [chat_piece(cortex.tokenizer, qa.question, qa.answer,
                                                      self.config.rehearsal_system, kind="replay")
                                           for qa in pairs]
-        pool = self._background_questions
+        return self._background_questions
+
+    def _replay_questions(self, cortex: Neocortex) -> list[Piece]:
+        """``replay_questions`` background questions: distilled, they hold how the model answers
+        questions in general."""
+        k = self.config.replay_questions
+        if k == 0:
+            return []
+        pool = self._background_question_pieces(cortex)
         if not pool:
             return []
         self._question_at += k
@@ -294,11 +306,16 @@ class TTTEngine(Engine):
             raise RuntimeError("sparse gating needs background text to calibrate on")
         bg_counts, bg_tokens = background_rates(
             self.blobs, cortex, self._duals, self._layer_ids, background, cfg.fire_fraction,
-            cfg.calibration_tokens, lambda f: progress(0.05 + 0.03 * f, "calibrating neuron statistics"))
+            cfg.calibration_tokens, lambda f: progress(0.05 + 0.03 * f, "calibrating neuron statistics"),
+            questions=self._background_question_pieces(cortex))
         progress(0.08, "ranking neurons")
         doc = firing_counts(cortex.model, cortex.lock, self._duals, prefixes,
                             (min(self._layer_ids), max(self._layer_ids)), cfg.fire_fraction)
-        return top_neurons(tfidf(doc, bg_counts, bg_tokens), cfg.gate_top_k, cfg.gate_min_score)
+        scores = tfidf(doc, bg_counts, bg_tokens)
+        if cfg.gate_max_background > 0:
+            busy = ~quiet(bg_counts, bg_tokens, cfg.gate_max_background * cfg.fire_fraction)
+            scores = scores.masked_fill(busy, 0.0)
+        return top_neurons(scores, cfg.gate_top_k, cfg.gate_min_score)
 
     # --- answering ---------------------------------------------------------------------------
     @property

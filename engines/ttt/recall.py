@@ -19,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 MAX_CHARS = 2000
 
 
+class RecallPoolError(ValueError):
+    """A saved pool that cannot be read (the learned weights beside it may still be fine)."""
+
+
 class RecallEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -83,7 +87,7 @@ class RecallPool:
 
     @classmethod
     def from_json(cls, value: Any, capacity: int) -> RecallPool:
-        """The pool of a saved state, validated (ValueError), trimmed to ``capacity``."""
+        """The pool of a saved state, validated (RecallPoolError), trimmed to ``capacity``."""
         pool = cls(capacity)
         if value is None:
             return pool
@@ -93,7 +97,7 @@ class RecallPool:
             pool.entries = [RecallEntry(document_id=d, question=q, answer=a) for d, q, a in value["pairs"]]
             pool.seen = max(int(value.get("seen", 0)), len(pool.entries))
         except (TypeError, ValueError, OverflowError, ValidationError) as exc:
-            raise ValueError(f"the state's recall pool is not [document_id, question, answer] "
+            raise RecallPoolError(f"the state's recall pool is not [document_id, question, answer] "
                              f"triples ({exc})") from None
         if len(pool.entries) > capacity:
             pool.entries = random.Random(pool.seen).sample(pool.entries, capacity)
