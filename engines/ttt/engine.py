@@ -8,9 +8,10 @@ original frozen beside a trainable copy, mixed by ``alpha``), and learning a doc
    paraphrases (``rehearsal``), plus a sample of earlier documents' question/answer pairs
    (recall: without it each document overwrites the ones learned before it), packed into
    mini-batches with background text replayed in each;
-2. gating: the neurons that fire far more on this document than on general text (TF-IDF against
-   background rates measured once and cached) are the only ones opened for training, at most
-   ``gate_top_k`` per layer; with the gate off every neuron is;
+2. gating: the neurons that fire far more on this document than in general use (TF-IDF against
+   background rates on prose and chat questions, measured once and cached), among those that
+   general use rarely wakes, are the only ones opened for training, at most ``gate_top_k`` per
+   layer; with the gate off every neuron is;
 3. ``alpha`` decays one notch (towards ``alpha_floor``), then Adam steps on the open rows, with
    each step's loss reported as progress; the rows are written back and the learned state
    saved through the store (so the next start answers with it).
