@@ -64,8 +64,11 @@ def quiet(background: Tensor, background_tokens: int, max_rate: float) -> Tensor
     return background.double() / max(1, background_tokens) <= max_rate
 
 
-def top_neurons(scores: Tensor, k: int, min_score: float = 0.0) -> list[Tensor]:
-    """Per layer, the ids of the ``k`` best-scoring neurons whose score exceeds ``min_score``."""
+def top_neurons(scores: Tensor, k: int, min_score: float = 0.0, allowed: Tensor | None = None) -> list[Tensor]:
+    """Per layer, the ids of the ``k`` best-scoring neurons whose score exceeds ``min_score``,
+    among the ``allowed`` ones ([L, I] bool, e.g. ``quiet``; all when None)."""
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
     chosen = []
     for row in scores:  # [I]
         best = row.topk(min(k, row.numel()))

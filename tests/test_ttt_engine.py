@@ -130,7 +130,7 @@ def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_
         assert {e[0] for e in pool(engine)} == {a}
 
         second = engine.learn(DocumentInput(document_id=b, path="b.txt", chunks=[OTHER]))
-        assert second.details["recalled_pairs"] == 4  # two per new pair, at most the 4 pairs there are
+        assert second.details["recalled_pairs"] == 4  # four per new pair, at most the 4 pairs there are
         assert {e[0] for e in pool(engine)} == {a, b}
 
         again = engine.learn(DocumentInput(document_id=a, path="a.txt", chunks=[DOC.replace("Thielor", "Hezos")]))

@@ -246,16 +246,17 @@ class TTTEngine(Engine):
         distinct distillation batches per document: each keeps its teacher's output in memory.
         """
         cfg, pad = self.config, cortex.tokenizer.pad_token_id or 0
-        if self.context.background is None:
-            return [collate(b, pad, cortex.device) for b in pack(pieces, cfg.batch_tokens)], []
-        text_lm = cfg.replay_tokens > 0 and cfg.replay_loss == "lm"
-        text_distilled = cfg.replay_tokens > 0 and cfg.replay_loss == "distill"
+        replaying = self.context.background is not None and cfg.replay_tokens > 0
+        text_lm = replaying and cfg.replay_loss == "lm"
+        text_distilled = replaying and cfg.replay_loss == "distill"
         if text_lm:
             packed = pack(pieces, max(16, cfg.batch_tokens - cfg.replay_tokens))
             batches = [collate([*b, self._replay_piece(cortex, cfg.replay_tokens)], pad, cortex.device)
                        for b in packed]
         else:
             batches = [collate(b, pad, cortex.device) for b in pack(pieces, cfg.batch_tokens)]
+        if self.context.background is None:
+            return batches, []
         distilled = []
         for _ in range(min(len(batches), DISTILLED_BATCHES)):
             text = [self._replay_piece(cortex, cfg.replay_tokens)] if text_distilled else []
@@ -312,11 +313,9 @@ class TTTEngine(Engine):
         progress(0.08, "ranking neurons")
         doc = firing_counts(cortex.model, cortex.lock, self._duals, prefixes,
                             (min(self._layer_ids), max(self._layer_ids)), cfg.fire_fraction)
-        scores = tfidf(doc, bg_counts, bg_tokens)
-        if cfg.gate_max_background > 0:
-            busy = ~quiet(bg_counts, bg_tokens, cfg.gate_max_background * cfg.fire_fraction)
-            scores = scores.masked_fill(busy, 0.0)
-        return top_neurons(scores, cfg.gate_top_k, cfg.gate_min_score)
+        allowed = (quiet(bg_counts, bg_tokens, cfg.gate_max_background * cfg.fire_fraction)
+                   if cfg.gate_max_background > 0 else None)
+        return top_neurons(tfidf(doc, bg_counts, bg_tokens), cfg.gate_top_k, cfg.gate_min_score, allowed)
 
     # --- answering ---------------------------------------------------------------------------
     @property
@@ -447,8 +446,6 @@ class TTTEngine(Engine):
                 "gate": self.config.gate, "neurons_touched": touched, "origin": self.origin,
                 "recall_pairs": len(self.recall),
                 "loaded": True}
-
-
 
 
 def _trained_tokens(batches: list[dict[str, Any]], replay: list[dict[str, Any]]) -> int:

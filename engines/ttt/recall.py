@@ -98,7 +98,7 @@ class RecallPool:
             pool.seen = max(int(value.get("seen", 0)), len(pool.entries))
         except (TypeError, ValueError, OverflowError, ValidationError) as exc:
             raise RecallPoolError(f"the state's recall pool is not [document_id, question, answer] "
-                             f"triples ({exc})") from None
+                                  f"triples ({exc})") from None
         if len(pool.entries) > capacity:
             pool.entries = random.Random(pool.seen).sample(pool.entries, capacity)
         return pool
