@@ -50,7 +50,7 @@ from app.model_eval import (
     render,
 )
 from app.settings import LoadedSettings, Settings
-from engines.base import Contribution, Engine, Neocortex, Query
+from engines.base import Budget, Contribution, Engine, Neocortex, Query
 from engines.generation import ChatMessage
 
 Echo = Callable[[str], None]
@@ -249,25 +249,43 @@ class LearnBench:
                           f"{time.perf_counter() - started:.0f} s" + (f", last loss {loss:.3f}" if loss else ""))
         return seconds, tokens, reports
 
-    def run(self, name: str, label: str, overrides: dict[str, Any], base: _Baseline) -> EngineRun:
+    def run(self, name: str, label: str, overrides: dict[str, Any], base: _Baseline,
+            sleep: float = 0.0) -> list[EngineRun]:
+        """The engine's run after learning every document and, with ``sleep`` seconds, another
+        after it consolidated (weight-writing engines only)."""
         engine = self.build(name, overrides)
         try:
             self.echo(f"{label}: learning {len(self.document_ids)} documents...")
             seconds, tokens, reports = self.learn_all(engine, label)
-            after = score_questions(self.cortex, self.prompts(engine), self.questions, self.free_text, self.echo)
-            if engine.writes_weights:
-                lost = forgot(self.cortex, self.settings, base)
-            else:  # the weights are the base model's: nothing to forget
-                lost = Forgot(perplexity=base.perplexity, perplexity_drift=0.0, general_accuracy=1.0,
-                              forgetting_ratio=0.0)
             details = _summary(reports)
             details["stats"] = engine.stats()
+            run = EngineRun(label=label, engine=name, kind="weights" if engine.writes_weights else "context",
+                            overrides=overrides, before=base.learned, after=self.scores(engine),
+                            forgot=self.forgetting(engine, base), learn_seconds=seconds, document_tokens=tokens,
+                            tokens_per_second=tokens / seconds if seconds > 0 else 0.0, details=details)
+            runs = [run]
+            self.echo(_row(run))
+            if sleep > 0 and engine.writes_weights:
+                self.echo(f"{label}: sleeping (consolidating) for at most {sleep:.0f} s...")
+                slept = engine.consolidate(Budget(seconds=sleep))
+                runs.append(run.model_copy(update={
+                    "label": f"{label} +sleep", "after": self.scores(engine), "forgot": self.forgetting(engine, base),
+                    "details": {**details, "sleep_seconds": slept.seconds, "sleep": slept.details,
+                                "stats": engine.stats()}}))
+                self.echo(_row(runs[-1]))
         finally:
             _release(engine)
-        return EngineRun(label=label, engine=name, kind="weights" if engine.writes_weights else "context",
-                         overrides=overrides, before=base.learned, after=after, forgot=lost,
-                         learn_seconds=seconds, document_tokens=tokens,
-                         tokens_per_second=tokens / seconds if seconds > 0 else 0.0, details=details)
+        return runs
+
+    def scores(self, engine: Engine) -> Learned:
+        """The fictional questions, asked as chat asks them with ``engine`` in place."""
+        return score_questions(self.cortex, self.prompts(engine), self.questions, self.free_text, self.echo)
+
+    def forgetting(self, engine: Engine, base: _Baseline) -> Forgot:
+        if engine.writes_weights:
+            return forgot(self.cortex, self.settings, base)
+        return Forgot(perplexity=base.perplexity, perplexity_drift=0.0, general_accuracy=1.0,
+                      forgetting_ratio=0.0)  # the weights are the base model's: nothing to forget
 
     def speed(self, name: str, label: str) -> SpeedRun:
         """Learn time of one ~2,000-token document (fictional facts not in the question set)."""
@@ -337,8 +355,10 @@ def _variants(engines: list[str], ablations: bool, arms: list[int] | None = None
 def run_learn_bench(settings: Settings, engines: list[str], size: Size | int = "default", seed: int = 0,
                     ablations: bool = False, free_text: bool = True, speed: bool = True,
                     echo: Echo = print, cortex: Neocortex | None = None,
-                    threads: int | None = None, arms: list[int] | None = None) -> LearnBenchReport:
+                    threads: int | None = None, arms: list[int] | None = None,
+                    sleep: float = 0.0) -> LearnBenchReport:
     """Run the bench and save its report; ``cortex``: an already loaded model the caller closes.
+    ``sleep``: seconds each weight-writing run then consolidates, measured again after.
 
     ``threads`` sets torch's CPU threads: on a machine other work keeps busy, one thread is
     several times faster than two that wait on each other (OpenMP barriers)."""
@@ -375,9 +395,7 @@ def run_learn_bench(settings: Settings, engines: list[str], size: Size | int = "
                 report.runs.append(base_run)
                 echo(_row(base_run))
                 for name, label, overrides in variants:
-                    run = bench.run(name, label, overrides, base)
-                    report.runs.append(run)
-                    echo(_row(run))
+                    report.runs += bench.run(name, label, overrides, base, sleep)
                 if speed:
                     for name in dict.fromkeys(n for n, _, _ in variants):
                         if engine_class(name).writes_weights:
@@ -422,8 +440,9 @@ def _row(run: EngineRun) -> str:
     free = (f" EM {b.exact_match:.2f}->{a.exact_match:.2f} contains {b.contains:.2f}->{a.contains:.2f}"
             if a.exact_match is not None and b.exact_match is not None and a.contains is not None
             and b.contains is not None else "")
+    slept = run.details.get("sleep_seconds")
     speed = (f" | learn {run.learn_seconds:.0f} s, {run.tokens_per_second:.0f} tok/s"
-             if run.learn_seconds else "")
+             + (f" + sleep {slept:.0f} s" if slept is not None else "") if run.learn_seconds else "")
     return (f"{run.label:<32} choice {b.choice_accuracy:.3f}->{a.choice_accuracy:.3f}{free} | ppl "
             f"{f.perplexity:.3f} ({100 * f.perplexity_drift:+.2f}%) forgetting {f.forgetting_ratio:.3f}{speed}")
 

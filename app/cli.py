@@ -706,6 +706,33 @@ def ace_status(c: Context) -> None:
                   f"{c.engram.queue.pending_count(FEEDBACK)} feedback event(s) waiting.")
 
 
+# --- sleep -------------------------------------------------------------------------------------
+@cli.command("sleep")
+@click.option("--seconds", type=click.FloatRange(1, 86_400), default=600, show_default=True,
+              help="Time each enabled engine may consolidate.")
+@pass_ctx
+def sleep_now(c: Context, seconds: float) -> None:
+    """Consolidate now, as during idle time: every enabled engine's offline work, in turn."""
+    from engines.base import Budget
+
+    for engine in c.engram.engines:
+        with _progress_bar() as bar:
+            task = bar.add_task(engine.name, total=100)
+
+            def shown(fraction: float, message: str, task=task, bar=bar, name=engine.name) -> None:
+                bar.update(task, completed=round(100 * fraction), description=f"{name}: {message}"[:40])
+
+            try:
+                report = engine.consolidate(Budget(seconds=seconds), shown)
+            except _runtime_errors() as exc:
+                raise click.ClickException(f"{engine.name}: {exc}") from exc
+            bar.update(task, completed=100)
+        figures = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                   for k, v in report.details.items() if isinstance(v, (int, float, str))]
+        console.print(f"{engine.name}: {'changed' if report.changed else 'unchanged'} in {report.seconds:.1f} s"
+                      + (f" ({', '.join(figures)})" if figures else ""), highlight=False, markup=False)
+
+
 # --- config ------------------------------------------------------------------------------------
 @cli.group()
 def config() -> None:
@@ -883,9 +910,11 @@ def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, jso
               "+rehearsal/replay, 2 gated, 3 ungated +r/r, 4 ungated, 5 full +r/r, 6 full).")
 @click.option("--threads", type=int, default=None,
               help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy).")
+@click.option("--sleep", type=click.FloatRange(0, 86_400), default=0, show_default=True,
+              help="Seconds each weight-writing run then sleeps (consolidates); measured again after.")
 @pass_ctx
 def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool, free_text: bool,
-                speed: bool, arms: str, threads: int | None) -> None:
+                speed: bool, arms: str, threads: int | None, sleep: float) -> None:
     """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
     from app.bench_learn import run_learn_bench
 
@@ -893,7 +922,7 @@ def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool,
     try:
         run_learn_bench(c.loaded.settings, names, size=int(size) if size.isdigit() else size,  # type: ignore[arg-type]
                         seed=seed, ablations=ablations, free_text=free_text, speed=speed,
-                        echo=console.print, threads=threads,
+                        echo=console.print, threads=threads, sleep=sleep,
                         arms=[int(a) for a in arms.split(",") if a.strip().isdigit()] or None)
     except (ValueError, KeyError) as exc:
         raise click.ClickException(str(exc)) from exc

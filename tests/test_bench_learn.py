@@ -19,16 +19,19 @@ def test_bench_learn_all_on_the_smallest_set(neocortex, isolated_dirs) -> None:
                                   "ttt.batch_tokens": "256", "ttt.rehearsal_paraphrase": "false"}).settings
     lines: list[str] = []
     report = run_learn_bench(settings, ["all"], size=3, free_text=False, speed=False,
-                             echo=lines.append, cortex=neocortex)
+                             echo=lines.append, cortex=neocortex, sleep=60)
     labels = [r.label for r in report.runs]
-    assert labels == ["base model (closed book)", "rag", "ttt"]
-    base, rag, ttt = report.runs
+    assert labels == ["base model (closed book)", "rag", "ttt", "ttt +sleep"]  # retrieval does not sleep
+    base, rag, ttt, slept = report.runs
     assert report.documents == 3 and report.questions >= 10 and report.general_known > 0
     assert base.forgot.perplexity > 1 and rag.forgot.perplexity_drift == 0.0
     assert rag.after.choice_accuracy > base.after.choice_accuracy  # open book beats closed book
     assert ttt.kind == "weights" and ttt.document_tokens > 0 and ttt.tokens_per_second > 0
     assert ttt.forgot.perplexity != base.forgot.perplexity  # the weights changed
-    assert any(line.startswith("minimum bar for ttt") for line in lines)
+    assert slept.details["sleep"]["steps"] >= 1 and slept.forgot.perplexity != ttt.forgot.perplexity
+    assert slept.learn_seconds == ttt.learn_seconds
+    assert any(line.startswith("ttt +sleep") and "+ sleep" in line for line in lines)
+    assert any(line.startswith("minimum bar for ttt +sleep") for line in lines)
     found = latest_learn_report(isolated_dirs["data"] / "bench")
     assert found is not None
     latest, plot = found

@@ -49,3 +49,10 @@ def test_console_script_entry_point(tmp_path, isolated_dirs):
     assert proc.returncode == 0, proc.stderr
     assert f"Data folder: {tmp_path / 'd'}" in proc.stdout
     assert Path(tmp_path / "d" / "store.db").exists()
+
+
+def test_sleep_reports_each_enabled_engine_without_loading_what_it_does_not_need(isolated_dirs):
+    out = invoke("--engines", "rag,ttt", "sleep", "--seconds", "5")
+    assert "rag: unchanged in 0.0 s\n" in out  # retrieval has nothing to consolidate
+    assert "ttt: unchanged in 0.0 s (reason nothing learned yet)" in out
+    assert not any((isolated_dirs["data"] / "cache").glob("torch*"))  # no model was converted or loaded

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.model_eval import option_logprobs, render
-from engines.base import DocumentInput, Query
+from engines.base import Budget, DocumentInput, Query
 from engines.ttt.calibration import background_rates
 from engines.ttt.engine import LIVE_KEY
 from engines.generation import ChatMessage
@@ -23,6 +23,13 @@ QUESTION = "What is the name of Loudurk Zestaestox's lynx?"
 OPTIONS = ["Hezos", "Studrond", "Suson", "Thielor"]
 SMALL = {"ttt.passes": 3, "ttt.calibration_tokens": 512, "ttt.gate_top_k": 32,
          "ttt.batch_tokens": 192, "ttt.replay_tokens": 32, "answer_max_tokens": 16}
+
+
+def ttt_engram(embedder, neocortex, **overrides):
+    """An Engram learning with ttt into the session's model, and its ttt engine."""
+    engram = open_engram(embedder, engines="rag,ttt", **{**SMALL, **overrides})
+    engram.adopt_neocortex(neocortex)
+    return engram, engram.engine("ttt")
 
 
 def answer_score(cortex) -> float:
@@ -47,9 +54,7 @@ def test_the_loss_from_the_first_learning_layer_equals_the_models_own(neocortex)
 @pytest.mark.slow
 def test_a_document_is_learned_into_weights_and_chat_answers_with_them(
         embedder, neocortex, tmp_path: Path, monkeypatch) -> None:
-    engram = open_engram(embedder, engines="rag,ttt", **SMALL)
-    engram.adopt_neocortex(neocortex)
-    engine = engram.engine("ttt")
+    engram, engine = ttt_engram(embedder, neocortex)
     try:
         before = answer_score(neocortex)
         folder = tmp_path / "docs"
@@ -114,9 +119,7 @@ def pool(engine) -> list[list]:
 @pytest.mark.slow
 def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_its_own(
         embedder, neocortex, tmp_path: Path) -> None:
-    engram = open_engram(embedder, engines="rag,ttt", **{**SMALL, "ttt.passes": 1})
-    engram.adopt_neocortex(neocortex)
-    engine = engram.engine("ttt")
+    engram, engine = ttt_engram(embedder, neocortex, **{"ttt.passes": 1})
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "a.txt").write_text(DOC)
@@ -164,6 +167,56 @@ def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_
         engine.blobs.put(LIVE_KEY, "state", {**state, "recall": {"seen": 7, "pairs": "garbled"}})
         assert pool(engine) == [] and engine.documents == 3  # the pool is lost, the weights are not
         assert answer_score(neocortex) == learned_score
+    finally:
+        engine.close()
+        engram.close()
+
+
+@pytest.mark.slow
+def test_sleep_rehearses_every_pair_in_the_rows_documents_changed_and_keeps_what_was_learned(
+        embedder, neocortex, tmp_path: Path) -> None:
+    engram, engine = ttt_engram(embedder, neocortex, **{"ttt.passes": 1})
+    try:
+        idle = engine.consolidate(Budget(seconds=60))
+        assert not idle.changed and idle.details["reason"] == "nothing learned yet"
+        engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[DOC]))
+        engine.learn(DocumentInput(document_id=2, path="b.txt", chunks=[OTHER]))
+        learned = answer_score(neocortex)
+        rows = [(dual.touched.clone(), dual.gate.clone(), dual.down.clone()) for dual in engine._duals]
+        revision = engine.revision
+        messages: list[str] = []
+
+        report = engine.consolidate(Budget(seconds=600), lambda f, m: messages.append(m))
+
+        d = report.details
+        assert report.changed and d["pairs"] == len(pool(engine)) == 7 and d["batches"] >= 2
+        assert d["steps"] == d["planned"] == engine.config.sleep_epochs * d["batches"]  # every pair, each epoch
+        assert d["epochs_done"] == engine.config.sleep_epochs
+        assert messages[0].startswith(f"sleep step 1/{d['steps']} loss ") and "held" in messages[0]
+        assert d["loss_last_epoch"] < d["loss_first_epoch"]  # the pairs are rehearsed, not just seen
+        for dual, (touched, gate, down) in zip(engine._duals, rows):
+            assert torch.equal(dual.touched, touched)  # sleep opens only rows a document changed
+            assert torch.equal(dual.gate[~touched], gate[~touched]) and torch.equal(dual.down[~touched], down[~touched])
+        assert any(not torch.equal(dual.down, down) for dual, (_, _, down) in zip(engine._duals, rows))
+        assert engine.revision == revision + 1 and engine.blobs.meta(LIVE_KEY)["revision"] == revision + 1
+        assert answer_score(neocortex) > learned  # the first document's fact, rehearsed, is surer
+        short = engine.consolidate(Budget(seconds=600, steps=1))
+        assert short.details["steps"] == short.details["planned"] == 1  # the budget is kept
+        stopped = engine.consolidate(Budget(seconds=0.001))
+        assert stopped.details["steps"] == 0 < stopped.details["planned"] and not stopped.changed
+        assert stopped.details["epochs_done"] == 0 and stopped.details["loss_first_epoch"] is None
+
+        rows = [dual.down.clone() for dual in engine._duals]
+
+        def other_process(fraction: float, message: str) -> None:  # saves a learned state meanwhile
+            if message.startswith("sleep step 1/"):
+                engine.blobs.put(LIVE_KEY, "state", engine.blobs.get(LIVE_KEY),
+                                 meta={**engine.blobs.meta(LIVE_KEY), "revision": 99, "token": "theirs"})
+
+        raced = engine.consolidate(Budget(seconds=600, steps=2), other_process)
+        assert not raced.changed and "another Engram process" in raced.details["reason"]
+        assert all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))
+        assert engine.blobs.meta(LIVE_KEY)["revision"] == 99  # the other process's state stays
     finally:
         engine.close()
         engram.close()

@@ -5,7 +5,7 @@ the figures): gating with rehearsal, only among neurons that fire in general use
 often as the average one, replay of everyday prose by its own loss, three background questions
 distilled from the original model beside each mini-batch, four earlier documents' pairs
 recalled per pair of the new one, two passes at a learning rate of 2e-3, and an alpha floor of
-0.6.
+0.6. Sleep (``engram sleep``) makes four passes over the recall pool at 1e-3.
 """
 
 from __future__ import annotations
@@ -82,6 +82,13 @@ class TTTConfig(BaseModel):
         "of all of them once there are more; kept in the learned state).")
     replay_weight: float = Field(
         1.0, gt=0.0, le=100.0, description="Weight of the distillation loss against the material's.")
+    sleep_epochs: int = Field(
+        4, ge=1, le=100, description="Passes over every recalled pair while consolidating (sleep), "
+        "with every row a document changed open.")
+    sleep_lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate while consolidating.")
+    sleep_distill_tokens: int = Field(
+        128, ge=0, le=4096, description="Tokens of background prose distilled from the original "
+        "model beside each sleep step (with replay_questions background questions).")
     values_only: bool = Field(
         False, description="Train only what the chosen neurons write (down_proj), not when they "
         "fire (gate_proj, up_proj).")

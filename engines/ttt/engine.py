@@ -20,7 +20,9 @@ Chat must answer with the torch model for the learned weights to count, so ``con
 the learned state once there is one; the chat service then switches to the neocortex.
 
 Nothing is committed until a document is fully learned: a process that dies mid-document leaves
-the previous learned state, and its learn job runs again on the next start.
+the previous learned state, and its learn job runs again on the next start. Sleep
+(``consolidate``, ``engines.ttt.sleep``) rehearses everything learned so far at once; it keeps
+the steps it took within its budget, and nothing when it is interrupted.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from typing import Any
 
 import torch
 
 from engines.base import (
+    Budget,
+    ConsolidateReport,
     Contribution,
     DocumentInput,
     Engine,
@@ -43,10 +48,10 @@ from engines.base import (
     Query,
     no_progress,
 )
-from engines.ttt import rehearsal
+from engines.ttt import rehearsal, sleep
 from engines.ttt.calibration import background_rates
 from engines.ttt.config import TTTConfig
-from engines.ttt.recall import RecallPool, RecallPoolError
+from engines.ttt.recall import RecallEntry, RecallPool, RecallPoolError
 from engines.ttt.trainer import (
     Piece,
     Prefix,
@@ -96,6 +101,8 @@ class TTTEngine(Engine):
         self._forgotten: set[int] = set()  # forgotten while being learned: not to be recalled
         self._setup = threading.RLock()
         self._saving = threading.Lock()
+        self._training = threading.Lock()
+        self._token: str | None = None  # the saved state this process holds (see ``_put_live``)
 
     # --- the model ---------------------------------------------------------------------------
     def cortex(self) -> Neocortex:
@@ -111,6 +118,8 @@ class TTTEngine(Engine):
                     cortex.model.requires_grad_(False)
                     self._duals = install(cortex.model, self._layer_ids)
                 self._cortex = cortex
+                # the token before the state: a save in between makes a sleep refuse, not overwrite
+                self._token = self._saved_meta().get("token")
                 saved = self.blobs.get(LIVE_KEY)
                 if saved is not None:
                     self._restore(saved, cortex.model_name)
@@ -144,6 +153,10 @@ class TTTEngine(Engine):
 
     # --- learning ----------------------------------------------------------------------------
     def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:
+        with self._training:  # one training at a time: learning and sleep open the same rows
+            return self._learn(document, progress)
+
+    def _learn(self, document: DocumentInput, progress: Progress) -> LearnReport:
         started = time.perf_counter()
         cortex = self.cortex()
         progress(0.0, "preparing the material")
@@ -164,8 +177,7 @@ class TTTEngine(Engine):
         prefixes, replayed = prefixes[:len(batches)], prefixes[len(batches):]
         neurons = self.select_neurons(cortex, prefixes, progress)
         self._set_alpha(self._next_alpha())
-        params = [p for dual, ids in zip(self._duals, neurons) if ids.numel()
-                  for p in dual.open_rows(ids, self.config.values_only).trainable()]
+        params = self._open(neurons)
         if not params:
             progress(1.0, "no neuron passed the gate: nothing learned")
             return LearnReport(engine=self.name, path=document.path, changed=False, tokens=doc_tokens,
@@ -180,11 +192,9 @@ class TTTEngine(Engine):
                            replay=replayed, original=lambda: original(self._duals),
                            replay_weight=self.config.replay_weight)
         except BaseException:
-            for dual in self._duals:
-                dual.discard()
+            self._discard()
             raise
-        with cortex.lock:
-            changed = sum(dual.commit() for dual in self._duals)
+        changed = self._commit()
         if document.document_id not in self._forgotten:
             self.recall.add(document.document_id, [(qa.question, qa.answer) for qa in pairs], self.revision)
         self.documents += 1
@@ -232,8 +242,25 @@ class TTTEngine(Engine):
         """``recall_per_pair`` earlier pairs per new pair, drawn at random from the pool (seeded
         by the revision: the same state learning the same document draws the same pairs)."""
         drawn = self.recall.draw(self.config.recall_per_pair * new_pairs, self.revision, exclude=document_id)
+        return self._recall_pieces(cortex, drawn)
+
+    def _recall_pieces(self, cortex: Neocortex, entries: list[RecallEntry]) -> list[Piece]:
         return [chat_piece(cortex.tokenizer, e.question, e.answer, self.config.rehearsal_system, kind="recall")
-                for e in drawn]
+                for e in entries]
+
+    def _open(self, neurons: list[torch.Tensor]) -> list[torch.nn.Parameter]:
+        """Open these neurons' rows in each layer for training; their parameters."""
+        return [p for dual, ids in zip(self._duals, neurons) if ids.numel()
+                for p in dual.open_rows(ids, self.config.values_only).trainable()]
+
+    def _commit(self) -> int:
+        """Write the trained rows back (every layer at once, between two answers)."""
+        with self._cortex.lock:  # type: ignore[union-attr]
+            return sum(dual.commit() for dual in self._duals)
+
+    def _discard(self) -> None:
+        for dual in self._duals:
+            dual.discard()
 
     def _batches(self, cortex: Neocortex, pieces: list[Piece]
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -317,6 +344,74 @@ class TTTEngine(Engine):
                    if cfg.gate_max_background > 0 else None)
         return top_neurons(tfidf(doc, bg_counts, bg_tokens), cfg.gate_top_k, cfg.gate_min_score, allowed)
 
+    # --- sleep -------------------------------------------------------------------------------
+    def consolidate(self, budget: Budget, progress: Progress = no_progress) -> ConsolidateReport:
+        """Sleep (``engines.ttt.sleep``): up to ``sleep_epochs`` passes over every recalled pair
+        with every row a document changed open, holding general use where the original model
+        had it. Stops at the budget and keeps the steps taken, unless another process saved a
+        learned state meanwhile (that one is kept instead)."""
+        with self._training:
+            return self._consolidate(budget, progress)
+
+    def _consolidate(self, budget: Budget, progress: Progress) -> ConsolidateReport:
+        if self._cortex is None and not self._saved_meta().get("documents"):
+            return self._unchanged("nothing learned yet", progress)  # without loading the model
+        cortex = self.cortex()
+        started, cfg = time.perf_counter(), self.config
+        neurons = [dual.touched_ids() for dual in self._duals]
+        entries = self.recall.draw(len(self.recall), self.revision)
+        if not any(n.numel() for n in neurons):
+            return self._unchanged("nothing learned yet", progress)
+        if not entries:
+            return self._unchanged("no recalled pairs to rehearse", progress)
+        if self.context.background is None:
+            return self._unchanged("no background text to hold general use with", progress)
+        pad = cortex.tokenizer.pad_token_id or 0
+        pieces = sorted(self._recall_pieces(cortex, entries), key=len)  # similar lengths: little padding
+        batches = [collate(b, pad, cortex.device) for b in pack(pieces, cfg.batch_tokens)]
+        order = sleep.plan(len(batches), cfg.sleep_epochs, self.revision, budget.steps)
+        params = self._open(neurons)
+
+        def held() -> dict[str, Any] | None:
+            distilled = self._sleep_distilled(cortex)
+            return collate(distilled, pad, cortex.device) if distilled else None
+
+        try:
+            run = sleep.rehearse(cortex.model, cortex.lock, params, batches, order, min(self._layer_ids),
+                                 held, lambda: original(self._duals), cfg.sleep_lr, cfg.max_grad_norm,
+                                 cfg.replay_weight, budget.seconds - (time.perf_counter() - started), progress)
+        except BaseException:
+            self._discard()
+            raise
+        with self._saving:  # checked and saved as one: no other writer between
+            if self.autosave and self._saved_meta().get("token") != self._token:
+                self._discard()
+                return self._unchanged("another Engram process saved a learned state while this one "
+                                       "slept: that state is kept, the sleep is not", progress)
+            changed = self._commit()
+            if changed:
+                self.revision += 1
+                if self.autosave:
+                    self._put_live()
+        seconds = time.perf_counter() - started
+        progress(1.0, f"consolidated in {len(run.losses)} of {len(order)} steps, {seconds:.1f} s")
+        return ConsolidateReport(engine=self.name, seconds=seconds, changed=changed > 0, details={
+            **run.details(), "pairs": len(entries), "neurons_open": sum(int(n.numel()) for n in neurons),
+            "neurons_changed": changed})
+
+    def _saved_meta(self) -> dict[str, Any]:
+        """The saved live state's summary (read without loading the state)."""
+        return self.blobs.meta(LIVE_KEY) or {}
+
+    def _unchanged(self, reason: str, progress: Progress) -> ConsolidateReport:
+        progress(1.0, f"nothing consolidated: {reason}")
+        return ConsolidateReport(engine=self.name, seconds=0.0, changed=False, details={"reason": reason})
+
+    def _sleep_distilled(self, cortex: Neocortex) -> list[Piece]:
+        """The next background prose and questions, held where the original model had them."""
+        n = self.config.sleep_distill_tokens
+        return ([self._replay_piece(cortex, n)] if n else []) + self._replay_questions(cortex)
+
     # --- answering ---------------------------------------------------------------------------
     @property
     def state_label(self) -> str:
@@ -325,7 +420,7 @@ class TTTEngine(Engine):
 
     def contribute(self, query: Query) -> Contribution:
         if self.documents == 0 and self._cortex is None:
-            meta = self.blobs.meta(LIVE_KEY) or {}
+            meta = self._saved_meta()
             if not meta.get("documents"):
                 return Contribution(engine=self.name)
             self.cortex()  # load the saved state so that the label below is right
@@ -354,12 +449,14 @@ class TTTEngine(Engine):
         return state
 
     def load_state_dict(self, state: dict[str, Any], origin: str | None = None) -> None:
-        """Make ``state`` the learned weights (validated first: a mismatch changes nothing)."""
+        """Make ``state`` the learned weights (validated first: a mismatch changes nothing);
+        waits for a document being learned, or a sleep, to finish."""
         self.cortex()
-        self._apply(state)
-        self.origin = origin
-        if self.autosave:
-            self.save_live()
+        with self._training:
+            self._apply(state)
+            self.origin = origin
+            if self.autosave:
+                self.save_live()
 
     def _apply(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:
@@ -400,16 +497,24 @@ class TTTEngine(Engine):
     def save_live(self) -> None:
         """One writer at a time: a forget (scan thread) may save while a learn (worker) does."""
         with self._saving:
-            self.blobs.put(LIVE_KEY, "state", self.state_dict(),
-                           meta={"documents": self.documents, "revision": self.revision,
-                                 "label": self.state_label, "origin": self.origin})
+            self._put_live()
+
+    def _put_live(self) -> None:
+        """Save, under a new token: a sleep saves only over the state its process holds."""
+        token = uuid.uuid4().hex
+        self.blobs.put(LIVE_KEY, "state", self.state_dict(),
+                       meta={"documents": self.documents, "revision": self.revision,
+                             "label": self.state_label, "origin": self.origin, "token": token})
+        self._token = token
 
     def reset(self) -> None:
-        """Forget every learned weight: the model answers as the original again."""
+        """Forget every learned weight: the model answers as the original again (after a
+        document being learned, or a sleep, finishes)."""
         self.cortex()
-        self._apply_fresh()
-        if self.autosave:
-            self.save_live()
+        with self._training:
+            self._apply_fresh()
+            if self.autosave:
+                self.save_live()
 
     def close(self) -> None:
         """Take the DualMLPs out of the model (the bench reuses one model for several runs)."""
@@ -436,7 +541,7 @@ class TTTEngine(Engine):
     def stats(self) -> dict[str, Any]:
         """What is learned; before the model is loaded, the saved state's summary (no loading)."""
         if self._cortex is None:
-            saved = self.blobs.meta(LIVE_KEY) or {}
+            saved = self._saved_meta()
             return {"documents": int(saved.get("documents", 0)), "revision": int(saved.get("revision", 0)),
                     "label": saved.get("label", self.state_label), "origin": saved.get("origin"),
                     "mode": self.config.mode, "gate": self.config.gate, "loaded": False}

@@ -284,18 +284,29 @@ def train(model: Any, lock: threading.Lock, params: list[torch.nn.Parameter],
     for _ in range(passes):
         pass_losses = []
         for n, prefix in enumerate(prefixes):
-            with lock, torch.enable_grad():
-                loss = labelled_loss(model, prefix, first)
-                total = loss
-                if replay:
-                    assert original is not None
-                    total = loss + replay_weight * distill_loss(model, replay[n % len(replay)], first, original)
-                total.backward()
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            with lock:
+                loss, _ = adam_step(model, params, optimizer, prefix, first, max_grad_norm,
+                                    replay[n % len(replay)] if replay else None, original, replay_weight)
             step += 1
-            pass_losses.append(float(loss.detach()))
-            report(step, steps, pass_losses[-1])
+            pass_losses.append(loss)
+            report(step, steps, loss)
         losses.append(sum(pass_losses) / len(pass_losses))
     return TrainReport(step, losses)
+
+
+def adam_step(model: Any, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+              prefix: Prefix, first: int, max_grad_norm: float, distilled: Prefix | None = None,
+              original: Callable[[], AbstractContextManager[Any]] | None = None,
+              weight: float = 1.0) -> tuple[float, float]:
+    """One step on ``prefix``'s own loss plus ``weight`` x the distillation loss on
+    ``distilled``; the caller holds the model's lock. Returns both losses (0.0: no distillation)."""
+    if distilled is not None and original is None:
+        raise ValueError("distillation needs the original model's context")
+    with torch.enable_grad():
+        loss = labelled_loss(model, prefix, first)
+        kl = distill_loss(model, distilled, first, original) if distilled is not None else None  # type: ignore[arg-type]
+        (loss if kl is None else loss + weight * kl).backward()
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach()), 0.0 if kl is None else float(kl.detach())
