@@ -82,6 +82,11 @@ class Forgot(BaseModel):
     general_accuracy: float = Field(description="On the questions the base model got right.")
     forgetting_ratio: float = Field(description="(before - after) / before of general_accuracy.")
 
+    @classmethod
+    def nothing(cls, perplexity: float) -> Forgot:
+        """The base model's own weights: nothing forgotten."""
+        return cls(perplexity=perplexity, perplexity_drift=0.0, general_accuracy=1.0, forgetting_ratio=0.0)
+
 
 class EngineRun(BaseModel):
     label: str
@@ -215,8 +220,7 @@ class LearnBench:
         right = general_scores(self.cortex, self.settings)
         base = _Baseline(learned=learned, perplexity=ppl, known=[i for i, ok in enumerate(right) if ok])
         run = EngineRun(label="base model (closed book)", kind="base", before=learned, after=learned,
-                        forgot=Forgot(perplexity=ppl, perplexity_drift=0.0, general_accuracy=1.0,
-                                      forgetting_ratio=0.0),
+                        forgot=Forgot.nothing(ppl),
                         details={"general_accuracy_all": sum(right) / len(right)})
         return base, run
 
@@ -284,8 +288,7 @@ class LearnBench:
     def forgetting(self, engine: Engine, base: _Baseline) -> Forgot:
         if engine.writes_weights:
             return forgot(self.cortex, self.settings, base)
-        return Forgot(perplexity=base.perplexity, perplexity_drift=0.0, general_accuracy=1.0,
-                      forgetting_ratio=0.0)  # the weights are the base model's: nothing to forget
+        return Forgot.nothing(base.perplexity)  # the weights are the base model's
 
     def speed(self, name: str, label: str) -> SpeedRun:
         """Learn time of one ~2,000-token document (fictional facts not in the question set)."""
