@@ -266,7 +266,7 @@ def jobs_cancel(c: Context) -> None:
 @cli.command()
 @pass_ctx
 def status(c: Context) -> None:
-    """Documents, chunks, errors and pending jobs."""
+    """Documents, chunks, errors, pending jobs and sleep."""
     s = c.engram.status()
     console.print(f"Data folder: {s.data_dir}")
     console.print(f"Folders:     {', '.join(f.path for f in s.folders) or 'none'}")
@@ -276,6 +276,8 @@ def status(c: Context) -> None:
     state = "paused" if p.paused else ("working" if p.active else "idle")
     console.print(f"Jobs:        {s.pending_jobs} pending, {state}"
                   + (f"; {p.finished}/{p.total} files done" if p.total else ""))
+    sleep = c.engram.sleeper.status().summary(lambda ts: ts[:16].replace("T", " ") + " UTC")
+    console.print(f"Sleep:       {sleep}", markup=False)
     if s.recent_errors:
         console.print("[bold]Files that could not be read:[/]")
         for doc in s.recent_errors:
@@ -713,23 +715,26 @@ def ace_status(c: Context) -> None:
 @pass_ctx
 def sleep_now(c: Context, seconds: float) -> None:
     """Consolidate now, as during idle time: every enabled engine's offline work, in turn."""
-    from engines.base import Budget
+    from app.sleep_jobs import interrupted, sleep_engines
+    from store.activity import record_sleep
 
-    for engine in c.engram.engines:
-        with _progress_bar() as bar:
-            task = bar.add_task(engine.name, total=100)
+    engines = c.engram.engines
+    with _progress_bar() as bar:
+        task = bar.add_task("sleep", total=100)
 
-            def shown(fraction: float, message: str, task=task, bar=bar, name=engine.name) -> None:
-                bar.update(task, completed=round(100 * fraction), description=f"{name}: {message}"[:40])
+        def shown(fraction: float, message: str) -> None:
+            bar.update(task, completed=round(100 * fraction), description=message[:40])
 
-            try:
-                report = engine.consolidate(Budget(seconds=seconds), shown)
-            except _runtime_errors() as exc:
-                raise click.ClickException(f"{engine.name}: {exc}") from exc
-            bar.update(task, completed=100)
+        try:
+            reports = sleep_engines(engines, seconds, shown)
+        except _runtime_errors() as exc:
+            raise click.ClickException(str(exc)) from exc
+        bar.update(task, completed=100)
+    record_sleep(c.engram.db, "manual", interrupted(reports, len(engines)), [r.model_dump() for r in reports])
+    for report in reports:
         figures = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                    for k, v in report.details.items() if isinstance(v, (int, float, str))]
-        console.print(f"{engine.name}: {'changed' if report.changed else 'unchanged'} in {report.seconds:.1f} s"
+        console.print(f"{report.engine}: {'changed' if report.changed else 'unchanged'} in {report.seconds:.1f} s"
                       + (f" ({', '.join(figures)})" if figures else ""), highlight=False, markup=False)
 
 

@@ -33,6 +33,7 @@ from engines.generation import Runtime
 from engines.registry import build_engine, engine_class
 from app.feedback_jobs import FEEDBACK, FeedbackJobs, queue_feedback
 from app.learning import LearnJobs
+from app.sleep_jobs import SLEEP, SleepJobs, SleepScheduler
 from app.playbooks import PlaybookService
 from app.worker import Worker
 from store.blobs import BlobStore
@@ -103,6 +104,9 @@ class Engram:
         )
         self.worker.register(LEARN, LearnJobs(self.db, self.engine))
         self.worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
+        self.worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines, lambda: self.worker.stopping))
+        self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue)
+        self.worker.on_idle = self.sleeper.check
 
     # --- components --------------------------------------------------------------------------
     def _agent_runtime(self) -> ActiveRuntime:
@@ -344,6 +348,11 @@ class Engram:
 
     def cancel(self) -> int:
         return self.queue.cancel_pending()
+
+    def sleep_now(self) -> None:
+        """Queue a sleep now, whatever the pressure (the Sleep now button)."""
+        self.sleeper.queue_sleep("manual")
+        self.worker.wake()
 
     # --- background ----------------------------------------------------------------------------
     def start(self, watch: bool = True) -> None:

@@ -54,6 +54,23 @@ def _split_commas(value: Any) -> Any:
 NameList = Annotated[list[str], BeforeValidator(_split_commas)]
 
 
+class SleepConfig(BaseModel):
+    """When Engram sleeps by itself: after learning, once the person has been away a while."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    auto: bool = Field(True, description="Sleep (consolidate what was learned) by itself when idle.")
+    idle_minutes: float = Field(
+        10.0, ge=0.0, le=24 * 60, description="Minutes with no question asked and no other work "
+        "queued or running before sleep starts.")
+    after_documents: int = Field(
+        1, ge=1, description="Documents or feedback events learned since the last whole sleep that "
+        "make sleep due.")
+    seconds: float = Field(
+        1800.0, gt=0.0, le=86_400, description="Time each enabled engine may consolidate in one sleep "
+        "(a question or new work ends it sooner, keeping what it did).")
+
+
 class Settings(BaseModel):
     """Effective settings of one Engram process."""
 
@@ -150,6 +167,7 @@ class Settings(BaseModel):
         "(SmolLM2-135M, the GGUF dequantized), a GGUF path, or a local Hugging Face folder.",
     )
     ttt: TTTConfig = Field(default_factory=TTTConfig, description="TTT-E2E: documents learned into weights.")
+    sleep: SleepConfig = Field(default_factory=SleepConfig, description="Consolidation while idle.")
 
     @field_validator("ollama_host")
     @classmethod

@@ -2,8 +2,10 @@
 
 Ingest jobs are claimed in batches (embedding is fastest on full batches) and always go before
 other work, so a new document is searchable as soon as possible; other job kinds (learning a
-document into an engine, reflecting on feedback) run one at a time through the handler registered
-for their kind, reporting progress into the job row.
+document into an engine, reflecting on feedback, sleep) run one at a time through the handler
+registered for their kind, reporting progress into the job row.
+
+When there is nothing to do, the ``on_idle`` hook may queue work: that is how sleep starts.
 
 Pausing is a persistent flag in the store, so a paused worker stays paused across restarts and
 any process (CLI or UI) can pause or resume it.
@@ -40,6 +42,7 @@ class Worker:
         save_interval_s: float = 5.0,
         poll_s: float = 0.5,
         on_result: Callable[[FileResult], None] | None = None,
+        idle_check_s: float = 30.0,
     ) -> None:
         self.ingestor = ingestor
         self.queue = queue
@@ -49,6 +52,10 @@ class Worker:
         self.save_interval_s = save_interval_s
         self.poll_s = poll_s
         self.on_result = on_result
+        self.idle_check_s = idle_check_s
+        self.on_idle: Callable[[], bool] | None = None
+        """Asked when there is nothing to do (at most every ``idle_check_s``); True: it queued work."""
+        self._last_idle_check = 0.0
         self.handlers: dict[str, JobHandler] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -158,7 +165,19 @@ class Worker:
             except Exception:  # never let the worker die silently (e.g. the disk is full)
                 log.exception("worker loop error")
                 took = 0
-            if not took:
+            if not took and not self._idle():
                 self._maybe_save()
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
+
+    def _idle(self) -> bool:
+        """Nothing to do: let ``on_idle`` queue work (sleep); a failing check only logs."""
+        now = time.monotonic()
+        if self.on_idle is None or self.paused or now - self._last_idle_check < self.idle_check_s:
+            return False
+        self._last_idle_check = now
+        try:
+            return self.on_idle()
+        except Exception:
+            log.exception("idle check failed")
+            return False

@@ -122,10 +122,18 @@ class LearnReport(BaseModel):
 
 
 class Budget(BaseModel):
-    """How much offline work ``consolidate`` may do (it stops at whichever limit comes first)."""
+    """How much offline work ``consolidate`` may do (it stops at whichever limit comes first).
+
+    ``stop`` is asked between steps: sleep gives way as soon as the person is back or new work
+    arrives, keeping the steps already taken, as at the end of its time.
+    """
 
     seconds: float = Field(60.0, gt=0)
     steps: int | None = Field(None, ge=1)
+    stop: Callable[[], bool] | None = Field(None, exclude=True)
+
+    def interrupted(self) -> bool:
+        return self.stop is not None and bool(self.stop())
 
 
 class ConsolidateReport(BaseModel):

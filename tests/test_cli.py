@@ -9,6 +9,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from app.cli import cli
+from store.activity import last_sleep
+from store.database import Database
 
 
 def invoke(*args: str):
@@ -56,3 +58,9 @@ def test_sleep_reports_each_enabled_engine_without_loading_what_it_does_not_need
     assert "rag: unchanged in 0.0 s\n" in out  # retrieval has nothing to consolidate
     assert "ttt: unchanged in 0.0 s (reason nothing learned yet)" in out
     assert not any((isolated_dirs["data"] / "cache").glob("torch*"))  # no model was converted or loaded
+    db = Database(isolated_dirs["data"] / "store.db")
+    last = last_sleep(db)  # recorded: the app's idle sleep counts learning from this one on
+    assert last is not None and last.reason == "manual" and not last.interrupted
+    assert [r["engine"] for r in last.reports] == ["rag", "ttt"]
+    db.close()
+    assert "(by hand, done). 0 learned since the last whole sleep." in invoke("status")

@@ -202,6 +202,10 @@ def test_sleep_rehearses_every_pair_in_the_rows_documents_changed_and_keeps_what
         assert answer_score(neocortex) > learned  # the first document's fact, rehearsed, is surer
         short = engine.consolidate(Budget(seconds=600, steps=1))
         assert short.details["steps"] == short.details["planned"] == 1  # the budget is kept
+        seen: list[str] = []
+        cut = engine.consolidate(Budget(seconds=600, stop=lambda: len(seen) >= 2), lambda f, m: seen.append(m))
+        assert cut.details["steps"] == 2 < cut.details["planned"] and cut.details["interrupted"]
+        assert cut.changed and not short.details["interrupted"]  # stopped when asked, keeping its steps
         stopped = engine.consolidate(Budget(seconds=0.001))
         assert stopped.details["steps"] == 0 < stopped.details["planned"] and not stopped.changed
         assert stopped.details["epochs_done"] == 0 and stopped.details["loss_first_epoch"] is None

@@ -352,6 +352,16 @@ def test_bench_and_weights_tabs(page, embedder, llama) -> None:
         page.locator("#engram-checkpoint-name textarea").fill("before-trip")
         page.get_by_role("button", name="Save current weights").click()
         expect(page.get_by_text("no weight-writing engine is enabled")).to_be_visible()
+
+        # Sleep: none yet; the button queues one, which the worker runs (retrieval: at once).
+        expect(page.locator("#engram-sleep-state")).to_contain_text("has not slept yet")
+        expect(page.locator("#engram-sleep-state")).to_contain_text("after 10 idle minutes")
+        page.get_by_role("button", name="Sleep now").click()
+        expect(page.get_by_text("Sleep queued")).to_be_visible()
+        wait_for(lambda: app.engram.sleeper.status().last is not None)
+        page.get_by_role("tab", name="Chat").click()
+        page.get_by_role("tab", name="Weights").click()
+        expect(page.locator("#engram-sleep-state")).to_contain_text("(by hand, done)")
         assert "Traceback" not in page.content()
         shot(page, "ui-bench.png")
     finally:

@@ -1,7 +1,8 @@
-"""Weights: what Engram has learned into its model's weights, and named checkpoints of it.
+"""Weights: what Engram has learned into its model's weights, named checkpoints of it, and sleep.
 
 Loading a checkpoint replaces what the engine holds now, so the tab asks first and says how to
-keep the current state (save it under a name). Deleting asks too.
+keep the current state (save it under a name). Deleting asks too. Sleep (consolidation) starts by
+itself when the person is away after learning; "Sleep now" queues one at once.
 """
 
 from html import escape
@@ -31,6 +32,11 @@ def state_html(engram: Engram) -> str:
             f"({escape(state.backend)}) with learned weights:<ul>{parts}</ul></div>")
 
 
+def sleep_html(engram: Engram) -> str:
+    text = engram.sleeper.status().summary(local_time)
+    return f"<div class='engram-card' id='engram-sleep-state'>{escape(text)}</div>"
+
+
 def rows(engram: Engram) -> list[list[Any]]:
     return [[c.name, c.engine, local_time(c.created_at), c.meta.get("documents", ""), human_size(c.size_bytes)]
             for c in engram.checkpoints.list()]
@@ -46,20 +52,23 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         save = gr.Button("Save current weights", variant="primary", scale=1)
         load = gr.Button("Load…", scale=1)
         delete = gr.Button("Delete…", variant="stop", scale=1)
+    with gr.Row(equal_height=True):
+        slept = gr.HTML()
+        sleep = gr.Button("Sleep now", scale=0, elem_id="engram-sleep-now")
     with gr.Group(visible=False) as confirm_box:
         confirm_text = gr.HTML()
         with gr.Row():
             confirm = gr.Button("Yes, do it", variant="stop", size="sm", elem_id="engram-weights-confirm")
             cancel = gr.Button("Cancel", size="sm")
 
-    def view() -> tuple[Any, Any, Any]:
+    def view() -> tuple[Any, Any, Any, str]:
         listed = rows(engram)
         note = ("<div class='engram-card engram-muted'>No checkpoints yet. Save the current weights "
                 "under a name to come back to them later.</div>")
         return state_html(engram), gr.update(value=listed, visible=bool(listed)), \
-            gr.update(value=note, visible=not listed)
+            gr.update(value=note, visible=not listed), sleep_html(engram)
 
-    outputs = [state, table, empty]
+    outputs = [state, table, empty, slept]
 
     def chosen(raw: str) -> str:
         text = (raw or "").strip()
@@ -71,6 +80,12 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     def on_select(evt: gr.SelectData) -> str:
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return engram.checkpoints.list()[row].name
+
+    @friendly
+    def on_sleep() -> tuple[Any, ...]:
+        engram.sleep_now()
+        gr.Info("Sleep queued: each engine consolidates what it learned; answers still come meanwhile.")
+        return view()
 
     @friendly
     def on_save(raw: str) -> tuple[Any, ...]:
@@ -105,6 +120,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     tab.select(friendly(view), None, outputs)
     table.select(on_select, None, name)
     save.click(on_save, name, outputs)
+    sleep.click(on_sleep, None, outputs)
     name.submit(on_save, name, outputs)
     load.click(lambda raw: ask("load", raw), name, [pending, confirm_box, confirm_text])
     delete.click(lambda raw: ask("delete", raw), name, [pending, confirm_box, confirm_text])

@@ -138,13 +138,13 @@ class AceEngine(Engine):
             failures = failures[: budget.steps]
         reports: list[CycleReport] = []
         for n, (episode_id, message_id) in enumerate(failures):
-            if time.perf_counter() >= deadline:
+            if time.perf_counter() >= deadline or budget.interrupted():
                 break
             progress(n / (len(failures) + 1), f"reflecting on failed answer {n + 1}/{len(failures)}")
             feedback = read_feedback(self.context.db, message_id, episode_id)
             if feedback is not None and feedback.question:
                 reports.append(self._learn(feedback, "sleep"))
-        merged = self._merge_duplicates() if time.perf_counter() < deadline else None
+        merged = self._merge_duplicates() if time.perf_counter() < deadline and not budget.interrupted() else None
         progress(1.0, "done")
         details: dict[str, Any] = {"failures": len(failures), "reflected": len(reports),
                                    "summaries": [r.summary() for r in reports]}

@@ -348,8 +348,8 @@ class TTTEngine(Engine):
     def consolidate(self, budget: Budget, progress: Progress = no_progress) -> ConsolidateReport:
         """Sleep (``engines.ttt.sleep``): up to ``sleep_epochs`` passes over every recalled pair
         with every row a document changed open, holding general use where the original model
-        had it. Stops at the budget and keeps the steps taken, unless another process saved a
-        learned state meanwhile (that one is kept instead)."""
+        had it. Stops at the budget (or when it says stop) and keeps the steps taken, unless
+        another process saved a learned state meanwhile (that one is kept instead)."""
         with self._training:
             return self._consolidate(budget, progress)
 
@@ -379,7 +379,8 @@ class TTTEngine(Engine):
         try:
             run = sleep.rehearse(cortex.model, cortex.lock, params, batches, order, min(self._layer_ids),
                                  held, lambda: original(self._duals), cfg.sleep_lr, cfg.max_grad_norm,
-                                 cfg.replay_weight, budget.seconds - (time.perf_counter() - started), progress)
+                                 cfg.replay_weight, budget.seconds - (time.perf_counter() - started), progress,
+                                 budget.interrupted)
         except BaseException:
             self._discard()
             raise

@@ -35,13 +35,14 @@ class SleepRun:
     losses: list[tuple[float, float]]
     planned: int
     batches: int  # per pass
+    interrupted: bool = False  # ``stop`` said so before the plan or the time ran out
 
     def details(self) -> dict[str, Any]:
         """Steps, whole passes done, and the mean loss of the first and the last whole pass."""
         done = len(self.losses) // self.batches if self.batches else 0
         own = [loss for loss, _ in self.losses]
         return {"steps": len(self.losses), "planned": self.planned, "batches": self.batches,
-                "epochs_done": done,
+                "epochs_done": done, "interrupted": self.interrupted,
                 "loss_first_epoch": _mean(own[:self.batches]) if done >= 1 else None,
                 "loss_last_epoch": _mean(own[(done - 1) * self.batches:done * self.batches]) if done >= 2 else None,
                 "held_mean": _mean([held for _, held in self.losses])}
@@ -58,9 +59,11 @@ def rehearse(model: Any, lock: threading.Lock, params: list[torch.nn.Parameter],
              batches: list[dict[str, Tensor]], order: list[int], first: int,
              held: Callable[[], dict[str, Tensor] | None],
              original: Callable[[], AbstractContextManager[Any]], lr: float, max_grad_norm: float,
-             weight: float, seconds: float, progress: Callable[[float, str], None]) -> SleepRun:
+             weight: float, seconds: float, progress: Callable[[float, str], None],
+             stop: Callable[[], bool] = lambda: False) -> SleepRun:
     """One Adam step per entry of ``order`` (``batches[i]``, beside the batch ``held()`` gives),
-    until ``seconds`` have passed; the lock is held per step only, so answers come between."""
+    until ``seconds`` have passed or ``stop()`` says so; the lock is held per step only, so
+    answers come between."""
     started = time.perf_counter()
     optimizer = torch.optim.Adam(params, lr=lr)
     kept: dict[int, Prefix] = {}
@@ -69,6 +72,9 @@ def rehearse(model: Any, lock: threading.Lock, params: list[torch.nn.Parameter],
     for n, i in enumerate(order):
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:
+            break
+        if stop():
+            run.interrupted = True
             break
         distilled = held()
         with lock:

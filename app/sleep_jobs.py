@@ -1,0 +1,144 @@
+"""Sleep: every enabled engine's offline work (consolidation), run while the person is away.
+
+Sleep is due when something was learned since the last whole sleep (sleep pressure: documents or
+feedback events, ``sleep.after_documents``) and nothing has happened for ``sleep.idle_minutes``:
+no question asked, no other work queued or running. The worker's idle hook then queues one
+durable ``sleep`` job, which runs like any other job. It gives way as soon as new work is queued
+or the app stops, and an idle sleep also when a question is asked: each engine keeps the steps
+it took. A sleep cut short leaves the pressure as it was, so the next idle spell sleeps again;
+a sleep is queued at most once per idle spell, so one that fails is not retried in a loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import BaseModel
+
+from app.settings import SleepConfig
+from engines.base import Budget, ConsolidateReport, Engine, Progress
+from store import activity
+from store.activity import SLEEP, SleepEpisode
+from store.database import Database
+from store.jobs import Job, JobQueue
+
+log = logging.getLogger(__name__)
+
+Reason = Literal["idle", "manual"]
+
+
+def sleep_engines(engines: list[Engine], seconds: float, progress: Progress,
+                  stop: Callable[[], bool] | None = None) -> list[ConsolidateReport]:
+    """Each engine's ``consolidate`` in turn, ``seconds`` each, until ``stop()`` says so."""
+    reports = []
+    for n, engine in enumerate(engines):
+        if stop is not None and stop():
+            break
+
+        def shown(fraction: float, message: str, n: int = n, name: str = engine.name) -> None:
+            progress((n + fraction) / len(engines), f"{name}: {message}")
+
+        reports.append(engine.consolidate(Budget(seconds=seconds, stop=stop), shown))
+    return reports
+
+
+def interrupted(reports: list[ConsolidateReport], engines: int) -> bool:
+    """Whether a sleep was cut short: an engine did not get its turn, or stopped when asked."""
+    return len(reports) < engines or any(r.details.get("interrupted") for r in reports)
+
+
+class SleepJobs:
+    """The worker's handler for ``sleep`` jobs."""
+
+    def __init__(self, db: Database, engines: Callable[[], list[Engine]], stopping: Callable[[], bool]) -> None:
+        self.db = db
+        self.engines = engines
+        self.stopping = stopping
+
+    def __call__(self, job: Job, progress: Progress) -> None:
+        reason: Reason = "manual" if job.payload.get("reason") == "manual" else "idle"
+        seconds = float(job.payload.get("seconds", SleepConfig().seconds))
+        engines = self.engines()
+        reports = sleep_engines(engines, seconds, progress, self._stop(reason))
+        cut = interrupted(reports, len(engines))
+        activity.record_sleep(self.db, reason, cut, [r.model_dump() for r in reports])
+        log.info("%s sleep %s: %s", reason, "cut short" if cut else "done",
+                 ", ".join(f"{r.engine} {'changed' if r.changed else 'unchanged'}" for r in reports))
+
+    def _stop(self, reason: Reason) -> Callable[[], bool]:
+        """New work or the app stopping ends any sleep; a question ends an idle one (a sleep asked
+        for by hand goes on while the person chats: answers come between its steps)."""
+        started = activity.now(self.db)
+
+        def stop() -> bool:
+            if self.stopping() or activity.work_waiting(self.db):
+                return True
+            if reason == "manual":
+                return False
+            last = activity.last_active(self.db)
+            return last is not None and last >= started
+        return stop
+
+
+class SleepStatus(BaseModel):
+    """What the app shows about sleep."""
+
+    config: SleepConfig
+    learned_since: int  # documents and feedback events since the last whole sleep
+    queued: bool  # a sleep is waiting or running
+    last: SleepEpisode | None
+
+    def summary(self, when: Callable[[str], str]) -> str:
+        """One plain sentence each: the last sleep (its time written by ``when``), the pressure,
+        and when the next one comes."""
+        cfg, last = self.config, self.last
+        if self.queued:
+            now = "A sleep is queued or running."
+        elif last is None:
+            now = "Engram has not slept yet."
+        else:
+            how = "cut short by new work or a question" if last.interrupted else "done"
+            now = f"Last sleep: {when(last.ts)} ({'by hand' if last.reason == 'manual' else 'while idle'}, {how})."
+        what = ("something new was learned" if cfg.after_documents == 1
+                else f"{cfg.after_documents} documents or feedback events were learned")
+        plan = (f"Sleeps by itself after {cfg.idle_minutes:g} idle minutes once {what}." if cfg.auto
+                else "Sleeping by itself is off (sleep.auto).")
+        return f"{now} {self.learned_since} learned since the last whole sleep. {plan}"
+
+
+class SleepScheduler:
+    """Decides, when the worker has nothing to do, whether to queue a sleep."""
+
+    def __init__(self, config: SleepConfig, db: Database, queue: JobQueue) -> None:
+        self.config = config
+        self.db = db
+        self.queue = queue
+
+    def due(self) -> bool:
+        cfg, db = self.config, self.db
+        if not cfg.auto or activity.sleep_queued(db) or activity.work_waiting(db):
+            return False
+        idle = activity.idle_seconds(db)  # None: nothing ever happened, idle since the start
+        if idle is not None and idle < cfg.idle_minutes * 60:
+            return False
+        tried = activity.seconds_since_sleep_queued(db)
+        if tried is not None and (idle is None or tried < idle):  # already tried in this idle spell
+            return False
+        return activity.learned_since_sleep(db) >= cfg.after_documents
+
+    def check(self) -> bool:
+        """Queue a sleep if one is due; returns whether it did."""
+        if not self.due():
+            return False
+        self.queue_sleep("idle")
+        log.info("idle for %.0f minutes after learning: going to sleep", self.config.idle_minutes)
+        return True
+
+    def status(self) -> SleepStatus:
+        return SleepStatus(config=self.config, learned_since=activity.learned_since_sleep(self.db),
+                           queued=activity.sleep_queued(self.db), last=activity.last_sleep(self.db))
+
+    def queue_sleep(self, reason: Reason) -> None:
+        self.queue.enqueue(SLEEP, SLEEP, {"reason": reason, "seconds": self.config.seconds})

@@ -1,0 +1,94 @@
+"""What the sleep scheduler decides on: how long nothing has happened, how much was learned since
+the last whole sleep, and the sleeps themselves (episodes of kind ``sleep``).
+
+Everything is read from the store, so every Engram process on one data folder (the app, a CLI
+run) sees the same person-activity and the same sleep pressure.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from store.database import Database
+
+SLEEP = "sleep"
+"""The job kind and the episode kind of a sleep."""
+LEARNING = ("learn", "feedback_learn")
+"""Episodes that add sleep pressure: a document or a feedback event learned."""
+
+
+_UNFINISHED = "status IN ('pending', 'running')"
+
+
+class SleepEpisode(BaseModel):
+    """One recorded sleep: when, why, whether something cut it short, and each engine's report."""
+
+    id: int
+    ts: str
+    reason: str
+    interrupted: bool
+    reports: list[dict[str, Any]]
+
+
+def last_active(db: Database) -> float | None:
+    """When (a Julian day) the person last asked a question or any work but sleep was queued,
+    started or finished; None when nothing ever happened."""
+    return db.scalar(
+        "SELECT max(t) FROM ("
+        " SELECT max(julianday(created_at)) AS t FROM messages WHERE role = 'user'"
+        " UNION ALL SELECT max(julianday(max(created_at, COALESCE(started_at, ''), COALESCE(finished_at, ''))))"
+        " FROM jobs WHERE kind != ?)", (SLEEP,))
+
+
+def now(db: Database) -> float:
+    """The store's clock, as a Julian day (what ``last_active`` compares with)."""
+    return float(db.scalar("SELECT julianday('now')"))
+
+
+def idle_seconds(db: Database) -> float | None:
+    """Seconds since ``last_active``; None when nothing ever happened."""
+    last = last_active(db)
+    return None if last is None else max(0.0, (now(db) - last) * 86400.0)
+
+
+def work_waiting(db: Database) -> bool:
+    """Whether any job but sleep is pending or running."""
+    return bool(db.scalar(f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {_UNFINISHED} AND kind != ?)", (SLEEP,)))
+
+
+def sleep_queued(db: Database) -> bool:
+    return bool(db.scalar(f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {_UNFINISHED} AND kind = ?)", (SLEEP,)))
+
+
+def seconds_since_sleep_queued(db: Database) -> float | None:
+    """Since the last sleep job was queued (whatever became of it); None when none ever was."""
+    seconds = db.scalar("SELECT (julianday('now') - julianday(max(created_at))) * 86400.0 FROM jobs "
+                        "WHERE kind = ?", (SLEEP,))
+    return None if seconds is None else float(seconds)
+
+
+def learned_since_sleep(db: Database) -> int:
+    """Documents and feedback events learned since the last sleep that was not cut short."""
+    return int(db.scalar(
+        f"SELECT count(*) FROM episodes WHERE kind IN ({','.join('?' * len(LEARNING))}) AND id > "
+        "COALESCE((SELECT max(id) FROM episodes WHERE kind = ? "
+        "AND json_extract(payload, '$.interrupted') = 0), 0)", (*LEARNING, SLEEP)))
+
+
+def record_sleep(db: Database, reason: str, interrupted: bool, reports: list[dict[str, Any]]) -> int:
+    """Store a sleep as an episode; returns its id."""
+    payload = json.dumps({"reason": reason, "interrupted": interrupted, "reports": reports})
+    return int(db.execute("INSERT INTO episodes (kind, payload) VALUES (?, ?)", (SLEEP, payload)).lastrowid)
+
+
+def last_sleep(db: Database) -> SleepEpisode | None:
+    row = db.conn.execute("SELECT id, ts, payload FROM episodes WHERE kind = ? ORDER BY id DESC LIMIT 1",
+                          (SLEEP,)).fetchone()
+    if row is None:
+        return None
+    payload = json.loads(row[2])
+    return SleepEpisode(id=row[0], ts=row[1], reason=str(payload.get("reason", "")),
+                        interrupted=bool(payload.get("interrupted")), reports=list(payload.get("reports", [])))

@@ -1,0 +1,112 @@
+"""Sleep while idle: when it is due, the job that runs it, what stops it, what it records.
+
+Real store, real worker thread; the engine is retrieval, whose consolidation is instant (the
+ttt engine's sleep, stopped the same way, is tested on the real model in test_ttt_engine).
+"""
+
+from __future__ import annotations
+
+import json
+
+from app.learning import LearnJobs
+from app.sleep_jobs import SleepJobs
+from engines.base import LearnReport
+from store import activity
+from store.activity import SLEEP
+from tests.helpers import open_engram, wait_for
+
+
+def learned(engram, n: int = 1) -> None:
+    """Record ``n`` documents learned, as a finished learn job does."""
+    for i in range(n):
+        LearnJobs(engram.db, engram.engine).record(
+            LearnReport(engine="ttt", path=f"d{i}.txt", seconds=1.0, changed=True), document_id=i + 1)
+
+
+def test_sleep_is_due_after_learning_once_the_person_is_away_and_only_once(embedder) -> None:
+    engram = open_engram(embedder, **{"sleep.idle_minutes": 0})
+    try:
+        sleeper = engram.sleeper
+        assert not sleeper.due()  # nothing learned, no pressure
+        learned(engram, 2)
+        assert activity.learned_since_sleep(engram.db) == 2 and sleeper.due()
+        engram.queue.enqueue("ingest", "/x.txt", {"path": "/x.txt"})
+        assert not sleeper.due()  # other work comes first
+        engram.queue.cancel_pending()
+
+        assert sleeper.check() and activity.sleep_queued(engram.db)
+        assert not sleeper.check()  # one at a time
+        assert engram.worker.run_once() == 1  # the worker runs it like any job
+        last = activity.last_sleep(engram.db)
+        assert last is not None and last.reason == "idle" and not last.interrupted
+        assert [r["engine"] for r in last.reports] == ["rag"]
+        assert activity.learned_since_sleep(engram.db) == 0 and not sleeper.due()  # the pressure is spent
+
+        learned(engram)
+        sleeper.config = sleeper.config.model_copy(update={"after_documents": 2})
+        assert not sleeper.due()  # below the pressure asked for
+        sleeper.config = sleeper.config.model_copy(update={"after_documents": 1, "idle_minutes": 5})
+        assert not sleeper.due()  # the work queued a moment ago counts as activity
+        sleeper.config = sleeper.config.model_copy(update={"idle_minutes": 0, "auto": False})
+        assert not sleeper.due()  # turned off
+    finally:
+        engram.close()
+
+
+def test_a_sleep_that_fails_is_not_retried_in_the_same_idle_spell(embedder) -> None:
+    engram = open_engram(embedder, **{"sleep.idle_minutes": 0})
+    try:
+        learned(engram)
+
+        def broken(job, progress) -> None:
+            raise RuntimeError("disk full")
+
+        engram.worker.register(SLEEP, broken)
+        assert engram.sleeper.check() and engram.worker.run_once() == 1
+        assert engram.queue.failures()[0]["error"] == "RuntimeError: disk full"
+        assert activity.learned_since_sleep(engram.db) == 1  # still due in principle...
+        assert not engram.sleeper.due()  # ...but not retried until the person was back and left again
+    finally:
+        engram.close()
+
+
+def test_an_idle_sleep_gives_way_to_a_question_and_any_sleep_to_new_work(embedder) -> None:
+    engram = open_engram(embedder)
+    try:
+        jobs = SleepJobs(engram.db, lambda: engram.engines, lambda: engram.worker.stopping)
+        idle, manual = jobs._stop("idle"), jobs._stop("manual")
+        assert not idle() and not manual()
+        conversation = engram.conversations.create("c")
+        engram.conversations.add_question(conversation.id, "Who drew the map?")
+        assert idle() and not manual()  # a sleep asked for by hand goes on while the person chats
+        engram.queue.enqueue("ingest", "/x.txt", {"path": "/x.txt"})
+        assert manual()
+
+        learned(engram)
+        cut = SleepJobs(engram.db, lambda: engram.engines, lambda: True)  # the app is stopping
+        engram.queue.enqueue(SLEEP, SLEEP, {"reason": "idle", "seconds": 5})
+        job = engram.queue.claim(SLEEP)[0]
+        cut(job, lambda f, m: None)
+        last = activity.last_sleep(engram.db)
+        assert last is not None and last.interrupted and last.reports == []  # no engine got its turn
+        assert activity.learned_since_sleep(engram.db) == 1  # a sleep cut short leaves the pressure
+    finally:
+        engram.close()
+
+
+def test_the_running_worker_goes_to_sleep_by_itself_and_the_button_queues_one(embedder) -> None:
+    engram = open_engram(embedder, **{"sleep.idle_minutes": 0})
+    engram.worker.idle_check_s = 0.1
+    try:
+        learned(engram)
+        engram.start(watch=False)
+        episode = wait_for(lambda: activity.last_sleep(engram.db), timeout=30)
+        assert episode.reason == "idle" and not episode.interrupted
+        assert engram.queue.pending_count(SLEEP) == 0
+
+        engram.sleep_now()  # no pressure needed when asked for by hand
+        wait_for(lambda: activity.last_sleep(engram.db).id > episode.id, timeout=30)
+        assert activity.last_sleep(engram.db).reason == "manual"
+        assert json.loads(engram.db.scalar("SELECT payload FROM episodes WHERE id = ?", (episode.id,)))["reports"]
+    finally:
+        engram.close()
