@@ -22,7 +22,8 @@ the learned state once there is one; the chat service then switches to the neoco
 Nothing is committed until a document is fully learned: a process that dies mid-document leaves
 the previous learned state, and its learn job runs again on the next start. Sleep
 (``consolidate``, ``engines.ttt.sleep``) rehearses everything learned so far at once; it keeps
-the steps it took within its budget, and nothing when it is interrupted.
+the steps it took within its budget or until told to stop, and nothing when it fails or when it
+made background prose (a probe measured before and after) more perplexing than the bound.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ from engines.ttt.trainer import (
     chat_piece,
     collate,
     firing_counts,
+    frozen_prefix,
     frozen_prefixes,
+    labelled_loss,
     pack,
     text_pieces,
     train,
@@ -377,13 +380,24 @@ class TTTEngine(Engine):
             return collate(distilled, pad, cortex.device) if distilled else None
 
         try:
+            probe = self._probe(cortex)
+            before = self._perplexity(cortex, probe)
             run = sleep.rehearse(cortex.model, cortex.lock, params, batches, order, min(self._layer_ids),
                                  held, lambda: original(self._duals), cfg.sleep_lr, cfg.max_grad_norm,
                                  cfg.replay_weight, budget.seconds - (time.perf_counter() - started), progress,
                                  budget.interrupted)
+            after = self._perplexity(cortex, probe)
         except BaseException:
             self._discard()
             raise
+        details = {**run.details(), "pairs": len(entries), "probe_before": before, "probe_after": after}
+        if before and after and after > before * (1.0 + cfg.sleep_probe_bound):
+            self._discard()
+            reason = (f"rolled back: background prose's perplexity rose from {before:.3f} to {after:.3f}, "
+                      f"more than {cfg.sleep_probe_bound:.1%}")
+            progress(1.0, f"nothing consolidated: {reason}")
+            return ConsolidateReport(engine=self.name, seconds=time.perf_counter() - started, changed=False,
+                                     details={**details, "reason": reason})
         with self._saving:  # checked and saved as one: no other writer between
             if self.autosave and self._saved_meta().get("token") != self._token:
                 self._discard()
@@ -397,8 +411,28 @@ class TTTEngine(Engine):
         seconds = time.perf_counter() - started
         progress(1.0, f"consolidated in {len(run.losses)} of {len(order)} steps, {seconds:.1f} s")
         return ConsolidateReport(engine=self.name, seconds=seconds, changed=changed > 0, details={
-            **run.details(), "pairs": len(entries), "neurons_open": sum(int(n.numel()) for n in neurons),
-            "neurons_changed": changed})
+            **details, "neurons_open": sum(int(n.numel()) for n in neurons), "neurons_changed": changed})
+
+    def _probe(self, cortex: Neocortex) -> Prefix | None:
+        """The last ``sleep_probe_tokens`` of the background's everyday prose, as the first
+        learning layer receives them (the layers below never change: computed once per sleep)."""
+        n = self.config.sleep_probe_tokens
+        if not n:
+            return None
+        assert self.context.background is not None
+        prose = self.context.background()[:BACKGROUND_PROSE_CHARS]
+        ids = cortex.tokenizer(prose, add_special_tokens=False)["input_ids"][-n:]
+        window = self.config.batch_tokens
+        pieces = [Piece(ids[i:i + window], ids[i:i + window], "probe") for i in range(0, len(ids), window)]
+        batch = collate(pieces, cortex.tokenizer.pad_token_id or 0, cortex.device)
+        with cortex.lock:
+            return frozen_prefix(cortex.model, batch, min(self._layer_ids))
+
+    def _perplexity(self, cortex: Neocortex, probe: Prefix | None) -> float | None:
+        if probe is None:
+            return None
+        with cortex.lock, torch.no_grad():
+            return float(torch.exp(labelled_loss(cortex.model, probe, min(self._layer_ids))))
 
     def _saved_meta(self) -> dict[str, Any]:
         """The saved live state's summary (read without loading the state)."""
