@@ -710,15 +710,13 @@ def ace_status(c: Context) -> None:
 
 # --- sleep -------------------------------------------------------------------------------------
 @cli.command("sleep")
-@click.option("--seconds", type=click.FloatRange(1, 86_400), default=600, show_default=True,
-              help="Time each enabled engine may consolidate.")
+@click.option("--seconds", type=click.FloatRange(1, 86_400), default=None,
+              help="Time each enabled engine may consolidate (default: the setting sleep.seconds).")
 @pass_ctx
-def sleep_now(c: Context, seconds: float) -> None:
+def sleep_now(c: Context, seconds: float | None) -> None:
     """Consolidate now, as during idle time: every enabled engine's offline work, in turn."""
-    from app.sleep_jobs import interrupted, sleep_engines
-    from store.activity import record_sleep
+    from app.sleep_jobs import run_sleep
 
-    engines = c.engram.engines
     with _progress_bar() as bar:
         task = bar.add_task("sleep", total=100)
 
@@ -726,11 +724,11 @@ def sleep_now(c: Context, seconds: float) -> None:
             bar.update(task, completed=round(100 * fraction), description=message[:40])
 
         try:
-            reports = sleep_engines(engines, seconds, shown)
+            reports = run_sleep(c.engram.db, c.engram.engines, seconds or c.engram.settings.sleep.seconds,
+                                "manual", shown)
         except _runtime_errors() as exc:
             raise click.ClickException(str(exc)) from exc
         bar.update(task, completed=100)
-    record_sleep(c.engram.db, "manual", interrupted(reports, len(engines)), [r.model_dump() for r in reports])
     for report in reports:
         figures = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                    for k, v in report.details.items() if isinstance(v, (int, float, str))]

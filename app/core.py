@@ -349,10 +349,12 @@ class Engram:
     def cancel(self) -> int:
         return self.queue.cancel_pending()
 
-    def sleep_now(self) -> None:
-        """Queue a sleep now, whatever the pressure (the Sleep now button)."""
-        self.sleeper.queue_sleep("manual")
+    def sleep_now(self) -> bool:
+        """Queue a sleep now, whatever the pressure (the Sleep now button); False when one is
+        already waiting or running."""
+        queued = self.sleeper.queue_sleep("manual")
         self.worker.wake()
+        return queued
 
     # --- background ----------------------------------------------------------------------------
     def start(self, watch: bool = True) -> None:

@@ -49,6 +49,17 @@ def interrupted(reports: list[ConsolidateReport], engines: int) -> bool:
     return len(reports) < engines or any(r.details.get("interrupted") for r in reports)
 
 
+def run_sleep(db: Database, engines: list[Engine], seconds: float, reason: Reason, progress: Progress,
+              stop: Callable[[], bool] | None = None) -> list[ConsolidateReport]:
+    """One sleep, recorded as an episode (whether cut short, and each engine's report)."""
+    reports = sleep_engines(engines, seconds, progress, stop)
+    cut = interrupted(reports, len(engines))
+    activity.record_sleep(db, reason, cut, [r.model_dump() for r in reports])
+    log.info("%s sleep %s: %s", reason, "cut short" if cut else "done",
+             ", ".join(f"{r.engine} {'changed' if r.changed else 'unchanged'}" for r in reports))
+    return reports
+
+
 class SleepJobs:
     """The worker's handler for ``sleep`` jobs."""
 
@@ -60,12 +71,7 @@ class SleepJobs:
     def __call__(self, job: Job, progress: Progress) -> None:
         reason: Reason = "manual" if job.payload.get("reason") == "manual" else "idle"
         seconds = float(job.payload.get("seconds", SleepConfig().seconds))
-        engines = self.engines()
-        reports = sleep_engines(engines, seconds, progress, self._stop(reason))
-        cut = interrupted(reports, len(engines))
-        activity.record_sleep(self.db, reason, cut, [r.model_dump() for r in reports])
-        log.info("%s sleep %s: %s", reason, "cut short" if cut else "done",
-                 ", ".join(f"{r.engine} {'changed' if r.changed else 'unchanged'}" for r in reports))
+        run_sleep(self.db, self.engines(), seconds, reason, progress, self._stop(reason))
 
     def _stop(self, reason: Reason) -> Callable[[], bool]:
         """New work or the app stopping ends any sleep; a question ends an idle one (a sleep asked
@@ -99,7 +105,9 @@ class SleepStatus(BaseModel):
         elif last is None:
             now = "Engram has not slept yet."
         else:
-            how = "cut short by new work or a question" if last.interrupted else "done"
+            changed = any(r.get("changed") for r in last.reports)
+            how = ("cut short by new work or a question" if last.interrupted
+                   else "done" if changed else "done, nothing changed")
             now = f"Last sleep: {when(last.ts)} ({'by hand' if last.reason == 'manual' else 'while idle'}, {how})."
         what = ("something new was learned" if cfg.after_documents == 1
                 else f"{cfg.after_documents} documents or feedback events were learned")
@@ -115,16 +123,19 @@ class SleepScheduler:
         self.config = config
         self.db = db
         self.queue = queue
+        self.awake_since = activity.now(db)  # opening the app counts as the person being here
 
     def due(self) -> bool:
         cfg, db = self.config, self.db
         if not cfg.auto or activity.sleep_queued(db) or activity.work_waiting(db):
             return False
-        idle = activity.idle_seconds(db)  # None: nothing ever happened, idle since the start
-        if idle is not None and idle < cfg.idle_minutes * 60:
+        idle = activity.idle_seconds(db)  # None: nothing ever happened
+        awake = (activity.now(db) - self.awake_since) * 86400.0
+        idle = awake if idle is None else min(idle, awake)
+        if idle < cfg.idle_minutes * 60:
             return False
         tried = activity.seconds_since_sleep_queued(db)
-        if tried is not None and (idle is None or tried < idle):  # already tried in this idle spell
+        if tried is not None and tried < idle + 1.0:  # tried in this idle spell (jobs keep whole seconds)
             return False
         return activity.learned_since_sleep(db) >= cfg.after_documents
 
@@ -140,5 +151,9 @@ class SleepScheduler:
         return SleepStatus(config=self.config, learned_since=activity.learned_since_sleep(self.db),
                            queued=activity.sleep_queued(self.db), last=activity.last_sleep(self.db))
 
-    def queue_sleep(self, reason: Reason) -> None:
+    def queue_sleep(self, reason: Reason) -> bool:
+        """Queue a sleep unless one is waiting or running; returns whether it did."""
+        if activity.sleep_queued(self.db):
+            return False
         self.queue.enqueue(SLEEP, SLEEP, {"reason": reason, "seconds": self.config.seconds})
+        return True

@@ -8,6 +8,7 @@ run) sees the same person-activity and the same sleep pressure.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pydantic import BaseModel
@@ -39,8 +40,8 @@ def last_active(db: Database) -> float | None:
     return db.scalar(
         "SELECT max(t) FROM ("
         " SELECT max(julianday(created_at)) AS t FROM messages WHERE role = 'user'"
-        " UNION ALL SELECT max(julianday(max(created_at, COALESCE(started_at, ''), COALESCE(finished_at, ''))))"
-        " FROM jobs WHERE kind != ?)", (SLEEP,))
+        " UNION ALL SELECT julianday(max(max(created_at, COALESCE(started_at, ''), COALESCE(finished_at, ''))))"
+        " FROM jobs WHERE kind != ?)", (SLEEP,))  # one format in jobs: the latest text is the latest time
 
 
 def now(db: Database) -> float:
@@ -71,17 +72,31 @@ def seconds_since_sleep_queued(db: Database) -> float | None:
 
 
 def learned_since_sleep(db: Database) -> int:
-    """Documents and feedback events learned since the last sleep that was not cut short."""
+    """Documents and feedback events learned since the last sleep that was not cut short (a
+    document learned by two engines, or twice, counts once)."""
     return int(db.scalar(
-        f"SELECT count(*) FROM episodes WHERE kind IN ({','.join('?' * len(LEARNING))}) AND id > "
+        "SELECT count(DISTINCT COALESCE('d' || document_id, 'e' || id)) FROM episodes "
+        f"WHERE kind IN ({','.join('?' * len(LEARNING))}) AND id > "
         "COALESCE((SELECT max(id) FROM episodes WHERE kind = ? "
         "AND json_extract(payload, '$.interrupted') = 0), 0)", (*LEARNING, SLEEP)))
 
 
 def record_sleep(db: Database, reason: str, interrupted: bool, reports: list[dict[str, Any]]) -> int:
     """Store a sleep as an episode; returns its id."""
-    payload = json.dumps({"reason": reason, "interrupted": interrupted, "reports": reports})
+    payload = json.dumps(_finite({"reason": reason, "interrupted": interrupted, "reports": reports}),
+                         allow_nan=False)
     return int(db.execute("INSERT INTO episodes (kind, payload) VALUES (?, ?)", (SLEEP, payload)).lastrowid)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as None: SQLite's JSON functions cannot read them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def last_sleep(db: Database) -> SleepEpisode | None:

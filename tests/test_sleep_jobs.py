@@ -7,10 +7,11 @@ ttt engine's sleep, stopped the same way, is tested on the real model in test_tt
 from __future__ import annotations
 
 import json
+import time
 
 from app.learning import LearnJobs
 from app.sleep_jobs import SleepJobs
-from engines.base import LearnReport
+from engines.base import Budget, LearnReport
 from store import activity
 from store.activity import SLEEP
 from tests.helpers import open_engram, wait_for
@@ -21,6 +22,10 @@ def learned(engram, n: int = 1) -> None:
     for i in range(n):
         LearnJobs(engram.db, engram.engine).record(
             LearnReport(engine="ttt", path=f"d{i}.txt", seconds=1.0, changed=True), document_id=i + 1)
+
+
+def asked(engram) -> None:
+    engram.conversations.add_question(engram.conversations.create("c").id, "Who drew the map?")
 
 
 def test_sleep_is_due_after_learning_once_the_person_is_away_and_only_once(embedder) -> None:
@@ -43,12 +48,15 @@ def test_sleep_is_due_after_learning_once_the_person_is_away_and_only_once(embed
         assert activity.learned_since_sleep(engram.db) == 0 and not sleeper.due()  # the pressure is spent
 
         learned(engram)
-        sleeper.config = sleeper.config.model_copy(update={"after_documents": 2})
-        assert not sleeper.due()  # below the pressure asked for
-        sleeper.config = sleeper.config.model_copy(update={"after_documents": 1, "idle_minutes": 5})
-        assert not sleeper.due()  # the work queued a moment ago counts as activity
-        sleeper.config = sleeper.config.model_copy(update={"idle_minutes": 0, "auto": False})
-        assert not sleeper.due()  # turned off
+        time.sleep(1.1)  # jobs keep whole seconds: the spell before is told apart a second later
+        asked(engram)  # the person was back: a new idle spell begins
+        base = sleeper.config
+        assert sleeper.due()
+        for change in ({"after_documents": 2}, {"idle_minutes": 5}, {"auto": False}):
+            sleeper.config = base.model_copy(update=change)
+            assert not sleeper.due(), change  # below the pressure asked for, not idle long enough, off
+        sleeper.config = base
+        assert sleeper.queue_sleep("manual") and not sleeper.queue_sleep("manual")  # one at a time
     finally:
         engram.close()
 
@@ -76,8 +84,7 @@ def test_an_idle_sleep_gives_way_to_a_question_and_any_sleep_to_new_work(embedde
         jobs = SleepJobs(engram.db, lambda: engram.engines, lambda: engram.worker.stopping)
         idle, manual = jobs._stop("idle"), jobs._stop("manual")
         assert not idle() and not manual()
-        conversation = engram.conversations.create("c")
-        engram.conversations.add_question(conversation.id, "Who drew the map?")
+        asked(engram)
         assert idle() and not manual()  # a sleep asked for by hand goes on while the person chats
         engram.queue.enqueue("ingest", "/x.txt", {"path": "/x.txt"})
         assert manual()
@@ -90,6 +97,23 @@ def test_an_idle_sleep_gives_way_to_a_question_and_any_sleep_to_new_work(embedde
         last = activity.last_sleep(engram.db)
         assert last is not None and last.interrupted and last.reports == []  # no engine got its turn
         assert activity.learned_since_sleep(engram.db) == 1  # a sleep cut short leaves the pressure
+    finally:
+        engram.close()
+
+
+def test_what_counts_as_learned_and_a_record_with_non_numbers(embedder) -> None:
+    engram = open_engram(embedder, engines="rag,ace")
+    try:
+        learned(engram, 2)
+        learned(engram, 1)  # document 1 again (say by a second engine): it counts once
+        assert activity.learned_since_sleep(engram.db) == 2
+        activity.record_sleep(engram.db, "idle", False, [{"engine": "ttt", "details": {"probe_after": float("nan")}}])
+        assert activity.last_sleep(engram.db).reports[0]["details"]["probe_after"] is None
+        assert activity.learned_since_sleep(engram.db) == 0  # still readable: the whole sleep counted
+
+        ace = engram.engine("ace")
+        assert ace.consolidate(Budget(seconds=5, stop=lambda: True)).details["interrupted"]
+        assert not ace.consolidate(Budget(seconds=5)).details["interrupted"]
     finally:
         engram.close()
 

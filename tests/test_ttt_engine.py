@@ -4,6 +4,8 @@ checkpoints that save, reset and restore exactly what was learned."""
 
 from __future__ import annotations
 
+import threading
+
 from pathlib import Path
 
 import pytest
@@ -207,15 +209,6 @@ def test_sleep_rehearses_every_pair_in_the_rows_documents_changed_and_keeps_what
         assert cut.details["steps"] == 2 < cut.details["planned"] and cut.details["interrupted"]
         assert cut.changed and not short.details["interrupted"]  # stopped when asked, keeping its steps
         assert d["probe_after"] <= d["probe_before"] * (1 + engine.config.sleep_probe_bound)
-
-        rows = [dual.down.clone() for dual in engine._duals]
-        calm = engine.config
-        engine.config = calm.model_copy(update={"sleep_lr": 0.5})  # steps far too large: general text suffers
-        wild = engine.consolidate(Budget(seconds=600, steps=2))
-        assert not wild.changed and wild.details["reason"].startswith("rolled back")
-        assert wild.details["probe_after"] > wild.details["probe_before"] * (1 + calm.sleep_probe_bound)
-        assert all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))  # nothing kept
-        engine.config = calm
         stopped = engine.consolidate(Budget(seconds=0.001))
         assert stopped.details["steps"] == 0 < stopped.details["planned"] and not stopped.changed
         assert stopped.details["epochs_done"] == 0 and stopped.details["loss_first_epoch"] is None
@@ -231,6 +224,33 @@ def test_sleep_rehearses_every_pair_in_the_rows_documents_changed_and_keeps_what
         assert not raced.changed and "another Engram process" in raced.details["reason"]
         assert all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))
         assert engine.blobs.meta(LIVE_KEY)["revision"] == 99  # the other process's state stays
+    finally:
+        engine.close()
+        engram.close()
+
+
+@pytest.mark.slow
+def test_a_sleep_that_harms_general_text_keeps_nothing_and_a_load_stops_a_sleep(embedder, neocortex) -> None:
+    engram, engine = ttt_engram(embedder, neocortex, **{"ttt.passes": 1})
+    try:
+        engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[DOC]))
+        rows = [dual.down.clone() for dual in engine._duals]
+        calm = engine.config
+        engine.config = calm.model_copy(update={"sleep_lr": 0.5})  # steps far too large: general text suffers
+        wild = engine.consolidate(Budget(seconds=600, steps=2))
+        assert not wild.changed and wild.details["reason"].startswith("rolled back")
+        assert wild.details["probe_after"] > wild.details["probe_before"] * (1 + calm.sleep_probe_bound)
+        assert all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))  # nothing kept
+
+        engine.config = calm.model_copy(update={"sleep_epochs": 50})
+        state, slept, stepping = engine.state_dict(), [], threading.Event()
+        sleeper = threading.Thread(target=lambda: slept.append(engine.consolidate(
+            Budget(seconds=600), lambda f, m: stepping.set() if m.startswith("sleep step") else None)))
+        sleeper.start()
+        assert stepping.wait(120)
+        engine.load_state_dict(state)  # a checkpoint load does not wait for the whole sleep
+        sleeper.join(120)
+        assert slept[0].details["interrupted"] and slept[0].details["steps"] < slept[0].details["planned"]
     finally:
         engine.close()
         engram.close()

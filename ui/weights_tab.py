@@ -83,8 +83,10 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
 
     @friendly
     def on_sleep() -> tuple[Any, ...]:
-        engram.sleep_now()
-        gr.Info("Sleep queued: each engine consolidates what it learned; answers still come meanwhile.")
+        if engram.sleep_now():
+            gr.Info("Sleep queued: each engine consolidates what it learned; answers still come meanwhile.")
+        else:
+            gr.Info("A sleep is already queued or running.")
         return view()
 
     @friendly

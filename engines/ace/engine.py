@@ -137,17 +137,20 @@ class AceEngine(Engine):
         if budget.steps is not None:
             failures = failures[: budget.steps]
         reports: list[CycleReport] = []
+        stopped = False
         for n, (episode_id, message_id) in enumerate(failures):
-            if time.perf_counter() >= deadline or budget.interrupted():
+            stopped = budget.interrupted()
+            if time.perf_counter() >= deadline or stopped:
                 break
             progress(n / (len(failures) + 1), f"reflecting on failed answer {n + 1}/{len(failures)}")
             feedback = read_feedback(self.context.db, message_id, episode_id)
             if feedback is not None and feedback.question:
                 reports.append(self._learn(feedback, "sleep"))
-        merged = self._merge_duplicates() if time.perf_counter() < deadline and not budget.interrupted() else None
+        stopped = stopped or budget.interrupted()
+        merged = self._merge_duplicates() if time.perf_counter() < deadline and not stopped else None
         progress(1.0, "done")
         details: dict[str, Any] = {"failures": len(failures), "reflected": len(reports),
-                                   "summaries": [r.summary() for r in reports]}
+                                   "summaries": [r.summary() for r in reports], "interrupted": stopped}
         if merged is not None:
             details["duplicates"] = merged
         changed = any(r.changed for r in reports) or bool(merged and merged.get("accepted"))

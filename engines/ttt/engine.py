@@ -32,6 +32,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -105,6 +107,7 @@ class TTTEngine(Engine):
         self._setup = threading.RLock()
         self._saving = threading.Lock()
         self._training = threading.Lock()
+        self._wanted = threading.Event()  # a reset or a load waits for the training lock: sleep yields
         self._token: str | None = None  # the saved state this process holds (see ``_put_live``)
 
     # --- the model ---------------------------------------------------------------------------
@@ -357,6 +360,10 @@ class TTTEngine(Engine):
             return self._consolidate(budget, progress)
 
     def _consolidate(self, budget: Budget, progress: Progress) -> ConsolidateReport:
+        if budget.interrupted():
+            report = self._unchanged("told to stop before it began", progress)
+            report.details["interrupted"] = True
+            return report
         if self._cortex is None and not self._saved_meta().get("documents"):
             return self._unchanged("nothing learned yet", progress)  # without loading the model
         cortex = self.cortex()
@@ -385,13 +392,13 @@ class TTTEngine(Engine):
             run = sleep.rehearse(cortex.model, cortex.lock, params, batches, order, min(self._layer_ids),
                                  held, lambda: original(self._duals), cfg.sleep_lr, cfg.max_grad_norm,
                                  cfg.replay_weight, budget.seconds - (time.perf_counter() - started), progress,
-                                 budget.interrupted)
+                                 lambda: self._wanted.is_set() or budget.interrupted())
             after = self._perplexity(cortex, probe)
         except BaseException:
             self._discard()
             raise
         details = {**run.details(), "pairs": len(entries), "probe_before": before, "probe_after": after}
-        if before and after and after > before * (1.0 + cfg.sleep_probe_bound):
+        if before is not None and after is not None and not after <= before * (1.0 + cfg.sleep_probe_bound):
             self._discard()
             reason = (f"rolled back: background prose's perplexity rose from {before:.3f} to {after:.3f}, "
                       f"more than {cfg.sleep_probe_bound:.1%}")
@@ -485,13 +492,24 @@ class TTTEngine(Engine):
 
     def load_state_dict(self, state: dict[str, Any], origin: str | None = None) -> None:
         """Make ``state`` the learned weights (validated first: a mismatch changes nothing);
-        waits for a document being learned, or a sleep, to finish."""
+        waits for a document being learned to finish (a sleep stops at its next step)."""
         self.cortex()
-        with self._training:
+        with self._exclusive():
             self._apply(state)
             self.origin = origin
             if self.autosave:
                 self.save_live()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """The training lock for a reset or a load, asking a running sleep to stop first."""
+        self._wanted.set()
+        try:
+            with self._training:
+                self._wanted.clear()
+                yield
+        finally:
+            self._wanted.clear()
 
     def _apply(self, state: dict[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:
@@ -544,9 +562,9 @@ class TTTEngine(Engine):
 
     def reset(self) -> None:
         """Forget every learned weight: the model answers as the original again (after a
-        document being learned, or a sleep, finishes)."""
+        document being learned finishes; a sleep stops at its next step)."""
         self.cortex()
-        with self._training:
+        with self._exclusive():
             self._apply_fresh()
             if self.autosave:
                 self.save_live()
