@@ -63,4 +63,4 @@ def test_sleep_reports_each_enabled_engine_without_loading_what_it_does_not_need
     assert last is not None and last.reason == "manual" and not last.interrupted
     assert [r["engine"] for r in last.reports] == ["rag", "ttt"]
     db.close()
-    assert "(by hand, done). 0 learned since the last whole sleep." in invoke("status")
+    assert "(by hand, done, nothing changed). 0 learned since the last whole sleep." in invoke("status")

@@ -361,7 +361,7 @@ def test_bench_and_weights_tabs(page, embedder, llama) -> None:
         wait_for(lambda: app.engram.sleeper.status().last is not None)
         page.get_by_role("tab", name="Chat").click()
         page.get_by_role("tab", name="Weights").click()
-        expect(page.locator("#engram-sleep-state")).to_contain_text("(by hand, done)")
+        expect(page.locator("#engram-sleep-state")).to_contain_text("(by hand, done, nothing changed)")
         assert "Traceback" not in page.content()
         shot(page, "ui-bench.png")
     finally:
