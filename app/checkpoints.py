@@ -15,6 +15,8 @@ from pydantic import BaseModel
 from engines.base import Engine
 from store.blobs import BlobStore, CheckpointRow
 
+BEFORE_SLEEP = "before-sleep"
+
 
 class LearnedState(BaseModel):
     """What one weight-writing engine holds now (shown beside answers and in the UI)."""
@@ -57,6 +59,15 @@ class CheckpointService:
     def save(self, name: str, engine: str | None = None) -> CheckpointRow:
         e = self.engine(engine)
         return self.blobs.save_checkpoint(name, e.name, e.state_dict(), meta=e.stats())
+
+    def save_before_sleep(self) -> list[str]:
+        """Checkpoint every weight-writing engine that learned something, as ``before-sleep-ENGINE``
+        (one per engine, replaced each time); returns the names saved."""
+        saved = []
+        for engine in self.engines():
+            if engine.writes_weights and engine.stats().get("documents"):
+                saved.append(self.save(f"{BEFORE_SLEEP}-{engine.name}", engine.name).name)
+        return saved
 
     def list(self) -> list[CheckpointRow]:
         return self.blobs.checkpoints()

@@ -724,8 +724,9 @@ def sleep_now(c: Context, seconds: float | None) -> None:
             bar.update(task, completed=round(100 * fraction), description=message[:40])
 
         try:
-            reports = run_sleep(c.engram.db, c.engram.engines, seconds or c.engram.settings.sleep.seconds,
-                                "manual", shown)
+            engram = c.engram
+            reports = run_sleep(engram.db, engram.engines, seconds or engram.settings.sleep.seconds, "manual",
+                                shown, checkpoints=engram.sleep_checkpoints)
         except _runtime_errors() as exc:
             raise click.ClickException(str(exc)) from exc
         bar.update(task, completed=100)
@@ -734,6 +735,10 @@ def sleep_now(c: Context, seconds: float | None) -> None:
                    for k, v in report.details.items() if isinstance(v, (int, float, str))]
         console.print(f"{report.engine}: {'changed' if report.changed else 'unchanged'} in {report.seconds:.1f} s"
                       + (f" ({', '.join(figures)})" if figures else ""), highlight=False, markup=False)
+    last = engram.sleeper.status().last
+    for name in last.checkpoints if last is not None else []:
+        console.print(f"The learned state before this sleep is checkpoint {name}: "
+                      f"`engram checkpoint load {name}` undoes the sleep.", highlight=False, markup=False)
 
 
 # --- config ------------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ class Engram:
         )
         self.worker.register(LEARN, LearnJobs(self.db, self.engine))
         self.worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
-        self.worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines, lambda: self.worker.stopping))
+        self.worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines, lambda: self.worker.stopping,
+                                              self.sleep_checkpoints))
         self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue)
         self.worker.on_idle = self.sleeper.check
 
@@ -180,6 +181,11 @@ class Engram:
     @cached_property
     def checkpoints(self) -> CheckpointService:
         return CheckpointService(BlobStore(self.db, self.paths.root), lambda: self.engines)
+
+    @property
+    def sleep_checkpoints(self) -> CheckpointService | None:
+        """Where a sleep saves the learned state before it begins (None: sleep.checkpoint is off)."""
+        return self.checkpoints if self.settings.sleep.checkpoint else None
 
     def answering_state(self) -> AnsweringState:
         """Which runtime and which learned weights answer the next question (for the UI)."""

@@ -69,6 +69,10 @@ class SleepConfig(BaseModel):
     seconds: float = Field(
         1800.0, gt=0.0, le=86_400, description="Time each enabled engine may consolidate in one sleep "
         "(a question or new work ends it sooner, keeping what it did).")
+    checkpoint: bool = Field(
+        True, description="Before each sleep, save what every weight-writing engine learned as "
+        "checkpoint before-sleep-ENGINE (replacing the last one), so a sleep can be undone by "
+        "loading it.")
 
 
 class Settings(BaseModel):

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from app.checkpoints import CheckpointService
 from app.settings import SleepConfig
 from engines.base import Budget, ConsolidateReport, Engine, Progress
 from store import activity
@@ -50,11 +51,18 @@ def interrupted(reports: list[ConsolidateReport], engines: int) -> bool:
 
 
 def run_sleep(db: Database, engines: list[Engine], seconds: float, reason: Reason, progress: Progress,
-              stop: Callable[[], bool] | None = None) -> list[ConsolidateReport]:
-    """One sleep, recorded as an episode (whether cut short, and each engine's report)."""
+              stop: Callable[[], bool] | None = None,
+              checkpoints: CheckpointService | None = None) -> list[ConsolidateReport]:
+    """One sleep, recorded as an episode (whether cut short, each engine's report, and the
+    checkpoints of the learned state before it when ``checkpoints`` is given: checkpoints first,
+    so that a sleep can be undone; a sleep whose checkpoint cannot be saved does not begin)."""
+    saved: list[str] = []
+    if checkpoints is not None:
+        progress(0.0, "saving the learned state before sleep")
+        saved = checkpoints.save_before_sleep()
     reports = sleep_engines(engines, seconds, progress, stop)
     cut = interrupted(reports, len(engines))
-    activity.record_sleep(db, reason, cut, [r.model_dump() for r in reports])
+    activity.record_sleep(db, reason, cut, [r.model_dump() for r in reports], saved)
     log.info("%s sleep %s: %s", reason, "cut short" if cut else "done",
              ", ".join(f"{r.engine} {'changed' if r.changed else 'unchanged'}" for r in reports))
     return reports
@@ -63,15 +71,17 @@ def run_sleep(db: Database, engines: list[Engine], seconds: float, reason: Reaso
 class SleepJobs:
     """The worker's handler for ``sleep`` jobs."""
 
-    def __init__(self, db: Database, engines: Callable[[], list[Engine]], stopping: Callable[[], bool]) -> None:
+    def __init__(self, db: Database, engines: Callable[[], list[Engine]], stopping: Callable[[], bool],
+                 checkpoints: CheckpointService | None = None) -> None:
         self.db = db
         self.engines = engines
         self.stopping = stopping
+        self.checkpoints = checkpoints  # None: no checkpoint before a sleep (sleep.checkpoint off)
 
     def __call__(self, job: Job, progress: Progress) -> None:
         reason: Reason = "manual" if job.payload.get("reason") == "manual" else "idle"
         seconds = float(job.payload.get("seconds", SleepConfig().seconds))
-        run_sleep(self.db, self.engines(), seconds, reason, progress, self._stop(reason))
+        run_sleep(self.db, self.engines(), seconds, reason, progress, self._stop(reason), self.checkpoints)
 
     def _stop(self, reason: Reason) -> Callable[[], bool]:
         """New work or the app stopping ends any sleep; a question ends an idle one (a sleep asked
@@ -109,6 +119,8 @@ class SleepStatus(BaseModel):
             how = ("cut short by new work or a question" if last.interrupted
                    else "done" if changed else "done, nothing changed")
             now = f"Last sleep: {when(last.ts)} ({'by hand' if last.reason == 'manual' else 'while idle'}, {how})."
+            if changed and last.checkpoints:
+                now += f" To undo it, load checkpoint {' and '.join(last.checkpoints)}."
         what = ("something new was learned" if cfg.after_documents == 1
                 else f"{cfg.after_documents} documents or feedback events were learned")
         plan = (f"Sleeps by itself after {cfg.idle_minutes:g} idle minutes once {what}." if cfg.auto

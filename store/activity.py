@@ -32,6 +32,7 @@ class SleepEpisode(BaseModel):
     reason: str
     interrupted: bool
     reports: list[dict[str, Any]]
+    checkpoints: list[str] = []  # the learned state before the sleep, saved under these names
 
 
 def last_active(db: Database) -> float | None:
@@ -81,10 +82,11 @@ def learned_since_sleep(db: Database) -> int:
         "AND json_extract(payload, '$.interrupted') = 0), 0)", (*LEARNING, SLEEP)))
 
 
-def record_sleep(db: Database, reason: str, interrupted: bool, reports: list[dict[str, Any]]) -> int:
+def record_sleep(db: Database, reason: str, interrupted: bool, reports: list[dict[str, Any]],
+                 checkpoints: list[str] | None = None) -> int:
     """Store a sleep as an episode; returns its id."""
-    payload = json.dumps(_finite({"reason": reason, "interrupted": interrupted, "reports": reports}),
-                         allow_nan=False)
+    payload = json.dumps(_finite({"reason": reason, "interrupted": interrupted, "reports": reports,
+                                  "checkpoints": checkpoints or []}), allow_nan=False)
     return int(db.execute("INSERT INTO episodes (kind, payload) VALUES (?, ?)", (SLEEP, payload)).lastrowid)
 
 
@@ -106,4 +108,5 @@ def last_sleep(db: Database) -> SleepEpisode | None:
         return None
     payload = json.loads(row[2])
     return SleepEpisode(id=row[0], ts=row[1], reason=str(payload.get("reason", "")),
-                        interrupted=bool(payload.get("interrupted")), reports=list(payload.get("reports", [])))
+                        interrupted=bool(payload.get("interrupted")), reports=list(payload.get("reports", [])),
+                        checkpoints=[str(c) for c in payload.get("checkpoints", [])])

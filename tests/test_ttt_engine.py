@@ -8,6 +8,7 @@ import threading
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,8 @@ from engines.ttt.calibration import background_rates
 from engines.ttt.engine import LIVE_KEY
 from engines.generation import ChatMessage
 from engines.ttt.trainer import chat_piece, collate, frozen_prefix, labelled_loss
+from store import activity
+from store.documents import DocumentStore
 from tests.helpers import open_engram
 
 DOC = ("Loudurk Zestaestox was born in 1946. Loudurk Zestaestox grew up in the town of Stikecaend. "
@@ -230,11 +233,21 @@ def test_sleep_rehearses_every_pair_in_the_rows_documents_changed_and_keeps_what
 
 
 @pytest.mark.slow
-def test_a_sleep_that_harms_general_text_keeps_nothing_and_a_load_stops_a_sleep(embedder, neocortex) -> None:
+def test_a_sleep_saves_a_checkpoint_first_a_harmful_one_keeps_nothing_and_a_load_stops_one(
+        embedder, neocortex) -> None:
     engram, engine = ttt_engram(embedder, neocortex, **{"ttt.passes": 1})
     try:
-        engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[DOC]))
+        stored = DocumentStore(engram.db).replace("a.txt", None, "h", len(DOC), 0.0, [], np.zeros((0, 1)))[0]
+        engine.learn(DocumentInput(document_id=stored, path="a.txt", chunks=[DOC]))  # a load keeps its pairs
         rows = [dual.down.clone() for dual in engine._duals]
+        assert engram.sleep_now() and engram.worker.run_once() == 1  # the sleep job, as when idle
+        last = activity.last_sleep(engram.db)
+        assert last is not None and last.checkpoints == ["before-sleep-ttt"] and last.reports[1]["changed"]
+        assert not all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))
+        assert "To undo it, load checkpoint before-sleep-ttt." in engram.sleeper.status().summary(str)
+        engram.checkpoints.load("before-sleep-ttt")  # undoes the sleep
+        assert all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))
+
         calm = engine.config
         engine.config = calm.model_copy(update={"sleep_lr": 0.5})  # steps far too large: general text suffers
         wild = engine.consolidate(Budget(seconds=600, steps=2))
