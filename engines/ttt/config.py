@@ -5,8 +5,9 @@ the figures): gating with rehearsal, only among neurons that fire in general use
 often as the average one, replay of everyday prose by its own loss, three background questions
 distilled from the original model beside each mini-batch, four earlier documents' pairs
 recalled per pair of the new one, two passes at a learning rate of 2e-3, and an alpha floor of
-0.6. Sleep makes four passes over the recall pool at 1e-3, and is rolled back when it raises
-the perplexity of 1,024 tokens of background prose by more than 1%.
+0.6. Sleep makes four passes over the recall pool at 1e-3, and is rolled back when it leaves
+the perplexity of 1,024 tokens of background prose more than 1% above both what it was before
+and what the original model had.
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ class TTTConfig(BaseModel):
         1024, ge=0, le=16_384, description="Tokens of background prose whose perplexity is measured "
         "before and after each sleep (0: no probe).")
     sleep_probe_bound: float = Field(
-        0.01, gt=0.0, le=10.0, description="A sleep that raises the probe's perplexity by more than "
-        "this share (0.01: 1%) is rolled back: it keeps nothing.")
+        0.01, gt=0.0, le=10.0, description="A sleep that leaves the probe's perplexity more than this "
+        "share (0.01: 1%) above both its value before the sleep and the original model's is rolled "
+        "back: it keeps nothing.")
     values_only: bool = Field(
         False, description="Train only what the chosen neurons write (down_proj), not when they "
         "fire (gate_proj, up_proj).")

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -388,7 +388,7 @@ class TTTEngine(Engine):
 
         try:
             probe = self._probe(cortex)
-            before = self._perplexity(cortex, probe)
+            before, base = self._perplexity(cortex, probe), self._perplexity(cortex, probe, as_original=True)
             run = sleep.rehearse(cortex.model, cortex.lock, params, batches, order, min(self._layer_ids),
                                  held, lambda: original(self._duals), cfg.sleep_lr, cfg.max_grad_norm,
                                  cfg.replay_weight, budget.seconds - (time.perf_counter() - started), progress,
@@ -397,11 +397,13 @@ class TTTEngine(Engine):
         except BaseException:
             self._discard()
             raise
-        details = {**run.details(), "pairs": len(entries), "probe_before": before, "probe_after": after}
-        if before is not None and after is not None and not after <= before * (1.0 + cfg.sleep_probe_bound):
+        details = {**run.details(), "pairs": len(entries), "probe_before": before, "probe_after": after,
+                   "probe_original": base}
+        if not sleep.probe_keeps(before, after, base, cfg.sleep_probe_bound):
             self._discard()
             reason = (f"rolled back: background prose's perplexity rose from {before:.3f} to {after:.3f}, "
-                      f"more than {cfg.sleep_probe_bound:.1%}")
+                      f"more than {cfg.sleep_probe_bound:.1%} above the higher of that and the original "
+                      f"model's {base or 0.0:.3f}")
             progress(1.0, f"nothing consolidated: {reason}")
             return ConsolidateReport(engine=self.name, seconds=time.perf_counter() - started, changed=False,
                                      details={**details, "reason": reason})
@@ -435,10 +437,12 @@ class TTTEngine(Engine):
         with cortex.lock:
             return frozen_prefix(cortex.model, batch, min(self._layer_ids))
 
-    def _perplexity(self, cortex: Neocortex, probe: Prefix | None) -> float | None:
+    def _perplexity(self, cortex: Neocortex, probe: Prefix | None, as_original: bool = False) -> float | None:
+        """The probe's perplexity now, or as the original model had it (``as_original``): a sleep
+        may bring it back up to the original's (replay in learning can push it below), not past."""
         if probe is None:
             return None
-        with cortex.lock, torch.no_grad():
+        with cortex.lock, torch.no_grad(), original(self._duals) if as_original else nullcontext():
             return float(torch.exp(labelled_loss(cortex.model, probe, min(self._layer_ids))))
 
     def _saved_meta(self) -> dict[str, Any]:

@@ -55,6 +55,15 @@ def plan(batches: int, epochs: int, seed: int, steps: int | None = None) -> list
     return order[:steps] if steps else order
 
 
+def probe_keeps(before: float | None, after: float | None, original: float | None, bound: float) -> bool:
+    """Whether a sleep may be kept: the probe's perplexity after it is finite and at most ``bound``
+    above the higher of before the sleep and the original model's. Replay in learning can push the
+    probe below the original's; a sleep that brings it back is not forgetting. No probe: kept."""
+    if before is None or after is None or original is None:
+        return True
+    return after <= max(before, original) * (1.0 + bound)  # False for NaN
+
+
 def rehearse(model: Any, lock: threading.Lock, params: list[torch.nn.Parameter],
              batches: list[dict[str, Tensor]], order: list[int], first: int,
              held: Callable[[], dict[str, Tensor] | None],
