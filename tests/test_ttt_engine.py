@@ -212,6 +212,7 @@ def test_sleep_rehearses_every_pair_in_the_rows_documents_changed_and_keeps_what
         assert cut.details["steps"] == 2 < cut.details["planned"] and cut.details["interrupted"]
         assert cut.changed and not short.details["interrupted"]  # stopped when asked, keeping its steps
         assert d["probe_after"] <= max(d["probe_before"], d["probe_original"]) * (1 + engine.config.sleep_probe_bound)
+        assert d["probe_original"] != d["probe_before"]  # measured on the original model, not the learned one
         stopped = engine.consolidate(Budget(seconds=0.001))
         assert stopped.details["steps"] == 0 < stopped.details["planned"] and not stopped.changed
         assert stopped.details["epochs_done"] == 0 and stopped.details["loss_first_epoch"] is None
@@ -227,6 +228,14 @@ def test_sleep_rehearses_every_pair_in_the_rows_documents_changed_and_keeps_what
         assert not raced.changed and "another Engram process" in raced.details["reason"]
         assert all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))
         assert engine.blobs.meta(LIVE_KEY)["revision"] == 99  # the other process's state stays
+
+        alphas = [dual.alpha for dual in engine._duals]
+        cortex = engine.cortex()
+        probe = engine._probe(cortex)
+        as_original = engine._perplexity(cortex, probe, as_original=True)
+        assert [dual.alpha for dual in engine._duals] == alphas  # the learned model is back
+        engine.reset()
+        assert engine._perplexity(cortex, probe) == pytest.approx(as_original, rel=1e-5)
     finally:
         engine.close()
         engram.close()

@@ -32,8 +32,11 @@ def test_the_probe_keeps_a_sleep_unless_it_goes_past_the_higher_of_before_and_th
     assert probe_keeps(20.45, 19.98, 19.5, 0.01)  # a sleep that lowers it (the 120-document run)
     # learning's replay had pushed the probe below the original's: a sleep may bring it back
     # (a speed-first run on the small set was rolled back for this: 18.324 -> 18.626)
-    assert probe_keeps(18.324, 18.626, 19.3, 0.01)
+    assert probe_keeps(18.324, 18.626, 22.75, 0.01)
     assert probe_keeps(18.0, 19.3 * 1.01, 19.3, 0.01) and not probe_keeps(18.0, 19.3 * 1.011, 19.3, 0.01)
     assert not probe_keeps(20.0, 20.3, 19.0, 0.01)  # above both by more than 1%
     assert not probe_keeps(20.0, float("nan"), 19.0, 0.01) and not probe_keeps(20.0, float("inf"), 19.0, 0.01)
+    assert not probe_keeps(float("inf"), float("inf"), 19.0, 0.01)  # a non-finite probe never passes
+    assert not probe_keeps(20.0, 20.3, float("nan"), 0.01) and not probe_keeps(20.0, 20.3, float("inf"), 0.01)
+    assert probe_keeps(float("nan"), 19.1, 19.0, 0.01)  # the finite one of the two decides
     assert probe_keeps(None, None, None, 0.01)  # no probe (ttt.sleep_probe_tokens = 0)

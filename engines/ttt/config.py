@@ -93,7 +93,7 @@ class TTTConfig(BaseModel):
         "model beside each sleep step (with replay_questions background questions).")
     sleep_probe_tokens: int = Field(
         1024, ge=0, le=16_384, description="Tokens of background prose whose perplexity is measured "
-        "before and after each sleep (0: no probe).")
+        "before and after each sleep and on the original model (0: no probe).")
     sleep_probe_bound: float = Field(
         0.01, gt=0.0, le=10.0, description="A sleep that leaves the probe's perplexity more than this "
         "share (0.01: 1%) above both its value before the sleep and the original model's is rolled "

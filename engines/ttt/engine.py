@@ -402,8 +402,8 @@ class TTTEngine(Engine):
         if not sleep.probe_keeps(before, after, base, cfg.sleep_probe_bound):
             self._discard()
             reason = (f"rolled back: background prose's perplexity rose from {before:.3f} to {after:.3f}, "
-                      f"more than {cfg.sleep_probe_bound:.1%} above the higher of that and the original "
-                      f"model's {base or 0.0:.3f}")
+                      f"more than {cfg.sleep_probe_bound:.1%} above both that and the original model's "
+                      f"{base:.3f}")
             progress(1.0, f"nothing consolidated: {reason}")
             return ConsolidateReport(engine=self.name, seconds=time.perf_counter() - started, changed=False,
                                      details={**details, "reason": reason})

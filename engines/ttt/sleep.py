@@ -12,6 +12,7 @@ learning one make of them is kept (up to ``PREFIX_BUDGET`` bytes) instead of rec
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -57,11 +58,15 @@ def plan(batches: int, epochs: int, seed: int, steps: int | None = None) -> list
 
 def probe_keeps(before: float | None, after: float | None, original: float | None, bound: float) -> bool:
     """Whether a sleep may be kept: the probe's perplexity after it is finite and at most ``bound``
-    above the higher of before the sleep and the original model's. Replay in learning can push the
-    probe below the original's; a sleep that brings it back is not forgetting. No probe: kept."""
+    above the higher of before the sleep and the original model's (of those that are finite).
+    Replay in learning can push the probe below the original's; a sleep that brings it back is not
+    forgetting. No probe: kept."""
     if before is None or after is None or original is None:
         return True
-    return after <= max(before, original) * (1.0 + bound)  # False for NaN
+    if not math.isfinite(after):
+        return False
+    limits = [value for value in (before, original) if math.isfinite(value)]
+    return not limits or after <= max(limits) * (1.0 + bound)
 
 
 def rehearse(model: Any, lock: threading.Lock, params: list[torch.nn.Parameter],
