@@ -18,6 +18,10 @@ from store.blobs import BlobStore, CheckpointRow
 BEFORE_SLEEP = "before-sleep"
 
 
+class CheckpointNotSaved(RuntimeError):
+    """The learned state before a sleep could not be saved, so the sleep did not begin."""
+
+
 class LearnedState(BaseModel):
     """What one weight-writing engine holds now (shown beside answers and in the UI)."""
 
@@ -57,17 +61,25 @@ class CheckpointService:
         raise ValueError(f"engine {name!r} is not an enabled weight-writing engine")
 
     def save(self, name: str, engine: str | None = None) -> CheckpointRow:
-        e = self.engine(engine)
-        return self.blobs.save_checkpoint(name, e.name, e.state_dict(), meta=e.stats())
+        if name.startswith(f"{BEFORE_SLEEP}-"):
+            raise ValueError(f"names starting with '{BEFORE_SLEEP}-' are kept for the learned state "
+                             "saved before each sleep (the next sleep replaces it): choose another name")
+        return self._save(name, self.engine(engine))
 
-    def save_before_sleep(self) -> list[str]:
-        """Checkpoint every weight-writing engine that learned something, as ``before-sleep-ENGINE``
-        (one per engine, replaced each time); returns the names saved."""
-        saved = []
-        for engine in self.engines():
-            if engine.writes_weights and engine.stats().get("documents"):
-                saved.append(self.save(f"{BEFORE_SLEEP}-{engine.name}", engine.name).name)
-        return saved
+    def _save(self, name: str, engine: Engine) -> CheckpointRow:
+        return self.blobs.save_checkpoint(name, engine.name, engine.state_dict(), meta=engine.stats())
+
+    def save_before_sleep(self, engine: Engine) -> str:
+        """Checkpoint what ``engine`` learned as ``before-sleep-ENGINE`` (one per engine, replaced
+        by the next sleep); returns the name. Raises ``CheckpointNotSaved`` when it cannot."""
+        name = f"{BEFORE_SLEEP}-{engine.name}"
+        try:
+            return self._save(name, engine).name
+        except (OSError, ValueError) as exc:
+            raise CheckpointNotSaved(
+                f"the sleep did not begin: the learned state could not be saved as checkpoint {name} "
+                f"({exc}); free some disk space, or sleep without it: "
+                "`engram config set sleep.checkpoint false`") from exc
 
     def list(self) -> list[CheckpointRow]:
         return self.blobs.checkpoints()

@@ -715,6 +715,7 @@ def ace_status(c: Context) -> None:
 @pass_ctx
 def sleep_now(c: Context, seconds: float | None) -> None:
     """Consolidate now, as during idle time: every enabled engine's offline work, in turn."""
+    from app.checkpoints import CheckpointNotSaved
     from app.sleep_jobs import run_sleep
 
     with _progress_bar() as bar:
@@ -727,7 +728,7 @@ def sleep_now(c: Context, seconds: float | None) -> None:
             engram = c.engram
             reports = run_sleep(engram.db, engram.engines, seconds or engram.settings.sleep.seconds, "manual",
                                 shown, checkpoints=engram.sleep_checkpoints)
-        except _runtime_errors() as exc:
+        except (*_runtime_errors(), CheckpointNotSaved) as exc:
             raise click.ClickException(str(exc)) from exc
         bar.update(task, completed=100)
     for report in reports:
@@ -735,8 +736,8 @@ def sleep_now(c: Context, seconds: float | None) -> None:
                    for k, v in report.details.items() if isinstance(v, (int, float, str))]
         console.print(f"{report.engine}: {'changed' if report.changed else 'unchanged'} in {report.seconds:.1f} s"
                       + (f" ({', '.join(figures)})" if figures else ""), highlight=False, markup=False)
-    last = engram.sleeper.status().last
-    for name in last.checkpoints if last is not None else []:
+    last = engram.sleeper.status().last  # the sleep just recorded
+    for name in last.checkpoints if last is not None and last.changed else []:
         console.print(f"The learned state before this sleep is checkpoint {name}: "
                       f"`engram checkpoint load {name}` undoes the sleep.", highlight=False, markup=False)
 

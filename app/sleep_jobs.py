@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 from pydantic import BaseModel
@@ -30,8 +31,12 @@ log = logging.getLogger(__name__)
 Reason = Literal["idle", "manual"]
 
 
+Before = Callable[[Engine, Progress], None]
+"""Called by a weight-writing engine's sleep once it holds its state, before it changes it."""
+
+
 def sleep_engines(engines: list[Engine], seconds: float, progress: Progress,
-                  stop: Callable[[], bool] | None = None) -> list[ConsolidateReport]:
+                  stop: Callable[[], bool] | None = None, before: Before | None = None) -> list[ConsolidateReport]:
     """Each engine's ``consolidate`` in turn, ``seconds`` each, until ``stop()`` says so."""
     reports = []
     for n, engine in enumerate(engines):
@@ -41,7 +46,8 @@ def sleep_engines(engines: list[Engine], seconds: float, progress: Progress,
         def shown(fraction: float, message: str, n: int = n, name: str = engine.name) -> None:
             progress((n + fraction) / len(engines), f"{name}: {message}")
 
-        reports.append(engine.consolidate(Budget(seconds=seconds, stop=stop), shown))
+        begin = None if before is None or not engine.writes_weights else partial(before, engine, shown)
+        reports.append(engine.consolidate(Budget(seconds=seconds, stop=stop, begin=begin), shown))
     return reports
 
 
@@ -57,10 +63,13 @@ def run_sleep(db: Database, engines: list[Engine], seconds: float, reason: Reaso
     checkpoints of the learned state before it when ``checkpoints`` is given: checkpoints first,
     so that a sleep can be undone; a sleep whose checkpoint cannot be saved does not begin)."""
     saved: list[str] = []
-    if checkpoints is not None:
-        progress(0.0, "saving the learned state before sleep")
-        saved = checkpoints.save_before_sleep()
-    reports = sleep_engines(engines, seconds, progress, stop)
+
+    def save(engine: Engine, shown: Progress) -> None:
+        assert checkpoints is not None
+        shown(0.0, "saving the learned state before sleep")
+        saved.append(checkpoints.save_before_sleep(engine))
+
+    reports = sleep_engines(engines, seconds, progress, stop, save if checkpoints is not None else None)
     cut = interrupted(reports, len(engines))
     activity.record_sleep(db, reason, cut, [r.model_dump() for r in reports], saved)
     log.info("%s sleep %s: %s", reason, "cut short" if cut else "done",
@@ -105,6 +114,8 @@ class SleepStatus(BaseModel):
     learned_since: int  # documents and feedback events since the last whole sleep
     queued: bool  # a sleep is waiting or running
     last: SleepEpisode | None
+    learned_after_last: int = 0  # documents and feedback events since the last sleep, whole or not
+    failed: str | None = None  # why the latest sleep failed, when no sleep was recorded since
 
     def summary(self, when: Callable[[str], str]) -> str:
         """One plain sentence each: the last sleep (its time written by ``when``), the pressure,
@@ -115,12 +126,14 @@ class SleepStatus(BaseModel):
         elif last is None:
             now = "Engram has not slept yet."
         else:
-            changed = any(r.get("changed") for r in last.reports)
             how = ("cut short by new work or a question" if last.interrupted
-                   else "done" if changed else "done, nothing changed")
+                   else "done" if last.changed else "done, nothing changed")
             now = f"Last sleep: {when(last.ts)} ({'by hand' if last.reason == 'manual' else 'while idle'}, {how})."
-            if changed and last.checkpoints:
-                now += f" To undo it, load checkpoint {' and '.join(last.checkpoints)}."
+            if last.changed and last.checkpoints:
+                now += (f" To undo it, load checkpoint {' and '.join(last.checkpoints)}"
+                        + (" (that also drops what was learned after it)" if self.learned_after_last else "") + ".")
+        if self.failed and not self.queued:
+            now += f" The latest sleep failed: {self.failed}"
         what = ("something new was learned" if cfg.after_documents == 1
                 else f"{cfg.after_documents} documents or feedback events were learned")
         plan = (f"Sleeps by itself after {cfg.idle_minutes:g} idle minutes once {what}." if cfg.auto
@@ -160,8 +173,11 @@ class SleepScheduler:
         return True
 
     def status(self) -> SleepStatus:
+        last = activity.last_sleep(self.db)
         return SleepStatus(config=self.config, learned_since=activity.learned_since_sleep(self.db),
-                           queued=activity.sleep_queued(self.db), last=activity.last_sleep(self.db))
+                           queued=activity.sleep_queued(self.db), last=last,
+                           learned_after_last=activity.learned_after(self.db, last.id) if last else 0,
+                           failed=activity.sleep_failure(self.db))
 
     def queue_sleep(self, reason: Reason) -> bool:
         """Queue a sleep unless one is waiting or running; returns whether it did."""

@@ -125,15 +125,23 @@ class Budget(BaseModel):
     """How much offline work ``consolidate`` may do (it stops at whichever limit comes first).
 
     ``stop`` is asked between steps: sleep gives way as soon as the person is back or new work
-    arrives, keeping the steps already taken, as at the end of its time.
+    arrives, keeping the steps already taken, as at the end of its time. A weight-writing engine
+    calls ``begin`` once it holds its state for the work and before it changes anything: the app
+    saves the state there, so nothing (not even a checkpoint load) comes between that save and
+    the sleep. An error from ``begin`` means the work does not begin.
     """
 
     seconds: float = Field(60.0, gt=0)
     steps: int | None = Field(None, ge=1)
     stop: Callable[[], bool] | None = Field(None, exclude=True)
+    begin: Callable[[], None] | None = Field(None, exclude=True)
 
     def interrupted(self) -> bool:
         return self.stop is not None and bool(self.stop())
+
+    def started(self) -> None:
+        if self.begin is not None:
+            self.begin()
 
 
 class ConsolidateReport(BaseModel):

@@ -34,6 +34,10 @@ class SleepEpisode(BaseModel):
     reports: list[dict[str, Any]]
     checkpoints: list[str] = []  # the learned state before the sleep, saved under these names
 
+    @property
+    def changed(self) -> bool:
+        return any(report.get("changed") for report in self.reports)
+
 
 def last_active(db: Database) -> float | None:
     """When (a Julian day) the person last asked a question or any work but sleep was queued,
@@ -73,13 +77,30 @@ def seconds_since_sleep_queued(db: Database) -> float | None:
 
 
 def learned_since_sleep(db: Database) -> int:
-    """Documents and feedback events learned since the last sleep that was not cut short (a
-    document learned by two engines, or twice, counts once)."""
+    """Documents and feedback events learned since the last sleep that was not cut short."""
+    whole = db.scalar("SELECT max(id) FROM episodes WHERE kind = ? AND json_extract(payload, '$.interrupted') = 0",
+                      (SLEEP,))
+    return learned_after(db, int(whole or 0))
+
+
+def learned_after(db: Database, episode_id: int) -> int:
+    """Documents and feedback events learned after episode ``episode_id`` (a document learned by
+    two engines, or twice, counts once)."""
     return int(db.scalar(
         "SELECT count(DISTINCT COALESCE('d' || document_id, 'e' || id)) FROM episodes "
-        f"WHERE kind IN ({','.join('?' * len(LEARNING))}) AND id > "
-        "COALESCE((SELECT max(id) FROM episodes WHERE kind = ? "
-        "AND json_extract(payload, '$.interrupted') = 0), 0)", (*LEARNING, SLEEP)))
+        f"WHERE kind IN ({','.join('?' * len(LEARNING))}) AND id > ?", (*LEARNING, episode_id)))
+
+
+def sleep_failure(db: Database) -> str | None:
+    """The error of the latest sleep job when it failed and no sleep was recorded since."""
+    row = db.conn.execute(
+        "SELECT status, error, julianday(finished_at) FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1",
+        (SLEEP,)).fetchone()
+    if row is None or row[0] != "failed":
+        return None
+    recorded = db.scalar("SELECT julianday(max(ts)) FROM episodes WHERE kind = ?", (SLEEP,))
+    # jobs keep whole seconds: a sleep recorded within the failure's second may have come before it
+    return None if recorded is not None and row[2] is not None and recorded >= row[2] + 1 / 86400 else str(row[1])
 
 
 def record_sleep(db: Database, reason: str, interrupted: bool, reports: list[dict[str, Any]],

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+from typing import Any
 
+import pytest
+import torch
+
+from app.checkpoints import CheckpointNotSaved, CheckpointService
 from app.learning import LearnJobs
-from app.sleep_jobs import SleepJobs
-from engines.base import Budget, LearnReport
+from app.sleep_jobs import SleepJobs, run_sleep
+from engines.base import Budget, ConsolidateReport, Contribution, DocumentInput, Engine, LearnReport, Progress, Query
 from store import activity
 from store.activity import SLEEP
+from store.blobs import BlobStore
 from tests.helpers import open_engram, wait_for
 
 
@@ -132,5 +139,78 @@ def test_the_running_worker_goes_to_sleep_by_itself_and_the_button_queues_one(em
         wait_for(lambda: activity.last_sleep(engram.db).id > episode.id, timeout=30)
         assert activity.last_sleep(engram.db).reason == "manual"
         assert json.loads(engram.db.scalar("SELECT payload FROM episodes WHERE id = ?", (episode.id,)))["reports"]
+    finally:
+        engram.close()
+
+
+class Ledger(Engine):
+    """A weight-writing engine whose sleep adds one to its one weight: what checkpoints-first
+    must save is plain to see (the ttt engine's is checked on the real model in test_ttt_engine)."""
+
+    name = "ledger"
+    writes_weights = True
+
+    def __init__(self) -> None:
+        self.weight = torch.ones(2)
+        self.sleeps = 0
+
+    def learn(self, document: DocumentInput, progress: Progress = lambda f, m: None) -> LearnReport:
+        raise NotImplementedError
+
+    def contribute(self, query: Query) -> Contribution:
+        raise NotImplementedError
+
+    def consolidate(self, budget: Budget, progress: Progress = lambda f, m: None) -> ConsolidateReport:
+        budget.started()
+        self.weight += 1
+        self.sleeps += 1
+        return ConsolidateReport(engine=self.name, seconds=0.0, changed=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weight": self.weight.clone()}
+
+    def load_state_dict(self, state: dict[str, Any], origin: str | None = None) -> None:
+        self.weight = state["weight"].clone()
+
+    def stats(self) -> dict[str, Any]:
+        return {"documents": 1}
+
+
+def test_checkpoints_first_the_state_before_a_sleep_is_saved_and_a_failed_save_stops_it(
+        embedder, tmp_path: Path) -> None:
+    engram = open_engram(embedder)
+    ledger = Ledger()
+    service = CheckpointService(BlobStore(engram.db, tmp_path), lambda: [ledger])
+    quiet = lambda f, m: None  # noqa: E731
+    try:
+        run_sleep(engram.db, [ledger], 5, "manual", quiet, checkpoints=service)
+        assert torch.equal(service.blobs.load_checkpoint("before-sleep-ledger")[1]["weight"], torch.ones(2))
+        status = engram.sleeper.status()
+        assert status.last.checkpoints == ["before-sleep-ledger"] and status.failed is None
+        assert status.summary(str).count("To undo it, load checkpoint before-sleep-ledger.") == 1
+        learned(engram)
+        assert "(that also drops what was learned after it)" in engram.sleeper.status().summary(str)
+
+        with pytest.raises(ValueError, match="kept for the learned state saved before each sleep"):
+            service.save("before-sleep-ledger")  # a person's checkpoint would be replaced by the next sleep
+        run_sleep(engram.db, [ledger], 5, "manual", quiet)  # sleep.checkpoint off: nothing saved
+        assert activity.last_sleep(engram.db).checkpoints == []
+        assert torch.equal(service.blobs.load_checkpoint("before-sleep-ledger")[1]["weight"], torch.ones(2))
+
+        (tmp_path / "checkpoints").rename(tmp_path / "moved")
+        (tmp_path / "checkpoints").write_text("a file where the folder should be")  # the save fails
+        episodes = activity.last_sleep(engram.db).id
+        with pytest.raises(CheckpointNotSaved, match="the sleep did not begin.*sleep.checkpoint false"):
+            run_sleep(engram.db, [ledger], 5, "manual", quiet, checkpoints=service)
+        assert ledger.sleeps == 2 and torch.equal(ledger.weight, torch.full((2,), 3.0))  # it did not begin
+        assert activity.last_sleep(engram.db).id == episodes
+
+        engram.worker.register(SLEEP, SleepJobs(engram.db, lambda: [ledger], lambda: False, service))
+        assert engram.sleeper.queue_sleep("manual") and engram.worker.run_once() == 1
+        assert "The latest sleep failed: CheckpointNotSaved: the sleep did not begin" in \
+            engram.sleeper.status().summary(str)
+        time.sleep(1.1)  # jobs keep whole seconds
+        run_sleep(engram.db, [ledger], 5, "manual", quiet)
+        assert engram.sleeper.status().failed is None  # a sleep recorded since: the failure is old news
     finally:
         engram.close()

@@ -249,7 +249,10 @@ def test_a_sleep_saves_a_checkpoint_first_a_harmful_one_keeps_nothing_and_a_load
         stored = DocumentStore(engram.db).replace("a.txt", None, "h", len(DOC), 0.0, [], np.zeros((0, 1)))[0]
         engine.learn(DocumentInput(document_id=stored, path="a.txt", chunks=[DOC]))  # a load keeps its pairs
         rows = [dual.down.clone() for dual in engine._duals]
+        held, save = [], engram.checkpoints.save_before_sleep
+        engram.checkpoints.save_before_sleep = lambda e: (held.append(engine._training.locked()), save(e))[1]
         assert engram.sleep_now() and engram.worker.run_once() == 1  # the sleep job, as when idle
+        assert held == [True]  # saved under the sleep's training lock: no load comes in between
         last = activity.last_sleep(engram.db)
         assert last is not None and last.checkpoints == ["before-sleep-ttt"] and last.reports[1]["changed"]
         assert not all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))

@@ -376,6 +376,7 @@ class TTTEngine(Engine):
             return self._unchanged("no recalled pairs to rehearse", progress)
         if self.context.background is None:
             return self._unchanged("no background text to hold general use with", progress)
+        budget.started()  # checkpoints first: under the training lock, before any change
         pad = cortex.tokenizer.pad_token_id or 0
         pieces = sorted(self._recall_pieces(cortex, entries), key=len)  # similar lengths: little padding
         batches = [collate(b, pad, cortex.device) for b in pack(pieces, cfg.batch_tokens)]
