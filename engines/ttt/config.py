@@ -1,11 +1,12 @@
 """Settings of the TTT-E2E engine (the ``[ttt]`` section of config.toml).
 
 The defaults are what the learning bench showed wins (README.md, "Learning into weights", has
-the figures): gating with rehearsal, only among neurons that fire in general use at most half as
-often as the average one, replay of everyday prose by its own loss, three background questions
-distilled from the original model beside each mini-batch, four earlier documents' pairs
-recalled per pair of the new one, two passes at a learning rate of 2e-3, and an alpha floor of
-0.6. Sleep makes four passes over the recall pool at 1e-3, and is rolled back when it leaves
+the figures): gating with question/answer rehearsal (no paraphrases), only among neurons that
+fire in general use at most half as often as the average one, replay of everyday prose by its
+own loss, three background questions distilled from the original model beside each mini-batch,
+four earlier documents' pairs recalled per pair of the new one, one pass at a learning rate of
+4e-3 (two at 2e-3 learned more per document in twice the time; a sleep makes up most of it), and
+an alpha floor of 0.6. Sleep makes four passes over the recall pool at 1e-3, and is rolled back when it leaves
 the perplexity of 1,024 tokens of background prose more than 1% above both what it was before
 and what the original model had.
 """
