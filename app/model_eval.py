@@ -20,6 +20,7 @@ import torch
 
 from engines.base import Neocortex
 from engines.generation import ChatMessage
+from models.kv_cache import with_cache
 
 _PUNCT = re.compile(r"[^\w\s]")
 Tick = Callable[[float], None]
@@ -99,7 +100,7 @@ def _score_chunk(cortex: Neocortex, prompts: list[str], options: list[Sequence[s
         mask = torch.cat([batch["attention_mask"].repeat_interleave(n, 0), opt_mask], 1)
         positions = last_position.repeat_interleave(n, 0) + 1 + torch.arange(width, device=opt_ids.device)
         rest = cortex.model(input_ids=opt_ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True).logits.float()  # [B*n, W, V]
+                            use_cache=True, **with_cache(cortex.model.forward, cache)).logits.float()  # [B*n, W, V]
     rest = torch.log_softmax(rest[:, :-1], -1).gather(-1, opt_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     out_scores = []
     for b, opts in enumerate(options):

@@ -1,0 +1,17 @@
+"""The keyword a transformers forward takes its key/value cache under.
+
+transformers 5 renamed ``past_key_values`` to ``cache`` and warns on the old name; the project
+supports both (``transformers>=4.46``), so callers ask the forward they are about to call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+
+def with_cache(forward: Callable[..., Any], cache: Any) -> dict[str, Any]:
+    """``{keyword: cache}`` for ``forward`` (a model's or decoder's ``forward``)."""
+    parameters = inspect.signature(forward).parameters
+    return {"cache" if "cache" in parameters else "past_key_values": cache}
