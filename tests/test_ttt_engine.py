@@ -5,7 +5,7 @@ checkpoints that save, reset and restore exactly what was learned."""
 from __future__ import annotations
 
 import threading
-
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from engines.base import Budget, DocumentInput, Query
 from engines.ttt.calibration import background_rates
 from engines.ttt.engine import LIVE_KEY
 from engines.generation import ChatMessage
-from engines.ttt.trainer import chat_piece, collate, frozen_prefix, labelled_loss
+from engines.ttt.trainer import chat_piece, collate, frozen_prefix, frozen_prefixes, labelled_loss, text_pieces
 from store import activity
 from store.documents import DocumentStore
 from tests.helpers import open_engram
@@ -47,13 +47,28 @@ def answer_score(cortex) -> float:
 @pytest.mark.slow
 def test_the_loss_from_the_first_learning_layer_equals_the_models_own(neocortex) -> None:
     tok = neocortex.tokenizer
-    batch = collate([chat_piece(tok, QUESTION, "Thielor"), chat_piece(tok, "Who draws maps?", "Loudurk")],
-                    tok.pad_token_id or 0, "cpu")
+    pieces = [chat_piece(tok, QUESTION, "Thielor"), chat_piece(tok, "Who draws maps?", "Loudurk"),
+              *text_pieces(tok, DOC, 24, "document", limit=24)]  # two rows share their opening, one not
+    batch = collate(pieces, tok.pad_token_id or 0, "cpu")
     with torch.no_grad():
         expected = neocortex.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                     labels=batch["labels"]).loss
-        got = labelled_loss(neocortex.model, frozen_prefix(neocortex.model, batch, 22), 22)
-    torch.testing.assert_close(got, expected)
+        whole = labelled_loss(neocortex.model, frozen_prefix(neocortex.model, batch, 22), 22)
+        (regrouped,) = frozen_prefixes(neocortex.model, neocortex.lock, [batch], 22)
+        shared = labelled_loss(neocortex.model, regrouped, 22)
+    torch.testing.assert_close(whole, expected)
+    torch.testing.assert_close(shared, expected)
+
+
+@pytest.mark.slow
+def test_cached_forwards_pass_the_cache_under_the_installed_transformers_keyword(neocortex) -> None:
+    tok = neocortex.tokenizer
+    batch = collate([chat_piece(tok, QUESTION, "Thielor"), chat_piece(tok, "Who draws maps?", "Loudurk")],
+                    tok.pad_token_id or 0, "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # an old keyword warns, then breaks on a later upgrade
+        frozen_prefixes(neocortex.model, neocortex.lock, [batch], 22)
+        answer_score(neocortex)
 
 
 @pytest.mark.slow

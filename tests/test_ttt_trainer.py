@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from engines.ttt.trainer import (
     Piece,
+    Prefix,
     collate,
     distill_loss,
     firing_counts,
     frozen_prefix,
     frozen_prefixes,
     labelled_loss,
+    opening,
     teach,
     train,
 )
@@ -149,3 +152,77 @@ def test_teachers_over_the_memory_budget_are_not_kept(monkeypatch) -> None:
               max_grad_norm=1.0, report=lambda *_: None, first=FIRST, replay=replay,
               original=lambda: original(duals))
     assert kept[0].teacher is not None and over[0].teacher is None  # recomputed at each step instead
+
+
+def opening_batch() -> dict[str, torch.Tensor]:
+    """Three rows opening with the same 12 tokens (then their own, of different lengths, so the
+    batch is padded), a recalled pair with the same opening, and a row of other text."""
+    g = torch.Generator().manual_seed(12)
+    opening = torch.randint(1, 64, (12,), generator=g).tolist()
+    own = [torch.randint(1, 64, (n,), generator=g).tolist() for n in (5, 9, 2, 7)]
+    pieces = [Piece(opening + o, [-100] * 12 + o, "qa") for o in own[:3]]
+    pieces.append(Piece(opening + own[3], [-100] * 12 + own[3], "recall"))
+    other = torch.randint(1, 64, (16,), generator=g).tolist()
+    pieces.append(Piece(other, other, "replay"))
+    return collate(pieces, 0, "cpu")
+
+
+def whole(model: LlamaForCausalLM, b: dict[str, torch.Tensor]) -> Prefix:
+    """The prefix as the batch's own full forward gives it."""
+    return frozen_prefix(model, b, FIRST)
+
+
+def same_arguments(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_arguments(a[k], b[k]) for k in a)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(same_arguments(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_regrouped_rows_with_a_shared_opening_give_each_batchs_full_forward(monkeypatch) -> None:
+    model, duals = tiny_model()
+    batches = [opening_batch(), batch(14, rows=3), opening_batch()]
+    assert len(opening([[int(t) for t in row[:n]] for row, n in
+                        zip(batches[0]["input_ids"], batches[0]["attention_mask"].sum(1))])) == 12
+    monkeypatch.setattr("engines.ttt.trainer.FORWARD_TOKENS", 64)  # several forwards per group
+    done: list[float] = []
+    got = list(frozen_prefixes(model, threading.Lock(), batches, FIRST, done.append))
+    assert len(done) > 3 and done == sorted(done) and done[-1] == 1.0  # progress after each forward
+    for b, prefix in zip(batches, got):
+        expected = whole(model, b)
+        real = b["attention_mask"].bool()
+        assert prefix.hidden.shape == expected.hidden.shape
+        assert torch.allclose(prefix.hidden[real], expected.hidden[real], atol=1e-5)
+        assert torch.equal(prefix.labels, expected.labels) and torch.equal(prefix.counted, expected.counted)
+        assert same_arguments(prefix.layer_kwargs, expected.layer_kwargs)
+        with torch.no_grad():
+            assert float(labelled_loss(model, prefix, FIRST)) == pytest.approx(
+                float(labelled_loss(model, expected, FIRST)), abs=1e-5)
+
+
+def test_rows_without_a_common_opening_share_nothing() -> None:
+    assert opening([[1] * 9, [2] * 9, [3] * 20]) == []
+    assert opening([[5] * 12 + [1], [5] * 10 + [2, 2], [7] * 12]) == [5] * 10
+    assert opening([[5] * 9, [5] * 12]) == [5] * 8  # each row keeps a token of its own
+
+
+def test_the_gate_skips_rows_it_does_not_count_and_counts_the_rest_as_a_full_forward(monkeypatch) -> None:
+    model, duals = tiny_model()
+    b = opening_batch()
+    expected = FiringCounts(len(duals), duals[0].neurons)
+    for j, dual in enumerate(duals):
+        dual.observer = lambda h, j=j: expected.add(j, h, 0.1, b["counted"])
+    with torch.no_grad():
+        model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+    for dual in duals:
+        dual.observer = None
+    prefix = frozen_prefix(model, b, FIRST)
+    rows: list[int] = []
+    add = FiringCounts.add
+    monkeypatch.setattr(FiringCounts, "add", lambda self, j, h, *rest: (rows.append(h.shape[0]), add(self, j, h, *rest)))
+    counts = firing_counts(model, threading.Lock(), duals, [prefix], (FIRST, 3), 0.1)
+    assert set(rows) == {3}  # the recalled pair and the replay are not run
+    assert torch.equal(counts.counts, expected.counts) and counts.tokens == expected.tokens

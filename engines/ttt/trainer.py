@@ -12,6 +12,7 @@ answer can be generated between two steps.
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,12 +22,17 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformers import Cache, DynamicCache
 
 from models.dual_mlp import DualMLP
+from models.kv_cache import with_cache
 from models.neuron_gate import FiringCounts
 
 IGNORE = -100
 UNCOUNTED = frozenset({"replay", "recall"})  # pieces that say nothing about the document's neurons
+MIN_SHARED = 8  # tokens rows must share at their start for the frozen layers to run them once
+WINDOW_TOKENS = 8192  # real tokens of consecutive batches whose frozen forwards are regrouped together
+FORWARD_TOKENS = 1024  # padded tokens per regrouped forward (the lock is held for one)
 TEACHER_BUDGET = 2**26  # floats of teacher log-probabilities kept per document (256 MB in fp32)
 
 
@@ -109,12 +115,10 @@ class Prefix:
     teacher: Tensor | None = None  # [N, V] the original model's log-probabilities where a label is predicted
 
 
-def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
-    """Run the frozen layers below ``first`` once and keep what layer ``first`` receives.
-
-    A pre-hook catches the layer's input (and the mask/rotary arguments transformers prepared)
-    and stops the forward there, so the layers above are not run at all.
-    """
+def _run_to(model: Any, layer: int, **inputs: Any) -> tuple[Tensor, dict[str, Any]]:
+    """What decoder layer ``layer`` receives for ``inputs``: its hidden states, and the mask and
+    rotary arguments transformers prepared (not a cache: none is kept). A pre-hook catches them
+    and stops the forward there, so the layers above are not run at all."""
     captured: dict[str, Any] = {}
 
     def catch(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -122,32 +126,171 @@ def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
         captured["kwargs"] = kwargs
         raise _Stop
 
-    layer = model.get_decoder().layers[first]
-    handle = layer.register_forward_pre_hook(catch, with_kwargs=True)
+    handle = model.get_decoder().layers[layer].register_forward_pre_hook(catch, with_kwargs=True)
     try:
         with torch.no_grad():
-            model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                use_cache=False)
+            model.get_decoder()(**inputs)
     except _Stop:
         pass
     finally:
         handle.remove()
-    kwargs = {k: v for k, v in captured["kwargs"].items() if k != "hidden_states"}
-    counted = batch.get("counted", batch["attention_mask"].bool())
-    return Prefix(hidden=captured["hidden"].detach(), layer_kwargs=kwargs, labels=batch["labels"],
-                  counted=counted)
+    kwargs = {k: v for k, v in captured["kwargs"].items() if k != "hidden_states" and not isinstance(v, Cache)}
+    return captured["hidden"].detach(), kwargs
+
+
+def opening(rows: Sequence[Sequence[int]]) -> list[int]:
+    """The tokens that the rows opening with the most common first ``MIN_SHARED`` tokens all
+    share at their start (each keeping at least one of its own); none when fewer than two rows
+    share ``MIN_SHARED``. Rehearsal questions all open with the same system prompt and chat
+    template, about half their tokens."""
+    groups: dict[tuple[int, ...], list[Sequence[int]]] = {}
+    for ids in rows:
+        if len(ids) > MIN_SHARED:
+            groups.setdefault(tuple(ids[:MIN_SHARED]), []).append(ids)
+    group = max(groups.values(), key=len, default=[])
+    if len(group) < 2:
+        return []
+    length = min(len(ids) for ids in group) - 1
+    for ids in group:
+        length = next((i for i in range(length) if ids[i] != group[0][i]), length)
+    return list(group[0][:length])
+
+
+def _same_arguments(model: Any, first: int) -> bool:
+    """Whether layer ``first`` gets the mask layer 0 gets (not so where layers alternate
+    between full and sliding-window attention)."""
+    types = getattr(model.config, "layer_types", None)
+    return not types or types[0] == types[first]
+
+
+def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
+    """Run the frozen layers below ``first`` over one batch and keep what layer ``first``
+    receives (the caller holds the model's lock)."""
+    hidden, kwargs = _run_to(model, first, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             use_cache=False)
+    return Prefix(hidden=hidden, layer_kwargs=kwargs, labels=batch["labels"],
+                  counted=batch.get("counted", batch["attention_mask"].bool()))
 
 
 def frozen_prefixes(model: Any, lock: threading.Lock, batches: Sequence[dict[str, Tensor]], first: int,
                     progress: Callable[[float], None] | None = None) -> Iterator[Prefix]:
-    """``frozen_prefix`` of each batch, one at a time, holding the lock per batch only (answers
-    may come between; a long background need not be held in memory whole)."""
-    for n, batch in enumerate(batches):
-        with lock:
-            prefix = frozen_prefix(model, batch, first)
+    """``frozen_prefix`` of each batch, computed a window of batches at a time.
+
+    In the frozen layers a row's states depend on that row alone, so a window's rows are
+    regrouped: rows sharing an opening (the rehearsal questions' system prompt and template)
+    run it once and go on from its cached keys and values, and rows of similar length run
+    together, with far less padding than the training batches need. The lock is held per
+    forward only (answers may come between); a long background is never held whole.
+    """
+    total = max(1, sum(int(batch["attention_mask"].sum()) for batch in batches))
+    done = 0
+
+    def ran(tokens: int) -> None:
+        nonlocal done
+        done += tokens
         if progress:
-            progress((n + 1) / len(batches))
-        yield prefix
+            progress(min(1.0, done / total))
+
+    if first == 0 or not _same_arguments(model, first):
+        for batch in batches:
+            with lock:
+                prefix = frozen_prefix(model, batch, first)
+            ran(int(batch["attention_mask"].sum()))
+            yield prefix
+        return
+    for window in _windows(batches, WINDOW_TOKENS):
+        yield from _regrouped(model, lock, window, first, ran)
+
+
+def _windows(batches: Sequence[dict[str, Tensor]], tokens: int) -> Iterator[list[dict[str, Tensor]]]:
+    """Consecutive batches holding about ``tokens`` real tokens together."""
+    window: list[dict[str, Tensor]] = []
+    held = 0
+    for batch in batches:
+        window.append(batch)
+        held += int(batch["attention_mask"].sum())
+        if held >= tokens:
+            yield window
+            window, held = [], 0
+    if window:
+        yield window
+
+
+@dataclass
+class _Row:
+    """One row of one batch, by its real tokens (``pack`` groups rows as it groups pieces)."""
+
+    batch: int
+    row: int
+    ids: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _regrouped(model: Any, lock: threading.Lock, batches: Sequence[dict[str, Tensor]], first: int,
+               ran: Callable[[int], None]) -> list[Prefix]:
+    """The prefixes of ``batches``, their rows' forwards regrouped (see ``frozen_prefixes``);
+    ``ran(tokens)`` after each forward."""
+    rows = [_Row(b, r, batch["input_ids"][r, :n].tolist())
+            for b, batch in enumerate(batches) for r, n in enumerate(batch["attention_mask"].sum(1).tolist())]
+    shared = opening([row.ids for row in rows])
+    opened: list[_Row] = []
+    whole: list[_Row] = []
+    for row in rows:
+        (opened if shared and row.ids[:len(shared)] == shared and len(row) > len(shared) else whole).append(row)
+    device = batches[0]["input_ids"].device
+    states: dict[tuple[int, int], Tensor] = {}
+    if opened:
+        cache = DynamicCache()
+        with lock:
+            head, _ = _run_to(model, first, input_ids=torch.tensor([shared], device=device), use_cache=True,
+                              **with_cache(model.get_decoder().forward, cache))
+        for chunk in pack(sorted(opened, key=len), FORWARD_TOKENS):
+            with lock:
+                tails = _run_rows(model, first, [row.ids[len(shared):] for row in chunk], device,
+                                  copy.deepcopy(cache))
+            states.update({(row.batch, row.row): torch.cat([head[0], tail]) for row, tail in zip(chunk, tails)})
+            ran(sum(len(row) for row in chunk))
+    for chunk in pack(sorted(whole, key=len), FORWARD_TOKENS):
+        with lock:
+            states.update({(row.batch, row.row): state
+                           for row, state in zip(chunk, _run_rows(model, first, [row.ids for row in chunk], device))})
+        ran(sum(len(row) for row in chunk))
+    return [_assembled(model, lock, b, batch, states) for b, batch in enumerate(batches)]
+
+
+def _run_rows(model: Any, first: int, rows: list[list[int]], device: Any, cache: Cache | None = None) -> list[Tensor]:
+    """What layer ``first`` receives for each row ([len, H] each), after ``cache``'s opening
+    when given; the rows right-padded into one forward."""
+    width = max(len(ids) for ids in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+    if cache is None:
+        hidden, _ = _run_to(model, first, input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    else:
+        cache.batch_repeat_interleave(len(rows))
+        opened = torch.ones((len(rows), cache.get_seq_length()), dtype=torch.long)
+        hidden, _ = _run_to(model, first, input_ids=ids.to(device), attention_mask=torch.cat([opened, mask], 1).to(device),
+                            use_cache=True, **with_cache(model.get_decoder().forward, cache))
+    return [hidden[i, :len(row)] for i, row in enumerate(rows)]
+
+
+def _assembled(model: Any, lock: threading.Lock, b: int, batch: dict[str, Tensor],
+               states: dict[tuple[int, int], Tensor]) -> Prefix:
+    """Batch ``b``'s prefix from its rows' states (zeros at the padding, which nothing reads)."""
+    with lock:  # the batch's own mask and rotary tables; the pre-hook stops before any layer runs
+        _, kwargs = _run_to(model, 0, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            use_cache=False)
+    rows = [states[b, r] for r in range(batch["input_ids"].shape[0])]
+    hidden = rows[0].new_zeros((*batch["input_ids"].shape, rows[0].shape[-1]))
+    for r, state in enumerate(rows):
+        hidden[r, :state.shape[0]] = state
+    return Prefix(hidden=hidden, layer_kwargs=kwargs, labels=batch["labels"],
+                  counted=batch.get("counted", batch["attention_mask"].bool()))
 
 
 @contextmanager
@@ -177,13 +320,28 @@ def firing_counts(model: Any, lock: threading.Lock, duals: list[DualMLP], prefix
     blocks = model.get_decoder().layers[layers[0]:layers[1] + 1]
     total = total if total is not None else len(prefixes)  # type: ignore[arg-type]
     for n, prefix in enumerate(prefixes):
-        with lock, inside(), _observing(duals, counts, fraction, prefix.counted), torch.no_grad():
-            hidden = prefix.hidden
-            for block in blocks:  # the MLPs see every token; no logits are needed
-                hidden = block(hidden, **prefix.layer_kwargs)
+        rows = prefix.counted.any(1)  # recalled pairs and replay say nothing here: not run at all
+        if rows.any():
+            kwargs = _select_rows(prefix.layer_kwargs, rows)
+            with lock, inside(), _observing(duals, counts, fraction, prefix.counted[rows]), torch.no_grad():
+                hidden = prefix.hidden[rows]
+                for block in blocks:  # the MLPs see every token; no logits are needed
+                    hidden = block(hidden, **kwargs)
         if progress:
             progress((n + 1) / max(1, total))
     return counts
+
+
+def _select_rows(kwargs: dict[str, Any], rows: Tensor) -> dict[str, Any]:
+    """A layer's arguments for the batch's ``rows`` only: per-row tensors (the mask, and the
+    rotary embeddings where they are per row) are cut down, shared ones kept."""
+    def cut(value: Any) -> Any:
+        if isinstance(value, Tensor) and value.dim() > 1 and value.shape[0] == rows.shape[0] > 1:
+            return value[rows]
+        if isinstance(value, tuple):
+            return tuple(cut(v) for v in value)
+        return value
+    return {k: cut(v) for k, v in kwargs.items()}
 
 
 def _top_hidden(model: Any, prefix: Prefix, first: int) -> Tensor:
