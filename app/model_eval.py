@@ -20,7 +20,7 @@ import torch
 
 from engines.base import Neocortex
 from engines.generation import ChatMessage
-from models.kv_cache import with_cache
+from models.kv_cache import returned_cache, with_cache
 
 _PUNCT = re.compile(r"[^\w\s]")
 Tick = Callable[[float], None]
@@ -95,7 +95,7 @@ def _score_chunk(cortex: Neocortex, prompts: list[str], options: list[Sequence[s
     with cortex.lock, torch.inference_mode():
         out = cortex.model(**batch, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(out.logits[:, -1].float(), -1)  # [B, V]: each option's first token
-        cache = out.past_key_values
+        cache = returned_cache(out)
         cache.batch_repeat_interleave(n)
         mask = torch.cat([batch["attention_mask"].repeat_interleave(n, 0), opt_mask], 1)
         positions = last_position.repeat_interleave(n, 0) + 1 + torch.arange(width, device=opt_ids.device)

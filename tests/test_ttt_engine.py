@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers.utils import logging as transformers_logging
 
 from app.model_eval import option_logprobs, render
 from engines.base import Budget, DocumentInput, Query
@@ -61,14 +62,18 @@ def test_the_loss_from_the_first_learning_layer_equals_the_models_own(neocortex)
 
 
 @pytest.mark.slow
-def test_cached_forwards_pass_the_cache_under_the_installed_transformers_keyword(neocortex) -> None:
+def test_cached_forwards_use_the_installed_transformers_name_for_the_cache(neocortex, monkeypatch) -> None:
     tok = neocortex.tokenizer
     batch = collate([chat_piece(tok, QUESTION, "Thielor"), chat_piece(tok, "Who draws maps?", "Loudurk")],
                     tok.pad_token_id or 0, "cpu")
+    logged: list[str] = []
+    monkeypatch.setattr(transformers_logging.get_logger("transformers.utils.generic"), "warning_once",
+                        logged.append, raising=False)  # an instance attribute: not cached "once"
     with warnings.catch_warnings():
-        warnings.simplefilter("error", FutureWarning)  # an old keyword warns, then breaks on a later upgrade
+        warnings.simplefilter("error", FutureWarning)  # an old name warns, then breaks on a later upgrade
         frozen_prefixes(neocortex.model, neocortex.lock, [batch], 22)
         answer_score(neocortex)
+    assert logged == []
 
 
 @pytest.mark.slow
