@@ -5,7 +5,9 @@ text (loss on every token), or a rehearsal question and answer in the model's ch
 (loss on the answer only, so the model learns to answer, not to ask). Pieces are packed into
 padded mini-batches of about ``batch_tokens`` tokens. Every layer below the first learning one
 is frozen, so each batch runs through those layers once (its ``Prefix``); the gate's firing
-counts, the distillation teacher and every training step start from there. Training takes one
+counts, the distillation teacher and every training step start from there. Those frozen runs
+regroup a document's rows across batches: the rehearsal questions' shared opening (system
+prompt and chat header) runs once, and rows of similar length run together. Training takes one
 Adam step per mini-batch per pass, holding the neocortex's lock only for the step itself, so an
 answer can be generated between two steps.
 """
