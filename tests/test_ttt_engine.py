@@ -71,7 +71,7 @@ def test_cached_forwards_use_the_installed_transformers_name_for_the_cache(neoco
                         logged.append, raising=False)  # an instance attribute: not cached "once"
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # an old name warns, then breaks on a later upgrade
-        frozen_prefixes(neocortex.model, neocortex.lock, [batch], 22)
+        list(frozen_prefixes(neocortex.model, neocortex.lock, [batch], 22))  # a generator: run it
         answer_score(neocortex)
     assert logged == []
 

@@ -203,6 +203,16 @@ def test_regrouped_rows_with_a_shared_opening_give_each_batchs_full_forward(monk
                 float(labelled_loss(model, expected, FIRST)), abs=1e-5)
 
 
+@pytest.mark.parametrize("types", [["full_attention", "sliding_attention"] * 3, ["linear_attention"] * 6])
+def test_models_with_other_attention_below_the_first_learning_layer_run_per_batch(monkeypatch, types) -> None:
+    model, _ = tiny_model()
+    model.config.layer_types = types[:model.config.num_hidden_layers]
+    monkeypatch.setattr("engines.ttt.trainer._regrouped", lambda *a, **k: pytest.fail("regrouped"))
+    b = opening_batch()
+    (prefix,) = frozen_prefixes(model, threading.Lock(), [b], FIRST)
+    assert torch.equal(prefix.hidden, whole(model, b).hidden)
+
+
 def test_rows_without_a_common_opening_share_nothing() -> None:
     assert opening([[1] * 9, [2] * 9, [3] * 20]) == []
     assert opening([[5] * 12 + [1], [5] * 10 + [2, 2], [7] * 12]) == [5] * 10

@@ -158,11 +158,13 @@ def opening(rows: Sequence[Sequence[int]]) -> list[int]:
     return list(group[0][:length])
 
 
-def _same_arguments(model: Any, first: int) -> bool:
-    """Whether layer ``first`` gets the mask layer 0 gets (not so where layers alternate
-    between full and sliding-window attention)."""
-    types = getattr(model.config, "layer_types", None)
-    return not types or types[0] == types[first]
+def _plain_attention(model: Any, first: int) -> bool:
+    """Whether layers 0 to ``first`` all use full attention, so that layer ``first`` gets the
+    mask layer 0 gets and a plain key/value cache serves them (not so with sliding-window or
+    linear-attention layers, which then run per batch)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    types = getattr(config, "layer_types", None)
+    return not types or set(types[:first + 1]) == {"full_attention"}
 
 
 def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
@@ -193,7 +195,7 @@ def frozen_prefixes(model: Any, lock: threading.Lock, batches: Sequence[dict[str
         if progress:
             progress(min(1.0, done / total))
 
-    if first == 0 or not _same_arguments(model, first):
+    if first == 0 or not _plain_attention(model, first):
         for batch in batches:
             with lock:
                 prefix = frozen_prefix(model, batch, first)
@@ -233,7 +235,8 @@ class _Row:
 def _regrouped(model: Any, lock: threading.Lock, batches: Sequence[dict[str, Tensor]], first: int,
                ran: Callable[[int], None]) -> list[Prefix]:
     """The prefixes of ``batches``, their rows' forwards regrouped (see ``frozen_prefixes``);
-    ``ran(tokens)`` after each forward."""
+    ``ran(tokens)`` after each forward. Rows are right-padded (``collate``): a row's tokens are
+    its first ``attention_mask.sum()``."""
     rows = [_Row(b, r, batch["input_ids"][r, :n].tolist())
             for b, batch in enumerate(batches) for r, n in enumerate(batch["attention_mask"].sum(1).tolist())]
     shared = opening([row.ids for row in rows])
