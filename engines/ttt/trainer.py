@@ -170,8 +170,12 @@ def _plain_attention(model: Any, first: int) -> bool:
 def frozen_prefix(model: Any, batch: dict[str, Tensor], first: int) -> Prefix:
     """Run the frozen layers below ``first`` over one batch and keep what layer ``first``
     receives (the caller holds the model's lock)."""
-    hidden, kwargs = _run_to(model, first, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             use_cache=False)
+    return _batch_prefix(batch, *_run_to(model, first, input_ids=batch["input_ids"],
+                                         attention_mask=batch["attention_mask"], use_cache=False))
+
+
+def _batch_prefix(batch: dict[str, Tensor], hidden: Tensor, kwargs: dict[str, Any]) -> Prefix:
+    """``batch``'s prefix from what its first learning layer receives."""
     return Prefix(hidden=hidden, layer_kwargs=kwargs, labels=batch["labels"],
                   counted=batch.get("counted", batch["attention_mask"].bool()))
 
@@ -294,8 +298,7 @@ def _assembled(model: Any, lock: threading.Lock, b: int, batch: dict[str, Tensor
     hidden = rows[0].new_zeros((*batch["input_ids"].shape, rows[0].shape[-1]))
     for r, state in enumerate(rows):
         hidden[r, :state.shape[0]] = state
-    return Prefix(hidden=hidden, layer_kwargs=kwargs, labels=batch["labels"],
-                  counted=batch.get("counted", batch["attention_mask"].bool()))
+    return _batch_prefix(batch, hidden, kwargs)
 
 
 @contextmanager
