@@ -155,11 +155,12 @@ def _closed_book(question: str, contributions: list[Contribution], cortex: Neoco
 
 def score_questions(cortex: Neocortex, prompts: list[str], questions: list[Question],
                     free_text: bool, echo: Echo) -> Learned:
-    scores = option_logprobs(cortex, prompts, [q.options for q in questions])
+    asked = [q.question for q in questions]
+    scores = option_logprobs(cortex, prompts, [q.options for q in questions], queries=asked)
     right = rank_accuracy(scores, [q.options.index(q.answer) for q in questions])
     learned = Learned(choice_accuracy=sum(right) / len(right))
     if free_text:
-        answers = greedy_answers(cortex, prompts)
+        answers = greedy_answers(cortex, prompts, queries=asked)
         learned.exact_match = sum(exact_match(q.answer, a) for q, a in zip(questions, answers)) / len(questions)
         learned.contains = sum(contains(q.answer, a) for q, a in zip(questions, answers)) / len(questions)
     return learned
@@ -169,7 +170,7 @@ def general_scores(cortex: Neocortex, settings: Settings) -> list[bool]:
     """Which general-knowledge questions the model answers right (closed book)."""
     items = general_questions()
     prompts = [_closed_book(q.question, [], cortex, settings) for q in items]
-    scores = option_logprobs(cortex, prompts, [q.options for q in items])
+    scores = option_logprobs(cortex, prompts, [q.options for q in items], queries=[q.question for q in items])
     return rank_accuracy(scores, [q.options.index(q.answer) for q in items])
 
 

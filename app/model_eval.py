@@ -2,7 +2,9 @@
 
 These are the learning bench's instruments. Each one takes the model's lock for one batch at a
 time and works in inference mode, so they measure whatever weights are active (the original
-model, or one with learned weights installed).
+model, or one with learned weights installed). Where an engine routes its learned weights by
+what a question is about (``engines.base.routed``), each row is routed as chat would route it:
+by its question (``queries``), or for perplexity by the scored text itself.
 
 - ``option_logprobs``: the log-likelihood of each answer option after a prompt (multiple choice
   by likelihood: a 135M model ranks answers far better than it writes them);
@@ -18,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from engines.base import Neocortex
+from engines.base import Neocortex, routed
 from engines.generation import ChatMessage
 from models.kv_cache import returned_cache, with_cache
 
@@ -57,19 +59,21 @@ def _left_padded(rows: list[list[int]], pad: int, device: str) -> dict[str, torc
 
 
 def option_logprobs(cortex: Neocortex, prompts: Sequence[str], options: Sequence[Sequence[str]],
-                    batch_size: int = 16, tick: Tick | None = None) -> list[list[float]]:
+                    batch_size: int = 16, tick: Tick | None = None,
+                    queries: Sequence[str] | None = None) -> list[list[float]]:
     """Sum of log-probabilities of each option's tokens after its prompt: [prompt][option].
 
     Each prompt runs once; its cached keys and values are repeated for its options, which then
-    cost only their own few tokens.
+    cost only their own few tokens. ``queries``: the question each prompt asks (for routing).
     """
     pad = cortex.tokenizer.pad_token_id or 0
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     scores = [[0.0] * len(opts) for opts in options]
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
+        asked = [queries[i] for i in chunk] if queries is not None else None
         for p, row in zip(chunk, _score_chunk(cortex, [prompts[i] for i in chunk],
-                                               [options[i] for i in chunk], pad)):
+                                               [options[i] for i in chunk], pad, asked)):
             scores[p] = row
         if tick:
             tick(min(1.0, (start + batch_size) / len(order)))
@@ -77,7 +81,7 @@ def option_logprobs(cortex: Neocortex, prompts: Sequence[str], options: Sequence
 
 
 def _score_chunk(cortex: Neocortex, prompts: list[str], options: list[Sequence[str]],
-                 pad: int) -> list[list[float]]:
+                 pad: int, queries: list[str] | None) -> list[list[float]]:
     n = max(len(o) for o in options)
     prompt_ids = [_ids(cortex, p) for p in prompts]
     tails = [[_continuation(cortex, p, ids, o) for o in opts] + [[pad]] * (n - len(opts))
@@ -92,7 +96,7 @@ def _score_chunk(cortex: Neocortex, prompts: list[str], options: list[Sequence[s
         opt_mask[i, :len(tail)] = 1
     opt_ids, opt_mask = opt_ids.to(cortex.device), opt_mask.to(cortex.device)
     last_position = batch["position_ids"][:, -1:]  # [B, 1]
-    with cortex.lock, torch.inference_mode():
+    with cortex.lock, torch.inference_mode(), routed(cortex, queries):
         out = cortex.model(**batch, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(out.logits[:, -1].float(), -1)  # [B, V]: each option's first token
         cache = returned_cache(out)
@@ -136,7 +140,7 @@ def perplexity(cortex: Neocortex, text: str, window: int = 512, batch_size: int 
         for i, r in enumerate(rows):
             ids_t[i, :len(r)] = torch.tensor(r)
             mask[i, :len(r)] = 1
-        with cortex.lock, torch.inference_mode():
+        with cortex.lock, torch.inference_mode(), routed(cortex, [cortex.tokenizer.decode(r) for r in rows]):
             logits = cortex.model(input_ids=ids_t.to(cortex.device),
                                   attention_mask=mask.to(cortex.device)).logits.float()
         logp = torch.log_softmax(logits[:, :-1], -1)
@@ -149,8 +153,10 @@ def perplexity(cortex: Neocortex, text: str, window: int = 512, batch_size: int 
 
 
 def greedy_answers(cortex: Neocortex, prompts: Sequence[str], max_new_tokens: int = 16,
-                   batch_size: int = 16, tick: Tick | None = None) -> list[str]:
-    """Greedy completions of each prompt (left-padded batches; special tokens dropped)."""
+                   batch_size: int = 16, tick: Tick | None = None,
+                   queries: Sequence[str] | None = None) -> list[str]:
+    """Greedy completions of each prompt (left-padded batches; special tokens dropped);
+    ``queries``: the question each prompt asks (for routing)."""
     pad = cortex.tokenizer.pad_token_id or 0
     eos = cortex.tokenizer.eos_token_id
     out: list[str] = [""] * len(prompts)
@@ -160,7 +166,8 @@ def greedy_answers(cortex: Neocortex, prompts: Sequence[str], max_new_tokens: in
         chunk = order[start:start + batch_size]
         batch = _left_padded([encoded[i] for i in chunk], pad, cortex.device)
         batch.pop("position_ids")  # generate derives them from the mask
-        with cortex.lock, torch.inference_mode():
+        asked = [queries[i] for i in chunk] if queries is not None else None
+        with cortex.lock, torch.inference_mode(), routed(cortex, asked):
             generated = cortex.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                               pad_token_id=pad, eos_token_id=eos)
         width = batch["input_ids"].shape[1]

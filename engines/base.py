@@ -19,7 +19,8 @@ store) reaches them through ``EngineContext``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -157,11 +158,17 @@ Answer = Callable[[str, list[str], int], Draft]
 """(question, playbook bullets, max new tokens) -> the chat path's answer with those bullets."""
 
 
+Router = Callable[[Sequence[str]], AbstractContextManager[None]]
+"""(one query per row of the next batch) -> a context in which each row gets as much of the
+learned weights as its query calls for (``engines.ttt``: by its closeness to learned documents)."""
+
+
 class Neocortex(Protocol):
     """The torch model the weight-writing engines change and the chat answers with.
 
     ``lock`` guards the model: generation holds it for an answer, training for each step, so an
-    answer never sees weights half-way through an update.
+    answer never sees weights half-way through an update. ``router``, when an engine installed
+    one, routes answers (see ``routed``); it may be absent.
     """
 
     model: Any  # a transformers causal LM (torch.nn.Module)
@@ -169,6 +176,13 @@ class Neocortex(Protocol):
     lock: Any  # threading.Lock
     device: str
     model_name: str
+
+
+def routed(cortex: Neocortex, queries: Sequence[str] | None) -> AbstractContextManager[None]:
+    """The context to run a batch of answers in, one query per row (enter it holding the lock).
+    No router installed, or no queries given (training, probes): the learned weights as they are."""
+    router: Router | None = getattr(cortex, "router", None)
+    return router(queries) if router is not None and queries is not None else nullcontext()
 
 
 @dataclass

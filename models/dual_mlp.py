@@ -13,7 +13,8 @@ neuron contributes the same term to both MLPs, so the delta is a sum over touche
     trainable(x) - frozen(x) = sum_{i touched} down_t[i] * h_t[i](x) - down_f[i] * h_f[i](x)
 
 which keeps the layer cheap when sparse gating touched few neurons, and makes untouched neurons
-contribute exactly nothing. Learning trains ``NeuronRows``: parameters holding only the selected
+contribute exactly nothing. Answering can scale the delta per row (``share``, set by ``shared``:
+how much of what was learned a question gets, from ``models.delta_router``). Learning trains ``NeuronRows``: parameters holding only the selected
 neurons' rows, written back with ``commit`` (every other row stays bit-identical).
 
 The copy is kept in fp32 whatever the model's dtype: an Adam step of 1e-5 vanishes in bf16.
@@ -54,6 +55,7 @@ class DualMLP(nn.Module):
         self.frozen = mlp.requires_grad_(False)
         self.alpha = alpha
         self.observer: Observer | None = None
+        self.share: Tensor | None = None  # [B] per-row share of the delta (None: all of it)
         self.rows: NeuronRows | None = None
         self.register_buffer("gate", mlp.gate_proj.weight.detach().float().clone())  # [I, H]
         self.register_buffer("up", mlp.up_proj.weight.detach().float().clone())  # [I, H]
@@ -74,8 +76,24 @@ class DualMLP(nn.Module):
         y = f.down_proj(h)  # [B, T, H]
         if self.alpha >= 1.0:
             return y
+        scale = self._scale(x)
+        if scale is not None and not bool(scale.any()):
+            return y
         delta = self.delta(x, h)
-        return y if delta is None else y + ((1.0 - self.alpha) * delta).to(y.dtype)
+        if delta is None:
+            return y
+        delta = (1.0 - self.alpha) * delta
+        return y + (delta if scale is None else delta * scale).to(y.dtype)
+
+    def _scale(self, x: Tensor) -> Tensor | None:
+        """``share`` as [rows, 1, 1]; a batch whose rows were repeated after the shares were set
+        (options scored from one cached prompt) repeats them alike."""
+        if self.share is None:
+            return None
+        rows, given = x.shape[0], self.share.shape[0]
+        if rows % given:
+            raise ValueError(f"{given} shares cannot route a batch of {rows} rows")
+        return self.share.to(x.device).repeat_interleave(rows // given)[:, None, None]
 
     def delta(self, x: Tensor, h: Tensor) -> Tensor | None:
         """trainable(x) - frozen(x), summed over the neurons that differ (or are training)."""
@@ -181,6 +199,18 @@ def original(duals: list[DualMLP]) -> Iterator[None]:
     finally:
         for dual, alpha in zip(duals, saved):
             dual.alpha = alpha
+
+
+@contextmanager
+def shared(duals: list[DualMLP], shares: Tensor) -> Iterator[None]:
+    """Inside, row ``b`` of each batch gets ``shares[b]`` of every DualMLP's delta."""
+    for dual in duals:
+        dual.share = shares
+    try:
+        yield
+    finally:
+        for dual in duals:
+            dual.share = None
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -1,5 +1,5 @@
 """The maths of learning into weights, without a language model: DualMLP mixing, the TF-IDF neuron
-gate, and row-masked updates (untouched neurons stay bit-identical)."""
+gate, row-masked updates (untouched neurons stay bit-identical) and routing the delta by keys."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import torch
 from transformers.models.llama.configuration_llama import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaMLP
 
-from models.dual_mlp import DualMLP, layer_range
+import pytest
+
+from models.delta_router import DeltaRouter
+from models.dual_mlp import DualMLP, layer_range, shared
 from models.neuron_gate import FiringCounts, firing, quiet, tfidf, top_neurons
 
 HIDDEN, NEURONS = 16, 48
@@ -49,6 +52,56 @@ def test_output_is_frozen_plus_one_minus_alpha_times_the_delta() -> None:
     frozen = mlp(x)
     copy = dense(dual.gate, dual.up, dual.down, x)  # the full trainable copy, every neuron
     torch.testing.assert_close(dual(x), frozen + 0.7 * (copy - frozen), rtol=1e-5, atol=1e-5)
+
+
+def test_shares_scale_each_rows_delta_and_follow_rows_repeated_after_they_were_set() -> None:
+    mlp = make_mlp(3)
+    dual = DualMLP(mlp, alpha=0.4)
+    rows = dual.open_rows(torch.tensor([2, 8, 33]))
+    with torch.no_grad():
+        rows.down.add_(0.5)
+    dual.commit()
+    x = torch.randn(2, 3, HIDDEN)
+    full = dual(x)
+    frozen = mlp(x)
+    with shared([dual], torch.tensor([0.0, 0.25])):
+        routed = dual(x)
+        torch.testing.assert_close(dual(x.repeat_interleave(3, 0)), routed.repeat_interleave(3, 0))
+        with pytest.raises(ValueError, match="2 shares cannot route a batch of 3"):
+            dual(x[:1].repeat(3, 1, 1))
+    assert torch.equal(routed[0], frozen[0])  # no share: exactly the original
+    torch.testing.assert_close(routed[1], frozen[1] + 0.25 * (full[1] - frozen[1]))
+    with shared([dual], torch.zeros(2)):
+        assert torch.equal(dual(x), frozen)
+    assert dual.share is None and torch.equal(dual(x), full)  # outside: the whole delta again
+
+
+def test_router_shares_rise_with_similarity_and_keys_leave_with_their_document() -> None:
+    router = DeltaRouter(low=0.5, high=0.7)
+    assert router.shares(torch.eye(3)).tolist() == [0.0, 0.0, 0.0]  # no keys: nothing learned applies
+    router.add(1, torch.eye(4)[:2])
+    router.add(2, torch.eye(4)[2:3])
+    probe = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0, 0], [0.6, 0, 0, 0.8], [0.0, 0, 0, 1],
+                                                        [0, 0.0, 1, 0]]), dim=1)
+    torch.testing.assert_close(router.shares(probe), torch.tensor([1.0, 0.5, 0.0, 1.0]))
+    router.add(1, torch.eye(4)[3:])  # a changed document's keys replace its old ones
+    assert sorted(router.owners.tolist()) == [1, 2] and router.shares(probe)[0] == 0.0
+    state = router.state()
+    assert router.drop({2}) and not router.drop({2}) and router.owners.tolist() == [1]
+    router.keep(set())
+    assert len(router) == 0
+    router.load(state)
+    assert len(router) == 2 and router.shares(probe)[2] == 1.0
+    with pytest.raises(ValueError, match="dimensions"):
+        router.shares(torch.ones(1, 3))
+    with pytest.raises(ValueError, match="do not fit"):
+        router.add(3, torch.ones(1, 5))
+    for bad in ({"keys": torch.ones(2, 4), "owners": torch.tensor([1])},
+                {"keys": torch.ones(1, 4), "owners": torch.tensor([1.0])}, {"keys": torch.ones(1, 4)}):
+        with pytest.raises(ValueError):
+            router.load(bad)
+    with pytest.raises(ValueError):
+        DeltaRouter(low=0.7, high=0.5)
 
 
 def test_untouched_rows_stay_bit_identical_and_gradients_reach_only_open_rows() -> None:

@@ -96,7 +96,7 @@ def test_unknown_names_suggest_the_close_ones():
 
 def test_saving_runs_the_models_own_checks(isolated_dirs):
     """A value of the right type that the model refuses must not be saved (it would break start-up)."""
-    for field, value in [("engines", "nope"), ("ollama_host", "localhost:11434")]:
+    for field, value in [("engines", "nope"), ("ollama_host", "localhost:11434"), ("ttt.route_low", "0.8")]:
         with pytest.raises(SettingsError, match=field):
             save_setting(field, value)
     assert not (isolated_dirs["config"] / "config.toml").exists()

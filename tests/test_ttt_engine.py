@@ -19,6 +19,7 @@ from engines.ttt.calibration import background_rates
 from engines.ttt.engine import LIVE_KEY
 from engines.generation import ChatMessage
 from engines.ttt.trainer import chat_piece, collate, frozen_prefix, frozen_prefixes, labelled_loss, text_pieces
+from models.dual_mlp import original
 from store import activity
 from store.documents import DocumentStore
 from tests.helpers import open_engram
@@ -133,6 +134,66 @@ def test_a_document_is_learned_into_weights_and_chat_answers_with_them(
         engram.close()
 
 
+GENERAL = "What is the capital of France?"
+
+
+def scores(cortex, question: str, options: list[str], routed: bool = True) -> list[float]:
+    prompt = render(cortex, [ChatMessage(role="user", content=question)])
+    return option_logprobs(cortex, [prompt], [options], queries=[question] if routed else None)[0]
+
+
+@pytest.mark.slow
+def test_answers_get_the_learned_weights_as_far_as_the_question_is_about_a_learned_document(
+        embedder, neocortex, tmp_path: Path) -> None:
+    engram, engine = ttt_engram(embedder, neocortex, **{"ttt.passes": 1})
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "loudurk.txt").write_text(DOC)
+    engram.ingest([folder])
+    engram.run_pending(learn=True)
+    capitals = ["Rome", "Berlin", "Paris", "Madrid"]
+    try:
+        assert engine.stats()["router_keys"] == 4  # one per sentence
+        with original(engine._duals):
+            known = scores(neocortex, GENERAL, capitals)
+            fresh = scores(neocortex, QUESTION, OPTIONS)
+        assert scores(neocortex, GENERAL, capitals) == known  # nothing learned is about France
+        assert scores(neocortex, GENERAL, capitals, routed=False) != known  # the delta reaches it unrouted
+        about = scores(neocortex, QUESTION, OPTIONS)
+        assert about == pytest.approx(scores(neocortex, QUESTION, OPTIONS, routed=False), abs=1e-4)
+        assert about != fresh
+
+        asked: list[list[str]] = []
+        route = neocortex.router
+        neocortex.router = lambda queries: (asked.append(list(queries)), route(queries))[1]
+        try:
+            engram.chat.answer(GENERAL)  # chat through the neocortex routes by the user's question
+        finally:
+            neocortex.router = route
+        assert asked == [[GENERAL]]
+        assert engine.contribute(Query(text=GENERAL)).notes == ["answered with 0% of the weights learned from 1 documents"]
+        assert engine.contribute(Query(text=QUESTION)).notes == ["answered with 100% of the weights learned from 1 documents"]
+
+        state = engine.state_dict()
+        assert state["router.keys"].shape == (4, embedder.dim) and state["router.owners"].tolist() == [
+            engram.docs.get(str(folder / "loudurk.txt")).id] * 4
+        engine.load_state_dict({k: v for k, v in state.items() if not k.startswith("router.")})
+        assert engine.stats()["router_keys"] is None  # learned before routing: answered unrouted
+        assert scores(neocortex, GENERAL, capitals) != known
+        engine.load_state_dict(state)
+        assert scores(neocortex, GENERAL, capitals) == known
+
+        (folder / "loudurk.txt").unlink()  # a document that leaves takes its keys along
+        engram.ingest([folder])
+        assert engine.stats()["router_keys"] == 0
+        assert engine.blobs.get(LIVE_KEY)["router.keys"].shape[0] == 0  # and saved
+        assert scores(neocortex, QUESTION, OPTIONS) == fresh
+    finally:
+        engine.close()
+        engram.close()
+    assert neocortex.router is None  # closed: the next engine installs its own
+
+
 OTHER = ("Mirelle Daskoth was born in 1958. Mirelle Daskoth grew up in the town of Pahounund. "
          "Mirelle Daskoth works as a beekeeper.\n")
 
@@ -172,7 +233,8 @@ def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_
         original_score = answer_score(neocortex)
         last = max(engine.stats()["layers"])
         for bad in ({"recall": {"seen": 7, "pairs": [[a, "only two"]]}},
-                    {f"layer{last}.ids": torch.tensor([10**6])}, {"alpha": "high"}):
+                    {f"layer{last}.ids": torch.tensor([10**6])}, {"alpha": "high"},
+                    {"router.owners": torch.tensor([a])}):
             with pytest.raises(ValueError):
                 engine.load_state_dict({**state, **bad})
             assert pool(engine) == [] and engine.documents == 0  # a bad state changes nothing
@@ -182,7 +244,7 @@ def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_
 
         (folder / "b.txt").unlink()  # the document leaves the store: its pairs are not rehearsed again
         engram.ingest([folder])
-        assert {e[0] for e in pool(engine)} == {a}
+        assert {e[0] for e in pool(engine)} == {a} and set(engine.router.owners.tolist()) == {a}
         assert {e[0] for e in engine.blobs.get(LIVE_KEY)["recall"]["pairs"]} == {a}  # and saved
         engine.load_state_dict(state)  # a checkpoint from before: b is gone from the store
         assert {e[0] for e in pool(engine)} == {a}

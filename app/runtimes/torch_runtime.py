@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engines.base import Router, routed
 from engines.generation import (
     CHATML_TEMPLATE,
     ChatMessage,
@@ -73,6 +74,12 @@ def resolve_source(model: str | Path) -> tuple[Path, str | None]:
         f"No model for the torch runtime at {path}: give a .gguf file or a local Hugging Face "
         "folder with config.json (nothing is downloaded)."
     )
+
+
+def _question(request: GenerationRequest) -> str:
+    """What the request asks: its last user message (routes the learned weights)."""
+    users = [m.content for m in request.messages if m.role == "user"]
+    return users[-1] if users else ""
 
 
 class StopTrimmer:
@@ -150,6 +157,7 @@ class TorchRuntime(Runtime):
 
     name = "torch"
     json_attempts = 2
+    router: Router | None = None  # installed by an engine that routes its learned weights
 
     def __init__(
         self,
@@ -260,7 +268,7 @@ class TorchRuntime(Runtime):
                                         skip_special_tokens=True, timeout=self.piece_timeout_s)
         cancel = threading.Event()
         trimmer = StopTrimmer(request.stop)
-        with self.lock:
+        with self.lock, routed(self, [_question(request)]):
             kwargs = self._generate_kwargs(inputs, request, max_new, streamer, cancel)
             worker = _Generation(self.model, kwargs, streamer)
             worker.start()

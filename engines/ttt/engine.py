@@ -17,7 +17,10 @@ original frozen beside a trainable copy, mixed by ``alpha``), and learning a doc
    saved through the store (so the next start answers with it).
 
 Chat must answer with the torch model for the learned weights to count, so ``contribute`` names
-the learned state once there is one; the chat service then switches to the neocortex.
+the learned state once there is one; the chat service then switches to the neocortex. Each
+learned document also leaves keys (embeddings of its sentences): answers are routed
+(``models.delta_router``), so a question gets the learned weights as far as it is about a learned
+document, and one about nothing learned is answered by the original model.
 
 Nothing is committed until a document is fully learned: a process that dies mid-document leaves
 the previous learned state, and its learn job runs again on the next start. Sleep
@@ -32,11 +35,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from engines.base import (
     Budget,
@@ -68,7 +72,8 @@ from engines.ttt.trainer import (
     text_pieces,
     train,
 )
-from models.dual_mlp import DualMLP, decoder_layers, install, layer_range, original, uninstall
+from models.delta_router import DeltaRouter
+from models.dual_mlp import DualMLP, decoder_layers, install, layer_range, original, shared, uninstall
 from models.neuron_gate import quiet, tfidf, top_neurons
 from store.blobs import BlobStore
 from store.documents import DocumentStore
@@ -78,6 +83,8 @@ log = logging.getLogger(__name__)
 LIVE_KEY = "ttt/live"
 BACKGROUND_PROSE_CHARS = 40_000  # the background opens with everyday prose (app.general_text)
 DISTILLED_BATCHES = 8  # distinct distillation batches per document, cycled (each holds its teacher)
+ROUTE_KEYS = 2048  # sentences per document kept as its router keys
+ROUTE_KEY_WORDS = 200  # longer "sentences" are not keys (the embedder reads about 200 words)
 STATE_FORMAT = 1
 
 
@@ -103,6 +110,7 @@ class TTTEngine(Engine):
         self._background_questions: list[Piece] | None = None
         self._question_at = 0
         self.recall = RecallPool(self.config.recall_pool)
+        self.router = self._new_router()
         self._forgotten: set[int] = set()  # forgotten while being learned: not to be recalled
         self._setup = threading.RLock()
         self._saving = threading.Lock()
@@ -123,6 +131,7 @@ class TTTEngine(Engine):
                 with cortex.lock:
                     cortex.model.requires_grad_(False)
                     self._duals = install(cortex.model, self._layer_ids)
+                    cortex.router = self.route  # type: ignore[misc]
                 self._cortex = cortex
                 # the token before the state: a save in between makes a sleep refuse, not overwrite
                 self._token = self._saved_meta().get("token")
@@ -174,6 +183,7 @@ class TTTEngine(Engine):
             return LearnReport(engine=self.name, path=document.path, seconds=0.0, changed=False)
         if not self.config.rehearsal_qa:
             pairs = []  # recall rehearses pairs only where the documents' own pairs are trained
+        keys = self._keys(document.text) if self.router is not None else None
         recalled = self._recalled(cortex, document.document_id, len(pairs))
         pieces = sorted(pieces + recalled, key=len)  # similar lengths share a batch: less padding
         first = min(self._layer_ids)
@@ -203,6 +213,8 @@ class TTTEngine(Engine):
         changed = self._commit()
         if document.document_id not in self._forgotten:
             self.recall.add(document.document_id, [(qa.question, qa.answer) for qa in pairs], self.revision)
+            if keys is not None and self.router is not None:
+                self.router.add(document.document_id, keys)
         self.documents += 1
         self.revision += 1
         if self.autosave:
@@ -243,6 +255,11 @@ class TTTEngine(Engine):
         if cfg.rehearsal_paraphrase and restated:
             extra += text_pieces(cortex.tokenizer, "\n".join(restated), window, "paraphrase")
         return doc + extra, doc_tokens, pairs
+
+    def _keys(self, text: str) -> Tensor:
+        """The document's router keys: its sentences embedded (its opening, if it has none)."""
+        found = rehearsal.sentences(text, ROUTE_KEY_WORDS)[:ROUTE_KEYS] or [text[:1000]]
+        return torch.from_numpy(self.context.embed(found))
 
     def _recalled(self, cortex: Neocortex, document_id: int, new_pairs: int) -> list[Piece]:
         """``recall_per_pair`` earlier pairs per new pair, drawn at random from the pool (seeded
@@ -465,6 +482,30 @@ class TTTEngine(Engine):
         origin = f", from checkpoint '{self.origin}'" if self.origin else ""
         return f"ttt rev {self.revision}: {self.documents} documents{origin}"
 
+    def _new_router(self) -> DeltaRouter | None:
+        return DeltaRouter(self.config.route_low, self.config.route_high) if self.config.route else None
+
+    @contextmanager
+    def route(self, queries: Sequence[str]) -> Iterator[None]:
+        """Answer row ``b`` of the next batches with the share of the learned weights that
+        ``queries[b]`` calls for (the cortex's router; enter it holding the cortex lock)."""
+        shares = self._shares(queries) if self.alpha < 1.0 and self._duals else None
+        if shares is None:
+            yield
+            return
+        with shared(self._duals, shares.to(self._duals[0].gate.device)):
+            yield
+
+    def _shares(self, queries: Sequence[str]) -> Tensor | None:
+        """Each query's share of the learned weights (None: unrouted, all of them)."""
+        if self.router is None:
+            return None
+        try:
+            return self.router.shares(torch.from_numpy(self.context.embed(list(queries))))
+        except ValueError as exc:
+            log.warning("answering unrouted: %s", exc)
+            return None
+
     def contribute(self, query: Query) -> Contribution:
         if self.documents == 0 and self._cortex is None:
             meta = self._saved_meta()
@@ -473,8 +514,10 @@ class TTTEngine(Engine):
             self.cortex()  # load the saved state so that the label below is right
         if self.documents == 0:
             return Contribution(engine=self.name)
+        shares = self._shares([query.text])
+        share = "" if shares is None else f"{float(shares[0]):.0%} of the "
         return Contribution(engine=self.name, learned_states=[self.state_label],
-                            notes=[f"answered with weights learned from {self.documents} documents"])
+                            notes=[f"answered with {share}weights learned from {self.documents} documents"])
 
     # --- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -490,6 +533,8 @@ class TTTEngine(Engine):
             "replay_at": self._replay_at, "origin": self.origin,
             "recall": self.recall.to_json(),
         }
+        if self.router is not None:
+            state.update({f"router.{k}": v for k, v in self.router.state().items()})
         for i, dual in zip(self._layer_ids, self._duals):
             for part, tensor in dual.learned().items():
                 state[f"layer{i}.{part}"] = tensor
@@ -534,14 +579,31 @@ class TTTEngine(Engine):
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"the state's counters are missing or not numbers ({exc})") from None
         recall = RecallPool.from_json(state.get("recall"), self.config.recall_pool)
-        recall.keep(DocumentStore(self.context.db).document_ids())  # not those that left since
+        present = DocumentStore(self.context.db).document_ids()
+        recall.keep(present)  # not those that left since
+        router = self._loaded_router(state, present, documents)
         with self._cortex.lock:  # type: ignore[union-attr]
             for i, dual in zip(self._layer_ids, self._duals):
                 dual.load_learned(parts[i])  # type: ignore[arg-type]
             self.documents, self.revision, self._replay_at = documents, revision, replay_at
-            self.recall = recall
+            self.recall, self.router = recall, router
             self._set_alpha(alpha)
         self.origin = None
+
+    def _loaded_router(self, state: dict[str, Any], present: set[int], documents: int) -> DeltaRouter | None:
+        """The state's router, kept to the documents still present. A state learned before
+        routing (no keys) answers unrouted: with no keys every question would get nothing."""
+        router = self._new_router()
+        if router is None:
+            return None
+        if "router.keys" not in state:
+            if documents:
+                log.info("the ttt state has no router keys (learned before routing): answering unrouted")
+                return None
+            return router
+        router.load({"keys": state["router.keys"], "owners": state.get("router.owners")})
+        router.keep(present)
+        return router
 
     def _apply_fresh(self) -> None:
         with self._cortex.lock:  # type: ignore[union-attr]
@@ -549,6 +611,7 @@ class TTTEngine(Engine):
                 dual.reset()
             self.documents = self.revision = self._replay_at = 0
             self.recall = RecallPool(self.config.recall_pool)
+            self.router = self._new_router()
             self._set_alpha(1.0)
         self.origin = None
 
@@ -580,6 +643,8 @@ class TTTEngine(Engine):
             if self._cortex is not None:
                 with self._cortex.lock:
                     uninstall(self._cortex.model)
+                    if getattr(self._cortex, "router", None) == self.route:
+                        self._cortex.router = None  # type: ignore[misc]
                 self._cortex = None
                 self._duals = []
 
@@ -587,13 +652,18 @@ class TTTEngine(Engine):
         self.forget_many([document_id])
 
     def forget_many(self, document_ids: list[int]) -> None:
-        """Stop recalling the documents' pairs. (What their training wrote into the rows stays:
+        """Stop recalling the documents' pairs and routing questions to what they taught (their
+        router keys leave). (What their training wrote into the rows stays:
         weights cannot un-learn one document; ``reset`` or a checkpoint goes back.) Before the
         model is loaded there is nothing to do: a saved pool is matched against the store when
         it is loaded."""
         ids = set(document_ids)
         self._forgotten |= ids
-        if self._cortex is not None and self.recall.drop(ids) and self.autosave:
+        if self._cortex is None:
+            return
+        dropped = self.recall.drop(ids)
+        unrouted = self.router is not None and self.router.drop(ids)
+        if (dropped or unrouted) and self.autosave:
             self.save_live()
 
     def stats(self) -> dict[str, Any]:
@@ -608,6 +678,7 @@ class TTTEngine(Engine):
                 "label": self.state_label, "layers": self._layer_ids, "mode": self.config.mode,
                 "gate": self.config.gate, "neurons_touched": touched, "origin": self.origin,
                 "recall_pairs": len(self.recall),
+                "router_keys": len(self.router) if self.router is not None else None,
                 "loaded": True}
 
 

@@ -56,13 +56,13 @@ class Cloze:
         return text[0].upper() + text[1:] + "?"
 
 
-def sentences(text: str) -> list[str]:
+def sentences(text: str, max_words: int = MAX_SENTENCE_WORDS) -> list[str]:
     """Sentences of ``text`` short enough to rehearse (titles and fragments are skipped)."""
     found = []
     for block in re.split(r"\n\s*\n|\n", text):
         for sentence in _SENTENCE_END.split(" ".join(block.split())):
             words = sentence.split()
-            if sentence[-1:] in ".!?" and 4 <= len(words) <= MAX_SENTENCE_WORDS:
+            if sentence[-1:] in ".!?" and 4 <= len(words) <= max_words:
                 found.append(sentence)
     return found
 
