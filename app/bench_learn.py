@@ -81,6 +81,8 @@ class Forgot(BaseModel):
     perplexity_drift: float = Field(description="(after - before) / before on held-out text.")
     general_accuracy: float = Field(description="On the questions the base model got right.")
     forgetting_ratio: float = Field(description="(before - after) / before of general_accuracy.")
+    unrouted: Forgot | None = Field(None, description="The same with the learned weights applied to "
+                                    "every answer (engines that route them by the question).")
 
     @classmethod
     def nothing(cls, perplexity: float) -> Forgot:
@@ -166,17 +168,18 @@ def score_questions(cortex: Neocortex, prompts: list[str], questions: list[Quest
     return learned
 
 
-def general_scores(cortex: Neocortex, settings: Settings) -> list[bool]:
+def general_scores(cortex: Neocortex, settings: Settings, routed: bool = True) -> list[bool]:
     """Which general-knowledge questions the model answers right (closed book)."""
     items = general_questions()
     prompts = [_closed_book(q.question, [], cortex, settings) for q in items]
-    scores = option_logprobs(cortex, prompts, [q.options for q in items], queries=[q.question for q in items])
+    scores = option_logprobs(cortex, prompts, [q.options for q in items],
+                             queries=[q.question for q in items] if routed else None)
     return rank_accuracy(scores, [q.options.index(q.answer) for q in items])
 
 
-def forgot(cortex: Neocortex, settings: Settings, base: _Baseline) -> Forgot:
-    ppl, _ = perplexity(cortex, heldout_text())
-    right = general_scores(cortex, settings)
+def forgot(cortex: Neocortex, settings: Settings, base: _Baseline, routed: bool = True) -> Forgot:
+    ppl, _ = perplexity(cortex, heldout_text(), route=routed)
+    right = general_scores(cortex, settings, routed)
     after = sum(right[i] for i in base.known) / max(1, len(base.known))
     return Forgot(perplexity=ppl, perplexity_drift=(ppl - base.perplexity) / base.perplexity,
                   general_accuracy=after, forgetting_ratio=1.0 - after)
@@ -287,9 +290,14 @@ class LearnBench:
         return score_questions(self.cortex, self.prompts(engine), self.questions, self.free_text, self.echo)
 
     def forgetting(self, engine: Engine, base: _Baseline) -> Forgot:
-        if engine.writes_weights:
-            return forgot(self.cortex, self.settings, base)
-        return Forgot.nothing(base.perplexity)  # the weights are the base model's
+        """What the weights forgot, as answers see them; where the engine routes its learned
+        weights by the question, also with them applied to every answer (what training did)."""
+        if not engine.writes_weights:
+            return Forgot.nothing(base.perplexity)  # the weights are the base model's
+        found = forgot(self.cortex, self.settings, base)
+        if getattr(self.cortex, "router", None) is not None:
+            found.unrouted = forgot(self.cortex, self.settings, base, routed=False)
+        return found
 
     def speed(self, name: str, label: str) -> SpeedRun:
         """Learn time of one ~2,000-token document (fictional facts not in the question set)."""
@@ -447,8 +455,11 @@ def _row(run: EngineRun) -> str:
     slept = run.details.get("sleep_seconds")
     speed = (f" | learn {run.learn_seconds:.0f} s, {run.tokens_per_second:.0f} tok/s"
              + (f" + sleep {slept:.0f} s" if slept is not None else "") if run.learn_seconds else "")
+    unrouted = (f" (unrouted: {100 * f.unrouted.perplexity_drift:+.2f}%, forgetting "
+                f"{f.unrouted.forgetting_ratio:.3f})" if f.unrouted is not None else "")
     return (f"{run.label:<32} choice {b.choice_accuracy:.3f}->{a.choice_accuracy:.3f}{free} | ppl "
-            f"{f.perplexity:.3f} ({100 * f.perplexity_drift:+.2f}%) forgetting {f.forgetting_ratio:.3f}{speed}")
+            f"{f.perplexity:.3f} ({100 * f.perplexity_drift:+.2f}%) forgetting {f.forgetting_ratio:.3f}"
+            f"{unrouted}{speed}")
 
 
 def print_report(r: LearnBenchReport, echo: Echo) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from engines.base import DocumentInput, Engine, LearnReport
 from store.database import Database
+from store.documents import DocumentStore
 from store.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,7 @@ def document_input(db: Database, document_id: int) -> tuple[DocumentInput, str] 
                           (document_id,)).fetchone()
     if row is None or row["status"] != "indexed":
         return None
-    chunks = [r[0] for r in db.query("SELECT text FROM chunks WHERE document_id = ? ORDER BY ord",
-                                     (document_id,))]
+    chunks = DocumentStore(db).chunk_texts(document_id)
     return DocumentInput(document_id=document_id, path=row["path"], chunks=chunks), row["content_hash"]
 
 

@@ -126,8 +126,10 @@ def rank_accuracy(scores: Sequence[Sequence[float]], answers: Sequence[int]) -> 
     return out
 
 
-def perplexity(cortex: Neocortex, text: str, window: int = 512, batch_size: int = 4) -> tuple[float, int]:
-    """(perplexity, tokens scored) of ``text`` in non-overlapping windows."""
+def perplexity(cortex: Neocortex, text: str, window: int = 512, batch_size: int = 4,
+               route: bool = True) -> tuple[float, int]:
+    """(perplexity, tokens scored) of ``text`` in non-overlapping windows (each routed by its own
+    text, unless not ``route``)."""
     ids = _ids(cortex, text)
     windows = [ids[i:i + window] for i in range(0, len(ids), window) if len(ids[i:i + window]) > 1]
     pad = cortex.tokenizer.pad_token_id or 0
@@ -140,7 +142,8 @@ def perplexity(cortex: Neocortex, text: str, window: int = 512, batch_size: int 
         for i, r in enumerate(rows):
             ids_t[i, :len(r)] = torch.tensor(r)
             mask[i, :len(r)] = 1
-        with cortex.lock, torch.inference_mode(), routed(cortex, [cortex.tokenizer.decode(r) for r in rows]):
+        queries = [cortex.tokenizer.decode(r) for r in rows] if route else None
+        with cortex.lock, torch.inference_mode(), routed(cortex, queries):
             logits = cortex.model(input_ids=ids_t.to(cortex.device),
                                   attention_mask=mask.to(cortex.device)).logits.float()
         logp = torch.log_softmax(logits[:, :-1], -1)

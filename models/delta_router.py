@@ -15,8 +15,13 @@ takes its keys with it (``drop``), so its weights stop answering.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import Tensor
+
+
+KEYS_PER_PASS = 65_536  # keys compared per matrix product (100 MB of fp32 at 384 dimensions)
 
 
 class DeltaRouter:
@@ -29,6 +34,7 @@ class DeltaRouter:
         # ([N, D] unit vectors, [N] the document each key belongs to), replaced as one: a
         # question routed while a document is dropped sees the table before or after, not between
         self._table = (torch.zeros(0, 0, dtype=torch.float16), torch.zeros(0, dtype=torch.long))
+        self._writing = threading.Lock()  # one writer at a time (a learn beside a forget)
 
     @property
     def keys(self) -> Tensor:
@@ -41,28 +47,41 @@ class DeltaRouter:
     def __len__(self) -> int:
         return int(self.owners.numel())
 
+    def dim(self) -> int | None:
+        """The keys' dimension (None: no keys yet)."""
+        keys = self.keys
+        return int(keys.shape[1]) if keys.shape[0] else None
+
     def add(self, owner: int, keys: Tensor) -> None:
         """Replace ``owner``'s keys with ``keys`` ([n, D], unit length)."""
-        if keys.dim() != 2 or (len(self) and keys.shape[1] != self.keys.shape[1]):
-            raise ValueError(f"keys of shape {tuple(keys.shape)} do not fit the router's "
-                             f"{tuple(self.keys.shape)}")
-        self.drop({owner})
-        keys = keys.to(torch.float16)
-        owned = torch.full((keys.shape[0],), owner, dtype=torch.long)
-        self._table = (torch.cat([self.keys, keys]) if len(self) else keys, torch.cat([self.owners, owned]))
+        with self._writing:
+            held, owners = self._table
+            if keys.dim() != 2 or (held.shape[0] and keys.shape[1] != held.shape[1]):
+                raise ValueError(f"keys of shape {tuple(keys.shape)} do not fit the router's "
+                                 f"{tuple(held.shape)}")
+            mine = owners == owner
+            held, owners = held[~mine], owners[~mine]
+            keys = keys.to(torch.float16)
+            owned = torch.full((keys.shape[0],), owner, dtype=torch.long)
+            self._table = (torch.cat([held, keys]) if held.shape[0] else keys, torch.cat([owners, owned]))
 
     def drop(self, owners: set[int]) -> bool:
         """Forget these documents' keys; whether any were held."""
-        keys, held = self._table
-        gone = torch.isin(held, torch.tensor(sorted(owners), dtype=torch.long))
-        if not bool(gone.any()):
-            return False
-        self._table = (keys[~gone], held[~gone])
-        return True
+        with self._writing:
+            keys, held = self._table
+            gone = torch.isin(held, torch.tensor(sorted(owners), dtype=torch.long))
+            if not bool(gone.any()):
+                return False
+            self._table = (keys[~gone], held[~gone])
+            return True
 
     def keep(self, owners: set[int]) -> None:
         """Keep only these documents' keys (those still in the library)."""
         self.drop(set(self.owners.tolist()) - owners)
+
+    def clear(self) -> None:
+        with self._writing:
+            self._table = (torch.zeros(0, 0, dtype=torch.float16), torch.zeros(0, dtype=torch.long))
 
     def similarity(self, queries: Tensor) -> Tensor:
         """[B, D] unit vectors -> [B]: each one's best cosine similarity to a key (-1: no keys)."""
@@ -72,7 +91,12 @@ class DeltaRouter:
         if queries.shape[1] != keys.shape[1]:
             raise ValueError(f"queries of {queries.shape[1]} dimensions cannot be compared with keys "
                              f"of {keys.shape[1]} (was the embedding model changed?)")
-        return (queries.float() @ keys.float().t()).max(1).values
+        queries = queries.float()
+        best = torch.full((queries.shape[0],), -1.0)
+        for start in range(0, keys.shape[0], KEYS_PER_PASS):  # a bounded fp32 copy at a time
+            part = keys[start:start + KEYS_PER_PASS].float()
+            best = torch.maximum(best, (queries @ part.t()).max(1).values)
+        return best
 
     def shares(self, queries: Tensor) -> Tensor:
         """[B, D] unit vectors -> [B] shares of the delta in [0, 1]."""
@@ -87,4 +111,5 @@ class DeltaRouter:
         if not isinstance(keys, Tensor) or not isinstance(owners, Tensor) or keys.dim() != 2 or (
                 owners.dim() != 1 or owners.is_floating_point() or owners.numel() != keys.shape[0]):
             raise ValueError("the router's keys and owners do not fit together")
-        self._table = (keys.to(torch.float16), owners.to(torch.long))
+        with self._writing:
+            self._table = (keys.to(torch.float16), owners.to(torch.long))

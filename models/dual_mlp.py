@@ -56,6 +56,7 @@ class DualMLP(nn.Module):
         self.alpha = alpha
         self.observer: Observer | None = None
         self.share: Tensor | None = None  # [B] per-row share of the delta (None: all of it)
+        self.silent = False  # every share is 0: the delta is not even computed
         self.rows: NeuronRows | None = None
         self.register_buffer("gate", mlp.gate_proj.weight.detach().float().clone())  # [I, H]
         self.register_buffer("up", mlp.up_proj.weight.detach().float().clone())  # [I, H]
@@ -76,9 +77,9 @@ class DualMLP(nn.Module):
         y = f.down_proj(h)  # [B, T, H]
         if self.alpha >= 1.0:
             return y
-        scale = self._scale(x)
-        if scale is not None and not bool(scale.any()):
+        if self.silent:
             return y
+        scale = self._scale(x)
         delta = self.delta(x, h)
         if delta is None:
             return y
@@ -204,13 +205,14 @@ def original(duals: list[DualMLP]) -> Iterator[None]:
 @contextmanager
 def shared(duals: list[DualMLP], shares: Tensor) -> Iterator[None]:
     """Inside, row ``b`` of each batch gets ``shares[b]`` of every DualMLP's delta."""
+    silent = not bool(shares.any())  # asked once here, not per layer and token on a GPU
     for dual in duals:
-        dual.share = shares
+        dual.share, dual.silent = shares, silent
     try:
         yield
     finally:
         for dual in duals:
-            dual.share = None
+            dual.share, dual.silent = None, False
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -98,6 +98,11 @@ class DocumentStore:
     def document_ids(self) -> set[int]:
         return {r[0] for r in self.db.conn.execute("SELECT id FROM documents").fetchall()}
 
+    def chunk_texts(self, document_id: int) -> list[str]:
+        """A document's chunks' text, in order."""
+        return [r[0] for r in self.db.query("SELECT text FROM chunks WHERE document_id = ? ORDER BY ord",
+                                            (document_id,))]
+
     def chunk_ids(self) -> np.ndarray:
         rows = self.db.conn.execute("SELECT id FROM chunks ORDER BY id").fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

@@ -45,6 +45,7 @@ def test_each_batch_is_routed_by_the_queries_of_its_own_rows(neocortex) -> None:
         perplexity(neocortex, text, window=64, batch_size=8)
         assert len(routed) == 1 and "".join(routed[0]).replace(" ", "") == text.strip().replace(" ", "")
         routed.clear()
+        perplexity(neocortex, text, window=64, route=False)  # what the learned weights do everywhere
         option_logprobs(neocortex, prompts, options)  # no queries (training, probes): not routed
         assert routed == []
     finally:

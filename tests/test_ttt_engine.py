@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers.utils import logging as transformers_logging
 
-from app.model_eval import option_logprobs, render
+from app.model_eval import greedy_answers, option_logprobs, render
 from engines.base import Budget, DocumentInput, Query
 from engines.ttt.calibration import background_rates
 from engines.ttt.engine import LIVE_KEY
@@ -39,11 +39,26 @@ def ttt_engram(embedder, neocortex, **overrides):
     return engram, engram.engine("ttt")
 
 
+def scores(cortex, question: str, options: list[str], routed: bool = True) -> list[float]:
+    """Each option's log-likelihood after ``question`` asked in chat, closed book (routed by the
+    question as chat routes it, or with the whole learned delta)."""
+    prompt = render(cortex, [ChatMessage(role="user", content=question)])
+    return option_logprobs(cortex, [prompt], [options], queries=[question] if routed else None)[0]
+
+
 def answer_score(cortex) -> float:
     """How much the right option beats the best wrong one (log-likelihood), closed book."""
-    prompt = render(cortex, [ChatMessage(role="user", content=QUESTION)])
-    scores = option_logprobs(cortex, [prompt], [OPTIONS])[0]
-    return scores[3] - max(scores[:3])
+    found = scores(cortex, QUESTION, OPTIONS, routed=False)
+    return found[3] - max(found[:3])
+
+
+def docs_folder(tmp_path: Path, **texts: str) -> Path:
+    """A folder holding ``name.txt`` for each text."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in texts.items():
+        (folder / f"{name}.txt").write_text(text)
+    return folder
 
 
 @pytest.mark.slow
@@ -83,9 +98,7 @@ def test_a_document_is_learned_into_weights_and_chat_answers_with_them(
     engram, engine = ttt_engram(embedder, neocortex)
     try:
         before = answer_score(neocortex)
-        folder = tmp_path / "docs"
-        folder.mkdir()
-        (folder / "loudurk.txt").write_text(DOC)
+        folder = docs_folder(tmp_path, loudurk=DOC)
         engram.ingest([folder])
         engram.run_pending()
         assert engine.contribute(Query(text=QUESTION)).learned_states == []  # nothing learned yet
@@ -137,18 +150,11 @@ def test_a_document_is_learned_into_weights_and_chat_answers_with_them(
 GENERAL = "What is the capital of France?"
 
 
-def scores(cortex, question: str, options: list[str], routed: bool = True) -> list[float]:
-    prompt = render(cortex, [ChatMessage(role="user", content=question)])
-    return option_logprobs(cortex, [prompt], [options], queries=[question] if routed else None)[0]
-
-
 @pytest.mark.slow
 def test_answers_get_the_learned_weights_as_far_as_the_question_is_about_a_learned_document(
         embedder, neocortex, tmp_path: Path) -> None:
     engram, engine = ttt_engram(embedder, neocortex, **{"ttt.passes": 1})
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    (folder / "loudurk.txt").write_text(DOC)
+    folder = docs_folder(tmp_path, loudurk=DOC)
     engram.ingest([folder])
     engram.run_pending(learn=True)
     capitals = ["Rome", "Berlin", "Paris", "Madrid"]
@@ -162,6 +168,15 @@ def test_answers_get_the_learned_weights_as_far_as_the_question_is_about_a_learn
         about = scores(neocortex, QUESTION, OPTIONS)
         assert about == pytest.approx(scores(neocortex, QUESTION, OPTIONS, routed=False), abs=1e-4)
         assert about != fresh
+        prompts = [render(neocortex, [ChatMessage(role="user", content=q)]) for q in (GENERAL, QUESTION)]
+        together = option_logprobs(neocortex, prompts, [capitals, OPTIONS], queries=[GENERAL, QUESTION])
+        assert together[0] == pytest.approx(known, abs=1e-4) and together[1] == pytest.approx(about, abs=1e-4)
+        with original(engine._duals):
+            plain = greedy_answers(neocortex, prompts[:1], max_new_tokens=8)
+        assert greedy_answers(neocortex, prompts, max_new_tokens=8, queries=[GENERAL, QUESTION])[0] == plain[0]
+        engine.config.route = False  # off: every answer gets the whole delta
+        assert scores(neocortex, GENERAL, capitals) != known and engine.stats()["router_keys"] == 4
+        engine.config.route = True
 
         asked: list[list[str]] = []
         route = neocortex.router
@@ -178,9 +193,12 @@ def test_answers_get_the_learned_weights_as_far_as_the_question_is_about_a_learn
         assert state["router.keys"].shape == (4, embedder.dim) and state["router.owners"].tolist() == [
             engram.docs.get(str(folder / "loudurk.txt")).id] * 4
         engine.load_state_dict({k: v for k, v in state.items() if not k.startswith("router.")})
-        assert engine.stats()["router_keys"] is None  # learned before routing: answered unrouted
-        assert scores(neocortex, GENERAL, capitals) != known
-        engine.load_state_dict(state)
+        assert engine.stats()["router_keys"] == 4  # learned before routing: keys embedded from the store
+        assert scores(neocortex, GENERAL, capitals) == known
+        engine.close()  # start-up with a live state whose keys are unreadable: embedded again
+        engine.blobs.put(LIVE_KEY, "state", {**state, "router.owners": torch.tensor([1])})
+        engine.cortex()
+        assert engine.stats()["router_keys"] == 4 and engine.documents == 1  # the weights are kept
         assert scores(neocortex, GENERAL, capitals) == known
 
         (folder / "loudurk.txt").unlink()  # a document that leaves takes its keys along
@@ -206,10 +224,7 @@ def pool(engine) -> list[list]:
 def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_its_own(
         embedder, neocortex, tmp_path: Path) -> None:
     engram, engine = ttt_engram(embedder, neocortex, **{"ttt.passes": 1})
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    (folder / "a.txt").write_text(DOC)
-    (folder / "b.txt").write_text(OTHER)
+    folder = docs_folder(tmp_path, a=DOC, b=OTHER)
     engram.ingest([folder])
     engram.run_pending()  # stored, not learned: the engine is driven by hand below
     a, b = (engram.docs.get(str(folder / name)).id for name in ("a.txt", "b.txt"))

@@ -55,7 +55,7 @@ from engines.base import (
     Query,
     no_progress,
 )
-from engines.ttt import rehearsal, sleep
+from engines.ttt import rehearsal, route_keys, sleep
 from engines.ttt.calibration import background_rates
 from engines.ttt.config import TTTConfig
 from engines.ttt.recall import RecallEntry, RecallPool, RecallPoolError
@@ -83,9 +83,12 @@ log = logging.getLogger(__name__)
 LIVE_KEY = "ttt/live"
 BACKGROUND_PROSE_CHARS = 40_000  # the background opens with everyday prose (app.general_text)
 DISTILLED_BATCHES = 8  # distinct distillation batches per document, cycled (each holds its teacher)
-ROUTE_KEYS = 2048  # sentences per document kept as its router keys
-ROUTE_KEY_WORDS = 200  # longer "sentences" are not keys (the embedder reads about 200 words)
+ROUTE_KEYS = 1024  # passages per document kept as its router keys (the first ones)
 STATE_FORMAT = 1
+
+
+class RouterKeysError(ValueError):
+    """A learned state's router keys cannot be read."""
 
 
 class TTTEngine(Engine):
@@ -110,8 +113,9 @@ class TTTEngine(Engine):
         self._background_questions: list[Piece] | None = None
         self._question_at = 0
         self.recall = RecallPool(self.config.recall_pool)
-        self.router = self._new_router()
-        self._forgotten: set[int] = set()  # forgotten while being learned: not to be recalled
+        self.router = DeltaRouter(self.config.route_low, self.config.route_high)  # kept even when off
+        self._forgotten: set[int] = set()
+        self._keeping = threading.Lock()  # a document's pairs and keys kept, or forgotten, as one  # forgotten while being learned: not to be recalled
         self._setup = threading.RLock()
         self._saving = threading.Lock()
         self._training = threading.Lock()
@@ -144,13 +148,17 @@ class TTTEngine(Engine):
 
     def _restore(self, saved: dict[str, Any], model_name: str) -> None:
         """The live state at start-up. An unreadable recall pool costs only the pool: the
-        weights learned beside it are kept, and recall starts again from the next document."""
+        weights learned beside it are kept, and recall starts again from the next document.
+        Unreadable router keys are embedded again from the stored documents."""
         try:
             try:
                 self._apply(saved)
             except RecallPoolError as exc:
                 log.warning("%s; keeping the learned weights, recall starts afresh", exc)
                 self._apply({**saved, "recall": None})
+            except RouterKeysError as exc:
+                log.warning("%s; keeping the learned weights, embedding the keys again", exc)
+                self._apply({k: v for k, v in saved.items() if not k.startswith("router.")})
             self.origin = saved.get("origin")
         except ValueError as exc:
             log.warning("the saved ttt state does not fit %s (%s); starting afresh", model_name, exc)
@@ -175,7 +183,7 @@ class TTTEngine(Engine):
         started = time.perf_counter()
         cortex = self.cortex()
         progress(0.0, "preparing the material")
-        pieces, doc_tokens, pairs = self.material(cortex, document)
+        pieces, doc_tokens, pairs, text = self.material(cortex, document)
         self._forgotten.discard(document.document_id)  # it is back
         self.recall.drop({document.document_id})  # an earlier version's pairs are stale
         if not pieces:
@@ -183,7 +191,7 @@ class TTTEngine(Engine):
             return LearnReport(engine=self.name, path=document.path, seconds=0.0, changed=False)
         if not self.config.rehearsal_qa:
             pairs = []  # recall rehearses pairs only where the documents' own pairs are trained
-        keys = self._keys(document.text) if self.router is not None else None
+        keys = self._keys(text)
         recalled = self._recalled(cortex, document.document_id, len(pairs))
         pieces = sorted(pieces + recalled, key=len)  # similar lengths share a batch: less padding
         first = min(self._layer_ids)
@@ -211,9 +219,9 @@ class TTTEngine(Engine):
             self._discard()
             raise
         changed = self._commit()
-        if document.document_id not in self._forgotten:
-            self.recall.add(document.document_id, [(qa.question, qa.answer) for qa in pairs], self.revision)
-            if keys is not None and self.router is not None:
+        with self._keeping:
+            if document.document_id not in self._forgotten:
+                self.recall.add(document.document_id, [(qa.question, qa.answer) for qa in pairs], self.revision)
                 self.router.add(document.document_id, keys)
         self.documents += 1
         self.revision += 1
@@ -234,8 +242,9 @@ class TTTEngine(Engine):
         )
 
     def material(self, cortex: Neocortex, document: DocumentInput
-                 ) -> tuple[list[Piece], int, list[rehearsal.QA]]:
-        """The document's own windows and its rehearsal pieces; its token count; its pairs."""
+                 ) -> tuple[list[Piece], int, list[rehearsal.QA], str]:
+        """The document's own windows and its rehearsal pieces; its token count; its pairs; the
+        text learned (up to ``max_document_tokens``)."""
         cfg = self.config
         window = max(16, cfg.batch_tokens // 2)
         doc = text_pieces(cortex.tokenizer, document.text, window, "document", limit=cfg.max_document_tokens)
@@ -254,12 +263,27 @@ class TTTEngine(Engine):
                       for qa in pairs]
         if cfg.rehearsal_paraphrase and restated:
             extra += text_pieces(cortex.tokenizer, "\n".join(restated), window, "paraphrase")
-        return doc + extra, doc_tokens, pairs
+        return doc + extra, doc_tokens, pairs, text
 
     def _keys(self, text: str) -> Tensor:
-        """The document's router keys: its sentences embedded (its opening, if it has none)."""
-        found = rehearsal.sentences(text, ROUTE_KEY_WORDS)[:ROUTE_KEYS] or [text[:1000]]
-        return torch.from_numpy(self.context.embed(found))
+        """The document's router keys: its passages embedded (its opening, if it has none).
+        Keys of another embedding model (a checkpoint from elsewhere) are embedded again first."""
+        keys = torch.from_numpy(self.context.embed(route_keys.passages(text)[:ROUTE_KEYS] or [text[:1000]]))
+        if self.router.dim() not in (None, keys.shape[1]):
+            log.warning("the router's keys have %s dimensions, the embedder gives %s: embedding them again",
+                        self.router.dim(), keys.shape[1])
+            self._rekey(self.router, set(self.router.owners.tolist()))
+        return keys
+
+    def _rekey(self, router: DeltaRouter, documents: set[int]) -> None:
+        """Embed these stored documents' keys again (from their stored text)."""
+        router.clear()
+        store = DocumentStore(self.context.db)
+        for document_id in sorted(documents):
+            text = "\n\n".join(store.chunk_texts(document_id))
+            if text.strip():
+                router.add(document_id, torch.from_numpy(
+                    self.context.embed(route_keys.passages(text)[:ROUTE_KEYS] or [text[:1000]])))
 
     def _recalled(self, cortex: Neocortex, document_id: int, new_pairs: int) -> list[Piece]:
         """``recall_per_pair`` earlier pairs per new pair, drawn at random from the pool (seeded
@@ -482,9 +506,6 @@ class TTTEngine(Engine):
         origin = f", from checkpoint '{self.origin}'" if self.origin else ""
         return f"ttt rev {self.revision}: {self.documents} documents{origin}"
 
-    def _new_router(self) -> DeltaRouter | None:
-        return DeltaRouter(self.config.route_low, self.config.route_high) if self.config.route else None
-
     @contextmanager
     def route(self, queries: Sequence[str]) -> Iterator[None]:
         """Answer row ``b`` of the next batches with the share of the learned weights that
@@ -493,12 +514,12 @@ class TTTEngine(Engine):
         if shares is None:
             yield
             return
-        with shared(self._duals, shares.to(self._duals[0].gate.device)):
+        with shared(self._duals, shares):
             yield
 
     def _shares(self, queries: Sequence[str]) -> Tensor | None:
         """Each query's share of the learned weights (None: unrouted, all of them)."""
-        if self.router is None:
+        if not self.config.route:
             return None
         try:
             return self.router.shares(torch.from_numpy(self.context.embed(list(queries))))
@@ -533,8 +554,7 @@ class TTTEngine(Engine):
             "replay_at": self._replay_at, "origin": self.origin,
             "recall": self.recall.to_json(),
         }
-        if self.router is not None:
-            state.update({f"router.{k}": v for k, v in self.router.state().items()})
+        state.update({f"router.{k}": v for k, v in self.router.state().items()})
         for i, dual in zip(self._layer_ids, self._duals):
             for part, tensor in dual.learned().items():
                 state[f"layer{i}.{part}"] = tensor
@@ -581,7 +601,7 @@ class TTTEngine(Engine):
         recall = RecallPool.from_json(state.get("recall"), self.config.recall_pool)
         present = DocumentStore(self.context.db).document_ids()
         recall.keep(present)  # not those that left since
-        router = self._loaded_router(state, present, documents)
+        router = self._loaded_router(state, present, recall)
         with self._cortex.lock:  # type: ignore[union-attr]
             for i, dual in zip(self._layer_ids, self._duals):
                 dual.load_learned(parts[i])  # type: ignore[arg-type]
@@ -590,19 +610,18 @@ class TTTEngine(Engine):
             self._set_alpha(alpha)
         self.origin = None
 
-    def _loaded_router(self, state: dict[str, Any], present: set[int], documents: int) -> DeltaRouter | None:
+    def _loaded_router(self, state: dict[str, Any], present: set[int], recall: RecallPool) -> DeltaRouter:
         """The state's router, kept to the documents still present. A state learned before
-        routing (no keys) answers unrouted: with no keys every question would get nothing."""
-        router = self._new_router()
-        if router is None:
-            return None
-        if "router.keys" not in state:
-            if documents:
-                log.info("the ttt state has no router keys (learned before routing): answering unrouted")
-                return None
-            return router
-        router.load({"keys": state["router.keys"], "owners": state.get("router.owners")})
-        router.keep(present)
+        routing has no keys: those of the documents it recalls are embedded from the store."""
+        router = DeltaRouter(self.config.route_low, self.config.route_high)
+        if "router.keys" in state:
+            try:
+                router.load({"keys": state["router.keys"], "owners": state.get("router.owners")})
+            except ValueError as exc:
+                raise RouterKeysError(f"unreadable router keys ({exc})") from None
+            router.keep(present)
+        else:
+            self._rekey(router, recall.documents() & present)
         return router
 
     def _apply_fresh(self) -> None:
@@ -611,7 +630,7 @@ class TTTEngine(Engine):
                 dual.reset()
             self.documents = self.revision = self._replay_at = 0
             self.recall = RecallPool(self.config.recall_pool)
-            self.router = self._new_router()
+            self.router.clear()
             self._set_alpha(1.0)
         self.origin = None
 
@@ -658,11 +677,12 @@ class TTTEngine(Engine):
         model is loaded there is nothing to do: a saved pool is matched against the store when
         it is loaded."""
         ids = set(document_ids)
-        self._forgotten |= ids
-        if self._cortex is None:
-            return
-        dropped = self.recall.drop(ids)
-        unrouted = self.router is not None and self.router.drop(ids)
+        with self._keeping:
+            self._forgotten |= ids
+            if self._cortex is None:
+                return
+            dropped = self.recall.drop(ids)
+            unrouted = self.router.drop(ids)
         if (dropped or unrouted) and self.autosave:
             self.save_live()
 
@@ -678,7 +698,7 @@ class TTTEngine(Engine):
                 "label": self.state_label, "layers": self._layer_ids, "mode": self.config.mode,
                 "gate": self.config.gate, "neurons_touched": touched, "origin": self.origin,
                 "recall_pairs": len(self.recall),
-                "router_keys": len(self.router) if self.router is not None else None,
+                "router_keys": len(self.router), "routed": self.config.route,
                 "loaded": True}
 
 

@@ -56,6 +56,11 @@ class RecallPool:
             dropped, self.entries = len(kept) < len(self.entries), kept
         return dropped
 
+    def documents(self) -> set[int]:
+        """The documents some pair is kept of."""
+        with self._lock:
+            return {e.document_id for e in self.entries}
+
     def keep(self, document_ids: set[int]) -> None:
         """Forget the pairs of every document not among ``document_ids`` (those still stored)."""
         with self._lock:

@@ -1,0 +1,31 @@
+"""The passages a learned document is routed by (``models.delta_router``): what a question about
+the document is likely to be close to.
+
+Sentences of prose (hard-wrapped lines joined first), and the items of lists and lines of
+``key: value`` one by one; a one-line paragraph without a closing stop is a heading and left out.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_ITEM = re.compile(r"^(?:[-*•+]|\d+[.)]|[^\s:]{1,40}:)\s")  # a list item or a key: value line
+MIN_WORDS = 4
+MAX_CHARS = 1000  # the embedder reads about 200 words of a passage
+
+
+def passages(text: str) -> list[str]:
+    found: list[str] = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [" ".join(line.split()) for line in block.splitlines() if line.strip()]
+        if not lines:
+            continue
+        if len(lines) > 1 and 2 * sum(bool(_ITEM.match(line)) for line in lines) >= len(lines):
+            units = lines
+        else:
+            units = _SENTENCE_END.split(" ".join(lines))
+            if len(lines) == 1 and units[-1][-1:] not in ".!?":
+                units = units[:-1]
+        found += [unit[:MAX_CHARS] for unit in units if len(unit.split()) >= MIN_WORDS]
+    return found
