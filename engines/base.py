@@ -178,6 +178,12 @@ class Neocortex(Protocol):
     model_name: str
 
 
+def routing_query(user_turns: Sequence[str]) -> str:
+    """What an answer is routed by: the question with the one before it, so that a follow-up
+    ("and when was she born?") goes where the question it follows went."""
+    return "\n".join(user_turns[-2:])
+
+
 def routed(cortex: Neocortex, queries: Sequence[str] | None) -> AbstractContextManager[None]:
     """The context to run a batch of answers in, one query per row (enter it holding the lock).
     No router installed, or no queries given (training, probes): the learned weights as they are."""

@@ -10,14 +10,14 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from app.bench_learn import LearnBenchReport, latest_learn_report
+from app.bench_learn import Forgot, LearnBenchReport, latest_learn_report
 from app.core import Engram
 from ui.errors import friendly
 from ui.formatting import local_time
 from ui.tab import Tab
 
 COLUMNS = ["Run", "Kind", "Learned before", "Learned after", "Perplexity drift", "Forgetting ratio",
-           "Learn time", "Tokens/s"]
+           "Unrouted drift / forgetting", "Learn time", "Tokens/s"]
 EMPTY = ("<div class='engram-card engram-muted'>No learning benchmark has run on this computer yet. "
          "Run <code>engram bench learn --engine all</code> in a terminal (it takes a while on a "
          "CPU); its table and plot then show here.</div>")
@@ -26,8 +26,15 @@ EMPTY = ("<div class='engram-card engram-muted'>No learning benchmark has run on
 def run_rows(report: LearnBenchReport) -> list[list[Any]]:
     return [[run.label, run.kind, f"{run.before.choice_accuracy:.3f}", f"{run.after.choice_accuracy:.3f}",
              f"{100 * run.forgot.perplexity_drift:+.2f}%", f"{run.forgot.forgetting_ratio:.3f}",
+             _unrouted(run.forgot),
              f"{run.learn_seconds:.0f} s" if run.learn_seconds else "",
              f"{run.tokens_per_second:.0f}" if run.tokens_per_second else ""] for run in report.runs]
+
+
+def _unrouted(forgot: Forgot) -> str:
+    """Drift and forgetting with the learned weights applied to every answer (routing engines)."""
+    f = forgot.unrouted
+    return f"{100 * f.perplexity_drift:+.2f}% / {f.forgetting_ratio:.3f}" if f is not None else ""
 
 
 def summary_html(report: LearnBenchReport) -> str:
@@ -39,7 +46,9 @@ def summary_html(report: LearnBenchReport) -> str:
             f"{report.questions} questions) on {escape(report.model)} ({escape(report.device)}). "
             "<em>Learned</em> is closed-book 4-way answer choice by likelihood (0.25 is chance); "
             "<em>forgot</em> is the perplexity drift on held-out general text and the share of "
-            "general questions it knew before and no longer does."
+            "general questions it knew before and no longer does, as answers see them (routed by "
+            "the question); <em>unrouted</em> is the same with the learned weights applied to "
+            "every answer."
             f"{f'<ul>{speed}</ul>' if speed else ''}{f'<ul>{notes}</ul>' if notes else ''}</div>")
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engines.base import Router, routed
+from engines.base import Router, routed, routing_query
 from engines.generation import (
     CHATML_TEMPLATE,
     ChatMessage,
@@ -77,9 +77,8 @@ def resolve_source(model: str | Path) -> tuple[Path, str | None]:
 
 
 def _question(request: GenerationRequest) -> str:
-    """What the request asks: its last user message (routes the learned weights)."""
-    users = [m.content for m in request.messages if m.role == "user"]
-    return users[-1] if users else ""
+    """What the request asks, as the learned weights are routed by (its last user turns)."""
+    return routing_query([m.content for m in request.messages if m.role == "user"])
 
 
 class StopTrimmer:

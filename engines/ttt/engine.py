@@ -54,6 +54,7 @@ from engines.base import (
     Progress,
     Query,
     no_progress,
+    routing_query,
 )
 from engines.ttt import rehearsal, route_keys, sleep
 from engines.ttt.calibration import background_rates
@@ -535,7 +536,8 @@ class TTTEngine(Engine):
             self.cortex()  # load the saved state so that the label below is right
         if self.documents == 0:
             return Contribution(engine=self.name)
-        shares = self._shares([query.text])
+        asked = routing_query([m.content for m in query.history if m.role == "user"] + [query.text])
+        shares = self._shares([asked])
         share = "" if shares is None else f"{float(shares[0]):.0%} of the "
         return Contribution(engine=self.name, learned_states=[self.state_label],
                             notes=[f"answered with {share}weights learned from {self.documents} documents"])
