@@ -10,7 +10,7 @@ an alpha floor of 0.6. Sleep makes four passes over the recall pool at 1e-3, and
 the perplexity of 1,024 tokens of background prose more than 1% above both what it was before
 and what the original model had. Answers are routed: a question gets the learned weights as far
 as it is close to a learned document's sentences (none below a cosine similarity of 0.5, all
-above 0.7), which kept every general question the small set's run had lost.
+above 0.7), which kept every general question the small and default sets had lost.
 """
 
 from __future__ import annotations
