@@ -18,7 +18,7 @@ original frozen beside a trainable copy, mixed by ``alpha``), and learning a doc
 
 Chat must answer with the torch model for the learned weights to count, so ``contribute`` names
 the learned state once there is one; the chat service then switches to the neocortex. Each
-learned document also leaves keys (embeddings of its sentences): answers are routed
+learned document also leaves keys (embeddings of its passages): answers are routed
 (``models.delta_router``), so a question gets the learned weights as far as it is about a learned
 document, and one about nothing learned is answered by the original model.
 
@@ -115,8 +115,8 @@ class TTTEngine(Engine):
         self._question_at = 0
         self.recall = RecallPool(self.config.recall_pool)
         self.router = DeltaRouter(self.config.route_low, self.config.route_high)  # kept even when off
-        self._forgotten: set[int] = set()
-        self._keeping = threading.Lock()  # a document's pairs and keys kept, or forgotten, as one  # forgotten while being learned: not to be recalled
+        self._forgotten: set[int] = set()  # forgotten while being learned: not to be recalled
+        self._keeping = threading.Lock()  # a document's pairs and keys kept, or forgotten, as one
         self._setup = threading.RLock()
         self._saving = threading.Lock()
         self._training = threading.Lock()
@@ -269,7 +269,7 @@ class TTTEngine(Engine):
     def _keys(self, text: str) -> Tensor:
         """The document's router keys: its passages embedded (its opening, if it has none).
         Keys of another embedding model (a checkpoint from elsewhere) are embedded again first."""
-        keys = torch.from_numpy(self.context.embed(route_keys.passages(text)[:ROUTE_KEYS] or [text[:1000]]))
+        keys = self._embedded_keys(text)
         if self.router.dim() not in (None, keys.shape[1]):
             log.warning("the router's keys have %s dimensions, the embedder gives %s: embedding them again",
                         self.router.dim(), keys.shape[1])
@@ -283,8 +283,10 @@ class TTTEngine(Engine):
         for document_id in sorted(documents):
             text = "\n\n".join(store.chunk_texts(document_id))
             if text.strip():
-                router.add(document_id, torch.from_numpy(
-                    self.context.embed(route_keys.passages(text)[:ROUTE_KEYS] or [text[:1000]])))
+                router.add(document_id, self._embedded_keys(text))
+
+    def _embedded_keys(self, text: str) -> Tensor:
+        return torch.from_numpy(self.context.embed(route_keys.passages(text)[:ROUTE_KEYS] or [text[:1000]]))
 
     def _recalled(self, cortex: Neocortex, document_id: int, new_pairs: int) -> list[Piece]:
         """``recall_per_pair`` earlier pairs per new pair, drawn at random from the pool (seeded
