@@ -5,7 +5,7 @@ neurons still fire a little on everyday questions, and over a hundred documents 
 changes add up to forgetting. A router keeps learned knowledge where it was learned for (after
 Aljundi et al. 2017, "Expert Gate", which picks a task's expert by how close the input is to
 what that expert was trained on): every learned document leaves keys (embeddings of its
-sentences), and a question's share of the delta rises from 0 to 1 as its best cosine similarity
+passages), and a question's share of the delta rises from 0 to 1 as its best cosine similarity
 to any key goes from ``low`` to ``high``. A question about nothing learned is answered by the
 original model; one about a learned document by the learned weights.
 
@@ -33,7 +33,7 @@ class DeltaRouter:
         self.low, self.high = low, high
         # ([N, D] unit vectors, [N] the document each key belongs to), replaced as one: a
         # question routed while a document is dropped sees the table before or after, not between
-        self._table = (torch.zeros(0, 0, dtype=torch.float16), torch.zeros(0, dtype=torch.long))
+        self._table = _empty()
         self._writing = threading.Lock()  # one writer at a time (a learn beside a forget)
 
     @property
@@ -81,7 +81,7 @@ class DeltaRouter:
 
     def clear(self) -> None:
         with self._writing:
-            self._table = (torch.zeros(0, 0, dtype=torch.float16), torch.zeros(0, dtype=torch.long))
+            self._table = _empty()
 
     def similarity(self, queries: Tensor) -> Tensor:
         """[B, D] unit vectors -> [B]: each one's best cosine similarity to a key (-1: no keys)."""
@@ -113,3 +113,7 @@ class DeltaRouter:
             raise ValueError("the router's keys and owners do not fit together")
         with self._writing:
             self._table = (keys.to(torch.float16), owners.to(torch.long))
+
+
+def _empty() -> tuple[Tensor, Tensor]:
+    return torch.zeros(0, 0, dtype=torch.float16), torch.zeros(0, dtype=torch.long)

@@ -14,8 +14,9 @@ neuron contributes the same term to both MLPs, so the delta is a sum over touche
 
 which keeps the layer cheap when sparse gating touched few neurons, and makes untouched neurons
 contribute exactly nothing. Answering can scale the delta per row (``share``, set by ``shared``:
-how much of what was learned a question gets, from ``models.delta_router``). Learning trains ``NeuronRows``: parameters holding only the selected
-neurons' rows, written back with ``commit`` (every other row stays bit-identical).
+how much of what was learned a question gets, from ``models.delta_router``). Learning trains
+``NeuronRows``: parameters holding only the selected neurons' rows, written back with ``commit``
+(every other row stays bit-identical).
 
 The copy is kept in fp32 whatever the model's dtype: an Adam step of 1e-5 vanishes in bf16.
 """
@@ -75,9 +76,7 @@ class DualMLP(nn.Module):
         if self.observer is not None:
             self.observer(h)
         y = f.down_proj(h)  # [B, T, H]
-        if self.alpha >= 1.0:
-            return y
-        if self.silent:
+        if self.alpha >= 1.0 or self.silent:
             return y
         scale = self._scale(x)
         delta = self.delta(x, h)

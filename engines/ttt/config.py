@@ -9,7 +9,7 @@ four earlier documents' pairs recalled per pair of the new one, one pass at a le
 an alpha floor of 0.6. Sleep makes four passes over the recall pool at 1e-3, and is rolled back when it leaves
 the perplexity of 1,024 tokens of background prose more than 1% above both what it was before
 and what the original model had. Answers are routed: a question gets the learned weights as far
-as it is close to a learned document's sentences (none below a cosine similarity of 0.5, all
+as it is close to a learned document's passages (none below a cosine similarity of 0.5, all
 above 0.7), which kept every general question the small and default sets had lost.
 """
 
@@ -108,11 +108,11 @@ class TTTConfig(BaseModel):
         "fire (gate_proj, up_proj).")
     route: bool = Field(
         True, description="Answer each question with as much of the learned weights as it is close "
-        "to a learned document (embeddings of the documents' sentences): questions about nothing "
+        "to a learned document (embeddings of the documents' passages): questions about nothing "
         "learned are answered by the original model.")
     route_low: float = Field(
         0.5, ge=0.0, lt=1.0, description="A question whose best cosine similarity to a learned "
-        "document's sentence is at most this gets none of the learned weights.")
+        "document's passage is at most this gets none of the learned weights.")
     route_high: float = Field(
         0.7, gt=0.0, le=1.0, description="... and at least this, all of them (linear in between).")
 

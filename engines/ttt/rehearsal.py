@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from engines.generation import ChatMessage, GenerationRequest, Runtime
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _NUMBER_TAIL = re.compile(r"^(?P<head>.*?\b)(?P<num>\d[\d,.:]*\d|\d)(?:\s+(?P<unit>[a-z]+))?$")
 _YEAR = re.compile(r"^(1[0-9]|20)\d\d$")
 _ARTICLES = {"a", "an", "the"}
@@ -56,13 +56,13 @@ class Cloze:
         return text[0].upper() + text[1:] + "?"
 
 
-def sentences(text: str, max_words: int = MAX_SENTENCE_WORDS) -> list[str]:
+def sentences(text: str) -> list[str]:
     """Sentences of ``text`` short enough to rehearse (titles and fragments are skipped)."""
     found = []
     for block in re.split(r"\n\s*\n|\n", text):
-        for sentence in _SENTENCE_END.split(" ".join(block.split())):
+        for sentence in SENTENCE_END.split(" ".join(block.split())):
             words = sentence.split()
-            if sentence[-1:] in ".!?" and 4 <= len(words) <= max_words:
+            if sentence[-1:] in ".!?" and 4 <= len(words) <= MAX_SENTENCE_WORDS:
                 found.append(sentence)
     return found
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+from engines.ttt.rehearsal import SENTENCE_END
 _ITEM = re.compile(r"^(?:[-*•+]|\d+[.)]|[^\s:]{1,40}:)\s")  # a list item or a key: value line
 MIN_WORDS = 4
 MAX_CHARS = 1000  # the embedder reads about 200 words of a passage
@@ -24,7 +24,7 @@ def passages(text: str) -> list[str]:
         if len(lines) > 1 and 2 * sum(bool(_ITEM.match(line)) for line in lines) >= len(lines):
             units = lines
         else:
-            units = _SENTENCE_END.split(" ".join(lines))
+            units = SENTENCE_END.split(" ".join(lines))
             if len(lines) == 1 and units[-1][-1:] not in ".!?":
                 units = units[:-1]
         found += [unit[:MAX_CHARS] for unit in units if len(unit.split()) >= MIN_WORDS]
