@@ -13,8 +13,9 @@ Learned (before vs after): 4-way multiple choice by likelihood (the answer's log
 against three same-kind distractors; chance is 0.25) and, optionally, the greedy answer's exact
 match / answer contained. Forgot: perplexity drift on held-out general English (``data/``, never
 trained on) and accuracy on the general-knowledge questions the base model gets right before
-learning; forgetting ratio = (before - after) / before. Engines that do not change weights
-leave both exactly as the base model has them.
+learning; forgetting ratio = (before - after) / before. The same ratio is also given on a
+second, held-out set of general questions that no default was chosen on (``heldout_questions``).
+Engines that do not change weights leave all of it exactly as the base model has them.
 
 Rows: the untouched base model, then each engine (``--engine all``: every registered one; with
 ``--ablations`` the TTT grid: gated / ungated / full finetune of the same layers, each with and
@@ -38,7 +39,7 @@ from pydantic import BaseModel, Field
 
 from app.bench_verdict import verdict
 from app.fiction import FictionSet, Question, Size, generate
-from app.general_text import general_questions, heldout_text
+from app.general_text import GeneralQuestion, general_questions, heldout_questions, heldout_text
 from app.grounded_prompt import build_prompt
 from app.model_eval import (
     contains,
@@ -81,13 +82,16 @@ class Forgot(BaseModel):
     perplexity_drift: float = Field(description="(after - before) / before on held-out text.")
     general_accuracy: float = Field(description="On the questions the base model got right.")
     forgetting_ratio: float = Field(description="(before - after) / before of general_accuracy.")
+    heldout_forgetting_ratio: float | None = Field(
+        None, description="The same on the held-out general questions no default was chosen on.")
     unrouted: Forgot | None = Field(None, description="The same with the learned weights applied to "
                                     "every answer (engines that route them by the question).")
 
     @classmethod
     def nothing(cls, perplexity: float) -> Forgot:
         """The base model's own weights: nothing forgotten."""
-        return cls(perplexity=perplexity, perplexity_drift=0.0, general_accuracy=1.0, forgetting_ratio=0.0)
+        return cls(perplexity=perplexity, perplexity_drift=0.0, general_accuracy=1.0, forgetting_ratio=0.0,
+                   heldout_forgetting_ratio=0.0)
 
 
 class EngineRun(BaseModel):
@@ -121,6 +125,8 @@ class LearnBenchReport(BaseModel):
     general_questions: int
     general_known: int
     heldout_tokens: int
+    heldout_questions: int = 0
+    heldout_known: int = 0
     model: str
     device: str
     torch_threads: int
@@ -141,6 +147,7 @@ class _Baseline(BaseModel):
     learned: Learned
     perplexity: float
     known: list[int]
+    known_heldout: list[int]
 
 
 def _closed_book(question: str, contributions: list[Contribution], cortex: Neocortex,
@@ -168,9 +175,11 @@ def score_questions(cortex: Neocortex, prompts: list[str], questions: list[Quest
     return learned
 
 
-def general_scores(cortex: Neocortex, settings: Settings, routed: bool = True) -> list[bool]:
-    """Which general-knowledge questions the model answers right (closed book)."""
-    items = general_questions()
+def general_scores(cortex: Neocortex, settings: Settings, routed: bool = True,
+                   items: tuple[GeneralQuestion, ...] | None = None) -> list[bool]:
+    """Which general-knowledge questions (default: the bench's set) the model answers right
+    (closed book)."""
+    items = general_questions() if items is None else items
     prompts = [_closed_book(q.question, [], cortex, settings) for q in items]
     scores = option_logprobs(cortex, prompts, [q.options for q in items],
                              queries=[q.question for q in items] if routed else None)
@@ -181,8 +190,10 @@ def forgot(cortex: Neocortex, settings: Settings, base: _Baseline, routed: bool 
     ppl, _ = perplexity(cortex, heldout_text(), route=routed)
     right = general_scores(cortex, settings, routed)
     after = sum(right[i] for i in base.known) / max(1, len(base.known))
+    heldout = general_scores(cortex, settings, routed, heldout_questions())
+    kept = sum(heldout[i] for i in base.known_heldout) / max(1, len(base.known_heldout))
     return Forgot(perplexity=ppl, perplexity_drift=(ppl - base.perplexity) / base.perplexity,
-                  general_accuracy=after, forgetting_ratio=1.0 - after)
+                  general_accuracy=after, forgetting_ratio=1.0 - after, heldout_forgetting_ratio=1.0 - kept)
 
 
 class LearnBench:
@@ -222,7 +233,9 @@ class LearnBench:
         learned = score_questions(self.cortex, self.prompts(None), self.questions, self.free_text, self.echo)
         ppl, _ = perplexity(self.cortex, heldout_text())
         right = general_scores(self.cortex, self.settings)
-        base = _Baseline(learned=learned, perplexity=ppl, known=[i for i, ok in enumerate(right) if ok])
+        heldout = general_scores(self.cortex, self.settings, items=heldout_questions())
+        base = _Baseline(learned=learned, perplexity=ppl, known=[i for i, ok in enumerate(right) if ok],
+                         known_heldout=[i for i, ok in enumerate(heldout) if ok])
         run = EngineRun(label="base model (closed book)", kind="base", before=learned, after=learned,
                         forgot=Forgot.nothing(ppl),
                         details={"general_accuracy_all": sum(right) / len(right)})
@@ -395,6 +408,7 @@ def run_learn_bench(settings: Settings, engines: list[str], size: Size | int = "
         created_at=datetime.now().isoformat(timespec="seconds"), size=str(size), seed=seed,
         documents=len(fiction.documents), questions=len(fiction.questions),
         general_questions=len(general_questions()), general_known=0, heldout_tokens=0,
+        heldout_questions=len(heldout_questions()),
         model=cortex.model_name, device=cortex.device, torch_threads=torch.get_num_threads(),
         cpu_count=os.cpu_count() or 0, load_before=_load())
     try:
@@ -403,6 +417,7 @@ def run_learn_bench(settings: Settings, engines: list[str], size: Size | int = "
             try:
                 base, base_run = bench.baseline()
                 report.general_known = len(base.known)
+                report.heldout_known = len(base.known_heldout)
                 report.heldout_tokens = perplexity(cortex, heldout_text())[1]
                 report.runs.append(base_run)
                 echo(_row(base_run))
@@ -440,7 +455,8 @@ def _notes(r: LearnBenchReport) -> list[str]:
         "contributes passages)",
         f"forgot: perplexity on {r.heldout_tokens} held-out tokens of general English; general "
         f"accuracy on the {r.general_known} of {r.general_questions} general-knowledge questions "
-        "the base model answers right",
+        f"the base model answers right; held-out: the same on the {r.heldout_known} of "
+        f"{r.heldout_questions} held-out general questions (no default was chosen on them)",
         f"machine: {r.cpu_count} cores, {r.torch_threads} torch threads, load average "
         f"{r.load_before} before and {r.load_after} after (other work shares the cores)",
     ]
@@ -456,10 +472,14 @@ def _row(run: EngineRun) -> str:
     speed = (f" | learn {run.learn_seconds:.0f} s, {run.tokens_per_second:.0f} tok/s"
              + (f" + sleep {slept:.0f} s" if slept is not None else "") if run.learn_seconds else "")
     unrouted = (f" (unrouted: {100 * f.unrouted.perplexity_drift:+.2f}%, forgetting "
-                f"{f.unrouted.forgetting_ratio:.3f})" if f.unrouted is not None else "")
+                f"{f.unrouted.forgetting_ratio:.3f}{_heldout(f.unrouted)})" if f.unrouted is not None else "")
     return (f"{run.label:<32} choice {b.choice_accuracy:.3f}->{a.choice_accuracy:.3f}{free} | ppl "
             f"{f.perplexity:.3f} ({100 * f.perplexity_drift:+.2f}%) forgetting {f.forgetting_ratio:.3f}"
-            f"{unrouted}{speed}")
+            f"{_heldout(f)}{unrouted}{speed}")
+
+
+def _heldout(f: Forgot) -> str:
+    return f", held-out {f.heldout_forgetting_ratio:.3f}" if f.heldout_forgetting_ratio is not None else ""
 
 
 def print_report(r: LearnBenchReport, echo: Echo) -> None:
@@ -475,6 +495,10 @@ def print_report(r: LearnBenchReport, echo: Echo) -> None:
                   and run.forgot.forgetting_ratio < 0.05)
             echo(f"minimum bar for {run.label}: accuracy >= {2 * base:.3f}, drift < 1%, forgetting "
                  f"< 0.05: {verdict(ok)}")
+            if run.forgot.heldout_forgetting_ratio is not None:
+                echo(f"  and on the held-out general questions: forgetting "
+                     f"{run.forgot.heldout_forgetting_ratio:.3f} < 0.05: "
+                     f"{verdict(run.forgot.heldout_forgetting_ratio < 0.05)}")
     for s in r.speed:
         echo(f"{s.label}: a {s.tokens}-token document learned in {s.seconds:.1f} s ({s.tokens_per_second:.0f} "
              f"tokens/s; {s.trained_tokens} tokens trained incl. rehearsal, replay and passes) "

@@ -939,6 +939,27 @@ def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool,
         raise click.ClickException(str(exc)) from exc
 
 
+@bench.command("route")
+@click.option("--size", default="default", show_default=True,
+              help="Fictional set: tiny, small, default, large, or a number of documents.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Write the report here.")
+@pass_ctx
+def bench_route(c: Context, size: str, seed: int, json_out: Path | None) -> None:
+    """Which questions TTT's router hands the learned weights: fictional ones against general
+    ones the bounds were and were not chosen on (the embedder only; no training)."""
+    from app.bench_route import run_route_bench
+
+    try:
+        report = run_route_bench(c.loaded.settings, size=int(size) if size.isdigit() else size,  # type: ignore[arg-type]
+                                 seed=seed, echo=console.print)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if json_out:
+        json_out.write_text(report.model_dump_json(indent=2))
+        console.print(f"Report written to {json_out}")
+
+
 @bench.command("chat")
 @click.option("--questions", type=int, default=100, show_default=True,
               help="Fictional questions asked (with and without logit bias).")

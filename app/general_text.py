@@ -11,6 +11,11 @@
   perplexity drift.
 - ``general_questions``: ``data/general_questions.jsonl``, multiple-choice general-knowledge
   questions written for Engram (the answer and three same-kind options each).
+- ``heldout_questions``: ``data/general_questions_heldout.jsonl``, more of them, written later
+  and never looked at when a default was chosen (the router's bounds included): a third of them
+  are worded like the fictional set's questions (birth years, home towns, rivers, makers,
+  prices, colours), about real people, places and products. They check that a default does not
+  merely fit the first set.
 
 Replay text and measured text are kept apart on purpose: replaying the text that is measured
 would hide forgetting instead of preventing it.
@@ -49,5 +54,18 @@ def heldout_text() -> str:
 
 @cache
 def general_questions() -> tuple[GeneralQuestion, ...]:
-    return tuple(GeneralQuestion.model_validate(json.loads(line))
-                 for line in _data("general_questions.jsonl").splitlines() if line.strip())
+    return _questions("general_questions.jsonl")
+
+
+@cache
+def heldout_questions() -> tuple[GeneralQuestion, ...]:
+    return _questions("general_questions_heldout.jsonl")
+
+
+def _questions(name: str) -> tuple[GeneralQuestion, ...]:
+    found = tuple(GeneralQuestion.model_validate(json.loads(line))
+                  for line in _data(name).splitlines() if line.strip())
+    for q in found:
+        if q.answer not in q.options:
+            raise ValueError(f"{name}: the answer to {q.question!r} is not among its options")
+    return found

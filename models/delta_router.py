@@ -100,7 +100,11 @@ class DeltaRouter:
 
     def shares(self, queries: Tensor) -> Tensor:
         """[B, D] unit vectors -> [B] shares of the delta in [0, 1]."""
-        return ((self.similarity(queries) - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
+        return self.share(self.similarity(queries))
+
+    def share(self, similarity: Tensor) -> Tensor:
+        """Best similarities (as ``similarity`` gives them) -> the shares they grant."""
+        return ((similarity - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
 
     def state(self) -> dict[str, Tensor]:
         return {"keys": self.keys.clone(), "owners": self.owners.clone()}

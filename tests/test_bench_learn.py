@@ -24,16 +24,19 @@ def test_bench_learn_all_on_the_smallest_set(neocortex, isolated_dirs) -> None:
     assert labels == ["base model (closed book)", "rag", "ttt", "ttt +sleep"]  # retrieval does not sleep
     base, rag, ttt, slept = report.runs
     assert report.documents == 3 and report.questions >= 10 and report.general_known > 0
+    assert report.heldout_known > 0 and base.forgot.heldout_forgetting_ratio == 0.0
     assert base.forgot.perplexity > 1 and rag.forgot.perplexity_drift == 0.0
     assert rag.after.choice_accuracy > base.after.choice_accuracy  # open book beats closed book
     assert ttt.kind == "weights" and ttt.document_tokens > 0 and ttt.tokens_per_second > 0
     assert ttt.forgot.perplexity == base.forgot.perplexity  # held-out prose is about nothing learned
+    assert ttt.forgot.heldout_forgetting_ratio is not None and ttt.forgot.unrouted.heldout_forgetting_ratio is not None
     assert ttt.forgot.unrouted.perplexity != base.forgot.perplexity  # ... but the weights changed
     assert slept.details["sleep"]["steps"] >= 1
     assert slept.forgot.unrouted.perplexity != ttt.forgot.unrouted.perplexity
     assert slept.learn_seconds == ttt.learn_seconds
     assert any(line.startswith("ttt +sleep") and "+ sleep" in line and "(unrouted: " in line for line in lines)
     assert any(line.startswith("minimum bar for ttt +sleep") for line in lines)
+    assert any(line.startswith("  and on the held-out general questions: forgetting") for line in lines)
     found = latest_learn_report(isolated_dirs["data"] / "bench")
     assert found is not None
     latest, plot = found

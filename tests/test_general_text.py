@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.general_text import background_text, general_questions, heldout_text
+from app.general_text import background_text, general_questions, heldout_questions, heldout_text
 from engines.ttt.engine import BACKGROUND_PROSE_CHARS
 
 
@@ -26,5 +26,15 @@ def test_background_opens_with_everyday_prose_as_long_as_the_engine_takes_it_to_
 
 def test_no_general_question_is_answered_word_for_word_in_the_background() -> None:
     background = background_text().lower()
-    asked = [q.question.lower().rstrip("?") for q in general_questions()]
+    asked = [q.question.lower().rstrip("?") for q in general_questions() + heldout_questions()]
     assert asked and not [q for q in asked if q in background]
+
+
+def test_heldout_questions_are_a_set_of_their_own() -> None:
+    first, heldout = general_questions(), heldout_questions()
+    assert len(heldout) >= 100 and not {q.question for q in first} & {q.question for q in heldout}
+    assert len({q.question for q in heldout}) == len(heldout)
+    for q in heldout:
+        assert len(set(q.options)) == 4 and q.answer in q.options
+    places = [q.options.index(q.answer) for q in heldout]
+    assert all(places.count(k) >= len(heldout) // 5 for k in range(4))  # no favoured position

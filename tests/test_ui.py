@@ -340,13 +340,13 @@ def test_bench_and_weights_tabs(page, embedder, llama) -> None:
                                   load_before=[0.1], runs=[run("base model", "base", 0.3, 0.0),
                                                            run("ttt gated", "weights", 0.62, 0.004)])
         report.runs[1].forgot.unrouted = Forgot(perplexity=15.0, perplexity_drift=-0.0271, general_accuracy=0.9,
-                                                forgetting_ratio=0.094)
+                                                forgetting_ratio=0.094, heldout_forgetting_ratio=0.081)
         save_report(report, app.engram.paths.bench)
         page.get_by_role("tab", name="Chat").click()
         page.get_by_role("tab", name="Bench").click()
         expect(page.locator("#engram-bench-runs")).to_contain_text("ttt gated")
         expect(page.locator("#engram-bench-runs")).to_contain_text("+0.40%")
-        expect(page.locator("#engram-bench-runs")).to_contain_text("-2.71% / 0.094")
+        expect(page.locator("#engram-bench-runs")).to_contain_text("-2.71% / 0.094 (held-out 0.081)")
         expect(page.locator("#engram-bench-plot img")).to_be_visible()
 
         # Weights: no weight-writing engine on, so nothing learned and saving says what to do.

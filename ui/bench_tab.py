@@ -25,16 +25,22 @@ EMPTY = ("<div class='engram-card engram-muted'>No learning benchmark has run on
 
 def run_rows(report: LearnBenchReport) -> list[list[Any]]:
     return [[run.label, run.kind, f"{run.before.choice_accuracy:.3f}", f"{run.after.choice_accuracy:.3f}",
-             f"{100 * run.forgot.perplexity_drift:+.2f}%", f"{run.forgot.forgetting_ratio:.3f}",
+             f"{100 * run.forgot.perplexity_drift:+.2f}%", _forgetting(run.forgot),
              _unrouted(run.forgot),
              f"{run.learn_seconds:.0f} s" if run.learn_seconds else "",
              f"{run.tokens_per_second:.0f}" if run.tokens_per_second else ""] for run in report.runs]
 
 
+def _forgetting(f: Forgot) -> str:
+    """The bench's general questions, then the held-out ones (reports that have them)."""
+    heldout = f.heldout_forgetting_ratio
+    return f"{f.forgetting_ratio:.3f}" + (f" (held-out {heldout:.3f})" if heldout is not None else "")
+
+
 def _unrouted(forgot: Forgot) -> str:
     """Drift and forgetting with the learned weights applied to every answer (routing engines)."""
     f = forgot.unrouted
-    return f"{100 * f.perplexity_drift:+.2f}% / {f.forgetting_ratio:.3f}" if f is not None else ""
+    return f"{100 * f.perplexity_drift:+.2f}% / {_forgetting(f)}" if f is not None else ""
 
 
 def summary_html(report: LearnBenchReport) -> str:
@@ -47,7 +53,8 @@ def summary_html(report: LearnBenchReport) -> str:
             "<em>Learned</em> is closed-book 4-way answer choice by likelihood (0.25 is chance); "
             "<em>forgot</em> is the perplexity drift on held-out general text and the share of "
             "general questions it knew before and no longer does, as answers see them (routed by "
-            "the question); <em>unrouted</em> is the same with the learned weights applied to "
+            "the question), and in brackets the same on held-out general questions that no "
+            "default was chosen on; <em>unrouted</em> is the same with the learned weights applied to "
             "every answer."
             f"{f'<ul>{speed}</ul>' if speed else ''}{f'<ul>{notes}</ul>' if notes else ''}</div>")
 

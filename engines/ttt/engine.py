@@ -84,7 +84,6 @@ log = logging.getLogger(__name__)
 LIVE_KEY = "ttt/live"
 BACKGROUND_PROSE_CHARS = 40_000  # the background opens with everyday prose (app.general_text)
 DISTILLED_BATCHES = 8  # distinct distillation batches per document, cycled (each holds its teacher)
-ROUTE_KEYS = 1024  # passages per document kept as its router keys (the first ones)
 STATE_FORMAT = 1
 
 
@@ -269,7 +268,7 @@ class TTTEngine(Engine):
     def _keys(self, text: str) -> Tensor:
         """The document's router keys: its passages embedded (its opening, if it has none).
         Keys of another embedding model (a checkpoint from elsewhere) are embedded again first."""
-        keys = self._embedded_keys(text)
+        keys = route_keys.embedded_keys(self.context.embed, text)
         if self.router.dim() not in (None, keys.shape[1]):
             log.warning("the router's keys have %s dimensions, the embedder gives %s: embedding them again",
                         self.router.dim(), keys.shape[1])
@@ -283,10 +282,7 @@ class TTTEngine(Engine):
         for document_id in sorted(documents):
             text = "\n\n".join(store.chunk_texts(document_id))
             if text.strip():
-                router.add(document_id, self._embedded_keys(text))
-
-    def _embedded_keys(self, text: str) -> Tensor:
-        return torch.from_numpy(self.context.embed(route_keys.passages(text)[:ROUTE_KEYS] or [text[:1000]]))
+                router.add(document_id, route_keys.embedded_keys(self.context.embed, text))
 
     def _recalled(self, cortex: Neocortex, document_id: int, new_pairs: int) -> list[Piece]:
         """``recall_per_pair`` earlier pairs per new pair, drawn at random from the pool (seeded

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import re
 
+import torch
+from torch import Tensor
+
+from engines.base import Embed
 from engines.ttt.rehearsal import SENTENCE_END
+
+ROUTE_KEYS = 1024  # passages per document kept as its router keys (the first ones)
 _ITEM = re.compile(r"^(?:[-*•+]|\d+[.)]|[^\s:]{1,40}:)\s")  # a list item or a key: value line
 MIN_WORDS = 4
 MAX_CHARS = 1000  # the embedder reads about 200 words of a passage
@@ -29,3 +35,8 @@ def passages(text: str) -> list[str]:
                 units = units[:-1]
         found += [unit[:MAX_CHARS] for unit in units if len(unit.split()) >= MIN_WORDS]
     return found
+
+
+def embedded_keys(embed: Embed, text: str) -> Tensor:
+    """A document's router keys: its first passages embedded (its opening, if it has none)."""
+    return torch.from_numpy(embed(passages(text)[:ROUTE_KEYS] or [text[:1000]]))
