@@ -191,9 +191,10 @@ def forgot(cortex: Neocortex, settings: Settings, base: _Baseline, routed: bool 
     right = general_scores(cortex, settings, routed)
     after = sum(right[i] for i in base.known) / max(1, len(base.known))
     heldout = general_scores(cortex, settings, routed, heldout_questions())
-    kept = sum(heldout[i] for i in base.known_heldout) / max(1, len(base.known_heldout))
+    kept = sum(heldout[i] for i in base.known_heldout) / len(base.known_heldout) if base.known_heldout else None
     return Forgot(perplexity=ppl, perplexity_drift=(ppl - base.perplexity) / base.perplexity,
-                  general_accuracy=after, forgetting_ratio=1.0 - after, heldout_forgetting_ratio=1.0 - kept)
+                  general_accuracy=after, forgetting_ratio=1.0 - after,
+                  heldout_forgetting_ratio=None if kept is None else 1.0 - kept)
 
 
 class LearnBench:

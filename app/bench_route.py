@@ -50,13 +50,14 @@ class RoutedGroup(BaseModel):
     learned: bool = Field(description="Texts about the learned documents (else: general ones).")
     texts: int
     median_similarity: float = Field(description="Best cosine similarity to a key, median.")
+    lowest_similarity: float
     highest_similarity: float
     routed: int = Field(description="Texts that get any of the learned weights (share > 0).")
     full: int = Field(description="Texts that get all of them (share 1).")
     mean_share: float
-    worst: list[tuple[str, float]] = Field(
-        default_factory=list, description="The three texts routed least as they should be, with their "
-        "share: the learned ones with the lowest, the general ones with the highest.")
+    worst: list[tuple[str, float, float]] = Field(
+        default_factory=list, description="The three texts routed least as they should be (the learned "
+        "ones with the lowest similarity, the general ones with the highest): text, similarity, share.")
 
 
 class RouteBenchReport(BaseModel):
@@ -68,19 +69,23 @@ class RouteBenchReport(BaseModel):
     embedding_model: str
     low: float
     high: float
+    routing_on: bool = Field(description="ttt.route: whether answers are routed at all.")
     groups: list[RoutedGroup]
     seconds: float
 
 
 def route_group(router: DeltaRouter, embed: Embed, name: str, texts: list[str], learned: bool) -> RoutedGroup:
+    """Route ``texts`` as answers are routed: each by its own text."""
+    if not texts:
+        raise ValueError(f"nothing to route in {name!r}")
     similarity = router.similarity(torch.from_numpy(embed(texts)))
-    shares = router.share(similarity)
+    shares = router.shares_at(similarity)
     order = similarity.argsort(descending=not learned)[:3].tolist()
     return RoutedGroup(
         name=name, learned=learned, texts=len(texts), median_similarity=statistics.median(similarity.tolist()),
-        highest_similarity=float(similarity.max()), routed=int((shares > 0).sum()),
-        full=int((shares >= 1).sum()), mean_share=float(shares.mean()),
-        worst=[(texts[i], round(float(shares[i]), 3)) for i in order])
+        lowest_similarity=float(similarity.min()), highest_similarity=float(similarity.max()),
+        routed=int((shares > 0).sum()), full=int((shares >= 1).sum()), mean_share=float(shares.mean()),
+        worst=[(texts[i], round(float(similarity[i]), 3), round(float(shares[i]), 3)) for i in order])
 
 
 def run_route_bench(settings: Settings, size: Size | int = "default", seed: int = 0,
@@ -108,7 +113,7 @@ def run_route_bench(settings: Settings, size: Size | int = "default", seed: int 
     report = RouteBenchReport(
         created_at=datetime.now().isoformat(timespec="seconds"), size=str(size), seed=seed,
         documents=len(fiction.documents), keys=len(router), embedding_model=settings.embedding_model,
-        low=router.low, high=router.high, groups=groups, seconds=time.perf_counter() - started)
+        low=router.low, high=router.high, routing_on=settings.ttt.route, groups=groups, seconds=time.perf_counter() - started)
     print_route_report(report, echo)
     return report
 
@@ -117,10 +122,12 @@ def print_route_report(r: RouteBenchReport, echo: Echo) -> None:
     echo(f"\nRouting on '{r.size}' ({r.documents} documents, {r.keys} keys from {r.embedding_model}); "
          f"share 0 at similarity <= {r.low}, 1 at >= {r.high}:")
     for g in r.groups:
-        echo(f"{g.name:<52} {g.texts:>4} texts | similarity median {g.median_similarity:.2f}, highest "
-             f"{g.highest_similarity:.2f} | any share {g.routed:>4}, full {g.full:>4}, mean share {g.mean_share:.3f}")
-        for text, share in g.worst:
-            echo(f"    {'furthest' if g.learned else 'closest'}: {text[:90]!r} (share {share:.2f})")
+        echo(f"{g.name:<52} {g.texts:>4} texts | similarity {g.lowest_similarity:.2f} to "
+             f"{g.highest_similarity:.2f}, median {g.median_similarity:.2f} | any share {g.routed:>4}, "
+             f"full {g.full:>4}, mean share {g.mean_share:.3f}")
+        for text, similarity, share in g.worst:
+            echo(f"    {'furthest' if g.learned else 'closest'}: {text[:90]!r} (similarity {similarity:.2f}, "
+                 f"share {share:.2f})")
     learned = next(g for g in r.groups if g.learned)
     echo(f"fictional questions get the learned weights: mean share {learned.mean_share:.3f} >= "
          f"{LEARNED_TARGET}: {verdict(learned.mean_share >= LEARNED_TARGET)}")
@@ -128,3 +135,5 @@ def print_route_report(r: RouteBenchReport, echo: Echo) -> None:
     echo(f"held-out general questions kept from them: {heldout.routed} of {heldout.texts} get any, "
          f"< {GENERAL_TARGET:.0%}: {verdict(heldout.routed < GENERAL_TARGET * heldout.texts)}")
     echo(f"({r.seconds:.1f} s; a question with share 0 is answered by the original model exactly)")
+    if not r.routing_on:
+        echo("note: routing is off (ttt.route false): today every answer gets all of the learned weights")

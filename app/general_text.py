@@ -13,9 +13,9 @@
   questions written for Engram (the answer and three same-kind options each).
 - ``heldout_questions``: ``data/general_questions_heldout.jsonl``, more of them, written later
   and never looked at when a default was chosen (the router's bounds included): a third of them
-  are worded like the fictional set's questions (birth years, home towns, rivers, makers,
-  prices, colours), about real people, places and products. They check that a default does not
-  merely fit the first set.
+  are worded like the fictional set's questions (birth years, home towns, professions, pets,
+  rivers, makers, colours), about real people, places and products. They check that a default
+  does not merely fit the first set; none is answered by the background prose engines replay.
 
 Replay text and measured text are kept apart on purpose: replaying the text that is measured
 would hide forgetting instead of preventing it.

@@ -100,9 +100,9 @@ class DeltaRouter:
 
     def shares(self, queries: Tensor) -> Tensor:
         """[B, D] unit vectors -> [B] shares of the delta in [0, 1]."""
-        return self.share(self.similarity(queries))
+        return self.shares_at(self.similarity(queries))
 
-    def share(self, similarity: Tensor) -> Tensor:
+    def shares_at(self, similarity: Tensor) -> Tensor:
         """Best similarities (as ``similarity`` gives them) -> the shares they grant."""
         return ((similarity - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
 

@@ -30,6 +30,18 @@ def test_no_general_question_is_answered_word_for_word_in_the_background() -> No
     assert asked and not [q for q in asked if q in background]
 
 
+def test_no_heldout_question_is_answered_by_a_background_sentence() -> None:
+    """Replay trains on the background: a fact stated there would be shielded from forgetting."""
+    background = [s.lower() for s in re.split(r"(?<=[.!?])\s+", background_text())]
+    answered = []
+    for q in heldout_questions():
+        answer = re.sub(r"^(the|an|a|in a|in) ", "", q.answer.lower())
+        words = [w for w in re.findall(r"[a-z']{4,}", q.question.lower()) if w not in {"what", "which", "does"}]
+        if any(re.search(rf"\b{re.escape(answer)}\b", s) and sum(w in s for w in words) >= 2 for s in background):
+            answered.append(q.question)
+    assert not answered
+
+
 def test_heldout_questions_are_a_set_of_their_own() -> None:
     first, heldout = general_questions(), heldout_questions()
     assert len(heldout) >= 100 and not {q.question for q in first} & {q.question for q in heldout}

@@ -39,4 +39,4 @@ def passages(text: str) -> list[str]:
 
 def embedded_keys(embed: Embed, text: str) -> Tensor:
     """A document's router keys: its first passages embedded (its opening, if it has none)."""
-    return torch.from_numpy(embed(passages(text)[:ROUTE_KEYS] or [text[:1000]]))
+    return torch.from_numpy(embed(passages(text)[:ROUTE_KEYS] or [text[:MAX_CHARS]]))
