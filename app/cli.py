@@ -953,8 +953,6 @@ def bench_route(c: Context, size: str, seed: int, json_out: Path | None) -> None
     try:
         report = run_route_bench(c.loaded.settings, size=int(size) if size.isdigit() else size,  # type: ignore[arg-type]
                                  seed=seed, echo=console.print)
-    except KeyError as exc:
-        raise click.ClickException(f"unknown set size {exc}; use tiny, small, default, large or a number") from exc
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if json_out:

@@ -232,6 +232,8 @@ def _questions(docs: list[FictionDoc], rng: random.Random, names: _Names) -> lis
 
 def generate(size: Size | int = "default", seed: int = 0) -> FictionSet:
     """A set of ``size`` documents (a third people, a third towns, a third products)."""
+    if isinstance(size, str) and size not in DOCS_PER_SIZE:
+        raise ValueError(f"unknown set size {size!r}; use {', '.join(DOCS_PER_SIZE)} or a number")
     n = DOCS_PER_SIZE[size] if isinstance(size, str) else int(size)
     if n < 3:
         raise ValueError("a fiction set needs at least 3 documents")

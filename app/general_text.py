@@ -27,13 +27,19 @@ import json
 from functools import cache
 from importlib import resources
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class GeneralQuestion(BaseModel):
     question: str
     answer: str
     options: list[str] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _answer_offered(self) -> GeneralQuestion:
+        if self.answer not in self.options:
+            raise ValueError(f"the answer to {self.question!r} is not among its options")
+        return self
 
 
 def _data(name: str) -> str:
@@ -63,9 +69,5 @@ def heldout_questions() -> tuple[GeneralQuestion, ...]:
 
 
 def _questions(name: str) -> tuple[GeneralQuestion, ...]:
-    found = tuple(GeneralQuestion.model_validate(json.loads(line))
-                  for line in _data(name).splitlines() if line.strip())
-    for q in found:
-        if q.answer not in q.options:
-            raise ValueError(f"{name}: the answer to {q.question!r} is not among its options")
-    return found
+    return tuple(GeneralQuestion.model_validate(json.loads(line))
+                 for line in _data(name).splitlines() if line.strip())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from app.general_text import background_text, general_questions, heldout_questions, heldout_text
+import pytest
+
+from app.general_text import GeneralQuestion, background_text, general_questions, heldout_questions, heldout_text
 from engines.ttt.engine import BACKGROUND_PROSE_CHARS
 
 
@@ -40,6 +42,11 @@ def test_no_heldout_question_is_answered_by_a_background_sentence() -> None:
         if any(re.search(rf"\b{re.escape(answer)}\b", s) and sum(w in s for w in words) >= 2 for s in background):
             answered.append(q.question)
     assert not answered
+
+
+def test_a_question_whose_answer_is_not_offered_is_refused() -> None:
+    with pytest.raises(ValueError, match="not among its options"):
+        GeneralQuestion(question="What colour is snow?", answer="white", options=["red", "blue"])
 
 
 def test_heldout_questions_are_a_set_of_their_own() -> None:
