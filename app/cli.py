@@ -859,6 +859,31 @@ def bench() -> None:
     """Benchmarks that print ratios against the raw parts measured in the same run."""
 
 
+def _fiction_size(_ctx: click.Context, _param: click.Parameter, value: str) -> str | int:
+    """A named fictional set, or a number of documents; refused before any model loads."""
+    from app.fiction import DOCS_PER_SIZE
+
+    if value.isdigit():
+        return int(value)
+    if value not in DOCS_PER_SIZE:
+        raise click.BadParameter(
+            f"{value!r} is not a set; use {', '.join(DOCS_PER_SIZE)} or a number of documents")
+    return value
+
+
+def _arm_numbers(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int] | None:
+    """'1,3' -> [1, 3]; a typo is refused rather than read as 'every arm' (hours of training)."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise click.BadParameter(f"{value!r}: give arm numbers separated by commas, e.g. '1,3'")
+    return [int(p) for p in parts] or None
+
+
+fiction_size_option = click.option(
+    "--size", default="default", show_default=True, callback=_fiction_size,
+    help="Fictional set: tiny, small, default, large, or a number of documents.")
+
+
 @bench.command("ingest")
 @click.option("--files", type=int, default=2000, show_default=True, help="Generated corpus size.")
 @click.option("--vectors", type=str, default="10000,100000", show_default=True,
@@ -906,8 +931,7 @@ def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, jso
 @click.option("--engine", "engines", default="ttt", show_default=True,
               help="Engine(s) to measure, comma-separated, or 'all' (retrieval and every engine "
               "that learns documents).")
-@click.option("--size", default="default", show_default=True,
-              help="Fictional set: tiny, small, default, large, or a number of documents.")
+@fiction_size_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--ablations", is_flag=True,
               help="TTT: gated / ungated / full finetune, each with and without rehearsal and replay.")
@@ -915,24 +939,25 @@ def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, jso
               help="Also score greedy answers (exact match / contains).")
 @click.option("--speed/--no-speed", default=True, show_default=True,
               help="Also time learning one 2,000-token document.")
-@click.option("--arms", default="", help="With --ablations: only these arms, e.g. '1,2' (1 gated "
-              "+rehearsal/replay, 2 gated, 3 ungated +r/r, 4 ungated, 5 full +r/r, 6 full).")
+@click.option("--arms", default="", callback=_arm_numbers,
+              help="With --ablations: only these arms, e.g. '1,2' (1 gated +rehearsal/replay, "
+              "2 gated, 3 ungated +r/r, 4 ungated, 5 full +r/r, 6 full).")
 @click.option("--threads", type=int, default=None,
               help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy).")
 @click.option("--sleep", type=click.FloatRange(0, 86_400), default=0, show_default=True,
               help="Seconds each weight-writing run then sleeps (consolidates); measured again after.")
 @pass_ctx
-def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool, free_text: bool,
-                speed: bool, arms: str, threads: int | None, sleep: float) -> None:
+def bench_learn(c: Context, engines: str, size: str | int, seed: int, ablations: bool,
+                free_text: bool, speed: bool, arms: list[int] | None, threads: int | None,
+                sleep: float) -> None:
     """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
     from app.bench_learn import run_learn_bench
 
     names = [n.strip() for n in engines.split(",") if n.strip()]
     try:
-        run_learn_bench(c.loaded.settings, names, size=int(size) if size.isdigit() else size,  # type: ignore[arg-type]
-                        seed=seed, ablations=ablations, free_text=free_text, speed=speed,
-                        echo=console.print, threads=threads, sleep=sleep,
-                        arms=[int(a) for a in arms.split(",") if a.strip().isdigit()] or None)
+        run_learn_bench(c.loaded.settings, names, size=size, seed=seed,  # type: ignore[arg-type]
+                        ablations=ablations, free_text=free_text, speed=speed,
+                        echo=console.print, threads=threads, sleep=sleep, arms=arms)
     except (ValueError, KeyError) as exc:
         raise click.ClickException(str(exc)) from exc
     except _runtime_errors() as exc:
@@ -940,19 +965,18 @@ def bench_learn(c: Context, engines: str, size: str, seed: int, ablations: bool,
 
 
 @bench.command("route")
-@click.option("--size", default="default", show_default=True,
-              help="Fictional set: tiny, small, default, large, or a number of documents.")
+@fiction_size_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Write the report here.")
 @pass_ctx
-def bench_route(c: Context, size: str, seed: int, json_out: Path | None) -> None:
+def bench_route(c: Context, size: str | int, seed: int, json_out: Path | None) -> None:
     """Which questions TTT's router hands the learned weights: fictional ones against general
     ones the bounds were and were not chosen on (the embedder only; no training)."""
     from app.bench_route import run_route_bench
 
     try:
-        report = run_route_bench(c.loaded.settings, size=int(size) if size.isdigit() else size,  # type: ignore[arg-type]
-                                 seed=seed, echo=console.print)
+        report = run_route_bench(c.loaded.settings, size=size, seed=seed,  # type: ignore[arg-type]
+                                 echo=console.print)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if json_out:

@@ -45,4 +45,4 @@ def test_the_command_writes_its_report(isolated_dirs, tmp_path) -> None:
     assert result.exit_code == 0 and "held-out general questions" in result.output
     assert json.loads(out.read_text())["documents"] == 3
     unknown = CliRunner().invoke(cli, ["bench", "route", "--size", "huge"])
-    assert unknown.exit_code == 1 and "unknown set size 'huge'" in unknown.output
+    assert unknown.exit_code == 2 and "'huge' is not a set; use tiny" in unknown.output

@@ -65,3 +65,14 @@ def test_sleep_reports_each_enabled_engine_without_loading_what_it_does_not_need
     assert last.checkpoints == [] and "before-sleep" not in out  # nothing learned: nothing to keep first
     db.close()
     assert "(by hand, done, nothing changed). 0 learned since the last whole sleep." in invoke("status")
+
+
+def test_bench_learn_refuses_a_mistyped_arm_or_size_before_loading_a_model(isolated_dirs):
+    """'--arms 1;3' once read as no arms given, which runs all six (hours of training)."""
+    quick = ["--size", "3", "--no-speed", "--no-free-text"]
+    for args, said in ((["--ablations", "--arms", "1;3", *quick], "give arm numbers separated by commas"),
+                       (["--size", "huge"], "'huge' is not a set")):
+        result = CliRunner().invoke(cli, ["bench", "learn", *args])
+        assert result.exit_code == 2 and said in result.output, result.output
+    out_of_range = CliRunner().invoke(cli, ["bench", "learn", "--ablations", "--arms", "7", *quick])
+    assert out_of_range.exit_code == 1 and "numbered 1-6" in out_of_range.output
