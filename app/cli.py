@@ -861,9 +861,11 @@ def bench() -> None:
 
 def _fiction_size(_ctx: click.Context, _param: click.Parameter, value: str) -> str | int:
     """A named fictional set, or a number of documents; refused before any model loads."""
-    from app.fiction import DOCS_PER_SIZE
+    from app.fiction import DOCS_PER_SIZE, MIN_DOCUMENTS
 
-    if value.isdigit():
+    if value.isdecimal():
+        if int(value) < MIN_DOCUMENTS:
+            raise click.BadParameter(f"a fictional set needs at least {MIN_DOCUMENTS} documents")
         return int(value)
     if value not in DOCS_PER_SIZE:
         raise click.BadParameter(
@@ -874,7 +876,7 @@ def _fiction_size(_ctx: click.Context, _param: click.Parameter, value: str) -> s
 def _arm_numbers(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int] | None:
     """'1,3' -> [1, 3]; a typo is refused rather than read as 'every arm' (hours of training)."""
     parts = [p.strip() for p in value.split(",") if p.strip()]
-    if not all(p.isdigit() for p in parts):
+    if not all(p.isdecimal() for p in parts):
         raise click.BadParameter(f"{value!r}: give arm numbers separated by commas, e.g. '1,3'")
     return [int(p) for p in parts] or None
 

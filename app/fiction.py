@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 Size = Literal["tiny", "small", "default", "large"]
 DOCS_PER_SIZE: dict[str, int] = {"tiny": 8, "small": 30, "default": 120, "large": 400}
+MIN_DOCUMENTS = 3  # one person, one town, one product
 
 _ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "l", "m", "n", "p", "qu", "r", "s",
            "st", "t", "th", "v", "w", "z"]
@@ -235,8 +236,8 @@ def generate(size: Size | int = "default", seed: int = 0) -> FictionSet:
     if isinstance(size, str) and size not in DOCS_PER_SIZE:
         raise ValueError(f"unknown set size {size!r}; use {', '.join(DOCS_PER_SIZE)} or a number")
     n = DOCS_PER_SIZE[size] if isinstance(size, str) else int(size)
-    if n < 3:
-        raise ValueError("a fiction set needs at least 3 documents")
+    if n < MIN_DOCUMENTS:
+        raise ValueError(f"a fiction set needs at least {MIN_DOCUMENTS} documents")
     rng = random.Random(seed)
     names = _Names(rng)
     n_towns = n // 3

@@ -71,7 +71,9 @@ def test_bench_learn_refuses_a_mistyped_arm_or_size_before_loading_a_model(isola
     """'--arms 1;3' once read as no arms given, which runs all six (hours of training)."""
     quick = ["--size", "3", "--no-speed", "--no-free-text"]
     for args, said in ((["--ablations", "--arms", "1;3", *quick], "give arm numbers separated by commas"),
-                       (["--size", "huge"], "'huge' is not a set")):
+                       (["--ablations", "--arms", "1,²", *quick], "give arm numbers"),
+                       (["--size", "huge"], "'huge' is not a set"),
+                       (["--size", "2"], "at least 3 documents")):
         result = CliRunner().invoke(cli, ["bench", "learn", *args])
         assert result.exit_code == 2 and said in result.output, result.output
     out_of_range = CliRunner().invoke(cli, ["bench", "learn", "--ablations", "--arms", "7", *quick])
