@@ -861,16 +861,14 @@ def bench() -> None:
 
 def _fiction_size(_ctx: click.Context, _param: click.Parameter, value: str) -> str | int:
     """A named fictional set, or a number of documents; refused before any model loads."""
-    from app.fiction import DOCS_PER_SIZE, MIN_DOCUMENTS
+    from app.fiction import documents_in
 
-    if value.isdecimal():
-        if int(value) < MIN_DOCUMENTS:
-            raise click.BadParameter(f"a fictional set needs at least {MIN_DOCUMENTS} documents")
-        return int(value)
-    if value not in DOCS_PER_SIZE:
-        raise click.BadParameter(
-            f"{value!r} is not a set; use {', '.join(DOCS_PER_SIZE)} or a number of documents")
-    return value
+    size = int(value) if value.isdecimal() else value
+    try:
+        documents_in(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return size
 
 
 def _arm_numbers(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int] | None:
@@ -960,7 +958,7 @@ def bench_learn(c: Context, engines: str, size: str | int, seed: int, ablations:
         run_learn_bench(c.loaded.settings, names, size=size, seed=seed,  # type: ignore[arg-type]
                         ablations=ablations, free_text=free_text, speed=speed,
                         echo=console.print, threads=threads, sleep=sleep, arms=arms)
-    except (ValueError, KeyError) as exc:
+    except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     except _runtime_errors() as exc:
         raise click.ClickException(str(exc)) from exc

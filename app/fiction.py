@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 Size = Literal["tiny", "small", "default", "large"]
 DOCS_PER_SIZE: dict[str, int] = {"tiny": 8, "small": 30, "default": 120, "large": 400}
-MIN_DOCUMENTS = 3  # one person, one town, one product
+_MIN_DOCUMENTS = 3  # one person, one town, one product
 
 _ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "l", "m", "n", "p", "qu", "r", "s",
            "st", "t", "th", "v", "w", "z"]
@@ -231,13 +231,20 @@ def _questions(docs: list[FictionDoc], rng: random.Random, names: _Names) -> lis
     return questions
 
 
+def documents_in(size: str | int) -> int:
+    """How many documents ``size`` stands for; ValueError when it names no set or too few
+    documents (callers check a size before loading models, ``generate`` before generating)."""
+    if isinstance(size, str) and size not in DOCS_PER_SIZE:
+        raise ValueError(f"{size!r} is not a set; use {', '.join(DOCS_PER_SIZE)} or a number of documents")
+    n = DOCS_PER_SIZE[size] if isinstance(size, str) else int(size)
+    if n < _MIN_DOCUMENTS:
+        raise ValueError(f"a fictional set needs at least {_MIN_DOCUMENTS} documents")
+    return n
+
+
 def generate(size: Size | int = "default", seed: int = 0) -> FictionSet:
     """A set of ``size`` documents (a third people, a third towns, a third products)."""
-    if isinstance(size, str) and size not in DOCS_PER_SIZE:
-        raise ValueError(f"unknown set size {size!r}; use {', '.join(DOCS_PER_SIZE)} or a number")
-    n = DOCS_PER_SIZE[size] if isinstance(size, str) else int(size)
-    if n < MIN_DOCUMENTS:
-        raise ValueError(f"a fiction set needs at least {MIN_DOCUMENTS} documents")
+    n = documents_in(size)
     rng = random.Random(seed)
     names = _Names(rng)
     n_towns = n // 3
