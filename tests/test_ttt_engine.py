@@ -281,7 +281,7 @@ def test_later_documents_rehearse_earlier_pairs_and_a_changed_document_replaces_
 @pytest.mark.slow
 def test_sleep_rehearses_every_pair_in_the_rows_documents_changed_and_keeps_what_was_learned(
         embedder, neocortex, tmp_path: Path) -> None:
-    engram, engine = ttt_engram(embedder, neocortex, **{"ttt.passes": 1})
+    engram, engine = ttt_engram(embedder, neocortex, **{"ttt.passes": 1, "ttt.sleep_open": "changed"})
     try:
         idle = engine.consolidate(Budget(seconds=60))
         assert not idle.changed and idle.details["reason"] == "nothing learned yet"
@@ -337,6 +337,32 @@ def test_sleep_rehearses_every_pair_in_the_rows_documents_changed_and_keeps_what
         assert [dual.alpha for dual in engine._duals] == alphas  # the learned model is back
         engine.reset()
         assert engine._perplexity(cortex, probe) == pytest.approx(as_original, rel=1e-5)
+    finally:
+        engine.close()
+        engram.close()
+
+
+@pytest.mark.slow
+def test_a_sleep_told_to_open_the_quiet_neurons_trains_them_too_and_never_a_busy_one(
+        embedder, neocortex) -> None:
+    engram, engine = ttt_engram(embedder, neocortex, **{"ttt.passes": 1, "ttt.sleep_open": "quiet"})
+    try:
+        engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[DOC]))
+        rows = [(dual.touched.clone(), dual.gate.clone(), dual.up.clone(), dual.down.clone())
+                for dual in engine._duals]
+        allowed = engine._quiet(*engine._background_rates(neocortex, lambda f: None))
+        opened = [touched | quiet for (touched, *_), quiet in zip(rows, allowed)]
+
+        report = engine.consolidate(Budget(seconds=600, steps=2))
+
+        assert report.changed and report.details["neurons_open"] == sum(int(o.sum()) for o in opened)
+        assert report.details["neurons_open"] > sum(int(touched.sum()) for touched, *_ in rows)
+        for dual, (touched, gate, up, down), open_ in zip(engine._duals, rows, opened):
+            busy = ~open_  # neurons general use runs through: never opened, never changed
+            assert busy.any() and not dual.touched[busy].any()
+            assert torch.equal(dual.gate[busy], gate[busy]) and torch.equal(dual.up[busy], up[busy])
+            assert torch.equal(dual.down[busy], down[busy])
+        assert any((dual.touched & ~touched).any() for dual, (touched, *_) in zip(engine._duals, rows))
     finally:
         engine.close()
         engram.close()

@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -376,24 +376,49 @@ class TTTEngine(Engine):
         if not self.config.gate or self.config.mode == "full":
             return [every for _ in self._duals]
         cfg = self.config
-        background = self.context.background() if self.context.background else ""
-        if not background:
-            raise RuntimeError("sparse gating needs background text to calibrate on")
-        bg_counts, bg_tokens = background_rates(
-            self.blobs, cortex, self._duals, self._layer_ids, background, cfg.fire_fraction,
-            cfg.calibration_tokens, lambda f: progress(0.05 + 0.03 * f, "calibrating neuron statistics"),
-            questions=self._background_question_pieces(cortex))
+        bg_counts, bg_tokens = self._background_rates(
+            cortex, lambda f: progress(0.05 + 0.03 * f, "calibrating neuron statistics"))
         progress(0.08, "ranking neurons")
         doc = firing_counts(cortex.model, cortex.lock, self._duals, prefixes,
                             (min(self._layer_ids), max(self._layer_ids)), cfg.fire_fraction)
-        allowed = (quiet(bg_counts, bg_tokens, cfg.gate_max_background * cfg.fire_fraction)
-                   if cfg.gate_max_background > 0 else None)
+        allowed = self._quiet(bg_counts, bg_tokens)
         return top_neurons(tfidf(doc, bg_counts, bg_tokens), cfg.gate_top_k, cfg.gate_min_score, allowed)
+
+    def _background_rates(self, cortex: Neocortex, progress: Callable[[float], None]) -> tuple[Tensor, int]:
+        """Each learning neuron's firing count over the background (cached in the store), and
+        the tokens counted."""
+        background = self.context.background() if self.context.background else ""
+        if not background:
+            raise RuntimeError("sparse gating needs background text to calibrate on")
+        return background_rates(self.blobs, cortex, self._duals, self._layer_ids, background,
+                                self.config.fire_fraction, self.config.calibration_tokens, progress,
+                                questions=self._background_question_pieces(cortex))
+
+    def _quiet(self, bg_counts: Tensor, bg_tokens: int) -> Tensor | None:
+        """[L, I] bool: the neurons general use leaves quiet enough to change (None: every one)."""
+        cfg = self.config
+        if cfg.gate_max_background <= 0:
+            return None
+        return quiet(bg_counts, bg_tokens, cfg.gate_max_background * cfg.fire_fraction)
+
+    def _sleep_neurons(self, cortex: Neocortex, progress: Progress) -> list[Tensor]:
+        """Per learning layer, the neurons a sleep opens: those documents changed, and with
+        ``sleep_open = "quiet"`` (gated) also every neuron gating could ever choose: the pool
+        rehearsed together needs more room than each document's own top-k left it."""
+        changed = [dual.touched_ids() for dual in self._duals]
+        cfg = self.config
+        if cfg.sleep_open == "changed" or not cfg.gate or cfg.mode == "full":
+            return changed
+        allowed = self._quiet(*self._background_rates(
+            cortex, lambda f: progress(0.02 * f, "calibrating neuron statistics")))
+        if allowed is None:
+            return [torch.arange(dual.neurons) for dual in self._duals]
+        return [torch.cat([ids.cpu(), row.nonzero().flatten()]).unique() for ids, row in zip(changed, allowed)]
 
     # --- sleep -------------------------------------------------------------------------------
     def consolidate(self, budget: Budget, progress: Progress = no_progress) -> ConsolidateReport:
         """Sleep (``engines.ttt.sleep``): up to ``sleep_epochs`` passes over every recalled pair
-        with every row a document changed open, holding general use where the original model
+        with the rows ``sleep_open`` names open, holding general use where the original model
         had it. Stops at the budget (or when it says stop) and keeps the steps taken, unless
         another process saved a learned state meanwhile (that one is kept instead)."""
         with self._training:
@@ -408,14 +433,14 @@ class TTTEngine(Engine):
             return self._unchanged("nothing learned yet", progress)  # without loading the model
         cortex = self.cortex()
         started, cfg = time.perf_counter(), self.config
-        neurons = [dual.touched_ids() for dual in self._duals]
         entries = self.recall.draw(len(self.recall), self.revision)
-        if not any(n.numel() for n in neurons):
+        if not any(dual.touched_ids().numel() for dual in self._duals):
             return self._unchanged("nothing learned yet", progress)
         if not entries:
             return self._unchanged("no recalled pairs to rehearse", progress)
         if self.context.background is None:
             return self._unchanged("no background text to hold general use with", progress)
+        neurons = self._sleep_neurons(cortex, progress)
         budget.started()  # checkpoints first: under the training lock, before any change
         pad = cortex.tokenizer.pad_token_id or 0
         pieces = sorted(self._recall_pieces(cortex, entries), key=len)  # similar lengths: little padding
