@@ -281,6 +281,9 @@ class LearnBench:
             seconds, tokens, reports = self.learn_all(engine, label)
             details = _summary(reports)
             details["stats"] = engine.stats()
+            config = getattr(engine, "config", None)  # every setting the run used, not just the arm's
+            if isinstance(config, BaseModel):
+                details["config"] = config.model_dump(mode="json")
             run = EngineRun(label=label, engine=name, kind="weights" if engine.writes_weights else "context",
                             overrides=overrides, before=base.learned, after=self.scores(engine),
                             forgot=self.forgetting(engine, base), learn_seconds=seconds, document_tokens=tokens,

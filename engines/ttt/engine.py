@@ -409,10 +409,11 @@ class TTTEngine(Engine):
         cfg = self.config
         if cfg.sleep_open == "changed" or not cfg.gate or cfg.mode == "full":
             return changed
-        allowed = self._quiet(*self._background_rates(
-            cortex, lambda f: progress(0.02 * f, "calibrating neuron statistics")))
-        if allowed is None:
+        if cfg.gate_max_background <= 0:  # no neuron is too busy to change
             return [torch.arange(dual.neurons) for dual in self._duals]
+        allowed = self._quiet(*self._background_rates(
+            cortex, lambda f: progress(0.0, f"calibrating neuron statistics ({f:.0%})")))
+        assert allowed is not None
         return [torch.cat([ids.cpu(), row.nonzero().flatten()]).unique() for ids, row in zip(changed, allowed)]
 
     # --- sleep -------------------------------------------------------------------------------
