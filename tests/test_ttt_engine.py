@@ -350,7 +350,8 @@ def test_a_sleep_told_to_open_the_quiet_neurons_trains_them_too_and_never_a_busy
         engine.learn(DocumentInput(document_id=1, path="a.txt", chunks=[DOC]))
         rows = [(dual.touched.clone(), dual.gate.clone(), dual.up.clone(), dual.down.clone())
                 for dual in engine._duals]
-        allowed = engine._quiet(*engine._background_rates(neocortex, lambda f: None))
+        counts, tokens = engine._background_rates(neocortex, lambda f: None)
+        allowed = engine._quiet(counts, tokens)
         opened = [touched | quiet for (touched, *_), quiet in zip(rows, allowed)]
 
         report = engine.consolidate(Budget(seconds=600, steps=2))
@@ -363,7 +364,6 @@ def test_a_sleep_told_to_open_the_quiet_neurons_trains_them_too_and_never_a_busy
             assert torch.equal(dual.gate[busy], gate[busy]) and torch.equal(dual.up[busy], up[busy])
             assert torch.equal(dual.down[busy], down[busy])
         assert any((dual.touched & ~touched).any() for dual, (touched, *_) in zip(engine._duals, rows))
-        counts, tokens = engine._background_rates(neocortex, lambda f: None)
         limit = engine.config.gate_max_background * engine.config.fire_fraction
         for n, dual in enumerate(engine._duals):  # every row the sleep changed is quiet in general use
             assert (counts[n][dual.touched & ~rows[n][0]].double() / tokens <= limit).all()
