@@ -32,7 +32,7 @@ def test_bench_learn_all_on_the_smallest_set(neocortex, isolated_dirs) -> None:
     assert ttt.forgot.heldout_forgetting_ratio is not None and ttt.forgot.unrouted.heldout_forgetting_ratio is not None
     assert ttt.forgot.unrouted.perplexity != base.forgot.perplexity  # ... but the weights changed
     assert slept.details["sleep"]["steps"] >= 1
-    assert ttt.details["config"]["passes"] == 1 and ttt.details["config"]["sleep_open"] == "changed"
+    assert ttt.details["config"]["passes"] == 1 and ttt.details["config"]["sleep_open"] == "quiet"
     assert slept.forgot.unrouted.perplexity != ttt.forgot.unrouted.perplexity
     assert slept.learn_seconds == ttt.learn_seconds
     assert any(line.startswith("ttt +sleep") and "+ sleep" in line and "(unrouted: " in line for line in lines)

@@ -357,6 +357,7 @@ def test_a_sleep_told_to_open_the_quiet_neurons_trains_them_too_and_never_a_busy
         report = engine.consolidate(Budget(seconds=600, steps=2))
 
         assert report.changed and report.details["neurons_open"] == sum(int(o.sum()) for o in opened)
+        assert report.details["retried"] == []  # kept with every quiet row open
         assert report.details["neurons_open"] > sum(int(touched.sum()) for touched, *_ in rows)
         for dual, (touched, gate, up, down), open_ in zip(engine._duals, rows, opened):
             busy = ~open_  # neurons general use runs through: never opened, never changed
@@ -392,12 +393,21 @@ def test_a_sleep_saves_a_checkpoint_first_a_harmful_one_keeps_nothing_and_a_load
         assert all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))
 
         calm = engine.config
-        engine.config = calm.model_copy(update={"sleep_lr": 0.5})  # steps far too large: general text suffers
+        engine.config = calm.model_copy(update={"sleep_lr": 0.5, "sleep_open": "changed"})  # steps far too large
         wild = engine.consolidate(Budget(seconds=600, steps=2))
         assert not wild.changed and wild.details["reason"].startswith("rolled back")
         d = wild.details
         assert d["probe_after"] > max(d["probe_before"], d["probe_original"]) * (1 + calm.sleep_probe_bound)
         assert all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))  # nothing kept
+        assert d["retried"] == []  # the changed rows alone: nothing narrower to try
+
+        engine.config = calm.model_copy(update={"sleep_lr": 0.5, "sleep_open": "quiet"})
+        messages: list[str] = []
+        wider = engine.consolidate(Budget(seconds=600, steps=2), lambda f, m: messages.append(m))
+        assert not wider.changed and len(wider.details["retried"]) == 1  # every quiet row, then the changed ones
+        assert sum(m.startswith("sleep step 1/") for m in messages) == 2
+        assert any("again with only the" in m for m in messages)
+        assert all(torch.equal(dual.down, down) for dual, down in zip(engine._duals, rows))
 
         engine.config = calm.model_copy(update={"sleep_epochs": 50})
         state, slept, stepping = engine.state_dict(), [], threading.Event()

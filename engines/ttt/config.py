@@ -6,13 +6,13 @@ fire in general use at most half as often as the average one, replay of everyday
 own loss, three background questions distilled from the original model beside each mini-batch,
 four earlier documents' pairs recalled per pair of the new one, one pass at a learning rate of
 4e-3 (two at 2e-3 learned more per document in twice the time; a sleep makes up most of it), and
-an alpha floor of 0.6. Sleep makes four passes over the recall pool at 1e-3 with the rows
-documents changed open (opening every quiet neuron scored higher on 30 and 120 documents, 0.840
-against 0.823 on the default set, but on 3 the probe rolled its sleep back), and is rolled back
-when it leaves the perplexity of 1,024 tokens of background prose more than 1% above both what it
-was before and what the original model had. Answers are routed: a question gets the learned
-weights as far as it is close to a learned document's passages (none below a cosine similarity
-of 0.5, all above 0.7), which kept every general question the small and default sets had lost.
+an alpha floor of 0.6. Sleep makes four passes over the recall pool at 2e-3 with the rows of
+every neuron general use leaves quiet open, and is rolled back when it leaves the perplexity of
+1,024 tokens of background prose more than 1% above both what it was before and what the original
+model had; a rolled-back sleep tries again with only the rows documents changed open. Answers
+are routed: a question gets the learned weights as far as it is close to a learned document's
+passages (none below a cosine similarity of 0.5, all above 0.7), which kept every general
+question the small and default sets had lost.
 """
 
 from __future__ import annotations
@@ -95,10 +95,10 @@ class TTTConfig(BaseModel):
         4, ge=1, le=100, description="Passes over every recalled pair while consolidating (sleep), "
         "with the rows sleep_open names open.")
     sleep_open: Literal["changed", "quiet"] = Field(
-        "changed", description="Rows a sleep trains (gated): changed: those documents changed; "
+        "quiet", description="Rows a sleep trains (gated): changed: those documents changed; "
         "quiet: every neuron general use leaves quiet (any that gating could choose, changed by a "
-        "document or not; learned more on 30 and 120 documents, was rolled back on 3).")
-    sleep_lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate while consolidating.")
+        "document or not), and when the forgetting probe rolls that back, those documents changed.")
+    sleep_lr: float = Field(2e-3, gt=0.0, le=1.0, description="Adam learning rate while consolidating.")
     sleep_distill_tokens: int = Field(
         128, ge=0, le=4096, description="Tokens of background prose distilled from the original "
         "model beside each sleep step (with replay_questions background questions).")

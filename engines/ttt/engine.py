@@ -401,20 +401,22 @@ class TTTEngine(Engine):
             return None
         return quiet(bg_counts, bg_tokens, cfg.gate_max_background * cfg.fire_fraction)
 
-    def _sleep_neurons(self, cortex: Neocortex, progress: Progress) -> list[Tensor]:
-        """Per learning layer, the neurons a sleep opens: those documents changed, and with
-        ``sleep_open = "quiet"`` (gated) also every neuron gating could ever choose: the pool
-        rehearsed together needs more room than each document's own top-k left it."""
+    def _sleep_neurons(self, cortex: Neocortex, progress: Progress) -> list[list[Tensor]]:
+        """The neurons each try of a sleep opens, per learning layer, widest first. With
+        ``sleep_open = "quiet"`` (gated), every neuron gating could ever choose (the pool rehearsed
+        together needs more room than each document's own top-k left it), then, should the probe
+        roll that back, only those documents changed; otherwise only the latter."""
         changed = [dual.touched_ids() for dual in self._duals]
         cfg = self.config
         if cfg.sleep_open == "changed" or not cfg.gate or cfg.mode == "full":
-            return changed
+            return [changed]
         if cfg.gate_max_background <= 0:  # no neuron is too busy to change
-            return [torch.arange(dual.neurons) for dual in self._duals]
+            return [[torch.arange(dual.neurons) for dual in self._duals], changed]
         allowed = self._quiet(*self._background_rates(
             cortex, lambda f: progress(0.0, f"calibrating neuron statistics ({f:.0%})")))
         assert allowed is not None
-        return [torch.cat([ids.cpu(), row.nonzero().flatten()]).unique() for ids, row in zip(changed, allowed)]
+        wide = [torch.cat([ids.cpu(), row.nonzero().flatten()]).unique() for ids, row in zip(changed, allowed)]
+        return [wide, changed] if _count(wide) > _count(changed) else [changed]
 
     # --- sleep -------------------------------------------------------------------------------
     def consolidate(self, budget: Budget, progress: Progress = no_progress) -> ConsolidateReport:
@@ -441,32 +443,43 @@ class TTTEngine(Engine):
             return self._unchanged("no recalled pairs to rehearse", progress)
         if self.context.background is None:
             return self._unchanged("no background text to hold general use with", progress)
-        neurons = self._sleep_neurons(cortex, progress)
+        attempts = self._sleep_neurons(cortex, progress)
         budget.started()  # checkpoints first: under the training lock, before any change
         pad = cortex.tokenizer.pad_token_id or 0
         pieces = sorted(self._recall_pieces(cortex, entries), key=len)  # similar lengths: little padding
         batches = [collate(b, pad, cortex.device) for b in pack(pieces, cfg.batch_tokens)]
         order = sleep.plan(len(batches), cfg.sleep_epochs, self.revision, budget.steps)
-        params = self._open(neurons)
 
         def held() -> dict[str, Any] | None:
             distilled = self._sleep_distilled(cortex)
             return collate(distilled, pad, cortex.device) if distilled else None
 
+        retried: list[str] = []
         try:
             probe = self._probe(cortex)
             before, base = self._perplexity(cortex, probe), self._perplexity(cortex, probe, as_original=True)
-            run = sleep.rehearse(cortex.model, cortex.lock, params, batches, order, min(self._layer_ids),
-                                 held, lambda: original(self._duals), cfg.sleep_lr, cfg.max_grad_norm,
-                                 cfg.replay_weight, budget.seconds - (time.perf_counter() - started), progress,
-                                 lambda: self._wanted.is_set() or budget.interrupted())
-            after = self._perplexity(cortex, probe)
+            for n, neurons in enumerate(attempts):
+                run = sleep.rehearse(cortex.model, cortex.lock, self._open(neurons), batches, order,
+                                     min(self._layer_ids), held, lambda: original(self._duals), cfg.sleep_lr,
+                                     cfg.max_grad_norm, cfg.replay_weight,
+                                     budget.seconds - (time.perf_counter() - started), progress,
+                                     lambda: self._wanted.is_set() or budget.interrupted())
+                after = self._perplexity(cortex, probe)
+                kept = sleep.probe_keeps(before, after, base, cfg.sleep_probe_bound)
+                out_of_time = time.perf_counter() - started >= budget.seconds
+                if kept or run.interrupted or out_of_time or n == len(attempts) - 1:
+                    break
+                self._discard()
+                retried.append(f"{_count(neurons)} neurons open rolled back (background prose's perplexity "
+                               f"{before:.3f} -> {after:.3f})")
+                progress(0.0, f"sleep {retried[-1]}: again with only the {_count(attempts[n + 1])} "
+                              "neurons documents changed")
         except BaseException:
             self._discard()
             raise
         details = {**run.details(), "pairs": len(entries), "probe_before": before, "probe_after": after,
-                   "probe_original": base}
-        if not sleep.probe_keeps(before, after, base, cfg.sleep_probe_bound):
+                   "probe_original": base, "retried": retried}
+        if not kept:
             self._discard()
             reason = (f"rolled back: background prose's perplexity rose from {before:.3f} to {after:.3f}, "
                       f"more than {cfg.sleep_probe_bound:.1%} above both that and the original model's "
@@ -487,7 +500,7 @@ class TTTEngine(Engine):
         seconds = time.perf_counter() - started
         progress(1.0, f"consolidated in {len(run.losses)} of {len(order)} steps, {seconds:.1f} s")
         return ConsolidateReport(engine=self.name, seconds=seconds, changed=changed > 0, details={
-            **details, "neurons_open": sum(int(n.numel()) for n in neurons), "neurons_changed": changed})
+            **details, "neurons_open": _count(neurons), "neurons_changed": changed})
 
     def _probe(self, cortex: Neocortex) -> Prefix | None:
         """The last ``sleep_probe_tokens`` of the background's everyday prose, as the first
@@ -734,3 +747,8 @@ def _trained_tokens(batches: list[dict[str, Any]], replay: list[dict[str, Any]])
     material = sum(int(b["attention_mask"].sum()) for b in batches)
     distilled = sum(int(replay[n % len(replay)]["attention_mask"].sum()) for n in range(len(batches))) if replay else 0
     return material + distilled
+
+
+def _count(neurons: list[Tensor]) -> int:
+    """Neurons over every learning layer."""
+    return sum(int(ids.numel()) for ids in neurons)

@@ -3,8 +3,9 @@
 Learning a document rehearses only a few earlier pairs beside it, so the rows that hold the first
 documents keep being rewritten by later ones. Sleep has time for the whole recall pool: several
 passes over it, each in a new random order, with the rows of every neuron gating could choose
-open (or only those documents changed), and beside every step a distillation batch (background
-prose and questions) that holds the original model's predictions where general use runs.
+open (or only those documents changed: the engine's second try when the probe rolls the first
+back), and beside every step a distillation batch (background prose and questions) that holds
+the original model's predictions where general use runs.
 
 The recall batches do not change between passes, so what the frozen layers below the first
 learning one make of them is kept (up to ``PREFIX_BUDGET`` bytes) instead of recomputed.
