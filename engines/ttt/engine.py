@@ -235,7 +235,7 @@ class TTTEngine(Engine):
             tokens=doc_tokens,
             details={"steps": result.steps, "loss_first_pass": result.first_loss,
                      "loss_last_pass": result.last_loss, "neurons_changed": changed,
-                     "neurons_open": sum(int(n.numel()) for n in neurons), "alpha": self.alpha,
+                     "neurons_open": _count(neurons), "alpha": self.alpha,
                      "material_tokens": sum(len(p) for p in pieces), "recalled_pairs": len(recalled),
                      "trained_tokens": _trained_tokens(batches, replay) * self.config.passes,
                      "tokens_per_second": doc_tokens / seconds if seconds > 0 else 0.0},
