@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -29,6 +29,9 @@ from app.settings import (
     load_settings,
     save_setting,
 )
+
+if TYPE_CHECKING:
+    from engines.base import ConsolidateReport
 
 console = Console(soft_wrap=True)  # long paths stay whole and copyable
 err_console = Console(stderr=True)
@@ -732,14 +735,24 @@ def sleep_now(c: Context, seconds: float | None) -> None:
             raise click.ClickException(str(exc)) from exc
         bar.update(task, completed=100)
     for report in reports:
-        figures = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                   for k, v in report.details.items() if isinstance(v, (int, float, str))]
-        console.print(f"{report.engine}: {'changed' if report.changed else 'unchanged'} in {report.seconds:.1f} s"
-                      + (f" ({', '.join(figures)})" if figures else ""), highlight=False, markup=False)
+        for line in _sleep_summary(report):
+            console.print(line, highlight=False, markup=False)
     last = engram.sleeper.status().last  # the sleep just recorded
     for name in last.checkpoints if last is not None and last.changed else []:
         console.print(f"The learned state before this sleep is checkpoint {name}: "
                       f"`engram checkpoint load {name}` undoes the sleep.", highlight=False, markup=False)
+
+
+def _sleep_summary(report: ConsolidateReport) -> list[str]:
+    """One line of an engine's plain figures, then one per entry of a list it gives (a sleep tried
+    again names each try the forgetting probe rolled back), so no outcome hides in the report."""
+    figures = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+               for k, v in report.details.items() if isinstance(v, (int, float, str))]
+    lines = [f"{report.engine}: {'changed' if report.changed else 'unchanged'} in {report.seconds:.1f} s"
+             + (f" ({', '.join(figures)})" if figures else "")]
+    lines += [f"  {key}: {item}" for key, value in report.details.items() if isinstance(value, list)
+              for item in value if isinstance(item, (int, float, str))]
+    return lines
 
 
 # --- config ------------------------------------------------------------------------------------

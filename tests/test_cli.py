@@ -78,3 +78,17 @@ def test_bench_learn_refuses_a_mistyped_arm_or_size_before_loading_a_model(isola
         assert result.exit_code == 2 and said in result.output, result.output
     out_of_range = CliRunner().invoke(cli, ["bench", "learn", "--ablations", "--arms", "7", *quick])
     assert out_of_range.exit_code == 1 and "numbered 1-6" in out_of_range.output
+
+
+def test_sleep_summary_names_each_try_the_probe_rolled_back() -> None:
+    """A retried sleep once showed only in the progress line: the summary printed plain numbers."""
+    from app.cli import _sleep_summary
+    from engines.base import ConsolidateReport
+
+    report = ConsolidateReport(engine="ttt", seconds=12.34, changed=True, details={
+        "steps": 18, "probe_after": 22.69, "retried": ["7216 neurons open rolled back (22.580 -> 23.650)"]})
+    assert _sleep_summary(report) == [
+        "ttt: changed in 12.3 s (steps 18, probe_after 22.690)",
+        "  retried: 7216 neurons open rolled back (22.580 -> 23.650)"]
+    kept = report.model_copy(update={"details": {"steps": 18, "retried": []}})
+    assert _sleep_summary(kept) == ["ttt: changed in 12.3 s (steps 18)"]
