@@ -190,7 +190,7 @@ def measure_retrieval(engram, questions: list[str]) -> RetrievalFigures:
         rag.contribute(Query(text=q))
         contribute.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        vec = engram.embedder.embed([q])
+        vec = engram.embedder.encode([q])  # the raw part: contribute just embedded q
         embed_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         engram.index.search(vec, rag.config.k * 2)

@@ -161,7 +161,7 @@ def run_ingest_bench(settings: Settings, files: int = 2000, vector_sizes: list[i
             queries_text = [t[:200] for t in random.Random(seed).sample(texts, min(200, len(texts)))]
             t0 = time.perf_counter()
             for q in queries_text[:50]:
-                engram.embedder.embed([q])
+                engram.embedder.encode([q])
             query_ms = (time.perf_counter() - t0) * 1000 / min(50, len(queries_text))
             base = engram.docs.vectors(engram.docs.chunk_ids())
             queries = jittered(engram.embedder.embed(queries_text), len(queries_text),

