@@ -6,7 +6,7 @@ fire in general use at most half as often as the average one, replay of everyday
 own loss, three background questions distilled from the original model beside each mini-batch,
 four earlier documents' pairs recalled per pair of the new one, one pass at a learning rate of
 4e-3 (two at 2e-3 learned more per document in twice the time; a sleep makes up most of it), and
-an alpha floor of 0.6. Sleep makes four passes over the recall pool at 2e-3 with the rows of
+an alpha floor of 0.6. Sleep makes six passes over the recall pool at 2e-3 with the rows of
 every neuron general use leaves quiet open, and is rolled back when it leaves the perplexity of
 1,024 tokens of background prose more than 1% above both what it was before and what the original
 model had; a rolled-back sleep tries again with only the rows documents changed open. Answers
@@ -92,7 +92,7 @@ class TTTConfig(BaseModel):
     replay_weight: float = Field(
         1.0, gt=0.0, le=100.0, description="Weight of the distillation loss against the material's.")
     sleep_epochs: int = Field(
-        4, ge=1, le=100, description="Passes over every recalled pair while consolidating (sleep), "
+        6, ge=1, le=100, description="Passes over every recalled pair while consolidating (sleep), "
         "with the rows sleep_open names open.")
     sleep_open: Literal["changed", "quiet"] = Field(
         "quiet", description="Rows a sleep trains (gated): changed: those documents changed; "
