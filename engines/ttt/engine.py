@@ -411,11 +411,12 @@ class TTTEngine(Engine):
         if cfg.sleep_open == "changed" or not cfg.gate or cfg.mode == "full":
             return [changed]
         if cfg.gate_max_background <= 0:  # no neuron is too busy to change
-            return [[torch.arange(dual.neurons) for dual in self._duals], changed]
-        allowed = self._quiet(*self._background_rates(
-            cortex, lambda f: progress(0.0, f"calibrating neuron statistics ({f:.0%})")))
-        assert allowed is not None
-        wide = [torch.cat([ids.cpu(), row.nonzero().flatten()]).unique() for ids, row in zip(changed, allowed)]
+            wide = [torch.arange(dual.neurons) for dual in self._duals]
+        else:
+            allowed = self._quiet(*self._background_rates(
+                cortex, lambda f: progress(0.0, f"calibrating neuron statistics ({f:.0%})")))
+            assert allowed is not None
+            wide = [torch.cat([ids.cpu(), row.nonzero().flatten()]).unique() for ids, row in zip(changed, allowed)]
         return [wide, changed] if _count(wide) > _count(changed) else [changed]
 
     # --- sleep -------------------------------------------------------------------------------
