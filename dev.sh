@@ -25,12 +25,16 @@ setup() {
     say "creating virtual environment in $VENV"
     "$PYTHON" -m venv "$VENV"
   fi
-  local stamp="$VENV/.engram-installed" want
-  want="$(cat pyproject.toml dev.sh | sha256sum | cut -c1-16)"
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  local stamp="$VENV/.engram-installed" want build=app/runtimes/llama_build.py
+  want="$(cat pyproject.toml dev.sh "$build" | sha256sum | cut -c1-16)"
+  # llama.cpp is compiled for this CPU's instruction set (never -march=native: its AMX path
+  # crashes), tested in a child process, and rebuilt when the recorded CPU features differ.
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$VENV/bin/python" "$build" check; then
     say "installing Engram and its models (first time: several minutes; llama.cpp compiles)"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip wheel
+    "$VENV/bin/python" "$build" install
     "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+    "$VENV/bin/python" "$build" prove
     echo "$want" > "$stamp"
   fi
 }
