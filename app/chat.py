@@ -20,7 +20,7 @@ from app.grounded_prompt import build_prompt
 from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
 from engines.base import Contribution, Draft, Engine, Passage, Query, SourceLocation
-from engines.generation import ChatMessage, GenerationRequest, Runtime
+from engines.generation import ChatMessage, GenerationRequest, Runtime, RuntimeCrashed
 from store.conversations import ConversationStore, MessageRow, Rating
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,11 @@ class ChatService:
         return self.runtime.get(), []
 
     def history(self, conversation_id: int) -> list[ChatMessage]:
+        """The last turns, leaving out answers a crashed model cut short (and their questions)."""
         turns = self.conversations.messages(conversation_id)[-2 * self.settings.history_turns:]
-        return [ChatMessage(role=m.role, content=m.content) for m in turns] if turns else []
+        failed = {i for i, m in enumerate(turns) if m.meta.get("error")}
+        kept = [m for i, m in enumerate(turns) if i not in failed and i + 1 not in failed]
+        return [ChatMessage(role=m.role, content=m.content) for m in kept]
 
     def contributions(self, query: Query) -> list[Contribution]:
         return [engine.contribute(query) for engine in self.engines]
@@ -164,12 +167,15 @@ class ChatService:
                                     temperature=self.settings.temperature, logit_bias=bias)
         pieces: list[str] = []
         finished = False
+        failure: RuntimeCrashed | None = None
         stream = runtime.stream(request)
         try:
             for piece in stream:
                 pieces.append(piece)
                 yield Delta(text=piece)
             finished = True
+        except RuntimeCrashed as exc:  # the model's process died: keep what it said, say why
+            failure, finished = exc, True
         finally:
             stream.close()
             answer = "".join(pieces).strip()
@@ -179,7 +185,9 @@ class ChatService:
                         "logit_bias": bias is not None, "notes": notes,
                         "history_messages": plan.history_messages, "learned_states": learned,
                         **engine_meta(contributions)}
-                if finished:
+                if failure is not None:
+                    meta.update(error=str(failure), finish_reason="error")
+                elif finished:
                     result = stream.result
                     meta.update(prompt_tokens=result.prompt_tokens,
                                 completion_tokens=result.completion_tokens,

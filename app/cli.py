@@ -328,6 +328,8 @@ def ask(c: Context, question: str, conversation: int | None) -> None:
             elif isinstance(event, Done):
                 console.out("")
                 _print_sources(event.message)
+                if event.message.meta.get("error"):
+                    raise click.ClickException(event.message.meta["error"])
     except (KeyError, ValueError) as exc:
         raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
     except _runtime_errors() as exc:

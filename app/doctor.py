@@ -85,25 +85,74 @@ def check_embeddings(settings: Settings) -> Check:
                              f"{time.perf_counter() - started:.1f} s")
 
 
-def check_chat_model(settings: Settings) -> Check:
-    from app.runtimes.active import ActiveRuntime
-    from engines.generation import ChatMessage, GenerationRequest, PromptTooLong, RuntimeUnavailable
+DOCTOR_QUESTION = "In one sentence: what is a library?"
+DOCTOR_TOKENS = 16
 
-    runtime = ActiveRuntime(settings)
+
+def check_llama_build(settings: Settings) -> Check:
+    """Which instruction set setup compiled llama.cpp for, and whether it still fits this CPU."""
+    from app.runtimes import llama_build
+
+    record = llama_build.read_record()
+    if record is None:
+        return Check(name="llama.cpp build", status="warn",
+                     detail="no build recorded: llama-cpp-python was not installed by Engram's setup, "
+                            "so it may be a native build (which crashes on CPUs with AMX)",
+                     fix="run `bash dev.sh setup`: it builds llama.cpp for this CPU and tests it")
+    cpu = llama_build.read_cpu()
+    flags = " ".join(a.removeprefix("-D") for a in record.cmake_args if a.endswith("=ON")
+                     or "ARM_ARCH" in a)
+    detail = (f"llama-cpp-python {record.version} for {record.level} ({record.about}); "
+              f"{flags or 'no SIMD flags'}; AMX off")
+    if record.fallback:
+        detail += "; the conservative fallback, after the faster build failed its test"
+    reason = llama_build.rebuild_reason(record, cpu, llama_build.required_version(),
+                                        llama_build.installed_version(), llama_build.choose(cpu))
+    if reason and "CPU features" in reason:
+        return Check(name="llama.cpp build", status="fail", detail=f"{detail}; {reason}",
+                     fix="run `bash dev.sh setup` to rebuild llama.cpp for this CPU")
+    if reason:
+        return Check(name="llama.cpp build", status="warn", detail=f"{detail}; {reason}",
+                     fix="run `bash dev.sh setup`")
+    return _ok("llama.cpp build", detail)
+
+
+def check_chat_model(settings: Settings) -> Check:
+    """A short real answer, generated in a child process: a model that crashes cannot take the
+    doctor down with it (llama.cpp runs isolated here even when ``isolate_runtime`` is off)."""
+    from app.runtimes.active import ActiveRuntime
+    from engines.generation import (
+        ChatMessage,
+        GenerationRequest,
+        PromptTooLong,
+        RuntimeCrashed,
+        RuntimeUnavailable,
+    )
+
+    runtime = ActiveRuntime(settings.model_copy(update={"isolate_runtime": True}))
     label = f"{settings.chat_backend} {settings.chat_model}"
     try:
         started = time.perf_counter()
         loaded = runtime.get()
         loaded.check()
         result = loaded.generate(GenerationRequest(
-            messages=[ChatMessage(role="user", content="Say OK.")], max_tokens=4, temperature=0))
+            messages=[ChatMessage(role="user", content=DOCTOR_QUESTION)], max_tokens=DOCTOR_TOKENS,
+            temperature=0))
+    except RuntimeCrashed as exc:
+        return Check(name="chat model", status="fail", detail=f"{label}: {exc}",
+                     fix="run `bash dev.sh setup` (it rebuilds llama.cpp for this CPU and tests it); "
+                         "if that does not help, pick another model with `engram models use ...`")
     except (RuntimeUnavailable, PromptTooLong, ValueError) as exc:
         return Check(name="chat model", status="fail", detail=f"{label}: {exc}",
                      fix="pick a model that loads: `engram models` then `engram models use ...`")
     finally:
         runtime.close()
-    return _ok("chat model", f"{label} loaded and generated {result.completion_tokens} tokens in "
-                             f"{time.perf_counter() - started:.1f} s")
+    if not result.text.strip():
+        return Check(name="chat model", status="fail", detail=f"{label} loaded but answered nothing",
+                     fix="pick another model: `engram models` then `engram models use ...`")
+    return _ok("chat model", f"{label} answered in a child process with {result.completion_tokens} "
+                             f"tokens in {time.perf_counter() - started:.1f} s: "
+                             f"{' '.join(result.text.split())[:80]!r}")
 
 
 def check_store(settings: Settings) -> Check:
@@ -192,8 +241,8 @@ def check_network(settings: Settings) -> Check:
 
 
 CHECKS: list[Callable[[Settings], Check]] = [
-    check_python, check_embedded_models, check_embeddings, check_chat_model, check_store,
-    check_folders, check_disk, check_network,
+    check_python, check_embedded_models, check_llama_build, check_embeddings, check_chat_model,
+    check_store, check_folders, check_disk, check_network,
 ]
 
 

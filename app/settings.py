@@ -145,6 +145,12 @@ class Settings(BaseModel):
     history_turns: int = Field(
         4, ge=0, le=50, description="Earlier question/answer pairs of a conversation kept in the prompt."
     )
+    isolate_runtime: bool = Field(
+        True, description="Run llama.cpp in a supervised child process: a crash or hang there ends "
+        "that answer with a message instead of taking Engram down.")
+    runtime_timeout_s: float = Field(
+        300.0, gt=0, le=86_400, description="A llama.cpp model that sends nothing for this long "
+        "while answering is taken for hung, stopped and restarted.")
     ollama_host: str = Field(
         "http://127.0.0.1:11434", description="Ollama server URL (a remote host is allowed)."
     )

@@ -37,6 +37,10 @@ class RuntimeUnavailable(Exception):
     """
 
 
+class RuntimeCrashed(RuntimeUnavailable):
+    """The model's process died or hung mid-request; the next request starts a new one."""
+
+
 class PromptTooLong(ValueError):
     """The prompt does not fit the model's context window (caller must trim it)."""
 

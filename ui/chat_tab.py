@@ -67,10 +67,14 @@ def render_meta(meta: dict[str, Any]) -> str:
 
 def render_answer(text: str, citations: list[dict[str, Any]], meta: dict[str, Any] | None = None,
                   correction: str | None = None) -> str:
-    body = safe_markdown(text) if text else THINKING
+    meta = meta or {}
+    failed = meta.get("error")
+    body = safe_markdown(text) if text else "" if failed else THINKING
+    cut = (f"\n\n<div class='engram-warning'><strong>The answer stopped:</strong> "
+           f"{escape(str(failed))}</div>" if failed else "")
     fixed = (f"\n\n<div class='engram-meta'><strong>Your correction:</strong> "
              f"{escape(correction)}</div>" if correction else "")
-    return f"{body}{fixed}\n\n{render_sources(citations)}{render_meta(meta or {})}"
+    return f"{body}{cut}{fixed}\n\n{render_sources(citations)}{render_meta(meta)}"
 
 
 def render_error(message: str) -> str:

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 def runtime_options(settings: Settings, backend: str) -> dict[str, Any]:
     """Constructor options for ``backend`` taken from the settings."""
     if backend == "llamacpp":
-        return {"n_ctx": settings.context_tokens}
+        return {"n_ctx": settings.context_tokens, "isolated": settings.isolate_runtime,
+                "stall_timeout_s": settings.runtime_timeout_s}
     if backend == "ollama":
         return {"host": settings.ollama_host, "read_timeout_s": settings.ollama_timeout_s,
                 "num_ctx": settings.context_tokens}

@@ -103,8 +103,18 @@ def available_models(
     ]
 
 
-def make_runtime(backend: str, model: str = EMBEDDED, **opts: Any) -> Runtime:
-    """Build the runtime for ``backend``; ``opts`` go to its constructor (see each runtime)."""
+def make_runtime(backend: str, model: str = EMBEDDED, *, isolated: bool = True,
+                 stall_timeout_s: float = 300.0, **opts: Any) -> Runtime:
+    """Build the runtime for ``backend``; ``opts`` go to its constructor (see each runtime).
+
+    llama.cpp runs in a supervised child process unless ``isolated`` is False (see
+    ``app.runtimes.isolated``); Ollama is a server already, and torch answers with weights the
+    engines train in this process.
+    """
+    if backend == "llamacpp" and isolated:
+        from app.runtimes.isolated import IsolatedRuntime
+
+        return IsolatedRuntime(backend, model, stall_timeout_s=stall_timeout_s, **opts)
     if backend == "llamacpp":
         from app.runtimes.llamacpp import LlamaCppRuntime
 
