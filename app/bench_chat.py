@@ -31,6 +31,7 @@ from app.general_text import background_text
 from app.settings import LoadedSettings, Settings
 
 TARGET_SPEED_RATIO = 0.9
+TARGET_ISOLATION_RATIO = 0.95
 TARGET_RETRIEVAL_MS = 100.0
 FILLER_DOC_CHUNKS = 100
 SPEED_ANSWER_TOKENS = 128
@@ -44,6 +45,19 @@ class SpeedFigures(BaseModel):
     ratio: float
     engram_first_token_ms: float
     raw_first_token_ms: float
+
+
+class IsolationFigures(BaseModel):
+    """The model's own process against raw llama-cpp-python in this one: same messages, greedy."""
+
+    isolated: bool
+    runs: int
+    completion_tokens: int
+    isolated_tokens_per_s: float
+    raw_tokens_per_s: float
+    ratio: float
+    extra_first_token_ms: float
+    process_start_s: float | None
 
 
 class RetrievalFigures(BaseModel):
@@ -66,6 +80,7 @@ class AccuracyFigures(BaseModel):
 class ChatBenchReport(BaseModel):
     model: str
     speed: SpeedFigures
+    isolation: IsolationFigures
     retrieval: RetrievalFigures
     accuracy: list[AccuracyFigures]
     notes: list[str]
@@ -114,11 +129,30 @@ def _engram_run(engram, question: str) -> tuple[str, float, float]:
     return "".join(pieces), first or 0.0, time.perf_counter() - started
 
 
-def measure_speed(engram, question: str, runs: int) -> SpeedFigures:
+def _runtime_run(runtime, request) -> tuple[str, float, float]:
+    started = time.perf_counter()
+    first = None
+    pieces = []
+    for piece in runtime.stream(request):
+        first = first or time.perf_counter() - started
+        pieces.append(piece)
+    return "".join(pieces), first or 0.0, time.perf_counter() - started
+
+
+def _decode_rate(tokens: int, totals: list[float], firsts: list[float]) -> float:
+    """Tokens after the first over the median time after the first (prompt time excluded)."""
+    return (tokens - 1) / statistics.median(t - f for t, f in zip(totals, firsts))
+
+
+def measure_speed(engram, question: str, runs: int) -> tuple[SpeedFigures, IsolationFigures]:
+    """Alternating runs of raw llama-cpp-python, Engram's whole chat path, and the bare runtime
+    (the model in its own process) on the same messages."""
     from llama_cpp import Llama
 
     from app.grounded_prompt import build_prompt
+    from app.runtimes.isolated import IsolatedRuntime
     from engines.base import Query
+    from engines.generation import GenerationRequest
 
     runtime = engram.runtime.get()
     if runtime.name != "llamacpp":
@@ -128,32 +162,43 @@ def measure_speed(engram, question: str, runs: int) -> SpeedFigures:
     plan = build_prompt(question, passages, [], [], runtime.count_tokens, runtime.context_window,
                         engram.settings.answer_max_tokens, engram.settings.rag.context_share)
     messages = [m.model_dump() for m in plan.messages]
+    request = GenerationRequest(messages=plan.messages, max_tokens=engram.settings.answer_max_tokens,
+                                temperature=0.0)
     raw = Llama(model_path=str(runtime.path), n_ctx=runtime.context_window,
                 n_threads=runtime.n_threads, n_threads_batch=runtime.n_threads,
                 n_gpu_layers=runtime.n_gpu_layers, seed=0, verbose=False)
+    raw_s, raw_first, eng_s, eng_first, iso_s, iso_first = [], [], [], [], [], []
     try:
-        _raw_run(raw, messages, 8)  # warm both
+        _raw_run(raw, messages, 8)  # warm all three
         _engram_run(engram, question)
-        raw_s, raw_first, eng_s, eng_first, tokens = [], [], [], [], 0
+        _runtime_run(runtime, request)
         for _ in range(runs):
             text, first, total = _raw_run(raw, messages, engram.settings.answer_max_tokens)
             raw_s.append(total)
             raw_first.append(first)
-            tokens = runtime.count_tokens(text)
             text2, first2, total2 = _engram_run(engram, question)
             eng_s.append(total2)
             eng_first.append(first2)
+            text3, first3, total3 = _runtime_run(runtime, request)
+            iso_s.append(total3)
+            iso_first.append(first3)
     finally:
         raw.close()
-    # Decoding rate: the tokens after the first over the time after the first (the time to the
-    # first token, retrieval and prompt processing included, is reported on its own).
-    raw_rate = (tokens - 1) / statistics.median(t - f for t, f in zip(raw_s, raw_first))
-    eng_tokens = runtime.count_tokens(text2)
-    eng_rate = (eng_tokens - 1) / statistics.median(t - f for t, f in zip(eng_s, eng_first))
-    return SpeedFigures(runs=runs, completion_tokens=tokens, engram_tokens_per_s=eng_rate,
-                        raw_tokens_per_s=raw_rate, ratio=eng_rate / raw_rate,
-                        engram_first_token_ms=median_ms(eng_first),
-                        raw_first_token_ms=median_ms(raw_first))
+    tokens = runtime.count_tokens(text)
+    raw_rate = _decode_rate(tokens, raw_s, raw_first)
+    eng_rate = _decode_rate(runtime.count_tokens(text2), eng_s, eng_first)
+    iso_rate = _decode_rate(runtime.count_tokens(text3), iso_s, iso_first)
+    speed = SpeedFigures(runs=runs, completion_tokens=tokens, engram_tokens_per_s=eng_rate,
+                         raw_tokens_per_s=raw_rate, ratio=eng_rate / raw_rate,
+                         engram_first_token_ms=median_ms(eng_first),
+                         raw_first_token_ms=median_ms(raw_first))
+    isolated = isinstance(runtime, IsolatedRuntime)
+    isolation = IsolationFigures(
+        isolated=isolated, runs=runs, completion_tokens=runtime.count_tokens(text3),
+        isolated_tokens_per_s=iso_rate, raw_tokens_per_s=raw_rate, ratio=iso_rate / raw_rate,
+        extra_first_token_ms=median_ms(iso_first) - median_ms(raw_first),
+        process_start_s=round(runtime.start_seconds, 3) if isolated else None)
+    return speed, isolation
 
 
 def add_filler(engram, target_chunks: int, seed: int) -> int:
@@ -246,14 +291,16 @@ def run_chat_bench(settings: Settings, questions: int = 100, chunks: int = 10_00
             echo(f"Measuring speed against raw llama-cpp-python ({runs} runs each)...")
             engram.settings.answer_max_tokens = SPEED_ANSWER_TOKENS
             entity = fiction.documents[0].entity
-            speed = measure_speed(engram, f"Describe {entity} in detail, fact by fact.", runs)
+            speed, isolation = measure_speed(engram, f"Describe {entity} in detail, fact by fact.",
+                                             runs)
             echo(f"Filling the store to {chunks:,} chunks for the retrieval figures...")
             filled = add_filler(engram, chunks, seed)
             retrieval = measure_retrieval(engram, [q.question for q in fiction.questions[:60]])
             model = f"{engram.runtime.backend} {engram.runtime.model}"
         finally:
             engram.close()
-    report = ChatBenchReport(model=model, speed=speed, retrieval=retrieval, accuracy=accuracy, notes=[
+    report = ChatBenchReport(model=model, speed=speed, isolation=isolation, retrieval=retrieval,
+                             accuracy=accuracy, notes=[
         f"{filled:,} of the {retrieval.chunks:,} chunks are background prose with vectors jittered "
         "around real embeddings (noise 0.04), to reach the index size",
         "exact match: the answer is the expected string, or a short sentence ending in it; "
@@ -261,6 +308,8 @@ def run_chat_bench(settings: Settings, questions: int = 100, chunks: int = 10_00
         "speed: greedy, alternating raw/Engram runs, medians; tokens/s is the decoding rate after "
         "the first token (tokens counted by re-tokenizing each answer); time to first token "
         "includes Engram's retrieval and prompt packing",
+        "isolation: the same messages through the runtime alone, the model in its own process "
+        "(`isolate_runtime`), against raw llama-cpp-python in this process",
     ])
     print_report(report, echo)
     return report
@@ -275,6 +324,12 @@ def print_report(r: ChatBenchReport, echo: Callable[[str], None]) -> None:
          f"{verdict(s.ratio >= TARGET_SPEED_RATIO)}")
     echo(f"first token       Engram {s.engram_first_token_ms:6.0f} ms  raw {s.raw_first_token_ms:6.0f} ms"
          f"  ({s.completion_tokens} tokens per answer, {s.runs} runs)")
+    i = r.isolation
+    where = "own process" if i.isolated else "in process (isolate_runtime is off)"
+    echo(f"isolation         model in its {where}: {i.isolated_tokens_per_s:6.1f} tokens/s, ratio "
+         f"{i.ratio:.2f} to raw (target >= {TARGET_ISOLATION_RATIO}) "
+         f"{verdict(i.ratio >= TARGET_ISOLATION_RATIO)}; first token {i.extra_first_token_ms:+.0f} ms"
+         + (f"; process start {i.process_start_s:.2f} s (once)" if i.process_start_s else ""))
     echo(f"retrieval         {q.contribute_p50_ms:6.1f} ms p50, {q.contribute_p95_ms:6.1f} ms p95 at "
          f"{q.chunks:,} chunks (target < {TARGET_RETRIEVAL_MS:.0f} ms) "
          f"{verdict(q.contribute_p95_ms < TARGET_RETRIEVAL_MS)}; of which query embedding "
