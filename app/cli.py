@@ -316,7 +316,7 @@ def _runtime_errors():
 @pass_ctx
 def ask(c: Context, question: str, conversation: int | None) -> None:
     """Answer QUESTION from your documents and list the sources it used."""
-    from app.chat import Delta, Done, Sources
+    from app.chat.service import Delta, Done, Sources
 
     engram = c.engram
     try:
@@ -438,7 +438,7 @@ SECTION_CHOICE = click.Choice(["general", "format", "units", "sources", "mistake
 
 
 def _playbook_errors():
-    from app.playbooks import PlaybookError
+    from app.services.playbooks import PlaybookError
     from store.playbook_files import PlaybookFileError
 
     return (PlaybookError, PlaybookFileError)
@@ -624,7 +624,7 @@ def ace() -> None:
 
 
 def _ace_engine(c: Context):
-    from app.ace_training import playbook_engine
+    from app.services.ace_training import playbook_engine
 
     engine, enabled = playbook_engine(c.engram)
     if not enabled:
@@ -641,7 +641,7 @@ def _ace_engine(c: Context):
 def ace_train(c: Context, qa_file: Path, epochs: int, seed: int) -> None:
     """Offline training: epochs of Generate-Reflect-Curate over question/answer pairs (JSON Lines
     with "question" and "answer"), answering from your documents."""
-    from app.ace_training import QAFileError, load_qa
+    from app.services.ace_training import QAFileError, load_qa
 
     try:
         pairs = load_qa(qa_file)
@@ -670,7 +670,7 @@ def ace_train(c: Context, qa_file: Path, epochs: int, seed: int) -> None:
 @pass_ctx
 def ace_reflect(c: Context) -> None:
     """Learn now from feedback still waiting in the queue (the running app does it in the background)."""
-    from app.feedback_jobs import FEEDBACK
+    from app.jobs.feedback import FEEDBACK
 
     engram = c.engram
     waiting = engram.queue.pending_count(FEEDBACK)
@@ -704,7 +704,7 @@ def ace_consolidate(c: Context, seconds: float) -> None:
 @pass_ctx
 def ace_status(c: Context) -> None:
     """The playbook in use: version, size, deltas kept and rejected, feedback waiting."""
-    from app.feedback_jobs import FEEDBACK
+    from app.jobs.feedback import FEEDBACK
 
     stats = _ace_engine(c).stats()
     console.print(f"Playbook {stats['playbook']}: version {stats['version']}, {stats['bullets']} bullets; "
@@ -720,8 +720,8 @@ def ace_status(c: Context) -> None:
 @pass_ctx
 def sleep_now(c: Context, seconds: float | None) -> None:
     """Consolidate now, as during idle time: every enabled engine's offline work, in turn."""
-    from app.checkpoints import CheckpointNotSaved
-    from app.sleep_jobs import run_sleep
+    from app.services.checkpoints import CheckpointNotSaved
+    from app.jobs.sleep import run_sleep
 
     with _progress_bar() as bar:
         task = bar.add_task("sleep", total=100)
@@ -851,7 +851,7 @@ def checkpoint_delete(c: Context, name: str) -> None:
 @pass_ctx
 def doctor(c: Context) -> None:
     """Check the installation, the models, the store and the folders; say what to fix."""
-    from app.doctor import run_checks
+    from app.services.doctor import run_checks
 
     marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
 
@@ -876,7 +876,7 @@ def bench() -> None:
 
 def _fiction_size(_ctx: click.Context, _param: click.Parameter, value: str) -> str | int:
     """A named fictional set, or a number of documents; refused before any model loads."""
-    from app.fiction import documents_in
+    from app.bench.fiction import documents_in
 
     size = int(value) if value.isdecimal() else value
     try:
@@ -908,7 +908,7 @@ fiction_size_option = click.option(
 @pass_ctx
 def bench_ingest(c: Context, files: int, vectors: str, seed: int, json_out: Path | None) -> None:
     """Ingest throughput vs raw embedding, re-scan time, search latency and ANN recall."""
-    from app.bench_ingest import run_ingest_bench
+    from app.bench.ingest import run_ingest_bench
 
     sizes = [int(v) for v in vectors.split(",") if v.strip()]
     report = run_ingest_bench(c.loaded.settings, files=files, vector_sizes=sizes, seed=seed,
@@ -930,7 +930,7 @@ def bench_ingest(c: Context, files: int, vectors: str, seed: int, json_out: Path
 def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, json_out: Path | None) -> None:
     """Playbook learning on questions that need a unit convention: accuracy before and after
     offline training and on held-out questions, playbook size, time per cycle."""
-    from app.bench_ace import run_ace_bench
+    from app.bench.ace import run_ace_bench
 
     try:
         report = run_ace_bench(c.loaded.settings, n_train=n_train, n_test=n_test, epochs=epochs,
@@ -966,7 +966,7 @@ def bench_learn(c: Context, engines: str, size: str | int, seed: int, ablations:
                 free_text: bool, speed: bool, arms: list[int] | None, threads: int | None,
                 sleep: float) -> None:
     """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
-    from app.bench_learn import run_learn_bench
+    from app.bench.learn import run_learn_bench
 
     names = [n.strip() for n in engines.split(",") if n.strip()]
     try:
@@ -987,7 +987,7 @@ def bench_learn(c: Context, engines: str, size: str | int, seed: int, ablations:
 def bench_route(c: Context, size: str | int, seed: int, json_out: Path | None) -> None:
     """Which questions TTT's router hands the learned weights: fictional ones against general
     ones the bounds were and were not chosen on (the embedder only; no training)."""
-    from app.bench_route import run_route_bench
+    from app.bench.route import run_route_bench
 
     try:
         report = run_route_bench(c.loaded.settings, size=size, seed=seed,  # type: ignore[arg-type]
@@ -1011,7 +1011,7 @@ def bench_route(c: Context, size: str | int, seed: int, json_out: Path | None) -
 def bench_chat(c: Context, questions: int, chunks: int, runs: int, seed: int,
                json_out: Path | None) -> None:
     """Chat speed vs raw llama-cpp-python, retrieval latency, grounded accuracy."""
-    from app.bench_chat import run_chat_bench
+    from app.bench.chat import run_chat_bench
 
     try:
         report = run_chat_bench(c.loaded.settings, questions=questions, chunks=chunks, runs=runs,
@@ -1031,7 +1031,7 @@ def bench_chat(c: Context, questions: int, chunks: int, runs: int, seed: int,
 @pass_ctx
 def bench_load(c: Context, files: int, chats: int, seed: int, json_out: Path | None) -> None:
     """Concurrent chat during a large ingest: latency, errors, deadlocks, consistency."""
-    from app.bench_load import run_load_bench
+    from app.bench.load import run_load_bench
 
     report = run_load_bench(c.loaded.settings, files=files, chats=chats, seed=seed, echo=console.print)
     if json_out:

@@ -16,26 +16,26 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from app.chat import ChatService
-from app.checkpoints import AnsweringState, CheckpointService
-from app.embeddings import Embedder
-from app.general_text import background_text
-from app.drop_files import DroppedFile, copy_into
-from app.file_rules import display_name, is_document, storable
-from app.ingest import LEARN, FileResult, Ingestor, ScanReport
+from app.chat.service import ChatService
+from app.services.checkpoints import AnsweringState, CheckpointService
+from app.ingest.embeddings import Embedder
+from app.services.general_text import background_text
+from app.ingest.drop_files import DroppedFile, copy_into
+from app.ingest.file_rules import display_name, is_document, storable
+from app.ingest.pipeline import LEARN, FileResult, Ingestor, ScanReport
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
-from app.source_view import SourceView, source_view
+from app.services.source_view import SourceView, source_view
 from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
-from app.watcher import FolderWatcher
+from app.ingest.watcher import FolderWatcher
 from engines.base import Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
 from engines.registry import build_engine, engine_class
-from app.feedback_jobs import FEEDBACK, FeedbackJobs, queue_feedback
-from app.learning import LearnJobs
-from app.sleep_jobs import SLEEP, SleepJobs, SleepScheduler
-from app.playbooks import PlaybookService
-from app.worker import Worker
+from app.jobs.feedback import FEEDBACK, FeedbackJobs, queue_feedback
+from app.jobs.learning import LearnJobs
+from app.jobs.sleep import SLEEP, SleepJobs, SleepScheduler
+from app.services.playbooks import PlaybookService
+from app.jobs.worker import Worker
 from store.blobs import BlobStore
 from store.conversations import ConversationStore, MessageRow
 from store.database import Database
@@ -154,7 +154,7 @@ class Engram:
         """The torch model weight-writing engines train and answer with (loaded on first use)."""
         with self._neocortex_lock:
             if self._neocortex is None:
-                from app.neocortex import load_neocortex
+                from app.runtimes.neocortex import load_neocortex
 
                 self._neocortex = load_neocortex(self.settings.neocortex_model, self.settings.device,
                                                  self.paths.cache)

@@ -26,7 +26,7 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 @pytest.fixture(scope="session")
 def embedder():
     """The real embedded all-MiniLM-L6-v2, loaded once per test session."""
-    from app.embeddings import Embedder
+    from app.ingest.embeddings import Embedder
 
     return Embedder(device="cpu")
 
@@ -48,7 +48,7 @@ def neocortex(tmp_path_factory: pytest.TempPathFactory):
     Engines install their DualMLPs into it; a test that builds one must close the engine after
     (``engine.close()`` puts the original MLPs back) so the next test sees the original model.
     """
-    from app.neocortex import load_neocortex
+    from app.runtimes.neocortex import load_neocortex
 
     runtime = load_neocortex("embedded", "cpu", tmp_path_factory.mktemp("neocortex-cache"))
     yield runtime

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import cli
-from app.feedback_jobs import FEEDBACK
+from app.jobs.feedback import FEEDBACK
 from app.runtimes.active import ActiveRuntime
 from engines.ace.rules import intrinsic_problem
 from engines.base import Budget

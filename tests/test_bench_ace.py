@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.bench_ace import run_ace_bench
+from app.bench.ace import run_ace_bench
 from app.settings import load_settings
 
 

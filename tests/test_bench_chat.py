@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.bench_chat import exact_match, run_chat_bench
+from app.bench.chat import exact_match, run_chat_bench
 from app.settings import load_settings
 
 

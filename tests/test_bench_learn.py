@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.bench_learn import latest_learn_report, run_learn_bench
+from app.bench.learn import latest_learn_report, run_learn_bench
 from app.settings import load_settings
 
 

@@ -7,7 +7,7 @@ import json
 
 from click.testing import CliRunner
 
-from app.bench_route import HELDOUT, run_route_bench
+from app.bench.route import HELDOUT, run_route_bench
 from app.cli import cli
 from app.settings import load_settings
 

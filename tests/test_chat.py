@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from app.chat import Delta, Done, Sources, best_quote, citations_for
+from app.chat.service import Delta, Done, Sources, best_quote, citations_for
 from app.cli import cli
-from app.grounded_prompt import build_prompt, cut_to_tokens
+from app.chat.prompt import build_prompt, cut_to_tokens
 from engines.base import Passage
 from engines.generation import ChatMessage
 from tests.helpers import open_engram

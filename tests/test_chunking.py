@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.chunking import ChunkSpec, chunk_document, split_units
-from app.parsers import ParsedDocument, Section, parse_file
+from app.ingest.chunking import ChunkSpec, chunk_document, split_units
+from app.ingest.parsers import ParsedDocument, Section, parse_file
 from tests.test_parsers import make_pdf
 
 LIMIT = 1024 * 1024

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from app.cli import cli
-from app.doctor import check_network, check_store, run_checks
+from app.services.doctor import check_network, check_store, run_checks
 from app.settings import load_settings
 from tests.helpers import open_engram
 

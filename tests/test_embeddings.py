@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.embeddings import RECENT_QUERIES
+from app.ingest.embeddings import RECENT_QUERIES
 
 
 def test_a_question_asked_again_is_not_encoded_again(embedder, monkeypatch) -> None:

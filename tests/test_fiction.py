@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.fiction import DOCS_PER_SIZE, generate, load_questions
+from app.bench.fiction import DOCS_PER_SIZE, generate, load_questions
 
 
 def test_deterministic_by_seed_and_different_across_seeds() -> None:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from app.general_text import GeneralQuestion, background_text, general_questions, heldout_questions, heldout_text
+from app.services.general_text import GeneralQuestion, background_text, general_questions, heldout_questions, heldout_text
 from engines.ttt.engine import BACKGROUND_PROSE_CHARS
 
 

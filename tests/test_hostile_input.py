@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.file_rules import BAD_NAME_ERROR
+from app.ingest.file_rules import BAD_NAME_ERROR
 from tests.helpers import open_engram, wait_for
 
 

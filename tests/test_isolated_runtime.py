@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from app.chat import Delta, Done, Sources
+from app.chat.service import Delta, Done, Sources
 from app.cli import cli
 from app.runtimes import isolated
 from app.runtimes.isolated import IsolatedRuntime

@@ -67,7 +67,7 @@ def test_kill_during_index_saves(tmp_path: Path) -> None:
 PLAYBOOK_WRITER = """
 import itertools, sys
 from pathlib import Path
-from app.playbooks import PlaybookService
+from app.services.playbooks import PlaybookService
 from store.database import Database
 from store.playbooks import PlaybookStore
 db = Database(Path(sys.argv[1]))
@@ -92,7 +92,7 @@ for n, (verb, thing) in enumerate(itertools.cycle(itertools.product(verbs, thing
 def test_kill_during_playbook_updates(tmp_path: Path) -> None:
     """Every kill leaves whole versions: each with its delta, the live bullets equal to the head
     version, the exported file a whole file, and the playbook still changeable after restart."""
-    from app.playbooks import PlaybookService
+    from app.services.playbooks import PlaybookService
     from store.database import Database
     from store.playbook_files import read_playbook_file
     from store.playbooks import PlaybookStore

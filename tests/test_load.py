@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.bench_load import run_load_bench
+from app.bench.load import run_load_bench
 from app.settings import load_settings
 
 

@@ -7,7 +7,7 @@ from contextlib import nullcontext
 
 import pytest
 
-from app.model_eval import contains, exact_match, greedy_answers, option_logprobs, perplexity, rank_accuracy
+from app.bench.model_eval import contains, exact_match, greedy_answers, option_logprobs, perplexity, rank_accuracy
 
 
 def test_rank_accuracy_needs_a_strict_winner() -> None:

@@ -18,7 +18,7 @@ import docx
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from app.parsers import SUPPORTED_SUFFIXES, ParseError, parse_file
+from app.ingest.parsers import SUPPORTED_SUFFIXES, ParseError, parse_file
 
 LIMIT = 1024 * 1024
 
@@ -320,7 +320,7 @@ def test_permission_denied(tmp_path: Path) -> None:
 # drops to ``nobody`` and parses the unreadable file.
 UNPRIVILEGED_PARSE = """
 import os, sys, tempfile
-from app.parsers import ParseError, parse_file
+from app.ingest.parsers import ParseError, parse_file
 with tempfile.NamedTemporaryFile("w", suffix=".txt") as warm:
     warm.write("warm up the lazy imports")
     warm.flush()

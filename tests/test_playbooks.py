@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import cli
-from app.playbooks import PlaybookError, PlaybookService
+from app.services.playbooks import PlaybookError, PlaybookService
 from engines.ace.playbook import Bullet, Delta, Playbook
 from store.database import Database
 from store.playbook_files import MAX_FILE_BYTES, PlaybookFileError, read_playbook_file

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.grounded_prompt import build_prompt
+from app.chat.prompt import build_prompt
 from engines.base import Passage
 from engines.untrusted_text import as_data
 from tests.helpers import open_engram

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import torch
 
-from app.checkpoints import CheckpointNotSaved, CheckpointService
-from app.learning import LearnJobs
-from app.sleep_jobs import SleepJobs, run_sleep
+from app.services.checkpoints import CheckpointNotSaved, CheckpointService
+from app.jobs.learning import LearnJobs
+from app.jobs.sleep import SleepJobs, run_sleep
 from engines.base import Budget, ConsolidateReport, Contribution, DocumentInput, Engine, LearnReport, Progress, Query
 from store import activity
 from store.activity import SLEEP

@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers.utils import logging as transformers_logging
 
-from app.model_eval import greedy_answers, option_logprobs, render
+from app.bench.model_eval import greedy_answers, option_logprobs, render
 from engines.base import Budget, DocumentInput, Query
 from engines.ttt.calibration import background_rates
 from engines.ttt.engine import LIVE_KEY

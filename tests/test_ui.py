@@ -320,7 +320,7 @@ def test_playbook_tab_view_edit_delete_restore_download_upload(page, embedder, l
 def test_bench_and_weights_tabs(page, embedder, llama) -> None:
     from playwright.sync_api import expect
 
-    from app.bench_learn import EngineRun, Forgot, LearnBenchReport, Learned, save_report
+    from app.bench.learn import EngineRun, Forgot, LearnBenchReport, Learned, save_report
 
     app = App(embedder, llama)
     try:

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from app.bench_learn import Forgot, LearnBenchReport, latest_learn_report
+from app.bench.learn import Forgot, LearnBenchReport, latest_learn_report
 from app.core import Engram
 from ui.errors import friendly
 from ui.formatting import local_time

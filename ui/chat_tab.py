@@ -9,7 +9,7 @@ from urllib.parse import quote as url_quote
 
 import gradio as gr
 
-from app.chat import Citation, Delta, Done, Sources
+from app.chat.service import Citation, Delta, Done, Sources
 from app.core import Engram
 from store.conversations import MessageRow
 from ui.errors import friendly, readable

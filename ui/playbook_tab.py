@@ -1,6 +1,6 @@
 """Playbook: the strategies Engram puts into its prompts, with their helpful/harmful counters.
 
-A thin layer over ``app.playbooks.PlaybookService``: every change here is a new version, so
+A thin layer over ``app.services.playbooks.PlaybookService``: every change here is a new version, so
 deleting a bullet or restoring an old version can itself be undone by restoring again.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from app.core import Engram
-from app.playbooks import Playbook
+from app.services.playbooks import Playbook
 from store.playbook_files import PlaybookFileError, read_playbook_file
 from ui.errors import friendly
 from ui.formatting import local_time

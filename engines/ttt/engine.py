@@ -82,7 +82,7 @@ from store.documents import DocumentStore
 log = logging.getLogger(__name__)
 
 LIVE_KEY = "ttt/live"
-BACKGROUND_PROSE_CHARS = 40_000  # the background opens with everyday prose (app.general_text)
+BACKGROUND_PROSE_CHARS = 40_000  # the background opens with everyday prose (app.services.general_text)
 DISTILLED_BATCHES = 8  # distinct distillation batches per document, cycled (each holds its teacher)
 STATE_FORMAT = 1
 

@@ -1,6 +1,6 @@
 """Fictional documents written like the ones people keep, with questions people would ask.
 
-The templated set in ``app/fiction.py`` states one fact per sentence, names the subject in full
+The templated set in ``app/bench/fiction.py`` states one fact per sentence, names the subject in full
 and ends each sentence on its answer: the very shape the learner's rule-based question extractor
 looks for, so that bench flatters the learner. These documents are encyclopedia entries, news
 items, meeting minutes, email threads, product manuals, recipes, changelogs and diary entries:

@@ -1,6 +1,6 @@
 """``engram bench ace``: does the playbook learn a convention that makes answers right?
 
-On the unit-convention task set (``app/ace_tasks.py``), in a temporary data folder with the
+On the unit-convention task set (``app/bench/ace_tasks.py``), in a temporary data folder with the
 documents ingested, it measures with the settings' chat model (Generator) and agent model
 (Reflector, Curator):
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from app.ace_tasks import CONVENTIONS, ConventionTask, generate_conventions
+from app.bench.ace_tasks import CONVENTIONS, ConventionTask, generate_conventions
 from app.settings import Settings
 from engines.ace.training import QAPair, TrainReport, TrainStep
 from store.playbooks import Bullet, Playbook

@@ -18,7 +18,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from app.file_rules import is_document, is_ignored_name
+from app.ingest.file_rules import is_document, is_ignored_name
 
 log = logging.getLogger(__name__)
 

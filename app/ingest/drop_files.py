@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from app.file_rules import is_document, is_ignored_name
-from app.parsers import SUPPORTED_SUFFIXES
+from app.ingest.file_rules import is_document, is_ignored_name
+from app.ingest.parsers import SUPPORTED_SUFFIXES
 
 
 class DroppedFile(BaseModel):

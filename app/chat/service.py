@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.grounded_prompt import build_prompt
+from app.chat.prompt import build_prompt
 from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
 from engines.base import Contribution, Draft, Engine, Passage, Query, SourceLocation

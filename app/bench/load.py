@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from app.fiction import generate
-from app.general_text import background_text
+from app.bench.fiction import generate
+from app.services.general_text import background_text
 from app.settings import LoadedSettings, Settings
 
 

@@ -6,7 +6,7 @@ share rises from 0 to 1 as its best cosine similarity to a learned document's ke
 model exactly, so how the router splits questions already bounds what answers can forget, before
 any training: the learning bench needs an hour for the default set, this needs the embedder only.
 
-The library is a fictional set (``app.fiction``), keyed exactly as the engine keys a document it
+The library is a fictional set (``app.bench.fiction``), keyed exactly as the engine keys a document it
 learns (``route_keys.embedded_keys``). Each group of texts is routed as the learning bench and
 chat route it, by its own text:
 
@@ -29,9 +29,9 @@ from datetime import datetime
 import torch
 from pydantic import BaseModel, Field
 
-from app.bench_verdict import verdict
-from app.fiction import Size, generate
-from app.general_text import general_questions, heldout_questions, heldout_text
+from app.bench.verdict import verdict
+from app.bench.fiction import Size, generate
+from app.services.general_text import general_questions, heldout_questions, heldout_text
 from app.settings import Settings
 from engines.base import Embed
 from engines.ttt.route_keys import embedded_keys
@@ -94,7 +94,7 @@ def run_route_bench(settings: Settings, size: Size | int = "default", seed: int 
     ``embed``: an already loaded embedder's (default: the configured embedding model)."""
     started = time.perf_counter()
     if embed is None:
-        from app.embeddings import Embedder
+        from app.ingest.embeddings import Embedder
 
         embed = Embedder(settings.embedding_model, settings.device, settings.embed_batch_size).embed
     fiction = generate(size, seed)

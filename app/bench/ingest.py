@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from app.bench_verdict import verdict
-from app.general_text import background_text
+from app.bench.verdict import verdict
+from app.services.general_text import background_text
 from app.settings import Settings
 
 TARGET_RATIO = 0.8

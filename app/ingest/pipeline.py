@@ -20,10 +20,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from app.chunking import ChunkSpec, chunk_document
-from app.embeddings import Embedder
-from app.file_rules import BAD_NAME_ERROR, display_name, is_document, is_ignored_name, storable
-from app.parsers import ParseError, parse_file, too_large_error
+from app.ingest.chunking import ChunkSpec, chunk_document
+from app.ingest.embeddings import Embedder
+from app.ingest.file_rules import BAD_NAME_ERROR, display_name, is_document, is_ignored_name, storable
+from app.ingest.parsers import ParseError, parse_file, too_large_error
 from app.settings import Settings
 from store.documents import DocumentStore, NewChunk
 from store.folders import FolderStore

@@ -1,6 +1,6 @@
 """Questions whose right answer needs a unit convention stated nowhere: where a playbook helps.
 
-The documents are catalogue and gazetteer entries built from ``app/fiction.py``'s invented
+The documents are catalogue and gazetteer entries built from ``app/bench/fiction.py``'s invented
 products and towns, giving bare numbers ("Price: 412."). The right answers carry the house units
 ("412 crowns", "2300 grams", "37 leagues"), which neither the question nor the documents state,
 and the currency and the distance unit are fictional, so no model can guess them: an answer is
@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from app.fiction import FictionDoc, generate, write_documents
+from app.bench.fiction import FictionDoc, generate, write_documents
 
 Kind = Literal["price", "weight", "distance", "founded", "market"]
 KINDS: tuple[Kind, ...] = ("price", "founded", "weight", "market", "distance")

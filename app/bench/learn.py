@@ -1,6 +1,6 @@
 """``engram bench learn``: what an engine learns from documents, and what it forgets doing so.
 
-The documents are fictional (``app.fiction``): invented people, towns and products whose facts no
+The documents are fictional (``app.bench.fiction``): invented people, towns and products whose facts no
 model can know. Every engine runs through the same steps, in a temporary store:
 
 1. the documents are ingested (chunked, embedded, indexed) as the app would;
@@ -37,11 +37,11 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field
 
-from app.bench_verdict import verdict
-from app.fiction import FictionSet, Question, Size, generate
-from app.general_text import GeneralQuestion, general_questions, heldout_questions, heldout_text
-from app.grounded_prompt import build_prompt
-from app.model_eval import (
+from app.bench.verdict import verdict
+from app.bench.fiction import FictionSet, Question, Size, generate
+from app.services.general_text import GeneralQuestion, general_questions, heldout_questions, heldout_text
+from app.chat.prompt import build_prompt
+from app.bench.model_eval import (
     contains,
     exact_match,
     greedy_answers,
@@ -254,7 +254,7 @@ class LearnBench:
         return engine
 
     def learn_all(self, engine: Engine, label: str) -> tuple[float, int, list[dict[str, Any]]]:
-        from app.learning import document_input
+        from app.jobs.learning import document_input
 
         seconds, tokens, reports = 0.0, 0, []
         started = time.perf_counter()
@@ -393,7 +393,7 @@ def run_learn_bench(settings: Settings, engines: list[str], size: Size | int = "
     several times faster than two that wait on each other (OpenMP barriers)."""
     if threads:
         torch.set_num_threads(threads)
-    from app.neocortex import load_neocortex
+    from app.runtimes.neocortex import load_neocortex
     from app.paths import DataPaths
     from engines.registry import engine_class
 

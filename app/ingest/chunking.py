@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 from pydantic import BaseModel
 
-from app.parsers import ParsedDocument
+from app.ingest.parsers import ParsedDocument
 
 TokenCounter = Callable[[list[str]], list[int]]
 Span = tuple[int, int, int]  # (section index, char start, char end), end exclusive

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from app.ingest import INGEST, FileResult, Ingestor
+from app.ingest.pipeline import INGEST, FileResult, Ingestor
 from store.jobs import Job, JobQueue
 from store.state import StateStore
 

@@ -55,7 +55,7 @@ def check_python(settings: Settings) -> Check:
 
 
 def check_embedded_models(settings: Settings) -> Check:
-    from app.embeddings import embedded_model_path
+    from app.ingest.embeddings import embedded_model_path
     from app.runtimes.llamacpp import embedded_gguf_path
     from engines.generation import RuntimeUnavailable
 
@@ -73,7 +73,7 @@ def check_embedded_models(settings: Settings) -> Check:
 
 
 def check_embeddings(settings: Settings) -> Check:
-    from app.embeddings import Embedder
+    from app.ingest.embeddings import Embedder
 
     try:
         started = time.perf_counter()

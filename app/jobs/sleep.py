@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from app.checkpoints import CheckpointService
+from app.services.checkpoints import CheckpointService
 from app.settings import SleepConfig
 from engines.base import Budget, ConsolidateReport, Engine, Progress
 from store import activity

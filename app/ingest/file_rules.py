@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.parsers import SUPPORTED_SUFFIXES
+from app.ingest.parsers import SUPPORTED_SUFFIXES
 
 TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".swp", ".swo", ".swx", ".part", ".crdownload",
                            ".download", ".partial", ".bak", ".lock"})

@@ -1,7 +1,7 @@
 """Offline playbook training from a question/answer file (``engram ace train QA.jsonl``).
 
 The file has one JSON object per line with a ``question`` and an ``answer`` (other keys are
-ignored, so the questions files ``app/fiction.py`` and ``app/ace_tasks.py`` write work as they
+ignored, so the questions files ``app/bench/fiction.py`` and ``app/bench/ace_tasks.py`` write work as they
 are). The whole file is checked before any training starts and every bad line is reported.
 """
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from app.bench_ingest import jittered
-from app.bench_verdict import verdict
-from app.fiction import generate
-from app.general_text import background_text
+from app.bench.ingest import jittered
+from app.bench.verdict import verdict
+from app.bench.fiction import generate
+from app.services.general_text import background_text
 from app.settings import LoadedSettings, Settings
 
 TARGET_SPEED_RATIO = 0.9
@@ -149,7 +149,7 @@ def measure_speed(engram, question: str, runs: int) -> tuple[SpeedFigures, Isola
     (the model in its own process) on the same messages."""
     from llama_cpp import Llama
 
-    from app.grounded_prompt import build_prompt
+    from app.chat.prompt import build_prompt
     from app.runtimes.isolated import IsolatedRuntime
     from engines.base import Query
     from engines.generation import GenerationRequest
