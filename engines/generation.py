@@ -7,6 +7,12 @@ model or the backend is a settings change. A backend implements one generator,
 ``_events``, that yields ``TextDelta`` pieces and finally one ``Usage``; the base class turns that
 into a ``TextStream`` (an iterator of text pieces whose ``result`` holds the counts and timings
 once it is exhausted), ``generate`` and schema-validated ``generate_json``.
+
+Decoding (top-k, top-p, min-p, a repetition penalty over a window of recent tokens) is part of the
+request with one set of defaults, and llama.cpp and torch implement it the same way, so switching
+the backend does not change how an answer is chosen. Plain-text answers are also watched by a loop
+guard (``engines.loop_guard``): when an answer starts repeating itself the generation is stopped,
+the repeat is trimmed and ``finish_reason`` is ``"repetition"``.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engines.loop_guard import LoopGuard
 
 # Used when a model file carries no chat template of its own.
 CHATML_TEMPLATE = (
@@ -28,6 +36,34 @@ CHATML_TEMPLATE = (
 )
 
 M = TypeVar("M", bound=BaseModel)
+
+FinishReason = Literal["stop", "length", "repetition"]
+
+# Decoding defaults shared by every runtime. The sampling filters are llama.cpp's own defaults;
+# the repetition penalty and its window were chosen by measurement (app/bench/decoding.py).
+DEFAULT_TOP_K = 40
+DEFAULT_TOP_P = 0.95
+DEFAULT_MIN_P = 0.05
+DEFAULT_REPEAT_PENALTY = 1.1
+DEFAULT_REPEAT_LAST_N = 64
+
+
+def penalized(token_text: str) -> bool:
+    """Whether the repetition penalty applies to a token: only to tokens with a letter in them.
+
+    Digits are tokens of their own in SmolLM2's vocabulary ("1988" is 1 9 8 8), so penalizing them
+    rewrites numbers (llama.cpp's own penalty turned "48,559" into "48,560" at 1.1); spaces and
+    punctuation recur in any sentence. Loops are made of words, and the loop guard ends the rest.
+    """
+    return any(ch.isalpha() for ch in token_text)
+
+
+class StopGeneration(Exception):
+    """Thrown into a backend's ``_events`` when the caller wants the generation to end now.
+
+    A backend that catches it stops its model and still yields its final ``Usage`` (llama.cpp and
+    torch do), so the counts stay exact; for one that does not, ``TextStream`` estimates them.
+    """
 
 
 class RuntimeUnavailable(Exception):
@@ -81,6 +117,31 @@ class GenerationRequest(BaseModel):
         None, description="Added to these token ids' logits at every step (runtimes with "
         "supports_logit_bias only)."
     )
+    # Sampling filters, applied in llama.cpp's order: top-k, top-p, min-p, then temperature.
+    # They only matter when sampling (temperature > 0); greedy takes the best token.
+    top_k: int = Field(DEFAULT_TOP_K, ge=0, description="Keep the k likeliest tokens (0: all).")
+    top_p: float = Field(DEFAULT_TOP_P, gt=0.0, le=1.0,
+                         description="Keep the likeliest tokens covering this probability mass.")
+    min_p: float = Field(DEFAULT_MIN_P, ge=0.0, lt=1.0,
+                         description="Drop tokens less likely than min_p times the likeliest one.")
+    repeat_penalty: float = Field(
+        DEFAULT_REPEAT_PENALTY, ge=1.0, le=2.0,
+        description="Divide the (positive) logits of tokens generated in the last repeat_last_n "
+        "tokens by this (negative ones are multiplied); 1.0 = off. Greedy decoding too. Tokens "
+        "without a letter (digits, punctuation, spaces) are never penalized (see penalized).")
+    repeat_last_n: int = Field(
+        DEFAULT_REPEAT_LAST_N, ge=0,
+        description="How many of the most recent generated tokens the penalty looks at (0: off). "
+        "The prompt is not counted, as in llama-cpp-python: an answer may repeat the question's "
+        "and the sources' words freely.")
+    loop_guard: bool = Field(
+        True, description="Stop a plain-text answer that repeats itself and trim the repeat "
+        "(never applied to json_schema requests).")
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the loop guard watches this request's output."""
+        return self.loop_guard and self.json_schema is None
 
 
 class TextDelta(BaseModel):
@@ -94,7 +155,7 @@ class Usage(BaseModel):
 
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: FinishReason = "stop"
 
 
 class GenerationResult(BaseModel):
@@ -104,7 +165,9 @@ class GenerationResult(BaseModel):
     seconds: float = Field(description="Wall time from the first request to the last piece.")
     backend: str
     model: str
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: FinishReason = Field(
+        "stop", description="stop: the model ended; length: max_tokens reached; repetition: the "
+        "loop guard ended an answer that repeated itself (the repeat is trimmed).")
     first_piece_seconds: float | None = Field(None, description="Time to the first text piece.")
 
     @property
@@ -126,13 +189,19 @@ class TextStream(Iterator[str]):
     """Text pieces of one generation; ``result`` is set once the pieces are exhausted.
 
     Close it (or use it as a context manager) when stopping early: that ends the generation and
-    frees the model for the next caller.
+    frees the model for the next caller. With a ``guard``, pieces are shown only once the guard
+    releases them, and a loop it finds ends the generation (``finish_reason`` "repetition").
     """
 
-    def __init__(self, events: Iterator[TextDelta | Usage], backend: str, model: str) -> None:
+    def __init__(self, events: Iterator[TextDelta | Usage], backend: str, model: str,
+                 guard: LoopGuard | None = None,
+                 estimate_usage: Callable[[str], Usage] | None = None) -> None:
         self._events = events
         self._backend = backend
         self._model = model
+        self._guard = guard
+        self._estimate_usage = estimate_usage
+        self._generated: list[str] = []  # what the model wrote, including what the guard held back
         self._pieces: list[str] = []
         self._started: float | None = None
         self._first_piece: float | None = None
@@ -144,17 +213,55 @@ class TextStream(Iterator[str]):
     def __next__(self) -> str:
         if self._started is None:
             self._started = time.perf_counter()
-        while True:
+        while self._result is None:
             event = next(self._events)
             if isinstance(event, Usage):
+                for _ in self._events:  # let the backend run to its end (its cleanup included)
+                    pass
+                tail = self._guard.finish() if self._guard is not None else ""
+                if tail:
+                    self._show(tail)
                 self._finish(event)
+                if tail:
+                    return tail
             elif event.text:
-                if self._first_piece is None:
-                    self._first_piece = time.perf_counter() - self._started
-                self._pieces.append(event.text)
-                return event.text
+                self._generated.append(event.text)
+                if self._guard is None:
+                    return self._show(event.text)
+                text = self._guard.feed(event.text)
+                if text:
+                    self._show(text)
+                if self._guard.stopped:
+                    self._finish(self._stop_backend(), "repetition")
+                if text:
+                    return text
+        raise StopIteration
 
-    def _finish(self, usage: Usage) -> None:
+    def _show(self, text: str) -> str:
+        if self._first_piece is None:
+            assert self._started is not None
+            self._first_piece = time.perf_counter() - self._started
+        self._pieces.append(text)
+        return text
+
+    def _stop_backend(self) -> Usage:
+        """End the backend's generation; its own counts when it reports them, else an estimate."""
+        throw = getattr(self._events, "throw", None)
+        usage: Usage | None = None
+        if throw is not None:
+            try:
+                event = throw(StopGeneration())
+                usage = event if isinstance(event, Usage) else None
+            except (StopGeneration, StopIteration):
+                pass
+        self.close()
+        if usage is not None:
+            return usage
+        if self._estimate_usage is not None:
+            return self._estimate_usage("".join(self._generated))
+        return Usage(prompt_tokens=0, completion_tokens=len(self._generated))
+
+    def _finish(self, usage: Usage, finish_reason: FinishReason | None = None) -> None:
         assert self._started is not None
         self._result = GenerationResult(
             text="".join(self._pieces),
@@ -163,7 +270,7 @@ class TextStream(Iterator[str]):
             seconds=time.perf_counter() - self._started,
             backend=self._backend,
             model=self._model,
-            finish_reason=usage.finish_reason,
+            finish_reason=finish_reason or usage.finish_reason,
             first_piece_seconds=self._first_piece,
         )
 
@@ -224,7 +331,15 @@ class Runtime(ABC):
         raise NotImplementedError(f"the {self.name} runtime does not expose its tokenizer")
 
     def stream(self, request: GenerationRequest) -> TextStream:
-        return TextStream(self._events(request), backend=self.name, model=self.model_name)
+        guard = LoopGuard() if request.guarded else None
+        return TextStream(self._events(request), backend=self.name, model=self.model_name,
+                          guard=guard, estimate_usage=lambda text: self._estimate_usage(request, text))
+
+    def _estimate_usage(self, request: GenerationRequest, generated: str) -> Usage:
+        """Counts for a backend stopped before it reported them (no chat template: a bit low)."""
+        prompt = "\n".join(m.content for m in request.messages)
+        return Usage(prompt_tokens=self.count_tokens(prompt),
+                     completion_tokens=self.count_tokens(generated))
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         with self.stream(request) as pieces:

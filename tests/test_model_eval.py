@@ -1,5 +1,4 @@
-"""The bench's scoring rules: ties count as wrong, answers compare without case, punctuation and
-articles, and 'contains' matches whole words only; each batch is routed by its own rows' queries."""
+"""The bench's instruments: ties count as wrong; each batch is routed by its own rows' queries."""
 
 from __future__ import annotations
 
@@ -7,23 +6,12 @@ from contextlib import nullcontext
 
 import pytest
 
-from app.bench.model_eval import contains, exact_match, greedy_answers, option_logprobs, perplexity, rank_accuracy
+from app.bench.model_eval import greedy_answers, option_logprobs, perplexity, rank_accuracy
 
 
 def test_rank_accuracy_needs_a_strict_winner() -> None:
     scores = [[-1.0, -3.0, -2.0], [-2.0, -2.0, -5.0], [-4.0, -1.0, -3.0]]
     assert rank_accuracy(scores, [0, 0, 0]) == [True, False, False]
-
-
-def test_exact_match_reads_the_first_line_loosely() -> None:
-    assert exact_match("the Stikecaend", "Stikecaend.\nIt is a town.")
-    assert not exact_match("1946", "He was born in 1946.")
-
-
-def test_contains_matches_whole_words() -> None:
-    assert contains("1946", "He was born in 1946.")
-    assert not contains("194", "He was born in 1946.")
-    assert contains("Loudurk Zestaestox", "It was loudurk  zestaestox, I think")
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import re
 import statistics
 import tempfile
 import time
@@ -22,10 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.bench.ingest import jittered
+from app.bench.scoring import contains, exact_match
 from app.bench.verdict import verdict
+from engines.loop_guard import has_loop
 from app.bench.fiction import generate
 from app.services.general_text import background_text
 from app.settings import LoadedSettings, Settings
@@ -75,6 +76,8 @@ class AccuracyFigures(BaseModel):
     answer_contained: float
     answer_in_sources: float
     seconds_per_answer: float
+    looped: int = Field(0, description="Answers that began repeating themselves: the loop guard "
+                        "stopped them (finish_reason 'repetition'), or a repeat is left in the text.")
 
 
 class ChatBenchReport(BaseModel):
@@ -84,16 +87,6 @@ class ChatBenchReport(BaseModel):
     retrieval: RetrievalFigures
     accuracy: list[AccuracyFigures]
     notes: list[str]
-
-
-def normalize(text: str) -> str:
-    return re.sub(r"[^\w]+", " ", text.lower()).strip()
-
-
-def exact_match(answer: str, expected: str) -> bool:
-    """The answer is the expected string alone, or one short sentence ending in it."""
-    got, want = normalize(answer), normalize(expected)
-    return got == want or (got.endswith(want) and len(got.split()) <= len(want.split()) + 8)
 
 
 def median_ms(samples: list[float]) -> float:
@@ -249,13 +242,14 @@ def measure_retrieval(engram, questions: list[str]) -> RetrievalFigures:
 def measure_accuracy(engram, questions, logit_bias: bool,
                      echo: Callable[[str], None]) -> AccuracyFigures:
     engram.settings.rag.logit_bias = logit_bias
-    exact = contained = in_sources = 0
+    exact = contained = in_sources = looped = 0
     started = time.perf_counter()
     for i, q in enumerate(questions, 1):
         done = engram.chat.answer(q.question)
         answer = done.message.content
+        looped += done.message.meta.get("finish_reason") == "repetition" or has_loop(answer)
         exact += exact_match(answer, q.answer)
-        contained += normalize(q.answer) in normalize(answer)
+        contained += contains(answer, q.answer)
         sources = " ".join(c["quote"] for c in done.message.citations)
         passages = engram.docs.chunks(c["chunk_id"] for c in done.message.citations)
         in_sources += any(q.answer in p.text for p in passages.values()) or q.answer in sources
@@ -264,7 +258,7 @@ def measure_accuracy(engram, questions, logit_bias: bool,
     n = len(questions)
     return AccuracyFigures(logit_bias=logit_bias, questions=n, exact_match=exact / n,
                            answer_contained=contained / n, answer_in_sources=in_sources / n,
-                           seconds_per_answer=(time.perf_counter() - started) / n)
+                           seconds_per_answer=(time.perf_counter() - started) / n, looped=looped)
 
 
 def run_chat_bench(settings: Settings, questions: int = 100, chunks: int = 10_000, runs: int = 5,
@@ -337,6 +331,7 @@ def print_report(r: ChatBenchReport, echo: Callable[[str], None]) -> None:
     for a in r.accuracy:
         echo(f"grounded accuracy (logit bias {'on ' if a.logit_bias else 'off'}) exact {a.exact_match:.2f}"
              f"  contained {a.answer_contained:.2f}  in sources {a.answer_in_sources:.2f}  "
-             f"({a.questions} questions, {a.seconds_per_answer:.1f} s/answer)")
+             f"({a.questions} questions, {a.seconds_per_answer:.1f} s/answer); looped {a.looped} "
+             f"(target 0) {verdict(a.looped == 0)}")
     for note in r.notes:
         echo(f"note: {note}")

@@ -15,16 +15,14 @@ by its question (``queries``), or for perplexity by the scored text itself.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 
 import torch
 
 from engines.base import Neocortex, routed
-from engines.generation import ChatMessage
+from engines.generation import ChatMessage, GenerationRequest
 from models.kv_cache import returned_cache, with_cache
 
-_PUNCT = re.compile(r"[^\w\s]")
 Tick = Callable[[float], None]
 
 
@@ -157,10 +155,18 @@ def perplexity(cortex: Neocortex, text: str, window: int = 512, batch_size: int 
 
 def greedy_answers(cortex: Neocortex, prompts: Sequence[str], max_new_tokens: int = 16,
                    batch_size: int = 16, tick: Tick | None = None,
-                   queries: Sequence[str] | None = None) -> list[str]:
+                   queries: Sequence[str] | None = None,
+                   decoding: GenerationRequest | None = None) -> list[str]:
     """Greedy completions of each prompt (left-padded batches; special tokens dropped);
-    ``queries``: the question each prompt asks (for routing)."""
+    ``queries``: the question each prompt asks (for routing); ``decoding``: a request whose
+    repetition penalty applies as the runtimes apply it (its messages are ignored)."""
+    from transformers import LogitsProcessorList
+
+    from app.runtimes.torch_runtime import decoding_processors, penalized_mask
+
     pad = cortex.tokenizer.pad_token_id or 0
+    spared = None if decoding is None else penalized_mask(
+        cortex.tokenizer, int(cortex.model.config.vocab_size), cortex.device)
     eos = cortex.tokenizer.eos_token_id
     out: list[str] = [""] * len(prompts)
     encoded = [_ids(cortex, p) for p in prompts]
@@ -170,10 +176,12 @@ def greedy_answers(cortex: Neocortex, prompts: Sequence[str], max_new_tokens: in
         batch = _left_padded([encoded[i] for i in chunk], pad, cortex.device)
         batch.pop("position_ids")  # generate derives them from the mask
         asked = [queries[i] for i in chunk] if queries is not None else None
+        width = batch["input_ids"].shape[1]
+        processors = [] if decoding is None else decoding_processors(decoding, width, spared)
         with cortex.lock, torch.inference_mode(), routed(cortex, asked):
             generated = cortex.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                              pad_token_id=pad, eos_token_id=eos)
-        width = batch["input_ids"].shape[1]
+                                              pad_token_id=pad, eos_token_id=eos,
+                                              logits_processor=LogitsProcessorList(processors))
         for row, i in enumerate(chunk):
             out[i] = cortex.tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
         if tick:
@@ -181,16 +189,3 @@ def greedy_answers(cortex: Neocortex, prompts: Sequence[str], max_new_tokens: in
     return out
 
 
-def normalize(text: str) -> str:
-    words = _PUNCT.sub(" ", text.lower()).split()
-    return " ".join(w for w in words if w not in ("a", "an", "the"))
-
-
-def exact_match(answer: str, generated: str) -> bool:
-    """The first line of the generation is the answer (case, punctuation, articles ignored)."""
-    first = generated.strip().split("\n")[0]
-    return normalize(first) == normalize(answer)
-
-
-def contains(answer: str, generated: str) -> bool:
-    return f" {normalize(answer)} " in f" {normalize(generated)} "

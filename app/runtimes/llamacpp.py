@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from engines.generation import (
     CHATML_TEMPLATE,
     ChatMessage,
@@ -28,8 +30,10 @@ from engines.generation import (
     PromptTooLong,
     Runtime,
     RuntimeUnavailable,
+    StopGeneration,
     TextDelta,
     Usage,
+    penalized,
 )
 
 if TYPE_CHECKING:
@@ -101,6 +105,42 @@ class _SampleCounter:
         return False
 
 
+class _Decoding:
+    """The request's logit bias and repetition penalty, as one llama-cpp-python logits processor.
+
+    llama.cpp's own penalty cannot spare digits (see ``engines.generation.penalized``), so the
+    penalty is applied here, with the same rule and window as the torch runtime: the last
+    ``last_n`` generated tokens, never the prompt. The logit bias is applied first, as llama.cpp
+    does, and here because llama-cpp-python drops a ``logits_processor`` passed together with
+    ``logit_bias`` (``list.extend`` returns None).
+    """
+
+    def __init__(self, request: GenerationRequest, prompt_len: int, penalized_ids: np.ndarray) -> None:
+        bias = request.logit_bias or {}
+        self.bias_ids = np.array(list(bias), dtype=np.intc)
+        self.bias = np.array(list(bias.values()), dtype=np.single)
+        self.penalty = request.repeat_penalty
+        self.last_n = request.repeat_last_n if request.repeat_penalty != 1.0 else 0
+        self.prompt_len = prompt_len
+        self.penalized_ids = penalized_ids
+
+    @property
+    def active(self) -> bool:
+        return bool(self.bias_ids.size) or self.last_n > 0
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        scores = np.array(scores, dtype=np.single)
+        if self.bias_ids.size:
+            scores[self.bias_ids] += self.bias
+        if self.last_n > 0:
+            window = input_ids[max(self.prompt_len, len(input_ids) - self.last_n):]
+            window = np.unique(window[self.penalized_ids[window]])
+            if window.size:
+                hit = scores[window]
+                scores[window] = np.where(hit <= 0, hit * self.penalty, hit / self.penalty)
+        return scores
+
+
 class LlamaCppRuntime(Runtime):
     """One ``Llama`` instance; a lock makes sure two threads never run it at once."""
 
@@ -114,18 +154,17 @@ class LlamaCppRuntime(Runtime):
         n_threads: int | None = None,
         n_gpu_layers: int | None = None,
         seed: int = 0,
-        repeat_penalty: float = 1.0,
     ) -> None:
         """``n_gpu_layers=None`` offloads every layer when llama.cpp was built with a GPU backend.
 
-        Sampling defaults (top_p 0.95, top_k 40, min_p 0.05, repeat_penalty 1.0) are
-        llama-cpp-python's ``create_chat_completion`` defaults, so results match raw llama.cpp.
+        Decoding (top-k, top-p, min-p, repetition penalty and its window) comes with each request
+        (``GenerationRequest``), with the defaults every runtime shares.
         """
-        self.repeat_penalty = repeat_penalty
         self.path = resolve_gguf(model)
         self.model_name = EMBEDDED if str(model) == EMBEDDED else self.path.stem
         self._lock = threading.Lock()
         self._grammars: dict[str, LlamaGrammar] = {}
+        self._penalized_ids: np.ndarray | None = None
         started = time.perf_counter()
         self.n_threads = n_threads or physical_cores()
         if n_gpu_layers is None:
@@ -196,6 +235,15 @@ class LlamaCppRuntime(Runtime):
                 ) from exc
         return self._grammars[key]
 
+    def penalized_ids(self) -> np.ndarray:
+        """Which token ids the repetition penalty applies to (``penalized``), by id."""
+        if self._penalized_ids is None:
+            llm = self.llm
+            texts = (llm.detokenize([i]).decode("utf-8", errors="ignore") for i in range(llm.n_vocab()))
+            self._penalized_ids = np.fromiter((penalized(t) for t in texts), dtype=bool,
+                                              count=llm.n_vocab())
+        return self._penalized_ids
+
     def _prompt(self, messages: list[ChatMessage]) -> tuple[list[int], Any]:
         rendered = self._formatter(messages=[m.model_dump() for m in messages])
         tokens = self.llm.tokenize(
@@ -204,7 +252,7 @@ class LlamaCppRuntime(Runtime):
         return tokens, rendered
 
     def _events(self, request: GenerationRequest) -> Iterator[TextDelta | Usage]:
-        from llama_cpp import StoppingCriteriaList
+        from llama_cpp import LogitsProcessorList, StoppingCriteriaList
 
         tokens, rendered = self._prompt(request.messages)
         if len(tokens) >= self.context_window:
@@ -214,11 +262,14 @@ class LlamaCppRuntime(Runtime):
         criteria = StoppingCriteriaList([counter, *(rendered.stopping_criteria or [])])
         finish = "stop"
         with self._lock:
+            decoding = _Decoding(request, len(tokens), self.penalized_ids())
             chunks = self.llm.create_completion(
                 prompt=tokens, max_tokens=request.max_tokens, temperature=request.temperature,
-                top_p=0.95, top_k=40, min_p=0.05, repeat_penalty=self.repeat_penalty,
+                top_k=request.top_k, top_p=request.top_p, min_p=request.min_p,
+                repeat_penalty=1.0, logits_processor=LogitsProcessorList([decoding])
+                if decoding.active else None,
                 stop=[*request.stop, *(rendered.stop or [])], seed=request.seed, stream=True,
-                stopping_criteria=criteria, grammar=grammar, logit_bias=request.logit_bias,
+                stopping_criteria=criteria, grammar=grammar,
             )
             try:
                 for chunk in chunks:
@@ -226,6 +277,8 @@ class LlamaCppRuntime(Runtime):
                     if choice["text"]:
                         yield TextDelta(text=choice["text"])
                     finish = choice.get("finish_reason") or finish
+            except StopGeneration:
+                finish = "stop"
             finally:
                 chunks.close()  # type: ignore[union-attr]
         yield Usage(

@@ -6,6 +6,12 @@ so answering with what they learned needs generation from that copy: this runtim
 dequantized on load (fp32 on CPU, bf16 on CUDA). Nothing is ever downloaded: the hub is forced
 offline before transformers is imported and every load passes ``local_files_only=True``.
 
+Decoding follows the request exactly as llama.cpp does (``decoding_processors``): the repetition
+penalty looks at the last ``repeat_last_n`` generated tokens only (transformers' own
+``repetition_penalty`` looks at the whole sequence, prompt included), and when sampling the
+filters run in llama.cpp's order, top-k, top-p, min-p and only then temperature (transformers
+would apply temperature first). So greedy answers match llama.cpp's up to quantization.
+
 Structured output is not constrained here (transformers has no grammar sampler): the schema's
 shape is put into the system message, the answer is pre-filled with ``{"``, the output is
 validated, and ``generate_json`` tries twice before raising ``StructuredOutputError``. It is best
@@ -32,8 +38,10 @@ from engines.generation import (
     PromptTooLong,
     Runtime,
     RuntimeUnavailable,
+    StopGeneration,
     TextDelta,
     Usage,
+    penalized,
 )
 from app.runtimes.llamacpp import EMBEDDED, embedded_gguf_path
 
@@ -131,6 +139,76 @@ def with_json_instruction(messages: list[ChatMessage], schema: dict[str, Any]) -
     return [ChatMessage(role="system", content=note), *messages]
 
 
+class WindowedRepetitionPenalty:
+    """llama.cpp's repetition penalty over the last ``last_n`` generated tokens, not the prompt.
+
+    Each distinct token in the window has its logit divided by ``penalty`` when positive and
+    multiplied by it otherwise, exactly like llama.cpp's penalties sampler, except for tokens
+    ``penalized_ids`` marks False (no letter in them: ``engines.generation.penalized``), which the
+    llama.cpp runtime spares too.
+    """
+
+    def __init__(self, penalty: float, last_n: int, prompt_len: int,
+                 penalized_ids: torch.Tensor | None = None) -> None:
+        self.penalty = penalty
+        self.last_n = last_n
+        self.prompt_len = prompt_len
+        self.penalized_ids = penalized_ids
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        start = max(self.prompt_len, input_ids.shape[1] - self.last_n)
+        window = input_ids[:, start:]
+        if window.shape[1] == 0:
+            return scores
+        picked = scores.gather(1, window)
+        penalized = torch.where(picked <= 0, picked * self.penalty, picked / self.penalty)
+        if self.penalized_ids is not None:
+            penalized = torch.where(self.penalized_ids[window], penalized, picked)
+        return scores.scatter(1, window, penalized)
+
+
+def penalized_mask(tokenizer: Any, vocab_size: int, device: str) -> torch.Tensor:
+    """For each token id, whether the repetition penalty applies to it (``penalized``)."""
+    import torch
+
+    known = min(vocab_size, len(tokenizer))
+    texts = tokenizer.batch_decode([[i] for i in range(known)], skip_special_tokens=True)
+    mask = [penalized(t) for t in texts] + [False] * (vocab_size - known)
+    return torch.tensor(mask, dtype=torch.bool, device=device)
+
+
+def decoding_processors(request: GenerationRequest, prompt_len: int,
+                        penalized_ids: torch.Tensor | None = None) -> list[Any]:
+    """The request's decoding as transformers logits processors, in llama.cpp's sampler order.
+
+    Penalty first (after any logit bias, which transformers applies before custom processors),
+    then, when sampling, top-k, top-p, min-p and temperature last.
+    """
+    from transformers import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    processors: list[Any] = []
+    if request.repeat_penalty != 1.0 and request.repeat_last_n > 0:
+        processors.append(WindowedRepetitionPenalty(request.repeat_penalty, request.repeat_last_n,
+                                                    prompt_len, penalized_ids))
+    if request.temperature > 0:
+        if request.top_k > 0:
+            processors.append(TopKLogitsWarper(top_k=request.top_k))
+        if request.top_p < 1.0:
+            processors.append(TopPLogitsWarper(top_p=request.top_p))
+        if request.min_p > 0:
+            processors.append(MinPLogitsWarper(min_p=request.min_p))
+        if request.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(request.temperature))
+    return processors
+
+
 class _Generation(threading.Thread):
     """``model.generate`` in a thread; on failure it ends the streamer so the reader never waits."""
 
@@ -171,6 +249,7 @@ class TorchRuntime(Runtime):
         self.device = pick_device(device)
         self.piece_timeout_s = piece_timeout_s
         self.lock = threading.Lock()
+        self._penalized_ids: torch.Tensor | None = None
         started = time.perf_counter()
         self.tokenizer, self.model = self._load()
         self.load_seconds = time.perf_counter() - started
@@ -210,6 +289,13 @@ class TorchRuntime(Runtime):
     def count_tokens(self, text: str) -> int:
         return len(self.token_ids(text))
 
+    def penalized_ids(self) -> torch.Tensor:
+        """Which token ids the repetition penalty applies to (``penalized``), by id."""
+        if self._penalized_ids is None:
+            self._penalized_ids = penalized_mask(self.tokenizer, int(self.model.config.vocab_size),
+                                                 self.device)
+        return self._penalized_ids
+
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
         if eos is None:
@@ -219,7 +305,7 @@ class TorchRuntime(Runtime):
     def _generate_kwargs(self, inputs: Any, request: GenerationRequest, max_new: int,
                          streamer: Any, cancel: threading.Event) -> dict[str, Any]:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> torch.Tensor:
@@ -227,16 +313,21 @@ class TorchRuntime(Runtime):
                                   device=input_ids.device)
 
         pad = self.tokenizer.pad_token_id
+        prompt_len = int(inputs["input_ids"].shape[1])
         kwargs: dict[str, Any] = dict(
             **inputs, max_new_tokens=max_new, streamer=streamer,
             stopping_criteria=StoppingCriteriaList([Cancelled()]),
+            logits_processor=LogitsProcessorList(
+                decoding_processors(request, prompt_len, self.penalized_ids())),
             pad_token_id=pad if pad is not None else next(iter(self._eos_ids()), 0),
             do_sample=request.temperature > 0,
         )
         if request.logit_bias:
             kwargs["sequence_bias"] = {(int(t),): float(b) for t, b in request.logit_bias.items()}
         if request.temperature > 0:
-            kwargs.update(temperature=request.temperature, top_p=0.95, top_k=40)
+            # The filters and the temperature are in logits_processor; these neutral values keep
+            # transformers from adding its own in its own order.
+            kwargs.update(temperature=1.0, top_k=0, top_p=1.0)
             if request.seed is not None:
                 torch.manual_seed(request.seed)
         return kwargs
@@ -282,6 +373,8 @@ class TorchRuntime(Runtime):
                         break
                 if not trimmer.stopped and (tail := trimmer.flush()):
                     yield TextDelta(text=tail)
+            except StopGeneration:
+                trimmer.stopped = True  # the caller ended it: finish_reason "stop" below
             except queue.Empty as exc:
                 raise RuntimeUnavailable(
                     f"the torch model produced no text for {self.piece_timeout_s:.0f} s; "
