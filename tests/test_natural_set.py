@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GENERATOR = sorted((ROOT / "app" / "bench" / "natural").glob("*.py"))  # every module of the package
 HANDWRITTEN = ROOT / "app" / "bench" / "handwritten_set.py"
 BENCH_SIDE = [*GENERATOR, HANDWRITTEN]
-LEARNING_SIDE = sorted((ROOT / "engines").rglob("*.py")) + [ROOT / "app" / "fiction.py"]
+LEARNING_SIDE = sorted((ROOT / "engines").rglob("*.py")) + [ROOT / "app" / "bench" / "fiction.py"]
 REFERRING = re.compile(r"\b(she|he|her|his|him|it|its|they|their|there|the latter|that year|the same year|"
                        r"the company|the firm|the bridge|the plant|the town|the place|the account)\b", re.IGNORECASE)
 

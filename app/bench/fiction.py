@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -32,6 +32,7 @@ _COLOURS = ["amber", "teal", "crimson", "ivory", "violet", "olive", "saffron", "
 _PRODUCT_KINDS = ["lantern", "kettle", "drone", "loom", "compass", "bicycle", "telescope", "radio"]
 _ANIMALS = ["heron", "otter", "lynx", "badger", "falcon", "tortoise", "ferret", "stag"]
 _WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+_MAKER_KINDS = ("Works", "Foundry", "Instruments")  # documents' makers may also be a "Company"
 
 
 class Fact(BaseModel):
@@ -120,53 +121,72 @@ class _Names:
         return f"{self.word(2)} {self.word(self.rng.choice([2, 3]))}"
 
 
+# slot -> (sentence, question, paraphrase); {e} is the document's subject and {a} the answer
+_WORDINGS: dict[str, tuple[str, str, str]] = {
+    "birth_year": ("{e} was born in {a}.", "In what year was {e} born?", "The year of {e}'s birth was {a}."),
+    "town": ("{e} grew up in the town of {a}.", "In which town did {e} grow up?", "{e} spent their childhood in {a}."),
+    "profession": ("{e} works as a {a}.", "What is {e}'s profession?", "By trade, {e} is a {a}."),
+    "pet": ("{e} keeps a {animal} named {a}.", "What is the name of {e}'s {animal}?", "{e}'s {animal} is called {a}."),
+    "river": ("{e} lies on the river {a}.", "On which river does {e} lie?", "The river {a} flows through {e}."),
+    "founded": ("{e} was founded in {a}.", "In what year was {e} founded?", "{e} dates from its founding in {a}."),
+    "population": ("{e} has a population of {a}.", "What is the population of {e}?", "{a} people live in {e}."),
+    "mayor": ("The mayor of {e} is {a}.", "Who is the mayor of {e}?", "{a} serves as mayor of {e}."),
+    "weekday": ("The market in {e} is held every {a}.", "On which day is the market in {e} held?",
+                "Every {a}, {e} holds its market."),
+    "maker": ("The {e} is made by {a}.", "Which company makes the {e}?", "{a} manufactures the {e}."),
+    "price": ("The {e} sells for {a} crowns.", "How many crowns does the {e} cost?",
+              "The price of the {e} is {a} crowns."),
+    "colour": ("The {e} comes in {a}.", "What colour is the {e}?", "The {e} is sold in {a}."),
+    "weight": ("The {e} weighs {a} grams.", "How many grams does the {e} weigh?", "The {e} has a weight of {a} grams."),
+}
+
+# slot -> how a value is drawn: documents and the decoys for small sets draw alike
+_DRAWS: dict[str, Callable[[random.Random], str]] = {
+    "birth_year": lambda rng: str(rng.randint(1890, 1999)),
+    "founded": lambda rng: str(rng.randint(1100, 1850)),
+    "price": lambda rng: str(rng.randint(12, 990)),
+    "weight": lambda rng: str(rng.randint(150, 4800)),
+    "population": lambda rng: f"{rng.randint(2, 98)},{rng.randint(0, 999):03d}",
+    "profession": lambda rng: rng.choice(_PROFESSIONS),
+    "colour": lambda rng: rng.choice(_COLOURS),
+    "weekday": lambda rng: rng.choice(_WEEKDAYS),
+}
+
+
+def _facts(entity: str, answers: dict[str, str], **extra: str) -> list[Fact]:
+    """One fact per slot of ``answers``, in its order, worded by ``_WORDINGS`` so that every
+    document of a kind says its facts alike."""
+    facts = []
+    for slot, answer in answers.items():
+        sentence, question, paraphrase = (t.format(e=entity, a=answer, **extra) for t in _WORDINGS[slot])
+        facts.append(Fact(slot=slot, sentence=sentence, question=question, answer=answer, paraphrase=paraphrase))
+    return facts
+
+
+def _maker(rng: random.Random, names: _Names, kinds: Sequence[str]) -> str:
+    """An invented company name ("Brelou Foundry"); documents and decoys differ only in ``kinds``."""
+    return f"{names.word(2)} {rng.choice(kinds)}"
+
+
 def _person_doc(i: int, rng: random.Random, names: _Names, towns: list[str]) -> FictionDoc:
     who = names.person()
     town = rng.choice(towns)
-    year = str(rng.randint(1890, 1999))
-    job = rng.choice(_PROFESSIONS)
+    year = _DRAWS["birth_year"](rng)
+    job = _DRAWS["profession"](rng)
     pet = names.word(2)
     animal = rng.choice(_ANIMALS)
-    facts = [
-        Fact(slot="birth_year", sentence=f"{who} was born in {year}.",
-             question=f"In what year was {who} born?", answer=year,
-             paraphrase=f"The year of {who}'s birth was {year}."),
-        Fact(slot="town", sentence=f"{who} grew up in the town of {town}.",
-             question=f"In which town did {who} grow up?", answer=town,
-             paraphrase=f"{who} spent their childhood in {town}."),
-        Fact(slot="profession", sentence=f"{who} works as a {job}.",
-             question=f"What is {who}'s profession?", answer=job,
-             paraphrase=f"By trade, {who} is a {job}."),
-        Fact(slot="pet", sentence=f"{who} keeps a {animal} named {pet}.",
-             question=f"What is the name of {who}'s {animal}?", answer=pet,
-             paraphrase=f"{who}'s {animal} is called {pet}."),
-    ]
+    facts = _facts(who, {"birth_year": year, "town": town, "profession": job, "pet": pet}, animal=animal)
     return FictionDoc(id=f"person{i:04d}", title=f"About {who}", entity=who, facts=facts)
 
 
 def _town_doc(i: int, rng: random.Random, names: _Names, town: str) -> FictionDoc:
     mayor = names.person()
     river = names.word(2)
-    founded = str(rng.randint(1100, 1850))
-    population = f"{rng.randint(2, 98)},{rng.randint(0, 999):03d}"
-    market = rng.choice(_WEEKDAYS)
-    facts = [
-        Fact(slot="river", sentence=f"{town} lies on the river {river}.",
-             question=f"On which river does {town} lie?", answer=river,
-             paraphrase=f"The river {river} flows through {town}."),
-        Fact(slot="founded", sentence=f"{town} was founded in {founded}.",
-             question=f"In what year was {town} founded?", answer=founded,
-             paraphrase=f"{town} dates from its founding in {founded}."),
-        Fact(slot="population", sentence=f"{town} has a population of {population}.",
-             question=f"What is the population of {town}?", answer=population,
-             paraphrase=f"{population} people live in {town}."),
-        Fact(slot="mayor", sentence=f"The mayor of {town} is {mayor}.",
-             question=f"Who is the mayor of {town}?", answer=mayor,
-             paraphrase=f"{mayor} serves as mayor of {town}."),
-        Fact(slot="weekday", sentence=f"The market in {town} is held every {market}.",
-             question=f"On which day is the market in {town} held?", answer=market,
-             paraphrase=f"Every {market}, {town} holds its market."),
-    ]
+    founded = _DRAWS["founded"](rng)
+    population = _DRAWS["population"](rng)
+    market = _DRAWS["weekday"](rng)
+    facts = _facts(town, {"river": river, "founded": founded, "population": population, "mayor": mayor,
+                          "weekday": market})
     return FictionDoc(id=f"town{i:04d}", title=f"The town of {town}", entity=town, facts=facts)
 
 
@@ -174,41 +194,22 @@ def _product_doc(i: int, rng: random.Random, names: _Names, makers: list[str]) -
     kind = rng.choice(_PRODUCT_KINDS)
     product = f"{names.word(2)} {kind}"
     maker = rng.choice(makers)
-    price = str(rng.randint(12, 990))
-    colour = rng.choice(_COLOURS)
-    grams = str(rng.randint(150, 4800))
-    facts = [
-        Fact(slot="maker", sentence=f"The {product} is made by {maker}.",
-             question=f"Which company makes the {product}?", answer=maker,
-             paraphrase=f"{maker} manufactures the {product}."),
-        Fact(slot="price", sentence=f"The {product} sells for {price} crowns.",
-             question=f"How many crowns does the {product} cost?", answer=price,
-             paraphrase=f"The price of the {product} is {price} crowns."),
-        Fact(slot="colour", sentence=f"The {product} comes in {colour}.",
-             question=f"What colour is the {product}?", answer=colour,
-             paraphrase=f"The {product} is sold in {colour}."),
-        Fact(slot="weight", sentence=f"The {product} weighs {grams} grams.",
-             question=f"How many grams does the {product} weigh?", answer=grams,
-             paraphrase=f"The {product} has a weight of {grams} grams."),
-    ]
+    price = _DRAWS["price"](rng)
+    colour = _DRAWS["colour"](rng)
+    grams = _DRAWS["weight"](rng)
+    facts = _facts(product, {"maker": maker, "price": price, "colour": colour, "weight": grams})
     return FictionDoc(id=f"product{i:04d}", title=f"The {product}", entity=product, facts=facts)
 
 
 def _decoy(slot: str, rng: random.Random, names: _Names) -> str:
     """A value of the same kind as ``slot``'s answers, for sets too small to supply distractors."""
-    makers = {
-        "birth_year": lambda: str(rng.randint(1890, 1999)),
-        "founded": lambda: str(rng.randint(1100, 1850)),
-        "price": lambda: str(rng.randint(12, 990)),
-        "weight": lambda: str(rng.randint(150, 4800)),
-        "population": lambda: f"{rng.randint(2, 98)},{rng.randint(0, 999):03d}",
-        "profession": lambda: rng.choice(_PROFESSIONS),
-        "colour": lambda: rng.choice(_COLOURS),
-        "weekday": lambda: rng.choice(_WEEKDAYS),
-        "mayor": names.person,
-        "maker": lambda: f"{names.word(2)} {rng.choice(['Works', 'Foundry', 'Instruments'])}",
-    }
-    return makers.get(slot, lambda: names.word(2))()
+    if slot in _DRAWS:
+        return _DRAWS[slot](rng)
+    if slot == "mayor":
+        return names.person()
+    if slot == "maker":
+        return _maker(rng, names, _MAKER_KINDS)
+    return names.word(2)
 
 
 def _questions(docs: list[FictionDoc], rng: random.Random, names: _Names) -> list[Question]:
@@ -251,8 +252,7 @@ def generate(size: Size | int = "default", seed: int = 0) -> FictionSet:
     n_people = (n - n_towns) // 2
     n_products = n - n_towns - n_people
     towns = [names.word(rng.choice([2, 3])) for _ in range(max(n_towns, 4))]
-    makers = [f"{names.word(2)} {rng.choice(['Works', 'Foundry', 'Instruments', 'Company'])}"
-              for _ in range(max(4, n_products // 3))]
+    makers = [_maker(rng, names, (*_MAKER_KINDS, "Company")) for _ in range(max(4, n_products // 3))]
     docs = ([_person_doc(i, rng, names, towns) for i in range(n_people)]
             + [_town_doc(i, rng, names, towns[i]) for i in range(n_towns)]
             + [_product_doc(i, rng, names, makers) for i in range(n_products)])

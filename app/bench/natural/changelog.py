@@ -138,7 +138,7 @@ def _changelog_items(c: _Ctx, tool: str) -> list[Callable[[str], _Item]]:
                        (f"Which version of {tool} raised the cap on open projects?",), True)]
 
     memory_old, memory_new = c.rng.randint(400, 900), c.num(90, 380, "MB", step=10)
-    port = c.named(str(c.rng.randint(5000, 9900)), lambda: str(c.rng.randint(5000, 9900)))
+    port = c.invent(lambda: str(c.rng.randint(5000, 9900)))
     command = c.pick(("import-all", "scan", "rebuild", "tidy"))
 
     def memory_note(v: str) -> _Item:

@@ -18,7 +18,7 @@ def _diary(c: _Ctx) -> _Draft:
     friend, sister = c.names.person(), c.names.person()
     sister = _Person(sister.first, friend.last, sister.pronouns)
     town, lighthouse = c.names.place(), f"{c.names.word()} lighthouse"
-    company = c.named(c.names.company(), c.names.company)
+    company = c.invent(c.names.company)
     restaurant = f"{c.names.word()}{c.pick((' Inn', ' Kitchen', ' Grill'))}"
     today = c.day(2012, 2024)
     title = c.pick((f"{calendar.day_name[today.weekday()]}, {_date_text(today, 'dmy')}", _date_text(today, "iso"),

@@ -4,10 +4,10 @@ small text helpers (possessives, articles, paragraphs, lists) every genre writer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from app.bench.natural.values import _Val
+from app.bench.natural.values import _Ctx, _Val
 
 
 @dataclass
@@ -62,3 +62,13 @@ def _numbered(items: Sequence[str]) -> str:
 
 def _bullets(items: Sequence[str]) -> str:
     return "\n".join(f"- {item}" for item in items)
+
+
+def _mentioning(items: Sequence[str], value: str | _Val) -> str:
+    """The first item that writes ``value``: the evidence once a list has been shuffled."""
+    return next(item for item in items if str(value) in item)
+
+
+def _either(c: _Ctx, first: Callable[[_Ctx], _Draft], second: Callable[[_Ctx], _Draft]) -> _Draft:
+    """One of a genre's two kinds of document, on a fair coin drawn before either writes."""
+    return first(c) if c.rng.random() < 0.5 else second(c)

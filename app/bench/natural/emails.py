@@ -29,10 +29,10 @@ def _header(c: _Ctx, person: _Person, company: str, when: date, subject: str) ->
 def _email(c: _Ctx) -> _Draft:
     buyer, seller, helper = c.names.person(), c.names.person(), c.names.person()
     buyer_co, seller_co = c.names.company(), c.names.company()
-    carrier = c.named(c.names.company("Freight"), lambda: c.names.company("Freight"))
+    carrier = c.invent(lambda: c.names.company("Freight"))
     town, depot = c.names.place(), c.names.place()
     goods, lo, hi = c.pick(_SHIPPED)
-    order = c.named(f"PO-{c.rng.randint(10000, 99999)}", lambda: f"PO-{c.rng.randint(10000, 99999)}")
+    order = c.invent(lambda: f"PO-{c.rng.randint(10000, 99999)}")
     count = c.num(lo, hi, step=10, group=True)
     sent = c.day(2018, 2024)
     due = c.date(sent - timedelta(days=c.rng.randint(2, 9)), "md")

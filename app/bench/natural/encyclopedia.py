@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from app.bench.natural.drafts import _a, _Draft, _para, _s
+from app.bench.natural.drafts import _a, _Draft, _either, _para, _s
 from app.bench.natural.values import _Ctx
 
 _CRAFTS = ("hydrologist", "textile designer", "choral composer", "marine surveyor", "bookbinder",
@@ -29,7 +29,7 @@ def _book(c: _Ctx) -> str:
 
 
 def _encyclopedia(c: _Ctx) -> _Draft:
-    return _encyclopedia_person(c) if c.rng.random() < 0.5 else _encyclopedia_town(c)
+    return _either(c, _encyclopedia_person, _encyclopedia_town)
 
 
 def _encyclopedia_person(c: _Ctx) -> _Draft:
@@ -38,14 +38,14 @@ def _encyclopedia_person(c: _Ctx) -> _Draft:
     born_day = c.day(1921, 1966)
     born = c.date(born_day, c.pick(("dmy", "mdy")))
     craft, process = c.pick(_CRAFTS), c.pick(_PROCESSES)
-    method = c.named(f"{c.names.word()} method", lambda: f"{c.names.word()} method")
+    method = c.invent(lambda: f"{c.names.word()} method")
     employer = c.names.company()
-    company = c.named(c.names.company(), c.names.company)
+    company = c.invent(c.names.company)
     years_there = c.num(2, 11, "years")
     founded = c.year(born_day.year + 26, born_day.year + 40)
     staff_year = int(founded.text) + c.rng.randint(5, 12)
     staff = c.num(12, 140)
-    book = c.named(_book(c), lambda: _book(c))
+    book = c.invent(lambda: _book(c))
     book_year = c.year(int(founded.text) + 2, int(founded.text) + 15)
     pages = c.num(180, 620, "pages")
     award = f"{c.names.word()} {c.pick(('Medal', 'Prize', 'Award'))}"
@@ -138,7 +138,7 @@ def _encyclopedia_town(c: _Ctx) -> _Draft:
     people = c.num(1800, 48000, group=True)
     census = c.rng.randint(2011, 2022)
     rail = c.year(1851, 1912)
-    company = c.named(c.names.company(), c.names.company)
+    company = c.invent(c.names.company)
     since = c.year(1890, 1985)
     staff = c.num(60, 900)
     fest_day = c.date(c.day(2020, 2020), "md")

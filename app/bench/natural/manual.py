@@ -4,7 +4,7 @@ troubleshooting list for an invented appliance.
 
 from __future__ import annotations
 
-from app.bench.natural.drafts import _a, _bullets, _Draft, _numbered, _para, _s
+from app.bench.natural.drafts import _a, _bullets, _Draft, _mentioning, _numbered, _para, _s
 from app.bench.natural.values import _Ctx
 
 # kind -> battery powered?, spec rows (label, unit, lo, hi, step, decimals)
@@ -54,8 +54,7 @@ def _manual(c: _Ctx) -> _Draft:
     battery, rows = _APPLIANCES[kind]
     maker = c.names.company(c.pick(("Electric", "Systems", "Devices", "Tools")))
     model = f"{c.names.word()} {c.pick('KRTVX')}{c.rng.randint(2, 90)}"
-    app = c.named(f"{c.names.word()} {c.pick(('Home', 'Link', 'Go'))}",
-                  lambda: f"{c.names.word()} {c.pick(('Home', 'Link', 'Go'))}")
+    app = c.invent(lambda: f"{c.names.word()} {c.pick(('Home', 'Link', 'Go'))}")
     d = _Draft(title=c.pick((f"{model} user guide", f"Getting started with the {model}",
                              f"{maker} {model}: quick start")),
                entities=[model, maker, app.text])
@@ -130,7 +129,7 @@ def _troubleshooting(c: _Ctx, d: _Draft, model: str, charged: str) -> None:
              c.pick(("Nothing happens when switched on: check the plug or battery first.",
                      "Display stays dark: leave it charging for an hour, then try again."))]
     c.rng.shuffle(items)
-    d.fact("warning", "part", part, items[items.index(next(i for i in items if warning in i))],
+    d.fact("warning", "part", part, _mentioning(items, warning),
            f"What is wrong when the {_s(model)} light blinks {warning}?",
            f"Which part should you check if the {model} shows a flashing {warning} light?", skill="list")
     d.blocks += [c.pick(("## Troubleshooting", "## If something goes wrong")), _bullets(items)]

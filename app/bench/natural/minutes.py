@@ -7,7 +7,7 @@ from __future__ import annotations
 import calendar
 from datetime import timedelta
 
-from app.bench.natural.drafts import _bullets, _Draft, _numbered, _s
+from app.bench.natural.drafts import _bullets, _Draft, _either, _mentioning, _numbered, _s
 from app.bench.natural.values import _Ctx
 
 _ROOMS = ("Birch room", "second-floor kitchen", "Harbour room", "library annex", "Room 4B")
@@ -15,7 +15,7 @@ _FAIR_KINDS = ("design", "garden", "hardware", "book", "food")
 
 
 def _minutes(c: _Ctx) -> _Draft:
-    return _minutes_team(c) if c.rng.random() < 0.5 else _minutes_coop(c)
+    return _either(c, _minutes_team, _minutes_coop)
 
 
 def _minutes_team(c: _Ctx) -> _Draft:
@@ -77,8 +77,7 @@ def _minutes_team(c: _Ctx) -> _Draft:
                f"{dd.first}: book the {van} van for the move.",
                f"{b.first}: chase {supplier} about the missing invoice."]
     c.rng.shuffle(actions)
-    van_item = next(a for a in actions if str(van) in a)
-    d.fact("van", "quantity", van, van_item, f"How big a van is {dd.name} supposed to book for {org}?",
+    d.fact("van", "quantity", van, _mentioning(actions, van), f"How big a van is {dd.name} supposed to book for {org}?",
            f"What size of van did {org} ask {dd.name} to hire?", skill="list")
     weekday = c.pick(calendar.day_name[:5])
     closing = c.pick((f"Next meeting: same room, {weekday} at {nxt}.",

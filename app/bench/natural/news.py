@@ -7,12 +7,12 @@ from __future__ import annotations
 import calendar
 from datetime import timedelta
 
-from app.bench.natural.drafts import _Draft, _para, _s
+from app.bench.natural.drafts import _Draft, _either, _para, _s
 from app.bench.natural.values import _Ctx, _date_text
 
 
 def _news(c: _Ctx) -> _Draft:
-    return _news_bridge(c) if c.rng.random() < 0.5 else _news_factory(c)
+    return _either(c, _news_bridge, _news_factory)
 
 
 def _news_bridge(c: _Ctx) -> _Draft:

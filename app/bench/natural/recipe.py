@@ -4,7 +4,7 @@ notes, quantities in grams, millilitres and minutes.
 
 from __future__ import annotations
 
-from app.bench.natural.drafts import _bullets, _Draft, _numbered, _para, _s
+from app.bench.natural.drafts import _bullets, _Draft, _mentioning, _numbered, _para, _s
 from app.bench.natural.names import _Person
 from app.bench.natural.values import _Ctx
 
@@ -21,7 +21,8 @@ _SIDES = ("rye bread", "boiled potatoes", "pickled beetroot", "a spoon of sour c
 
 def _recipe(c: _Ctx) -> _Draft:
     owner = c.names.person()
-    cafe, town = c.names.word() + c.pick((" Café", " House", " Corner")), c.names.place()
+    cafe_val, town = c.invent(lambda: c.names.word() + c.pick((" Café", " House", " Corner"))), c.names.place()
+    cafe = cafe_val.text
     bake = c.rng.random() < 0.55
     dish, units, how = c.pick(_BAKES if bake else _POTS)
     makes = c.num(6, 24) if bake else c.num(4, 10)
@@ -40,7 +41,7 @@ def _recipe(c: _Ctx) -> _Draft:
                  f"It makes {makes} {units}; they keep for {keeps} if you hide them well.")) if bake else c.pick((
         f"The quantities below make {makes} {units}, and it keeps for {keeps} in the fridge.",
         f"There is enough for {makes} {units}; leftovers keep for {keeps} in the fridge and taste better for it."))
-    d.fact("cafe", "place", c.named(cafe, lambda: c.names.word() + c.pick((" Café", " House", " Corner"))), s2,
+    d.fact("cafe", "place", cafe_val, s2,
            f"What was {_s(owner.name)} café called?", f"Where did {owner.name} cook for a living?",
            skill="reference")
     d.fact("closed", "year", closed, s2, f"Until which year did {owner.name} run {cafe}?",
@@ -50,10 +51,8 @@ def _recipe(c: _Ctx) -> _Draft:
     d.fact("keeps", "duration", keeps, s3, f"How long will {ref} stay good?",
            f"For how many days can you store {ref}?", skill="reference")
     d.blocks.append(_para(s1, s2, s3))
-    if bake:
-        _bake_body(c, d, how, ref)
-    else:
-        _pot_body(c, d, how, ref)
+    items, steps = _bake_body(c, d, how, ref) if bake else _pot_body(c, d, how, ref)
+    d.blocks += ["## Ingredients", _bullets(items), "## Method", _numbered(steps)]
     _recipe_notes(c, d, owner, ref, bake)
     return d
 
@@ -61,7 +60,7 @@ def _recipe(c: _Ctx) -> _Draft:
 def _recipe_notes(c: _Ctx, d: _Draft, owner: _Person, ref: str, bake: bool) -> None:
     freeze = c.num(2, 6, "months")
     longer = c.num(5, 25, "minutes", step=5)
-    brand = c.named(f"{c.names.word()} Mill", lambda: f"{c.names.word()} Mill")
+    brand = c.invent(lambda: f"{c.names.word()} Mill")
     what = "flour" if bake else "barley and stock cubes"
     notes = [c.pick((f"They freeze well for up to {freeze}." if bake else f"It freezes well for up to {freeze}.",
                      f"Frozen, it is still good after {freeze}.")),
@@ -69,16 +68,17 @@ def _recipe_notes(c: _Ctx, d: _Draft, owner: _Person, ref: str, bake: bool) -> N
              c.pick((f"For a double batch, add {longer} to the {'baking' if bake else 'simmering'} time.",
                      f"Doubling it works, but allow an extra {longer} on the heat."))]
     c.rng.shuffle(notes)
-    d.fact("freeze", "duration", freeze, next(n for n in notes if str(freeze) in n),
+    d.fact("freeze", "duration", freeze, _mentioning(notes, freeze),
            f"How long will {ref} last in the freezer?", skill="list")
-    d.fact("brand", "company", brand, notes[[str(brand) in n for n in notes].index(True)],
+    d.fact("brand", "company", brand, _mentioning(notes, brand),
            f"Where did {owner.name} insist on buying {what}?", skill="list")
-    d.fact("longer", "duration", longer, next(n for n in notes if str(longer) in n),
+    d.fact("longer", "duration", longer, _mentioning(notes, longer),
            f"How much extra cooking time does a double batch of {ref} need?", skill="list")
     d.blocks += [c.pick(("## Notes", "## Tips")), _bullets(notes)]
 
 
-def _bake_body(c: _Ctx, d: _Draft, shaping: str, ref: str) -> None:
+def _bake_body(c: _Ctx, d: _Draft, shaping: str, ref: str) -> tuple[list[str], list[str]]:
+    """A bake's ingredients and method steps, their facts noted on ``d``."""
     flour, butter = c.num(400, 750, "g", step=25), c.num(50, 200, "g", step=10)
     sugar, milk = c.num(40, 180, "g", step=10), c.num(150, 400, "ml", step=25)
     eggs, spice = c.rng.randint(1, 3), c.pick(_SPICES)
@@ -113,10 +113,11 @@ def _bake_body(c: _Ctx, d: _Draft, shaping: str, ref: str) -> None:
            f"How hot should the oven be for {ref}?", skill="list")
     d.fact("bake", "duration", bake, steps[2], f"What baking time does {ref} call for?",
            f"How many minutes in the oven for {ref}?", skill="list")
-    d.blocks += ["## Ingredients", _bullets(items), "## Method", _numbered(steps)]
+    return items, steps
 
 
-def _pot_body(c: _Ctx, d: _Draft, main: str, ref: str) -> None:
+def _pot_body(c: _Ctx, d: _Draft, main: str, ref: str) -> tuple[list[str], list[str]]:
+    """A pot dish's ingredients and method steps, their facts noted on ``d``."""
     base, stock = c.num(200, 600, "g", step=25), c.num(800, 2000, "ml", step=100)
     onions, carrots = c.rng.randint(1, 3), c.num(150, 400, "g", step=25)
     butter, salt = c.num(20, 60, "g", step=5), c.num(1, 2, "tsp")
@@ -138,4 +139,4 @@ def _pot_body(c: _Ctx, d: _Draft, main: str, ref: str) -> None:
     d.fact("fry", "duration", fry, steps[0], f"How long are the onions for {ref} softened?", skill="list")
     d.fact("simmer", "duration", simmer, steps[1], f"How long does {ref} simmer?",
            f"For how many minutes should {ref} cook once it boils?", skill="list")
-    d.blocks += ["## Ingredients", _bullets(items), "## Method", _numbered(steps)]
+    return items, steps

@@ -131,3 +131,7 @@ class _Ctx:
 
     def named(self, text: str, decoy: Callable[[], str], *aliases: str) -> _Val:
         return _Val(text, decoy, aliases)
+
+    def invent(self, make: Callable[[], str], *aliases: str) -> _Val:
+        """A value drawn by ``make``; its decoys come from ``make`` too, so they are of its kind."""
+        return _Val(make(), make, aliases)
