@@ -22,7 +22,7 @@ from app.ingest.embeddings import Embedder
 from app.services.general_text import background_text
 from app.ingest.drop_files import DroppedFile, copy_into
 from app.ingest.file_rules import display_name, is_document, storable
-from app.ingest.pipeline import LEARN, FileResult, Ingestor, ScanReport
+from app.ingest.pipeline import FileResult, Ingestor, ScanReport
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
 from app.services.source_view import SourceView, source_view
@@ -31,9 +31,9 @@ from app.ingest.watcher import FolderWatcher
 from engines.base import Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
 from engines.registry import build_engine, engine_class
-from app.jobs.feedback import FEEDBACK, FeedbackJobs, queue_feedback
+from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
-from app.jobs.sleep import SLEEP, SleepJobs, SleepScheduler
+from app.jobs.sleep import SleepJobs, SleepScheduler
 from app.services.playbooks import PlaybookService
 from app.jobs.worker import Worker
 from store.blobs import BlobStore
@@ -43,7 +43,7 @@ from store.document_listing import DisplayStatus, DocumentPage, list_documents
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
 from store.ignored_files import IgnoredFiles
-from store.jobs import JobQueue, Progress
+from store.jobs import FEEDBACK, LEARN, SLEEP, JobQueue, Progress
 from store.playbooks import PlaybookStore
 from store.state import StateStore
 from store.vector_index import SyncReport, VectorIndex

@@ -14,11 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from store.database import Database
-
-SLEEP = "sleep"
-"""The job kind and the episode kind of a sleep."""
-LEARNING = ("learn", "feedback_learn")
-"""Episodes that add sleep pressure: a document or a feedback event learned."""
+from store.episodes import LEARNING
+from store.jobs import SLEEP
 
 
 _UNFINISHED = "status IN ('pending', 'running')"

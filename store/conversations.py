@@ -85,6 +85,21 @@ class ConversationStore:
         row = self.db.conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
         return _message(row) if row else None
 
+    def question_before(self, conversation_id: int, message_id: int) -> str:
+        """The person's last question before message ``message_id`` ("" when there is none)."""
+        row = self.db.conn.execute(
+            "SELECT content FROM messages WHERE conversation_id = ? AND id < ? AND role = 'user' "
+            "ORDER BY id DESC LIMIT 1", (conversation_id, message_id)).fetchone()
+        return row[0] if row else ""
+
+    def judged_answer_ids(self, limit: int, exclude_message_id: int | None = None) -> list[int]:
+        """The newest answers whose right answer is known (corrected, or rated up), newest first."""
+        rows = self.db.query(
+            "SELECT id FROM messages WHERE role = 'assistant' AND id != ? "
+            "AND (correction IS NOT NULL OR feedback = 'up') ORDER BY id DESC LIMIT ?",
+            (exclude_message_id or -1, limit))
+        return [int(r[0]) for r in rows]
+
     def add_question(self, conversation_id: int, text: str) -> MessageRow:
         return self._add(conversation_id, "user", text, kind="question", payload={"text": text})
 

@@ -83,6 +83,10 @@ class Database:
         row = self.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
+    def quick_check(self) -> str:
+        """SQLite's own consistency check: "ok", or what it found damaged (``engram doctor``)."""
+        return str(self.scalar("PRAGMA quick_check"))
+
     def schema_version(self) -> int:
         return int(self.scalar("SELECT COUNT(*) FROM _migrations") or 0)
 

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from store.database import Database
+from store.jobs import INGEST, LEARN
 
 DisplayStatus = Literal["learned", "learning", "pending", "error", "ignored"]
 STATUSES: tuple[DisplayStatus, ...] = ("learned", "learning", "pending", "error", "ignored")
@@ -37,14 +38,14 @@ class DocumentPage(BaseModel):
     counts: dict[str, int]  # every document by status, ignoring the filter
 
 
-_LISTING = """
+_LISTING = f"""
 WITH open_ingest AS (
     SELECT DISTINCT key AS path FROM jobs
-    WHERE kind = 'ingest' AND status IN ('pending', 'running') AND key IS NOT NULL
+    WHERE kind = '{INGEST}' AND status IN ('pending', 'running') AND key IS NOT NULL
 ),
 open_learn AS (
     SELECT DISTINCT CAST(json_extract(payload, '$.document_id') AS INTEGER) AS document_id FROM jobs
-    WHERE kind = 'learn' AND status IN ('pending', 'running')
+    WHERE kind = '{LEARN}' AND status IN ('pending', 'running')
 ),
 listing AS (
     SELECT d.id, d.path,

@@ -74,6 +74,14 @@ class DocumentStore:
         row = self.db.conn.execute("SELECT * FROM documents WHERE path = ?", (path,)).fetchone()
         return DocumentRow(**dict(row)) if row else None
 
+    def by_id(self, document_id: int) -> DocumentRow | None:
+        row = self.db.conn.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
+        return DocumentRow(**dict(row)) if row else None
+
+    def ids_by_path(self) -> dict[str, int]:
+        """Every stored document's id by its path (benches map their files to documents)."""
+        return {r["path"]: r["id"] for r in self.db.query("SELECT id, path FROM documents")}
+
     def list(self, status: str | None = None, limit: int = 1000, offset: int = 0) -> list[DocumentRow]:
         sql = "SELECT * FROM documents"
         params: tuple = ()
@@ -102,6 +110,19 @@ class DocumentStore:
         """A document's chunks' text, in order."""
         return [r[0] for r in self.db.query("SELECT text FROM chunks WHERE document_id = ? ORDER BY ord",
                                             (document_id,))]
+
+    def chunk_texts_by_id(self, ids: Iterable[int]) -> dict[int, str]:
+        """The text of each chunk in ``ids`` that still exists (a cited chunk may be gone)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        return {r[0]: r[1] for r in self.db.query(f"SELECT id, text FROM chunks WHERE id IN ({marks})",
+                                                   tuple(ids))}
+
+    def all_chunk_texts(self) -> list[str]:
+        """Every chunk's text in id order (benches re-embed the whole store)."""
+        return [r[0] for r in self.db.query("SELECT text FROM chunks ORDER BY id")]
 
     def chunk_ids(self) -> np.ndarray:
         rows = self.db.conn.execute("SELECT id FROM chunks ORDER BY id").fetchall()

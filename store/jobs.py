@@ -16,6 +16,17 @@ from store.database import Database
 
 MAX_ATTEMPTS = 3
 
+# The job kinds, defined once: the queue's producers, its handlers and the store's own queries on
+# the jobs table (activity, document listing) all name a kind through these.
+INGEST = "ingest"
+"""Read, chunk and embed one file (key: its path)."""
+LEARN = "learn"
+"""One engine learns one stored document (key: ``engine:path``)."""
+FEEDBACK = "feedback"
+"""One engine learns from the feedback on one answer (key: ``engine:message id``)."""
+SLEEP = "sleep"
+"""Consolidate while the person is away (key: ``sleep``); also the episode kind of a sleep."""
+
 
 class Job(BaseModel):
     id: int

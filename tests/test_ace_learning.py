@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import cli
-from app.jobs.feedback import FEEDBACK
 from app.runtimes.active import ActiveRuntime
 from engines.ace.rules import intrinsic_problem
 from engines.base import Budget
 from engines.generation import GenerationRequest, Runtime, TextDelta, Usage
+from store.jobs import FEEDBACK
 from tests.helpers import open_engram, wait_for
 
 CATALOGUE = ("Catalogue entry: the Zorblik kettle.\nMaker: Brenfoundry Works.\nPrice: 412.\n\n"

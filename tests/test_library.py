@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ingest.pipeline import LEARN
+from store.jobs import LEARN
 from tests.helpers import open_engram
 
 STORY = "\n\n".join(

@@ -19,8 +19,8 @@ from app.jobs.learning import LearnJobs
 from app.jobs.sleep import SleepJobs, run_sleep
 from engines.base import Budget, ConsolidateReport, Contribution, DocumentInput, Engine, LearnReport, Progress, Query
 from store import activity
-from store.activity import SLEEP
 from store.blobs import BlobStore
+from store.jobs import SLEEP
 from tests.helpers import open_engram, wait_for
 
 

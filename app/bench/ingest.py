@@ -147,7 +147,7 @@ def run_ingest_bench(settings: Settings, files: int = 2000, vector_sizes: list[i
             engram.run_pending()
             ingest_s = time.perf_counter() - t0
             counts = engram.docs.counts()
-            texts = [r[0] for r in engram.db.query("SELECT text FROM chunks ORDER BY id")]
+            texts = engram.docs.all_chunk_texts()
             echo(f"Ingested {counts['documents']} files into {counts['chunks']} chunks in {ingest_s:.1f} s")
 
             t0 = time.perf_counter()

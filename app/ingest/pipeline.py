@@ -28,13 +28,11 @@ from app.settings import Settings
 from store.documents import DocumentStore, NewChunk
 from store.folders import FolderStore
 from store.ignored_files import IgnoredFiles
-from store.jobs import Job, JobQueue
+from store.jobs import INGEST, LEARN, Job, JobQueue
 from store.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
-INGEST = "ingest"
-LEARN = "learn"
 HASH_BLOCK = 1 << 20
 
 Outcome = Literal["indexed", "unchanged", "error", "removed"]

@@ -9,18 +9,16 @@ engine's report as a ``feedback_learn`` episode.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 
 from engines.base import Engine
 from engines.feedback import latest_feedback_episode, read_feedback
 from store.database import Database
-from store.jobs import Job, JobQueue
+from store.episodes import EpisodeStore
+from store.jobs import FEEDBACK, Job, JobQueue
 
 log = logging.getLogger(__name__)
-
-FEEDBACK = "feedback"
 
 
 def queue_feedback(queue: JobQueue, db: Database, engines: list[Engine], message_id: int) -> int:
@@ -47,7 +45,6 @@ class FeedbackJobs:
             progress(1.0, "skipped: the answer was deleted")
             return
         report = self.engine(job.payload["engine"]).learn_feedback(feedback, progress)
-        self.db.execute("INSERT INTO episodes (kind, payload) VALUES ('feedback_learn', ?)",
-                        (json.dumps({"message_id": message_id, **report.model_dump()}),))
+        EpisodeStore(self.db).record_feedback_learned(message_id, report.model_dump())
         log.info("%s learned from feedback on answer %d in %.1f s", report.engine, message_id,
                  report.seconds)

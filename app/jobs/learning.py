@@ -8,26 +8,26 @@ exists or nothing is left to learn), and records the engine's report as a ``lear
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 
 from engines.base import DocumentInput, Engine, LearnReport
 from store.database import Database
 from store.documents import DocumentStore
+from store.episodes import EpisodeStore
 from store.jobs import Job
 
 log = logging.getLogger(__name__)
 
 
-def document_input(db: Database, document_id: int) -> tuple[DocumentInput, str] | None:
+def document_input(db: Database, document_id: int) -> tuple[DocumentInput, str | None] | None:
     """The stored document (chunks in order) and its content hash; None when it is gone."""
-    row = db.conn.execute("SELECT path, content_hash, status FROM documents WHERE id = ?",
-                          (document_id,)).fetchone()
-    if row is None or row["status"] != "indexed":
+    docs = DocumentStore(db)
+    row = docs.by_id(document_id)
+    if row is None or row.status != "indexed":
         return None
-    chunks = DocumentStore(db).chunk_texts(document_id)
-    return DocumentInput(document_id=document_id, path=row["path"], chunks=chunks), row["content_hash"]
+    chunks = docs.chunk_texts(document_id)
+    return DocumentInput(document_id=document_id, path=row.path, chunks=chunks), row.content_hash
 
 
 class LearnJobs:
@@ -48,6 +48,5 @@ class LearnJobs:
         self.record(report, document.document_id)
 
     def record(self, report: LearnReport, document_id: int) -> None:
-        self.db.execute("INSERT INTO episodes (kind, document_id, payload) VALUES ('learn', ?, ?)",
-                        (document_id, json.dumps(report.model_dump())))
+        EpisodeStore(self.db).record_learned(document_id, report.model_dump())
         log.info("%s learned %s in %.1f s", report.engine, report.path, report.seconds)

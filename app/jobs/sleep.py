@@ -22,9 +22,9 @@ from app.services.checkpoints import CheckpointService
 from app.settings import SleepConfig
 from engines.base import Budget, ConsolidateReport, Engine, Progress
 from store import activity
-from store.activity import SLEEP, SleepEpisode
+from store.activity import SleepEpisode
 from store.database import Database
-from store.jobs import Job, JobQueue
+from store.jobs import SLEEP, Job, JobQueue
 
 log = logging.getLogger(__name__)
 

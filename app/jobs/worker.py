@@ -18,8 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from app.ingest.pipeline import INGEST, FileResult, Ingestor
-from store.jobs import Job, JobQueue
+from app.ingest.pipeline import FileResult, Ingestor
+from store.jobs import INGEST, Job, JobQueue
 from store.state import StateStore
 
 log = logging.getLogger(__name__)

@@ -168,7 +168,7 @@ def check_store(settings: Settings) -> Check:
                      fix="start Engram once (`engram`) or ingest a file to create it")
     db = Database(paths.db)
     try:
-        integrity = db.scalar("PRAGMA quick_check")
+        integrity = db.quick_check()
         if integrity != "ok":
             return Check(name="store", status="fail", detail=f"SQLite quick_check: {integrity}",
                          fix="restore store.db from a backup; the FAISS index is rebuilt from it")
