@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from app.chat.service import ChatService
+from app.chat.service import ChatService, Grounding
 from app.services.checkpoints import AnsweringState, CheckpointService
 from app.ingest.embeddings import Embedder
 from app.services.general_text import background_text
@@ -196,7 +196,9 @@ class Engram:
 
     @cached_property
     def chat(self) -> ChatService:
-        return ChatService(self.settings, self.conversations, self.engines, self.runtime,
+        rag = self.settings.rag  # the retrieval engine's settings decide how passages enter prompts
+        grounding = Grounding(context_share=rag.context_share, logit_bias_strength=rag.logit_bias_strength)
+        return ChatService(self.settings, self.conversations, self.engines, self.runtime, grounding,
                            on_feedback=self._feedback_given, neocortex=self.neocortex)
 
     @cached_property

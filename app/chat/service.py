@@ -61,6 +61,14 @@ class Done(BaseModel):
 ChatEvent = Sources | Delta | Done
 
 
+class Grounding(BaseModel):
+    """How retrieved passages shape a prompt. The retrieval engine's settings own these values;
+    the service is handed them when it is built, so it depends on no engine's settings model."""
+
+    context_share: float = Field(gt=0.0, le=1.0, description="Share of free prompt tokens for passages.")
+    logit_bias_strength: float = Field(ge=0.0, description="Logit added to each passage token.")
+
+
 def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text) if len(w) > 3 or w.isdigit()}
 
@@ -108,10 +116,11 @@ class ChatService:
     """Answers questions from the engines' contributions and keeps every turn."""
 
     def __init__(self, settings: Settings, conversations: ConversationStore, engines: list[Engine],
-                 runtime: ActiveRuntime,
+                 runtime: ActiveRuntime, grounding: Grounding,
                  on_feedback: Callable[[MessageRow], None] | None = None,
                  neocortex: Callable[[], Runtime] | None = None) -> None:
         self.settings = settings
+        self.grounding = grounding
         self.conversations = conversations
         self.engines = engines
         self.runtime = runtime
@@ -153,12 +162,12 @@ class ChatService:
         bullets = [b for c in contributions for b in c.bullets]
         plan = build_prompt(question, passages, bullets, history, runtime.count_tokens,
                             runtime.context_window, self.settings.answer_max_tokens,
-                            self.settings.rag.context_share)
+                            self.grounding.context_share)
         notes = [n for c in contributions for n in c.notes]
         if plan.dropped_passages:
             notes.append(f"{plan.dropped_passages} passage(s) did not fit the context window")
         bias = logit_bias(runtime, [t for c in contributions for t in c.bias_text],
-                          self.settings.rag.logit_bias_strength)
+                          self.grounding.logit_bias_strength)
         if any(c.bias_text for c in contributions) and bias is None:
             notes.append(f"the {runtime.name} backend cannot bias tokens; answered without it")
         yield Sources(conversation_id=conversation_id, question_id=asked.id,
@@ -220,9 +229,9 @@ class ChatService:
         strategies = [b for c in contributions for b in c.bullets] + bullets
         plan = build_prompt(question, passages, strategies, [], runtime.count_tokens,
                             runtime.context_window, self.settings.answer_max_tokens,
-                            self.settings.rag.context_share)
+                            self.grounding.context_share)
         bias = logit_bias(runtime, [t for c in contributions for t in c.bias_text],
-                          self.settings.rag.logit_bias_strength)
+                          self.grounding.logit_bias_strength)
         request = GenerationRequest(messages=plan.messages, temperature=0.0, seed=0, logit_bias=bias,
                                     max_tokens=max_tokens or self.settings.answer_max_tokens)
         return Draft(text=runtime.generate(request).text.strip(), passages=plan.passages)
