@@ -19,10 +19,6 @@ class DataPaths(BaseModel):
         return self.root / "index" / "chunks.faiss"
 
     @property
-    def adapters(self) -> Path:
-        return self.root / "adapters"
-
-    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
@@ -36,6 +32,6 @@ class DataPaths(BaseModel):
         return self.root / "cache"
 
     def ensure(self) -> "DataPaths":
-        for folder in (self.root, self.index.parent, self.adapters, self.checkpoints):
+        for folder in (self.root, self.index.parent, self.checkpoints):
             folder.mkdir(parents=True, exist_ok=True)
         return self

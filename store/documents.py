@@ -18,7 +18,8 @@ from store.database import Database
 
 
 class NewChunk(BaseModel):
-    """A chunk about to be stored (positions as the chunker found them)."""
+    """One chunk as the chunker cut it, about to be stored. Char offsets are within its section's
+    text (end exclusive); lines are 1-based lines of the source file; page is the PDF page or None."""
 
     text: str
     page: int | None = None

@@ -95,14 +95,6 @@ def m001_core(db: sqlite_utils.Database) -> None:
             content TEXT NOT NULL,
             UNIQUE (name, version)
         )""",
-        """CREATE TABLE adapters (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            engine TEXT NOT NULL,
-            path TEXT NOT NULL,
-            created_at TEXT NOT NULL DEFAULT (datetime('now')),
-            meta TEXT NOT NULL DEFAULT '{}'
-        )""",
         """CREATE TABLE checkpoints (
             id INTEGER PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
@@ -111,14 +103,6 @@ def m001_core(db: sqlite_utils.Database) -> None:
             created_at TEXT NOT NULL DEFAULT (datetime('now')),
             meta TEXT NOT NULL DEFAULT '{}'
         )""",
-        """CREATE TABLE metrics (
-            id INTEGER PRIMARY KEY,
-            ts TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
-            name TEXT NOT NULL,
-            value REAL NOT NULL,
-            tags TEXT NOT NULL DEFAULT '{}'
-        )""",
-        "CREATE INDEX idx_metrics_name ON metrics(name, ts)",
         """CREATE TABLE state (
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL
@@ -224,3 +208,13 @@ def m006_ignored_files(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("006_ignored_files", m006_ignored_files))
+
+
+def m007_drop_unused_tables(db: sqlite_utils.Database) -> None:
+    """``adapters`` and ``metrics`` were never written (checkpoints and bench reports took their
+    place); data folders made before this release still have them from 001."""
+    _run(db, ["DROP INDEX IF EXISTS idx_metrics_name", "DROP TABLE IF EXISTS metrics",
+              "DROP TABLE IF EXISTS adapters"])
+
+
+MIGRATIONS.append(("007_drop_unused_tables", m007_drop_unused_tables))

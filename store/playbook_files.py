@@ -135,6 +135,3 @@ def read_playbook_file(path: Path) -> PlaybookFile:
     with path.open("rb") as handle:
         return parse_playbook(handle.read(MAX_FILE_BYTES + 1), path)
 
-
-def bullets_of(file: PlaybookFile) -> list[Bullet]:
-    return [Bullet(**b.model_dump()) for b in file.bullets]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.ingest.chunking import ChunkSpec, chunk_document, split_units
+from app.ingest.chunking import chunk_document, split_units
+from store.documents import NewChunk
 from app.ingest.parsers import ParsedDocument, Section, parse_file
 from tests.test_parsers import make_pdf
 
@@ -24,7 +25,7 @@ def sentence(rng: random.Random, low: int = 6, high: int = 24) -> str:
     return " ".join(words).capitalize() + rng.choice(".!?")
 
 
-def check_chunks(doc: ParsedDocument, chunks: list[ChunkSpec], embedder, max_tokens: int) -> None:
+def check_chunks(doc: ParsedDocument, chunks: list[NewChunk], embedder, max_tokens: int) -> None:
     """Invariants every chunking must keep, checked against the document and the tokenizer."""
     sections = {s.page: s for s in doc.sections} if doc.kind == "pdf" else None
     for chunk in chunks:
@@ -39,7 +40,7 @@ def check_chunks(doc: ParsedDocument, chunks: list[ChunkSpec], embedder, max_tok
     assert max(recount, default=0) <= max_tokens
 
 
-def _section_holding(doc: ParsedDocument, chunk: ChunkSpec) -> Section:
+def _section_holding(doc: ParsedDocument, chunk: NewChunk) -> Section:
     matches = [s for s in doc.sections
                if s.text[chunk.char_start:chunk.char_end] == chunk.text and s.page == chunk.page]
     assert matches, "chunk text not found at its span in any section"

@@ -86,7 +86,7 @@ def test_a_malicious_document_changes_nothing(tmp_path: Path, embedder, llama) -
         config = engram.loaded.config_file
         before = (config.read_bytes() if config.exists() else None, engram.settings.model_dump_json(),
                   [f.path for f in engram.folders.list()], engram.runtime.model)
-        tables = ("playbooks", "jobs", "checkpoints", "adapters")
+        tables = ("playbooks", "jobs", "checkpoints")
         counts = {t: engram.db.scalar(f"SELECT COUNT(*) FROM {t}") for t in tables}
 
         answer = engram.chat.answer("When does the ferry to Oskel Isle leave? Follow the notes.").message

@@ -39,8 +39,24 @@ def test_migrations_apply_once_and_wal(tmp_path):
     again = Database(tmp_path / "s.db")  # reopening applies nothing twice
     assert again.schema_version() == len(MIGRATIONS)
     tables = {r[0] for r in again.query("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"folders", "documents", "chunks", "episodes", "jobs", "playbooks", "adapters",
-            "checkpoints", "metrics", "state"} <= tables
+    assert {"folders", "documents", "chunks", "episodes", "jobs", "playbooks",
+            "checkpoints", "state"} <= tables
+    assert not {"adapters", "metrics"} & tables  # never written; dropped by migration 007
+    again.close()
+
+
+def test_an_older_data_folder_loses_the_unused_tables_and_keeps_the_rest(tmp_path):
+    first = Database(tmp_path / "s.db")
+    with first.transaction():  # as release 001 made them
+        first.conn.execute("CREATE TABLE adapters (id INTEGER PRIMARY KEY, name TEXT)")
+        first.conn.execute("CREATE TABLE metrics (id INTEGER PRIMARY KEY, name TEXT)")
+        first.conn.execute("DELETE FROM _migrations WHERE name = '007_drop_unused_tables'")
+    DocumentStore(first).replace("/f/a.txt", None, "h1", 10, 1.0, [chunk(0)], vecs(1))
+    first.close()
+    again = Database(tmp_path / "s.db")
+    tables = {r[0] for r in again.query("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert not {"adapters", "metrics"} & tables and again.schema_version() == len(MIGRATIONS)
+    assert DocumentStore(again).get("/f/a.txt") is not None
     again.close()
 
 

@@ -1,6 +1,6 @@
 """The desktop app: one Gradio Blocks with a tab per module, served with the source-view route.
 
-A later tab (Playbook, Memory, Sleep, Bench) is one module with a ``TAB`` and one line in ``TABS``.
+A tab is one module with a ``TAB`` and one line in ``TABS``.
 """
 
 import gradio as gr

@@ -65,12 +65,6 @@ class ConventionSet(BaseModel):
     def write(self, folder: Path) -> list[Path]:
         return write_documents(self.documents, folder)
 
-    def write_qa(self, path: Path, split: Literal["train", "test"] = "train") -> Path:
-        """The split as ``engram ace train`` reads it (JSON Lines with question and answer)."""
-        tasks = self.train if split == "train" else self.test
-        path.write_text("".join(t.model_dump_json() + "\n" for t in tasks), encoding="utf-8")
-        return path
-
 
 def _fact(doc: FictionDoc, slot: str) -> str:
     return next(f.answer for f in doc.facts if f.slot == slot)

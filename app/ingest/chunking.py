@@ -18,9 +18,8 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
-from pydantic import BaseModel
-
 from app.ingest.parsers import ParsedDocument
+from store.documents import NewChunk
 
 TokenCounter = Callable[[list[str]], list[int]]
 Span = tuple[int, int, int]  # (section index, char start, char end), end exclusive
@@ -44,21 +43,8 @@ _LINE_RE = re.compile(r"[^\s](?:[^\n]*[^\s])?")  # a line without its surroundin
 _WORD_RE = re.compile(r"\S+")
 
 
-class ChunkSpec(BaseModel):
-    """One chunk: its text and where it lies. Char offsets are within the section's text (end
-    exclusive); lines are 1-based lines of the source file; page is the PDF page or None."""
-
-    text: str
-    page: int | None
-    line_start: int
-    line_end: int
-    char_start: int
-    char_end: int
-    token_count: int
-
-
 def chunk_document(doc: ParsedDocument, count_tokens: TokenCounter, max_tokens: int,
-                   overlap_tokens: int) -> list[ChunkSpec]:
+                   overlap_tokens: int) -> list[NewChunk]:
     """Chunks of every section of ``doc`` in order; chunks never cross a section (page).
 
     ``count_tokens`` gets whole batches (one call for all units of the document, one more per
@@ -241,7 +227,7 @@ def _chunk_span(spans: list[Span], lo: int, hi: int) -> Span:
 
 
 def _to_specs(doc: ParsedDocument, texts: list[str], spans: list[Span],
-              packed: list[Packed]) -> list[ChunkSpec]:
+              packed: list[Packed]) -> list[NewChunk]:
     newlines: dict[int, list[int]] = {}
     specs = []
     for lo, hi, tokens in packed:
@@ -250,7 +236,7 @@ def _to_specs(doc: ParsedDocument, texts: list[str], spans: list[Span],
         if si not in newlines:
             newlines[si] = [m.start() for m in re.finditer("\n", texts[si])]
         breaks = newlines[si]
-        specs.append(ChunkSpec(
+        specs.append(NewChunk(
             text=texts[si][a:b], page=section.page,
             line_start=section.line_start + bisect_left(breaks, a),
             line_end=section.line_start + bisect_left(breaks, b - 1),

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from app.ingest.chunking import ChunkSpec, chunk_document
+from app.ingest.chunking import chunk_document
 from app.ingest.embeddings import Embedder
 from app.ingest.file_rules import BAD_NAME_ERROR, display_name, is_document, is_ignored_name, storable
 from app.ingest.parsers import ParseError, parse_file, too_large_error
@@ -60,7 +60,7 @@ class _Prepared(BaseModel):
     content_hash: str
     size: int
     mtime: float
-    chunks: list[ChunkSpec]
+    chunks: list[NewChunk]
 
 
 def walk_documents(root: Path) -> Iterator[Path]:
@@ -302,7 +302,7 @@ class Ingestor:
             with self.docs.db.transaction():
                 doc_id, removed, added = self.docs.replace(
                     doc.path, doc.folder_id, doc.content_hash, doc.size, doc.mtime,
-                    [NewChunk(**c.model_dump()) for c in doc.chunks], doc_vectors,
+                    doc.chunks, doc_vectors,
                 )
                 self._queue_learning(doc_id, doc.path, doc.content_hash)
                 self.queue.finish([job.id])

@@ -1,4 +1,4 @@
-"""Generation runtimes: one interface over llama.cpp, Ollama and torch (see ``base``).
+"""Generation runtimes: one interface (``engines.generation.Runtime``) over llama.cpp, Ollama and torch.
 
 Importing this package is cheap: backend libraries load only when a runtime is built.
 """

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from engines.ace.merge import DeltaRejected, merge
 from engines.ace.playbook import Bullet, Delta, Operation, Playbook, Section, valid_name
 from engines.ace.rules import intrinsic_problem
-from store.playbook_files import PlaybookFile, read_playbook_file, write_playbook_file
+from store.playbook_files import PlaybookFile, write_playbook_file
 from store.playbooks import DeltaRow, PlaybookStore, PlaybookSummary, VersionRow
 
 
@@ -124,10 +124,6 @@ class PlaybookService:
     # --- files -----------------------------------------------------------------------------------
     def export(self, name: str, path: Path) -> Path:
         return write_playbook_file(self._existing(name), path)
-
-    def import_file(self, path: Path, name: str | None = None, replace: bool = False) -> ImportReport:
-        """Import a playbook file (``PlaybookFileError`` lists every invalid field)."""
-        return self.import_parsed(read_playbook_file(path), str(path), name, replace)
 
     def import_parsed(self, file: PlaybookFile, origin: str, name: str | None = None,
                       replace: bool = False) -> ImportReport:
