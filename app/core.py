@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,16 +29,16 @@ from app.runtimes.active import ActiveRuntime
 from app.services.source_view import SourceView, source_view
 from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
 from app.ingest.watcher import FolderWatcher
-from engines.base import Draft, Engine, EngineContext, Passage
+from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
 from engines.registry import build_engine, engine_class
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
-from app.jobs.sleep import SleepJobs, SleepScheduler
+from app.jobs.sleep import SleepJobs, SleepScheduler, SleepStatus, run_sleep
 from app.services.playbooks import PlaybookService
 from app.jobs.worker import Worker
 from store.blobs import BlobStore
-from store.conversations import ConversationStore, MessageRow
+from store.conversations import ConversationRow, ConversationStore, MessageRow
 from store.database import Database
 from store.document_listing import DisplayStatus, DocumentPage, list_documents
 from store.documents import DocumentRow, DocumentStore
@@ -450,3 +451,61 @@ class Engram:
             self.worker.on_result = previous
         return results
 
+    # --- for the command line (app/cli calls these, never the store, queue or worker) ----------
+    def watched_folders(self) -> list[FolderRow]:
+        return self.folders.list()
+
+    @property
+    def paused(self) -> bool:
+        """Whether background work is paused (the pause survives restarts)."""
+        return self.worker.paused
+
+    def job_progress(self) -> Progress:
+        """How far the queued work is, and whether it is paused."""
+        progress = self.queue.progress()
+        progress.paused = self.worker.paused
+        return progress
+
+    def pending_jobs(self, kind: str | None = None) -> int:
+        """Jobs waiting or running (of one kind when given)."""
+        return self.queue.pending_count(kind)
+
+    def recover_jobs(self) -> int:
+        """Put jobs a crash left running back in the queue; returns how many."""
+        return self.queue.recover()
+
+    def feedback_waiting(self) -> int:
+        """Feedback events the playbook has not learned from yet."""
+        return self.queue.pending_count(FEEDBACK)
+
+    def reflect_now(self) -> int:
+        """Learn now, in this thread, from the feedback still waiting; returns how many events."""
+        waiting = self.feedback_waiting()
+        if waiting:
+            self.queue.recover()
+            self.worker.drain(kinds=[FEEDBACK])
+        return waiting
+
+    def sleep(self, seconds: float | None = None,
+              progress: Callable[[float, str], None] | None = None) -> list[ConsolidateReport]:
+        """Sleep now, in this thread: each enabled engine consolidates for ``seconds`` (default
+        sleep.seconds), recorded like a sleep job; one report per engine."""
+        return run_sleep(self.db, self.engines, seconds or self.settings.sleep.seconds, "manual",
+                         progress or (lambda _fraction, _message: None),
+                         checkpoints=self.sleep_checkpoints)
+
+    def sleep_status(self) -> SleepStatus:
+        """The last sleep, the pressure now and when the next one comes."""
+        return self.sleeper.status()
+
+    def conversation_list(self) -> list[ConversationRow]:
+        return self.conversations.list()
+
+    def conversation_messages(self, conversation_id: int) -> list[MessageRow]:
+        """A conversation's questions and answers in order (KeyError when there is none)."""
+        if self.conversations.get(conversation_id) is None:
+            raise KeyError(f"no conversation with id {conversation_id}")
+        return self.conversations.messages(conversation_id)
+
+    def playbook_exists(self, name: str) -> bool:
+        return self.playbooks.store.exists(name)

@@ -82,7 +82,7 @@ def test_bench_learn_refuses_a_mistyped_arm_or_size_before_loading_a_model(isola
 
 def test_sleep_summary_names_each_try_the_probe_rolled_back() -> None:
     """A retried sleep once showed only in the progress line: the summary printed plain numbers."""
-    from app.cli import _sleep_summary
+    from app.cli.weights import _sleep_summary
     from engines.base import ConsolidateReport
 
     report = ConsolidateReport(engine="ttt", seconds=12.34, changed=True, details={

@@ -1,0 +1,23 @@
+"""``engram`` on the command line: parses arguments, calls the core (``app.core.Engram``), prints.
+
+One module per command group; importing this package registers every command on the root group
+``cli`` (``base.py``). ``main`` is the console script ``engram``; ``python -m app.cli`` runs it too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from app.cli import bench, chat, config, doctor, library, models, playbook, run, weights  # noqa: F401  (registers)
+from app.cli.base import Context, cli, err_console
+from app.settings import SettingsError
+
+__all__ = ["Context", "cli", "main"]
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)

@@ -1,0 +1,171 @@
+"""``engram bench ...``: benchmarks that print ratios against the raw parts measured in the same
+run. They build what they measure themselves, so they call ``app.bench`` directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from app.cli.base import (
+    Context,
+    cli,
+    console,
+    json_out_option,
+    pass_ctx,
+    runtime_errors,
+    user_errors,
+    write_report,
+)
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print ratios against the raw parts measured in the same run."""
+
+
+def _fiction_size(_ctx: click.Context, _param: click.Parameter, value: str) -> str | int:
+    """A named fictional set, or a number of documents; refused before any model loads."""
+    from app.bench.fiction import documents_in
+
+    size = int(value) if value.isdecimal() else value
+    try:
+        documents_in(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return size
+
+
+def _arm_numbers(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int] | None:
+    """'1,3' -> [1, 3]; a typo is refused rather than read as 'every arm' (hours of training)."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not all(p.isdecimal() for p in parts):
+        raise click.BadParameter(f"{value!r}: give arm numbers separated by commas, e.g. '1,3'")
+    return [int(p) for p in parts] or None
+
+
+fiction_size_option = click.option(
+    "--size", default="default", show_default=True, callback=_fiction_size,
+    help="Fictional set: tiny, small, default, large, or a number of documents.")
+
+
+@bench.command("ingest")
+@click.option("--files", type=int, default=2000, show_default=True, help="Generated corpus size.")
+@click.option("--vectors", type=str, default="10000,100000", show_default=True,
+              help="Index sizes for the search-latency part.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_out_option
+@pass_ctx
+def bench_ingest(c: Context, files: int, vectors: str, seed: int, json_out: Path | None) -> None:
+    """Ingest throughput vs raw embedding, re-scan time, search latency and ANN recall."""
+    from app.bench.ingest import run_ingest_bench
+
+    sizes = [int(v) for v in vectors.split(",") if v.strip()]
+    report = run_ingest_bench(c.loaded.settings, files=files, vector_sizes=sizes, seed=seed,
+                              echo=console.print)
+    write_report(report, json_out)
+
+
+@bench.command("ace")
+@click.option("--train", "n_train", type=click.IntRange(1, 1000), default=12, show_default=True,
+              help="Training questions.")
+@click.option("--test", "n_test", type=click.IntRange(1, 1000), default=12, show_default=True,
+              help="Held-out questions (about other items).")
+@click.option("--epochs", type=click.IntRange(1, 20), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_out_option
+@pass_ctx
+def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, json_out: Path | None) -> None:
+    """Playbook learning on questions that need a unit convention: accuracy before and after
+    offline training and on held-out questions, playbook size, time per cycle."""
+    from app.bench.ace import run_ace_bench
+
+    with user_errors(*runtime_errors()):
+        report = run_ace_bench(c.loaded.settings, n_train=n_train, n_test=n_test, epochs=epochs,
+                               seed=seed, echo=console.print)
+    write_report(report, json_out)
+
+
+@bench.command("learn")
+@click.option("--engine", "engines", default="ttt", show_default=True,
+              help="Engine(s) to measure, comma-separated, or 'all' (retrieval and every engine "
+              "that learns documents).")
+@fiction_size_option
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ablations", is_flag=True,
+              help="TTT: gated / ungated / full finetune, each with and without rehearsal and replay.")
+@click.option("--free-text/--no-free-text", default=True, show_default=True,
+              help="Also score greedy answers (exact match / contains).")
+@click.option("--speed/--no-speed", default=True, show_default=True,
+              help="Also time learning one 2,000-token document.")
+@click.option("--arms", default="", callback=_arm_numbers,
+              help="With --ablations: only these arms, e.g. '1,2' (1 gated +rehearsal/replay, "
+              "2 gated, 3 ungated +r/r, 4 ungated, 5 full +r/r, 6 full).")
+@click.option("--threads", type=int, default=None,
+              help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy).")
+@click.option("--sleep", type=click.FloatRange(0, 86_400), default=0, show_default=True,
+              help="Seconds each weight-writing run then sleeps (consolidates); measured again after.")
+@pass_ctx
+def bench_learn(c: Context, engines: str, size: str | int, seed: int, ablations: bool,
+                free_text: bool, speed: bool, arms: list[int] | None, threads: int | None,
+                sleep: float) -> None:
+    """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
+    from app.bench.learn import run_learn_bench
+
+    names = [n.strip() for n in engines.split(",") if n.strip()]
+    with user_errors(ValueError, *runtime_errors()):
+        run_learn_bench(c.loaded.settings, names, size=size, seed=seed,  # type: ignore[arg-type]
+                        ablations=ablations, free_text=free_text, speed=speed,
+                        echo=console.print, threads=threads, sleep=sleep, arms=arms)
+
+
+@bench.command("route")
+@fiction_size_option
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_out_option
+@pass_ctx
+def bench_route(c: Context, size: str | int, seed: int, json_out: Path | None) -> None:
+    """Which questions TTT's router hands the learned weights: fictional ones against general
+    ones the bounds were and were not chosen on (the embedder only; no training)."""
+    from app.bench.route import run_route_bench
+
+    with user_errors(ValueError, OSError):
+        report = run_route_bench(c.loaded.settings, size=size, seed=seed,  # type: ignore[arg-type]
+                                 echo=console.print)
+    write_report(report, json_out)
+
+
+@bench.command("chat")
+@click.option("--questions", type=int, default=100, show_default=True,
+              help="Fictional questions asked (with and without logit bias).")
+@click.option("--chunks", type=int, default=10_000, show_default=True,
+              help="Store size for the retrieval latency part.")
+@click.option("--runs", type=int, default=5, show_default=True, help="Speed runs per side.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_out_option
+@pass_ctx
+def bench_chat(c: Context, questions: int, chunks: int, runs: int, seed: int,
+               json_out: Path | None) -> None:
+    """Chat speed vs raw llama-cpp-python, retrieval latency, grounded accuracy."""
+    from app.bench.chat import run_chat_bench
+
+    with user_errors(ValueError):
+        report = run_chat_bench(c.loaded.settings, questions=questions, chunks=chunks, runs=runs,
+                                seed=seed, echo=console.print)
+    write_report(report, json_out)
+
+
+@bench.command("load")
+@click.option("--files", type=int, default=5000, show_default=True, help="Files dropped at once.")
+@click.option("--chats", type=int, default=20, show_default=True, help="Concurrent questions.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_out_option
+@pass_ctx
+def bench_load(c: Context, files: int, chats: int, seed: int, json_out: Path | None) -> None:
+    """Concurrent chat during a large ingest: latency, errors, deadlocks, consistency."""
+    from app.bench.load import run_load_bench
+
+    report = run_load_bench(c.loaded.settings, files=files, chats=chats, seed=seed, echo=console.print)
+    write_report(report, json_out)
+    if report.chat_errors or report.deadlocked or not report.consistent:
+        raise click.ClickException("the load bench found errors (see above)")

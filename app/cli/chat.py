@@ -1,0 +1,86 @@
+"""Asking, rating and reading back: ``engram ask``, ``feedback``, ``conversations``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from app.cli.base import Context, cli, console, pass_ctx, runtime_errors, user_errors
+
+if TYPE_CHECKING:
+    from store.conversations import MessageRow
+
+
+@cli.command()
+@click.argument("question")
+@click.option("-c", "--conversation", type=int, default=None,
+              help="Continue this conversation (ids: `engram conversations`).")
+@pass_ctx
+def ask(c: Context, question: str, conversation: int | None) -> None:
+    """Answer QUESTION from your documents and list the sources it used."""
+    from app.chat.service import Delta, Done, Sources
+
+    engram = c.engram
+    with user_errors(KeyError, ValueError, *runtime_errors()):
+        for event in engram.chat.ask(question, conversation):
+            if isinstance(event, Sources) and not event.citations:
+                console.print("[dim]No passage in your documents matched; answering without sources.[/]")
+            elif isinstance(event, Delta):
+                console.out(event.text, end="", highlight=False)
+            elif isinstance(event, Done):
+                console.out("")
+                _print_sources(event.message)
+                if event.message.meta.get("error"):
+                    raise click.ClickException(event.message.meta["error"])
+
+
+def _print_sources(message: MessageRow) -> None:
+    for cite in message.citations:
+        name = Path(cite["path"]).name
+        page = f"p.{cite['page']} " if cite.get("page") else ""
+        lines = (f"line {cite['line_start']}" if cite["line_start"] == cite["line_end"]
+                 else f"lines {cite['line_start']}-{cite['line_end']}")
+        console.print(f"[bold][{cite['n']}][/] {name} ({page}{lines})  {cite['path']}", highlight=False)
+        console.print(f"    “{cite['quote']}”", markup=False, highlight=False)
+    console.print(f"[dim]conversation {message.conversation_id} · answer {message.id} · "
+                  f"`engram feedback {message.id} up|down`[/]")
+
+
+@cli.command()
+@click.argument("answer_id", type=int)
+@click.argument("rating", type=click.Choice(["up", "down"]), required=False)
+@click.option("--correction", default=None, help="What the right answer is.")
+@pass_ctx
+def feedback(c: Context, answer_id: int, rating: str | None, correction: str | None) -> None:
+    """Rate an answer (up/down) and/or correct it."""
+    if rating is None and not correction:
+        raise click.UsageError("give a rating (up/down), a --correction, or both")
+    with user_errors(KeyError):
+        c.engram.chat.feedback(answer_id, rating, correction)  # type: ignore[arg-type]
+    console.print("Thanks: feedback recorded.")
+
+
+@cli.command()
+@click.argument("conversation_id", type=int, required=False)
+@pass_ctx
+def conversations(c: Context, conversation_id: int | None) -> None:
+    """List conversations, or show one with its answers and sources."""
+    if conversation_id is None:
+        rows = c.engram.conversation_list()
+        if not rows:
+            console.print('No conversations yet: `engram ask "..."`.')
+        for row in rows:
+            console.print(f"{row.id:>4}  {row.updated_at[:16].replace('T', ' ')}  "
+                          f"{row.messages:>3} messages  {row.title}", highlight=False)
+        return
+    with user_errors(KeyError):
+        messages = c.engram.conversation_messages(conversation_id)
+    for message in messages:
+        who = "[bold]You:[/]" if message.role == "user" else "[bold]Engram:[/]"
+        mark = {"up": " 👍", "down": " 👎"}.get(message.feedback or "", "")
+        console.print(f"{who}{mark}")
+        console.print(message.content, markup=False, highlight=False)
+        if message.correction:
+            console.print(f"[dim]correction:[/] {message.correction}", highlight=False)

@@ -1,0 +1,144 @@
+"""The documents Engram learns from: watched folders, one-shot ingest, background jobs, status
+and search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from app.cli.base import Context, cli, console, pass_ctx, progress_bar, user_errors
+
+
+# --- watch -------------------------------------------------------------------------------------
+@cli.group()
+def watch() -> None:
+    """Manage watched folders."""
+
+
+@watch.command("add")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@pass_ctx
+def watch_add(c: Context, path: Path) -> None:
+    """Watch PATH (recursively); its documents are queued for learning."""
+    row, report = c.engram.add_folder(path)
+    console.print(f"Watching {row.path}: {report.files} documents, {report.queued} queued. "
+                  "They are learned while `engram` runs (or now with `engram ingest`).")
+
+
+@watch.command("remove")
+@click.argument("path", type=click.Path(path_type=Path))
+@pass_ctx
+def watch_remove(c: Context, path: Path) -> None:
+    """Stop watching PATH and forget its documents."""
+    with user_errors(KeyError):
+        forgotten = c.engram.remove_folder(path)
+    console.print(f"Stopped watching {path}; forgot {forgotten} documents.")
+
+
+@watch.command("list")
+@pass_ctx
+def watch_list(c: Context) -> None:
+    """List watched folders."""
+    folders = c.engram.watched_folders()
+    if not folders:
+        console.print("No watched folders yet: `engram watch add PATH`.")
+    for f in folders:
+        console.print(f"{f.path}{'  (drop folder)' if f.is_default else ''}")
+
+
+# --- ingest ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@pass_ctx
+def ingest(c: Context, paths: tuple[Path, ...]) -> None:
+    """Learn the given files or folders now (one-shot, with a progress bar)."""
+    engram = c.engram
+    with user_errors(FileNotFoundError):
+        reports = engram.ingest(list(paths))
+    engram.recover_jobs()
+    if engram.paused:
+        console.print("Ingestion is paused (`engram jobs resume`); files were queued.")
+        return
+    total = sum(r.queued for r in reports)
+    counts = {"indexed": 0, "unchanged": 0, "error": 0, "removed": 0}
+    with progress_bar() as bar:
+        task = bar.add_task("ingesting", total=engram.pending_jobs("ingest") or total)
+
+        def advance(result) -> None:
+            counts[result.outcome] += 1
+            bar.update(task, advance=1, description=Path(result.path).name[:40])
+
+        engram.run_pending(on_result=advance)
+    removed = sum(r.removed for r in reports)
+    counts["error"] += sum(r.errors for r in reports)
+    console.print(f"{counts['indexed']} indexed, {counts['unchanged']} unchanged, "
+                  f"{counts['error']} errors, {removed + counts['removed']} removed.")
+    if counts["error"]:
+        console.print("See `engram status` for the errors.")
+
+
+# --- jobs --------------------------------------------------------------------------------------
+@cli.group()
+def jobs() -> None:
+    """Pause, resume or cancel background ingestion."""
+
+
+@jobs.command("pause")
+@pass_ctx
+def jobs_pause(c: Context) -> None:
+    """Pause ingestion (kept across restarts)."""
+    c.engram.pause()
+    console.print("Ingestion paused.")
+
+
+@jobs.command("resume")
+@pass_ctx
+def jobs_resume(c: Context) -> None:
+    """Resume ingestion."""
+    c.engram.resume()
+    console.print("Ingestion resumed.")
+
+
+@jobs.command("cancel")
+@pass_ctx
+def jobs_cancel(c: Context) -> None:
+    """Cancel every pending ingest job."""
+    console.print(f"Cancelled {c.engram.cancel()} pending jobs.")
+
+
+# --- status and search -------------------------------------------------------------------------
+@cli.command()
+@pass_ctx
+def status(c: Context) -> None:
+    """Documents, chunks, errors, pending jobs and sleep."""
+    s = c.engram.status()
+    console.print(f"Data folder: {s.data_dir}")
+    console.print(f"Folders:     {', '.join(f.path for f in s.folders) or 'none'}")
+    console.print(f"Documents:   {s.documents} ({s.indexed} indexed, {s.errors} errors)")
+    console.print(f"Chunks:      {s.chunks} ({s.vectors} vectors, {s.index_kind} index)")
+    p = s.progress
+    state = "paused" if p.paused else ("working" if p.active else "idle")
+    console.print(f"Jobs:        {s.pending_jobs} pending, {state}"
+                  + (f"; {p.finished}/{p.total} files done" if p.total else ""))
+    sleep = c.engram.sleep_status().summary(lambda ts: ts[:16].replace("T", " ") + " UTC")
+    console.print(f"Sleep:       {sleep}", markup=False)
+    if s.recent_errors:
+        console.print("[bold]Files that could not be read:[/]")
+        for doc in s.recent_errors:
+            console.print(f"  {doc.path}: {doc.error}", markup=False)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-k", "k", type=click.IntRange(1, 100), default=None, help="Number of results.")
+@pass_ctx
+def search(c: Context, query: str, k: int | None) -> None:
+    """Top chunks for QUERY with file, position and score."""
+    hits = c.engram.search(query, k)
+    if not hits:
+        console.print("No results. Add documents with `engram watch add PATH` or `engram ingest PATH`.")
+    for rank, hit in enumerate(hits, 1):
+        console.print(f"[bold]{rank}.[/] {hit.score:.3f}  {hit.path}  ({hit.position})")
+        snippet = " ".join(hit.text.split())
+        console.print(f"    {snippet[:240]}{'…' if len(snippet) > 240 else ''}", markup=False)

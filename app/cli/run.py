@@ -1,0 +1,70 @@
+"""``engram run``: the desktop app, or headless with live progress in the terminal."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from app.cli.base import Context, cli, console, pass_ctx, progress_bar, user_errors
+
+if TYPE_CHECKING:
+    from app.core import Engram
+
+
+@cli.command()
+@click.option("--no-watch", is_flag=True, help="Do not watch folders (process the queue only).")
+@click.option("--headless", is_flag=True, help="No desktop app: live progress in the terminal only.")
+@click.option("--no-browser", is_flag=True, help="Serve the desktop app without opening the browser.")
+@pass_ctx
+def run(c: Context, no_watch: bool = False, headless: bool = False, no_browser: bool = False) -> None:
+    """Start Engram: the desktop app (on ui_host:ui_port) with the watcher and worker; Ctrl+C stops."""
+    engram = c.engram
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if not headless:
+        _run_desktop(c, stop, open_browser=engram.settings.open_browser and not no_browser,
+                     watch=not no_watch)
+        return
+    engram.start(watch=not no_watch)
+    folders = ", ".join(f.path for f in engram.watched_folders())
+    console.print(f"[bold]Engram[/] is learning from: {folders}")
+    console.print(f"Data: {engram.paths.root}   (Ctrl+C to stop)")
+    try:
+        _follow_progress(engram, until=stop.is_set)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("Stopping: saving the index...")
+        engram.stop()
+
+
+def _run_desktop(c: Context, stop: threading.Event, open_browser: bool, watch: bool) -> None:
+    # The CLI is the entry point that composes the layers: it alone in app/ reaches up to ui/.
+    from ui.access import ExposedWithoutPassword
+    from ui.desktop import run_desktop
+
+    try:
+        with user_errors(OSError, ExposedWithoutPassword,
+                         describe=lambda exc: f"the desktop app could not start: {exc}"):
+            run_desktop(c.engram, stop, lambda text: console.print(text, highlight=False),
+                        open_browser=open_browser, watch=watch)
+    except KeyboardInterrupt:
+        pass
+
+
+def _follow_progress(engram: Engram, until: Callable[[], bool]) -> None:
+    """Render the queue's progress until ``until()`` is true."""
+    with progress_bar() as bar:
+        task = bar.add_task("idle", total=None)
+        while not until():
+            p = engram.job_progress()
+            label = "paused" if p.paused else (
+                Path(p.current[0]).name if p.current else ("learning" if p.active else "watching"))
+            bar.update(task, total=p.total or None, completed=p.finished, description=label[:40])
+            time.sleep(0.3)
