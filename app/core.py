@@ -49,7 +49,25 @@ from store.playbooks import PlaybookStore
 from store.state import StateStore
 from store.vector_index import SyncReport, VectorIndex
 
+from app.runtimes.catalogue import ChatModel, ModelCatalogue, model_catalogue
+from app.services.settings_view import SettingRow, setting_names, setting_row, setting_rows
+from store.folders import WatchedFolder
+from store.playbook_files import PlaybookFile, read_playbook_file
+
+# --- re-exported for ui/, which imports nothing from app/ but this module ----------------------
+from app.chat.service import Citation as Citation, Delta as Delta, Done as Done, Sources as Sources
+from app.runtimes.llamacpp import EMBEDDED as EMBEDDED
+from app.runtimes.registry import BACKENDS as BACKENDS
+from app.services.playbooks import Playbook as Playbook
+from app.settings import SettingsError as SettingsError
+from engines.generation import ModelInfo as ModelInfo
+from engines.generation import PromptTooLong as PromptTooLong
+from engines.generation import RuntimeUnavailable as RuntimeUnavailable
+from store.document_listing import STATUSES as STATUSES, ListedDocument as ListedDocument
+from store.playbook_files import PlaybookFileError as PlaybookFileError
+
 if TYPE_CHECKING:
+    from app.bench.learn import Forgot as Forgot, LearnBenchReport as LearnBenchReport
     from app.runtimes.torch_runtime import TorchRuntime
 
 log = logging.getLogger(__name__)
@@ -450,6 +468,48 @@ class Engram:
         finally:
             self.worker.on_result = previous
         return results
+
+    # --- for the UI (ui/ calls these, never the store, queue or worker) ------------------------
+    def library_folders(self) -> list[WatchedFolder]:
+        """Every watched folder with how many stored documents it holds."""
+        return self.folders.watched()
+
+    def library_folder(self, path: Path | str) -> WatchedFolder | None:
+        """The watched folder at ``path`` (made absolute); None when it is not watched."""
+        wanted = os.path.abspath(path)
+        return next((f for f in self.library_folders() if f.path == wanted), None)
+
+    def chat_model(self) -> ChatModel:
+        """The model answering chat now, and whether it is loaded yet."""
+        return ChatModel(backend=self.runtime.backend, model=self.runtime.model, loaded=self.runtime.loaded)
+
+    def model_catalogue(self, ollama_timeout_s: float) -> ModelCatalogue:
+        """Every model Engram could answer with now (Ollama's within the timeout), the answering
+        one marked."""
+        return model_catalogue(self.settings.effective_models_dir, self.settings.ollama_host,
+                               self.chat_model(), ollama_timeout_s)
+
+    def setting_names(self) -> list[str]:
+        return setting_names()
+
+    def setting(self, name: str) -> SettingRow:
+        """One setting (any accepted spelling of its name) as this process runs with it; the
+        config file is not read."""
+        return setting_row(self.loaded, name)
+
+    def setting_rows(self) -> list[SettingRow]:
+        """Every setting, with the value the config file holds for the next start."""
+        return setting_rows(self.loaded)
+
+    def read_playbook_file(self, path: Path) -> PlaybookFile:
+        """An uploaded playbook file, validated (``PlaybookFileError`` lists every problem)."""
+        return read_playbook_file(path)
+
+    def latest_learn_report(self) -> tuple[LearnBenchReport, Path | None] | None:
+        """The newest learning bench report in the data folder, with its plot when there is one."""
+        from app.bench.learn import latest_learn_report  # bench code (torch) loads on first use
+
+        return latest_learn_report(self.paths.bench)
 
     # --- for the command line (app/cli calls these, never the store, queue or worker) ----------
     def watched_folders(self) -> list[FolderRow]:

@@ -88,9 +88,3 @@ def list_documents(db: Database, listed: Callable[[str], bool], status: DisplayS
         counts[name] = count
     return DocumentPage(items=[ListedDocument(**dict(r)) for r in rows], total=total,
                         offset=params["offset"], limit=params["limit"], counts=counts)
-
-
-def folder_document_counts(db: Database) -> dict[int, int]:
-    """Stored documents per watched folder id."""
-    rows = db.query("SELECT folder_id, COUNT(*) FROM documents WHERE folder_id IS NOT NULL GROUP BY folder_id")
-    return {r[0]: r[1] for r in rows}

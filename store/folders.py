@@ -14,6 +14,12 @@ class FolderRow(BaseModel):
     is_default: bool
 
 
+class WatchedFolder(FolderRow):
+    """A watched folder and how many stored documents it holds (the Library's folder list)."""
+
+    documents: int = 0
+
+
 class FolderStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -34,6 +40,12 @@ class FolderStore:
 
     def list(self) -> list[FolderRow]:
         return [FolderRow(**dict(r)) for r in self.db.query("SELECT * FROM folders ORDER BY path")]
+
+    def watched(self) -> list[WatchedFolder]:
+        """Every folder, by path, with its stored documents counted."""
+        rows = self.db.query("SELECT f.*, COUNT(d.id) AS documents FROM folders f "
+                             "LEFT JOIN documents d ON d.folder_id = f.id GROUP BY f.id ORDER BY f.path")
+        return [WatchedFolder(**dict(r)) for r in rows]
 
     def owner(self, file_path: str) -> FolderRow | None:
         """The watched folder containing a file (the deepest one when folders nest)."""

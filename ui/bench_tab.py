@@ -4,17 +4,21 @@ The figures come from ``engram bench learn`` (the report and plot under the data
 ``bench/``); running the bench is left to the command line because it takes minutes to hours.
 """
 
+from __future__ import annotations
+
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from PIL import Image
 
-from app.bench.learn import Forgot, LearnBenchReport, latest_learn_report
 from app.core import Engram
 from ui.errors import friendly
 from ui.formatting import local_time
 from ui.tab import Tab
+
+if TYPE_CHECKING:
+    from app.core import Forgot, LearnBenchReport
 
 COLUMNS = ["Run", "Kind", "Learned before", "Learned after", "Perplexity drift", "Forgetting ratio",
            "Unrouted drift / forgetting", "Learn time", "Tokens/s"]
@@ -67,7 +71,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                     elem_id="engram-bench-plot")
 
     def view() -> tuple[Any, Any, Any]:
-        found = latest_learn_report(engram.paths.bench)
+        found = engram.latest_learn_report()
         if found is None:
             return EMPTY, gr.update(visible=False), gr.update(visible=False)
         report, image = found

@@ -9,9 +9,7 @@ from urllib.parse import quote as url_quote
 
 import gradio as gr
 
-from app.chat.service import Citation, Delta, Done, Sources
-from app.core import Engram
-from store.conversations import MessageRow
+from app.core import Citation, Delta, Done, Engram, MessageRow, Sources
 from ui.errors import friendly, readable
 from ui.formatting import short_model
 from ui.tab import Tab
@@ -100,8 +98,9 @@ def conversation_choices(engram: Engram) -> list[tuple[str, int]]:
 
 
 def model_line(engram: Engram) -> str:
-    return (f"<span class='engram-muted'>Answers come from <strong>{escape(short_model(engram.runtime.model))}</strong> "
-            f"({escape(engram.runtime.backend)}) and your documents; change it in the Models tab."
+    answering = engram.chat_model()
+    return (f"<span class='engram-muted'>Answers come from <strong>{escape(short_model(answering.model))}</strong> "
+            f"({escape(answering.backend)}) and your documents; change it in the Models tab."
             "</span>")
 
 

@@ -13,8 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.settings import SettingsError
-from engines.generation import PromptTooLong, RuntimeUnavailable
+from app.core import PromptTooLong, RuntimeUnavailable, SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,12 @@
 """Library: live learning progress, watched folders, and every document with its status."""
 
-import os
 from html import escape
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from app.core import Engram
-from store.document_listing import STATUSES, DocumentPage, ListedDocument, folder_document_counts
-from store.jobs import Progress
+from app.core import STATUSES, DocumentPage, Engram, ListedDocument, Progress
 from ui.errors import friendly
 from ui.formatting import human_size, local_time
 from ui.tab import Tab
@@ -57,15 +54,14 @@ def progress_html(p: Progress, page: DocumentPage) -> str:
 
 
 def folders_html(engram: Engram) -> str:
-    folders = engram.folders.list()
-    counts = folder_document_counts(engram.db)
+    folders = engram.library_folders()
     if not folders:
         return "<p class='engram-muted'>No watched folders.</p>"
     items = []
     for f in folders:
         badge = "<span class='engram-badge'>drop folder</span>" if f.is_default else ""
         missing = "" if Path(f.path).is_dir() else " <span class='engram-warning'>missing</span>"
-        n = counts.get(f.id, 0)
+        n = f.documents
         items.append(f"<li><span class='path'>{escape(f.path)}{badge}{missing}</span>"
                      f"<span class='engram-muted'>{n} document{'s' if n != 1 else ''}</span></li>")
     return f"<ul class='engram-folders'>{''.join(items)}</ul>"
@@ -166,18 +162,16 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                 [d.path for d in page.items], page.offset, sig)
 
     def folder_view() -> tuple[Any, Any]:
-        removable = [f.path for f in engram.folders.list() if not f.is_default]
+        removable = [f.path for f in engram.library_folders() if not f.is_default]
         return folders_html(engram), gr.update(choices=removable, value=None,
                                                interactive=bool(removable),
                                                label="Stop watching")
 
     def pause_label() -> str:
-        return "Resume learning" if engram.worker.paused else "Pause learning"
+        return "Resume learning" if engram.paused else "Pause learning"
 
     def status_view(page: DocumentPage) -> tuple[str, str]:
-        p = engram.queue.progress()
-        p.paused = engram.worker.paused
-        return progress_html(p, page), pause_label()
+        return progress_html(engram.job_progress(), page), pause_label()
 
     def refresh(status: str, text: str, start: int, force: bool = False, last: Any = None) -> tuple[Any, ...]:
         """progress, pause label, folders, then the documents' outputs (see documents_view);
@@ -202,7 +196,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
 
     @friendly
     def toggle_pause() -> str:
-        engram.resume() if engram.worker.paused else engram.pause()
+        engram.resume() if engram.paused else engram.pause()
         return pause_label()
 
     @friendly
@@ -215,7 +209,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
             raise gr.Error(f"Give the full path (starting with / or ~), not '{raw}'.")
         if not folder.is_dir():
             raise gr.Error(f"There is no folder at {folder}.")
-        if engram.folders.get(os.path.abspath(folder)):
+        if engram.library_folder(folder):
             gr.Info(f"Already watching {folder}.")
             return (gr.skip(), *folder_view())
         row, report = engram.add_folder(folder)
@@ -226,8 +220,8 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     def ask_remove(path: str | None) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("Pick a folder to stop watching.")
-        folder = engram.folders.get(path)
-        n = folder_document_counts(engram.db).get(folder.id, 0) if folder else 0
+        folder = engram.library_folder(path)
+        n = folder.documents if folder else 0
         text = (f"<p>Stop watching <code>{escape(path)}</code> and forget its {n} "
                 f"document{'s' if n != 1 else ''}? The files stay on disk.</p>")
         return gr.update(visible=True), text

@@ -7,10 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.core import Engram
-from app.runtimes import BACKENDS, ModelInfo, RuntimeUnavailable, available_models
-from app.runtimes.llamacpp import EMBEDDED
-from app.runtimes.ollama_runtime import list_models
+from app.core import BACKENDS, EMBEDDED, Engram, ModelInfo
 from ui.errors import friendly
 from ui.formatting import human_size
 from ui.tab import Tab
@@ -24,29 +21,21 @@ def model_id(info: ModelInfo) -> str:
     return info.name if info.name == EMBEDDED else info.path_or_tag
 
 
-def ollama_status(host: str) -> tuple[list[ModelInfo], str]:
-    try:
-        found = list_models(host, connect_timeout_s=OLLAMA_TIMEOUT_S, read_timeout_s=OLLAMA_TIMEOUT_S)
-    except RuntimeUnavailable as exc:
-        return [], f"Ollama at <code>{escape(host)}</code> is not reachable: {escape(str(exc))}"
-    return found, (f"Ollama at <code>{escape(host)}</code> is running with {len(found)} "
-                   f"model{'s' if len(found) != 1 else ''}.")
-
-
 def catalogue(engram: Engram) -> tuple[list[ModelInfo], str]:
-    s = engram.settings
-    local = available_models(s.effective_models_dir, None)
-    remote, status = ollama_status(s.ollama_host)
-    backend, model = engram.runtime.backend, engram.runtime.model
-    marked = [m.model_copy(update={"active": m.backend == backend and model in (m.name, m.path_or_tag)})
-              for m in [*local, *remote]]
-    return marked, status
+    """The models to list, and a line on the Ollama server."""
+    found = engram.model_catalogue(OLLAMA_TIMEOUT_S)
+    host = escape(found.ollama_host)
+    if found.ollama_error is not None:
+        return found.models, f"Ollama at <code>{host}</code> is not reachable: {escape(found.ollama_error)}"
+    n = found.ollama_models
+    return found.models, f"Ollama at <code>{host}</code> is running with {n} model{'s' if n != 1 else ''}."
 
 
 def active_line(engram: Engram) -> str:
-    loaded = "loaded" if engram.runtime.loaded else "loads on the first question"
-    return (f"<div class='engram-card'>Answering with <strong>{escape(engram.runtime.model)}</strong> "
-            f"on <strong>{escape(engram.runtime.backend)}</strong> <span class='engram-muted'>"
+    answering = engram.chat_model()
+    loaded = "loaded" if answering.loaded else "loads on the first question"
+    return (f"<div class='engram-card'>Answering with <strong>{escape(answering.model)}</strong> "
+            f"on <strong>{escape(answering.backend)}</strong> <span class='engram-muted'>"
             f"({loaded})</span></div>")
 
 

@@ -11,9 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.core import Engram
-from app.services.playbooks import Playbook
-from store.playbook_files import PlaybookFileError, read_playbook_file
+from app.core import Engram, Playbook, PlaybookFileError
 from ui.errors import friendly
 from ui.formatting import local_time
 from ui.tab import Tab
@@ -179,7 +177,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
             raise gr.Error("Pick a playbook file (.json) to upload.")
         shown_name = Path(path).name  # the uploaded file's own name, not the temporary folder
         try:
-            parsed = read_playbook_file(Path(path))
+            parsed = engram.read_playbook_file(Path(path))
         except PlaybookFileError as exc:
             raise gr.Error(f"{shown_name} is not a valid playbook file: " + "; ".join(exc.errors)) from exc
         report = service.import_parsed(parsed, shown_name, name=(new_name or "").strip() or None,

@@ -10,7 +10,6 @@ from typing import Any
 import gradio as gr
 
 from app.core import Engram
-from app.settings import FIELDS, get_value, normalize_name, read_config_file
 from ui.errors import friendly
 from ui.tab import Tab
 
@@ -22,24 +21,22 @@ def shown(value: Any) -> str:
 
 
 def rows(engram: Engram, text: str) -> list[list[str]]:
-    saved = read_config_file(engram.loaded.config_file)
     needle = (text or "").strip().lower()
     out = []
-    for name, info in FIELDS.items():
-        description = info.description or ""
-        if needle and needle not in name.lower() and needle not in description.lower():
+    for row in engram.setting_rows():
+        if needle and needle not in row.name.lower() and needle not in row.description.lower():
             continue
-        value = shown(get_value(engram.settings, name))
-        if name in saved and shown(saved[name]) != value:
-            value += f"  →  {shown(saved[name])} after restart"
-        out.append([name, value, engram.loaded.sources[name], description])
+        value = shown(row.value)
+        if row.saved is not None and shown(row.saved) != value:
+            value += f"  →  {shown(row.saved)} after restart"
+        out.append([row.name, value, row.source, row.description])
     return out
 
 
 def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     header = gr.HTML()
     with gr.Row(equal_height=True):
-        name = gr.Dropdown(label="Setting", choices=list(FIELDS), value=None, filterable=True, scale=2)
+        name = gr.Dropdown(label="Setting", choices=engram.setting_names(), value=None, filterable=True, scale=2)
         value = gr.Textbox(label="New value", scale=2)
         save = gr.Button("Save", variant="primary", scale=0, min_width=110, size="md")
     about = gr.HTML()
@@ -58,18 +55,17 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     def on_pick(field: str | None) -> tuple[Any, Any]:
         if not field:
             return "", ""
-        info = FIELDS[field]
-        source = engram.loaded.sources[field]
+        row = engram.setting(field)
         note = (f"<p class='engram-muted'><strong>{escape(field)}</strong>: "
-                f"{escape(info.description or '')} Now <code>{escape(shown(get_value(engram.settings, field)))}"
-                f"</code>, set by {escape(source)}.</p>")
-        return shown(get_value(engram.settings, field)), note
+                f"{escape(row.description)} Now <code>{escape(shown(row.value))}"
+                f"</code>, set by {escape(row.source)}.</p>")
+        return shown(row.value), note
 
     @friendly
     def on_save(field: str | None, raw: str, text: str) -> tuple[Any, Any]:
         if not field:
             raise gr.Error("Pick a setting first.")
-        field = normalize_name(field)
+        field = engram.setting(field).name  # the canonical spelling
         path = engram.save_setting(field, raw)
         source = engram.loaded.sources[field]
         wins = (f" It is also set by the {source}, which wins over the file."

@@ -7,7 +7,7 @@ allows nothing but its own inline style and the one line of script that scrolls 
 from html import escape
 from pathlib import Path
 
-from app.services.source_view import SourceView
+from app.core import SourceView
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
