@@ -215,7 +215,7 @@ class LearnBench:
         fiction.write(folder)
         self.engram.ingest([folder])
         self.engram.run_pending()
-        rows = {Path(r["path"]).name: r["id"] for r in self.engram.db.query("SELECT id, path FROM documents")}
+        rows = {Path(path).name: i for path, i in self.engram.docs.ids_by_path().items()}
         self.document_ids = [rows[d.file_name] for d in fiction.documents]
         self.questions = fiction.questions
 
