@@ -167,8 +167,9 @@ class Neocortex(Protocol):
     """The torch model the weight-writing engines change and the chat answers with.
 
     ``lock`` guards the model: generation holds it for an answer, training for each step, so an
-    answer never sees weights half-way through an update. ``router``, when an engine installed
-    one, routes answers (see ``routed``); it may be absent.
+    answer never sees weights half-way through an update. ``router`` routes answers (see
+    ``routed``): None until an engine that routes its learned weights sets it, and again after
+    that engine closes.
     """
 
     model: Any  # a transformers causal LM (torch.nn.Module)
@@ -176,6 +177,7 @@ class Neocortex(Protocol):
     lock: Any  # threading.Lock
     device: str
     model_name: str
+    router: Router | None
 
 
 def routing_query(user_turns: Sequence[str]) -> str:
@@ -187,7 +189,7 @@ def routing_query(user_turns: Sequence[str]) -> str:
 def routed(cortex: Neocortex, queries: Sequence[str] | None) -> AbstractContextManager[None]:
     """The context to run a batch of answers in, one query per row (enter it holding the lock).
     No router installed, or no queries given (training, probes): the learned weights as they are."""
-    router: Router | None = getattr(cortex, "router", None)
+    router = cortex.router
     return router(queries) if router is not None and queries is not None else nullcontext()
 
 
