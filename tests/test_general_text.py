@@ -7,7 +7,7 @@ import re
 import pytest
 
 from app.services.general_text import GeneralQuestion, background_text, general_questions, heldout_questions, heldout_text
-from engines.ttt.engine import BACKGROUND_PROSE_CHARS
+from engines.ttt.material import BACKGROUND_PROSE_CHARS
 
 
 def sentences(text: str) -> set[str]:

@@ -16,7 +16,7 @@ from transformers.utils import logging as transformers_logging
 from app.bench.model_eval import greedy_answers, option_logprobs, render
 from engines.base import Budget, DocumentInput, Query
 from engines.ttt.calibration import background_rates
-from engines.ttt.engine import LIVE_KEY
+from engines.ttt.persistence import LIVE_KEY
 from engines.generation import ChatMessage
 from engines.ttt.trainer import chat_piece, collate, frozen_prefix, frozen_prefixes, labelled_loss, text_pieces
 from models.dual_mlp import original
