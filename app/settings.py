@@ -4,8 +4,9 @@ The pydantic model below is the single source of truth: the config file, the ``E
 environment variables and the CLI flags are all derived from its fields, and
 ``engram config show`` reports which of those layers set each value.
 
-Each engine defines its own settings model next to its code (``engines/<name>/config.py``); it
-appears here as a section. A section field has a dotted name (``rag.min_similarity``), a TOML
+Each engine defines its own settings model next to its code (``engines/<name>/config.py``) and
+registers it (``engines.registry``); ``Settings`` is built from the registered configs, each one a
+section. A section field has a dotted name (``rag.min_similarity``), a TOML
 table in the config file (``[rag]``), an environment variable (``ENGRAM_RAG_MIN_SIMILARITY``) and
 a flag (``--rag-min-similarity``).
 """
@@ -31,13 +32,12 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    create_model,
     field_validator,
 )
 from pydantic.fields import FieldInfo
 
-from engines.ace.config import AceConfig
-from engines.rag.config import RagConfig
-from engines.ttt.config import TTTConfig
+from engines.registry import registered
 
 APP_NAME = "engram"
 ENV_PREFIX = "ENGRAM_"
@@ -75,14 +75,14 @@ class SleepConfig(BaseModel):
         "loading it.")
 
 
-class Settings(BaseModel):
-    """Effective settings of one Engram process."""
+class CoreSettings(BaseModel):
+    """Settings of Engram itself; ``Settings`` adds one section per registered engine."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)),
-        description="Folder holding store.db, the vector index, adapters, checkpoints.",
+        description="Folder holding store.db, the vector index, checkpoints and bench reports.",
     )
     drop_folder: Path | None = Field(
         None, description="Default watched folder, created on first run (default: DATA_DIR/Drop)."
@@ -169,14 +169,11 @@ class Settings(BaseModel):
         default_factory=lambda: ["rag"],
         description="Engines that learn documents and contribute to answers, comma-separated.",
     )
-    rag: RagConfig = Field(default_factory=RagConfig, description="Retrieval for grounded answers.")
-    ace: AceConfig = Field(default_factory=AceConfig, description="The playbook (ACE) engine.")
     neocortex_model: str = Field(
         "embedded",
         description="The torch model weight-writing engines train and answer with: 'embedded' "
         "(SmolLM2-135M, the GGUF dequantized), a GGUF path, or a local Hugging Face folder.",
     )
-    ttt: TTTConfig = Field(default_factory=TTTConfig, description="TTT-E2E: documents learned into weights.")
     sleep: SleepConfig = Field(default_factory=SleepConfig, description="Consolidation while idle.")
 
     @field_validator("ollama_host")
@@ -190,11 +187,10 @@ class Settings(BaseModel):
     @field_validator("engines")
     @classmethod
     def _known_engines(cls, names: list[str]) -> list[str]:
-        from engines.registry import ENGINES
-
-        unknown = [n for n in names if n not in ENGINES]
+        known = registered()
+        unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
+            raise ValueError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(known)}")
         return list(dict.fromkeys(names))
 
     @property
@@ -208,6 +204,15 @@ class Settings(BaseModel):
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+
+Settings = create_model(
+    "Settings",
+    __base__=CoreSettings,
+    __doc__="Effective settings of one Engram process: Engram's own and one section per engine.",
+    **{name: (spec.config, Field(default_factory=spec.config, description=spec.description))
+       for name, spec in registered().items()},
+)
 
 
 class LoadedSettings(BaseModel):

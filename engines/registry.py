@@ -1,6 +1,10 @@
-"""Which engines exist: one line each, ``name -> "module:Class"``, imported only when enabled.
+"""Which engines exist: each engine's package registers itself once, here.
 
-An engine's settings live in the section of ``Settings`` with the engine's name.
+An engine is one subpackage of ``engines/`` whose ``__init__`` calls ``register_engine`` with its
+name, its settings model, its engine class (as ``"module:Class"``, imported only when the engine is
+enabled) and, where it has some, a click command group. Settings are built from the registered
+configs (``app.settings``), so adding an engine is one subpackage plus one registration, as peft's
+``register_peft_method`` does for tuning methods.
 """
 
 from __future__ import annotations
@@ -8,19 +12,54 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from engines.base import Engine, EngineContext
 
-ENGINES: dict[str, str] = {
-    "rag": "engines.rag.engine:RagEngine",
-    "ace": "engines.ace.engine:AceEngine",
-    "ttt": "engines.ttt.engine:TTTEngine",
-}
+BUILTIN_PACKAGES = ("engines.rag", "engines.ace", "engines.ttt")
+
+
+class EngineSpec(BaseModel):
+    """What Engram needs to know about an engine before importing its (heavy) code."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    config: type[BaseModel]
+    engine: str  # "module:Class"
+    description: str
+    commands: str | None = None  # "module:group", a click group added to the CLI as `engram NAME`
+
+
+_REGISTRY: dict[str, EngineSpec] = {}
+
+
+def register_engine(spec: EngineSpec) -> None:
+    """Add an engine; registering one name twice with another spec is a mistake."""
+    if not spec.name.isidentifier():
+        raise ValueError(f"engine name {spec.name!r} must be an identifier (it names a settings section)")
+    known = _REGISTRY.get(spec.name)
+    if known is not None and known != spec:
+        raise ValueError(f"engine {spec.name!r} is already registered as {known.engine}")
+    _REGISTRY[spec.name] = spec
+
+
+def registered() -> dict[str, EngineSpec]:
+    """Every registered engine by name, the built-in ones first."""
+    for package in BUILTIN_PACKAGES:
+        importlib.import_module(package)
+    return dict(_REGISTRY)
+
+
+def engine_spec(name: str) -> EngineSpec:
+    specs = registered()
+    if name not in specs:
+        raise ValueError(f"unknown engine {name!r}; known engines: {', '.join(specs)}")
+    return specs[name]
 
 
 def engine_class(name: str) -> type[Engine]:
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; known engines: {', '.join(ENGINES)}")
-    module, _, cls = ENGINES[name].partition(":")
+    module, _, cls = engine_spec(name).engine.partition(":")
     return getattr(importlib.import_module(module), cls)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from engines import registry
 from engines.base import Contribution, DocumentInput, Engine, LearnReport, Query
@@ -33,7 +34,9 @@ class RecordingEngine(Engine):
 
 @pytest.fixture
 def engram(monkeypatch, embedder):
-    monkeypatch.setitem(registry.ENGINES, "recorder", f"{__name__}:RecordingEngine")
+    spec = registry.EngineSpec(name="recorder", config=BaseModel, engine=f"{__name__}:RecordingEngine",
+                               description="records what it is asked to learn")
+    monkeypatch.setitem(registry._REGISTRY, "recorder", spec)
     LEARNED.clear()
     e = open_engram(embedder, engines="rag,recorder")
     yield e

@@ -1,6 +1,9 @@
 """ACE (Agentic Context Engineering): the Generate-Reflect-Curate playbook engine."""
 
 from engines.ace.config import AceConfig
-from engines.ace.engine import AceEngine
+from engines.registry import EngineSpec, register_engine
 
-__all__ = ["AceConfig", "AceEngine"]
+register_engine(EngineSpec(name="ace", config=AceConfig, engine="engines.ace.engine:AceEngine",
+                           description="The playbook (ACE) engine."))
+
+__all__ = ["AceConfig"]

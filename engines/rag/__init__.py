@@ -1,6 +1,9 @@
 """Retrieval-augmented answering: the passages of the user's documents that answer a question."""
 
 from engines.rag.config import RagConfig
-from engines.rag.engine import RagEngine
+from engines.registry import EngineSpec, register_engine
 
-__all__ = ["RagConfig", "RagEngine"]
+register_engine(EngineSpec(name="rag", config=RagConfig, engine="engines.rag.engine:RagEngine",
+                           description="Retrieval for grounded answers."))
+
+__all__ = ["RagConfig"]

@@ -1,5 +1,9 @@
 """TTT-E2E with sparse memory finetuning: documents learned into the neocortex's MLP weights."""
 
+from engines.registry import EngineSpec, register_engine
 from engines.ttt.config import TTTConfig
+
+register_engine(EngineSpec(name="ttt", config=TTTConfig, engine="engines.ttt.engine:TTTEngine",
+                           description="TTT-E2E: documents learned into weights."))
 
 __all__ = ["TTTConfig"]
