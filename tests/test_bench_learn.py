@@ -1,5 +1,6 @@
-"""``engram bench learn`` on the smallest fictional set (3 documents): every engine next to the base model, both
-sides measured, a JSON report and a plot the UI finds."""
+"""``engram bench learn``: every engine next to the base model on a small fictional set, both sides
+measured, the written answer first; a JSON report and a plot the UI finds; a run without free text is
+a diagnostic, never shown as the latest result."""
 
 from __future__ import annotations
 
@@ -9,24 +10,35 @@ from pathlib import Path
 import pytest
 
 from app.bench.learn import latest_learn_report, run_learn_bench
+from app.bench.learn_measures import Forgot, Learned
+from app.bench.learn_report import EngineRun, LearnBenchReport, print_report, save_report, target_lines
+from app.bench.learn_sets import load_set
 from app.settings import load_settings
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # three models' worth of scoring: minutes on a busy 2-core machine
+@pytest.mark.timeout(1500)  # five runs' worth of scoring and written answers on a busy 2-core machine
 def test_bench_learn_all_on_the_smallest_set(neocortex, isolated_dirs) -> None:
     settings = load_settings(cli={"ttt.passes": "1", "ttt.calibration_tokens": "512",
                                   "ttt.batch_tokens": "256", "ttt.rehearsal_paraphrase": "false"}).settings
     lines: list[str] = []
-    report = run_learn_bench(settings, ["all"], size=3, free_text=False, speed=False,
+    report = run_learn_bench(settings, ["all"], set_name="templated", size=3, speed=False,
                              echo=lines.append, cortex=neocortex, sleep=60)
     labels = [r.label for r in report.runs]
-    assert labels == ["base model (closed book)", "rag", "ttt", "ttt +sleep"]  # retrieval does not sleep
-    base, rag, ttt, slept = report.runs
+    assert labels == ["base model (closed book)", "rag", "ttt", "ttt +sleep", "rag+ttt", "rag+ttt +sleep"]
+    base, rag, ttt, slept, both, _ = report.runs
+    assert report.set == "templated" and report.free_text and not report.diagnostic
     assert report.documents == 3 and report.questions >= 10 and report.general_known > 0
     assert report.heldout_known > 0 and base.forgot.heldout_forgetting_ratio == 0.0
     assert base.forgot.perplexity > 1 and rag.forgot.perplexity_drift == 0.0
     assert rag.after.choice_accuracy > base.after.choice_accuracy  # open book beats closed book
+    # The headline is the written answer: scored, loops counted, samples kept to read.
+    for run in report.runs:
+        assert run.after.contains is not None and run.after.exact_match is not None and run.after.loops is not None
+        assert run.after.samples and all(s["answer"] is not None for s in run.after.samples)
+    assert rag.after.contains > base.after.contains  # retrieval finds answers the base model cannot know
+    assert report.general_known_free_text is not None and base.forgot.free_text_forgetting == 0.0
+    assert ttt.forgot.free_text_forgetting is not None
     assert ttt.kind == "weights" and ttt.document_tokens > 0 and ttt.tokens_per_second > 0
     assert ttt.forgot.perplexity == base.forgot.perplexity  # held-out prose is about nothing learned
     assert ttt.forgot.heldout_forgetting_ratio is not None and ttt.forgot.unrouted.heldout_forgetting_ratio is not None
@@ -35,7 +47,8 @@ def test_bench_learn_all_on_the_smallest_set(neocortex, isolated_dirs) -> None:
     assert ttt.details["config"]["passes"] == 1 and ttt.details["config"]["sleep_open"] == "quiet"
     assert slept.forgot.unrouted.perplexity != ttt.forgot.unrouted.perplexity
     assert slept.learn_seconds == ttt.learn_seconds
-    assert any(line.startswith("ttt +sleep") and "+ sleep" in line and "(unrouted: " in line for line in lines)
+    assert both.kind == "weights" and both.engine == "rag+ttt"  # retrieval and weights answer together
+    assert any(line.startswith("ttt +sleep") and "+ sleep" in line for line in lines)
     assert any(line.startswith("minimum bar for ttt +sleep") for line in lines)
     assert any(line.startswith("  and on the held-out general questions: forgetting") for line in lines)
     found = latest_learn_report(isolated_dirs["data"] / "bench")
@@ -44,3 +57,53 @@ def test_bench_learn_all_on_the_smallest_set(neocortex, isolated_dirs) -> None:
     assert latest.runs[2].after == ttt.after and plot is not None and plot.read_bytes()[:4] == b"\x89PNG"
     assert json.loads(Path(report.json_path).read_text())["size"] == "3"
     assert neocortex.model.model.layers[-1].mlp.__class__.__name__ != "DualMLP"  # put back
+
+
+def _run(label: str, kind: str, contains: float | None, loops: int | None = 0, forgetting: float = 0.0,
+         drift: float = 0.0) -> EngineRun:
+    learned = Learned(contains=contains, exact_match=contains, loops=loops, choice_accuracy=0.5)
+    return EngineRun(label=label, kind=kind, before=learned, after=learned,
+                     forgot=Forgot(perplexity=14.0, perplexity_drift=drift, general_accuracy=1.0,
+                                   forgetting_ratio=0.0, free_text_forgetting=forgetting))
+
+
+def _report(runs: list[EngineRun], free_text: bool = True) -> LearnBenchReport:
+    return LearnBenchReport(created_at="2026-12-06T10:00:00", set="natural", size="tiny", seed=0,
+                            free_text=free_text, documents=8, questions=44, general_questions=40,
+                            general_known=30, heldout_tokens=900, model="SmolLM2-135M", device="cpu",
+                            torch_threads=2, cpu_count=2, load_before=[0.1], runs=runs)
+
+
+def test_a_run_without_free_text_is_a_diagnostic_never_the_latest_result(tmp_path: Path) -> None:
+    result = _report([_run("base model (closed book)", "base", 0.02)])
+    save_report(result, tmp_path)
+    diagnostic = _report([_run("base model (closed book)", "base", None, None)], free_text=False)
+    save_report(diagnostic, tmp_path)
+    assert Path(diagnostic.json_path).name.startswith("diagnostic-")
+    latest = latest_learn_report(tmp_path)
+    assert latest is not None and latest[0].json_path == result.json_path
+    lines: list[str] = []
+    print_report(diagnostic, lines.append)
+    assert lines[1].startswith("DIAGNOSTIC ONLY: free-text answers were skipped")
+
+
+def test_targets_on_natural_prose_say_pass_and_miss_plainly() -> None:
+    runs = [_run("base model (closed book)", "base", 0.02), _run("rag", "context", 0.40),
+            _run("ttt +sleep", "weights", 0.55, forgetting=0.02, drift=0.01),
+            _run("rag+ttt", "weights", 0.35, loops=2)]
+    lines = target_lines(_report(runs))
+    assert any(line.startswith("target ttt +sleep: contains >= 0.5 (0.550)") and line.endswith("PASS")
+               for line in lines), lines
+    assert any(line.startswith("target rag+ttt: contains >= rag's (0.350 vs 0.400)") and line.endswith("MISS")
+               for line in lines), lines
+    assert lines[-1].startswith("target: no answer loops (2 looped)") and lines[-1].endswith("MISS")
+
+
+def test_every_set_loads_with_accepted_answers_and_four_options() -> None:
+    for name, size in (("natural", "tiny"), ("handwritten", "tiny"), ("templated", 3)):
+        found = load_set(name, size)  # type: ignore[arg-type]
+        files = {d.file_name for d in found.documents}
+        assert found.name == name and found.documents and found.questions
+        for q in found.questions:
+            assert q.doc_file in files and q.answer in q.accepted and q.answer in q.options and len(q.options) == 4
+    assert load_set("handwritten").seed is None and len(load_set("handwritten").documents) >= 10

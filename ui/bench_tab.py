@@ -20,17 +20,24 @@ from ui.tab import Tab
 if TYPE_CHECKING:
     from app.core import Forgot, LearnBenchReport
 
-COLUMNS = ["Run", "Kind", "Learned before", "Learned after", "Perplexity drift", "Forgetting ratio",
-           "Unrouted drift / forgetting", "Learn time", "Tokens/s"]
+COLUMNS = ["Run", "Kind", "Answers right", "Exact", "Looped", "Choice before", "Choice after",
+           "Forgot (free text)", "Forgot (choice)", "Perplexity drift", "Unrouted drift / forgetting",
+           "Learn time", "Tokens/s"]
 EMPTY = ("<div class='engram-card engram-muted'>No learning benchmark has run on this computer yet. "
          "Run <code>engram bench learn --engine all</code> in a terminal (it takes a while on a "
          "CPU); its table and plot then show here.</div>")
 
 
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
 def run_rows(report: LearnBenchReport) -> list[list[Any]]:
-    return [[run.label, run.kind, f"{run.before.choice_accuracy:.3f}", f"{run.after.choice_accuracy:.3f}",
-             f"{100 * run.forgot.perplexity_drift:+.2f}%", _forgetting(run.forgot),
-             _unrouted(run.forgot),
+    return [[run.label, run.kind, _share(run.after.contains), _share(run.after.exact_match),
+             "" if run.after.loops is None else str(run.after.loops),
+             f"{run.before.choice_accuracy:.3f}", f"{run.after.choice_accuracy:.3f}",
+             _share(run.forgot.free_text_forgetting), _forgetting(run.forgot),
+             f"{100 * run.forgot.perplexity_drift:+.2f}%", _unrouted(run.forgot),
              f"{run.learn_seconds:.0f} s" if run.learn_seconds else "",
              f"{run.tokens_per_second:.0f}" if run.tokens_per_second else ""] for run in report.runs]
 
@@ -52,14 +59,15 @@ def summary_html(report: LearnBenchReport) -> str:
                     f"({s.tokens_per_second:.0f} tokens/s)</li>" for s in report.speed)
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.notes)
     return (f"<div class='engram-card'>Latest run {escape(local_time(report.created_at))}: the "
-            f"<strong>{escape(report.size)}</strong> fictional set ({report.documents} documents, "
-            f"{report.questions} questions) on {escape(report.model)} ({escape(report.device)}). "
-            "<em>Learned</em> is closed-book 4-way answer choice by likelihood (0.25 is chance); "
-            "<em>forgot</em> is the perplexity drift on held-out general text and the share of "
-            "general questions it knew before and no longer does, as answers see them (routed by "
-            "the question), and in brackets the same on held-out general questions that no "
-            "default was chosen on; <em>unrouted</em> is the same with the learned weights applied to "
-            "every answer."
+            f"<strong>{escape(report.set)}</strong> fictional set <strong>{escape(report.size)}</strong> "
+            f"({report.documents} documents, {report.questions} questions) on {escape(report.model)} "
+            f"({escape(report.device)}). <em>Answers right</em> is the share of written answers that "
+            "contain the right answer (<em>exact</em>: that are it), <em>looped</em> how many began "
+            "repeating themselves; <em>choice</em> is 4-way answer choice by likelihood (0.25 is "
+            "chance). <em>Forgot</em> is the share of general questions it answered right before and "
+            "no longer does, in written answers and by choice (in brackets: held-out general "
+            "questions no default was chosen on), and the perplexity drift on held-out general "
+            "text; <em>unrouted</em> is the same with the learned weights applied to every answer."
             f"{f'<ul>{speed}</ul>' if speed else ''}{f'<ul>{notes}</ul>' if notes else ''}</div>")
 
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from app.bench.fiction import generate as generate_fiction
 from app.chat.prompt import build_prompt
+from app.settings import Settings
 from app.bench.scoring import contains
 from engines.base import Passage
 from engines.generation import (
@@ -252,4 +253,36 @@ def run_decoding_bench(llama_runtime: Runtime, torch_runtime: Runtime, n_questio
         if before is not None:
             report.checks[f"{qset}: not worse than llama.cpp before"] = all(
                 r.contains_rate >= before.contains_rate for r in ours)
+    return report
+
+
+def print_decoding_report(report: DecodingReport, echo: Callable[[str], None]) -> None:
+    """The table, the gaps between runtimes and each check with its verdict."""
+    from app.bench.verdict import verdict
+
+    echo("")
+    echo(report.table())
+    for qset, gap in report.gaps.items():
+        echo(f"{qset}: |llama.cpp - torch| answer-contains at the defaults {gap:.3f}")
+    for check, ok in report.checks.items():
+        echo(f"check {check}: {verdict(ok)}")
+
+
+def run_decoding_command(settings: Settings, n_questions: int, echo: Callable[[str], None],
+                         penalties: tuple[float, ...] = (BASELINE_PENALTY, DEFAULT_REPEAT_PENALTY)
+                         ) -> DecodingReport:
+    """``engram bench decoding``: the configured llama.cpp model and the torch model built from
+    the same weights, each in the process the app runs it in."""
+    from app.runtimes.active import runtime_options
+    from app.runtimes.registry import make_runtime
+
+    llama = make_runtime("llamacpp", settings.chat_model if settings.chat_backend == "llamacpp" else "embedded",
+                         **runtime_options(settings, "llamacpp"))
+    torch_rt = make_runtime("torch", settings.neocortex_model, **runtime_options(settings, "torch"))
+    try:
+        report = run_decoding_bench(llama, torch_rt, n_questions, echo, penalties)
+    finally:
+        for runtime in (llama, torch_rt):
+            runtime.close()
+    print_decoding_report(report, echo)
     return report

@@ -88,14 +88,22 @@ def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, jso
 
 @bench.command("learn")
 @click.option("--engine", "engines", default="ttt", show_default=True,
-              help="Engine(s) to measure, comma-separated, or 'all' (retrieval and every engine "
-              "that learns documents).")
-@fiction_size_option
+              help="Engine(s) to measure, comma-separated; join two with '+' to run them together "
+              "(rag+ttt); 'all': retrieval, every engine that learns documents, and each "
+              "weight-writing one with retrieval.")
+@click.option("--set", "set_name", type=click.Choice(["natural", "handwritten", "templated"]),
+              default="natural", show_default=True,
+              help="natural: generated everyday prose; handwritten: the held-out set written by "
+              "hand (never tuned on); templated: the first, generator-shaped set (a regression check).")
+@click.option("--size", default="small", show_default=True, callback=_fiction_size,
+              help="tiny, small, default (natural and templated), large (templated), or a number "
+              "of documents; the handwritten set is always whole.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--ablations", is_flag=True,
               help="TTT: gated / ungated / full finetune, each with and without rehearsal and replay.")
 @click.option("--free-text/--no-free-text", default=True, show_default=True,
-              help="Also score greedy answers (exact match / contains).")
+              help="Score the written (greedy) answers: the headline. Without it the run is a "
+              "diagnostic, saved apart and never shown as the latest result.")
 @click.option("--speed/--no-speed", default=True, show_default=True,
               help="Also time learning one 2,000-token document.")
 @click.option("--arms", default="", callback=_arm_numbers,
@@ -106,7 +114,7 @@ def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, jso
 @click.option("--sleep", type=click.FloatRange(0, 86_400), default=0, show_default=True,
               help="Seconds each weight-writing run then sleeps (consolidates); measured again after.")
 @pass_ctx
-def bench_learn(c: Context, engines: str, size: str | int, seed: int, ablations: bool,
+def bench_learn(c: Context, engines: str, set_name: str, size: str | int, seed: int, ablations: bool,
                 free_text: bool, speed: bool, arms: list[int] | None, threads: int | None,
                 sleep: float) -> None:
     """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
@@ -114,7 +122,8 @@ def bench_learn(c: Context, engines: str, size: str | int, seed: int, ablations:
 
     names = [n.strip() for n in engines.split(",") if n.strip()]
     with user_errors(ValueError, *runtime_errors()):
-        run_learn_bench(c.loaded.settings, names, size=size, seed=seed,  # type: ignore[arg-type]
+        run_learn_bench(c.loaded.settings, names, set_name=set_name, size=size,  # type: ignore[arg-type]
+                        seed=seed,
                         ablations=ablations, free_text=free_text, speed=speed,
                         echo=console.print, threads=threads, sleep=sleep, arms=arms)
 
@@ -169,3 +178,18 @@ def bench_load(c: Context, files: int, chats: int, seed: int, json_out: Path | N
     write_report(report, json_out)
     if report.chat_errors or report.deadlocked or not report.consistent:
         raise click.ClickException("the load bench found errors (see above)")
+
+
+@bench.command("decoding")
+@click.option("--questions", type=click.IntRange(1, 500), default=60, show_default=True,
+              help="Questions per set (general ones without sources, grounded ones with their document).")
+@json_out_option
+@pass_ctx
+def bench_decoding(c: Context, questions: int, json_out: Path | None) -> None:
+    """Both runtimes' answers, greedy: right answers, loops and length, at penalty 1.0 and the
+    default, with and without the loop guard; checks parity within 0.05 and no looping answer."""
+    from app.bench.decoding import run_decoding_command
+
+    with user_errors(ValueError, *runtime_errors()):
+        report = run_decoding_command(c.loaded.settings, questions, console.print)
+    write_report(report, json_out)
