@@ -237,14 +237,15 @@ class LoopGuard:
     def _hold_from(self) -> int:
         """The offset from which the text may still turn out to be a repetition.
 
-        Held back: the clause being written (unless it grew past ``MAX_HELD_CLAUSE_WORDS``), the
-        clauses at the end that repeat clauses said before (as far back as that), every word that
-        repeats the words before it, and the separator before a held word or after the last word
-        (a cut strips it).
+        Held back: the clause being written while its words so far begin a clause said before
+        (unless it grew past ``MAX_HELD_CLAUSE_WORDS``; a clause that begins like none before
+        cannot be said again, so it streams word by word), the clauses at the end that repeat
+        clauses said before (as far back as that), every word that repeats the words before it,
+        and the separator before a held word or after the last word (a cut strips it).
         """
         n = len(self._words)
         held = n
-        if n - self._clause_start <= MAX_HELD_CLAUSE_WORDS:
+        if n - self._clause_start <= MAX_HELD_CLAUSE_WORDS and self._may_repeat_a_clause():
             held = min(held, self._clause_start)
         if self._echo_from is not None:
             echo = self._clauses[self._echo_from][1]
@@ -254,6 +255,11 @@ class LoopGuard:
             if run:
                 held = min(held, n - run)
         return self._words[held - 1].end if held > 0 else 0
+
+    def _may_repeat_a_clause(self) -> bool:
+        """Whether the clause being written begins like a clause said before."""
+        begun = tuple(w.norm for w in self._words[self._clause_start:])
+        return any(key[:len(begun)] == begun for key, _ in self._clauses)
 
     def _release(self, final: bool = False) -> str:
         if self.loop is not None:

@@ -149,11 +149,26 @@ def test_a_loop_is_found_as_soon_as_it_is_certain() -> None:
 
 def test_streamed_text_is_held_back_only_while_it_may_repeat() -> None:
     guard = LoopGuard()
-    assert guard.feed("Paris is the capital") == ""  # the clause is still being written
-    assert guard.feed(" of France. It") == "Paris is the capital of France"
-    assert guard.feed(" is big") == ""
-    assert guard.finish() == ". It is big"
-    assert not guard.stopped
+    # A clause that begins like none before cannot be a repeat: it streams word by word (the
+    # last word may still go on in the next piece).
+    assert guard.feed("Paris is the capital") == "Paris is the"
+    assert guard.feed(" of France. It") == " capital of France"
+    assert guard.feed(" is big") == ". It"
+    assert guard.feed(" and old. Paris is") == " is big and old"
+    # ... one that begins like an earlier clause is held until it is settled: here it is a
+    # repeat, and the person never sees it.
+    assert guard.feed(" the capital of France.") == ""
+    assert guard.feed(" Paris is the capital of France.") == "."
+    assert guard.stopped and guard.finish() == ""
+
+
+def test_a_clause_that_only_begins_like_an_earlier_one_is_released_when_it_parts() -> None:
+    guard = LoopGuard()
+    shown = guard.feed("Paris is the capital of France. Paris is")
+    assert shown == "Paris is the capital of France"
+    shown += guard.feed(" also a big city, with")
+    assert shown == "Paris is the capital of France. Paris is also a big city"
+    assert shown + guard.finish() == "Paris is the capital of France. Paris is also a big city, with"
 
 
 def test_repeated_words_are_released_once_the_repetition_breaks() -> None:
