@@ -70,9 +70,11 @@ class TTTConfig(BaseModel):
         "You are Engram, a helpful assistant. Answer briefly.",
         description="System message the rehearsal questions are asked under (the one chat uses "
         "when no passage matched).")
-    rehearsal_source: Literal["extract", "model"] = Field(
-        "extract", description="extract: rule-based from sentence structure; model: the chat "
-        "model writes the pairs under a JSON grammar (slower).")
+    rehearsal_source: Literal["facts", "extract", "model"] = Field(
+        "extract", description="facts: every fact of the text (list items, table rows, key: value "
+        "lines; pronouns and definite descriptions resolved) asked and restated several ways, with "
+        "a passage per named entity (engines/ttt/facts.py); extract: each sentence's last span "
+        "only; model: the chat model writes the pairs under a JSON grammar (slower).")
     replay_tokens: int = Field(
         64, ge=0, le=4096, description="Tokens of general background text mixed into each "
         "mini-batch to hold perplexity down (0: no replay).")

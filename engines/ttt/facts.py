@@ -1,0 +1,645 @@
+"""Learning material from real prose: every fact of a document, resolved and restated several ways.
+
+Training on a document's sentences teaches the model to continue them, not to answer questions
+about them; rehearsing the facts as questions with answers, in several wordings and orders, is
+what lets a small model retrieve them closed book (Allen-Zhu & Li 2023, "Physics of Language
+Models 3.1": knowledge augmentation). The older extractor (``rehearsal.extract``) took only each
+sentence's last span as the answer. Real prose is harder, so this module:
+
+1. reads the document as units: prose sentences, list items, ``Key: value`` lines and markdown
+   table rows (a row becomes one statement per column, worded with the header);
+2. resolves references, walking the units in order: pronouns become the last named entity of a
+   fitting kind, definite descriptions ("the town") the last entity of that type, and a statement
+   that still names nothing gets the nearest heading (or the title) as its subject;
+3. finds every answer-bearing span of a statement (dates, money, numbers with units, quoted
+   titles, names), each with the wh-phrase that asks for it;
+4. restates: per span a question in place ("Ada Quill was born in what year?"), one with the
+   verb moved forward where the sentence has a form of "be", and the question answered by the
+   whole statement; per statement the resolved text and its clauses reordered; per entity a
+   passage collecting everything said about it, and per co-occurring pair a linking statement
+   (Yang et al. 2024, "Synthetic continued pretraining": EntiGraph, without a model).
+
+Pure Python and regular expressions, deterministic, no model: a few milliseconds a document.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from engines.ttt.rehearsal import QA
+
+MAX_STATEMENT_WORDS = 60
+MAX_ANSWER_WORDS = 6
+MAX_SPANS = 4  # answer spans asked per statement
+MAX_PAIRS = 240  # question/answer pairs per document (each also draws recalled pairs)
+MAX_ENTITY_STATEMENTS = 8  # statements per entity passage
+MAX_LINKS = 40  # entity-pair linking statements per document
+
+# --- words the rules need (general English, as regular expressions) ---------------------------
+_MONTHS = "|".join(m for m in calendar.month_name if m)
+_WEEKDAYS = "|".join(calendar.day_name)
+_MONTH = f"(?:{_MONTHS})"
+_FUNCTION = re.compile(
+    r"^(?:the|a|an|in|on|at|of|for|to|by|with|from|after|before|during|since|until|when|while|"
+    r"this|that|these|those|there|here|each|every|some|all|most|both|many|one|its|his|her|their|"
+    r"our|my|your|we|you|i|he|she|it|they|as|if|but|and|or|so|then|today|later|now|also|no|not|"
+    r"once|where|what|who|which|how|why|yes|because|although|though|under|over|between|among|"
+    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next)$",
+    re.IGNORECASE)
+_PERSON_PRONOUN = re.compile(r"^(?:he|she|him|his|her|hers)$", re.IGNORECASE)
+_THING_PRONOUN = re.compile(r"^(?:it|its)$", re.IGNORECASE)
+_PRONOUN = re.compile(r"\b(?:he|she|him|his|her|it|its|they|them|their)\b", re.IGNORECASE)
+_CONNECTOR = re.compile(r"^(?:of|de|van|von|der|du|la|le|&)$")
+_CALENDAR_WORDS = "|".join([_MONTHS, _WEEKDAYS])
+_CALENDAR = re.compile(rf"^(?:{_CALENDAR_WORDS})$")
+_DEFINITE = re.compile(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20})\b(?!\s+(?:of|that|which|who)\b)")
+_TITLE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof|Professor|Sir|Dame|Lady|Lord|Captain|Judge)\.?\s+$")
+_ORG_WORD = re.compile(
+    r"^(?:Ltd|Inc|Co|Company|Corporation|Corp|Group|Press|Works|Bank|Trust|Society|Association|"
+    r"Foundation|Studio|Studios|Labs|Partners|Brothers|Holdings|Industries|Systems|Media|Records|"
+    r"Club|Union|Institute|Council|Agency|GmbH|AG|LLC|plc)\.?$")
+_ORG_NOUN = re.compile(r"^(?:company|firm|business|brand|maker|manufacturer|publisher|label|"
+                       r"organisation|organization|charity|startup|employer)$")
+_PLACE_NOUN = re.compile(r"^(?:town|city|village|place|region|country|island|valley|harbour|"
+                         r"harbor|district|county|province|settlement|port)$")
+_PLACE_WORD = re.compile(
+    r"^(?:Street|Road|Lane|Avenue|Square|Bridge|River|Lake|Hill|Hills|Park|Bay|Island|Islands|"
+    r"Valley|Mountain|Mountains|Forest|Coast|Harbour|Harbor|Quay|Station|Market|Hall|Castle)$")
+_PLACE_PREP = re.compile(r"(?:\b(?:in|at|near|from|to|into|outside|across)\s+)$", re.IGNORECASE)
+_WHERE_PREP = re.compile(r"\b(?:in|at|near)\s+$", re.IGNORECASE)
+_BE = re.compile(r"\s(is|was|are|were)\s")
+_LEADING_PREP = re.compile(r"^(?:In|On|At|By|After|Before|During|Since|Until|From|For|With|Every)\b")
+_TRAILING_PHRASE = re.compile(r"^(?P<rest>.+?),?\s+(?P<phrase>(?:in|on|at|by|since|until|from|for|"
+                              r"during|every)\s+[^,]+)$")
+
+# --- structure of a document -------------------------------------------------------------------
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(?P<text>.+?)\s*#*\s*$")
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+_TABLE_RULE = re.compile(r"^\s*\|?[\s:|-]+\|?\s*$")
+_ITEM = re.compile(r"^\s*(?:[-*•+]|\(?\d{1,3}[.)]|\(?[a-z][.)])\s+(?P<text>\S.*)$")
+_KEY_VALUE = re.compile(r"^(?P<key>[A-Z][^:.!?]{0,40}?)\s*:\s+(?P<value>\S.{0,200})$")
+_MARKUP = re.compile(r"(\*\*|__|`)")
+_EMPHASIS = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]{1,80}?)(?<!\s)\*(?![\w*])")
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"”')\]]?\s+(?=[\"“(\[]?[A-Z0-9])")
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:[A-Z][a-z]{0,2}|[A-Z](?:\.[A-Z])*|etc|approx|vs|[a-z]\.[a-z])\.$")
+
+# --- answer-bearing spans, in priority order (an earlier kind wins an overlap) ----------------
+_CAPITAL_RUN = re.compile(
+    r"(?<![\w'’°])(?:[A-Z][\w’'-]*[\w]|[A-Z])(?:\s+(?:(?:of|de|van|von|der|du|la|le|&)\s+)?"
+    r"(?:[A-Z][\w’'-]*[\w]|[A-Z]\.?|\d+))*")
+_SPAN_RULES: list[tuple[str, re.Pattern[str], str]] = [
+    ("date", re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH},?\s+\d{{4}}\b|"
+                        rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b|\b\d{{4}}-\d\d-\d\d\b"),
+     "what date"),
+    ("month", re.compile(rf"\b{_MONTH}\s+\d{{4}}\b"), "what month"),
+    ("money", re.compile(r"[£$€¥]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:million|billion|thousand|bn|m|k)\b)?"),
+     "how much"),
+    ("percent", re.compile(r"\b\d[\d,]*(?:\.\d+)?\s?(?:%|per\s?cent\b|percent\b)"), "what percentage"),
+    ("temperature", re.compile(r"[-−]?\b\d[\d,]*(?:\.\d+)?\s?°\s?[CF]\b"), "what temperature"),
+    ("time", re.compile(r"\b\d{1,2}[:.]\d\d\s?(?:[ap]\.?m\.?)?(?!\d)|\b\d{1,2}\s?[ap]\.m\.(?!\w)"
+                        r"|\b\d{1,2}\s?[ap]m\b"), "what time"),
+    ("quantity", re.compile(r"\b\d[\d,]*(?:\.\d+)?(?:\s?[-–]\s?\d[\d,]*(?:\.\d+)?)?\s?(?P<unit>[A-Za-zµ]{1,14})\b"),
+     "how many"),
+    ("year", re.compile(r"\b(?:1[0-9]|20)\d\d(?:s)?\b"), "what year"),
+    ("title", re.compile(r"\"[^\"]{2,60}\"|“[^”]{2,60}”"), "what title"),
+    ("number", re.compile(r"\b\d[\d,]*(?:\.\d+)?\b"), "what number"),
+]
+
+
+@dataclass(frozen=True)
+class Span:
+    """An answer inside a statement, and the wh-phrase that replaces ``start:end`` to ask it."""
+
+    answer: str
+    start: int
+    end: int
+    wh: str
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One self-contained fact: references resolved, with what it is about."""
+
+    text: str
+    subject: str
+    entities: tuple[str, ...]
+    spans: tuple[Span, ...]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A raw piece of the document before resolution, with the heading it sits under."""
+
+    text: str
+    heading: str
+    kind: str  # "sentence", "item", "row" or "pair"
+    answers: tuple[str, ...] = ()  # spans known from structure (a table cell, a value)
+    key: str = ""  # a ``Key: value`` line's key (its text is worded once its subject is known)
+
+
+@dataclass
+class _Entity:
+    name: str
+    kind: str  # "person", "org", "place" or "" (not known yet)
+    types: set[str] = field(default_factory=set)  # nouns it was called ("town", "bridge")
+    gender: str = ""  # the pronoun that first stood for it ("she", "he"), once one did
+
+
+# --- reading the document ------------------------------------------------------------------------
+
+def _clean(line: str) -> str:
+    """A line without emphasis markup and runs of spaces."""
+    line = _EMPHASIS.sub(r"\1", _MARKUP.sub("", line))
+    return " ".join(line.split())
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of a paragraph; a break after an abbreviation or an initial ("Dr.", "J.") is
+    not a sentence end, and a decimal point never is (the split needs a space after it)."""
+    pieces = _SENTENCE_BREAK.split(paragraph)
+    merged: list[str] = []
+    for piece in pieces:
+        if merged and _ABBREVIATION.search(merged[-1]):
+            merged[-1] = f"{merged[-1]} {piece}"
+        else:
+            merged.append(piece)
+    return [p.strip() for p in merged if p.strip()]
+
+
+def _cells(line: str) -> list[str]:
+    return [_clean(c) for c in line.strip().strip("|").split("|")]
+
+
+def table_units(lines: list[str], heading: str) -> list[Unit]:
+    """A markdown table's rows as statements: header + row -> "The <column> of <first cell> is
+    <cell>." (the first cell names the row; a row is a list of facts about it)."""
+    rows = [_cells(line) for line in lines if not _TABLE_RULE.match(line)]
+    if len(rows) < 2:
+        return []
+    header, units = rows[0], []
+    for row in rows[1:]:
+        if not row or not row[0]:
+            continue
+        for column, cell in zip(header[1:], row[1:]):
+            if cell and column:
+                text = f"The {column[0].lower()}{column[1:]} of {row[0]} is {cell}."
+                units.append(Unit(text=text, heading=heading, kind="row", answers=(cell, row[0])))
+    return units
+
+
+def _is_heading(lines: list[str], i: int) -> bool:
+    """A short line standing alone without a closing stop reads as a heading."""
+    line = lines[i].strip()
+    alone = (i + 1 >= len(lines) or not lines[i + 1].strip()) and (i == 0 or not lines[i - 1].strip())
+    return (alone and len(line.split()) <= 8 and line[-1:] not in ".!?:;," and line[:1].isupper()
+            and not _TABLE_ROW.match(line) and not _ITEM.match(line))
+
+
+def units(text: str) -> tuple[str, list[Unit]]:
+    """The document's title (its first heading, if any) and its units in order."""
+    lines = text.splitlines()
+    title, heading, found = "", "", []
+    intro = ""  # the line a list hangs from ("The shop sells:")
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        if paragraph:
+            for sentence in split_sentences(_clean(" ".join(paragraph))):
+                found.append(Unit(text=sentence, heading=heading, kind="sentence"))
+            paragraph.clear()
+
+    i = 0
+    while i < len(lines):
+        raw = lines[i]
+        m = _HEADING.match(raw)
+        if m or (raw.strip() and _is_heading(lines, i)):
+            flush()
+            heading = _clean(m["text"] if m else raw)
+            title = title or heading
+            intro = ""
+        elif _TABLE_ROW.match(raw):
+            flush()
+            j = i
+            while j < len(lines) and _TABLE_ROW.match(lines[j]):
+                j += 1
+            found += table_units(lines[i:j], heading)
+            i = j
+            continue
+        elif not raw.strip():
+            flush()
+            intro = ""
+        elif (item := _ITEM.match(raw)) or _KEY_VALUE.match(_clean(raw)):
+            flush()
+            body = _clean(item["text"] if item else raw)
+            found.append(_line_unit(body, heading, intro))
+        elif raw.rstrip().endswith(":"):
+            flush()
+            intro = _clean(raw).rstrip(":")
+        else:
+            paragraph.append(raw.strip())
+        i += 1
+    flush()
+    return title, found
+
+
+def _line_unit(body: str, heading: str, intro: str) -> Unit:
+    """A list item or a ``Key: value`` line as a statement (under the line it hangs from)."""
+    kv = _KEY_VALUE.match(body)
+    if kv and len(kv["key"].split()) <= 5:
+        key, value = kv["key"].strip(), kv["value"].strip().rstrip(".")
+        return Unit(text=value, heading=heading, kind="pair", answers=(value,), key=key)
+    item = body.rstrip(".;,")
+    text = f"{intro}: {item}." if intro else f"{item[0].upper()}{item[1:]}."
+    return Unit(text=text, heading=heading, kind="item")
+
+
+# --- references --------------------------------------------------------------------------------
+
+class Resolver:
+    """Walks the units in order, remembering the entities named so far, and rewrites each unit so
+    it stands alone: pronouns and definite descriptions become names, and a unit that names
+    nothing is put under its heading or the title."""
+
+    def __init__(self, text: str, title: str) -> None:
+        self.title = title
+        self.lower = set(re.findall(r"\b[a-z][\w'-]*\b", text))
+        self.proper = _proper_words(text, self.lower)
+        self.entities: dict[str, _Entity] = {}
+        self.recent: list[str] = []  # entity names, the latest subject last
+
+    # --- entities
+    def names(self, sentence: str) -> list[tuple[int, int, str]]:
+        """Named entities in a sentence (start, end, name): runs of capitalised words, where an
+        opening word counts only if the document treats it as a name (never written in lower
+        case, or capitalised mid-sentence elsewhere)."""
+        found = []
+        for m in _CAPITAL_RUN.finditer(sentence):
+            words, start = m.group().split(), m.start()
+            opening = start == 0 or sentence[:start].rstrip().endswith((":", "\"", "“", "—", "("))
+            while words and self._common(words[0], opening):
+                start += len(words[0]) + 1
+                words, opening = words[1:], False
+                if words and _CONNECTOR.match(words[0]):
+                    start += len(words[0]) + 1
+                    words = words[1:]
+            while words and (self._common(words[-1], False) or words[-1][0].isdigit()
+                             or _CONNECTOR.match(words[-1])):
+                words = words[:-1]
+            if words:
+                words[-1] = re.sub(r"['’]s?$", "", words[-1])  # "Quill's": the name is "Quill"
+                name = " ".join(words)
+                found.append((start, start + len(name), name))
+        return found
+
+    def _common(self, word: str, opening: bool) -> bool:
+        """Whether a capitalised word is an ordinary word (a name's neighbour, not part of it)."""
+        bare = word.rstrip(".")
+        if _FUNCTION.match(bare) or _CALENDAR.match(bare) or _PRONOUN.fullmatch(bare):
+            return True
+        if opening:
+            return bare not in self.proper and bare.lower() in self.lower and not _TITLE.search(bare + " ")
+        return False
+
+    def note(self, name: str, before: str, after: str) -> str:
+        """Record a mention and what the words around it say of its kind; returns the canonical
+        name (a short form of a longer name maps to it)."""
+        full = self.canonical(name)
+        entity = self.entities.setdefault(full, _Entity(full, ""))
+        words = full.split()
+        if _ORG_WORD.match(words[-1]):
+            entity.kind = "org"
+        elif _PLACE_WORD.match(words[-1]):
+            entity.kind = entity.kind or "place"
+        elif _TITLE.search(before):
+            entity.kind = "person"
+        elif not entity.kind and _PLACE_PREP.search(before) and len(words) == 1:
+            entity.kind = "place"
+        if len(words) > 1:
+            entity.types.add(words[-1].lower())
+        for noun in _called(after):
+            entity.types.add(noun)
+            if _ORG_NOUN.match(noun):
+                entity.kind = entity.kind or "org"
+            elif _PLACE_NOUN.match(noun):
+                entity.kind = entity.kind or "place"
+        if not entity.kind and 2 <= len(words) <= 3 and words[-1].lower() not in self.lower:
+            entity.kind = "person?"  # First Last: a person until a pronoun says otherwise
+        return full
+
+    def canonical(self, name: str) -> str:
+        """A known entity's full name when ``name`` is part of it and of no other."""
+        if name in self.entities:
+            return name
+        longer = [e for e in self.entities if f" {name} " in f" {e} "]
+        return longer[0] if len(longer) == 1 else name
+
+    def kind(self, name: str) -> str:
+        entity = self.entities.get(self.canonical(name))
+        return entity.kind.rstrip("?") if entity else ""
+
+    def _fits(self, name: str, pronoun: str) -> bool:
+        """Whether an entity can be what ``pronoun`` stands for."""
+        entity = self.entities[name]
+        low = pronoun.lower()
+        if _PERSON_PRONOUN.match(low):
+            gender = "f" if low in ("she", "her", "hers") else "m"
+            return entity.kind in ("person", "person?", "") and entity.gender in ("", gender)
+        if _THING_PRONOUN.match(low):
+            return entity.kind in ("org", "place", "")
+        return entity.kind == "org" or " and " in name
+
+    def _antecedent(self, pronoun: str, before: list[str]) -> str | None:
+        """What a pronoun stands for: for he/she the subject of its own sentence if it fits, else
+        the nearest fitting name before it in the sentence (it, they) or the latest one before."""
+        person = bool(_PERSON_PRONOUN.match(pronoun))
+        if person and before and self._fits(before[0], pronoun):
+            return before[0]
+        ordered = before if person else list(reversed(before))
+        for name in ordered + list(reversed(self.recent)):
+            if name in self.entities and self._fits(name, pronoun):
+                return name
+        return None
+
+    def _described(self, noun: str) -> str | None:
+        """The entity a definite description ("the town") points at: the latest called so, or
+        the latest company for "the company" and the latest place for "the town"."""
+        for name in reversed(self.recent):
+            if noun in self.entities[name].types:
+                return name
+        for name in reversed(self.recent):
+            kind = self.entities[name].kind
+            if (_ORG_NOUN.match(noun) and kind == "org") or (_PLACE_NOUN.match(noun) and kind == "place"):
+                return name
+        return None
+
+    # --- rewriting
+    def resolve(self, unit: Unit) -> str:
+        """The unit's text with references replaced and its subject made explicit."""
+        if unit.kind == "pair":
+            return f"The {unit.key[0].lower()}{unit.key[1:]} of {self.topic(unit.heading)} is {unit.text}."
+        text = self._pronouns(self._descriptions(unit.text))
+        named = []
+        for start, end, name in reversed(self.names(text)):
+            full = self.note(name, text[:start], text[end:])
+            if full != name:
+                text = text[:start] + full + text[end:]
+            named.insert(0, full)
+        if named:
+            self.recent = [n for n in self.recent if n not in named] + list(reversed(named[1:])) + [named[0]]
+        else:
+            topic = self.topic(unit.heading)
+            if topic and topic.lower() not in text.lower():
+                text = f"{topic}: {text[0].lower() if text[1:2].islower() else text[0]}{text[1:]}"
+        return text
+
+    def topic(self, heading: str) -> str:
+        """What an unnamed unit is about: its heading if that names a known entity, else the
+        title, else the latest subject."""
+        if heading and any(self.canonical(n) in self.entities for _, _, n in self.names(heading)):
+            return heading
+        return self.title or (self.recent[-1] if self.recent else heading)
+
+    def _pronouns(self, text: str) -> str:
+        mentions = self.names(text)
+        for start, end, name in mentions:
+            self.note(name, text[:start], text[end:])
+        resolved: list[tuple[int, str]] = [(s, self.canonical(n)) for s, _, n in mentions]
+
+        def swap(m: re.Match[str]) -> str:
+            word = m.group()
+            before = [n for at, n in sorted(resolved) if at < m.start()]
+            name = self._antecedent(word, before)
+            if name is None:
+                return word
+            entity = self.entities[name]
+            if _PERSON_PRONOUN.match(word):
+                entity.kind = "person"
+                entity.gender = entity.gender or ("f" if word.lower() in ("she", "her", "hers") else "m")
+            elif _THING_PRONOUN.match(word) and entity.kind == "person?":
+                entity.kind = ""
+            resolved.append((m.start(), name))
+            return f"{name}'s" if _possessive(word, text[m.end():]) else name
+
+        return _PRONOUN.sub(swap, text)
+
+    def _descriptions(self, text: str) -> str:
+        def swap(m: re.Match[str]) -> str:
+            name = self._described(m["noun"].lower())
+            return name if name else m.group()
+
+        return _DEFINITE.sub(swap, text)
+
+
+def _proper_words(text: str, lower: set[str]) -> set[str]:
+    """Capitalised words the document uses as names: seen capitalised after a sentence's first
+    word, and never written in lower case."""
+    seen = {m.group() for m in re.finditer(r"(?<=[a-z,;)] )[A-Z][\w'-]*", text)}
+    return {w for w in seen if w.lower() not in lower}
+
+
+def _called(after: str) -> list[str]:
+    """Nouns an entity is called right after its name: ", a small town" / " is a company"."""
+    m = re.match(r"^(?:,\s+|\s+(?:is|was|are|were)\s+)(?:a|an|the)\s+(?P<words>[a-z][a-z -]{0,60}?)"
+                 r"(?=[,.;]|\s+(?:in|on|at|of|for|with|that|which|who|near|from|by|founded|run|owned|known)\b|$)",
+                 after)
+    if not m:
+        return []
+    return [m["words"].split()[-1]]
+
+
+def _possessive(word: str, after: str) -> bool:
+    """Whether a pronoun is possessive ("her shop"), not an object ("met her in")."""
+    low = word.lower()
+    if low in ("his", "its", "their"):
+        return True
+    if low != "her":
+        return False
+    nxt = re.match(r"^\s+([a-z][\w-]*)", after)
+    return bool(nxt) and not re.match(r"^(?:to|in|on|at|for|with|from|by|and|as|again|once|that|about)$", nxt[1])
+
+
+# --- answers -------------------------------------------------------------------------------------
+
+def spans(text: str, names: list[tuple[int, int, str]], kinds: dict[str, str],
+          known: tuple[str, ...] = ()) -> list[Span]:
+    """Every answer-bearing span of a statement with its wh-phrase, left to right, no overlaps."""
+    taken: list[tuple[int, int]] = []
+    found: list[Span] = []
+
+    def add(start: int, end: int, wh: str) -> None:
+        if any(start < e and s < end for s, e in taken):
+            return
+        answer = re.sub(r"['’]s$", "", text[start:end].strip(" ,.;:\"“”"))
+        if not answer or len(answer.split()) > MAX_ANSWER_WORDS:
+            return
+        taken.append((start, end))
+        found.append(Span(answer=answer, start=start, end=end, wh=wh))
+
+    for value in known:
+        at = text.rfind(value)
+        if at >= 0 and value:
+            add(at, at + len(value), _wh_for_value(value, names, kinds))
+    for _, pattern, wh in _SPAN_RULES:
+        for m in pattern.finditer(text):
+            unit = m.groupdict().get("unit")
+            if unit is not None:
+                if _FUNCTION.match(unit) or _CALENDAR.match(unit):
+                    continue
+                add(m.start(), m.end(), f"how many {unit}")
+            else:
+                add(m.start(), m.end(), wh)
+    for start, end, name in names:
+        if text[end:end + 2] in ("'s", "’s"):
+            add(start, end + 2, "whose")
+        else:
+            add(start, end, "who" if kinds.get(name) == "person" else "what")
+    return sorted(found, key=lambda s: s.start)
+
+
+def _wh_for_value(value: str, names: list[tuple[int, int, str]], kinds: dict[str, str]) -> str:
+    for _, pattern, wh in _SPAN_RULES:
+        m = pattern.fullmatch(value)
+        if m:
+            unit = m.groupdict().get("unit")
+            return f"how many {unit}" if unit else wh
+    for _, _, name in names:
+        if name == value:
+            return "who" if kinds.get(name) == "person" else "what"
+    return "what"
+
+
+def question(text: str, span: Span) -> str:
+    """The statement with the span replaced by its wh-phrase ("... in what year?"); a span that
+    opens the sentence becomes a plain wh-question ("Who founded ...?")."""
+    head, tail = text[:span.start], text[span.end:]
+    wh = span.wh
+    if _WHERE_PREP.search(head) and wh == "what" and not any(ch.isdigit() for ch in span.answer):
+        head, wh = _WHERE_PREP.sub("", head), "where"
+    body = f"{head}{wh}{tail}".strip().rstrip(".!?;: ")
+    return body[0].upper() + body[1:] + "?"
+
+
+def inverted(text: str, span: Span) -> str | None:
+    """The question with its wh-phrase first and "is/was/are/were" before the subject, when the
+    span ends a sentence of that form ("In what year was Ada Quill born?")."""
+    body = text.rstrip(".!? ")
+    if span.end < len(body) - 1 or "," in body:
+        return None
+    m = _BE.search(body)
+    if not m or m.start() == 0 or span.start <= m.start():
+        return None
+    subject, verb, rest = body[:m.start()], m[1], body[m.end():span.start].strip()
+    prep = _WHERE_PREP.search(body[:span.start])
+    wh = span.wh
+    if prep and wh == "what" and not any(ch.isdigit() for ch in span.answer):
+        wh, rest = "where", _WHERE_PREP.sub("", body[m.end():span.start]).strip()
+    elif rest.split()[-1:] and re.match(r"^(?:in|on|at|by|since|until|from|for|during)$", rest.split()[-1]):
+        wh, rest = f"{rest.split()[-1]} {wh}", " ".join(rest.split()[:-1])
+    lead = subject if subject[:1].isupper() and not _FUNCTION.match(subject.split()[0]) else \
+        subject[0].lower() + subject[1:]
+    text = f"{wh} {verb} {lead} {rest}".strip()
+    return text[0].upper() + text[1:] + "?"
+
+
+def reordered(text: str) -> str | None:
+    """The statement with its clauses in another order: an opening phrase moved to the end, or
+    a closing phrase to the front ("In 1931, Ada Quill founded ...")."""
+    body = text.rstrip(".!? ")
+    if _LEADING_PREP.match(body) and ", " in body:
+        lead, rest = body.split(", ", 1)
+        return f"{rest[0].upper()}{rest[1:]}, {lead[0].lower()}{lead[1:]}."
+    m = _TRAILING_PHRASE.match(body)
+    if m and len(m["phrase"].split()) <= 6 and len(m["rest"].split()) >= 3:
+        rest = m["rest"]
+        lead = rest if rest[:1].isupper() and not _FUNCTION.match(rest.split()[0]) else rest[0].lower() + rest[1:]
+        return f"{m['phrase'][0].upper()}{m['phrase'][1:]}, {lead}."
+    return None
+
+
+# --- the whole document --------------------------------------------------------------------------
+
+def statements(text: str) -> list[Statement]:
+    """Every unit of the document as a resolved statement with its answer spans."""
+    title, found = units(text)
+    resolver = Resolver(text, title)
+    out = []
+    for unit in found:
+        resolved = resolver.resolve(unit)
+        if len(resolved.split()) < 3 or len(resolved.split()) > MAX_STATEMENT_WORDS:
+            continue
+        if not resolved.endswith((".", "!", "?")):
+            resolved += "."
+        names = resolver.names(resolved)
+        entities = tuple(dict.fromkeys(resolver.canonical(n) for _, _, n in names))
+        kinds = {n: resolver.kind(n) for _, _, n in names}
+        subject = entities[0] if entities else resolver.topic(unit.heading)
+        out.append(Statement(text=resolved, subject=subject, entities=entities,
+                             spans=tuple(spans(resolved, names, kinds, unit.answers)[:MAX_SPANS * 2])))
+    return out
+
+
+def _asked(statement: Statement) -> list[Span]:
+    """The spans worth asking: those that leave a name in the question (a question must say what
+    it is about), facts before names, at most ``MAX_SPANS``."""
+    keep = []
+    for span in statement.spans:
+        rest = statement.text[:span.start] + statement.text[span.end:]
+        if any(e in rest for e in statement.entities) or statement.subject in rest:
+            keep.append(span)
+    keep.sort(key=lambda s: s.wh in ("what", "who", "whose"))
+    return keep[:MAX_SPANS]
+
+
+def pairs(statement: Statement) -> list[QA]:
+    """A statement's questions: each span asked in place and with the verb first (answer: the
+    span), and asked in place answered by the whole statement."""
+    out = []
+    for span in _asked(statement):
+        asked = question(statement.text, span)
+        out.append(QA(question=asked, answer=span.answer))
+        flipped = inverted(statement.text, span)
+        if flipped and flipped != asked:
+            out.append(QA(question=flipped, answer=span.answer))
+        out.append(QA(question=asked, answer=statement.text))
+    return out
+
+
+def entity_passages(found: list[Statement]) -> list[str]:
+    """Per entity, one passage of every statement about it; per pair of entities named together,
+    a statement linking them (EntiGraph's two kinds of rewrite, from the text alone)."""
+    about: dict[str, list[str]] = {}
+    for s in found:
+        for e in s.entities or (s.subject,):
+            about.setdefault(e, [])
+            if s.text not in about[e]:
+                about[e].append(s.text)
+    passages = [f"About {e}: " + " ".join(texts[:MAX_ENTITY_STATEMENTS])
+                for e, texts in about.items() if len(texts) >= 2 and e]
+    links: list[str] = []
+    for s in found:
+        for a, b in combinations(s.entities, 2):
+            if len(links) < MAX_LINKS and a != b:
+                links.append(f"{a} and {b} are connected: {s.text}")
+    return passages + links
+
+
+def rehearse(text: str) -> tuple[list[QA], list[str]]:
+    """A document's question/answer pairs and its restated passages (resolved statements,
+    reordered ones, entity passages and links), deduplicated, pairs capped at ``MAX_PAIRS``."""
+    found = statements(text)
+    qa: dict[tuple[str, str], QA] = {}
+    restated: dict[str, None] = {}
+    for s in found:
+        for p in pairs(s):
+            qa.setdefault((p.question, p.answer), p)
+        restated[s.text] = None
+        again = reordered(s.text)
+        if again:
+            restated[again] = None
+    for passage in entity_passages(found):
+        restated[passage] = None
+    return list(qa.values())[:MAX_PAIRS], list(restated)
+

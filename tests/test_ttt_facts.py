@@ -1,0 +1,182 @@
+"""Learning material from real prose (engines/ttt/facts.py): every fact of a sentence, references
+resolved, tables and key-value lines read, each fact asked and restated several ways.
+
+The documents here are written for these tests, about invented people and places."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+from engines.base import DocumentInput
+from engines.ttt import facts
+from engines.ttt.config import TTTConfig
+from engines.ttt.material import document_material
+from engines.ttt.rehearsal import QA
+
+BAKERY = """# Orla Fenwick
+
+Orla Fenwick grew up in Kessany, a fishing village in the far north. She moved to Brindlow in 1998
+and opened a bakery there. Her sourdough won the Amberly Prize in 2004, and she later sold the
+bakery to Piet Harrow for £82,000.
+
+Piet Harrow kept the recipes. He renamed the shop Harrow Loaves on 3 June 2011.
+"""
+
+PRESS = """# Marlow Press
+
+Marlow Press is a small publisher in Velmora, a harbour town on the Arden coast. Ada Quill founded
+it on 12 March 1931. She ran the company until 1968, when it moved to Dunmere. The town has about
+4,200 inhabitants.
+
+## Staff
+
+| Name | Role | Joined |
+|------|------|--------|
+| Ada Quill | Editor | 1931 |
+| Bram Otley | Printer | 1934 |
+
+## Facts
+
+- Head office: 14 Quay Street
+- Employees: 23 people
+
+The shop sells:
+- maps of the coast
+- 300 g jars of plum jam
+"""
+
+
+def _texts(text: str) -> list[str]:
+    return [s.text for s in facts.statements(text)]
+
+
+def _answers(text: str) -> dict[str, set[str]]:
+    """question -> answers, over every pair of the document."""
+    found: dict[str, set[str]] = {}
+    for qa in facts.rehearse(text)[0]:
+        found.setdefault(qa.question, set()).add(qa.answer)
+    return found
+
+
+def test_pronouns_become_the_last_named_person_of_their_gender() -> None:
+    texts = _texts(BAKERY)
+    assert "Orla Fenwick moved to Brindlow in 1998 and opened a bakery there." in texts
+    assert any(t.startswith("Orla Fenwick's sourdough won the Amberly Prize in 2004, and Orla Fenwick later sold")
+               for t in texts)
+    assert "Piet Harrow renamed the shop Harrow Loaves on 3 June 2011." in texts  # "He": the man, not Orla
+
+
+def test_it_and_definite_descriptions_point_at_things_not_people() -> None:
+    texts = _texts(PRESS)
+    assert "Ada Quill founded Marlow Press on 12 March 1931." in texts  # "it": the press, not Ada Quill
+    assert "Ada Quill ran Marlow Press until 1968, when Marlow Press moved to Dunmere." in texts
+    assert "Velmora has about 4,200 inhabitants." in texts  # "the town": Velmora was called a town
+
+
+def test_a_sentence_gives_every_fact_not_only_its_last_span() -> None:
+    sentence = next(s for s in facts.statements(BAKERY) if "Amberly Prize" in s.text)
+    answers = {span.answer for span in sentence.spans}
+    assert {"2004", "£82,000", "Amberly Prize", "Piet Harrow"} <= answers
+    asked = _answers(BAKERY)
+    mid = [q for q, a in asked.items() if "2004" in a]
+    assert mid and all("what year" in q and "Piet Harrow" in q for q in mid)  # asked mid-sentence
+
+
+def test_answers_in_the_middle_of_a_sentence_get_a_fitting_wh_phrase() -> None:
+    asked = _answers(BAKERY)
+    assert asked["Orla Fenwick moved to Brindlow in what year and opened a bakery there?"] >= {"1998"}
+    assert asked["Who grew up in Kessany, a fishing village in the far north?"] >= {"Orla Fenwick"}
+    assert "Kessany" in asked["Orla Fenwick grew up where, a fishing village in the far north?"]
+    assert asked["Piet Harrow renamed the shop Harrow Loaves on what date?"] >= {"3 June 2011"}
+
+
+def test_every_question_is_also_answered_by_its_whole_statement() -> None:
+    asked = _answers(BAKERY)
+    question = "Piet Harrow renamed the shop Harrow Loaves on what date?"
+    assert "Piet Harrow renamed the shop Harrow Loaves on 3 June 2011." in asked[question]
+
+
+def test_table_rows_become_statements_worded_with_their_header() -> None:
+    texts = _texts(PRESS)
+    assert "The role of Ada Quill is Editor." in texts
+    assert "The joined of Bram Otley is 1934." in texts
+    asked = _answers(PRESS)
+    assert asked["What is the role of Bram Otley?"] == {"Printer"}
+    assert "Bram Otley" in asked["The role of who is Printer?"]  # the row's name asked back
+
+
+def test_key_value_lines_and_lists_are_about_the_document_subject() -> None:
+    texts = _texts(PRESS)
+    assert "The head office of Marlow Press is 14 Quay Street." in texts
+    assert "The employees of Marlow Press is 23 people." in texts
+    assert "Marlow Press: the shop sells: 300 g jars of plum jam." in texts
+    asked = _answers(PRESS)
+    assert asked["What is the head office of Marlow Press?"] == {"14 Quay Street"}
+    assert "23 people" in asked["The employees of Marlow Press is how many people?"]
+
+
+def test_units_dates_money_and_titles_are_spans() -> None:
+    text = ('Lio Banner paid $1,250 for "The Glass Orchard" on 4 July 1987. The kiln reaches 1,280 °C. '
+            'The tank holds 40 litres, or 12% of the total, and the ferry leaves at 9:45.')
+    found = {(span.answer, span.wh) for s in facts.statements(text) for span in s.spans}
+    assert {("$1,250", "how much"), ("The Glass Orchard", "what title"), ("4 July 1987", "what date"),
+            ("1,280 °C", "what temperature"), ("40 litres", "how many litres"),
+            ("12%", "what percentage"), ("9:45", "what time")} <= found
+
+
+def test_abbreviations_and_decimals_do_not_end_sentences() -> None:
+    assert facts.split_sentences("Dr. Mina Volk weighed 3.5 kg at birth. She is a vet.") == \
+        ["Dr. Mina Volk weighed 3.5 kg at birth.", "She is a vet."]
+
+
+def test_reordered_statements_and_entity_passages() -> None:
+    pairs, passages = facts.rehearse(BAKERY)
+    assert "On 3 June 2011, Piet Harrow renamed the shop Harrow Loaves." in passages
+    about = next(p for p in passages if p.startswith("About Piet Harrow: "))
+    assert "Piet Harrow kept the recipes." in about and "for £82,000" in about
+    assert any(p.startswith("Piet Harrow and Harrow Loaves are connected: ") for p in passages)
+    assert pairs and len(pairs) <= facts.MAX_PAIRS
+
+
+def test_deterministic_fast_and_quiet_on_empty_text() -> None:
+    started = time.perf_counter()
+    first = facts.rehearse(PRESS * 20)
+    assert time.perf_counter() - started < 2.0
+    assert facts.rehearse(PRESS * 20) == first
+    assert facts.rehearse("") == ([], [])
+    assert facts.rehearse("# Only a title\n") == ([], [])
+
+
+class _Letters:
+    """A tokenizer of one id per character, with a plain chat template: enough to build material."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [ord(c) for c in text]}
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(i) for i in ids)
+
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
+                            tokenize: bool = False) -> str:
+        turns = "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages)
+        return turns + ("<assistant>" if add_generation_prompt else "")
+
+
+def _material(source: str, **overrides: Any):
+    cortex = SimpleNamespace(tokenizer=_Letters())
+    document = DocumentInput(document_id=1, path="orla.md", chunks=[BAKERY])
+    config = TTTConfig(rehearsal_source=source, **overrides)  # type: ignore[arg-type]
+    return document_material(cortex, document, config, generator=lambda: None)  # type: ignore[arg-type]
+
+
+def test_the_engine_trains_on_the_facts_when_told_to() -> None:
+    new, old = _material("facts"), _material("extract")
+    assert QA("Piet Harrow renamed the shop Harrow Loaves on what date?", "3 June 2011") in new.pairs
+    assert len(new.pairs) > 2 * len(old.pairs)
+    kinds = Counter(p.kind for p in new.pieces)
+    assert kinds["qa"] == len(new.pairs) and kinds["paraphrase"] > 0  # the restated passages train too
+    assert Counter(p.kind for p in old.pieces)["paraphrase"] == 0  # the old default is unchanged
+    assert set(Counter(p.kind for p in _material("facts", rehearsal_qa=False).pieces)) == {"document"}
