@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from engines.feedback import FeedbackInput
 from engines.generation import ChatMessage, Runtime
+from store.conversations import SourceLocation
 from store.database import Database
 
 Progress = Callable[[float, str], None]
@@ -38,25 +39,6 @@ Progress = Callable[[float, str], None]
 
 def no_progress(fraction: float, message: str) -> None:
     """The default progress callback: reports go nowhere."""
-
-
-class SourceLocation(BaseModel):
-    """Where a stored chunk comes from, precisely enough to cite it and open it there."""
-
-    chunk_id: int
-    document_id: int
-    path: str
-    page: int | None = None
-    line_start: int
-    line_end: int
-    score: float
-
-    @property
-    def position(self) -> str:
-        page = f"p.{self.page} " if self.page else ""
-        lines = f"line {self.line_start}" if self.line_start == self.line_end else (
-            f"lines {self.line_start}-{self.line_end}")
-        return f"{page}{lines}"
 
 
 class Passage(SourceLocation):

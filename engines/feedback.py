@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from store.conversations import ConversationStore
+from store.conversations import Citation, ConversationStore
 from store.database import Database
 from store.documents import DocumentStore
 from store.episodes import EpisodeStore
@@ -36,11 +36,10 @@ class FeedbackInput(BaseModel):
         return self.rating == "down" or bool(self.correction)
 
 
-def _sources(db: Database, citations: list[dict[str, Any]]) -> list[str]:
-    ids = [int(c["chunk_id"]) for c in citations if c.get("chunk_id") is not None]
+def _sources(db: Database, citations: list[Citation]) -> list[str]:
+    ids = [c.chunk_id for c in citations]
     texts = DocumentStore(db).chunk_texts_by_id(ids)
-    return [texts.get(int(c.get("chunk_id") or -1), c.get("quote") or "") for c in citations
-            if texts.get(int(c.get("chunk_id") or -1)) or c.get("quote")]
+    return [texts.get(c.chunk_id) or c.quote for c in citations if texts.get(c.chunk_id) or c.quote]
 
 
 def read_feedback(db: Database, message_id: int, episode_id: int | None = None) -> FeedbackInput | None:

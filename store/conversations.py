@@ -27,12 +27,40 @@ class ConversationRow(BaseModel):
     messages: int = 0
 
 
+class SourceLocation(BaseModel):
+    """Where a stored chunk comes from, precisely enough to cite it and open it there."""
+
+    chunk_id: int
+    document_id: int
+    path: str
+    page: int | None = None
+    line_start: int
+    line_end: int
+    score: float
+
+    @property
+    def position(self) -> str:
+        """"p.3 lines 4-9", as every front shows it."""
+        page = f"p.{self.page} " if self.page else ""
+        lines = f"line {self.line_start}" if self.line_start == self.line_end else (
+            f"lines {self.line_start}-{self.line_end}")
+        return f"{page}{lines}"
+
+
+class Citation(SourceLocation):
+    """A numbered source of an answer: where it is and the passage quoted from it."""
+
+    n: int
+    quote: str
+    cited: bool = Field(False, description="The answer refers to it ([n]) or repeats its words.")
+
+
 class MessageRow(BaseModel):
     id: int
     conversation_id: int
     role: Role
     content: str
-    citations: list[dict[str, Any]] = Field(default_factory=list)
+    citations: list[Citation] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
     feedback: Rating | None = None
     correction: str | None = None
@@ -103,21 +131,22 @@ class ConversationStore:
     def add_question(self, conversation_id: int, text: str) -> MessageRow:
         return self._add(conversation_id, "user", text, kind="question", payload={"text": text})
 
-    def add_answer(self, conversation_id: int, text: str, citations: list[dict[str, Any]],
+    def add_answer(self, conversation_id: int, text: str, citations: list[Citation],
                    meta: dict[str, Any]) -> MessageRow:
-        payload = {"text": text, "chunk_ids": [c.get("chunk_id") for c in citations], **meta}
+        payload = {"text": text, "chunk_ids": [c.chunk_id for c in citations], **meta}
         return self._add(conversation_id, "assistant", text, kind="answer", payload=payload,
                          citations=citations, meta=meta)
 
     def _add(self, conversation_id: int, role: Role, text: str, kind: str, payload: dict[str, Any],
-             citations: list[dict[str, Any]] | None = None,
+             citations: list[Citation] | None = None,
              meta: dict[str, Any] | None = None) -> MessageRow:
         """The message, its episode and the conversation's time commit together."""
         with self.db.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO messages (conversation_id, role, content, citations, meta) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (conversation_id, role, text, json.dumps(citations or []), json.dumps(meta or {})),
+                (conversation_id, role, text, json.dumps([c.model_dump() for c in citations or []]),
+                 json.dumps(meta or {})),
             )
             message_id = int(cur.lastrowid)
             conn.execute(

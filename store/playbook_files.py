@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from store.atomic import write_atomic
-from store.playbooks import BULLET_MAX_CHARS, NAME_PATTERN, Bullet, Playbook, Section, valid_name
+from store.playbooks import BULLET_MAX_CHARS, NAME_PATTERN, Playbook, Section, valid_name
 
 FORMAT = "engram-playbook"
 FORMAT_VERSION = 1

@@ -45,8 +45,8 @@ def test_answer_streams_with_a_citation_and_is_stored(engram) -> None:
     answer = done.message
     assert "06:40" in answer.content and "".join(d.text for d in deltas).strip() == answer.content
     first = answer.citations[0]
-    assert first["path"].endswith("ferry.txt") and first["line_start"] == 1 and first["cited"]
-    assert "06:40" in first["quote"]
+    assert first.path.endswith("ferry.txt") and first.line_start == 1 and first.cited
+    assert "06:40" in first.quote
     assert answer.meta["backend"] == "llamacpp" and answer.meta["completion_tokens"] > 0
     stored = engram.conversations.messages(sources.conversation_id)
     assert [m.role for m in stored] == ["user", "assistant"]
@@ -60,7 +60,7 @@ def test_follow_up_uses_the_conversation(engram) -> None:
     assert "Falk" in first.message.content
     follow = engram.chat.answer("What does the lab build?", first.message.conversation_id)
     assert follow.message.meta["history_messages"] == 2
-    assert any(c["path"].endswith("lab.md") for c in follow.message.citations)
+    assert any(c.path.endswith("lab.md") for c in follow.message.citations)
     assert len(engram.conversations.messages(first.message.conversation_id)) == 4
 
 

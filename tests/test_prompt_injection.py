@@ -99,6 +99,6 @@ def test_a_malicious_document_changes_nothing(tmp_path: Path, embedder, llama) -
         assert {t: engram.db.scalar(f"SELECT COUNT(*) FROM {t}") for t in tables} == counts
         shown = safe_markdown(answer.content)
         assert "<img" not in shown and "![" not in shown.replace("!\\[", "")
-        assert all(Path(c["path"]).parent == docs for c in answer.citations)
+        assert all(Path(c.path).parent == docs for c in answer.citations)
     finally:
         engram.close()

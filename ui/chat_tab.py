@@ -32,19 +32,18 @@ def safe_markdown(text: str) -> str:
     return re.sub(r"!\[", r"!\\[", escape(text, quote=False))
 
 
-def source_link(citation: dict[str, Any]) -> str:
-    return f"/source/{int(citation['chunk_id'])}?quote={url_quote(citation.get('quote', ''))}"
+def source_link(cite: Citation) -> str:
+    return f"/source/{int(cite.chunk_id)}?quote={url_quote(cite.quote)}"
 
 
-def render_sources(citations: list[dict[str, Any]]) -> str:
+def render_sources(citations: list[Citation]) -> str:
     if not citations:
         return NO_SOURCES
     items = []
-    for c in citations:
-        cite = Citation.model_validate(c)
+    for cite in citations:
         kind = "cited" if cite.cited else "consulted"
         items.append(
-            f"<li value='{cite.n}' class='{kind}'><a href='{escape(source_link(c))}' target='_blank' "
+            f"<li value='{cite.n}' class='{kind}'><a href='{escape(source_link(cite))}' target='_blank' "
             f"rel='noopener'>{escape(Path(cite.path).name)}</a> <span class='where'>· "
             f"{escape(cite.position)}</span><q>{escape(cite.quote)}</q></li>")
     return f"<div class='engram-sources'><strong>Sources</strong><ol>{''.join(items)}</ol></div>"
@@ -63,7 +62,7 @@ def render_meta(meta: dict[str, Any]) -> str:
     return f"<span class='engram-meta'>Answered by {escape(' · '.join(p for p in parts if p))}</span>"
 
 
-def render_answer(text: str, citations: list[dict[str, Any]], meta: dict[str, Any] | None = None,
+def render_answer(text: str, citations: list[Citation], meta: dict[str, Any] | None = None,
                   correction: str | None = None) -> str:
     meta = meta or {}
     failed = meta.get("error")
@@ -169,7 +168,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
             for event in engram.chat.ask(text, conversation_id):
                 if isinstance(event, Sources):
                     conversation_id, ids[-2] = event.conversation_id, event.question_id
-                    citations = [c.model_dump() for c in event.citations]
+                    citations = event.citations
                 elif isinstance(event, Delta):
                     answer += event.text
                 elif isinstance(event, Done):

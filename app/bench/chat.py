@@ -250,8 +250,8 @@ def measure_accuracy(engram, questions, logit_bias: bool,
         looped += done.message.meta.get("finish_reason") == "repetition" or has_loop(answer)
         exact += exact_match(answer, q.answer)
         contained += contains(answer, q.answer)
-        sources = " ".join(c["quote"] for c in done.message.citations)
-        passages = engram.docs.chunks(c["chunk_id"] for c in done.message.citations)
+        sources = " ".join(c.quote for c in done.message.citations)
+        passages = engram.docs.chunks(c.chunk_id for c in done.message.citations)
         in_sources += any(q.answer in p.text for p in passages.values()) or q.answer in sources
         if i % 20 == 0:
             echo(f"  {i}/{len(questions)} questions (logit bias {'on' if logit_bias else 'off'})")

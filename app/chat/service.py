@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.chat.prompt import build_prompt
+from app.chat.prompt import PromptPlan, build_prompt
 from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
-from engines.base import Contribution, Draft, Engine, Passage, Query, SourceLocation
+from engines.base import Contribution, Draft, Engine, Passage, Query
 from engines.generation import ChatMessage, GenerationRequest, Runtime, RuntimeCrashed
-from store.conversations import ConversationStore, MessageRow, Rating
+from store.conversations import Citation, ConversationStore, MessageRow, Rating
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,6 @@ MAX_BIAS_TOKENS = 400
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CITE_MARK = re.compile(r"\[(\d{1,2})\]")
-
-
-class Citation(SourceLocation):
-    """A numbered source of an answer: where it is and the passage quoted from it."""
-
-    n: int
-    quote: str
-    cited: bool = Field(False, description="The answer refers to it ([n]) or repeats its words.")
 
 
 class Sources(BaseModel):
@@ -144,6 +136,24 @@ class ChatService:
     def contributions(self, query: Query) -> list[Contribution]:
         return [engine.contribute(query) for engine in self.engines]
 
+    def prompt(self, question: str, contributions: list[Contribution], runtime: Runtime,
+               history: list[ChatMessage], extra_bullets: Sequence[str] = ()
+               ) -> tuple[PromptPlan, dict[int, float] | None, list[str]]:
+        """The one prompt ``ask`` and ``draft`` send: (plan, logit bias, notes for the person)."""
+        passages = [p for c in contributions for p in c.passages]
+        bullets = [b for c in contributions for b in c.bullets] + list(extra_bullets)
+        plan = build_prompt(question, passages, bullets, history, runtime.count_tokens,
+                            runtime.context_window, self.settings.answer_max_tokens,
+                            self.grounding.context_share)
+        notes = [n for c in contributions for n in c.notes]
+        if plan.dropped_passages:
+            notes.append(f"{plan.dropped_passages} passage(s) did not fit the context window")
+        bias = logit_bias(runtime, [t for c in contributions for t in c.bias_text],
+                          self.grounding.logit_bias_strength)
+        if any(c.bias_text for c in contributions) and bias is None:
+            notes.append(f"the {runtime.name} backend cannot bias tokens; answered without it")
+        return plan, bias, notes
+
     def ask(self, question: str, conversation_id: int | None = None) -> Iterator[ChatEvent]:
         """Stream the answer to ``question`` in a conversation (a new one when None)."""
         question = question.strip()
@@ -158,18 +168,7 @@ class ChatService:
         started = time.perf_counter()
         contributions = self.contributions(Query(text=question, history=history))
         runtime, learned = self.answering_runtime(contributions)
-        passages = [p for c in contributions for p in c.passages]
-        bullets = [b for c in contributions for b in c.bullets]
-        plan = build_prompt(question, passages, bullets, history, runtime.count_tokens,
-                            runtime.context_window, self.settings.answer_max_tokens,
-                            self.grounding.context_share)
-        notes = [n for c in contributions for n in c.notes]
-        if plan.dropped_passages:
-            notes.append(f"{plan.dropped_passages} passage(s) did not fit the context window")
-        bias = logit_bias(runtime, [t for c in contributions for t in c.bias_text],
-                          self.grounding.logit_bias_strength)
-        if any(c.bias_text for c in contributions) and bias is None:
-            notes.append(f"the {runtime.name} backend cannot bias tokens; answered without it")
+        plan, bias, notes = self.prompt(question, contributions, runtime, history)
         yield Sources(conversation_id=conversation_id, question_id=asked.id,
                       citations=citations_for(plan.passages, ""), notes=notes)
         request = GenerationRequest(messages=plan.messages, max_tokens=self.settings.answer_max_tokens,
@@ -204,7 +203,7 @@ class ChatService:
                                 finish_reason=result.finish_reason)
                 else:
                     meta["stopped"] = True
-                cites = [c.model_dump() for c in citations_for(plan.passages, answer)]
+                cites = citations_for(plan.passages, answer)
                 stored = self.conversations.add_answer(conversation_id, answer, cites, meta)
         if finished:
             yield Done(message=stored)
@@ -225,13 +224,7 @@ class ChatService:
         Playbook replays and offline training answer through this, exactly like chat."""
         contributions = [e.contribute(Query(text=question)) for e in self.engines if e.name not in skip]
         runtime = self.runtime.get()
-        passages = [p for c in contributions for p in c.passages]
-        strategies = [b for c in contributions for b in c.bullets] + bullets
-        plan = build_prompt(question, passages, strategies, [], runtime.count_tokens,
-                            runtime.context_window, self.settings.answer_max_tokens,
-                            self.grounding.context_share)
-        bias = logit_bias(runtime, [t for c in contributions for t in c.bias_text],
-                          self.grounding.logit_bias_strength)
+        plan, bias, _ = self.prompt(question, contributions, runtime, [], bullets)
         request = GenerationRequest(messages=plan.messages, temperature=0.0, seed=0, logit_bias=bias,
                                     max_tokens=max_tokens or self.settings.answer_max_tokens)
         return Draft(text=runtime.generate(request).text.strip(), passages=plan.passages)

@@ -38,12 +38,9 @@ def ask(c: Context, question: str, conversation: int | None) -> None:
 
 def _print_sources(message: MessageRow) -> None:
     for cite in message.citations:
-        name = Path(cite["path"]).name
-        page = f"p.{cite['page']} " if cite.get("page") else ""
-        lines = (f"line {cite['line_start']}" if cite["line_start"] == cite["line_end"]
-                 else f"lines {cite['line_start']}-{cite['line_end']}")
-        console.print(f"[bold][{cite['n']}][/] {name} ({page}{lines})  {cite['path']}", highlight=False)
-        console.print(f"    “{cite['quote']}”", markup=False, highlight=False)
+        console.print(f"[bold][{cite.n}][/] {Path(cite.path).name} ({cite.position})  {cite.path}",
+                      highlight=False)
+        console.print(f"    “{cite.quote}”", markup=False, highlight=False)
     console.print(f"[dim]conversation {message.conversation_id} · answer {message.id} · "
                   f"`engram feedback {message.id} up|down`[/]")
 

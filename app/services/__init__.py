@@ -1,0 +1,1 @@
+"""What a person can do besides chat: playbooks, checkpoints, the source view, settings, doctor."""
