@@ -36,7 +36,7 @@ from app.bench.learn_report import (
     EngineRun,
     LearnBenchReport,
     SpeedRun,
-    latest_learn_report,
+    latest_learn_report,  # noqa: F401  (re-exported: the UI and tests find reports here)
     print_report,
     row,
     save_report,
