@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from engines.base import DocumentInput
-from engines.ttt import facts
+from engines.ttt import facts, prose_units
 from engines.ttt.config import TTTConfig
 from engines.ttt.material import document_material
 from engines.ttt.rehearsal import QA
@@ -128,7 +128,7 @@ def test_units_dates_money_and_titles_are_spans() -> None:
 
 
 def test_abbreviations_and_decimals_do_not_end_sentences() -> None:
-    assert facts.split_sentences("Dr. Mina Volk weighed 3.5 kg at birth. She is a vet.") == \
+    assert prose_units.split_sentences("Dr. Mina Volk weighed 3.5 kg at birth. She is a vet.") == \
         ["Dr. Mina Volk weighed 3.5 kg at birth.", "She is a vet."]
 
 

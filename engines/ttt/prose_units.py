@@ -1,0 +1,141 @@
+"""A document as units of prose: sentences, list items, ``Key: value`` lines and table rows.
+
+The first step of ``engines.ttt.facts``: each unit keeps the heading it sits under, so a
+statement that names nothing can still say what it is about.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(?P<text>.+?)\s*#*\s*$")
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+_TABLE_RULE = re.compile(r"^\s*\|?[\s:|-]+\|?\s*$")
+_ITEM = re.compile(r"^\s*(?:[-*•+]|\(?\d{1,3}[.)]|\(?[a-z][.)])\s+(?P<text>\S.*)$")
+_KEY_VALUE = re.compile(r"^(?P<key>[A-Z][^:.!?]{0,40}?)\s*:\s+(?P<value>\S.{0,200})$")
+_MARKUP = re.compile(r"(\*\*|__|`)")
+_EMPHASIS = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]{1,80}?)(?<!\s)\*(?![\w*])")
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"”')\]]?\s+(?=[\"“(\[]?[A-Z0-9])")
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:[A-Z][a-z]{0,2}|[A-Z](?:\.[A-Z])*|etc|approx|vs|[a-z]\.[a-z])\.$")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A raw piece of the document before resolution, with the heading it sits under."""
+
+    text: str
+    heading: str
+    kind: str  # "sentence", "item", "row" or "pair"
+    answers: tuple[str, ...] = ()  # spans known from structure (a table cell, a value)
+    key: str = ""  # a ``Key: value`` line's key (its text is worded once its subject is known)
+
+
+
+def _clean(line: str) -> str:
+    """A line without emphasis markup and runs of spaces."""
+    line = _EMPHASIS.sub(r"\1", _MARKUP.sub("", line))
+    return " ".join(line.split())
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of a paragraph; a break after an abbreviation or an initial ("Dr.", "J.") is
+    not a sentence end, and a decimal point never is (the split needs a space after it)."""
+    pieces = _SENTENCE_BREAK.split(paragraph)
+    merged: list[str] = []
+    for piece in pieces:
+        if merged and _ABBREVIATION.search(merged[-1]):
+            merged[-1] = f"{merged[-1]} {piece}"
+        else:
+            merged.append(piece)
+    return [p.strip() for p in merged if p.strip()]
+
+
+def _cells(line: str) -> list[str]:
+    return [_clean(c) for c in line.strip().strip("|").split("|")]
+
+
+def table_units(lines: list[str], heading: str) -> list[Unit]:
+    """A markdown table's rows as statements: header + row -> "The <column> of <first cell> is
+    <cell>." (the first cell names the row; a row is a list of facts about it)."""
+    rows = [_cells(line) for line in lines if not _TABLE_RULE.match(line)]
+    if len(rows) < 2:
+        return []
+    header, units = rows[0], []
+    for row in rows[1:]:
+        if not row or not row[0]:
+            continue
+        for column, cell in zip(header[1:], row[1:]):
+            if cell and column:
+                text = f"The {column[0].lower()}{column[1:]} of {row[0]} is {cell}."
+                units.append(Unit(text=text, heading=heading, kind="row", answers=(cell, row[0])))
+    return units
+
+
+def _is_heading(lines: list[str], i: int) -> bool:
+    """A short line standing alone without a closing stop reads as a heading."""
+    line = lines[i].strip()
+    alone = (i + 1 >= len(lines) or not lines[i + 1].strip()) and (i == 0 or not lines[i - 1].strip())
+    return (alone and len(line.split()) <= 8 and line[-1:] not in ".!?:;," and line[:1].isupper()
+            and not _TABLE_ROW.match(line) and not _ITEM.match(line))
+
+
+def units(text: str) -> tuple[str, list[Unit]]:
+    """The document's title (its first heading, if any) and its units in order."""
+    lines = text.splitlines()
+    title, heading, found = "", "", []
+    intro = ""  # the line a list hangs from ("The shop sells:")
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        if paragraph:
+            for sentence in split_sentences(_clean(" ".join(paragraph))):
+                found.append(Unit(text=sentence, heading=heading, kind="sentence"))
+            paragraph.clear()
+
+    i = 0
+    while i < len(lines):
+        raw = lines[i]
+        m = _HEADING.match(raw)
+        if m or (raw.strip() and _is_heading(lines, i)):
+            flush()
+            heading = _clean(m["text"] if m else raw)
+            title = title or heading
+            intro = ""
+        elif _TABLE_ROW.match(raw):
+            flush()
+            j = i
+            while j < len(lines) and _TABLE_ROW.match(lines[j]):
+                j += 1
+            found += table_units(lines[i:j], heading)
+            i = j
+            continue
+        elif not raw.strip():
+            flush()
+            intro = ""
+        elif (item := _ITEM.match(raw)) or _KEY_VALUE.match(_clean(raw)):
+            flush()
+            body = _clean(item["text"] if item else raw)
+            found.append(_line_unit(body, heading, intro))
+        elif raw.rstrip().endswith(":"):
+            flush()
+            intro = _clean(raw).rstrip(":")
+        else:
+            paragraph.append(raw.strip())
+        i += 1
+    flush()
+    return title, found
+
+
+def _line_unit(body: str, heading: str, intro: str) -> Unit:
+    """A list item or a ``Key: value`` line as a statement (under the line it hangs from)."""
+    kv = _KEY_VALUE.match(body)
+    if kv and len(kv["key"].split()) <= 5:
+        key, value = kv["key"].strip(), kv["value"].strip().rstrip(".")
+        return Unit(text=value, heading=heading, kind="pair", answers=(value,), key=key)
+    item = body.rstrip(".;,")
+    text = f"{intro}: {item}." if intro else f"{item[0].upper()}{item[1:]}."
+    return Unit(text=text, heading=heading, kind="item")
+
+
+# --- references --------------------------------------------------------------------------------
