@@ -470,14 +470,14 @@ class Engram:
         return results
 
     # --- for the UI (ui/ calls these, never the store, queue or worker) ------------------------
-    def library_folders(self) -> list[WatchedFolder]:
-        """Every watched folder with how many stored documents it holds."""
+    def watched_folders(self) -> list[WatchedFolder]:
+        """Every watched folder, by path, with how many stored documents it holds."""
         return self.folders.watched()
 
-    def library_folder(self, path: Path | str) -> WatchedFolder | None:
+    def watched_folder(self, path: Path | str) -> WatchedFolder | None:
         """The watched folder at ``path`` (made absolute); None when it is not watched."""
         wanted = os.path.abspath(path)
-        return next((f for f in self.library_folders() if f.path == wanted), None)
+        return next((f for f in self.watched_folders() if f.path == wanted), None)
 
     def chat_model(self) -> ChatModel:
         """The model answering chat now, and whether it is loaded yet."""
@@ -512,9 +512,6 @@ class Engram:
         return latest_learn_report(self.paths.bench)
 
     # --- for the command line (app/cli calls these, never the store, queue or worker) ----------
-    def watched_folders(self) -> list[FolderRow]:
-        return self.folders.list()
-
     @property
     def paused(self) -> bool:
         """Whether background work is paused (the pause survives restarts)."""

@@ -54,7 +54,7 @@ def progress_html(p: Progress, page: DocumentPage) -> str:
 
 
 def folders_html(engram: Engram) -> str:
-    folders = engram.library_folders()
+    folders = engram.watched_folders()
     if not folders:
         return "<p class='engram-muted'>No watched folders.</p>"
     items = []
@@ -162,7 +162,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                 [d.path for d in page.items], page.offset, sig)
 
     def folder_view() -> tuple[Any, Any]:
-        removable = [f.path for f in engram.library_folders() if not f.is_default]
+        removable = [f.path for f in engram.watched_folders() if not f.is_default]
         return folders_html(engram), gr.update(choices=removable, value=None,
                                                interactive=bool(removable),
                                                label="Stop watching")
@@ -209,7 +209,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
             raise gr.Error(f"Give the full path (starting with / or ~), not '{raw}'.")
         if not folder.is_dir():
             raise gr.Error(f"There is no folder at {folder}.")
-        if engram.library_folder(folder):
+        if engram.watched_folder(folder):
             gr.Info(f"Already watching {folder}.")
             return (gr.skip(), *folder_view())
         row, report = engram.add_folder(folder)
@@ -220,7 +220,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     def ask_remove(path: str | None) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("Pick a folder to stop watching.")
-        folder = engram.library_folder(path)
+        folder = engram.watched_folder(path)
         n = folder.documents if folder else 0
         text = (f"<p>Stop watching <code>{escape(path)}</code> and forget its {n} "
                 f"document{'s' if n != 1 else ''}? The files stay on disk.</p>")
