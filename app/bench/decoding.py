@@ -21,16 +21,15 @@ answers the guard cut are counted separately (``guard_stops``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from app.bench.fiction import generate as generate_fiction
 from app.chat.prompt import build_prompt
+from app.services.general_text import general_questions
 from app.settings import Settings
 from app.bench.scoring import contains
 from engines.base import Passage
@@ -46,7 +45,6 @@ from engines.loop_guard import find_loop, has_loop, trim_loop
 from engines.rag.config import RagConfig
 
 QuestionSet = Literal["general", "grounded"]
-GENERAL_QUESTIONS = Path(__file__).resolve().parents[1] / "data" / "general_questions.jsonl"
 ANSWER_MAX_TOKENS = 320  # the chat default (settings.answer_max_tokens)
 BASELINE_PENALTY = 1.0  # what both runtimes used before the shared defaults
 
@@ -124,10 +122,9 @@ def _spread(items: list, n: int) -> list:
 def general_prompts(n: int, runtime: Runtime, max_tokens: int = ANSWER_MAX_TOKENS) -> list[BenchQuestion]:
     """``n`` general questions spread over the file (it is grouped by topic), asked without
     sources as chat asks them."""
-    rows = _spread([json.loads(line) for line in GENERAL_QUESTIONS.read_text(encoding="utf-8")
-                    .splitlines() if line.strip()], n)
-    return [BenchQuestion(set="general", question=r["question"], answer=r["answer"],
-                          messages=_prompt(runtime, r["question"], [], max_tokens)) for r in rows]
+    rows = _spread(list(general_questions()), n)
+    return [BenchQuestion(set="general", question=r.question, answer=r.answer,
+                          messages=_prompt(runtime, r.question, [], max_tokens)) for r in rows]
 
 
 def grounded_prompts(n: int, runtime: Runtime, max_tokens: int = ANSWER_MAX_TOKENS) -> list[BenchQuestion]:

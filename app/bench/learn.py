@@ -80,7 +80,7 @@ class LearnBench:
         documents.write(folder)
         self.engram.ingest([folder])
         self.engram.run_pending()
-        self.documents = [_stored(self.engram, d.file_name) for d in documents.documents]
+        self.documents = _stored(self.engram, [d.file_name for d in documents.documents])
         self.questions = documents.questions
 
     def close(self) -> None:
@@ -194,16 +194,19 @@ class LearnBench:
                         trained_tokens=int(report.details.get("trained_tokens", 0)))
 
 
-def _stored(engram: Any, file_name: str) -> DocumentInput:
-    """The indexed document named ``file_name``, as engines are handed it."""
+def _stored(engram: Any, file_names: list[str]) -> list[DocumentInput]:
+    """The indexed documents with these file names, in order, as engines are handed them."""
     from app.jobs.learning import document_input
     from store.documents import DocumentStore
 
     ids = {Path(path).name: doc_id for path, doc_id in DocumentStore(engram.db).ids_by_path().items()}
-    found = document_input(engram.db, ids[file_name])
-    if found is None:
-        raise RuntimeError(f"{file_name} was not indexed; the bench cannot ask about it")
-    return found[0]
+    out = []
+    for name in file_names:
+        found = document_input(engram.db, ids[name]) if name in ids else None
+        if found is None:
+            raise RuntimeError(f"{name} was not indexed; the bench cannot ask about it")
+        out.append(found[0])
+    return out
 
 
 def _release(engine: Engine) -> None:

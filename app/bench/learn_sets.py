@@ -15,7 +15,7 @@ free-text headline: the generated answer contains one, or is one).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -49,31 +49,25 @@ class BenchSet(BaseModel):
         return write_documents(self.documents, folder)
 
 
-def load_set(name: SetName, size: str | int = "small", seed: int = 0) -> BenchSet:
+def load_set(name: SetName, size: str | int = "small", seed: int | None = 0) -> BenchSet:
     """The named set (``size`` and ``seed`` are ignored by the hand-written one)."""
     if name == "templated":
         from app.bench.fiction import generate as templated
 
-        fiction = templated(size, seed)  # type: ignore[arg-type]
-        files = {d.id: d.file_name for d in fiction.documents}
-        return BenchSet(name=name, size=str(size), seed=seed,
-                        documents=[BenchDocument(file_name=d.file_name, text=d.text) for d in fiction.documents],
-                        questions=[BenchQuestion(doc_file=files[q.doc_id], question=q.question, answer=q.answer,
-                                                 accepted=[q.answer], options=q.options)
-                                   for q in fiction.questions])
-    if name == "natural":
+        found: Any = templated(size, seed or 0)  # type: ignore[arg-type]
+    elif name == "natural":
         from app.bench.natural import generate as natural
 
-        found, size_name = natural(size, seed), str(size)  # type: ignore[arg-type]
+        found = natural(size, seed or 0)  # type: ignore[arg-type]
     elif name == "handwritten":
         from app.bench.handwritten_set import load
 
-        found, size_name, seed = load(), "all", None  # type: ignore[assignment]
+        found, size, seed = load(), "all", None
     else:
         raise ValueError(f"unknown set {name!r}; choose {', '.join(SET_NAMES)}")
     files = {d.id: d.file_name for d in found.documents}
-    return BenchSet(name=name, size=size_name, seed=seed,
+    return BenchSet(name=name, size=str(size), seed=seed,
                     documents=[BenchDocument(file_name=d.file_name, text=d.text) for d in found.documents],
                     questions=[BenchQuestion(doc_file=files[q.doc_id], question=q.question, answer=q.answer,
-                                             accepted=[q.answer, *q.aliases], options=q.options)
+                                             accepted=[q.answer, *getattr(q, "aliases", [])], options=q.options)
                                for q in found.questions])

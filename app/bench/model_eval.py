@@ -153,6 +153,17 @@ def perplexity(cortex: Neocortex, text: str, window: int = 512, batch_size: int 
     return math.exp(total / max(1, count)), count
 
 
+def _penalized_ids(cortex: Neocortex) -> torch.Tensor:
+    """The tokens the repetition penalty applies to: the runtime's cached mask (a ``TorchRuntime``
+    decodes its vocabulary once), else computed here."""
+    from app.runtimes.torch_runtime import penalized_mask
+
+    cached = getattr(cortex, "penalized_ids", None)
+    if callable(cached):
+        return cached()
+    return penalized_mask(cortex.tokenizer, int(cortex.model.config.vocab_size), cortex.device)
+
+
 def greedy_answers(cortex: Neocortex, prompts: Sequence[str], max_new_tokens: int = 16,
                    batch_size: int = 16, tick: Tick | None = None,
                    queries: Sequence[str] | None = None,
@@ -162,11 +173,10 @@ def greedy_answers(cortex: Neocortex, prompts: Sequence[str], max_new_tokens: in
     repetition penalty applies as the runtimes apply it (its messages are ignored)."""
     from transformers import LogitsProcessorList
 
-    from app.runtimes.torch_runtime import decoding_processors, penalized_mask
+    from app.runtimes.torch_runtime import decoding_processors
 
     pad = cortex.tokenizer.pad_token_id or 0
-    spared = None if decoding is None else penalized_mask(
-        cortex.tokenizer, int(cortex.model.config.vocab_size), cortex.device)
+    spared = None if decoding is None else _penalized_ids(cortex)
     eos = cortex.tokenizer.eos_token_id
     out: list[str] = [""] * len(prompts)
     encoded = [_ids(cortex, p) for p in prompts]
