@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import sqlite_utils
 
+from store import fulltext
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 
@@ -218,3 +220,13 @@ def m007_drop_unused_tables(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("007_drop_unused_tables", m007_drop_unused_tables))
+
+
+def m008_chunks_fulltext(db: sqlite_utils.Database) -> None:
+    """The FTS5 index of the chunks (hybrid retrieval's keyword side), its triggers, and every
+    chunk already stored indexed into it."""
+    fulltext.create(db.conn)
+    fulltext.backfill(db.conn)
+
+
+MIGRATIONS.append(("008_chunks_fulltext", m008_chunks_fulltext))
