@@ -1,8 +1,8 @@
 """The Engram core: one object that owns the store, the index, the worker and the watcher.
 
 The CLI and the UI both talk to this object and nothing below it. Opening it repairs the vector
-index from SQLite (the truth), so whatever a crash left behind, every stored chunk is searchable
-and no vector points at a chunk that is gone.
+index and the full-text index from SQLite (the truth), so whatever a crash left behind, every
+stored chunk is searchable and no vector points at a chunk that is gone.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from pydantic import BaseModel
 
 from app.chat.service import ChatService, Grounding
@@ -31,6 +32,7 @@ from app.settings import Backend, LoadedSettings, Settings, load_settings, save_
 from app.ingest.watcher import FolderWatcher
 from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
+from engines.rag.hybrid import exact_counts, hybrid_order, read_query, term_words
 from engines.registry import build_engine, engine_class
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
@@ -43,6 +45,7 @@ from store.database import Database
 from store.document_listing import DisplayStatus, DocumentPage, list_documents
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
+from store.fulltext import FullTextIndex, FullTextRepair
 from store.ignored_files import IgnoredFiles
 from store.jobs import FEEDBACK, LEARN, SLEEP, JobQueue, Progress
 from store.playbooks import PlaybookStore
@@ -114,7 +117,9 @@ class Engram:
         self._neocortex_lock = threading.Lock()
         self._neocortex: Runtime | None = None
         self._owns_neocortex = True
+        self.fulltext = FullTextIndex(self.db)
         self.last_sync = self.repair_index()
+        self.last_fulltext_repair = self.repair_fulltext()
         self.watcher: FolderWatcher | None = None
         self.worker = Worker(
             self.ingestor, self.queue, self.state, self.save_index,
@@ -252,6 +257,14 @@ class Engram:
         if report.added or report.removed or report.rebuilt:
             log.info("index repaired from the store: %d added, %d removed%s", report.added,
                      report.removed, ", rebuilt" if report.rebuilt else "")
+        return report
+
+    def repair_fulltext(self) -> FullTextRepair:
+        """Rebuild the keyword index from the chunks when it was dropped or holds other rows."""
+        report = self.fulltext.repair()
+        if report.rebuilt:
+            log.info("full-text index rebuilt from the store: %d chunks (it held %d)",
+                     report.chunks, report.indexed)
         return report
 
     def save_index(self) -> None:
@@ -421,24 +434,45 @@ class Engram:
 
     # --- queries ---------------------------------------------------------------------------------
     def search(self, query: str, k: int | None = None) -> list[Passage]:
-        """Top chunks for a query; a vector whose chunk is gone is never returned."""
+        """Top chunks for a query, ranked as ``rag.mode`` says: chat, the engines and ``engram
+        search`` all rank here. A vector or keyword row whose chunk is gone is never returned."""
         k = k or self.settings.search_k
         if not query.strip() or len(self.index) == 0:
             return []
-        vec = self.embedder.embed([query])
-        scores, ids = self.index.search(vec, min(len(self.index), k * 2 + 8))
-        rows = self.docs.chunks(int(i) for i in ids[0] if i >= 0)
-        hits = []
-        for score, cid in zip(scores[0], ids[0]):
-            row = rows.get(int(cid))
-            if row is None:
-                continue
-            hits.append(Passage(chunk_id=row.id, document_id=row.document_id, path=row.path,
-                                page=row.page, line_start=row.line_start, line_end=row.line_end,
-                                score=float(score), text=row.text))
-            if len(hits) == k:
-                break
-        return hits
+        rag = self.settings.rag
+        depth = max(rag.candidates, k * 2 + 8)
+        vec = self.embedder.embed([query])[0]
+        terms = read_query(query)
+        dense, cosine = self._dense_ranking(vec, depth) if rag.mode != "bm25" else ([], {})
+        bm25 = [cid for cid, _ in self.fulltext.search(terms.groups, depth)] if rag.mode != "dense" else []
+        exact = self._exact_hits(terms.exact, depth) if rag.mode == "hybrid" else {}
+        order = hybrid_order(dense, bm25, exact, rag.dense_weight, rag.bm25_weight, rag.rrf_k)
+        return self._passages(order[: k * 2 + 8], vec, cosine, set(exact))[:k]
+
+    def _dense_ranking(self, vec: np.ndarray, depth: int) -> tuple[list[int], dict[int, float]]:
+        """Chunk ids nearest the query vector, best first, with their cosine similarity."""
+        scores, ids = self.index.search(vec, min(len(self.index), depth))
+        found = [(int(cid), float(score)) for score, cid in zip(scores[0], ids[0]) if cid >= 0]
+        return [cid for cid, _ in found], dict(found)
+
+    def _exact_hits(self, terms: list[str], limit: int) -> dict[int, int]:
+        """Chunks holding identifiers, codes or quoted phrases of the query exactly, and how many."""
+        texts: dict[int, str] = {}
+        for term in terms:
+            texts.update(self.fulltext.containing(term_words(term), limit))
+        return exact_counts(texts, terms)
+
+    def _passages(self, order: list[int], vec: np.ndarray, cosine: dict[int, float],
+                  exact: set[int]) -> list[Passage]:
+        """The chunks of ``order`` that still exist, in that order, scored by cosine similarity
+        (keyword-only hits are scored from their stored vectors)."""
+        rows = self.docs.chunks(order)
+        missing = [cid for cid in order if cid in rows and cid not in cosine]
+        cosine = {**cosine, **{cid: float(v @ vec) for cid, v in self.docs.vectors_by_id(missing).items()}}
+        return [Passage(chunk_id=row.id, document_id=row.document_id, path=row.path, page=row.page,
+                        line_start=row.line_start, line_end=row.line_end, text=row.text,
+                        score=cosine.get(row.id, 0.0), exact=row.id in exact)
+                for row in (rows[cid] for cid in order if cid in rows)]
 
     def status(self) -> StatusReport:
         counts = self.docs.counts()

@@ -42,9 +42,15 @@ def no_progress(fraction: float, message: str) -> None:
 
 
 class Passage(SourceLocation):
-    """A stored chunk retrieved for a query, with where it comes from (for citations)."""
+    """A stored chunk retrieved for a query, with where it comes from (for citations).
+
+    ``score`` is the chunk's cosine similarity to the query; the order of a result list is the
+    retrieval mode's ranking (fused in hybrid), not the score's.
+    """
 
     text: str
+    exact: bool = Field(False, description="The chunk holds an identifier, code or quoted phrase "
+                        "of the query exactly (such chunks rank first).")
 
 
 class DocumentInput(BaseModel):

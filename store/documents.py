@@ -132,16 +132,22 @@ class DocumentStore:
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Stored embeddings in the order of ``ids`` (missing ids are skipped)."""
         ids = [int(i) for i in ids]
-        found: dict[int, bytes] = {}
+        found = self.vectors_by_id(ids)
+        rows = [found[i] for i in ids if i in found]
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack(rows)
+
+    def vectors_by_id(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Stored embedding of each chunk in ``ids`` that still exists."""
+        ids = [int(i) for i in ids]
+        found: dict[int, np.ndarray] = {}
         for start in range(0, len(ids), 900):
             part = ids[start:start + 900]
             marks = ",".join("?" * len(part))
             for r in self.db.query(f"SELECT id, embedding FROM chunks WHERE id IN ({marks})", tuple(part)):
-                found[r[0]] = r[1]
-        blobs = [found[i] for i in ids if i in found]
-        if not blobs:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs])
+                found[r[0]] = np.frombuffer(r[1], dtype=np.float32)
+        return found
 
     def chunks(self, ids: Iterable[int]) -> dict[int, ChunkRow]:
         """Chunk rows with their file path; ids that no longer exist are simply absent."""

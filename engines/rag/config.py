@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+RetrievalMode = Literal["hybrid", "dense", "bm25"]
 
 
 class RagConfig(BaseModel):
@@ -11,7 +15,8 @@ class RagConfig(BaseModel):
     k: int = Field(4, ge=1, le=50, description="Most passages put into an answer's context.")
     min_similarity: float = Field(
         0.25, ge=-1.0, le=1.0,
-        description="Passages less similar to the question than this (cosine) are left out.",
+        description="Passages less similar to the question than this (cosine) are left out, "
+        "unless they hold an identifier, code or quoted phrase of the question exactly.",
     )
     context_share: float = Field(
         0.75, gt=0.0, le=1.0,
@@ -22,4 +27,22 @@ class RagConfig(BaseModel):
     )
     logit_bias_strength: float = Field(
         1.0, ge=0.0, le=20.0, description="Logit added to each token of the retrieved passages."
+    )
+    mode: RetrievalMode = Field(
+        "hybrid", description="How chat, the engines and `engram search` rank chunks: hybrid (BM25 "
+        "and embeddings fused, exact identifiers and quoted phrases first), dense (embeddings "
+        "only) or bm25 (keywords only).",
+    )
+    rrf_k: int = Field(
+        60, ge=1, le=10_000, description="Reciprocal rank fusion constant k in weight / (k + rank): "
+        "larger flattens the difference between ranks.",
+    )
+    dense_weight: float = Field(
+        1.0, ge=0.0, le=10.0, description="Weight of the embedding ranking in hybrid fusion.",
+    )
+    bm25_weight: float = Field(
+        1.0, ge=0.0, le=10.0, description="Weight of the BM25 keyword ranking in hybrid fusion.",
+    )
+    candidates: int = Field(
+        50, ge=1, le=1000, description="Chunks each ranking (BM25, embeddings) hands to fusion.",
     )

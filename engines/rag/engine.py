@@ -5,8 +5,9 @@
 when the logit-bias option is on, asks the generator to favour the passages' tokens.
 
 A follow-up question ("and when does it close?") names its subject only in an earlier turn, so
-when the conversation has one, the previous question is retrieved with too and the better score
-of the two searches counts.
+when the conversation has one, the previous question is retrieved with too and the better rank
+of the two searches counts. The ranking itself (hybrid, dense or BM25: ``mode``) is the app's
+search, the one every front uses.
 """
 
 from __future__ import annotations
@@ -40,16 +41,15 @@ class RagEngine(Engine):
                            details={"chunks": len(document.chunks), "note": "indexed by ingestion"})
 
     def retrieve(self, query: Query) -> list[Passage]:
-        """Up to ``k`` passages at or above the similarity cut, best first."""
+        """Up to ``k`` passages at or above the similarity cut (or holding the question's exact
+        terms), best first."""
         wanted = self.config.k * 2
-        found = {p.chunk_id: p for p in self.context.retrieve(query.text, wanted)}
+        ranked = self.context.retrieve(query.text, wanted)
         previous = _previous_question(query)
         if previous:
-            for p in self.context.retrieve(f"{previous}\n{query.text}", wanted):
-                if p.chunk_id not in found or found[p.chunk_id].score < p.score:
-                    found[p.chunk_id] = p
-        ranked = sorted(found.values(), key=lambda p: p.score, reverse=True)
-        return [p for p in ranked if p.score >= self.config.min_similarity][: self.config.k]
+            ranked = _merge_rankings(ranked, self.context.retrieve(f"{previous}\n{query.text}", wanted))
+        kept = [p for p in ranked if p.exact or p.score >= self.config.min_similarity]
+        return kept[: self.config.k]
 
     def contribute(self, query: Query) -> Contribution:
         started = time.perf_counter()
@@ -70,3 +70,15 @@ def _previous_question(query: Query) -> str | None:
         if message.role == "user":
             return message.content
     return None
+
+
+def _merge_rankings(first: list[Passage], second: list[Passage]) -> list[Passage]:
+    """Each chunk once at its better place: exact matches first, then by position, the
+    question's own search first at equal positions."""
+    best: dict[int, tuple[tuple[bool, int, int], Passage]] = {}
+    for search, ranking in enumerate((first, second)):
+        for position, p in enumerate(ranking):
+            key = (not p.exact, position, search)
+            if p.chunk_id not in best or key < best[p.chunk_id][0]:
+                best[p.chunk_id] = (key, p)
+    return [p for _, p in sorted(best.values(), key=lambda item: item[0])]
