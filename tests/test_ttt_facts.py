@@ -82,7 +82,9 @@ def test_a_sentence_gives_every_fact_not_only_its_last_span() -> None:
     assert {"2004", "£82,000", "Amberly Prize", "Piet Harrow"} <= answers
     asked = _answers(BAKERY)
     mid = [q for q, a in asked.items() if "2004" in a]
-    assert mid and all("what year" in q and "Piet Harrow" in q for q in mid)  # asked mid-sentence
+    assert mid and all("what year" in q for q in mid)
+    assert any("Piet Harrow" in q for q in mid)  # asked mid-sentence
+    assert "Orla Fenwick's sourdough won the Amberly Prize in what year?" in mid  # and in its own clause
 
 
 def test_answers_in_the_middle_of_a_sentence_get_a_fitting_wh_phrase() -> None:
@@ -180,3 +182,26 @@ def test_the_engine_trains_on_the_facts_when_told_to() -> None:
     assert kinds["qa"] == len(new.pairs) and kinds["paraphrase"] > 0  # the restated passages train too
     assert Counter(p.kind for p in old.pieces)["paraphrase"] == 0  # the old default is unchanged
     assert set(Counter(p.kind for p in _material("facts", rehearsal_qa=False).pieces)) == {"document"}
+
+
+def test_long_sentences_are_also_learned_as_the_short_clauses_questions_use() -> None:
+    text = ("# Mirvale\n\nLying 26 km north-east of Cordelvale, Mirvale is a lakeside town. Its best-known "
+            "employer is Dundru Electric, which has made survey tripods there since 1945. The company "
+            "employs about 383 people, although many of them commute from Lummere.\n")
+    asked = _answers(text)
+    assert asked["Dundru Electric has made survey tripods there since what year?"] >= {"1945"}
+    assert asked["What is Mirvale's best-known employer?"] >= {"Dundru Electric"}  # "it" is the subject
+    assert asked["Mirvale is lying how many km north-east of Cordelvale?"] >= {"26 km"}
+    assert asked["How many people does Dundru Electric employ?"] >= {"383 people"}  # "the company"
+    assert "Lying" not in {a for answers in asked.values() for a in answers}  # a participle, not a name
+
+
+def test_do_questions_move_a_regular_verb_behind_its_auxiliary() -> None:
+    span = facts.Span(answer="383 people", start=30, end=40, wh="how many people")
+    assert facts.do_question("Dundru Electric employs about 383 people.", span) == \
+        "How many people does Dundru Electric employ?"
+    moved = facts.Span(answer="1998", start=25, end=29, wh="what year")
+    assert facts.do_question("Orla Fenwick moved to Brindlow in 1998.", moved) is None  # not after the verb
+    assert facts._base_form("created") == ("did", "create")
+    assert facts._base_form("carries") == ("does", "carry")
+    assert facts._base_form("was") is None

@@ -72,6 +72,16 @@ _PLACE_WORD = re.compile(
 _PLACE_PREP = re.compile(r"(?:\b(?:in|at|near|from|to|into|outside|across)\s+)$", re.IGNORECASE)
 _WHERE_PREP = re.compile(r"\b(?:in|at|near)\s+$", re.IGNORECASE)
 _BE = re.compile(r"\s(is|was|are|were)\s")
+_OPENING_WORD = re.compile(r"^(?:[A-Z][a-z]+(?:ing|ed|ly)|Built|Born|Made|Known|Written|Held|Set|Found|Grown|Seen|Given|Taken|Left|Kept|Sold|Bought|Run|Led)$")  # a participle or adverb opening a sentence
+_OPENING_CLAUSE = re.compile(r"^(?:[A-Z][a-z]+(?:ing|ed|ly)|Built|Born|Founded|In|On|At|By|After|Before|During|Since|"
+                             r"Until|From|For|With|Every|Once|Although|While|When)\b[^,]{0,80},\s+")
+_RELATIVE = re.compile(r",\s+(?:which|who)\s+(?P<clause>[^,;]+?)(?=[,;.]|$)")
+_JOINED = re.compile(r"(?:;\s+|,\s+(?:although|though|while|whereas|but|and)\s+|\s+(?:although|though)\s+)"
+                     r"(?=[A-Z]|(?:he|she|it|they|the|its|his|her|their)\b)")
+_OPENING_PHRASE = re.compile(r"^(?P<verb>[A-Z][a-z]+(?:ing|ed))\s+(?P<phrase>[^,]{3,80}),\s+"
+                             r"(?P<rest>[A-Z][^,]*?\s+(?:is|was|are|were|has|had|lies|stands)\b.*)$")
+_DO_VERB = re.compile(r"^(?P<subject>.+?)\s+(?P<verb>[a-z]{3,}?(?:s|es|ed))\s+(?P<adverb>(?:about|around|"
+                      r"nearly|almost|roughly|some|over|just|more than|fewer than|up to)\s+)?$")
 _LEADING_PREP = re.compile(r"^(?:In|On|At|By|After|Before|During|Since|Until|From|For|With|Every)\b")
 _TRAILING_PHRASE = re.compile(r"^(?P<rest>.+?),?\s+(?P<phrase>(?:in|on|at|by|since|until|from|for|"
                               r"during|every)\s+[^,]+)$")
@@ -93,7 +103,7 @@ _SPAN_RULES: list[tuple[str, re.Pattern[str], str]] = [
     ("temperature", re.compile(r"[-−]?\b\d[\d,]*(?:\.\d+)?\s?°\s?[CF]\b"), "what temperature"),
     ("time", re.compile(r"\b\d{1,2}[:.]\d\d\s?(?:[ap]\.?m\.?)?(?!\d)|\b\d{1,2}\s?[ap]\.m\.(?!\w)"
                         r"|\b\d{1,2}\s?[ap]m\b"), "what time"),
-    ("quantity", re.compile(r"\b\d[\d,]*(?:\.\d+)?(?:\s?[-–]\s?\d[\d,]*(?:\.\d+)?)?\s?(?P<unit>[A-Za-zµ]{1,14})\b"),
+    ("quantity", re.compile(r"\b\d(?:[\d,]*\d)?(?:\.\d+)?(?:\s?[-–]\s?\d(?:[\d,]*\d)?(?:\.\d+)?)?\s?(?P<unit>[a-zµ][A-Za-zµ]{0,13}|[A-Z]{1,3})\b"),
      "how many"),
     ("year", re.compile(r"\b(?:1[0-9]|20)\d\d(?:s)?\b"), "what year"),
     ("title", re.compile(r"\"[^\"]{2,60}\"|“[^”]{2,60}”"), "what title"),
@@ -171,6 +181,8 @@ class Resolver:
         if _FUNCTION.match(bare) or _CALENDAR.match(bare) or _PRONOUN.fullmatch(bare):
             return True
         if opening:
+            if bare not in self.proper and _OPENING_WORD.match(bare):
+                return True  # "Lying 26 km north of ...", "Founded in 1901, ...": not a name
             return bare not in self.proper and bare.lower() in self.lower and not _TITLE.search(bare + " ")
         return False
 
@@ -190,7 +202,7 @@ class Resolver:
             entity.kind = "place"
         if len(words) > 1:
             entity.types.add(words[-1].lower())
-        for noun in _called(after):
+        for noun in _called(after) + _called_before(before):
             entity.types.add(noun)
             if _ORG_NOUN.match(noun):
                 entity.kind = entity.kind or "org"
@@ -252,12 +264,19 @@ class Resolver:
         if unit.kind == "pair":
             return f"The {unit.key[0].lower()}{unit.key[1:]} of {self.topic(unit.heading)} is {unit.text}."
         text = self._pronouns(self._descriptions(unit.text))
-        named = []
+        named: list[str] = []
+        opening = _OPENING_CLAUSE.match(text)
+        main = ""  # the first name after an opening phrase ("Lying 26 km from Orne, Mirvale ...")
         for start, end, name in reversed(self.names(text)):
             full = self.note(name, text[:start], text[end:])
             if full != name:
                 text = text[:start] + full + text[end:]
             named.insert(0, full)
+            if opening and start >= opening.end():
+                main = full
+        if main:
+            named.remove(main)
+            named.insert(0, main)
         if named:
             self.recent = [n for n in self.recent if n not in named] + list(reversed(named[1:])) + [named[0]]
         else:
@@ -319,6 +338,12 @@ def _called(after: str) -> list[str]:
     if not m:
         return []
     return [m["words"].split()[-1]]
+
+
+def _called_before(before: str) -> list[str]:
+    """The noun a name is said to be right before it: "its best-known employer is Dundru"."""
+    m = re.search(r"\b(?P<noun>[a-z]{3,20})\s+(?:is|was|are|were)\s+$", before)
+    return [m["noun"]] if m and not _FUNCTION.match(m["noun"]) else []
 
 
 def _possessive(word: str, after: str) -> bool:
@@ -415,6 +440,87 @@ def inverted(text: str, span: Span) -> str | None:
     return text[0].upper() + text[1:] + "?"
 
 
+def _base_form(verb: str) -> tuple[str, str] | None:
+    """("does", "employ") for "employs", ("did", "move") for "moved": the auxiliary and the bare
+    verb a question moves it to (regular verbs and "has"/"had" only)."""
+    if verb in ("has", "had"):
+        return ("does" if verb == "has" else "did"), "have"
+    if verb in ("is", "was", "are", "were", "does", "did", "this", "its", "has", "thus", "less"):
+        return None
+    if verb.endswith("ed"):
+        stem = verb[:-2]
+        if len(stem) > 3 and stem[-1] == stem[-2] and stem[-1] not in "aeioulsf":
+            stem = stem[:-1]  # "stopped" -> "stop"
+        elif re.search(r"(?:[vcgzu]|at|iz|ur|ar)$", stem):
+            stem += "e"  # "moved" -> "move", "created" -> "create"
+        return "did", stem
+    if verb.endswith("ies"):
+        return "does", verb[:-3] + "y"
+    if re.search(r"(?:ss|sh|ch|x|z|o)es$", verb):
+        return "does", verb[:-2]
+    if verb.endswith("s") and not verb.endswith("ss"):
+        return "does", verb[:-1]
+    return None
+
+
+def do_question(text: str, span: Span) -> str | None:
+    """The question a person asks of a subject's verb and what follows it: "Dundru Electric
+    employs about 383 people." -> "How many people does Dundru Electric employ?"."""
+    body = text.rstrip(".!? ")
+    m = _DO_VERB.match(body[:span.start])
+    if not m or not span.wh.startswith(("how many", "how much", "what", "who")) or span.wh == "whose":
+        return None
+    subject = m["subject"]
+    if "," in subject or len(subject.split()) > 6 or re.search(r"\b(?:is|was|are|were|has|had|have|be|been|to|not)$", subject):
+        return None
+    moved = _base_form(m["verb"])
+    if moved is None:
+        return None
+    aux, verb = moved
+    tail = body[span.end:].split(",")[0].split(";")[0].strip()
+    tail = f" {tail}" if tail and len(tail.split()) <= 6 else ""
+    if not _FUNCTION.match(subject.split()[0]) or not subject[:1].isupper():
+        lead = subject
+    else:
+        lead = subject[0].lower() + subject[1:]
+    wh = "who" if span.wh == "who" else span.wh
+    asked = f"{wh} {aux} {lead} {verb}{tail}"
+    return asked[0].upper() + asked[1:] + "?"
+
+
+def clauses(text: str) -> list[str]:
+    """Shorter statements standing alone inside a long one, so that a fact is also learned in the
+    few words a question uses: a relative clause with the name it follows as its subject
+    ("Dundru Electric, which has made tripods since 1945" -> "Dundru Electric has made tripods
+    since 1945."), the sentence without it, clauses joined by "although", "but" or ";" apart, and
+    an opening participle phrase given the sentence's subject ("Lying 26 km north of Orne, Mirvale
+    is a town" -> "Mirvale is lying 26 km north of Orne.")."""
+    body = text.rstrip(".!? ")
+    out: list[str] = []
+    for m in _RELATIVE.finditer(body):
+        before = body[:m.start()]
+        head = re.search(r"(?:\b[Tt]he\s+[a-z]+|(?:[A-Z][\w'’-]*\s+)*[A-Z][\w'’-]*)$", before)
+        if head and not _FUNCTION.match(head.group().split()[0] if head.group()[:1].isupper() else "x"):
+            out.append(f"{head.group()} {m['clause'].strip()}")
+    if out:
+        out.append(_RELATIVE.sub("", body))
+    opening = _OPENING_PHRASE.match(body)
+    if opening:
+        subject = re.match(r"^(?:The\s+)?[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*", opening["rest"])
+        if subject:
+            be = "is" if opening["verb"].endswith("ing") else "was"
+            out.append(f"{subject.group()} {be} {opening['verb'].lower()} {opening['phrase']}")
+            out.append(opening["rest"])
+    for part in _JOINED.split(body):
+        if part != body and len(part.split()) >= 4:
+            out.append(part)
+    statements_ = []
+    for clause in dict.fromkeys(c.strip(" ,;") for c in out):
+        if len(clause.split()) >= 3 and clause != body:
+            statements_.append(clause[0].upper() + clause[1:] + ".")
+    return statements_
+
+
 def reordered(text: str) -> str | None:
     """The statement with its clauses in another order: an opening phrase moved to the end, or
     a closing phrase to the front ("In 1931, Ada Quill founded ...")."""
@@ -449,7 +555,18 @@ def statements(text: str) -> list[Statement]:
         subject = entities[0] if entities else resolver.topic(unit.heading)
         out.append(Statement(text=resolved, subject=subject, entities=entities,
                              spans=tuple(spans(resolved, names, kinds, unit.answers)[:MAX_SPANS * 2])))
+        for clause in clauses(resolved):
+            out.append(_statement(resolver, clause, subject, unit.answers))
     return out
+
+
+def _statement(resolver: Resolver, text: str, subject: str, known: tuple[str, ...]) -> Statement:
+    """A clause of a resolved statement as a statement of its own (about its own first name)."""
+    names = resolver.names(text)
+    entities = tuple(dict.fromkeys(resolver.canonical(n) for _, _, n in names))
+    kinds = {n: resolver.kind(n) for _, _, n in names}
+    return Statement(text=text, subject=entities[0] if entities else subject, entities=entities,
+                     spans=tuple(spans(text, names, kinds, tuple(k for k in known if k in text))[:MAX_SPANS * 2]))
 
 
 def _asked(statement: Statement) -> list[Span]:
@@ -471,9 +588,9 @@ def pairs(statement: Statement) -> list[QA]:
     for span in _asked(statement):
         asked = question(statement.text, span)
         out.append(QA(question=asked, answer=span.answer))
-        flipped = inverted(statement.text, span)
-        if flipped and flipped != asked:
-            out.append(QA(question=flipped, answer=span.answer))
+        for other in (inverted(statement.text, span), do_question(statement.text, span)):
+            if other and other != asked:
+                out.append(QA(question=other, answer=span.answer))
         out.append(QA(question=asked, answer=statement.text))
     return out
 
