@@ -193,3 +193,19 @@ def bench_decoding(c: Context, questions: int, json_out: Path | None) -> None:
     with user_errors(ValueError, *runtime_errors()):
         report = run_decoding_command(c.loaded.settings, questions, console.print)
     write_report(report, json_out)
+
+
+@bench.command("retrieval")
+@click.option("--queries", type=click.IntRange(1, 10_000), default=100, show_default=True,
+              help="Queries per kind (identifiers, codes, keywords; the hand-written paraphrases are fewer).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_out_option
+@pass_ctx
+def bench_retrieval(c: Context, queries: int, seed: int, json_out: Path | None) -> None:
+    """Retrieval quality on Python's documentation topics and near-duplicate notes: recall@1,
+    recall@5, MRR and p50 latency of dense, BM25 and hybrid search per kind of query."""
+    from app.bench.retrieval import run_retrieval_bench
+
+    with user_errors(ValueError, OSError):
+        report = run_retrieval_bench(c.loaded.settings, queries=queries, seed=seed, echo=console.print)
+    write_report(report, json_out)
