@@ -17,14 +17,17 @@ import difflib
 import json
 import os
 import tomllib
+import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlparse
 
+import annotated_types
 import platformdirs
 import tomli_w
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -54,6 +57,35 @@ def _split_commas(value: Any) -> Any:
 NameList = Annotated[list[str], BeforeValidator(_split_commas)]
 
 
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def usable_folder(path: Path) -> Path:
+    """A folder setting must mean one place whatever folder Engram is started from: an absolute
+    path (``~`` expanded) to a folder that exists or can be created. Nothing is created here."""
+    folder = path.expanduser()
+    if not folder.is_absolute():
+        raise ValueError(f"'{path}' is not a full path; give the whole path of a folder, "
+                         "starting with / or ~")
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file, not a folder")
+        existing = _nearest_existing(folder)
+        if not folder.exists() and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+            raise ValueError(f"{folder} does not exist and cannot be created (Engram may not write in "
+                             f"{existing})")
+    except OSError as exc:
+        raise ValueError(f"{folder} cannot be used: {exc.strerror or exc}") from exc
+    return folder
+
+
+Folder = Annotated[Path, AfterValidator(usable_folder)]
+"""The type of every folder setting: absolute, and existing or creatable."""
+
+
 class SleepConfig(BaseModel):
     """When Engram sleeps by itself: after learning, once the person has been away a while."""
 
@@ -80,14 +112,14 @@ class CoreSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    data_dir: Path = Field(
+    data_dir: Folder = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)),
         description="Folder holding store.db, the vector index, checkpoints and bench reports.",
     )
-    drop_folder: Path | None = Field(
+    drop_folder: Folder | None = Field(
         None, description="Default watched folder, created on first run (default: DATA_DIR/Drop)."
     )
-    models_dir: Path | None = Field(
+    models_dir: Folder | None = Field(
         None, description="Folder searched for GGUF files and Hugging Face model folders "
         "(default: DATA_DIR/models)."
     )
@@ -280,8 +312,9 @@ def config_dir(override: Path | None = None) -> Path:
     return Path(env) if env else Path(platformdirs.user_config_dir(APP_NAME))
 
 
-def _parse_field(field: str, raw: Any, origin: str) -> Any:
-    """Validate one raw value (a string from env/CLI, or a TOML value) against its field type."""
+def _parse_field(field: str, raw: Any, origin: str | None) -> Any:
+    """Validate one raw value (a string from env/CLI, or a TOML value) against its field type;
+    ``origin`` (a file, a variable, a flag) starts the message when it is not the setting itself."""
     info = FIELDS.get(field)
     if info is None:
         raise SettingsError(f"{origin}: unknown setting '{field}'")
@@ -291,17 +324,87 @@ def _parse_field(field: str, raw: Any, origin: str) -> Any:
         if isinstance(raw, str):
             try:
                 return adapter.validate_strings(raw)
-            except ValidationError:
-                return adapter.validate_python(json.loads(raw))
+            except ValidationError as first:
+                try:
+                    return adapter.validate_python(json.loads(raw))
+                except (ValidationError, json.JSONDecodeError):
+                    raise first from None
         return adapter.validate_python(raw)
-    except (ValidationError, json.JSONDecodeError) as exc:
-        raise SettingsError(f"{origin}: invalid value {raw!r} for '{field}': {_first_error(exc)}") from exc
+    except ValidationError as exc:
+        where = f"{origin}: " if origin else ""
+        raise SettingsError(where + refusal(field, raw, exc)) from exc
 
 
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return exc.errors()[0]["msg"]
-    return str(exc)
+# --- what a setting takes, in words ------------------------------------------------------------
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _limits(metadata: list[Any]) -> str:
+    """`` from 0 to 2``, `` above 0``, `` at most 3600``: the field's annotated_types bounds."""
+    bounds = {name: getattr(item, name) for item in metadata
+              if isinstance(item, annotated_types.BaseMetadata)
+              for name in ("ge", "gt", "le", "lt") if getattr(item, name, None) is not None}
+    if "ge" in bounds and "le" in bounds:
+        return f" from {_number(bounds['ge'])} to {_number(bounds['le'])}"
+    words = {"ge": "at least", "gt": "above", "le": "at most", "lt": "below"}
+    said = " and ".join(f"{words[name]} {_number(value)}" for name, value in bounds.items())
+    return "" if not said else f" of {said}" if said.startswith("at ") else f" {said}"
+
+
+def describe_type(annotation: Any, metadata: list[Any] | None = None) -> str:
+    """What a value of this type looks like to a person ("a number from 0 to 2"): derived from
+    the field's type and constraints, so no setting needs a hand-written message."""
+    metadata = list(metadata or [])
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        inner, *extra = get_args(annotation)
+        return describe_type(inner, [*extra, *metadata])
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        return " or ".join(describe_type(a, metadata) for a in options)
+    if origin is Literal:
+        return "one of " + ", ".join(str(v) if v != "" else "(empty)" for v in get_args(annotation))
+    if origin is list:
+        return "names separated by commas"
+    if any(getattr(m, "func", None) is usable_folder for m in metadata):
+        return "the full path of a folder that exists or can be created"
+    if annotation is bool:
+        return "true or false"
+    if annotation is int:
+        return "a whole number" + _limits(metadata)
+    if annotation is float:
+        return "a number" + _limits(metadata)
+    if annotation is Path:
+        return "a path"
+    return "text"
+
+
+def expected(field: str) -> str:
+    """What the setting ``field`` takes, in words."""
+    info = FIELDS[field]
+    return describe_type(info.annotation, info.metadata)
+
+
+def refusal(field: str, raw: Any, exc: ValidationError) -> str:
+    """Why ``raw`` was refused for ``field``: the model's own reason when a check of its own said
+    no (already written for people), else what the field takes."""
+    error = exc.errors()[0]
+    if error["type"] == "value_error":
+        return f"{field}: {_reason(error)}"
+    return f"{field} must be {expected(field)}, not {raw!r}"
+
+
+def _reason(error: Any) -> str:
+    """A check's own message, without pydantic's "Value error, " in front."""
+    return str(error.get("ctx", {}).get("error") or error["msg"].removeprefix("Value error, "))
+
+
+def _model_refusal(exc: ValidationError, field: str | None = None) -> str:
+    """The first reason the whole model gave, named by the setting it concerns."""
+    error = exc.errors()[0]
+    where = field or ".".join(str(part) for part in error["loc"]) or "settings"
+    return f"{where}: {_reason(error)}"
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -383,7 +486,7 @@ def load_settings(
     try:
         settings = Settings(**_nest(values))
     except ValidationError as exc:
-        raise SettingsError(f"invalid settings: {exc}") from exc
+        raise SettingsError(f"invalid settings: {_model_refusal(exc)}") from exc
     return LoadedSettings(settings=settings, sources=sources, config_file=path)
 
 
@@ -391,7 +494,7 @@ def save_setting(field: str, raw_value: str, config_directory: Path | None = Non
     """Persist one setting into the config file (validated first; the file is rewritten atomically)."""
     field = normalize_name(field)
     path = config_dir(config_directory) / CONFIG_FILE_NAME
-    value = _parse_field(field, raw_value, f"setting {field}")
+    value = _parse_field(field, raw_value, None)
     flat = _flatten(_read_toml(path))
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
@@ -399,7 +502,7 @@ def save_setting(field: str, raw_value: str, config_directory: Path | None = Non
     try:  # the model's own checks too (a value that passes its type can still be refused)
         Settings(**_nest({**read_config_file(path), field: value}))
     except ValidationError as exc:
-        raise SettingsError(f"invalid value {raw_value!r} for '{field}': {_first_error(exc)}") from exc
+        raise SettingsError(_model_refusal(exc, field)) from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text(tomli_w.dumps(_nest(flat)), encoding="utf-8")

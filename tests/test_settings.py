@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import cli
-from app.settings import SettingsError, load_settings, save_setting
+from app.settings import FIELDS, SettingsError, expected, flag_name, load_settings, save_setting
 
 
 def test_defaults_and_sources(isolated_dirs):
@@ -102,3 +102,53 @@ def test_saving_runs_the_models_own_checks(isolated_dirs):
     assert not (isolated_dirs["config"] / "config.toml").exists()
     save_setting("ollama_host", "http://10.0.0.2:11434/")
     assert load_settings().settings.ollama_host == "http://10.0.0.2:11434"
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("temperature", "hot", "temperature must be a number from 0 to 2, not 'hot'"),
+    ("search_k", "0", "search_k must be a whole number from 1 to 100, not '0'"),
+    ("max_file_mb", "-1", "max_file_mb must be a number above 0, not '-1'"),
+    ("ann_threshold", "12", "ann_threshold must be a whole number of at least 256, not '12'"),
+    ("device", "tpu", "device must be one of auto, cpu, cuda, not 'tpu'"),
+    ("sleep.auto", "maybe", "sleep.auto must be true or false, not 'maybe'"),
+])
+def test_refusals_say_what_the_setting_takes(isolated_dirs, field, value, message):
+    """Derived from the field's type and limits: no parser internals ("Expecting value: line 1")."""
+    with pytest.raises(SettingsError) as err:
+        save_setting(field, value)
+    assert str(err.value) == message
+    with pytest.raises(SettingsError) as err:
+        load_settings(cli={field: value})
+    assert str(err.value) == f"{flag_name(field)}: {message}"
+
+
+def test_every_number_setting_names_its_range():
+    """Each bounded number setting says its bounds, read from the model, never hand-written."""
+    for field, info in FIELDS.items():
+        if info.annotation in (int, float) and info.metadata:
+            assert any(ch.isdigit() for ch in expected(field)), (field, expected(field))
+
+
+@pytest.mark.parametrize("value", ["hot", "data/engram", "./here", "../up"])
+def test_folder_settings_refuse_relative_paths(isolated_dirs, value):
+    folders = [f for f, info in FIELDS.items() if "Path" in str(info.annotation)]
+    assert {"data_dir", "drop_folder", "models_dir"} <= set(folders)
+    for field in folders:
+        with pytest.raises(SettingsError, match=f"^{field}: '.*' is not a full path"):
+            save_setting(field, value)
+        result = CliRunner().invoke(cli, ["config", "set", field, value])
+        assert result.exit_code != 0 and "is not a full path" in result.output, result.output
+    assert not (isolated_dirs["config"] / "config.toml").exists()
+
+
+def test_folder_settings_take_creatable_absolute_paths(isolated_dirs, tmp_path: Path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(SettingsError, match="is a file, not a folder"):
+        save_setting("drop_folder", str(tmp_path / "a-file"))
+    with pytest.raises(SettingsError, match="cannot be created"):
+        save_setting("models_dir", str(tmp_path / "a-file" / "below"))
+    save_setting("drop_folder", str(tmp_path / "new" / "drop"))  # not there yet: created on use
+    assert load_settings().settings.drop_folder == tmp_path / "new" / "drop"
+    assert not (tmp_path / "new").exists()  # validating creates nothing
+    save_setting("models_dir", "~/engram-models")
+    assert load_settings().settings.models_dir == Path.home() / "engram-models"
