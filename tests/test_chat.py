@@ -90,6 +90,28 @@ def test_stopping_early_keeps_the_partial_answer(engram) -> None:
     assert messages[-1].content and not engram.runtime.get().lock.locked()
 
 
+def test_an_answer_cut_at_the_token_limit_is_marked_and_continues(tmp_path: Path, embedder, llama) -> None:
+    """finish_reason "length" is stored with the answer; continuing is a follow-up turn that
+    carries the cut answer into the prompt even when no history is kept otherwise."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "lab.md").write_text(LAB)
+    e = open_engram(embedder, answer_max_tokens=16, temperature=0, history_turns=0)
+    e.runtime.adopt(llama)
+    try:
+        e.ingest([docs])
+        e.run_pending()
+        cut = e.chat.answer("Tell me everything about the Quellbrook lab and its people.").message
+        assert cut.meta["finish_reason"] == "length" and cut.meta["completion_tokens"] == 16
+        more = list(e.chat.continue_answer(cut.conversation_id))
+        done = more[-1].message
+        assert done.meta["history_messages"] == 2 and done.content
+        asked = e.conversations.messages(cut.conversation_id)[-2]
+        assert asked.role == "user" and asked.content == e.chat.continue_question
+    finally:
+        e.close()
+
+
 def test_deleted_document_is_no_longer_cited(engram, tmp_path: Path) -> None:
     question = "When does the ferry to Oskel Isle leave?"
     assert events_of(engram, question)[0].citations

@@ -30,6 +30,8 @@ MAX_BIAS_TOKENS = 400
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CITE_MARK = re.compile(r"\[(\d{1,2})\]")
+CONTINUE_QUESTION = "Please continue your last answer from where it stopped."
+"""The follow-up that asks for the rest of an answer cut off at the token limit."""
 
 
 class Sources(BaseModel):
@@ -107,6 +109,8 @@ def logit_bias(runtime: Runtime, texts: list[str], strength: float) -> dict[int,
 class ChatService:
     """Answers questions from the engines' contributions and keeps every turn."""
 
+    continue_question = CONTINUE_QUESTION
+
     def __init__(self, settings: Settings, conversations: ConversationStore, engines: list[Engine],
                  runtime: ActiveRuntime, grounding: Grounding,
                  on_feedback: Callable[[MessageRow], None] | None = None,
@@ -126,11 +130,15 @@ class ChatService:
             return self.neocortex(), learned
         return self.runtime.get(), []
 
-    def history(self, conversation_id: int) -> list[ChatMessage]:
-        """The last turns, leaving out answers a crashed model cut short (and their questions)."""
-        turns = self.conversations.messages(conversation_id)[-2 * self.settings.history_turns:]
-        failed = {i for i, m in enumerate(turns) if m.meta.get("error")}
-        kept = [m for i, m in enumerate(turns) if i not in failed and i + 1 not in failed]
+    def history(self, conversation_id: int, turns: int | None = None) -> list[ChatMessage]:
+        """The last ``turns`` turns (default: the setting), leaving out answers a crashed model cut
+        short (and their questions)."""
+        turns = self.settings.history_turns if turns is None else turns
+        if turns <= 0:
+            return []
+        recent = self.conversations.messages(conversation_id)[-2 * turns:]
+        failed = {i for i, m in enumerate(recent) if m.meta.get("error")}
+        kept = [m for i, m in enumerate(recent) if i not in failed and i + 1 not in failed]
         return [ChatMessage(role=m.role, content=m.content) for m in kept]
 
     def contributions(self, query: Query) -> list[Contribution]:
@@ -154,8 +162,10 @@ class ChatService:
             notes.append(f"the {runtime.name} backend cannot bias tokens; answered without it")
         return plan, bias, notes
 
-    def ask(self, question: str, conversation_id: int | None = None) -> Iterator[ChatEvent]:
-        """Stream the answer to ``question`` in a conversation (a new one when None)."""
+    def ask(self, question: str, conversation_id: int | None = None,
+            turns: int | None = None) -> Iterator[ChatEvent]:
+        """Stream the answer to ``question`` in a conversation (a new one when None); ``turns``:
+        earlier turns kept in the prompt (default: the setting)."""
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
@@ -163,7 +173,7 @@ class ChatService:
             conversation_id = self.conversations.create(question).id
         elif self.conversations.get(conversation_id) is None:
             raise KeyError(f"no conversation with id {conversation_id}")
-        history = self.history(conversation_id) if self.settings.history_turns else []
+        history = self.history(conversation_id, turns)
         asked = self.conversations.add_question(conversation_id, question)
         started = time.perf_counter()
         contributions = self.contributions(Query(text=question, history=history))
@@ -207,6 +217,12 @@ class ChatService:
                 stored = self.conversations.add_answer(conversation_id, answer, cites, meta)
         if finished:
             yield Done(message=stored)
+
+    def continue_answer(self, conversation_id: int) -> Iterator[ChatEvent]:
+        """Ask for the rest of the conversation's last answer (one that stopped at the token
+        limit): a follow-up turn, with at least that answer in the prompt so the model goes on
+        from it even when no history is kept otherwise."""
+        return self.ask(CONTINUE_QUESTION, conversation_id, max(1, self.settings.history_turns))
 
     def answer(self, question: str, conversation_id: int | None = None) -> Done:
         """``ask`` without streaming: the stored answer."""
