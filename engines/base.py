@@ -23,15 +23,17 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from engines.feedback import FeedbackInput
 from engines.generation import ChatMessage, Runtime
 from store.conversations import SourceLocation
 from store.database import Database
+
+if TYPE_CHECKING:
+    import numpy as np  # annotations only: the settings and the CLI import this module
 
 Progress = Callable[[float, str], None]
 """Progress callback: (fraction done in [0, 1], what is happening now)."""
@@ -141,7 +143,7 @@ class ConsolidateReport(BaseModel):
 
 
 Retrieve = Callable[[str, int], list[Passage]]
-Embed = Callable[[list[str]], np.ndarray]
+Embed = Callable[[list[str]], "np.ndarray"]
 Answer = Callable[[str, list[str], int], Draft]
 """(question, playbook bullets, max new tokens) -> the chat path's answer with those bullets."""
 

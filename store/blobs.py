@@ -18,15 +18,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, Field
-from safetensors import safe_open
-from safetensors.torch import save as save_bytes
 
 from store.atomic import remove_stale_temps, write_atomic
 from store.database import Database
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,3}$")
@@ -56,6 +56,8 @@ def check_name(name: str) -> str:
 
 
 def split_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import torch  # only when a state is written: listing checkpoints needs no torch
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
     values = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
     json.dumps(values)  # fails here, before any write, on a value JSON cannot hold
@@ -64,6 +66,8 @@ def split_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[st
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (tensors and JSON values) to ``path`` atomically."""
+    from safetensors.torch import save as save_bytes
+
     tensors, values = split_state(state)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)  # what a save killed earlier left behind
@@ -72,6 +76,8 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
 
 def read_state(path: Path) -> dict[str, Any]:
     """What ``write_state`` wrote (tensors on the CPU)."""
+    from safetensors import safe_open
+
     with safe_open(str(path), framework="pt", device="cpu") as f:
         header = f.metadata() or {}
         state: dict[str, Any] = json.loads(header.get(JSON_KEY, "{}"))

@@ -7,10 +7,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from store.migrations import MIGRATIONS
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -51,9 +53,14 @@ class Database:
 
     @property
     def utils(self) -> sqlite_utils.Database:
-        """sqlite-utils view of this thread's connection (table creation, bulk inserts)."""
+        """sqlite-utils view of this thread's connection (table creation, bulk inserts).
+
+        Imported here, not at the top: it imports pandas when installed (a quarter of a second),
+        and opening an up-to-date store needs neither."""
         db = getattr(self._local, "utils", None)
         if db is None:
+            import sqlite_utils
+
             db = sqlite_utils.Database(self.conn)
             self._local.utils = db
         return db

@@ -7,12 +7,14 @@ folder still opens.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from store import fulltext
 
-Migration = Callable[[sqlite_utils.Database], None]
+if TYPE_CHECKING:
+    import sqlite_utils
+
+Migration = Callable[["sqlite_utils.Database"], None]
 
 
 def _run(db: sqlite_utils.Database, statements: list[str]) -> None:
