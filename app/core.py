@@ -1,8 +1,12 @@
 """The Engram core: one object that owns the store, the index, the worker and the watcher.
 
-The CLI and the UI both talk to this object and nothing below it. Opening it repairs the vector
-index and the full-text index from SQLite (the truth), so whatever a crash left behind, every
-stored chunk is searchable and no vector points at a chunk that is gone.
+The CLI and the UI both talk to this object and nothing below it. Opening it repairs the
+full-text index from SQLite (the truth), and the vector index is repaired the first time anything
+uses it (``start`` does at once), so whatever a crash left behind, every stored chunk is
+searchable and no vector points at a chunk that is gone.
+
+What a command does not use is not built: the vector index (faiss), the ingestor, the worker, the
+embedder (torch) and the engines come on first use, so ``engram status`` loads no model library.
 """
 
 from __future__ import annotations
@@ -15,21 +19,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel
 
 from app.chat.service import ChatService, Grounding
 from app.services.checkpoints import AnsweringState, CheckpointService
-from app.ingest.embeddings import Embedder
 from app.services.general_text import background_text
 from app.ingest.drop_files import DroppedFile, copy_into
 from app.ingest.file_rules import display_name, is_document, storable
-from app.ingest.pipeline import FileResult, Ingestor, ScanReport
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
 from app.services.source_view import SourceView, source_view
 from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
-from app.ingest.watcher import FolderWatcher
 from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
 from engines.rag.hybrid import exact_counts, hybrid_order, read_query, term_words
@@ -38,7 +38,7 @@ from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
 from app.jobs.sleep import SleepJobs, SleepScheduler, SleepStatus, run_sleep
 from app.services.playbooks import PlaybookService
-from app.jobs.worker import Worker
+from app.jobs.worker import Worker, is_paused, set_paused
 from store.blobs import BlobStore
 from store.conversations import ConversationRow, ConversationStore, MessageRow
 from store.database import Database
@@ -47,10 +47,10 @@ from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
 from store.fulltext import FullTextIndex, FullTextRepair
 from store.ignored_files import IgnoredFiles
+from store.index_sidecar import saved_index
 from store.jobs import FEEDBACK, LEARN, SLEEP, JobQueue, Progress
 from store.playbooks import PlaybookStore
 from store.state import StateStore
-from store.vector_index import SyncReport, VectorIndex
 
 from app.runtimes.catalogue import ChatModel, ModelCatalogue, model_catalogue
 from app.services.settings_view import SettingRow, setting_names, setting_row, setting_rows
@@ -70,7 +70,13 @@ from store.document_listing import STATUSES as STATUSES, ListedDocument as Liste
 from store.playbook_files import PlaybookFileError as PlaybookFileError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from app.bench.learn import Forgot as Forgot, LearnBenchReport as LearnBenchReport
+    from app.ingest.embeddings import Embedder
+    from app.ingest.pipeline import FileResult, Ingestor, ScanReport
+    from app.ingest.watcher import FolderWatcher
+    from store.vector_index import SyncReport, VectorIndex
     from app.runtimes.torch_runtime import TorchRuntime
 
 log = logging.getLogger(__name__)
@@ -91,6 +97,7 @@ class StatusReport(BaseModel):
     pending_jobs: int
     progress: Progress
     recent_errors: list[DocumentRow]
+    sleep: SleepStatus
 
 
 class Engram:
@@ -111,29 +118,66 @@ class Engram:
         self.ignored = IgnoredFiles(self.db)
         self.runtime = ActiveRuntime(self.settings)
         self.agent_runtime = self._agent_runtime()
-        self.index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
-                                 ann_threshold=self.settings.ann_threshold, nprobe=self.settings.ann_nprobe)
+        self._open_lock = threading.RLock()  # the index and the worker are built once, by one thread
+        self._index: VectorIndex | None = None
+        self._last_sync: SyncReport | None = None
+        self._worker: Worker | None = None
         self._save_lock = threading.Lock()
         self._neocortex_lock = threading.Lock()
         self._neocortex: Runtime | None = None
         self._owns_neocortex = True
         self.fulltext = FullTextIndex(self.db)
-        self.last_sync = self.repair_index()
         self.last_fulltext_repair = self.repair_fulltext()
         self.watcher: FolderWatcher | None = None
-        self.worker = Worker(
-            self.ingestor, self.queue, self.state, self.save_index,
-            batch_files=self.settings.worker_batch_files,
-            save_interval_s=self.settings.index_save_interval_s,
-        )
-        self.worker.register(LEARN, LearnJobs(self.db, self.engine))
-        self.worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
-        self.worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines, lambda: self.worker.stopping,
-                                              self.sleep_checkpoints))
         self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue)
-        self.worker.on_idle = self.sleeper.check
 
     # --- components --------------------------------------------------------------------------
+    @property
+    def index(self) -> VectorIndex:
+        """The FAISS index, loaded and repaired from SQLite on first use: commands that never
+        search or write chunks (status, playbooks, config) do not load faiss."""
+        with self._open_lock:
+            if self._index is None:
+                from store.vector_index import VectorIndex
+
+                self._index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
+                                          ann_threshold=self.settings.ann_threshold,
+                                          nprobe=self.settings.ann_nprobe)
+                self.repair_index()
+            return self._index
+
+    @property
+    def last_sync(self) -> SyncReport:
+        """What opening the index changed to make it match SQLite (opens it when not yet open)."""
+        with self._open_lock:
+            self.index
+            assert self._last_sync is not None
+            return self._last_sync
+
+    @property
+    def worker(self) -> Worker:
+        """The background worker with a handler per job kind, built on first use."""
+        with self._open_lock:
+            if self._worker is None:
+                self._worker = self._build_worker()
+            return self._worker
+
+    def _build_worker(self) -> Worker:
+        worker = Worker(self.ingestor, self.queue, self.state, self.save_index,
+                        batch_files=self.settings.worker_batch_files,
+                        save_interval_s=self.settings.index_save_interval_s)
+        worker.register(LEARN, LearnJobs(self.db, self.engine))
+        worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
+        worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines, lambda: worker.stopping,
+                                         self.sleep_checkpoints))
+        worker.on_idle = self.sleeper.check
+        return worker
+
+    def _wake(self) -> None:
+        """Tell the worker new jobs wait; without a worker in this process they wait in the store."""
+        if self._worker is not None:
+            self._worker.wake()
+
     def _agent_runtime(self) -> ActiveRuntime:
         """Where the playbook's Reflector and Curator run: the chat runtime unless ace settings
         name another backend or model."""
@@ -146,10 +190,14 @@ class Engram:
 
     @cached_property
     def embedder(self) -> Embedder:
+        from app.ingest.embeddings import Embedder
+
         return Embedder(self.settings.embedding_model, self.settings.device, self.settings.embed_batch_size)
 
     @cached_property
     def ingestor(self) -> Ingestor:
+        from app.ingest.pipeline import Ingestor
+
         learners = [n for n in self.settings.engines if engine_class(n).learns_documents]
         return Ingestor(self.settings, self.docs, self.folders, self.queue, self.index,
                         lambda: self.embedder, learners, self.ignored, self._forget_in_engines)
@@ -231,7 +279,7 @@ class Engram:
 
     def _feedback_given(self, message: MessageRow) -> None:
         if queue_feedback(self.queue, self.db, self.engines, message.id):
-            self.worker.wake()
+            self._wake()
 
     def _embedding_dim(self) -> int:
         """The index dimension, remembered in the store so opening it does not load the model."""
@@ -252,8 +300,12 @@ class Engram:
     # --- index consistency -------------------------------------------------------------------
     def repair_index(self) -> SyncReport:
         """Load the saved index and make it match SQLite exactly; logs what it changed."""
-        self.index.load()
-        report = self.index.sync(self.docs.chunk_ids(), self.docs.vectors)
+        with self._open_lock:
+            if self._index is None:
+                return self.last_sync  # opening the index repairs it
+            self._index.load()
+            report = self._index.sync(self.docs.chunk_ids(), self.docs.vectors)
+            self._last_sync = report
         if report.added or report.removed or report.rebuilt:
             log.info("index repaired from the store: %d added, %d removed%s", report.added,
                      report.removed, ", rebuilt" if report.rebuilt else "")
@@ -269,8 +321,8 @@ class Engram:
 
     def save_index(self) -> None:
         with self._save_lock:
-            if self.index.dirty:
-                self.index.save()
+            if self._index is not None and self._index.dirty:
+                self._index.save()
 
     # --- folders -----------------------------------------------------------------------------
     def add_folder(self, path: Path, is_default: bool = False) -> tuple[FolderRow, ScanReport]:
@@ -283,7 +335,7 @@ class Engram:
         if self.watcher:
             self.watcher.watch(folder)
         report = self.ingestor.scan(folder, label=f"add folder {folder}")
-        self.worker.wake()
+        self._wake()
         return row, report
 
     def remove_folder(self, path: Path) -> int:
@@ -315,7 +367,7 @@ class Engram:
                 reports.append(self.ingestor.scan(Path(folder.path), label=f"start-up scan {folder.path}"))
             else:
                 log.warning("watched folder is missing: %s", folder.path)
-        self.worker.wake()
+        self._wake()
         return reports
 
     # --- single documents (the Library) ---------------------------------------------------------
@@ -331,7 +383,7 @@ class Engram:
         if not self.docs.clear_hash(path) and not was_ignored:
             raise KeyError(f"not a known document: {path}")
         self.ingestor.enqueue_paths([Path(path)], label=f"re-index {path}")
-        self.worker.wake()
+        self._wake()
 
     def forget_document(self, path: str) -> None:
         """Drop a document from the store, the index and the engines; a file still inside a
@@ -377,14 +429,16 @@ class Engram:
             if not path.exists():
                 raise FileNotFoundError(f"no such file or folder: {path}")
             reports.append(self.ingestor.scan(path, label=f"ingest {path}"))
-        self.worker.wake()
+        self._wake()
         return reports
 
     def pause(self) -> None:
-        self.worker.set_paused(True)
+        set_paused(self.state, True)
+        self._wake()
 
     def resume(self) -> None:
-        self.worker.set_paused(False)
+        set_paused(self.state, False)
+        self._wake()
 
     def cancel(self) -> int:
         return self.queue.cancel_pending()
@@ -393,7 +447,7 @@ class Engram:
         """Queue a sleep now, whatever the pressure (the Sleep now button); False when one is
         already waiting or running."""
         queued = self.sleeper.queue_sleep("manual")
-        self.worker.wake()
+        self._wake()
         return queued
 
     # --- background ----------------------------------------------------------------------------
@@ -402,8 +456,11 @@ class Engram:
         recovered = self.queue.recover()
         if recovered:
             log.info("resuming %d interrupted jobs", recovered)
+        self.index  # opened and repaired here, before the watcher and the worker threads use it
         self.ensure_drop_folder()
         if watch:
+            from app.ingest.watcher import FolderWatcher
+
             self.watcher = FolderWatcher(self._on_changed, self.settings.watch_debounce_s)
             for folder in self.folders.list():
                 if Path(folder.path).is_dir():
@@ -416,7 +473,8 @@ class Engram:
         if self.watcher:
             self.watcher.stop()
             self.watcher = None
-        self.worker.stop()
+        if self._worker is not None:
+            self._worker.stop()
         self.save_index()
 
     def close(self) -> None:
@@ -430,7 +488,7 @@ class Engram:
 
     def _on_changed(self, paths: list[Path]) -> None:
         self.ingestor.enqueue_paths(paths, label="folder changes")
-        self.worker.wake()
+        self._wake()
 
     # --- queries ---------------------------------------------------------------------------------
     def search(self, query: str, k: int | None = None) -> list[Passage]:
@@ -477,13 +535,23 @@ class Engram:
     def status(self) -> StatusReport:
         counts = self.docs.counts()
         progress = self.queue.progress()
-        progress.paused = self.worker.paused
+        progress.paused = self.paused
+        vectors, index_kind = self._index_size()
         return StatusReport(
             data_dir=str(self.paths.root), folders=self.folders.list(), documents=counts["documents"],
             indexed=counts["indexed"], errors=counts["error"], chunks=counts["chunks"],
-            vectors=len(self.index), index_kind=self.index.kind, pending_jobs=self.queue.pending_count(),
-            progress=progress, recent_errors=self.docs.errors(limit=20),
+            vectors=vectors, index_kind=index_kind, pending_jobs=self.queue.pending_count(),
+            progress=progress, recent_errors=self.docs.errors(limit=20), sleep=self.sleep_status(),
         )
+
+    def _index_size(self) -> tuple[int, str]:
+        """Vectors and kind of the open index; when this process has not opened it, of the saved
+        one by its sidecar, so a status loads neither faiss nor the embedder (whatever the saved
+        index lacks is added back from the store the first time anything uses it)."""
+        if self._index is not None:
+            return len(self._index), self._index.kind
+        saved = saved_index(self.paths.index)
+        return (saved.count, saved.kind) if saved else (0, "flat")
 
     def run_pending(self, on_result=None, learn: bool = False) -> list[FileResult]:
         """Foreground: process every queued ingest job now (used by ``engram ingest``), and with
@@ -549,12 +617,12 @@ class Engram:
     @property
     def paused(self) -> bool:
         """Whether background work is paused (the pause survives restarts)."""
-        return self.worker.paused
+        return is_paused(self.state)
 
     def job_progress(self) -> Progress:
         """How far the queued work is, and whether it is paused."""
         progress = self.queue.progress()
-        progress.paused = self.worker.paused
+        progress.paused = self.paused
         return progress
 
     def pending_jobs(self, kind: str | None = None) -> int:

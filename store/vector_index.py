@@ -37,11 +37,10 @@ import numpy as np
 from pydantic import BaseModel
 
 from store.atomic import remove_stale_temps, write_atomic
+from store.index_sidecar import FLAT, FORMAT_VERSION, IVF, read_sidecar, sidecar_path
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-FLAT, IVF = "flat", "ivf"
 MIN_POINTS_PER_LIST = 39  # below this faiss k-means warns that training is unreliable
 MAX_POINTS_PER_LIST = 256  # training sample cap per list
 NLIST_MIN, NLIST_MAX = 16, 65536
@@ -378,7 +377,7 @@ class VectorIndex:
     # --- disk --------------------------------------------------------------------------------
     @property
     def sidecar_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".json")
+        return sidecar_path(self.path)
 
     def save(self) -> None:
         """Atomically write the index file and its JSON sidecar (index first, sidecar last)."""
@@ -429,13 +428,9 @@ class VectorIndex:
             return True
 
     def _read_meta(self) -> dict[str, Any]:
-        meta = json.loads(self.sidecar_path.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-            raise ValueError("sidecar missing fields or of an unknown format")
+        meta = read_sidecar(self.path)
         if int(meta["dim"]) != self.dim:
             raise ValueError(f"dimension {meta['dim']} != {self.dim}")
-        if meta["kind"] not in (FLAT, IVF):
-            raise ValueError(f"unknown kind {meta['kind']!r}")
         return meta
 
     def _read_index(self, meta: dict[str, Any]) -> faiss.Index:

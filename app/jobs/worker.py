@@ -17,10 +17,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from app.ingest.pipeline import FileResult, Ingestor
 from store.jobs import INGEST, Job, JobQueue
 from store.state import StateStore
+
+if TYPE_CHECKING:
+    from app.ingest.pipeline import FileResult, Ingestor
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,15 @@ PAUSED_KEY = "ingest_paused"
 ReportProgress = Callable[[float, str], None]
 JobHandler = Callable[[Job, ReportProgress], None]
 """Runs one job; raising marks the job failed with the error as its message."""
+
+
+def is_paused(state: StateStore) -> bool:
+    """Whether ingestion is paused: read from the store, so no worker need be built to know."""
+    return bool(state.get(PAUSED_KEY, False))
+
+
+def set_paused(state: StateStore, paused: bool) -> None:
+    state.set(PAUSED_KEY, paused)
 
 
 class Worker:
@@ -93,10 +105,10 @@ class Worker:
 
     @property
     def paused(self) -> bool:
-        return bool(self.state.get(PAUSED_KEY, False))
+        return is_paused(self.state)
 
     def set_paused(self, paused: bool) -> None:
-        self.state.set(PAUSED_KEY, paused)
+        set_paused(self.state, paused)
         self.wake()
 
     def run_once(self, kinds: list[str] | None = None) -> int:
