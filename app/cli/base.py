@@ -61,6 +61,16 @@ json_out_option = click.option("--json-out", type=click.Path(path_type=Path), de
                                help="Write the report here.")
 
 
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print one JSON object on stdout for scripts; messages go to stderr.")
+
+
+def print_json(report: BaseModel) -> None:
+    """``report`` as one JSON object on stdout: plain text (no colour, no wrapping), so a
+    script can parse stdout whole."""
+    click.echo(report.model_dump_json(indent=2))
+
+
 def write_report(report: BaseModel, json_out: Path | None) -> None:
     """Write ``report`` as JSON to ``json_out`` (when given) and say where."""
     if json_out:

@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
+from pydantic import BaseModel, Field
 
-from app.cli.base import Context, cli, console, pass_ctx, runtime_errors, user_errors
+from app.cli.base import Context, cli, console, json_option, pass_ctx, print_json, runtime_errors, user_errors
+from store.conversations import Citation, MessageRow
 
-if TYPE_CHECKING:
-    from store.conversations import MessageRow
+
+class Answer(BaseModel):
+    """``engram ask --json``: the stored answer with its sources (ids for ``engram feedback``)."""
+
+    question: str
+    answer: str
+    conversation_id: int
+    answer_id: int
+    citations: list[Citation]
+    meta: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def of(cls, question: str, message: MessageRow) -> Answer:
+        return cls(question=question, answer=message.content, conversation_id=message.conversation_id,
+                   answer_id=message.id, citations=message.citations, meta=message.meta,
+                   error=message.meta.get("error"))
 
 
 @cli.command()
 @click.argument("question")
 @click.option("-c", "--conversation", type=int, default=None,
               help="Continue this conversation (ids: `engram conversations`).")
+@json_option
 @pass_ctx
-def ask(c: Context, question: str, conversation: int | None) -> None:
+def ask(c: Context, question: str, conversation: int | None, as_json: bool) -> None:
     """Answer QUESTION from your documents and list the sources it used."""
+    if as_json:
+        _ask_json(c, question, conversation)
+        return
     from app.chat.service import Delta, Done, Sources
 
     engram = c.engram
@@ -34,6 +55,18 @@ def ask(c: Context, question: str, conversation: int | None) -> None:
                 _print_sources(event.message)
                 if event.message.meta.get("error"):
                     raise click.ClickException(event.message.meta["error"])
+
+
+def _ask_json(c: Context, question: str, conversation: int | None) -> None:
+    """The whole answer as one JSON object once it is complete (nothing streamed to stdout)."""
+    from app.chat.service import Done
+
+    with user_errors(KeyError, ValueError, *runtime_errors()):
+        done = [e for e in c.engram.chat.ask(question, conversation) if isinstance(e, Done)]
+    answer = Answer.of(question, done[-1].message)
+    print_json(answer)
+    if answer.error:
+        raise click.ClickException(answer.error)
 
 
 def _print_sources(message: MessageRow) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from pydantic import BaseModel
 
-from app.cli.base import Context, cli, console, pass_ctx, progress_bar, user_errors
+from app.cli.base import Context, cli, console, json_option, pass_ctx, print_json, progress_bar, user_errors
+from engines.base import Passage
 
 
 # --- watch -------------------------------------------------------------------------------------
@@ -108,20 +110,32 @@ def jobs_cancel(c: Context) -> None:
 
 
 # --- status and search -------------------------------------------------------------------------
+class SearchResults(BaseModel):
+    """``engram search --json``: the query and its passages in ranking order."""
+
+    query: str
+    results: list[Passage]
+
+
 @cli.command()
+@json_option
 @pass_ctx
-def status(c: Context) -> None:
+def status(c: Context, as_json: bool) -> None:
     """Documents, chunks, errors, pending jobs and sleep."""
     s = c.engram.status()
+    if as_json:
+        print_json(s)
+        return
     console.print(f"Data folder: {s.data_dir}")
     console.print(f"Folders:     {', '.join(f.path for f in s.folders) or 'none'}")
     console.print(f"Documents:   {s.documents} ({s.indexed} indexed, {s.errors} errors)")
-    console.print(f"Chunks:      {s.chunks} ({s.vectors} vectors, {s.index_kind} index)")
+    console.print(f"Chunks:      {s.chunks} ({s.vectors} vectors, {s.index_kind} index)"
+                  + ("; the index catches up on the next search or ingest" if s.vectors != s.chunks else ""))
     p = s.progress
     state = "paused" if p.paused else ("working" if p.active else "idle")
     console.print(f"Jobs:        {s.pending_jobs} pending, {state}"
                   + (f"; {p.finished}/{p.total} files done" if p.total else ""))
-    sleep = c.engram.sleep_status().summary(lambda ts: ts[:16].replace("T", " ") + " UTC")
+    sleep = s.sleep.summary(lambda ts: ts[:16].replace("T", " ") + " UTC")
     console.print(f"Sleep:       {sleep}", markup=False)
     if s.recent_errors:
         console.print("[bold]Files that could not be read:[/]")
@@ -132,10 +146,14 @@ def status(c: Context) -> None:
 @cli.command()
 @click.argument("query")
 @click.option("-k", "k", type=click.IntRange(1, 100), default=None, help="Number of results.")
+@json_option
 @pass_ctx
-def search(c: Context, query: str, k: int | None) -> None:
+def search(c: Context, query: str, k: int | None, as_json: bool) -> None:
     """Top chunks for QUERY with file, position and score."""
     hits = c.engram.search(query, k)
+    if as_json:
+        print_json(SearchResults(query=query, results=hits))
+        return
     if not hits:
         console.print("No results. Add documents with `engram watch add PATH` or `engram ingest PATH`.")
     for rank, hit in enumerate(hits, 1):
