@@ -207,5 +207,6 @@ def bench_retrieval(c: Context, queries: int, seed: int, json_out: Path | None) 
     from app.bench.retrieval import run_retrieval_bench
 
     with user_errors(ValueError, OSError):
-        report = run_retrieval_bench(c.loaded.settings, queries=queries, seed=seed, echo=console.print)
+        report = run_retrieval_bench(c.loaded.settings, queries=queries, seed=seed,  # queries hold "[i]"
+                                     echo=lambda line: console.print(line, markup=False))
     write_report(report, json_out)
