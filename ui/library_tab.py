@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 
 from app.core import STATUSES, DocumentPage, Engram, ListedDocument, Progress
-from ui.errors import friendly
+from ui.errors import friendly, noted
 from ui.formatting import human_size, local_time
 from ui.tab import Tab
 
@@ -121,6 +121,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                                         container=False, elem_id="engram-remove-folder",
                                         elem_classes="engram-input")
             remove_folder = gr.Button("Remove…", scale=1, min_width=140, size="md")
+        folder_note = gr.HTML(elem_id="engram-folder-note")
         with gr.Group(visible=False) as confirm_box:
             confirm_text = gr.HTML()
             with gr.Row():
@@ -199,7 +200,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         engram.resume() if engram.paused else engram.pause()
         return pause_label()
 
-    @friendly
+    @noted(3, 4)
     def on_add_folder(path: str) -> tuple[Any, ...]:
         raw = (path or "").strip()
         if not raw:
@@ -211,12 +212,12 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
             raise gr.Error(f"There is no folder at {folder}.")
         if engram.watched_folder(folder):
             gr.Info(f"Already watching {folder}.")
-            return (gr.skip(), *folder_view())
+            return (gr.skip(), *folder_view(), "")
         row, report = engram.add_folder(folder)
         gr.Info(f"Watching {row.path}: {report.files} documents found, {report.queued} queued to learn.")
-        return ("", *folder_view())
+        return ("", *folder_view(), "")
 
-    @friendly
+    @noted(2, 3)
     def ask_remove(path: str | None) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("Pick a folder to stop watching.")
@@ -224,15 +225,15 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         n = folder.documents if folder else 0
         text = (f"<p>Stop watching <code>{escape(path)}</code> and forget its {n} "
                 f"document{'s' if n != 1 else ''}? The files stay on disk.</p>")
-        return gr.update(visible=True), text
+        return gr.update(visible=True), text, ""
 
-    @friendly
+    @noted(3, 4)
     def do_remove(path: str | None) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("Pick a folder to stop watching.")
         forgotten = engram.remove_folder(Path(path))
         gr.Info(f"Stopped watching {path}; forgot {forgotten} documents.")
-        return (gr.update(visible=False), *folder_view())
+        return (gr.update(visible=False), *folder_view(), "")
 
     @friendly
     def on_upload(files: list[str] | None) -> None:
@@ -246,9 +247,11 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
             if r.refused:
                 gr.Warning(f"Skipped {r.name}: {r.refused}.")
 
+    @friendly
     def refilter(status: str, text: str) -> tuple[Any, ...]:
         return (*refresh(status, text, 0, force=True)[3:], None, *selection_view(None))
 
+    @friendly
     def turn(status: str, text: str, start: int, step: int) -> tuple[Any, ...]:
         return refresh(status, text, max(0, start + step * PAGE_SIZE), force=True)[3:]
 
@@ -296,10 +299,10 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                           show_progress="hidden", queue=False)
     pause_button.click(toggle_pause, None, pause_button)
     add_files.upload(on_upload, add_files, None)
-    add_folder.click(on_add_folder, folder_path, [folder_path, folders, remove_choice])
-    folder_path.submit(on_add_folder, folder_path, [folder_path, folders, remove_choice])
-    remove_folder.click(ask_remove, remove_choice, [confirm_box, confirm_text])
-    confirm_remove.click(do_remove, remove_choice, [confirm_box, folders, remove_choice])
+    add_folder.click(on_add_folder, folder_path, [folder_path, folders, remove_choice, folder_note])
+    folder_path.submit(on_add_folder, folder_path, [folder_path, folders, remove_choice, folder_note])
+    remove_folder.click(ask_remove, remove_choice, [confirm_box, confirm_text, folder_note])
+    confirm_remove.click(do_remove, remove_choice, [confirm_box, folders, remove_choice, folder_note])
     cancel_remove.click(lambda: gr.update(visible=False), None, confirm_box)
     selection_outputs = [selection, reindex, forget]
     status_filter.input(refilter, filters, [*doc_outputs, selected, *selection_outputs])

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 
 from app.core import Engram
-from ui.errors import friendly
+from ui.errors import friendly, noted
 from ui.tab import Tab
 
 COLUMNS = ["Setting", "Value now", "Set by", "What it does"]
@@ -51,7 +51,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                 "time Engram starts. Environment variables (ENGRAM_…) and command-line flags win "
                 "over the config file.</div>")
 
-    @friendly
+    @noted(1, 2)
     def on_pick(field: str | None) -> tuple[Any, Any]:
         if not field:
             return "", ""
@@ -61,7 +61,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                 f"</code>, set by {escape(row.source)}.</p>")
         return shown(row.value), note
 
-    @friendly
+    @noted(1, 2)
     def on_save(field: str | None, raw: str, text: str) -> tuple[Any, Any]:
         if not field:
             raise gr.Error("Pick a setting first.")
