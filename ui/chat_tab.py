@@ -2,6 +2,7 @@
 to the cited passage; thumbs on every answer, and a correction box after a thumbs-down."""
 
 import re
+from collections.abc import Callable, Iterator
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ PLACEHOLDER = (
     "Engram answers from the files in your watched folders and cites the passages it used.<br>"
     "Add folders or drop files in the <strong>Library</strong> tab.</div>"
 )
+CUT_OFF = ("\n\n<div class='engram-warning engram-cut-off'><strong>Cut off:</strong> the answer reached "
+           "its length limit. Ask for more with <em>Continue</em>.</div>")
 NO_SOURCES = ("<div class='engram-sources engram-muted'>No passage from your documents matched: "
               "this answer does not come from your files.</div>")
 
@@ -62,13 +65,18 @@ def render_meta(meta: dict[str, Any]) -> str:
     return f"<span class='engram-meta'>Answered by {escape(' · '.join(p for p in parts if p))}</span>"
 
 
+def cut_off(meta: dict[str, Any]) -> bool:
+    """The answer stopped at the token limit: the model had more to say."""
+    return meta.get("finish_reason") == "length"
+
+
 def render_answer(text: str, citations: list[Citation], meta: dict[str, Any] | None = None,
                   correction: str | None = None) -> str:
     meta = meta or {}
     failed = meta.get("error")
     body = safe_markdown(text) if text else "" if failed else THINKING
     cut = (f"\n\n<div class='engram-warning'><strong>The answer stopped:</strong> "
-           f"{escape(str(failed))}</div>" if failed else "")
+           f"{escape(str(failed))}</div>" if failed else CUT_OFF if cut_off(meta) else "")
     fixed = (f"\n\n<div class='engram-meta'><strong>Your correction:</strong> "
              f"{escape(correction)}</div>" if correction else "")
     return f"{body}{cut}{fixed}\n\n{render_sources(citations)}{render_meta(meta)}"
@@ -90,6 +98,11 @@ def to_chat(messages: list[MessageRow]) -> tuple[list[dict[str, str]], list[int]
             feedback.append(FEEDBACK.get(m.feedback or ""))
         ids.append(m.id)
     return chat, ids, feedback
+
+
+def last_cut_off(messages: list[MessageRow]) -> bool:
+    """Whether the conversation ends with an answer that can be continued."""
+    return bool(messages) and messages[-1].role == "assistant" and cut_off(messages[-1].meta)
 
 
 def conversation_choices(engram: Engram) -> list[tuple[str, int]]:
@@ -124,6 +137,8 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                                       lines=1, max_lines=6, scale=8, autofocus=True, elem_id="engram-question",
                                       container=False, elem_classes="engram-input")
                 ask_button = gr.Button("Ask", variant="primary", scale=1, min_width=90, size="md")
+                continue_button = gr.Button("Continue", variant="secondary", scale=1, min_width=110,
+                                            size="md", visible=False, elem_id="engram-continue")
             with gr.Group(visible=False) as correction_box:
                 correction_label = gr.HTML()
                 correction = gr.Textbox(label="What should the answer have been?", lines=2,
@@ -143,29 +158,30 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
 
     @friendly
     def new_conversation() -> tuple[Any, ...]:
-        return None, [], [], gr.update(value=None), gr.update(visible=False), ""
+        return None, [], [], gr.update(value=None), gr.update(visible=False), "", gr.update(visible=False)
 
     @friendly
     def open_conversation(conversation_id: int | None) -> tuple[Any, ...]:
         if conversation_id is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        chat, ids, feedback = to_chat(engram.conversations.messages(int(conversation_id)))
-        return int(conversation_id), gr.update(value=chat, feedback_value=feedback), ids, gr.update(visible=False)
+            return gr.skip()
+        messages = engram.conversations.messages(int(conversation_id))
+        chat, ids, feedback = to_chat(messages)
+        return (int(conversation_id), gr.update(value=chat, feedback_value=feedback), ids,
+                gr.update(visible=False), gr.update(visible=last_cut_off(messages)))
 
-    @friendly
-    def ask(text: str, chat: list[dict[str, Any]], conversation_id: int | None, ids: list[int | None]):
-        text = (text or "").strip()
-        if not text:
-            gr.Warning("Type a question first.")
-            return
+    def answer_stream(text: str, events: Callable[[int | None], Iterator[Any]], chat: list[dict[str, Any]],
+                      conversation_id: int | None, ids: list[int | None]) -> Iterator[tuple[Any, ...]]:
+        """Show ``text`` as the person's turn and stream ``events(conversation_id)`` as the answer
+        (the outputs of ``ask_outputs``); the Continue button shows when it was cut off."""
         chat = [*chat, {"role": "user", "content": safe_markdown(text)},
                 {"role": "assistant", "content": THINKING}]
         ids = [*ids, None, None]
         skip = gr.skip()
-        yield chat, "", conversation_id, ids, skip, skip, gr.update(visible=False)
-        answer, citations = "", []
+        hidden = gr.update(visible=False)
+        yield chat, "", conversation_id, ids, skip, skip, hidden, hidden
+        answer, citations, more = "", [], False
         try:
-            for event in engram.chat.ask(text, conversation_id):
+            for event in events(conversation_id):
                 if isinstance(event, Sources):
                     conversation_id, ids[-2] = event.conversation_id, event.question_id
                     citations = event.citations
@@ -173,14 +189,29 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                     answer += event.text
                 elif isinstance(event, Done):
                     m = event.message
-                    ids[-1] = m.id
+                    ids[-1], more = m.id, cut_off(m.meta)
                     chat[-1] = {"role": "assistant", "content": render_answer(m.content, m.citations, m.meta)}
                     continue
                 chat[-1] = {"role": "assistant", "content": render_answer(answer, citations)}
-                yield chat, skip, conversation_id, ids, skip, skip, skip
+                yield chat, skip, conversation_id, ids, skip, skip, skip, skip
         except Exception as exc:  # a model that will not load, Ollama down: said in the chat
             chat[-1] = {"role": "assistant", "content": render_error(readable(exc))}
-        yield (chat, skip, conversation_id, ids, *listing(conversation_id), skip)
+        yield (chat, skip, conversation_id, ids, *listing(conversation_id), skip, gr.update(visible=more))
+
+    @friendly
+    def ask(text: str, chat: list[dict[str, Any]], conversation_id: int | None, ids: list[int | None]):
+        text = (text or "").strip()
+        if not text:
+            gr.Warning("Type a question first.")
+            return
+        yield from answer_stream(text, lambda cid: engram.chat.ask(text, cid), chat, conversation_id, ids)
+
+    @friendly
+    def carry_on(chat: list[dict[str, Any]], conversation_id: int | None, ids: list[int | None]):
+        if conversation_id is None:
+            raise gr.Error("Open a conversation whose last answer was cut off first.")
+        yield from answer_stream(engram.chat.continue_question, engram.chat.continue_answer, chat,
+                                 conversation_id, ids)
 
     @friendly
     def on_feedback(data: gr.LikeData, ids: list[int | None]) -> tuple[Any, ...]:
@@ -211,13 +242,17 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
 
     blocks.load(on_load, None, [conversations, no_conversations, model_info])
     new_button.click(new_conversation, None,
-                     [conversation, chatbot, message_ids, conversations, correction_box, question])
-    conversations.input(open_conversation, conversations, [conversation, chatbot, message_ids, correction_box])
-    ask_outputs = [chatbot, question, conversation, message_ids, conversations, no_conversations, correction_box]
-    for trigger in (question.submit, ask_button.click):
-        trigger(ask, [question, chatbot, conversation, message_ids], ask_outputs,
-                concurrency_limit=1, concurrency_id="engram-chat").then(
-            lambda: model_line(engram), None, model_info)
+                     [conversation, chatbot, message_ids, conversations, correction_box, question, continue_button])
+    conversations.input(open_conversation, conversations,
+                        [conversation, chatbot, message_ids, correction_box, continue_button])
+    ask_outputs = [chatbot, question, conversation, message_ids, conversations, no_conversations, correction_box,
+                   continue_button]
+    asking = [(ask, question.submit, [question, chatbot, conversation, message_ids]),
+              (ask, ask_button.click, [question, chatbot, conversation, message_ids]),
+              (carry_on, continue_button.click, [chatbot, conversation, message_ids])]
+    for handler, trigger, inputs in asking:
+        trigger(handler, inputs, ask_outputs, concurrency_limit=1, concurrency_id="engram-chat").then(
+            friendly(lambda: model_line(engram)), None, model_info)
     chatbot.like(on_feedback, message_ids, [correcting, correction_box, correction_label])
     save_correction.click(on_correction, [correction, correcting, conversation],
                           [chatbot, message_ids, correction, correcting, correction_box])
