@@ -53,8 +53,8 @@ class App:
     def __init__(self, embedder, llama, **settings) -> None:
         from ui.server import UiServer
 
-        self.engram = open_engram(embedder, answer_max_tokens=48, temperature=0,
-                                  watch_debounce_s=0.2, ui_port=0, **settings)
+        defaults = {"answer_max_tokens": 48, "temperature": 0, "watch_debounce_s": 0.2, "ui_port": 0}
+        self.engram = open_engram(embedder, **{**defaults, **settings})
         self.engram.runtime.adopt(llama)
         self.engram.start()
         self.server = UiServer(self.engram, "127.0.0.1", 0)
@@ -74,6 +74,22 @@ def page(browser):
     page.on("request", lambda r: None if r.url.startswith(LOCAL) else page.external.append(r.url))
     yield page
     context.close()
+
+
+def no_error_badge(page) -> None:
+    """No component is covered by gradio's red "Error" badge (nor an error toast): refusals are
+    messages beside the control or notices."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+
+
+def usable(button) -> None:
+    """A button that can be pressed and is not drawn dimmed."""
+    from playwright.sync_api import expect
+
+    expect(button).to_be_enabled()
+    assert float(button.evaluate("e => getComputedStyle(e).opacity")) == 1.0
 
 
 def shot(page, name: str) -> None:
@@ -217,10 +233,28 @@ def test_library_actions_and_readable_errors(page, embedder, llama, tmp_path) ->
         expect(documents).not_to_contain_text("lab.md")
         assert (extra / "lab.md").exists() and app.engram.folders.get(str(extra)) is None
 
-        # A bad folder path and a model that does not exist are readable messages.
+        # A bad folder path, a relative one, "Remove…" with nothing picked: a message beside the
+        # controls, no error badge, the form stays usable and the message goes with the next action.
+        note = page.locator("#engram-folder-note")
+        watch = page.get_by_role("button", name="Watch folder")
         page.locator("#engram-folder-path textarea").fill(str(tmp_path / "missing"))
-        page.get_by_role("button", name="Watch folder").click()
-        expect(page.get_by_text(f"There is no folder at {tmp_path / 'missing'}")).to_be_visible()
+        watch.click()
+        expect(note).to_contain_text(f"There is no folder at {tmp_path / 'missing'}")
+        page.locator("#engram-folder-path textarea").fill("notes")
+        watch.click()
+        expect(note).to_contain_text("Give the full path (starting with / or ~), not 'notes'.")
+        page.get_by_role("button", name="Remove…").click()
+        expect(note).to_contain_text("Pick a folder to stop watching.")
+        no_error_badge(page)
+        usable(watch)
+        expect(page.locator("#engram-folder-path textarea")).to_be_editable()
+        shot(page, "ui-library-refusal.png")
+        page.locator("#engram-folder-path textarea").fill(str(extra))
+        watch.click()
+        expect(page.locator(".engram-folders")).to_contain_text(str(extra))
+        expect(note).not_to_contain_text("Pick a folder")
+        expect(documents.locator("[role=row]", has_text="lab.md")).to_contain_text("learned")
+        no_error_badge(page)
         page.get_by_role("tab", name="Models").click()
         page.get_by_text("Another model").click()
         page.get_by_label("Model (path or Ollama tag)").fill(str(tmp_path / "nothing.gguf"))
@@ -231,15 +265,39 @@ def test_library_actions_and_readable_errors(page, embedder, llama, tmp_path) ->
         expect(page.get_by_text("Now answering with embedded")).to_be_visible()
         assert 'chat_model = "embedded"' in app.engram.loaded.config_file.read_text()
 
-        # A setting with a value its type refuses: said plainly, nothing saved.
+        # A setting with a value its type refuses: said plainly beside the control, nothing
+        # saved, the table stays; picking another setting clears the message.
         page.get_by_role("tab", name="Settings").click()
-        page.get_by_label("Setting").fill("search_k")
-        page.get_by_role("option", name="search_k").click()
+        settings_table = page.locator("#engram-settings")
+        pick_setting(page, "search_k")
         expect(page.get_by_label("New value")).to_have_value("5")
         page.get_by_label("New value").fill("0")
         page.get_by_role("button", name="Save").click()
-        expect(page.get_by_text("invalid value '0' for 'search_k'")).to_be_visible()
-        assert "search_k" not in app.engram.loaded.config_file.read_text()
+        refusal = page.locator(".engram-note")
+        expect(refusal).to_have_text("search_k must be a whole number from 1 to 100, not '0'")
+        pick_setting(page, "temperature")
+        expect(refusal).to_have_count(0)
+        page.get_by_label("New value").fill("hot")
+        page.get_by_role("button", name="Save").click()
+        expect(refusal).to_have_text("temperature must be a number from 0 to 2, not 'hot'")
+        expect(settings_table).to_contain_text("chunk_tokens")
+        no_error_badge(page)
+        shot(page, "ui-settings-refusal.png")
+        pick_setting(page, "data_dir")
+        expect(refusal).to_have_count(0)
+        page.get_by_label("New value").fill("hot")
+        page.get_by_role("button", name="Save").click()
+        expect(refusal).to_contain_text("data_dir: 'hot' is not a full path")
+        usable(page.get_by_role("button", name="Save"))
+        pick_setting(page, "search_k")
+        page.get_by_label("New value").fill("7")
+        page.get_by_role("button", name="Save").click()
+        expect(page.get_by_text("Saved search_k. Restart Engram to use it.")).to_be_visible()
+        expect(refusal).to_have_count(0)
+        expect(settings_table).to_contain_text("7 after restart")
+        no_error_badge(page)
+        saved = app.engram.loaded.config_file.read_text()
+        assert "search_k = 7" in saved and "temperature" not in saved and "data_dir" not in saved
 
         # Ollama down while answering: the chat says so in words, no traceback.
         app.engram.runtime.adopt(OllamaRuntime("llama3.2", host="http://127.0.0.1:9", connect_timeout_s=0.5))
@@ -251,6 +309,55 @@ def test_library_actions_and_readable_errors(page, embedder, llama, tmp_path) ->
         expect(answer).to_contain_text("Ollama")
         assert "Traceback" not in page.content()
         shot(page, "ui-error.png")
+    finally:
+        app.close()
+
+
+def pick_setting(page, name: str) -> None:
+    """Pick a setting and wait until its value is in the box (typing earlier would be overwritten)."""
+    from playwright.sync_api import expect
+
+    page.get_by_label("Setting").fill(name)
+    page.get_by_role("option", name=name, exact=True).click()
+    expect(page.locator("p.engram-muted > strong").get_by_text(name, exact=True)).to_be_visible()
+
+
+def test_an_answer_cut_off_at_the_token_limit_is_marked_and_continues(page, embedder, llama, tmp_path) -> None:
+    from playwright.sync_api import expect
+
+    app = App(embedder, llama, answer_max_tokens=16)
+    (app.engram.settings.effective_drop_folder / "ferry.txt").write_text(FERRY)
+    try:
+        wait_for(lambda: app.engram.search("ferry Oskel Isle"))
+        page.goto(app.url)
+        continue_button = page.locator("#engram-continue")
+        expect(continue_button).to_be_hidden()
+        page.locator("#engram-question textarea").fill("Tell me everything about the ferry to Oskel Isle.")
+        page.get_by_role("button", name="Ask").click()
+        answer = page.locator("#engram-chat [data-testid='bot']").last
+        expect(answer.locator(".engram-meta")).to_contain_text("16 tokens", timeout=90_000)
+        expect(answer.locator(".engram-cut-off")).to_contain_text("Cut off:")
+        expect(continue_button).to_be_visible()
+        shot(page, "ui-chat-cut-off.png")
+
+        # Continue: a follow-up turn asking for the rest; the button goes while it answers.
+        continue_button.click()
+        expect(page.locator("#engram-chat [data-testid='user']").last).to_contain_text(
+            app.engram.chat.continue_question)
+        expect(page.locator("#engram-chat [data-testid='bot']")).to_have_count(2)
+        expect(page.locator("#engram-chat [data-testid='bot']").last.locator(".engram-meta")).to_contain_text(
+            "Answered by llamacpp", timeout=90_000)
+        stored = app.engram.conversations.messages(1)
+        assert [m.role for m in stored] == ["user", "assistant"] * 2
+        assert stored[-1].meta["history_messages"] >= 2
+        expect(continue_button).to_be_visible(visible=stored[-1].meta["finish_reason"] == "length")
+
+        # Reopened later, the mark is still there; a new conversation hides the button.
+        page.get_by_role("button", name="New conversation").click()
+        expect(continue_button).to_be_hidden()
+        page.locator("#engram-conversations label").first.click()
+        expect(page.locator("#engram-chat .engram-cut-off").first).to_be_visible()
+        no_error_badge(page)
     finally:
         app.close()
 
