@@ -2,7 +2,8 @@
 
 Each chunk row carries its embedding, so the FAISS index can always be rebuilt from SQLite alone,
 and a document's chunks are replaced in one transaction: a crash leaves the old set or the new
-set, never a mix.
+set, never a mix. numpy is imported by the methods that handle vectors: ``engram status`` reads
+this store without loading it.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel
 
 from store.database import Database
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class NewChunk(BaseModel):
@@ -126,11 +130,15 @@ class DocumentStore:
         return [r[0] for r in self.db.query("SELECT text FROM chunks ORDER BY id")]
 
     def chunk_ids(self) -> np.ndarray:
+        import numpy as np
+
         rows = self.db.conn.execute("SELECT id FROM chunks ORDER BY id").fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Stored embeddings in the order of ``ids`` (missing ids are skipped)."""
+        import numpy as np
+
         ids = [int(i) for i in ids]
         found = self.vectors_by_id(ids)
         rows = [found[i] for i in ids if i in found]
@@ -140,6 +148,8 @@ class DocumentStore:
 
     def vectors_by_id(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
         """Stored embedding of each chunk in ``ids`` that still exists."""
+        import numpy as np
+
         ids = [int(i) for i in ids]
         found: dict[int, np.ndarray] = {}
         for start in range(0, len(ids), 900):
@@ -185,6 +195,8 @@ class DocumentStore:
         vectors: np.ndarray,
     ) -> tuple[int, list[int], list[int]]:
         """Store a document's new chunks in one transaction; returns (doc id, removed, added ids)."""
+        import numpy as np
+
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -79,5 +79,5 @@ def test_status_imports_no_model_library(tmp_path):
     env = {**os.environ, "ENGRAM_DATA_DIR": str(tmp_path / "d"), "ENGRAM_CONFIG_DIR": str(tmp_path / "c")}
     first = status_imports(env)  # creates the store (migrations run through sqlite-utils)
     assert not first & set(MODEL_LIBRARIES), first
-    again = status_imports(env)  # an existing store: not even sqlite-utils (it imports pandas)
-    assert not again & {*MODEL_LIBRARIES, "sqlite_utils", "pandas"}, again
+    again = status_imports(env)  # an existing store: not even sqlite-utils (it imports pandas) or numpy
+    assert not again & {*MODEL_LIBRARIES, "sqlite_utils", "pandas", "numpy"}, again

@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from engines.generation import (
     CHATML_TEMPLATE,
     ChatMessage,
@@ -38,6 +36,7 @@ from engines.generation import (
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaGrammar
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +115,8 @@ class _Decoding:
     """
 
     def __init__(self, request: GenerationRequest, prompt_len: int, penalized_ids: np.ndarray) -> None:
+        import numpy as np  # here, not at the top: the CLI reads EMBEDDED without loading numpy
+
         bias = request.logit_bias or {}
         self.bias_ids = np.array(list(bias), dtype=np.intc)
         self.bias = np.array(list(bias.values()), dtype=np.single)
@@ -129,6 +130,8 @@ class _Decoding:
         return bool(self.bias_ids.size) or self.last_n > 0
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         scores = np.array(scores, dtype=np.single)
         if self.bias_ids.size:
             scores[self.bias_ids] += self.bias
@@ -238,6 +241,8 @@ class LlamaCppRuntime(Runtime):
     def penalized_ids(self) -> np.ndarray:
         """Which token ids the repetition penalty applies to (``penalized``), by id."""
         if self._penalized_ids is None:
+            import numpy as np
+
             llm = self.llm
             texts = (llm.detokenize([i]).decode("utf-8", errors="ignore") for i in range(llm.n_vocab()))
             self._penalized_ids = np.fromiter((penalized(t) for t in texts), dtype=bool,

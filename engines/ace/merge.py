@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel
 
 from engines.ace.playbook import BULLET_MAX_CHARS, Bullet, Delta, Operation, Playbook
 from engines.ace.rules import Evidence, bullet_problem
 
-Embed = Callable[[list[str]], np.ndarray]
+if TYPE_CHECKING:
+    import numpy as np
+
+Embed = Callable[[list[str]], "np.ndarray"]
 CONTRADICTION_SIMILARITY = 0.7
 _NEGATION = re.compile(r"\b(not|never|no|don't|do not|avoid|without|nothing)\b", re.IGNORECASE)
 
@@ -94,7 +97,7 @@ class _Merger:
             return None, -1.0
         vectors = self.embed([text, *(b.content for b in others)])
         sims = vectors[1:] @ vectors[0]
-        best = int(np.argmax(sims))
+        best = int(sims.argmax())
         return others[best], float(sims[best])
 
     def _place(self, op: Operation, exclude: set[int]) -> bool:
