@@ -326,9 +326,11 @@ def test_an_answer_cut_off_at_the_token_limit_is_marked_and_continues(page, embe
     from playwright.sync_api import expect
 
     app = App(embedder, llama, answer_max_tokens=16)
-    (app.engram.settings.effective_drop_folder / "ferry.txt").write_text(FERRY)
+    drop = app.engram.settings.effective_drop_folder
+    (drop / "ferry.txt").write_text(FERRY)
     try:
-        wait_for(lambda: app.engram.search("ferry Oskel Isle"))
+        app.engram.ingest([drop])  # queued at once, not only when the watcher sees the file
+        wait_for(lambda: app.engram.search("ferry Oskel Isle"), timeout=60)
         page.goto(app.url)
         continue_button = page.locator("#engram-continue")
         expect(continue_button).to_be_hidden()
