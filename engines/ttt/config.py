@@ -74,7 +74,9 @@ class TTTConfig(BaseModel):
         "extract", description="facts: every fact of the text (list items, table rows, key: value "
         "lines; pronouns and definite descriptions resolved) asked and restated several ways, with "
         "a passage per named entity (engines/ttt/facts.py); extract: each sentence's last span "
-        "only; model: the chat model writes the pairs under a JSON grammar (slower).")
+        "only; model: the facts, plus questions a person would ask and rewrites that the chat "
+        "model writes for each section, each answer and name checked against the text "
+        "(engines/ttt/written.py; slower: for a larger chat model, Ollama or a GGUF).")
     replay_tokens: int = Field(
         64, ge=0, le=4096, description="Tokens of general background text mixed into each "
         "mini-batch to hold perplexity down (0: no replay).")

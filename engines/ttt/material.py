@@ -15,7 +15,7 @@ from typing import Any
 
 from engines.base import DocumentInput, EngineContext, Neocortex
 from engines.generation import Runtime
-from engines.ttt import facts, rehearsal
+from engines.ttt import facts, rehearsal, written
 from engines.ttt.config import TTTConfig
 from engines.ttt.recall import RecallEntry
 from engines.ttt.state import Part, TTTState
@@ -40,9 +40,10 @@ class Material:
 def document_material(cortex: Neocortex, document: DocumentInput, config: TTTConfig,
                       generator: Callable[[], Runtime]) -> Material:
     """The document's windows and rehearsal pieces, from ``rehearsal_source``: every fact of the
-    text resolved and restated (``facts``), each sentence's last span (``extract``), or pairs
-    written by ``generator``'s model (``model``). The facts' restated passages (statements,
-    reorderings, entity passages) are trained with the pairs: they are that source's material."""
+    text resolved and restated (``facts``), each sentence's last span (``extract``), or the facts
+    plus the questions and rewrites ``generator``'s model writes section by section, each checked
+    against the text (``model``). The restated passages (statements, reorderings, entity passages,
+    rewrites) are trained with the pairs: they are those sources' material."""
     window = max(16, config.batch_tokens // 2)
     doc = text_pieces(cortex.tokenizer, document.text, window, "document", limit=config.max_document_tokens)
     text = cortex.tokenizer.decode([t for p in doc for t in p.ids])
@@ -50,7 +51,9 @@ def document_material(cortex: Neocortex, document: DocumentInput, config: TTTCon
     restated: list[str] = []
     if config.rehearsal_qa or config.rehearsal_paraphrase:
         if config.rehearsal_source == "model":
-            pairs = rehearsal.generate(generator(), text)
+            pairs, restated = facts.rehearse(text)
+            wrote, rewrites = written.write(generator(), text)
+            pairs, restated = pairs + wrote, restated + rewrites
         elif config.rehearsal_source == "facts":
             pairs, restated = facts.rehearse(text)
         else:
@@ -59,7 +62,7 @@ def document_material(cortex: Neocortex, document: DocumentInput, config: TTTCon
     if config.rehearsal_qa:
         extra += [chat_piece(cortex.tokenizer, qa.question, qa.answer, config.rehearsal_system)
                   for qa in pairs]
-    restating = config.rehearsal_paraphrase or (config.rehearsal_source == "facts" and config.rehearsal_qa)
+    restating = config.rehearsal_paraphrase or (config.rehearsal_source != "extract" and config.rehearsal_qa)
     if restating and restated:
         extra += text_pieces(cortex.tokenizer, "\n".join(restated), window, "paraphrase")
     return Material(doc + extra, sum(len(p) for p in doc), pairs, text)

@@ -3,25 +3,22 @@
 A model trained on "Ada Quill was born in 1931." learns to continue that sentence, not to answer
 "When was Ada Quill born?": it stores the sentence, not the answer to a question about it.
 Training also on the same facts in question/answer form and in other word orders is the known
-remedy. Everything here comes from the document's own text, by one of two routes:
+remedy. Everything here comes from the document's own text:
 
 - ``extract`` (rule-based): each sentence's last informative span (a number with its unit, a
   trailing proper name, or the final noun phrase) becomes the answer, and the sentence with
   that span replaced by a wh-phrase becomes the question ("Ada Quill was born in what year?").
   The paraphrases put the answer first ("1931 is what Ada Quill was born in.") and restate the
   sentence as a key and value ("Ada Quill was born in: 1931.").
-- ``model``: the chat model writes question/answer pairs under a JSON grammar; a pair is kept
-  only when its answer appears in the document.
+
+The other sources live beside it: ``engines.ttt.facts`` (every fact of real prose) and
+``engines.ttt.written`` (what a chat model writes, checked against the text).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-from pydantic import BaseModel, Field
-
-from engines.generation import ChatMessage, GenerationRequest, Runtime
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _NUMBER_TAIL = re.compile(r"^(?P<head>.*?\b)(?P<num>\d[\d,.:]*\d|\d)(?:\s+(?P<unit>[a-z]+))?$")
@@ -133,31 +130,3 @@ def extract(text: str) -> tuple[list[QA], list[str]]:
             pairs.append(QA(question=c.question, answer=c.answer))
             restated.extend(paraphrases(c))
     return pairs, restated
-
-
-class _Pair(BaseModel):
-    question: str = Field(max_length=200)
-    answer: str = Field(max_length=80)
-
-
-class _Pairs(BaseModel):
-    pairs: list[_Pair] = Field(max_length=8)
-
-
-GENERATE_INSTRUCTIONS = (
-    "Write short questions about the facts in the user's text. Each answer is a few words "
-    "copied exactly from the text."
-)
-
-
-def generate(runtime: Runtime, text: str, max_tokens: int = 400) -> list[QA]:
-    """Question/answer pairs the model writes about ``text``; pairs whose answer is not in the
-    text are dropped (the model may not invent facts for the weights to learn)."""
-    request = GenerationRequest(messages=[ChatMessage(role="system", content=GENERATE_INSTRUCTIONS),
-                                          ChatMessage(role="user", content=text)],
-                                max_tokens=max_tokens, temperature=0.0)
-    found = runtime.generate_json(request, _Pairs)
-    lowered = text.lower()
-    return [QA(question=p.question.strip(), answer=p.answer.strip()) for p in found.pairs
-            if p.answer.strip() and p.answer.strip().lower() in lowered
-            and p.answer.strip().lower() not in p.question.lower()]
