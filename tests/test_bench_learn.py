@@ -30,8 +30,11 @@ def test_bench_learn_all_on_the_smallest_set(neocortex, isolated_dirs, monkeypat
     report = run_learn_bench(settings, ["all"], set_name="templated", size=3, speed=False,
                              echo=lines.append, cortex=neocortex, sleep=60)
     labels = [r.label for r in report.runs]
-    assert labels == ["base model (closed book)", "rag", "ttt", "ttt +sleep", "rag+ttt", "rag+ttt +sleep"]
-    base, rag, ttt, slept, both, _ = report.runs
+    assert labels == ["base model (closed book)", "rag", "ttt", "ttt +sleep", "rag+ttt",
+                      "ttt closed book, weights of rag+ttt", "rag+ttt +sleep",
+                      "ttt closed book, weights of rag+ttt +sleep"]
+    base, rag, ttt, slept, both, alone, _, _ = report.runs
+    assert alone.engine == "ttt" and alone.forgot == both.forgot  # the same weights, asked without retrieval
     assert report.set == "templated" and report.free_text and not report.diagnostic
     assert report.documents == 3 and report.questions >= 10 and report.general_known > 0
     assert report.heldout_known > 0 and base.forgot.heldout_forgetting_ratio == 0.0
@@ -65,9 +68,9 @@ def test_bench_learn_all_on_the_smallest_set(neocortex, isolated_dirs, monkeypat
 
 
 def _run(label: str, kind: str, contains: float | None, loops: int | None = 0, forgetting: float = 0.0,
-         drift: float = 0.0) -> EngineRun:
+         drift: float = 0.0, engine: str | None = None) -> EngineRun:
     learned = Learned(contains=contains, exact_match=contains, loops=loops, choice_accuracy=0.5)
-    return EngineRun(label=label, kind=kind, before=learned, after=learned,
+    return EngineRun(label=label, kind=kind, before=learned, after=learned, engine=engine or label.split()[0],
                      forgot=Forgot(perplexity=14.0, perplexity_drift=drift, general_accuracy=1.0,
                                    forgetting_ratio=0.0, free_text_forgetting=forgetting))
 
@@ -95,8 +98,9 @@ def test_a_run_without_free_text_is_a_diagnostic_never_the_latest_result(tmp_pat
 def test_targets_on_natural_prose_say_pass_and_miss_plainly() -> None:
     runs = [_run("base model (closed book)", "base", 0.02), _run("rag", "context", 0.40),
             _run("ttt +sleep", "weights", 0.55, forgetting=0.02, drift=0.01),
-            _run("rag+ttt", "weights", 0.35, loops=2)]
+            _run("rag+ttt", "weights", 0.35, loops=2), _run("rag+ttt +sleep", "weights", 0.6)]
     lines = target_lines(_report(runs))
+    assert not any(line.startswith("target rag+ttt +sleep: contains >= 0.5") for line in lines), lines  # open book
     assert any(line.startswith("target ttt +sleep: contains >= 0.5 (0.550)") and line.endswith("PASS")
                for line in lines), lines
     assert any(line.startswith("target rag+ttt: contains >= rag's (0.350 vs 0.400)") and line.endswith("MISS")

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from app.bench.fiction import generate
 from app.bench.learn_measures import Baseline, Forgot, Learned, baseline, chat_prompt, forgot, score_questions
 from app.bench.learn_report import (
+    COMBINED,
     EngineRun,
     LearnBenchReport,
     SpeedRun,
@@ -59,7 +60,6 @@ ABLATIONS: list[tuple[str, dict[str, Any]]] = [
     ("full finetune", {"mode": "full", **NO_REMEDIES}),
 ]
 SPEED_TOKENS = 2000
-COMBINED = "+"  # "rag+ttt": engines that answer together (retrieval and learned weights)
 
 
 class LearnBench:
@@ -149,21 +149,33 @@ class LearnBench:
                             overrides=overrides, before=base.learned, after=self.scores(engines),
                             forgot=self.forgetting(writers, base), learn_seconds=seconds, document_tokens=tokens,
                             tokens_per_second=tokens / seconds if seconds > 0 else 0.0, details=details)
-            runs = [run]
-            self.echo(row(run))
+            runs = [run, *self.closed_book(run, engines, writers)]
+            for done in runs:
+                self.echo(row(done))
             if sleep > 0 and writers:
                 self.echo(f"{label}: sleeping (consolidating) for at most {sleep:.0f} s...")
                 slept = [w.consolidate(Budget(seconds=sleep)) for w in writers]
-                runs.append(run.model_copy(update={
+                rested = run.model_copy(update={
                     "label": f"{label} +sleep", "after": self.scores(engines),
                     "forgot": self.forgetting(writers, base),
                     "details": {**details, "sleep_seconds": sum(r.seconds for r in slept),
-                                "sleep": slept[-1].details, "stats": writers[-1].stats()}}))
-                self.echo(row(runs[-1]))
+                                "sleep": slept[-1].details, "stats": writers[-1].stats()}})
+                for done in (rested, *self.closed_book(rested, engines, writers)):
+                    runs.append(done)
+                    self.echo(row(done))
         finally:
             for engine in engines:
                 _release(engine)
         return runs
+
+    def closed_book(self, run: EngineRun, engines: list[Engine], writers: list[Engine]) -> list[EngineRun]:
+        """For engines answering together (rag+ttt), the same learned weights asked without the
+        others: what the weights hold on their own, from the same training."""
+        if len(engines) == 1 or not writers:
+            return []
+        name = COMBINED.join(w.name for w in writers)
+        return [run.model_copy(update={"label": f"{name} closed book, weights of {run.label}", "engine": name,
+                                       "after": self.scores(writers)})]
 
     def scores(self, engines: list[Engine]) -> Learned:
         """The set's questions, asked as chat asks them with ``engines`` in place."""
