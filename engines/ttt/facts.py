@@ -418,6 +418,13 @@ def question(text: str, span: Span) -> str:
     return body[0].upper() + body[1:] + "?"
 
 
+def _inside(text: str) -> str:
+    """``text`` moved inside a sentence: its first letter lowered unless it opens a name."""
+    if text[:1].isupper() and not _FUNCTION.match(text.split()[0]):
+        return text
+    return text[0].lower() + text[1:]
+
+
 def inverted(text: str, span: Span) -> str | None:
     """The question with its wh-phrase first and "is/was/are/were" before the subject, when the
     span ends a sentence of that form ("In what year was Ada Quill born?")."""
@@ -434,8 +441,7 @@ def inverted(text: str, span: Span) -> str | None:
         wh, rest = "where", _WHERE_PREP.sub("", body[m.end():span.start]).strip()
     elif rest.split()[-1:] and re.match(r"^(?:in|on|at|by|since|until|from|for|during)$", rest.split()[-1]):
         wh, rest = f"{rest.split()[-1]} {wh}", " ".join(rest.split()[:-1])
-    lead = subject if subject[:1].isupper() and not _FUNCTION.match(subject.split()[0]) else \
-        subject[0].lower() + subject[1:]
+    lead = _inside(subject)
     text = f"{wh} {verb} {lead} {rest}".strip()
     return text[0].upper() + text[1:] + "?"
 
@@ -445,7 +451,7 @@ def _base_form(verb: str) -> tuple[str, str] | None:
     verb a question moves it to (regular verbs and "has"/"had" only)."""
     if verb in ("has", "had"):
         return ("does" if verb == "has" else "did"), "have"
-    if verb in ("is", "was", "are", "were", "does", "did", "this", "its", "has", "thus", "less"):
+    if verb in ("is", "was", "are", "were", "does", "did", "this", "its", "thus", "less"):
         return None
     if verb.endswith("ed"):
         stem = verb[:-2]
@@ -479,12 +485,7 @@ def do_question(text: str, span: Span) -> str | None:
     aux, verb = moved
     tail = body[span.end:].split(",")[0].split(";")[0].strip()
     tail = f" {tail}" if tail and len(tail.split()) <= 6 else ""
-    if not _FUNCTION.match(subject.split()[0]) or not subject[:1].isupper():
-        lead = subject
-    else:
-        lead = subject[0].lower() + subject[1:]
-    wh = "who" if span.wh == "who" else span.wh
-    asked = f"{wh} {aux} {lead} {verb}{tail}"
+    asked = f"{span.wh} {aux} {_inside(subject)} {verb}{tail}"
     return asked[0].upper() + asked[1:] + "?"
 
 
@@ -530,9 +531,7 @@ def reordered(text: str) -> str | None:
         return f"{rest[0].upper()}{rest[1:]}, {lead[0].lower()}{lead[1:]}."
     m = _TRAILING_PHRASE.match(body)
     if m and len(m["phrase"].split()) <= 6 and len(m["rest"].split()) >= 3:
-        rest = m["rest"]
-        lead = rest if rest[:1].isupper() and not _FUNCTION.match(rest.split()[0]) else rest[0].lower() + rest[1:]
-        return f"{m['phrase'][0].upper()}{m['phrase'][1:]}, {lead}."
+        return f"{m['phrase'][0].upper()}{m['phrase'][1:]}, {_inside(m['rest'])}."
     return None
 
 
