@@ -196,6 +196,15 @@ class CoreSettings(BaseModel):
         None, description="Password of the UI (user 'engram'); required when ui_host is not "
         "a loopback address. Prefer the ENGRAM_UI_PASSWORD environment variable.",
     )
+    api_host: str = Field("127.0.0.1", description="Address the OpenAI-compatible /v1 API listens on "
+                          "under `engram run --headless` (the desktop app serves it on ui_host).")
+    api_port: int = Field(7861, ge=0, le=65535, description="Port of the /v1 API under `engram run "
+                          "--headless` (0: any free port); the desktop app serves it on ui_port.")
+    api_key: SecretStr | None = Field(
+        None, description="Bearer key of the /v1 API; once set, every request needs it. Required "
+        "when the API listens beyond this computer (or the UI has a password). Prefer the "
+        "ENGRAM_API_KEY environment variable.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     engines: NameList = Field(
         default_factory=lambda: ["rag"],
