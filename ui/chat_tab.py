@@ -12,7 +12,7 @@ import gradio as gr
 
 from app.core import Citation, Delta, Done, Engram, MessageRow, Sources
 from ui.errors import friendly, readable
-from ui.formatting import short_model
+from ui.formatting import plain_text, short_model
 from ui.tab import Tab
 
 FEEDBACK = {"up": "Like", "down": "Dislike"}
@@ -39,17 +39,34 @@ def source_link(cite: Citation) -> str:
     return f"/source/{int(cite.chunk_id)}?quote={url_quote(cite.quote)}"
 
 
-def render_sources(citations: list[Citation]) -> str:
+def _source_item(cite: Citation, quoted: bool) -> str:
+    quote = f"<q>{escape(plain_text(cite.quote))}</q>" if quoted and cite.quote else ""
+    return (f"<li value='{cite.n}'><a href='{escape(source_link(cite))}' target='_blank' "
+            f"rel='noopener'>{escape(Path(cite.path).name)}</a> <span class='where'>· "
+            f"{escape(cite.position)}</span>{quote}</li>")
+
+
+def render_sources(citations: list[Citation], final: bool = True) -> str:
+    """The numbered sources under an answer. Passages the answer drew on come first with the
+    sentence quoted; the others it was shown are behind a "consulted, not cited" toggle. While the
+    answer streams, which sentence to quote is not known yet, so no quote is shown."""
     if not citations:
         return NO_SOURCES
-    items = []
-    for cite in citations:
-        kind = "cited" if cite.cited else "consulted"
-        items.append(
-            f"<li value='{cite.n}' class='{kind}'><a href='{escape(source_link(cite))}' target='_blank' "
-            f"rel='noopener'>{escape(Path(cite.path).name)}</a> <span class='where'>· "
-            f"{escape(cite.position)}</span><q>{escape(cite.quote)}</q></li>")
-    return f"<div class='engram-sources'><strong>Sources</strong><ol>{''.join(items)}</ol></div>"
+    if not final:
+        items = "".join(_source_item(c, quoted=False) for c in citations)
+        return (f"<div class='engram-sources'><strong>Sources</strong> <span class='engram-muted'>"
+                f"(read for this answer; quotes follow when it is complete)</span><ol>{items}</ol></div>")
+    cited = [c for c in citations if c.cited]
+    consulted = [c for c in citations if not c.cited]
+    parts = ["<div class='engram-sources'>"]
+    if cited:
+        parts.append(f"<strong>Sources</strong><ol>{''.join(_source_item(c, True) for c in cited)}</ol>")
+    else:
+        parts.append("<span class='engram-muted'>The answer does not draw on any passage it was shown.</span>")
+    if consulted:
+        parts.append(f"<details class='consulted'><summary>Consulted, not cited ({len(consulted)})</summary>"
+                     f"<ol>{''.join(_source_item(c, True) for c in consulted)}</ol></details>")
+    return "".join(parts) + "</div>"
 
 
 def render_meta(meta: dict[str, Any]) -> str:
@@ -71,7 +88,9 @@ def cut_off(meta: dict[str, Any]) -> bool:
 
 
 def render_answer(text: str, citations: list[Citation], meta: dict[str, Any] | None = None,
-                  correction: str | None = None) -> str:
+                  correction: str | None = None, final: bool = True) -> str:
+    """An answer with its warnings, correction, sources and meta; ``final`` is False while it
+    streams."""
     meta = meta or {}
     failed = meta.get("error")
     body = safe_markdown(text) if text else "" if failed else THINKING
@@ -79,7 +98,7 @@ def render_answer(text: str, citations: list[Citation], meta: dict[str, Any] | N
            f"{escape(str(failed))}</div>" if failed else CUT_OFF if cut_off(meta) else "")
     fixed = (f"\n\n<div class='engram-meta'><strong>Your correction:</strong> "
              f"{escape(correction)}</div>" if correction else "")
-    return f"{body}{cut}{fixed}\n\n{render_sources(citations)}{render_meta(meta)}"
+    return f"{body}{cut}{fixed}\n\n{render_sources(citations, final)}{render_meta(meta)}"
 
 
 def render_error(message: str) -> str:
@@ -192,7 +211,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                     ids[-1], more = m.id, cut_off(m.meta)
                     chat[-1] = {"role": "assistant", "content": render_answer(m.content, m.citations, m.meta)}
                     continue
-                chat[-1] = {"role": "assistant", "content": render_answer(answer, citations)}
+                chat[-1] = {"role": "assistant", "content": render_answer(answer, citations, final=False)}
                 yield chat, skip, conversation_id, ids, skip, skip, skip, skip
         except Exception as exc:  # a model that will not load, Ollama down: said in the chat
             chat[-1] = {"role": "assistant", "content": render_error(readable(exc))}

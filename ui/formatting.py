@@ -3,6 +3,11 @@
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bs4 import BeautifulSoup
+from markdown_it import MarkdownIt
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False})  # raw HTML stays text, never markup
+
 
 def human_size(size: int | float | None) -> str:
     if size is None:
@@ -28,3 +33,9 @@ def local_time(stamp: str | None) -> str:
     except ValueError:
         return stamp
     return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def plain_text(markdown: str) -> str:
+    """Markdown as the words a reader sees ("# Quillmark **Foods**" -> "Quillmark Foods"): quotes
+    from a Markdown file are shown as text, not as its raw syntax."""
+    return " ".join(BeautifulSoup(_MARKDOWN.render(markdown), "html.parser").get_text().split())

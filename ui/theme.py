@@ -1,15 +1,21 @@
 """The look: a theme whose fonts ship inside gradio (nothing is fetched from the internet) and
-the few styles gradio's components do not cover (progress card, citations, empty states)."""
+the few styles gradio's components do not cover (progress card, citations, empty states).
+
+Only the regular and bold faces gradio ships are complete; its semibold and medium faces hold a
+few letters, so a semibold label drew its "b" in one face and the rest in another. Declaring only
+400 and 700 makes every heavier weight use the complete bold face."""
 
 import gradio as gr
+
+COMPLETE_WEIGHTS = (400, 700)
 
 THEME = gr.themes.Soft(
     primary_hue="indigo",
     secondary_hue="sky",
     neutral_hue="slate",
     radius_size="md",
-    font=[gr.themes.LocalFont("IBM Plex Sans"), "ui-sans-serif", "system-ui", "sans-serif"],
-    font_mono=[gr.themes.LocalFont("IBM Plex Mono"), "ui-monospace", "monospace"],
+    font=[gr.themes.LocalFont("IBM Plex Sans", weights=COMPLETE_WEIGHTS), "ui-sans-serif", "system-ui", "sans-serif"],
+    font_mono=[gr.themes.LocalFont("IBM Plex Mono", weights=COMPLETE_WEIGHTS), "ui-monospace", "monospace"],
 )
 
 CSS = """
@@ -46,7 +52,8 @@ footer { display: none !important; }
   font-size: 0.88rem; }
 .engram-sources ol { margin: 4px 0 0 0; padding-left: 1.4em; }
 .engram-sources li { margin: 4px 0; }
-.engram-sources li.consulted { opacity: 0.7; }
+.engram-sources details.consulted { margin-top: 6px; color: var(--body-text-color-subdued); }
+.engram-sources details.consulted summary { cursor: pointer; }
 .engram-sources .where { color: var(--body-text-color-subdued); }
 .engram-sources q { display: block; color: var(--body-text-color-subdued); font-style: italic; }
 .engram-meta { display: block; margin-top: 8px; font-size: 0.78rem; color: var(--body-text-color-subdued); }

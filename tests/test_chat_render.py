@@ -1,0 +1,41 @@
+"""How an answer's sources read: cited passages quoted as plain text, the others behind a toggle
+that says why they are there, and no quote while the answer is still streaming."""
+
+from __future__ import annotations
+
+from app.core import Citation
+from ui.chat_tab import render_answer, render_sources
+from ui.formatting import plain_text
+
+
+def cite(n: int, quote: str, cited: bool) -> Citation:
+    return Citation(n=n, chunk_id=n, document_id=n, path=f"/notes/doc{n}.md", line_start=1,
+                    line_end=3, score=0.5, quote=quote, cited=cited)
+
+
+def test_markdown_quotes_read_as_plain_text() -> None:
+    assert plain_text("# Quillmark Foods makes **jam** in [Oslo](http://x.example).") == \
+        "Quillmark Foods makes jam in Oslo."
+    assert plain_text("- a `code` item") == "a code item"
+    assert plain_text("a <b>tag</b> stays text") == "a <b>tag</b> stays text"
+
+
+def test_cited_passages_first_and_the_rest_marked_consulted_not_cited() -> None:
+    html = render_sources([cite(1, "# Ferry times", False), cite(2, "The **ferry** leaves at 06:40.", True)])
+    shown, _, hidden = html.partition("<details")
+    assert "doc2.md" in shown and "The ferry leaves at 06:40." in shown and "**" not in html
+    assert "Consulted, not cited (1)" in hidden and "doc1.md" in hidden and "Ferry times" in hidden
+    assert "#" not in hidden.replace("&#x27;", "")
+    assert "<li value='2'>" in shown and "<li value='1'>" in hidden  # numbers stay the answer's
+
+
+def test_no_quote_while_the_answer_streams() -> None:
+    streaming = render_answer("The ferry", [cite(1, "The ferry leaves at 06:40.", False)], final=False)
+    assert "doc1.md" in streaming and "06:40" not in streaming and "quotes follow" in streaming
+    done = render_answer("The ferry leaves at 06:40.", [cite(1, "The ferry leaves at 06:40.", True)])
+    assert "<q>The ferry leaves at 06:40.</q>" in done and "quotes follow" not in done
+
+
+def test_an_answer_drawing_on_nothing_says_so() -> None:
+    html = render_sources([cite(1, "Tickets cost 14 crowns.", False)])
+    assert "does not draw on any passage" in html and "Consulted, not cited (1)" in html
