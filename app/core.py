@@ -63,11 +63,14 @@ from app.runtimes.llamacpp import EMBEDDED as EMBEDDED
 from app.runtimes.registry import BACKENDS as BACKENDS
 from app.services.playbooks import Playbook as Playbook
 from app.settings import SettingsError as SettingsError
+from engines.generation import ChatMessage as ChatMessage
 from engines.generation import ModelInfo as ModelInfo
 from engines.generation import PromptTooLong as PromptTooLong
 from engines.generation import RuntimeUnavailable as RuntimeUnavailable
 from store.document_listing import STATUSES as STATUSES, ListedDocument as ListedDocument
 from store.playbook_files import PlaybookFileError as PlaybookFileError
+from app.services.bench_runs import BENCHES as BENCHES, BenchRun as BenchRun, BenchRuns, BenchStatus as BenchStatus
+from app.services.bench_runs import history_figure as history_figure
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,6 +81,7 @@ if TYPE_CHECKING:
     from app.ingest.watcher import FolderWatcher
     from store.vector_index import SyncReport, VectorIndex
     from app.runtimes.torch_runtime import TorchRuntime
+    from app.services.bundles import BundleService
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +280,14 @@ class Engram:
     @cached_property
     def playbooks(self) -> PlaybookService:
         return PlaybookService(PlaybookStore(self.db))
+
+    @cached_property
+    def bundles(self) -> BundleService:
+        """Export and import of everything learned, as one file (``engram bundle``, Weights tab)."""
+        from app.services.bundles import BundleService
+
+        return BundleService(self.db, self.paths.root, self.settings, self.save_setting,
+                             self.loaded.config_file, lambda: self.engines)
 
     def _feedback_given(self, message: MessageRow) -> None:
         if queue_feedback(self.queue, self.db, self.engines, message.id):
@@ -478,6 +490,8 @@ class Engram:
         self.save_index()
 
     def close(self) -> None:
+        if "bench_runs" in self.__dict__:
+            self.bench_runs.close()  # a bench started from the app ends with it
         self.stop()
         if self.agent_runtime is not self.runtime:
             self.agent_runtime.close()
@@ -612,6 +626,12 @@ class Engram:
         from app.bench.learn import latest_learn_report  # bench code (torch) loads on first use
 
         return latest_learn_report(self.paths.bench)
+
+    @cached_property
+    def bench_runs(self) -> BenchRuns:
+        """Benches started from the app: each in its own process, one at a time, with history."""
+        return BenchRuns(self.paths.bench, ["--config-dir", str(self.loaded.config_file.parent),
+                                            "--data-dir", str(self.settings.data_dir)])
 
     # --- for the command line (app/cli calls these, never the store, queue or worker) ----------
     @property
