@@ -1,0 +1,377 @@
+"""Bundles: everything learned moved in one zip, and hostile zips refused with nothing changed.
+
+The fast tests use a real store, real safetensors and the real embedded model's identity (read
+from its GGUF header), with a ttt state of the real shapes written as the engine saves it; the
+slow test learns a document into the real neocortex and moves that."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from app.core import Engram
+from app.services.bundle_format import BundleRefused, Limits
+from app.settings import load_settings
+from store.blobs import BlobStore
+from store.documents import DocumentStore
+
+LIVE = "ttt/live"
+LAYERS = list(range(22, 30))  # the last quarter of the embedded model's 30 layers
+
+
+def engram_at(root: Path, embedder=None, **overrides) -> Engram:
+    """An Engram with its own data and config folders under ``root``."""
+    settings = load_settings(cli={"data_dir": str(root / "data"), **{k: str(v) for k, v in overrides.items()}},
+                             config_directory=root / "config")
+    return Engram(settings, embedder=embedder)
+
+
+def add_document(engram: Engram, path: str, content_hash: str) -> int:
+    return DocumentStore(engram.db).replace(path, None, content_hash, 10, 0.0, [], np.zeros((0, 1)))[0]
+
+
+def ttt_state(documents: list[int], seed: int = 0) -> dict:
+    """A ttt learned state of the embedded model's shapes, as ``LiveState.snapshot`` writes it."""
+    g = torch.Generator().manual_seed(seed)
+    state = {"format": 1, "documents": len(documents), "alpha": 0.8, "revision": len(documents),
+             "layers": LAYERS, "mode": "dual", "neurons": 1536, "hidden": 576, "replay_at": 0, "origin": None,
+             "recall": {"seen": 2 * len(documents),
+                        "pairs": [[d, f"question {d}?", f"answer {d}"] for d in documents for _ in range(2)]},
+             "router.keys": torch.nn.functional.normalize(torch.randn(3 * len(documents), 384, generator=g), dim=1)
+             .to(torch.float16),
+             "router.owners": torch.tensor([d for d in documents for _ in range(3)], dtype=torch.long)}
+    for i in LAYERS:
+        ids = torch.randperm(1536, generator=g)[:5].sort().values
+        state[f"layer{i}.ids"] = ids
+        for p in ("gate", "up", "down"):
+            state[f"layer{i}.{p}"] = torch.randn(5, 576, generator=g)
+    return state
+
+
+def learned(engram: Engram, documents: list[int], seed: int = 0) -> dict:
+    state = ttt_state(documents, seed)
+    BlobStore(engram.db, engram.paths.root).put(LIVE, "state", state, meta={"documents": len(documents)})
+    return state
+
+
+@pytest.fixture
+def source(tmp_path: Path):
+    """An Engram that learned: a playbook with history, ttt weights on two documents."""
+    engram = engram_at(tmp_path / "a", engines="rag,ttt", **{"ttt.passes": 3})
+    engram.playbooks.add_bullet("default", "Quote the source document's own words for dates.")
+    engram.playbooks.add_bullet("default", "Give amounts with their units, as the sources do.", "units")
+    engram.playbooks.delete_bullet("default", 1)
+    docs = [add_document(engram, "/notes/a.txt", "hash-a"), add_document(engram, "/notes/b.txt", "hash-b")]
+    state = learned(engram, docs)
+    yield engram, state, docs
+    engram.close()
+
+
+def fresh(tmp_path: Path, name: str = "b") -> Engram:
+    return engram_at(tmp_path / name)
+
+
+def snapshot(engram: Engram) -> dict:
+    """Everything an import may change: playbook history, saved weights, config file, folders."""
+    data = engram.paths.root
+    config = engram.loaded.config_file
+    return {
+        "playbooks": {p.name: engram.bundles.playbook_store.versions(p.name) for p in engram.playbooks.list()},
+        "deltas": engram.db.scalar("SELECT COUNT(*) FROM playbook_deltas"),
+        "live": BlobStore(engram.db, data).meta(LIVE),
+        "config": config.read_text() if config.is_file() else None,
+        "files": sorted(str(p.relative_to(data)) for p in data.rglob("*") if p.is_file() and (
+            "blobs" in p.parts or "Imported" in p.parts or "bundles" in p.parts)),
+    }
+
+
+# --- round trip --------------------------------------------------------------------------------
+def test_export_then_import_into_a_fresh_folder_gives_the_same_playbooks_and_weights(source, tmp_path) -> None:
+    a, state, docs = source
+    path = tmp_path / "moved.zip"
+    report = a.bundles.export(path)
+    assert report.playbooks == ["default"] and report.engines == ["ttt"] and report.documents == 2
+    manifest = json.loads(zipfile.ZipFile(path).read("manifest.json"))
+    assert manifest["base_model"]["name"] == "embedded" and manifest["base_model"]["hidden"] == 576
+    assert [d["content_hash"] for d in manifest["documents"]] == ["hash-a", "hash-b"]
+    assert manifest["settings"]["engines"] == ["rag", "ttt"] and manifest["settings"]["ttt.passes"] == 3
+    assert not any("/" in k and k.startswith(("data_dir", "drop")) for k in manifest["settings"])
+
+    b = fresh(tmp_path)
+    try:
+        # the same documents here under other ids (and one path moved): keys follow the content
+        add_document(b, "/other/x.txt", "unrelated")
+        here = [add_document(b, "/home/me/a.txt", "hash-a"), add_document(b, "/notes/b.txt", "hash-b")]
+        result = b.bundles.import_bundle(path)
+        assert result.playbooks == ["default"] and result.engines == ["ttt"] and result.replaced == []
+        assert result.documents_matched == 2 and result.keys_left_out == 0
+        assert {"engines", "ttt.passes"} <= set(result.settings)
+
+        assert b.playbooks.show("default") == a.playbooks.show("default")
+        assert [v.model_dump(exclude={"delta_id"}) for v in b.playbooks.versions("default")] == \
+            [v.model_dump(exclude={"delta_id"}) for v in a.playbooks.versions("default")]
+        assert [d.operations for d in b.playbooks.history("default")] == \
+            [d.operations for d in a.playbooks.history("default")]
+
+        moved = BlobStore(b.db, b.paths.root).get(LIVE)
+        for key, value in state.items():
+            if key.startswith("layer") and isinstance(value, torch.Tensor):
+                assert torch.equal(moved[key], value), key
+        assert torch.equal(moved["router.keys"], state["router.keys"])
+        mapping = dict(zip(docs, here))
+        assert moved["router.owners"].tolist() == [mapping[d] for d in state["router.owners"].tolist()]
+        assert {p[0] for p in moved["recall"]["pairs"]} == set(here)
+        config = load_settings(config_directory=tmp_path / "b" / "config").settings
+        assert config.engines == ["rag", "ttt"] and config.ttt.passes == 3
+    finally:
+        b.close()
+
+
+def test_keys_of_documents_not_here_are_left_out_and_with_documents_they_are_written(source, tmp_path) -> None:
+    a, _, _ = source
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Alpha.\n")
+    from app.ingest.pipeline import file_hash
+
+    real = add_document(a, str(folder / "a.txt"), file_hash(folder / "a.txt"))
+    learned(a, [real])
+    path = tmp_path / "with.zip"
+    report = a.bundles.export(path, with_documents=True)
+    assert report.documents_included == 1 and sorted(report.documents_left_out) == ["/notes/a.txt", "/notes/b.txt"]
+    b = fresh(tmp_path)
+    try:
+        result = b.bundles.import_bundle(path)
+        assert result.documents_missing == 3 and result.keys_left_out == 3 and result.pairs_left_out == 2
+        assert any("not in this library" in n for n in result.notes)
+        written = list(Path(result.documents_folder).iterdir())
+        assert [p.read_text() for p in written] == ["Alpha.\n"] and written[0].name.endswith("-a.txt")
+        assert len(BlobStore(b.db, b.paths.root).get(LIVE)["router.owners"]) == 0
+    finally:
+        b.close()
+
+
+# --- what is already here ------------------------------------------------------------------------
+def test_without_replace_a_playbook_or_weights_here_refuse_all_and_with_replace_they_are_replaced(
+        source, tmp_path) -> None:
+    a, state, docs = source
+    path = tmp_path / "moved.zip"
+    a.bundles.export(path)
+    b = fresh(tmp_path)
+    try:
+        b.playbooks.add_bullet("default", "Answer in one short paragraph when the question is short.")
+        theirs = [add_document(b, "/notes/a.txt", "hash-a")]
+        learned(b, theirs, seed=9)
+        before = snapshot(b)
+        with pytest.raises(BundleRefused) as refused:
+            b.bundles.import_bundle(path)
+        assert "playbook named 'default' exists" in str(refused.value)
+        assert "ttt has learned weights here" in str(refused.value) and "--replace" in str(refused.value)
+        assert snapshot(b) == before
+
+        result = b.bundles.import_bundle(path, replace=True)
+        assert set(result.replaced) == {"default", "ttt weights"} and result.backup
+        assert b.playbooks.show("default").bullets == a.playbooks.show("default").bullets
+        assert torch.equal(BlobStore(b.db, b.paths.root).get(LIVE)["layer22.gate"], state["layer22.gate"])
+
+        back = b.bundles.import_bundle(Path(result.backup), replace=True)  # the backup goes back
+        assert back.playbooks == ["default"]
+        assert [x.content for x in b.playbooks.show("default").bullets] == \
+            ["Answer in one short paragraph when the question is short."]
+        assert torch.equal(BlobStore(b.db, b.paths.root).get(LIVE)["layer22.gate"],
+                           ttt_state(theirs, seed=9)["layer22.gate"])
+    finally:
+        b.close()
+
+
+def test_a_new_playbook_is_added_beside_those_here(source, tmp_path) -> None:
+    a, _, _ = source
+    a.bundles.blobs.delete(LIVE)  # playbooks only
+    path = tmp_path / "p.zip"
+    assert a.bundles.export(path).engines == []
+    b = fresh(tmp_path)
+    try:
+        b.playbooks.add_bullet("mine", "Keep answers in the person's own language.")
+        assert b.bundles.import_bundle(path).playbooks == ["default"]
+        assert {p.name for p in b.playbooks.list()} == {"default", "mine"}
+    finally:
+        b.close()
+
+
+# --- hostile files -------------------------------------------------------------------------------
+def rewrite(src: Path, dst: Path, change) -> Path:
+    """A copy of bundle ``src`` whose members ``change(dict name -> bytes)`` alters."""
+    with zipfile.ZipFile(src) as z:
+        members = {i.filename: z.read(i) for i in z.infolist()}
+    extra = change(members)
+    with zipfile.ZipFile(dst, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+        for info, data in (extra or []):
+            z.writestr(info, data)
+    return dst
+
+
+def manifest_edit(edit):
+    def change(members):
+        manifest = json.loads(members["manifest.json"])
+        edit(manifest)
+        members["manifest.json"] = json.dumps(manifest).encode()
+    return change
+
+
+def symlink(members):
+    info = zipfile.ZipInfo("engines/link.json")
+    info.external_attr = 0o120777 << 16
+    return [(info, b"/etc/passwd")]
+
+
+def tensor_edit(members):
+    from safetensors.torch import load, save
+
+    data = members["engines/ttt.safetensors"]
+    n = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    tensors = load(data)
+    tensors["layer22.gate"] = torch.zeros(5, 577)
+    members["engines/ttt.safetensors"] = save(tensors, metadata=meta)
+
+
+def pickle_member(name):
+    def change(members):
+        members[name] = b"\x80\x04\x95"  # a pickle's opening bytes
+        manifest = json.loads(members["manifest.json"])
+        manifest["engines"][0]["member"] = name
+        members["manifest.json"] = json.dumps(manifest).encode()
+        del members["engines/ttt.safetensors"]
+    return change
+
+
+HOSTILE = {
+    "traversal": (lambda m: m.update({"../evil.json": b"{}"}), "../evil.json", "leaves the bundle"),
+    "absolute": (lambda m: m.update({"/etc/evil.json": b"{}"}), "/etc/evil.json", "absolute"),
+    "symlink": (symlink, "engines/link.json", "link"),
+    "pickle .pt": (pickle_member("engines/ttt.pt"), "engines/ttt.pt", "pickle"),
+    "pickle .bin": (pickle_member("engines/ttt.bin"), "engines/ttt.bin", "pickle"),
+    "unlisted member": (lambda m: m.update({"extra.json": b"{}"}), "extra.json", "not named by the manifest"),
+    "wrong version": (manifest_edit(lambda m: m.update(version=2)), "manifest.version", "format version 2"),
+    "malformed manifest": (manifest_edit(lambda m: m.update(playbooks="all")), "manifest.playbooks", "list"),
+    "unknown manifest field": (manifest_edit(lambda m: m.update(run="rm -rf /")), "manifest.run", "Extra"),
+    "other base model": (manifest_edit(lambda m: m["base_model"].update(fingerprint="0" * 64)),
+                         "manifest.base_model", "learned on embedded"),
+    "other model shapes": (manifest_edit(lambda m: m["base_model"].update(hidden=2048)),
+                           "manifest.base_model", "hidden 2048"),
+    "wrong tensor shape": (tensor_edit, "layer22.gate", "expects floats of shape [5, 576]"),
+    "a path setting": (manifest_edit(lambda m: m["settings"].update(data_dir="/tmp/x")),
+                       "manifest.settings.data_dir", "not a setting a bundle may carry"),
+    "a bad setting value": (manifest_edit(lambda m: m["settings"].update({"ttt.lr": -1})),
+                            "manifest.settings.ttt.lr", "greater than 0"),
+    "hostile playbook": (lambda m: m.update({"playbooks/default.json": m["playbooks/default.json"].replace(
+        b'"bullets":[]', b'"bullets":[{"id":1,"content":"' + b"x" * 500 + b'"}]', 1)}),
+        "playbooks/default.json", "at most 400"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_bundle_is_refused_with_the_field_and_reason_and_changes_nothing(
+        source, tmp_path, case) -> None:
+    a, _, _ = source
+    good = tmp_path / "good.zip"
+    a.bundles.export(good, with_documents=False)
+    change, field, reason = HOSTILE[case]
+    bad = rewrite(good, tmp_path / "bad.zip", change)
+    b = fresh(tmp_path)
+    try:
+        b.playbooks.add_bullet("mine", "Keep answers in the person's own language.")
+        b.save_setting("chunk_tokens", "180")
+        before = snapshot(b)
+        with pytest.raises(BundleRefused) as refused:
+            b.bundles.import_bundle(bad, replace=True)
+        assert field in str(refused.value) and reason in str(refused.value), str(refused.value)
+        assert snapshot(b) == before
+    finally:
+        b.close()
+
+
+def test_oversize_truncated_and_crowded_bundles_are_refused(source, tmp_path) -> None:
+    a, _, _ = source
+    good = tmp_path / "good.zip"
+    a.bundles.export(good)
+    b = fresh(tmp_path)
+    try:
+        before = snapshot(b)
+        with pytest.raises(BundleRefused, match="engines/ttt.safetensors: .* more than the limit of 100000 per member"):
+            b.bundles.import_bundle(good, limits=Limits(member_bytes=100_000))
+        with pytest.raises(BundleRefused, match="file: .*members, more than the limit of 2"):
+            b.bundles.import_bundle(good, limits=Limits(members=2))
+        with pytest.raises(BundleRefused, match="more than the limit"):
+            b.bundles.import_bundle(good, limits=Limits(bundle_bytes=100))
+        cut = tmp_path / "cut.zip"
+        cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        with pytest.raises(BundleRefused, match="file: not a complete zip archive"):
+            b.bundles.import_bundle(cut)
+        # a member whose directory entry understates its size: read up to it, then refused
+        raw = bytearray(good.read_bytes())
+        at = raw.find(b"PK\x01\x02")
+        while raw[at + 46:at + 46 + len(b"manifest.json")] != b"manifest.json":
+            at = raw.find(b"PK\x01\x02", at + 4)
+        raw[at + 24:at + 28] = (10).to_bytes(4, "little")
+        lying = tmp_path / "lying.zip"
+        lying.write_bytes(bytes(raw))
+        with pytest.raises(BundleRefused, match="manifest.json: cannot be unpacked"):
+            b.bundles.import_bundle(lying)
+        assert snapshot(b) == before
+    finally:
+        b.close()
+
+
+def test_a_failure_while_applying_undoes_the_steps_already_done(source, tmp_path, monkeypatch) -> None:
+    a, _, _ = source
+    path = tmp_path / "moved.zip"
+    a.bundles.export(path)
+    b = fresh(tmp_path)
+    try:
+        before = snapshot(b)
+
+        def broken(name: str, value: str) -> Path:
+            raise OSError("disk full")
+        monkeypatch.setattr(b.bundles, "save_setting", broken)
+        with pytest.raises(OSError, match="disk full"):
+            b.bundles.import_bundle(path)
+        assert snapshot(b) == before and b.playbooks.list() == []
+        assert BlobStore(b.db, b.paths.root).get(LIVE) is None
+    finally:
+        b.close()
+
+
+# --- the command line ----------------------------------------------------------------------------
+def test_cli_export_and_import_exit_codes_and_messages(source, tmp_path) -> None:
+    from app.cli import cli
+
+    source[0].save_setting("engines", "rag,ttt")  # the CLI reads the config file
+    runner = CliRunner()
+    a_args = ["--config-dir", str(tmp_path / "a" / "config"), "--data-dir", str(tmp_path / "a" / "data")]
+    b_args = ["--config-dir", str(tmp_path / "b" / "config"), "--data-dir", str(tmp_path / "b" / "data")]
+    path = tmp_path / "moved.zip"
+    out = runner.invoke(cli, [*a_args, "bundle", "export", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "Exported to" in out.output and "learned weights of ttt" in out.output
+    out = runner.invoke(cli, [*b_args, "bundle", "import", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "playbooks default" in out.output and "Settings written" in out.output
+    out = runner.invoke(cli, [*b_args, "bundle", "import", str(path)])
+    assert out.exit_code == 1 and "bundle refused, nothing was changed" in out.output
+    assert "--replace" in out.output and "Traceback" not in out.output
+    out = runner.invoke(cli, [*b_args, "bundle", "import", "--replace", "--json", str(path)])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["backup"].endswith(".zip")
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"not a zip")
+    out = runner.invoke(cli, [*b_args, "bundle", "import", str(bad)])
+    assert out.exit_code == 1 and "file: not a complete zip archive" in out.output
