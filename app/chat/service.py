@@ -32,6 +32,8 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CITE_MARK = re.compile(r"\[(\d{1,2})\]")
 CONTINUE_QUESTION = "Please continue your last answer from where it stopped."
 """The follow-up that asks for the rest of an answer cut off at the token limit."""
+MATCH_RECENT = 20
+"""Recent conversations searched for the one a client's message list continues."""
 
 
 class Sources(BaseModel):
@@ -145,13 +147,15 @@ class ChatService:
         return [engine.contribute(query) for engine in self.engines]
 
     def prompt(self, question: str, contributions: list[Contribution], runtime: Runtime,
-               history: list[ChatMessage], extra_bullets: Sequence[str] = ()
+               history: list[ChatMessage], extra_bullets: Sequence[str] = (),
+               answer_tokens: int | None = None
                ) -> tuple[PromptPlan, dict[int, float] | None, list[str]]:
-        """The one prompt ``ask`` and ``draft`` send: (plan, logit bias, notes for the person)."""
+        """The one prompt ``ask`` and ``draft`` send: (plan, logit bias, notes for the person);
+        ``answer_tokens``: room kept for the answer (default: answer_max_tokens)."""
         passages = [p for c in contributions for p in c.passages]
         bullets = [b for c in contributions for b in c.bullets] + list(extra_bullets)
         plan = build_prompt(question, passages, bullets, history, runtime.count_tokens,
-                            runtime.context_window, self.settings.answer_max_tokens,
+                            runtime.context_window, answer_tokens or self.settings.answer_max_tokens,
                             self.grounding.context_share)
         notes = [n for c in contributions for n in c.notes]
         if plan.dropped_passages:
@@ -162,10 +166,14 @@ class ChatService:
             notes.append(f"the {runtime.name} backend cannot bias tokens; answered without it")
         return plan, bias, notes
 
-    def ask(self, question: str, conversation_id: int | None = None,
-            turns: int | None = None) -> Iterator[ChatEvent]:
+    def ask(self, question: str, conversation_id: int | None = None, turns: int | None = None,
+            max_tokens: int | None = None, temperature: float | None = None) -> Iterator[ChatEvent]:
         """Stream the answer to ``question`` in a conversation (a new one when None); ``turns``:
-        earlier turns kept in the prompt (default: the setting)."""
+        earlier turns kept in the prompt; ``max_tokens`` (at most answer_max_tokens, the person's
+        ceiling) and ``temperature``: for this answer only (default: the settings)."""
+        limit = self.settings.answer_max_tokens
+        max_tokens = limit if max_tokens is None else max(1, min(max_tokens, limit))
+        temperature = self.settings.temperature if temperature is None else temperature
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
@@ -178,11 +186,12 @@ class ChatService:
         started = time.perf_counter()
         contributions = self.contributions(Query(text=question, history=history))
         runtime, learned = self.answering_runtime(contributions)
-        plan, bias, notes = self.prompt(question, contributions, runtime, history)
+        plan, bias, notes = self.prompt(question, contributions, runtime, history,
+                                        answer_tokens=max_tokens)
         yield Sources(conversation_id=conversation_id, question_id=asked.id,
                       citations=citations_for(plan.passages, ""), notes=notes)
-        request = GenerationRequest(messages=plan.messages, max_tokens=self.settings.answer_max_tokens,
-                                    temperature=self.settings.temperature, logit_bias=bias)
+        request = GenerationRequest(messages=plan.messages, max_tokens=max_tokens,
+                                    temperature=temperature, logit_bias=bias)
         pieces: list[str] = []
         finished = False
         failure: RuntimeCrashed | None = None
@@ -217,6 +226,30 @@ class ChatService:
                 stored = self.conversations.add_answer(conversation_id, answer, cites, meta)
         if finished:
             yield Done(message=stored)
+
+    def conversation_for(self, turns: Sequence[ChatMessage]) -> int | None:
+        """The conversation a client continues when it sends the whole exchange so far (as
+        OpenAI-style clients do): the most recent stored one whose messages are exactly
+        ``turns``, or else a new one holding them (answers marked ``written_by: client``), so
+        that the history of the next question comes from the store, as in the app. None when
+        there are no turns: ``ask`` starts the conversation."""
+        if any(t.role not in ("user", "assistant") for t in turns):
+            raise ValueError("a conversation holds only questions (user) and answers (assistant)")
+        if not turns:
+            return None
+        wanted = [(t.role, t.content.strip()) for t in turns]
+        for row in self.conversations.list(MATCH_RECENT):
+            if row.messages == len(wanted) and wanted == [
+                    (m.role, m.content.strip()) for m in self.conversations.messages(row.id)]:
+                return row.id
+        title = next((t.content for t in turns if t.role == "user"), turns[0].content)
+        conversation_id = self.conversations.create(title).id
+        for turn in turns:
+            if turn.role == "user":
+                self.conversations.add_question(conversation_id, turn.content)
+            else:
+                self.conversations.add_answer(conversation_id, turn.content, [], {"written_by": "client"})
+        return conversation_id
 
     def continue_answer(self, conversation_id: int) -> Iterator[ChatEvent]:
         """Ask for the rest of the conversation's last answer (one that stopped at the token
