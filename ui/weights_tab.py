@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 
 from app.core import Engram
-from ui.errors import friendly
+from ui.errors import friendly, noted
 from ui.formatting import human_size, local_time, short_model
 from ui.tab import Tab
 
@@ -128,6 +128,54 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     delete.click(lambda raw: ask("delete", raw), name, [pending, confirm_box, confirm_text])
     confirm.click(on_confirm, pending, [pending, confirm_box, *outputs])
     cancel.click(lambda: (None, gr.update(visible=False)), None, [pending, confirm_box])
+    bundle_row(engram)
+
+
+def import_summary(report: Any) -> str:
+    """What an import did, in a sentence or two (the notes say what is left to do)."""
+    parts = [f"Imported playbooks: {', '.join(report.playbooks) or 'none'}; learned weights: "
+             f"{', '.join(report.engines) or 'none'}."]
+    if report.replaced:
+        parts.append(f"Replaced {', '.join(report.replaced)}; what was here is saved as {report.backup}.")
+    parts += [f"{note[0].upper()}{note[1:]}." for note in report.notes]
+    return "<div class='engram-card'>" + " ".join(escape(p) for p in parts) + "</div>"
+
+
+def bundle_row(engram: Engram) -> None:
+    """Export everything learned as one file, or import one (``engram bundle`` in the app).
+
+    An import that is refused says why beside the row and changes nothing; without "Replace"
+    it refuses when a playbook of the same name or learned weights are here already."""
+    with gr.Group(elem_id="engram-bundles"):
+        with gr.Row(equal_height=True):
+            documents = gr.Checkbox(label="With the documents", value=False, scale=1,
+                                    elem_id="engram-bundle-documents")
+            export = gr.Button("Export bundle", scale=1, elem_id="engram-bundle-export")
+            download = gr.DownloadButton("Download bundle", visible=False, scale=1,
+                                         elem_id="engram-bundle-download")
+        with gr.Row(equal_height=True):
+            upload = gr.File(label="Bundle to import (.zip)", file_types=[".zip"], type="filepath", scale=3,
+                             elem_id="engram-bundle-file")
+            replace = gr.Checkbox(label="Replace what is here", value=False, scale=1,
+                                  elem_id="engram-bundle-replace")
+            take = gr.Button("Import bundle", scale=1, elem_id="engram-bundle-import")
+        note = gr.HTML(elem_id="engram-bundle-note")
+
+    @noted(0, 2)
+    def on_export(with_documents: bool) -> tuple[Any, Any]:
+        report = engram.bundles.export(engram.bundles.new_export_path(), with_documents=with_documents)
+        text = (f"Bundle ready ({human_size(report.bytes)}): {len(report.playbooks)} playbook(s), learned "
+                f"weights of {', '.join(report.engines) or 'no engine'}, {report.documents} document(s) listed.")
+        return f"<div class='engram-card'>{escape(text)}</div>", gr.update(value=report.path, visible=True)
+
+    @noted(0, 2)
+    def on_import(path: str | None, replacing: bool) -> tuple[str, Any]:
+        if not path:
+            raise gr.Error("Choose a bundle file (.zip) to import first.")
+        return import_summary(engram.bundles.import_bundle(path, replace=replacing)), gr.skip()
+
+    export.click(on_export, documents, [note, download])
+    take.click(on_import, [upload, replace], [note, upload])
 
 
 TAB = Tab("Weights", build)

@@ -178,6 +178,10 @@ class BundleService:
         self.playbook_store = PlaybookStore(db)
 
     # --- export ----------------------------------------------------------------------------------
+    def new_export_path(self) -> Path:
+        """Where the app writes a bundle for download: ``DATA_DIR/bundles/engram-TIME.zip``."""
+        return self.data_dir / "bundles" / f"engram-{time.strftime('%Y%m%d-%H%M%S')}.zip"
+
     def export(self, path: Path, with_documents: bool = False) -> ExportReport:
         """Write everything learned here into one bundle at ``path`` (replaced atomically)."""
         path = Path(path).expanduser().absolute()
