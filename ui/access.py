@@ -4,6 +4,10 @@ By default the UI listens on a loopback address and needs no password. Listening
 is an explicit setting (``ui_host``) and then needs ``ui_password``: every request, the Gradio app,
 its API and the source pages alike, must carry it (HTTP Basic, user ``engram``), checked in
 constant time. One middleware guards the whole server, so no route can be forgotten.
+
+The OpenAI-compatible ``/v1`` API follows the same rule with its own secret, because its clients
+send a bearer key, not a browser's Basic password: beyond this computer it needs ``api_key``, and
+once ``api_key`` is set every request must carry it (``Authorization: Bearer ...``).
 """
 
 import base64
@@ -25,6 +29,10 @@ class ExposedWithoutPassword(ValueError):
     """The UI would listen beyond this computer with no password."""
 
 
+class ExposedWithoutKey(ExposedWithoutPassword):
+    """The /v1 API would listen beyond this computer with no key."""
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -42,6 +50,21 @@ def require_password_when_exposed(host: str, password: SecretStr | None) -> None
         )
 
 
+def require_key_when_exposed(host: str, key: SecretStr | None) -> None:
+    if not is_loopback(host) and not (key and key.get_secret_value()):
+        raise ExposedWithoutKey(
+            f"api_host is {host}, which lets other computers use Engram's /v1 API: set api_key "
+            "(e.g. ENGRAM_API_KEY=...) or set api_host back to 127.0.0.1"
+        )
+
+
+def bearer_matches(header: str | None, key: str) -> bool:
+    """``Authorization: Bearer <key>``, compared in constant time."""
+    if not header or not header[:7].lower() == "bearer ":
+        return False
+    return secrets.compare_digest(header[7:].strip().encode(), key.encode())
+
+
 def credentials_match(header: str | None, password: str) -> bool:
     if not header or not header.startswith("Basic "):
         return False
@@ -55,11 +78,16 @@ def credentials_match(header: str | None, password: str) -> bool:
 
 
 class PasswordMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: ASGIApp, password: str) -> None:
+    def __init__(self, app: ASGIApp, password: str, own_keys: tuple[str, ...] = ()) -> None:
+        """``own_keys``: path prefixes (``/v1``) whose app checks a key of its own instead."""
         super().__init__(app)
         self.password = password
+        self.own_keys = own_keys
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        path = request.url.path
+        if any(path.startswith(p + "/") for p in self.own_keys):  # what the mount at p serves
+            return await call_next(request)
         if credentials_match(request.headers.get("authorization"), self.password):
             return await call_next(request)
         return PlainTextResponse("Engram needs its password.", status_code=401,

@@ -9,7 +9,8 @@ from fastapi.responses import HTMLResponse
 
 from app.core import Engram
 from ui import bench_tab, chat_tab, library_tab, models_tab, playbook_tab, settings_tab, weights_tab
-from ui.access import PasswordMiddleware
+from ui.access import PasswordMiddleware, is_loopback
+from ui.openai_api import PREFIX as API_PREFIX, create_api
 from ui.source_page import SECURITY_HEADERS, render_missing, render_source
 from ui.tab import Tab
 from ui.theme import CSS, THEME
@@ -38,8 +39,10 @@ def build_blocks(engram: Engram) -> gr.Blocks:
     return blocks
 
 
-def create_app(engram: Engram) -> FastAPI:
-    """The web app: Gradio at ``/`` and ``/source/{chunk_id}`` for citation links."""
+def create_app(engram: Engram, host: str | None = None) -> FastAPI:
+    """The web app: Gradio at ``/``, ``/source/{chunk_id}`` for citation links and the OpenAI-
+    compatible API at ``/v1`` (mounted before Gradio's catch-all; ``host``: where it is served,
+    default ui_host, which decides whether the API needs its key)."""
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
     @api.get("/source/{chunk_id}", response_class=HTMLResponse)
@@ -50,8 +53,12 @@ def create_app(engram: Engram) -> FastAPI:
         return HTMLResponse(render_source(view), headers=SECURITY_HEADERS)
 
     password = engram.settings.ui_password
-    if password is not None and password.get_secret_value():
-        api.add_middleware(PasswordMiddleware, password=password.get_secret_value())
+    guarded = password is not None and bool(password.get_secret_value())
+    exposed = not is_loopback(host or engram.settings.ui_host)
+    api.mount(API_PREFIX, create_api(engram, key_required=exposed or guarded))
+    if guarded:
+        api.add_middleware(PasswordMiddleware, password=password.get_secret_value(),
+                           own_keys=(API_PREFIX,))
     blocks = build_blocks(engram)
     return gr.mount_gradio_app(
         api, blocks, path="/", theme=THEME, css=CSS, footer_links=[], ssr_mode=False,

@@ -45,6 +45,7 @@ def run_desktop(engram: Engram, stop: threading.Event, say: Callable[[str], None
             say(f"Port {s.ui_port} is taken (is Engram already open?); using {server.choice.port} "
                 "instead. Set ui_port to choose another.")
         say(f"Engram is open at {url}")
+        say(f"OpenAI-compatible API: {url}v1")
         say(f"Learning from: {', '.join(f.path for f in engram.watched_folders())}")
         say("Press Ctrl+C to stop.")
         if open_browser:

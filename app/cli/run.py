@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 @click.option("--no-browser", is_flag=True, help="Serve the desktop app without opening the browser.")
 @pass_ctx
 def run(c: Context, no_watch: bool = False, headless: bool = False, no_browser: bool = False) -> None:
-    """Start Engram: the desktop app (on ui_host:ui_port) with the watcher and worker; Ctrl+C stops."""
+    """Start Engram: the desktop app (on ui_host:ui_port, with the OpenAI-compatible API at /v1)
+    with the watcher and worker; headless, the /v1 API alone on api_host:api_port. Ctrl+C stops."""
     engram = c.engram
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -31,6 +32,7 @@ def run(c: Context, no_watch: bool = False, headless: bool = False, no_browser: 
         _run_desktop(c, stop, open_browser=engram.settings.open_browser and not no_browser,
                      watch=not no_watch)
         return
+    api = _serve_api(engram)
     engram.start(watch=not no_watch)
     folders = ", ".join(f.path for f in engram.watched_folders())
     console.print(f"[bold]Engram[/] is learning from: {folders}")
@@ -41,7 +43,26 @@ def run(c: Context, no_watch: bool = False, headless: bool = False, no_browser: 
         pass
     finally:
         console.print("Stopping: saving the index...")
+        api.stop()
         engram.stop()
+
+
+def _serve_api(engram: Engram):
+    """The OpenAI-compatible /v1 API on api_host:api_port, its address printed (refused, with the
+    fix, when it would listen beyond this computer without api_key)."""
+    from ui.access import ExposedWithoutPassword
+    from ui.server import ApiServer
+
+    s = engram.settings
+    api = ApiServer(engram, s.api_host, s.api_port)
+    with user_errors(OSError, RuntimeError, ExposedWithoutPassword,
+                     describe=lambda exc: f"the /v1 API could not start: {exc}"):
+        url = api.start()
+    if api.choice and api.choice.moved:
+        console.print(f"Port {s.api_port} is taken; the API uses {api.choice.port} instead. "
+                      "Set api_port to choose another.", highlight=False)
+    console.print(f"OpenAI-compatible API: {url}", highlight=False, soft_wrap=True)
+    return api
 
 
 def _run_desktop(c: Context, stop: threading.Event, open_browser: bool, watch: bool) -> None:
