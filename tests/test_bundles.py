@@ -375,3 +375,56 @@ def test_cli_export_and_import_exit_codes_and_messages(source, tmp_path) -> None
     bad.write_bytes(b"not a zip")
     out = runner.invoke(cli, [*b_args, "bundle", "import", str(bad)])
     assert out.exit_code == 1 and "file: not a complete zip archive" in out.output
+
+
+# --- a state the real model learned ----------------------------------------------------------------
+@pytest.mark.slow
+def test_weights_learned_by_the_real_model_move_and_answer_from_the_new_folder(embedder, neocortex, tmp_path) -> None:
+    from tests.test_ttt_engine import DOC, SMALL, docs_folder
+
+    folder = docs_folder(tmp_path, loudurk=DOC)
+    a = engram_at(tmp_path / "a", embedder, engines="rag,ttt", **SMALL)
+    a.adopt_neocortex(neocortex)
+    engine = a.engine("ttt")
+    try:
+        a.ingest([folder])
+        a.run_pending(learn=True)
+        assert engine.stats()["documents"] == 1
+        rows = [{k: v.clone() for k, v in dual.learned().items()} for dual in engine._duals]
+        keys = engine.router.keys.clone()
+        path = tmp_path / "learned.zip"
+        a.bundles.export(path)  # the model is loaded: the engine's own state
+    finally:
+        engine.close()  # the original MLPs back: the next engine starts from the original model
+        a.close()
+
+    b = engram_at(tmp_path / "b", embedder)  # rag only: the same document, indexed, not learned
+    try:
+        b.ingest([folder])
+        b.run_pending()
+        report = b.bundles.import_bundle(path)
+        assert report.engines == ["ttt"] and report.documents_matched == 1 and report.keys_left_out == 0
+    finally:
+        b.close()
+
+    b = engram_at(tmp_path / "b", embedder)  # the next start: engines and ttt settings from the bundle
+    b.adopt_neocortex(neocortex)
+    engine = b.engine("ttt")
+    try:
+        engine.cortex()
+        assert engine.stats()["documents"] == 1 and engine.stats()["recall_pairs"] > 0
+        for dual, expected in zip(engine._duals, rows):
+            for key, tensor in dual.learned().items():
+                assert torch.equal(tensor, expected[key]), key
+        assert torch.equal(engine.router.keys, keys)
+        assert engine.router.owners.tolist() == [b.docs.get(str(folder / "loudurk.txt")).id] * len(keys)
+
+        engine.reset()  # then in a running Engram whose model is loaded: through the engine
+        assert engine.stats()["documents"] == 0
+        b.bundles.import_bundle(path)
+        assert engine.stats()["documents"] == 1
+        for dual, expected in zip(engine._duals, rows):
+            assert torch.equal(dual.learned()["down"], expected["down"])
+    finally:
+        engine.close()
+        b.close()
