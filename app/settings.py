@@ -208,7 +208,8 @@ class CoreSettings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     engines: NameList = Field(
         default_factory=lambda: ["rag"],
-        description="Engines that learn documents and contribute to answers, comma-separated.",
+        description="What Engram learns with, comma-separated: "
+        + "; ".join(f"{name}: {spec.description.rstrip('.')}" for name, spec in registered().items()) + ".",
     )
     neocortex_model: str = Field(
         "embedded",

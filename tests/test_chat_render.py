@@ -39,3 +39,12 @@ def test_no_quote_while_the_answer_streams() -> None:
 def test_an_answer_drawing_on_nothing_says_so() -> None:
     html = render_sources([cite(1, "Tickets cost 14 crowns.", False)])
     assert "does not draw on any passage" in html and "Consulted, not cited (1)" in html
+
+
+def test_a_heading_is_never_quoted_as_the_start_of_the_sentence_below() -> None:
+    from app.chat.service import best_quote
+
+    passage = "# Quell harbour\n\nThe harbour master of Quell is **Ines Varo**. She\nwas born there.\n"
+    assert best_quote(passage, "Ines Varo is the harbour master.") == \
+        "The harbour master of Quell is **Ines Varo**."
+    assert best_quote(passage, "born there") == "She was born there."  # a wrapped line is not an end

@@ -2,6 +2,7 @@
 to the cited passage; thumbs on every answer, and a correction box after a thumbs-down."""
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from html import escape
 from pathlib import Path
@@ -12,7 +13,7 @@ import gradio as gr
 
 from app.core import Citation, Delta, Done, Engram, MessageRow, Sources
 from ui.errors import friendly, readable
-from ui.formatting import plain_text, short_model
+from ui.formatting import backend_title, local_time, plain_text, short_model
 from ui.tab import Tab
 
 FEEDBACK = {"up": "Like", "down": "Dislike"}
@@ -72,7 +73,7 @@ def render_sources(citations: list[Citation], final: bool = True) -> str:
 def render_meta(meta: dict[str, Any]) -> str:
     if not meta:
         return ""
-    parts = [str(meta.get("backend", "")), short_model(str(meta.get("model", "")))]
+    parts = [short_model(str(meta.get("model", ""))), backend_title(str(meta.get("backend", "")))]
     if meta.get("completion_tokens") is not None:
         parts.append(f"{meta['completion_tokens']} tokens")
     if meta.get("seconds") is not None:
@@ -125,13 +126,24 @@ def last_cut_off(messages: list[MessageRow]) -> bool:
 
 
 def conversation_choices(engram: Engram) -> list[tuple[str, int]]:
-    return [(c.title, c.id) for c in engram.conversations.list()]
+    """Each conversation by its first question and when it began; the same question asked in
+    several conversations is numbered (oldest first), so no two look alike."""
+    rows = engram.conversations.list()
+    repeats = Counter(c.title for c in rows)
+    seen: Counter[str] = Counter()
+    labels: dict[int, str] = {}
+    for c in sorted(rows, key=lambda c: c.id):
+        seen[c.title] += 1
+        number = f" ({seen[c.title]})" if repeats[c.title] > 1 else ""
+        labels[c.id] = f"{c.title}{number} · {local_time(c.created_at)}"
+    return [(labels[c.id], c.id) for c in rows]
 
 
 def model_line(engram: Engram) -> str:
     answering = engram.chat_model()
     return (f"<span class='engram-muted'>Answers come from <strong>{escape(short_model(answering.model))}</strong> "
-            f"({escape(answering.backend)}) and your documents; change it in the Models tab."
+            f"(run by {escape(backend_title(answering.backend))}) and your documents; change the model "
+            "in the Models tab."
             "</span>")
 
 

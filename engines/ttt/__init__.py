@@ -4,6 +4,6 @@ from engines.registry import EngineSpec, register_engine
 from engines.ttt.config import TTTConfig
 
 register_engine(EngineSpec(name="ttt", config=TTTConfig, engine="engines.ttt.engine:TTTEngine",
-                           description="TTT-E2E: documents learned into weights."))
+                           description="Trains the model itself on each new document, so it can answer without looking it up (slow on a CPU)."))
 
 __all__ = ["TTTConfig"]
