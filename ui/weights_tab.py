@@ -142,10 +142,10 @@ def import_summary(report: Any) -> str:
 
 
 def bundle_row(engram: Engram) -> None:
-    """Export everything learned as one file, or import one (``engram bundle`` in the app).
-
-    An import that is refused says why beside the row and changes nothing; without "Replace"
-    it refuses when a playbook of the same name or learned weights are here already."""
+    """Export everything learned as one file, or import one (``engram bundle`` in the app):
+    choosing a file with "Import bundle…" imports it at once. A refused import says why beside
+    the row and changes nothing; without "Replace" it refuses when a playbook of the same name
+    or learned weights are here already."""
     with gr.Group(elem_id="engram-bundles"):
         with gr.Row(equal_height=True):
             documents = gr.Checkbox(label="With the documents", value=False, scale=1,
@@ -153,12 +153,10 @@ def bundle_row(engram: Engram) -> None:
             export = gr.Button("Export bundle", scale=1, elem_id="engram-bundle-export")
             download = gr.DownloadButton("Download bundle", visible=False, scale=1,
                                          elem_id="engram-bundle-download")
-        with gr.Row(equal_height=True):
-            upload = gr.File(label="Bundle to import (.zip)", file_types=[".zip"], type="filepath", scale=3,
-                             elem_id="engram-bundle-file")
             replace = gr.Checkbox(label="Replace what is here", value=False, scale=1,
                                   elem_id="engram-bundle-replace")
-            take = gr.Button("Import bundle", scale=1, elem_id="engram-bundle-import")
+            upload = gr.UploadButton("Import bundle…", file_types=[".zip"], type="filepath", scale=1,
+                                     elem_id="engram-bundle-import")
         note = gr.HTML(elem_id="engram-bundle-note")
 
     @noted(0, 2)
@@ -171,11 +169,11 @@ def bundle_row(engram: Engram) -> None:
     @noted(0, 2)
     def on_import(path: str | None, replacing: bool) -> tuple[str, Any]:
         if not path:
-            raise gr.Error("Choose a bundle file (.zip) to import first.")
+            raise gr.Error("Choose a bundle file (.zip) to import.")
         return import_summary(engram.bundles.import_bundle(path, replace=replacing)), gr.skip()
 
     export.click(on_export, documents, [note, download])
-    take.click(on_import, [upload, replace], [note, upload])
+    upload.upload(on_import, [upload, replace], [note, upload])
 
 
 TAB = Tab("Weights", build)

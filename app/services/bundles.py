@@ -281,7 +281,12 @@ class BundleService:
             backup = self.data_dir / "bundles" / f"before-import-{time.strftime('%Y%m%d-%H%M%S')}.zip"
             self.export(backup)
             plan.report.backup = str(backup)
-        self._apply(plan, path.stem)
+        try:
+            self._apply(plan, path.stem)
+        except BaseException:
+            if plan.report.backup:  # nothing was replaced after all
+                Path(plan.report.backup).unlink(missing_ok=True)
+            raise
         return plan.report
 
     def plan(self, reader: BundleReader, replace: bool) -> Plan:
