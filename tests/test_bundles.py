@@ -312,6 +312,12 @@ def test_oversize_truncated_and_crowded_bundles_are_refused(source, tmp_path) ->
             b.bundles.import_bundle(good, limits=Limits(members=2))
         with pytest.raises(BundleRefused, match="more than the limit"):
             b.bundles.import_bundle(good, limits=Limits(bundle_bytes=100))
+        bomb = rewrite(good, tmp_path / "bomb.zip", manifest_edit(lambda m: m["documents"][0].update(
+            member="documents/1")))
+        with zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr("documents/1", bytes(64 << 20))
+        with pytest.raises(BundleRefused, match="documents/1: expands .* times .*zip bomb"):
+            b.bundles.import_bundle(bomb)
         cut = tmp_path / "cut.zip"
         cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
         with pytest.raises(BundleRefused, match="file: not a complete zip archive"):

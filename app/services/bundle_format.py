@@ -57,6 +57,8 @@ class Limits(BaseModel):
     total_bytes: int = 16 * GIB
     json_bytes: int = 256 << 20
     members: int = 100_000
+    ratio: int = 100
+    """Most a member over 1 MiB may expand (learned weights barely compress: a zip bomb does)."""
 
 
 # --- the manifest ------------------------------------------------------------------------------
@@ -188,6 +190,9 @@ class BundleReader:
             if info.file_size > self.limits.member_bytes:
                 raise BundleRefused(name, f"{info.file_size} bytes, more than the limit of "
                                     f"{self.limits.member_bytes} per member")
+            if info.file_size > 1 << 20 and info.file_size > self.limits.ratio * max(info.compress_size, 1):
+                raise BundleRefused(name, f"expands {info.file_size // max(info.compress_size, 1)} times "
+                                    f"(more than {self.limits.ratio}): a zip bomb?")
             total += info.file_size
             if total > self.limits.total_bytes:
                 raise BundleRefused("file", f"more than {self.limits.total_bytes} bytes unpacked")
