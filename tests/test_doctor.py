@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from app.cli import cli
-from app.services.doctor import check_network, check_store, run_checks
+from app.services.doctor import check_api, check_network, check_store, run_checks
 from app.settings import load_settings
 from tests.helpers import open_engram
 
@@ -45,3 +45,14 @@ def test_bad_model_and_exposed_ui_fail_with_a_fix(tmp_path: Path) -> None:
     guarded = load_settings(cli={"ui_host": "0.0.0.0", "ui_password": "correct horse"}).settings
     assert check_network(guarded).status == "warn"
     assert check_store(load_settings().settings).status == "warn"  # no store yet: says how to make one
+
+
+def test_the_api_check_follows_the_key_rule() -> None:
+    def api(**cli: str) -> str:
+        return check_api(load_settings(cli=cli).settings).status
+
+    assert api() == "ok"
+    assert api(api_host="0.0.0.0") == "fail"
+    assert api(api_host="0.0.0.0", api_key="k") == "ok"
+    assert api(ui_host="0.0.0.0", ui_password="correct horse") == "warn"  # /v1 closed until a key
+    assert api(ui_password="correct horse", api_key="k") == "ok"
