@@ -62,6 +62,26 @@ def test_ask_json_is_one_object_with_the_answer_and_its_sources(tmp_path, isolat
     assert {"n", "quote", "cited", "line_start"} <= out["citations"][0].keys()
 
 
+def test_a_cut_off_answer_says_so_and_more_continues_it(tmp_path, isolated_dirs):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "ferry.txt").write_text("The ferry to Oskel Isle leaves at 06:40 from pier nine.\n")
+    CliRunner().invoke(cli, ["ingest", str(folder)], catch_exceptions=False)
+    short = ["--answer-max-tokens", "16", "--temperature", "0"]
+    out = run_json(*short, "ask", "Tell me everything about the ferry to Oskel Isle.")
+    assert out["cut_off"] is True and out["meta"]["finish_reason"] == "length"
+    shown = CliRunner().invoke(cli, [*short, "ask", "--more", "-c", str(out["conversation_id"])],
+                               catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output
+    assert f"Cut off: the answer reached its length limit. For the rest: engram ask --more -c " \
+           f"{out['conversation_id']}" in " ".join(shown.output.split())
+    more = run_json("ask", "--more", "-c", str(out["conversation_id"]))
+    assert more["conversation_id"] == out["conversation_id"] and more["answer"].strip()
+    assert more["answer_id"] > out["answer_id"]
+    refused = CliRunner().invoke(cli, ["ask", "--more"])
+    assert refused.exit_code == 2 and "--more needs the conversation" in refused.output
+
+
 def status_imports(env: dict[str, str]) -> set[str]:
     """Run ``engram status --json`` in a fresh interpreter; the top-level modules it imported."""
     code = ("import sys\nfrom app.cli import main\nsys.argv = ['engram', 'status', '--json']\n"

@@ -22,47 +22,61 @@ class Answer(BaseModel):
     citations: list[Citation]
     meta: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    cut_off: bool = Field(False, description="It stopped at the length limit: `engram ask --more -c ID`.")
 
     @classmethod
     def of(cls, question: str, message: MessageRow) -> Answer:
         return cls(question=question, answer=message.content, conversation_id=message.conversation_id,
                    answer_id=message.id, citations=message.citations, meta=message.meta,
-                   error=message.meta.get("error"))
+                   error=message.meta.get("error"), cut_off=message.meta.get("finish_reason") == "length")
 
 
 @cli.command()
-@click.argument("question")
+@click.argument("question", required=False)
 @click.option("-c", "--conversation", type=int, default=None,
               help="Continue this conversation (ids: `engram conversations`).")
+@click.option("--more", is_flag=True,
+              help="Ask for the rest of the conversation's last answer (one that was cut off).")
 @json_option
 @pass_ctx
-def ask(c: Context, question: str, conversation: int | None, as_json: bool) -> None:
+def ask(c: Context, question: str | None, conversation: int | None, more: bool, as_json: bool) -> None:
     """Answer QUESTION from your documents and list the sources it used."""
+    if more and conversation is None:
+        raise click.UsageError("--more needs the conversation: engram ask --more -c ID")
+    if not more and not (question or "").strip():
+        raise click.UsageError("give a QUESTION (or --more -c ID for the rest of a cut-off answer)")
+    question = c.engram.chat.continue_question if more else question
     if as_json:
-        _ask_json(c, question, conversation)
+        _ask_json(c, question, conversation, more)
         return
     from app.chat.service import Delta, Done, Sources
 
     engram = c.engram
     with user_errors(KeyError, ValueError, *runtime_errors()):
-        for event in engram.chat.ask(question, conversation):
+        events = engram.chat.continue_answer(conversation) if more else engram.chat.ask(question, conversation)
+        for event in events:
             if isinstance(event, Sources) and not event.citations:
                 console.print("[dim]No passage in your documents matched; answering without sources.[/]")
             elif isinstance(event, Delta):
                 console.out(event.text, end="", highlight=False)
             elif isinstance(event, Done):
                 console.out("")
+                if Answer.of(question, event.message).cut_off:
+                    console.print(f"[yellow]Cut off: the answer reached its length limit. For the rest: "
+                                  f"engram ask --more -c {event.message.conversation_id}[/]", highlight=False)
                 _print_sources(event.message)
                 if event.message.meta.get("error"):
                     raise click.ClickException(event.message.meta["error"])
 
 
-def _ask_json(c: Context, question: str, conversation: int | None) -> None:
+def _ask_json(c: Context, question: str, conversation: int | None, more: bool) -> None:
     """The whole answer as one JSON object once it is complete (nothing streamed to stdout)."""
     from app.chat.service import Done
 
+    chat = c.engram.chat
     with user_errors(KeyError, ValueError, *runtime_errors()):
-        done = [e for e in c.engram.chat.ask(question, conversation) if isinstance(e, Done)]
+        events = chat.continue_answer(conversation) if more else chat.ask(question, conversation)
+        done = [e for e in events if isinstance(e, Done)]
     answer = Answer.of(question, done[-1].message)
     print_json(answer)
     if answer.error:
