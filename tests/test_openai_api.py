@@ -186,6 +186,9 @@ def test_bad_requests_get_clear_4xx_in_openai_shape(served) -> None:
     wrong = assert_openai_error(httpx.post(chat, json={"model": chat_id, "temperature": 9,
                                                        "messages": [{"role": "user", "content": "hi"}]}), 400)
     assert wrong["param"] == "temperature"
+    several = assert_openai_error(httpx.post(chat, json={"model": chat_id, "n": 2,
+                                                         "messages": [{"role": "user", "content": "hi"}]}), 400)
+    assert several["param"] == "n"
     assert_openai_error(httpx.post(chat, json={"model": chat_id, "messages": [
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}), 400)
     assert_openai_error(httpx.post(chat, json={"model": chat_id, "messages": [{"role": "user", "content": [

@@ -151,8 +151,10 @@ def question_and_turns(messages: list[InMessage]) -> tuple[str, list[ChatMessage
     turns = []
     for m in messages[:-1]:
         text = m.text()
-        if m.role in ("user", "assistant") and text:
-            turns.append(ChatMessage(role=m.role, content=strip_sources(text) if m.role == "assistant" else text))
+        if m.role == "user" and text:
+            turns.append(ChatMessage(role="user", content=text))
+        elif m.role == "assistant" and text:
+            turns.append(ChatMessage(role="assistant", content=strip_sources(text)))
     return question, turns
 
 
@@ -174,16 +176,15 @@ def ending(message: MessageRow) -> str:
     return sources_text(message.citations) + (f"\n\nThe answer stopped: {failed}" if failed else "")
 
 
-def turn(sources: Sources, done: Done | None) -> EngramTurn:
-    message = done.message if done else None
+def turn(sources: Sources, message: MessageRow) -> EngramTurn:
     return EngramTurn(conversation_id=sources.conversation_id, question_id=sources.question_id,
-                      message_id=message.id if message else None,
-                      sources=message.citations if message else sources.citations,
-                      notes=sources.notes, error=message.meta.get("error") if message else None)
+                      message_id=message.id, sources=message.citations, notes=sources.notes,
+                      error=message.meta.get("error"))
 
 
 def usage(message: MessageRow) -> Usage:
-    prompt, completion = int(message.meta.get("prompt_tokens") or 0), int(message.meta.get("completion_tokens") or 0)
+    prompt = int(message.meta.get("prompt_tokens") or 0)
+    completion = int(message.meta.get("completion_tokens") or 0)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
@@ -225,7 +226,7 @@ def finish_chat(sources: Sources, events: Iterator[Any]) -> Done:
 def completion(model: str, sources: Sources, done: Done) -> ChatCompletion:
     message = done.message
     return ChatCompletion(id=f"chatcmpl-engram-{sources.question_id}", created=int(time.time()),
-                          model=model, usage=usage(message), engram=turn(sources, done),
+                          model=model, usage=usage(message), engram=turn(sources, message),
                           choices=[Choice(message=OutMessage(content=message.content + ending(message)),
                                           finish_reason=finish_reason(message))])
 
@@ -241,24 +242,28 @@ def stream_chat(model: str, sources: Sources, events: Iterator[Any], include_usa
     """OpenAI's chunks: the role, the answer as it comes, its sources, the finish with ``engram``,
     the usage when asked for, then ``[DONE]``. A failure mid-answer is an error event (what
     OpenAI's clients raise), never a cut connection."""
-    chunk = ChatChunk(id=f"chatcmpl-engram-{sources.question_id}", created=int(time.time()),
+    first = ChatChunk(id=f"chatcmpl-engram-{sources.question_id}", created=int(time.time()),
                       model=model, choices=[ChunkChoice(delta=ChunkDelta(role="assistant", content=""))])
-    yield sse(chunk)
+
+    def chunk(text: str | None = None, finish: str | None = None, **extra: Any) -> str:
+        choice = ChunkChoice(delta=ChunkDelta(content=text), finish_reason=finish)
+        return sse(first.model_copy(update={"choices": [choice], **extra}))
+
+    yield sse(first)
     try:
         done = None
         for event in events:
             if isinstance(event, Delta) and event.text:
-                yield sse(chunk.model_copy(update={"choices": [ChunkChoice(delta=ChunkDelta(content=event.text))]}))
+                yield chunk(event.text)
             elif isinstance(event, Done):
                 done = event
         if done is None:
             raise RuntimeError("the chat service ended without an answer")
         message = done.message
-        yield sse(chunk.model_copy(update={"choices": [ChunkChoice(delta=ChunkDelta(content=ending(message)))]}))
-        yield sse(chunk.model_copy(update={"choices": [ChunkChoice(delta=ChunkDelta(), finish_reason=finish_reason(message))],
-                                           "engram": turn(sources, done)}))
+        yield chunk(ending(message))
+        yield chunk(finish=finish_reason(message), engram=turn(sources, message))
         if include_usage:
-            yield sse(chunk.model_copy(update={"choices": [], "usage": usage(message)}))
+            yield sse(first.model_copy(update={"choices": [], "usage": usage(message)}))
     except Exception:
         log.exception("a streamed /v1 answer failed")
         yield sse(ApiError(500, "The answer failed; the details are in Engram's log.", "server_error").body())

@@ -69,11 +69,11 @@ class EngramOptions(Lenient):
 class ChatRequest(Lenient):
     model: str
     messages: list[InMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = False
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    n: int = Field(1, ge=1, le=1, description="Engram gives one answer per question.")
+    n: int | None = Field(1, ge=1, le=1, description="Engram gives one answer per question.")
     stream_options: StreamOptions | None = None
     engram: EngramOptions | None = None
 
