@@ -33,7 +33,7 @@ from app.settings import Backend, LoadedSettings, Settings, load_settings, save_
 from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
 from engines.rag.hybrid import exact_counts, hybrid_order, read_query, term_words
-from engines.registry import build_engine, engine_class
+from engines.registry import build_engine, engine_class, registered
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
 from app.jobs.sleep import SleepJobs, SleepScheduler, SleepStatus, run_sleep
@@ -71,6 +71,7 @@ from store.document_listing import STATUSES as STATUSES, ListedDocument as Liste
 from store.playbook_files import PlaybookFileError as PlaybookFileError
 from app.services.bench_runs import BENCHES as BENCHES, BenchRun as BenchRun, BenchRuns, BenchStatus as BenchStatus
 from app.services.bench_runs import history_figure as history_figure
+from app.services.weights_history import WeightsHistory as WeightsHistory, weights_figure as weights_figure
 
 if TYPE_CHECKING:
     import numpy as np
@@ -672,6 +673,12 @@ class Engram:
         return run_sleep(self.db, self.engines, seconds or self.settings.sleep.seconds, "manual",
                          progress or (lambda _fraction, _message: None),
                          checkpoints=self.sleep_checkpoints)
+
+    def weights_history(self) -> WeightsHistory:
+        """Documents learned into the weights and every sleep, over time (the Weights tab)."""
+        from app.services.weights_history import weights_history
+
+        return weights_history(self.db, [n for n, spec in registered().items() if spec.writes_weights])
 
     def sleep_status(self) -> SleepStatus:
         """The last sleep, the pressure now and when the next one comes."""

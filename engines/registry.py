@@ -29,6 +29,7 @@ class EngineSpec(BaseModel):
     engine: str  # "module:Class"
     description: str
     commands: str | None = None  # "module:group", a click group added to the CLI as `engram NAME`
+    writes_weights: bool = False  # it learns into the model's weights (the engine class says so too)
 
 
 _REGISTRY: dict[str, EngineSpec] = {}

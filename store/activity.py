@@ -120,11 +120,19 @@ def _finite(value: Any) -> Any:
 
 
 def last_sleep(db: Database) -> SleepEpisode | None:
-    row = db.conn.execute("SELECT id, ts, payload FROM episodes WHERE kind = ? ORDER BY id DESC LIMIT 1",
-                          (SLEEP,)).fetchone()
-    if row is None:
-        return None
-    payload = json.loads(row[2])
-    return SleepEpisode(id=row[0], ts=row[1], reason=str(payload.get("reason", "")),
+    found = sleeps(db, limit=1)
+    return found[0] if found else None
+
+
+def sleeps(db: Database, limit: int = 500) -> list[SleepEpisode]:
+    """The latest ``limit`` sleeps, newest first."""
+    rows = db.conn.execute("SELECT id, ts, payload FROM episodes WHERE kind = ? ORDER BY id DESC LIMIT ?",
+                           (SLEEP, limit)).fetchall()
+    return [_sleep_episode(*row) for row in rows]
+
+
+def _sleep_episode(episode_id: int, ts: str, raw: str) -> SleepEpisode:
+    payload = json.loads(raw)
+    return SleepEpisode(id=episode_id, ts=ts, reason=str(payload.get("reason", "")),
                         interrupted=bool(payload.get("interrupted")), reports=list(payload.get("reports", [])),
                         checkpoints=[str(c) for c in payload.get("checkpoints", [])])

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
 from store.database import Database
 
 FEEDBACK_GIVEN = "feedback"
@@ -21,6 +23,19 @@ FEEDBACK_LEARNED = "feedback_learn"
 """An engine learned from the feedback on an answer (payload: message_id and its report)."""
 LEARNING = (LEARNED, FEEDBACK_LEARNED)
 """Episodes that add sleep pressure: a document or a feedback event learned."""
+
+
+class LearnedEpisode(BaseModel):
+    """One engine's report on one document it learned (``LEARNED``), as the log holds it."""
+
+    id: int
+    ts: str
+    document_id: int | None
+    engine: str
+    path: str
+    seconds: float = 0.0
+    tokens: int = 0
+    changed: bool = False
 
 
 class EpisodeStore:
@@ -36,6 +51,25 @@ class EpisodeStore:
     def record_feedback_learned(self, message_id: int, report: dict[str, Any]) -> int:
         """An engine's report on the feedback it learned from; returns the episode id."""
         return self._record(FEEDBACK_LEARNED, {"message_id": message_id, **report})
+
+    def learned(self, engines: list[str], limit: int = 2000) -> list[LearnedEpisode]:
+        """The latest ``limit`` documents ``engines`` learned and changed their knowledge with,
+        oldest first."""
+        if not engines:
+            return []
+        marks = ", ".join("?" * len(engines))
+        rows = self.db.query(
+            "SELECT id, ts, document_id, payload FROM episodes WHERE kind = ? AND "
+            f"json_extract(payload, '$.engine') IN ({marks}) AND json_extract(payload, '$.changed') "
+            "ORDER BY id DESC LIMIT ?", (LEARNED, *engines, limit))
+        out = []
+        for episode_id, ts, document_id, raw in reversed(rows):
+            report = json.loads(raw)
+            out.append(LearnedEpisode(id=episode_id, ts=ts, document_id=document_id,
+                                      engine=str(report.get("engine", "")), path=str(report.get("path", "")),
+                                      seconds=float(report.get("seconds") or 0.0),
+                                      tokens=int(report.get("tokens") or 0), changed=True))
+        return out
 
     def _record(self, kind: str, payload: dict[str, Any], document_id: int | None = None) -> int:
         cur = self.db.execute("INSERT INTO episodes (kind, document_id, payload) VALUES (?, ?, ?)",

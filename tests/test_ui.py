@@ -458,12 +458,12 @@ def test_bench_and_weights_tabs(page, embedder, llama) -> None:
         expect(page.locator("#engram-bench-runs")).to_contain_text("-2.71% / 0.094 (held-out 0.081)")
         expect(page.locator("#engram-bench-plot img")).to_be_visible()
 
-        # Weights: no weight-writing engine on, so nothing learned and saving says what to do.
+        # Weights: learning into weights is off, so nothing learned and saving says what to do.
         page.get_by_role("tab", name="Weights").click()
-        expect(page.locator("#engram-weights-state")).to_contain_text("no learned weights")
+        expect(page.locator("#engram-weights-state")).to_contain_text("nothing is learned into its weights yet")
         page.locator("#engram-checkpoint-name textarea").fill("before-trip")
         page.get_by_role("button", name="Save current weights").click()
-        expect(page.get_by_text("no weight-writing engine is enabled")).to_be_visible()
+        expect(page.get_by_text("learning into weights is off")).to_be_visible()
 
         # Sleep: none yet; the button queues one, which the worker runs (retrieval: at once).
         expect(page.locator("#engram-sleep-state")).to_contain_text("has not slept yet")

@@ -6,35 +6,52 @@ itself when the person is away after learning; "Sleep now" queues one at once.
 """
 
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from app.core import Engram
+from app.core import Engram, weights_figure
 from ui.errors import friendly, noted
-from ui.formatting import human_size, local_time, short_model
+from ui.formatting import backend_title, human_size, local_time, short_model
 from ui.tab import Tab
 
 COLUMNS = ["Checkpoint", "Engine", "Saved", "Documents", "Size"]
+LEARNED_COLUMNS = ["Document", "Engine", "Learned", "Seconds"]
+SLEEP_COLUMNS = ["Slept", "Outcome", "Why"]
 
 
 def state_html(engram: Engram) -> str:
     state = engram.answering_state()
     if not state.learned:
         return (f"<div class='engram-card'>Answers come from <strong>{escape(short_model(state.model))}</strong> "
-                f"({escape(state.backend)}) with no learned weights. Turn on a weight-writing engine "
-                "(<code>engines = rag,ttt</code> in Settings) and new documents are also learned "
-                "into the model.</div>")
+                f"(run by {escape(backend_title(state.backend))}) as it was trained: nothing is learned into "
+                "its weights yet. With learning into weights on, Engram also trains the model on each "
+                "new document, so it can answer without looking it up (slow on a CPU). To turn it on, "
+                "add <code>ttt</code> to <em>engines</em> in Settings (<code>rag,ttt</code>).</div>")
     parts = "".join(
         f"<li><strong>{escape(s.engine)}</strong>: {s.documents} document{'s' if s.documents != 1 else ''}"
         f"{f' (from checkpoint {escape(s.origin)})' if s.origin else ''}</li>" for s in state.learned)
     return (f"<div class='engram-card'>Answers come from <strong>{escape(short_model(state.model))}</strong> "
-            f"({escape(state.backend)}) with learned weights:<ul>{parts}</ul></div>")
+            f"(run by {escape(backend_title(state.backend))}) with learned weights:<ul>{parts}</ul></div>")
 
 
 def sleep_html(engram: Engram) -> str:
     text = engram.sleeper.status().summary(local_time)
     return f"<div class='engram-card' id='engram-sleep-state'>{escape(text)}</div>"
+
+
+def history_view(engram: Engram) -> tuple[Any, Any, Any, Any]:
+    """The plot and the two tables of what went into the weights (newest rows first); hidden
+    until something did."""
+    history = engram.weights_history()
+    figure = weights_figure(history)
+    learned = [[Path(e.path).name, e.engine, local_time(e.ts), f"{e.seconds:.1f}"]
+               for e in reversed(history.learned)]
+    slept = [[local_time(s.ts), s.outcome, s.why] for s in reversed(history.sleeps)]
+    return (gr.update(value=figure, visible=figure is not None),
+            gr.update(value=learned, visible=bool(learned)), gr.update(value=slept, visible=bool(slept)),
+            gr.update(visible=figure is None))
 
 
 def rows(engram: Engram) -> list[list[Any]]:
@@ -45,6 +62,16 @@ def rows(engram: Engram) -> list[list[Any]]:
 def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     pending = gr.State(None)  # ("load" | "delete", name) awaiting confirmation
     state = gr.HTML(elem_id="engram-weights-state")
+    with gr.Accordion("Learned over time", open=True, elem_id="engram-weights-history"):
+        plot = gr.Plot(show_label=False, format="png", visible=False, elem_id="engram-weights-plot")
+        nothing_yet = gr.HTML("<p class='engram-muted'>Nothing has been learned into the weights yet: "
+                              "documents and sleeps show here as they happen.</p>")
+        with gr.Row(equal_height=False):
+            learned_table = gr.Dataframe(headers=LEARNED_COLUMNS, interactive=False, wrap=True, max_height=300,
+                                         visible=False, label="Documents learned into the weights",
+                                         elem_id="engram-weights-learned", scale=3)
+            sleep_table = gr.Dataframe(headers=SLEEP_COLUMNS, interactive=False, wrap=True, max_height=300,
+                                       visible=False, label="Sleeps", elem_id="engram-weights-sleeps", scale=2)
     table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="engram-checkpoints")
     empty = gr.HTML(visible=False)
     with gr.Row(equal_height=True):
@@ -61,14 +88,14 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
             confirm = gr.Button("Yes, do it", variant="stop", size="sm", elem_id="engram-weights-confirm")
             cancel = gr.Button("Cancel", size="sm")
 
-    def view() -> tuple[Any, Any, Any, str]:
+    def view() -> tuple[Any, ...]:
         listed = rows(engram)
         note = ("<div class='engram-card engram-muted'>No checkpoints yet. Save the current weights "
                 "under a name to come back to them later.</div>")
-        return state_html(engram), gr.update(value=listed, visible=bool(listed)), \
-            gr.update(value=note, visible=not listed), sleep_html(engram)
+        return (state_html(engram), gr.update(value=listed, visible=bool(listed)),
+                gr.update(value=note, visible=not listed), sleep_html(engram), *history_view(engram))
 
-    outputs = [state, table, empty, slept]
+    outputs = [state, table, empty, slept, plot, learned_table, sleep_table, nothing_yet]
 
     def chosen(raw: str) -> str:
         text = (raw or "").strip()

@@ -48,8 +48,9 @@ class CheckpointService:
         """The enabled weight-writing engine called ``name`` (the only one when None)."""
         writers = [e for e in self.engines() if e.writes_weights]
         if not writers:
-            raise ValueError("no weight-writing engine is enabled: add one to the engines "
-                             "setting (e.g. `engram config set engines rag,ttt`)")
+            raise ValueError("learning into weights is off, so there are no learned weights to save "
+                             "or load: add ttt to the engines setting (in Settings, or `engram config "
+                             "set engines rag,ttt`)")
         if name is None:
             if len(writers) > 1:
                 raise ValueError(f"several engines write weights ({', '.join(e.name for e in writers)}): "

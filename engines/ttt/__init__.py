@@ -3,7 +3,9 @@
 from engines.registry import EngineSpec, register_engine
 from engines.ttt.config import TTTConfig
 
-register_engine(EngineSpec(name="ttt", config=TTTConfig, engine="engines.ttt.engine:TTTEngine",
-                           description="Trains the model itself on each new document, so it can answer without looking it up (slow on a CPU)."))
+register_engine(EngineSpec(
+    name="ttt", config=TTTConfig, engine="engines.ttt.engine:TTTEngine", writes_weights=True,
+    description="Trains the model itself on each new document, so it can answer without looking it "
+                "up (slow on a CPU)."))
 
 __all__ = ["TTTConfig"]
