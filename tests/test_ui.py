@@ -8,20 +8,17 @@ restart Engram and find the conversation again. Screenshots go to test-artifacts
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import open_engram, wait_for
+from tests.browser import App, no_error_badge, shot, usable
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 FERRY = "The ferry to Oskel Isle leaves at 06:40 from pier nine. Tickets cost 14 crowns.\n"
 QUESTION = "When does the ferry to Oskel Isle leave?"
-LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
 
 # Records the length of the answer's text each time the chat changes, to see it stream.
 WATCH_ANSWER = """() => {
@@ -32,69 +29,6 @@ WATCH_ANSWER = """() => {
     if (bots.length) window.engramLengths.push(bots[bots.length - 1].innerText.length);
   }).observe(chat, {subtree: true, childList: true, characterData: true});
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed at /usr/bin/chromium, so the browser tests cannot "
-                    "run; `bash dev.sh test` installs it (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
-
-
-class App:
-    """Engram with its desktop app served on a free port, as `engram` runs it."""
-
-    def __init__(self, embedder, llama, **settings) -> None:
-        from ui.server import UiServer
-
-        defaults = {"answer_max_tokens": 48, "temperature": 0, "watch_debounce_s": 0.2, "ui_port": 0}
-        self.engram = open_engram(embedder, **{**defaults, **settings})
-        self.engram.runtime.adopt(llama)
-        self.engram.start()
-        self.server = UiServer(self.engram, "127.0.0.1", 0)
-        self.url = self.server.start()
-
-    def close(self) -> None:
-        self.server.stop()
-        self.engram.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.external = []  # type: ignore[attr-defined]
-    page.on("request", lambda r: None if r.url.startswith(LOCAL) else page.external.append(r.url))
-    yield page
-    context.close()
-
-
-def no_error_badge(page) -> None:
-    """No component is covered by gradio's red "Error" badge (nor an error toast): refusals are
-    messages beside the control or notices."""
-    from playwright.sync_api import expect
-
-    expect(page.get_by_text("Error", exact=True)).to_have_count(0)
-
-
-def usable(button) -> None:
-    """A button that can be pressed and is not drawn dimmed."""
-    from playwright.sync_api import expect
-
-    expect(button).to_be_enabled()
-    assert float(button.evaluate("e => getComputedStyle(e).opacity")) == 1.0
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def test_watch_drop_learn_ask_cite_correct_restart(page, embedder, llama, tmp_path) -> None:

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.test_ui import App, browser, no_error_badge, page, shot, usable  # noqa: F401  (fixtures)
+from tests.browser import App, no_error_badge, shot, usable
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

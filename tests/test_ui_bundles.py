@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import zipfile
 
-from tests.test_ui import App, browser, no_error_badge, page  # noqa: F401  (fixtures)
+from tests.browser import App, no_error_badge
 
 
 def test_weights_tab_exports_downloads_refuses_and_imports_a_bundle(page, embedder, llama, tmp_path) -> None:  # noqa: F811

@@ -8,7 +8,7 @@ import pytest
 
 from app.chat.service import citations_for
 from tests.helpers import wait_for
-from tests.test_ui import App, browser, page, shot  # noqa: F401  (fixtures)
+from tests.browser import App, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

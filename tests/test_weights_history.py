@@ -12,7 +12,7 @@ from engines.base import LearnReport
 from engines.registry import engine_class, registered
 from store import activity
 from tests.helpers import open_engram, wait_for
-from tests.test_ui import App, browser, page as _page  # noqa: F401  (fixtures)
+from tests.browser import App
 
 ROLLED_BACK = ("rolled back: background prose's perplexity rose from 22.510 to 23.010, more than 2.0% "
                "above both that and the original model's 22.400")
@@ -60,10 +60,9 @@ def test_the_registry_says_which_engines_write_weights_as_their_classes_do(name:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_weights_tab_plots_what_was_learned_and_the_sleeps(_page, embedder, llama) -> None:
+def test_the_weights_tab_plots_what_was_learned_and_the_sleeps(page, embedder, llama) -> None:
     from playwright.sync_api import expect
 
-    page = _page
     app = App(embedder, llama)
     try:
         page.goto(app.url)
