@@ -184,3 +184,12 @@ def test_cut_quote_and_citation_marks() -> None:
     assert best_quote(text, "it is longer") == "Second one is longer than that."
     cites = citations_for([passage(1, "alpha beta gamma."), passage(2, "delta epsilon.")], "See [2].")
     assert [c.cited for c in cites] == [False, True]
+
+
+def test_words_echoed_from_the_question_do_not_make_a_passage_cited() -> None:
+    question = "Who is the harbour master of Quell?"
+    harbour = passage(1, "The harbour master of Quell is Ines Varo. She took the post in 2019.")
+    tides = passage(2, "Spring tides in Quell reach four metres. The harbour closes at low tide.")
+    cites = citations_for([harbour, tides], "The harbour master of Quell is Ines Varo.", question)
+    assert [c.cited for c in cites] == [True, False]
+    assert [c.cited for c in citations_for([harbour, tides], "Ines Varo.")] == [True, False]

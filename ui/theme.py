@@ -24,7 +24,8 @@ CSS = """
 .engram-input { border: 1px solid var(--border-color-primary) !important; border-radius: 8px !important;
   background: var(--input-background-fill) !important; }
 .engram-label { align-self: center; white-space: nowrap; color: var(--body-text-color-subdued); }
-#engram-documents, #engram-models, #engram-settings { --font-mono: var(--font); }
+#engram-documents, #engram-models, #engram-settings, #engram-weights-learned, #engram-weights-sleeps,
+#engram-checkpoints { --font-mono: var(--font); }
 footer { display: none !important; }
 #engram-header { display: flex; align-items: baseline; gap: 12px; padding: 4px 2px 10px; }
 #engram-header h1 { font-size: 1.5rem; font-weight: 600; margin: 0; letter-spacing: -0.01em; }

@@ -75,10 +75,11 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="engram-checkpoints")
     empty = gr.HTML(visible=False)
     with gr.Row(equal_height=True):
-        name = gr.Textbox(label="Checkpoint name", scale=3, elem_id="engram-checkpoint-name")
-        save = gr.Button("Save current weights", variant="primary", scale=1)
-        load = gr.Button("Load…", scale=1)
-        delete = gr.Button("Delete…", variant="stop", scale=1)
+        name = gr.Textbox(show_label=False, placeholder="Checkpoint name, e.g. before-trip", scale=3,
+                          elem_id="engram-checkpoint-name", container=False, elem_classes="engram-input")
+        save = gr.Button("Save current weights", variant="primary", scale=1, min_width=190, size="md")
+        load = gr.Button("Load…", scale=1, min_width=120, size="md")
+        delete = gr.Button("Delete…", variant="stop", scale=1, min_width=120, size="md")
     with gr.Row(equal_height=True):
         slept = gr.HTML()
         sleep = gr.Button("Sleep now", scale=0, elem_id="engram-sleep-now")

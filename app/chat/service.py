@@ -97,9 +97,12 @@ def best_quote(passage: str, answer: str) -> str:
     return best if len(best) <= QUOTE_CHARS else best[: QUOTE_CHARS - 1].rstrip() + "…"
 
 
-def citations_for(passages: list[Passage], answer: str) -> list[Citation]:
+def citations_for(passages: list[Passage], answer: str, question: str = "") -> list[Citation]:
+    """The passages as numbered sources; one is cited when the answer marks it ([n]) or repeats
+    two of its words that the question did not already say (echoing the question's words shows
+    nothing about which passage the answer used)."""
     marked = {int(m) for m in _CITE_MARK.findall(answer)}
-    said = _words(answer)
+    said = _words(answer) - _words(question)
     out = []
     for n, p in enumerate(passages, 1):
         shared = _words(p.text) & said
@@ -238,7 +241,7 @@ class ChatService:
                                 finish_reason=result.finish_reason)
                 else:
                     meta["stopped"] = True
-                cites = citations_for(plan.passages, answer)
+                cites = citations_for(plan.passages, answer, question)
                 stored = self.conversations.add_answer(conversation_id, answer, cites, meta)
         if finished:
             yield Done(message=stored)

@@ -76,11 +76,15 @@ def weights_figure(history: WeightsHistory):
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(8.5, 3.0))
     times = [_moment(e.ts) for e in history.learned]
-    if times:
-        ax.step(times, range(1, len(times) + 1), where="post", color="tab:blue", label="documents learned")
     total = len(times)
+    if times:  # the line runs on to the latest event: the count holds until something changes it
+        end = max([*times, *(_moment(s.ts) for s in history.sleeps)])
+        ax.step([*times, end], [*range(1, total + 1), total], where="post", color="tab:blue",
+                label="documents learned")
     for outcome, (marker, colour) in OUTCOME_STYLE.items():
         at = [_moment(s.ts) for s in history.sleeps if s.outcome == outcome]
         if at:
@@ -88,6 +92,7 @@ def weights_figure(history: WeightsHistory):
             ax.scatter(at, level, marker=marker, color=colour, s=60, zorder=3, label=f"sleep: {outcome}")
     ax.set_ylabel("documents in the weights", fontsize=8)
     ax.set_ylim(bottom=0, top=max(total, 1) * 1.15)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     locator = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
