@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from app.chat.service import ChatService, Grounding
+from app import instance
 from app.services.checkpoints import AnsweringState, CheckpointService
 from app.services.general_text import background_text
 from app.ingest.drop_files import DroppedFile, copy_into
@@ -135,6 +136,7 @@ class Engram:
         self.last_fulltext_repair = self.repair_fulltext()
         self.watcher: FolderWatcher | None = None
         self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue)
+        self._warming: threading.Thread | None = None  # the embedder loading for a served /v1
 
     # --- components --------------------------------------------------------------------------
     @property
@@ -500,6 +502,32 @@ class Engram:
         if self._neocortex is not None and self._owns_neocortex:
             self._neocortex.close()
         self.db.close()
+
+    # --- the running instance: the command line asks it instead of loading the models -----------
+    def announce(self, api_url: str) -> None:
+        """This process serves the /v1 API at ``api_url``: record it in the data folder for the
+        CLI (``app/instance.py``), and load the embedder in the background so the first search
+        asked of it is as quick as the next."""
+        instance.announce(self.paths.root, api_url)
+        self._warming = threading.Thread(target=self._warm_embedder, name="engram-warm-embedder", daemon=True)
+        self._warming.start()
+
+    def _warm_embedder(self) -> None:
+        try:
+            self.embedder.embed(["warm up"])
+        except Exception:
+            log.exception("the embedding model did not load; searches will try again")
+
+    def withdraw(self) -> None:
+        """This process stops serving /v1: its record leaves the data folder, and a model still
+        loading finishes first (torch aborts the process when it exits mid-load)."""
+        instance.withdraw(self.paths.root)
+        if self._warming is not None:
+            self._warming.join(timeout=120)
+
+    def search_settings(self) -> dict:
+        """The settings ``search`` ranks with, as JSON values (compared with a CLI's own)."""
+        return instance.search_settings(self.settings)
 
     def _on_changed(self, paths: list[Path]) -> None:
         self.ingestor.enqueue_paths(paths, label="folder changes")

@@ -46,6 +46,7 @@ def run_desktop(engram: Engram, stop: threading.Event, say: Callable[[str], None
                 "instead. Set ui_port to choose another.")
         say(f"Engram is open at {url}")
         say(f"OpenAI-compatible API: {url}v1")
+        engram.announce(f"{url}v1")  # `engram search` asks this process from now on
         say(f"Learning from: {', '.join(f.path for f in engram.watched_folders())}")
         say("Press Ctrl+C to stop.")
         if open_browser:
@@ -54,5 +55,6 @@ def run_desktop(engram: Engram, stop: threading.Event, say: Callable[[str], None
             pass
     finally:
         say("Stopping: saving what was learned…")
+        engram.withdraw()
         server.stop()
         engram.stop()

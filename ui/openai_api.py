@@ -12,6 +12,8 @@ Chat tab uses, so it is grounded, cited, stored and rateable exactly as in the a
   The sources follow the answer in the text, numbered as in chat, and as data in ``engram``.
 - ``POST /v1/embeddings``: the embedder Engram indexes documents with.
 - ``POST /v1/engram/feedback``: thumbs and corrections on an answer, as in the app.
+- ``POST /v1/engram/search``: ``Engram.search``'s fused ranking, for ``engram search`` (which
+  asks a running Engram here instead of loading the embedding model itself).
 
 It is a FastAPI app of its own, mounted at ``/v1``: its errors are OpenAI's shape, whatever fails.
 """
@@ -40,7 +42,8 @@ from app.core import (EMBEDDED, EMBEDDED_TITLE, ChatMessage, Citation, Delta, Do
 from ui.access import bearer_matches
 from ui.openai_shapes import (ApiError, ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice,
                               ChunkDelta, Embedding, EmbeddingList, EmbeddingRequest, EngramTurn,
-                              FeedbackRequest, InMessage, ModelCard, ModelList, OutMessage, Usage)
+                              FeedbackRequest, InMessage, ModelCard, ModelList, OutMessage, SearchRequest,
+                              SearchResults, Usage)
 
 log = logging.getLogger(__name__)
 
@@ -398,5 +401,15 @@ def create_api(engram: Engram, key_required: bool) -> FastAPI:
                            "message_id", "message_not_found") from None
         return {"message_id": message.id, "conversation_id": message.conversation_id,
                 "feedback": message.feedback, "correction": message.correction}
+
+    @api.post("/engram/search")
+    async def search(request: Request) -> JSONResponse:
+        """The passages ``engram search`` prints, ranked by ``Engram.search``."""
+        req = await read_request(request, SearchRequest)
+        if req.settings is not None and req.settings != engram.search_settings():
+            raise ApiError(409, "This Engram runs with other search settings than the request's; "
+                           "search locally.", param="settings", code="settings_differ")
+        hits = await run_in_threadpool(engram.search, req.query, req.k)
+        return JSONResponse(SearchResults(query=req.query, results=hits).model_dump(mode="json"))
 
     return api

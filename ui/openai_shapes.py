@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core import Citation
+from app.core import Citation, Passage
 
 ErrorType = Literal["invalid_request_error", "authentication_error", "not_found_error",
                     "server_error", "service_unavailable_error"]
@@ -99,7 +99,24 @@ class FeedbackRequest(Lenient):
     correction: str | None = Field(None, max_length=20_000)
 
 
+class SearchRequest(Lenient):
+    """``POST /v1/engram/search``: what ``engram search`` asks a running Engram."""
+
+    query: str = Field(max_length=20_000)
+    k: int | None = Field(None, ge=1, le=100, description="Results (default: search_k).")
+    settings: dict[str, Any] | None = Field(
+        None, description="The asker's search settings (rag.*, embedding): when they differ from "
+        "this Engram's, it answers 409 rather than rank otherwise than the asker would.")
+
+
 # --- responses ---------------------------------------------------------------------------------
+class SearchResults(BaseModel):
+    """The query and its passages in ranking order (``engram search --json`` prints the same)."""
+
+    query: str
+    results: list[Passage]
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"

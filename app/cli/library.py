@@ -3,6 +3,7 @@ and search."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -146,11 +147,19 @@ def status(c: Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("query")
 @click.option("-k", "k", type=click.IntRange(1, 100), default=None, help="Number of results.")
+@click.option("--local", is_flag=True,
+              help="Search in this process even when Engram is running (it loads the embedding model).")
 @json_option
 @pass_ctx
-def search(c: Context, query: str, k: int | None, as_json: bool) -> None:
-    """Top chunks for QUERY with file, position and score."""
-    hits = c.engram.search(query, k)
+def search(c: Context, query: str, k: int | None, local: bool, as_json: bool) -> None:
+    """Top chunks for QUERY with file, position and score.
+
+    When Engram is running (`engram run`), it is asked over its local /v1 API, which has the
+    embedding model loaded already; otherwise, or with --local, this process searches.
+    """
+    hits = None if local else _search_running(c, query, k)
+    if hits is None:
+        hits = c.engram.search(query, k)
     if as_json:
         print_json(SearchResults(query=query, results=hits))
         return
@@ -160,3 +169,20 @@ def search(c: Context, query: str, k: int | None, as_json: bool) -> None:
         console.print(f"[bold]{rank}.[/] {hit.score:.3f}  {hit.path}  ({hit.position})")
         snippet = " ".join(hit.text.split())
         console.print(f"    {snippet[:240]}{'…' if len(snippet) > 240 else ''}", markup=False)
+
+
+def _search_running(c: Context, query: str, k: int | None) -> list[Passage] | None:
+    """The running Engram's ranking for ``query`` (``POST /v1/engram/search``), or None when
+    none runs for this data folder, it does not answer, or it runs with other search settings."""
+    from app.instance import ask_running, search_settings
+
+    settings = c.loaded.settings
+    answer = ask_running(settings, "/engram/search", {
+        "query": query, "k": k or settings.search_k, "settings": search_settings(settings)})
+    if answer is None:
+        return None
+    try:
+        return SearchResults.model_validate(answer).results
+    except ValueError as exc:
+        logging.getLogger(__name__).debug("the running Engram's answer is not a search result: %s", exc)
+        return None

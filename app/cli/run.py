@@ -34,6 +34,7 @@ def run(c: Context, no_watch: bool = False, headless: bool = False, no_browser: 
         return
     api = _serve_api(engram)
     engram.start(watch=not no_watch)
+    engram.announce(api.url)  # `engram search` asks this process from now on
     folders = ", ".join(f.path for f in engram.watched_folders())
     console.print(f"[bold]Engram[/] is learning from: {folders}")
     console.print(f"Data: {engram.paths.root}   (Ctrl+C to stop)")
@@ -43,6 +44,7 @@ def run(c: Context, no_watch: bool = False, headless: bool = False, no_browser: 
         pass
     finally:
         console.print("Stopping: saving the index...")
+        engram.withdraw()
         api.stop()
         engram.stop()
 
