@@ -60,6 +60,7 @@ from store.playbook_files import PlaybookFile, read_playbook_file
 
 # --- re-exported for ui/, which imports nothing from app/ but this module ----------------------
 from app.chat.service import Citation as Citation, Delta as Delta, Done as Done, Sources as Sources
+from app.instance import REFUSED as REFUSED
 from app.runtimes.llamacpp import EMBEDDED as EMBEDDED, EMBEDDED_TITLE as EMBEDDED_TITLE
 from app.runtimes.registry import BACKENDS as BACKENDS
 from app.services.playbooks import Playbook as Playbook
@@ -528,6 +529,10 @@ class Engram:
     def search_settings(self) -> dict:
         """The settings ``search`` ranks with, as JSON values (compared with a CLI's own)."""
         return instance.search_settings(self.settings)
+
+    def answer_settings(self) -> dict:
+        """The settings an answer depends on, as JSON values (compared with a CLI's own)."""
+        return instance.answer_settings(self.settings)
 
     def _on_changed(self, paths: list[Path]) -> None:
         self.ingestor.enqueue_paths(paths, label="folder changes")

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,6 +34,12 @@ TIMEOUT_S = 4.0
 fails at once; a search there takes milliseconds, or a second or two beside a busy worker."""
 SEARCH_PREFIXES = ("rag.", "embed")
 """The settings that change what a search returns (its ranking and its vectors)."""
+SERVING = frozenset({"ui_host", "ui_port", "open_browser", "ui_password", "api_host", "api_port",
+                     "api_key", "log_level"})
+"""The settings that say where and how a process serves, not what it answers."""
+REFUSED = "engram_refused"
+"""The error code of a request the running Engram refused as this process would have (an unknown
+conversation, a prompt too long, a model that will not load): said, not retried here."""
 
 
 def search_settings(settings: Settings) -> dict[str, Any]:
@@ -48,6 +55,12 @@ def search_settings(settings: Settings) -> dict[str, Any]:
                 value = value[part]
             values[name] = value
     return values
+
+
+def answer_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting an answer can depend on, as JSON values (all but ``SERVING``): ``engram
+    ask`` asks a running Engram only when it runs with exactly these."""
+    return settings.model_dump(mode="json", exclude=set(SERVING))
 
 
 # --- the server's side ---------------------------------------------------------------------------
@@ -129,9 +142,17 @@ class NotAnswered(Exception):
     """The running Engram did not answer this request (the caller works locally)."""
 
 
-def post(record: RunningRecord, route: str, body: dict[str, Any], key: str | None,
-         timeout: float = TIMEOUT_S) -> dict[str, Any]:
-    """POST ``body`` to the running Engram's ``/v1{route}`` as JSON; its JSON answer."""
+class Refused(Exception):
+    """The running Engram refused the request as this process would have; the words say why."""
+
+
+class Broken(Exception):
+    """The running Engram stopped answering part way (the request may have had effects there)."""
+
+
+def open_request(record: RunningRecord, route: str, body: dict[str, Any], key: str | None,
+                 timeout: float = TIMEOUT_S) -> http.client.HTTPResponse:
+    """POST ``body`` as JSON to the running Engram's ``/v1{route}``: the open response."""
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -139,13 +160,32 @@ def post(record: RunningRecord, route: str, body: dict[str, Any], key: str | Non
                                      headers=headers, method="POST")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
     try:
-        with opener.open(request, timeout=timeout) as response:
-            return json.loads(response.read())
+        return opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode(errors="replace")
-        raise NotAnswered(f"{exc.code} from {record.url}{route}: {detail}") from None
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timed out, cut, not JSON
+        detail = exc.read()[:2000].decode(errors="replace")
+        try:
+            error = json.loads(detail)["error"]
+        except (ValueError, KeyError, TypeError):
+            error = {}
+        if isinstance(error, dict) and error.get("code") == REFUSED:
+            raise Refused(str(error.get("message"))) from None
+        raise NotAnswered(f"{exc.code} from {record.url}{route}: {detail[:300]}") from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timed out, cut
         raise NotAnswered(f"{record.url}{route}: {exc}") from None
+
+
+def post(record: RunningRecord, route: str, body: dict[str, Any], key: str | None,
+         timeout: float = TIMEOUT_S) -> dict[str, Any]:
+    """POST ``body`` to the running Engram's ``/v1{route}`` as JSON; its JSON answer."""
+    try:
+        with open_request(record, route, body, key, timeout) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # cut or not JSON
+        raise NotAnswered(f"{record.url}{route}: {exc}") from None
+
+
+def _key(settings: Settings) -> str | None:
+    return settings.api_key.get_secret_value() if settings.api_key is not None else None
 
 
 def ask_running(settings: Settings, route: str, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -154,9 +194,35 @@ def ask_running(settings: Settings, route: str, body: dict[str, Any]) -> dict[st
     record = running_instance(settings.data_dir)
     if record is None:
         return None
-    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     try:
-        return post(record, route, body, key)
+        return post(record, route, body, _key(settings))
     except NotAnswered as exc:
         log.debug("the running Engram did not answer, working locally: %s", exc)
         return None
+
+
+def stream_running(settings: Settings, route: str, body: dict[str, Any],
+                   timeout: float) -> Iterator[dict[str, Any]] | None:
+    """The running Engram's answer at ``/v1{route}`` as JSON lines, or None when none runs or it
+    did not take the request (nothing happened there: the caller works locally). Once it took it,
+    its refusal is ``Refused`` and a stream cut short is ``Broken``: never done twice.
+    ``timeout``: the longest silence between two lines."""
+    record = running_instance(settings.data_dir)
+    if record is None:
+        return None
+    try:
+        response = open_request(record, route, body, _key(settings), timeout)
+    except NotAnswered as exc:
+        log.debug("the running Engram did not answer, working locally: %s", exc)
+        return None
+    return _lines(response, record.url + route)
+
+
+def _lines(response: http.client.HTTPResponse, where: str) -> Iterator[dict[str, Any]]:
+    with response:
+        try:
+            for line in response:
+                if line.strip():
+                    yield json.loads(line)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise Broken(f"the running Engram ({where}) stopped answering: {exc}") from None

@@ -35,13 +35,18 @@ QUERIES = ("when does the ferry leave", "who leads the robotics lab", "Sentinel 
 def cli_search(*args: str, env: dict[str, str] | None = None) -> tuple[str, set[str], str]:
     """``engram search ARGS`` in a fresh interpreter: stdout, the top-level modules it imported,
     stderr."""
-    code = ("import sys\nfrom app.cli import main\nsys.argv = ['engram', 'search', *sys.argv[1:]]\n"
+    return engram_cli("search", *args, env=env)
+
+
+def engram_cli(*args: str, env: dict[str, str] | None = None, status: int = 0) -> tuple[str, set[str], str]:
+    """``engram ARGS`` in a fresh interpreter: stdout, the top-level modules it imported, stderr."""
+    code = ("import sys\nfrom app.cli import main\nsys.argv = ['engram', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\nelse:\n    code = 0\n"
             "print('MODULES', ' '.join(sorted({m.partition('.')[0] for m in sys.modules})), file=sys.stderr)\n"
             "sys.exit(code)")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == status, proc.stderr
     lines = proc.stderr.strip().splitlines()
     return proc.stdout, set(lines[-1].removeprefix("MODULES ").split()), "\n".join(lines[:-1])
 
@@ -60,8 +65,7 @@ def engram(tmp_path: Path, embedder):
     e.close()
 
 
-@pytest.fixture
-def running(engram):
+def serve(engram):
     """(engram, /v1 URL): served on a free loopback port and announced, as `engram run` does."""
     server = ApiServer(engram, "127.0.0.1", 0)
     url = server.start()
@@ -69,6 +73,25 @@ def running(engram):
     yield engram, url
     engram.withdraw()
     server.stop()
+
+
+running = pytest.fixture(serve)
+ANSWERING = {"answer_max_tokens": "24", "temperature": "0"}
+
+
+@pytest.fixture
+def answering(tmp_path: Path, embedder, llama):
+    """A running Engram that answers with the embedded model, the CLI's settings the same."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in NOTES.items():
+        (docs / name).write_text(text)
+    e = open_engram(embedder, **ANSWERING)
+    e.runtime.adopt(llama)
+    e.ingest([docs])
+    e.run_pending()
+    yield from serve(e)
+    e.close()
 
 
 def test_search_through_the_running_engram_is_local_search_without_the_models(running) -> None:
@@ -92,6 +115,32 @@ def test_search_prints_the_same_whether_asked_of_the_running_engram_or_not(runni
     local, local_modules, _ = cli_search("who leads the robotics lab", "-k", "2", "--local")
     assert "torch" in local_modules  # --local searched here
     assert remote == local and "Anwen Falk" in remote and remote.startswith("1. ")
+
+
+def test_ask_through_the_running_engram_answers_there_and_stores_it_there(answering) -> None:
+    engram, url = answering
+    env = {f"ENGRAM_{k.upper()}": v for k, v in ANSWERING.items()}
+    out, modules, err = engram_cli("ask", "When does the ferry to Oskel Isle leave?", "--json", env=env)
+    assert not modules & set(MODEL_LIBRARIES), modules  # answered there
+    answer = json.loads(out)
+    assert answer["answer"].strip() and answer["error"] is None
+    assert any(c["path"].endswith("ferry.txt") for c in answer["citations"])
+    stored = engram.conversation_messages(answer["conversation_id"])
+    assert [m.role for m in stored] == ["user", "assistant"] and stored[-1].id == answer["answer_id"]
+    assert stored[-1].content == answer["answer"]
+    shown, modules, _ = engram_cli("ask", "Who leads the Quellbrook lab?", "-c", str(answer["conversation_id"]),
+                                   env=env)
+    assert not modules & set(MODEL_LIBRARIES), modules
+    assert f"conversation {answer['conversation_id']} · answer " in shown and "[1] " in shown
+    assert len(engram.conversation_messages(answer["conversation_id"])) == 4
+    # refused there as here: the same words, exit 1, and not asked again in this process
+    _, modules, err = engram_cli("ask", "hello", "-c", "999", env=env, status=1)
+    assert "no conversation with id 999" in err and not modules & set(MODEL_LIBRARIES), modules
+    # another answer length: it would answer otherwise than this CLI, so it refuses (409)
+    body = {"question": "hello", "settings": {**engram.answer_settings(), "answer_max_tokens": 99}}
+    refused = httpx.post(f"{url}/engram/ask", json=body)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "settings_differ"
+    assert len(engram.conversation_list()) == 1  # nothing was asked
 
 
 def test_the_running_engram_refuses_to_rank_with_other_settings(running) -> None:

@@ -14,6 +14,8 @@ Chat tab uses, so it is grounded, cited, stored and rateable exactly as in the a
 - ``POST /v1/engram/feedback``: thumbs and corrections on an answer, as in the app.
 - ``POST /v1/engram/search``: ``Engram.search``'s fused ranking, for ``engram search`` (which
   asks a running Engram here instead of loading the embedding model itself).
+- ``POST /v1/engram/ask``: the chat's own events (sources, text, the stored answer) as JSON
+  lines, for ``engram ask``.
 
 It is a FastAPI app of its own, mounted at ``/v1``: its errors are OpenAI's shape, whatever fails.
 """
@@ -37,10 +39,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core import (EMBEDDED, EMBEDDED_TITLE, ChatMessage, Citation, Delta, Done, Engram, MessageRow, PromptTooLong,
-                      RuntimeUnavailable, Sources)
+from app.core import (EMBEDDED, EMBEDDED_TITLE, REFUSED, ChatMessage, Citation, Delta, Done, Engram, MessageRow,
+                      PromptTooLong, RuntimeUnavailable, Sources)
 from ui.access import bearer_matches
-from ui.openai_shapes import (ApiError, ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice,
+from ui.openai_shapes import (ApiError, AskRequest, ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice,
                               ChunkDelta, Embedding, EmbeddingList, EmbeddingRequest, EngramTurn,
                               FeedbackRequest, InMessage, ModelCard, ModelList, OutMessage, SearchRequest,
                               SearchResults, Usage)
@@ -277,6 +279,42 @@ def stream_chat(model: str, sources: Sources, events: Iterator[Any], include_usa
     yield "data: [DONE]\n\n"
 
 
+# --- engram ask --------------------------------------------------------------------------------
+def start_ask(engram: Engram, req: AskRequest) -> tuple[Any, Iterator[Any]]:
+    """The chat's first event (the sources) and the rest, or the refusal in the words a local
+    ``engram ask`` would print."""
+    if req.more and req.conversation_id is None:
+        raise ApiError(400, "more needs the conversation_id.", param="conversation_id")
+    chat = engram.chat
+    events = chat.continue_answer(req.conversation_id) if req.more else chat.ask(req.question, req.conversation_id)
+    try:
+        return next(events), events
+    except KeyError as exc:
+        raise ApiError(404, str(exc.args[0]) if exc.args else str(exc), "not_found_error",
+                       code=REFUSED) from None
+    except RuntimeUnavailable as exc:
+        raise ApiError(503, str(exc), "service_unavailable_error", code=REFUSED) from None
+    except (PromptTooLong, ValueError) as exc:
+        raise ApiError(400, str(exc), code=REFUSED) from None
+
+
+def stream_ask(first: Any, events: Iterator[Any]) -> Iterator[str]:
+    """One JSON line per chat event (``kind``: sources, delta, done); a failure part way is an
+    ``error`` line. A client that goes away ends the answer, stored as far as it got."""
+    try:
+        yield first.model_dump_json() + "\n"
+        for event in events:
+            yield event.model_dump_json() + "\n"
+    except Exception:
+        log.exception("an engram ask through /v1 failed")
+        yield json.dumps({"kind": "error", "message": "the answer failed; the details are in the "
+                          "running Engram's log"}) + "\n"
+    finally:
+        events_close = getattr(events, "close", None)
+        if events_close is not None:
+            events_close()
+
+
 # --- embeddings --------------------------------------------------------------------------------
 def embed(engram: Engram, req: EmbeddingRequest, model: str) -> EmbeddingList:
     texts = req.texts
@@ -401,6 +439,17 @@ def create_api(engram: Engram, key_required: bool) -> FastAPI:
                            "message_id", "message_not_found") from None
         return {"message_id": message.id, "conversation_id": message.conversation_id,
                 "feedback": message.feedback, "correction": message.correction}
+
+    @api.post("/engram/ask", response_model=None)
+    async def ask(request: Request) -> StreamingResponse:
+        """``engram ask`` answered here: the chat's events as JSON lines."""
+        req = await read_request(request, AskRequest)
+        if req.settings is not None and req.settings != engram.answer_settings():
+            raise ApiError(409, "This Engram runs with other settings than the request's; ask "
+                           "locally.", param="settings", code="settings_differ")
+        first, events = await run_in_threadpool(start_ask, engram, req)
+        return StreamingResponse(stream_ask(first, events), media_type="application/x-ndjson",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @api.post("/engram/search")
     async def search(request: Request) -> JSONResponse:

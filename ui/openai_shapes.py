@@ -109,6 +109,17 @@ class SearchRequest(Lenient):
         "this Engram's, it answers 409 rather than rank otherwise than the asker would.")
 
 
+class AskRequest(Lenient):
+    """``POST /v1/engram/ask``: what ``engram ask`` asks a running Engram."""
+
+    question: str = Field("", max_length=100_000)
+    conversation_id: int | None = None
+    more: bool = Field(False, description="The rest of the conversation's last, cut-off answer.")
+    settings: dict[str, Any] | None = Field(
+        None, description="The asker's settings (all but where it serves): when they differ from "
+        "this Engram's, it answers 409 rather than answer otherwise than the asker would.")
+
+
 # --- responses ---------------------------------------------------------------------------------
 class SearchResults(BaseModel):
     """The query and its passages in ranking order (``engram search --json`` prints the same)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +38,32 @@ class Answer(BaseModel):
               help="Continue this conversation (ids: `engram conversations`).")
 @click.option("--more", is_flag=True,
               help="Ask for the rest of the conversation's last answer (one that was cut off).")
+@click.option("--local", is_flag=True,
+              help="Answer in this process even when Engram is running (it loads the models).")
 @json_option
 @pass_ctx
-def ask(c: Context, question: str | None, conversation: int | None, more: bool, as_json: bool) -> None:
-    """Answer QUESTION from your documents and list the sources it used."""
+def ask(c: Context, question: str | None, conversation: int | None, more: bool, local: bool,
+        as_json: bool) -> None:
+    """Answer QUESTION from your documents and list the sources it used.
+
+    When Engram is running (`engram run`) with the same settings, it answers over its local /v1
+    API, with its models loaded already; otherwise, or with --local, this process answers.
+    """
+    from app.chat.service import CONTINUE_QUESTION, Delta, Done, Sources
+
     if more and conversation is None:
         raise click.UsageError("--more needs the conversation: engram ask --more -c ID")
     if not more and not (question or "").strip():
         raise click.UsageError("give a QUESTION (or --more -c ID for the rest of a cut-off answer)")
-    question = c.engram.chat.continue_question if more else question
-    if as_json:
-        _ask_json(c, question, conversation, more)
-        return
-    from app.chat.service import Delta, Done, Sources
-
-    engram = c.engram
+    question = CONTINUE_QUESTION if more else question
     with user_errors(KeyError, ValueError, *runtime_errors()):
-        events = engram.chat.continue_answer(conversation) if more else engram.chat.ask(question, conversation)
+        events = None if local else _ask_running(c, question, conversation, more)
+        if events is None:
+            chat = c.engram.chat
+            events = chat.continue_answer(conversation) if more else chat.ask(question, conversation)
+        if as_json:
+            _print_answer_json(question, events)
+            return
         for event in events:
             if isinstance(event, Sources) and not event.citations:
                 console.print("[dim]No passage in your documents matched; answering without sources.[/]")
@@ -69,14 +79,42 @@ def ask(c: Context, question: str | None, conversation: int | None, more: bool, 
                     raise click.ClickException(event.message.meta["error"])
 
 
-def _ask_json(c: Context, question: str, conversation: int | None, more: bool) -> None:
+def _ask_running(c: Context, question: str, conversation: int | None, more: bool) -> Iterator[Any] | None:
+    """The chat's events from the running Engram (``POST /v1/engram/ask``), or None when none
+    runs for this data folder with these settings (then this process answers). Once it took the
+    question, its refusal or a cut-off stream is this command's error: it is never asked twice."""
+    from app.chat.service import Delta, Done, Sources
+    from app.instance import Broken, Refused, answer_settings, stream_running
+
+    settings = c.loaded.settings
+    body = {"question": question, "conversation_id": conversation, "more": more,
+            "settings": answer_settings(settings)}
+    try:
+        lines = stream_running(settings, "/engram/ask", body, timeout=settings.runtime_timeout_s)
+    except Refused as exc:
+        raise click.ClickException(str(exc)) from None
+    if lines is None:
+        return None
+    kinds = {"sources": Sources, "delta": Delta, "done": Done}
+
+    def events() -> Iterator[Any]:
+        try:
+            for line in lines:
+                kind = kinds.get(line.get("kind"))
+                if kind is None:
+                    raise click.ClickException(f"the running Engram: {line.get('message', line)}")
+                yield kind.model_validate(line)
+        except Broken as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return events()
+
+
+def _print_answer_json(question: str, events: Iterator[Any]) -> None:
     """The whole answer as one JSON object once it is complete (nothing streamed to stdout)."""
     from app.chat.service import Done
 
-    chat = c.engram.chat
-    with user_errors(KeyError, ValueError, *runtime_errors()):
-        events = chat.continue_answer(conversation) if more else chat.ask(question, conversation)
-        done = [e for e in events if isinstance(e, Done)]
+    done = [e for e in events if isinstance(e, Done)]
     answer = Answer.of(question, done[-1].message)
     print_json(answer)
     if answer.error:
