@@ -72,8 +72,7 @@ from engines.generation import RuntimeUnavailable as RuntimeUnavailable
 from store.document_listing import STATUSES as STATUSES, ListedDocument as ListedDocument
 from store.playbook_files import PlaybookFileError as PlaybookFileError
 from app.services.bench_runs import BENCHES as BENCHES, BenchRun as BenchRun, BenchRuns, BenchStatus as BenchStatus
-from app.services.bench_runs import history_figure as history_figure
-from app.services.weights_history import WeightsHistory as WeightsHistory, weights_figure as weights_figure
+from app.services.weights_history import WeightsHistory as WeightsHistory
 
 if TYPE_CHECKING:
     import numpy as np

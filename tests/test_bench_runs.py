@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from app.services.bench_runs import BENCHES, BenchBusy, BenchRuns, history_figure, read_report
+from app.services.bench_runs import BENCHES, BenchBusy, BenchRuns, read_report
+from ui.plots import bench_history_figure
 from tests.helpers import open_engram, wait_for
 
 SMALLEST = ("ingest", "tiny")
@@ -92,7 +93,7 @@ def test_the_smallest_bench_runs_to_completion_in_its_own_process_and_is_kept() 
         assert engram.bench_runs.latest("ingest").id == done.id
         assert engram.bench_runs.expected_seconds(*SMALLEST) == pytest.approx(done.seconds)
         assert engram.bench_runs.status().state == "idle"
-        figure = history_figure(history)
+        figure = bench_history_figure(history)
         assert figure is not None and figure.axes[0].lines[0].get_ydata()[0] == pytest.approx(done.headline)
         assert not list(engram.paths.bench.glob("runs/*.pkl"))
     finally:
@@ -115,7 +116,7 @@ def test_stop_ends_the_bench_and_the_state_says_stopped() -> None:
         assert gone(run.pid) and group_gone(run.pid)
         assert runs.stop() is False  # nothing runs any more
         assert [r.state for r in runs.history()] == ["stopped"]
-        assert history_figure(runs.history()) is None  # a stopped run measured nothing
+        assert bench_history_figure(runs.history()) is None  # a stopped run measured nothing
         assert runs.latest("ingest") is None
     finally:
         engram.close()

@@ -34,7 +34,7 @@ def record_history(engram) -> None:
 
 
 def test_documents_learned_into_weights_and_each_sleeps_outcome(embedder) -> None:
-    from app.services.weights_history import weights_figure
+    from ui.plots import weights_figure
 
     engram = open_engram(embedder)
     try:

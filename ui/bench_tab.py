@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from PIL import Image
 
-from app.core import BENCHES, BenchRun, BenchStatus, Engram, history_figure
+from app.core import BENCHES, BenchRun, BenchStatus, Engram
 from ui.errors import friendly, noted
 from ui.formatting import local_time
+from ui.plots import bench_history_figure
 from ui.tab import Tab
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
 
     def reports(name: str) -> list[Any]:
         history = runs.history()
-        figure = history_figure(history)
+        figure = bench_history_figure(history)
         return [*report_view(engram, name),
                 gr.update(value=figure, visible=figure is not None),
                 gr.update(value=history_rows(history), visible=bool(history)), *learn_view()]

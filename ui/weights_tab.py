@@ -11,9 +11,10 @@ from typing import Any
 
 import gradio as gr
 
-from app.core import Engram, weights_figure
+from app.core import Engram
 from ui.errors import friendly, noted
 from ui.formatting import backend_title, human_size, local_time, short_model
+from ui.plots import weights_figure
 from ui.tab import Tab
 
 COLUMNS = ["Checkpoint", "Engine", "Saved", "Documents", "Size"]

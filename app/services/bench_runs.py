@@ -460,33 +460,3 @@ def _failure(code: int, log: deque[str]) -> str:
     last = next((line.strip() for line in reversed(log) if line.strip()), "")
     return f"The bench {how}" + (f": {last}" if last else " without a word") + "."
 
-
-def history_figure(runs: list[BenchRun]):
-    """A matplotlib figure: each bench's headline figure over its finished runs, one panel each
-    (None when no run has a headline yet)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by_bench: dict[str, list[BenchRun]] = {}
-    for run in runs:
-        if run.state == "done" and run.headline is not None:
-            by_bench.setdefault(run.bench, []).append(run)
-    if not by_bench:
-        return None
-    names = [n for n in BENCHES if n in by_bench]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        done = by_bench[name]
-        for i, size in enumerate(dict.fromkeys(r.size for r in done)):
-            points = [(n, r.headline) for n, r in enumerate(done, 1) if r.size == size]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{i}", label=size)
-        ax.set_title(f"{BENCHES[name].title}: {BENCHES[name].headline_label}", fontsize=8.5)
-        ax.set_xlabel("run", fontsize=8)
-        ax.set_xticks(range(1, len(done) + 1))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title="size", title_fontsize=7)
-    fig.tight_layout()
-    plt.close(fig)  # gradio draws it from the object; pyplot need not keep it
-    return fig
