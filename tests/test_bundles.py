@@ -434,3 +434,56 @@ def test_weights_learned_by_the_real_model_move_and_answer_from_the_new_folder(e
     finally:
         engine.close()
         b.close()
+
+
+# --- the base model's identity ---------------------------------------------------------------------
+@pytest.mark.parametrize("endian", ["LITTLE", "BIG"])
+def test_base_model_shapes_are_read_by_the_gguf_package_reader_past_arrays(tmp_path, endian) -> None:
+    import gguf
+
+    from app.services.base_model import gguf_shapes
+
+    path = tmp_path / "small.gguf"
+    writer = gguf.GGUFWriter(path, "llama", endianess=getattr(gguf.GGUFEndian, endian))
+    writer.add_token_list([f"tok{i}" for i in range(3000)])  # arrays before the shapes: stepped over
+    writer.add_array("test.nested", [[1, 2], [3], ["x", "yz"]])
+    writer.add_array("test.floats", [0.5] * 100)
+    writer.add_block_count(4)
+    writer.add_embedding_length(64)
+    writer.add_feed_forward_length(256)
+    writer.add_tensor("t", np.zeros((2, 2), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert gguf_shapes(path) == {"layers": 4, "hidden": 64, "intermediate": 256}
+    full = gguf.GGUFReader(path).fields
+    assert full["tokenizer.ggml.tokens"].contents()[-1] == "tok2999"  # the file is a real GGUF
+
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(path.read_bytes()[:2000])  # ends inside the vocabulary
+    with pytest.raises(ValueError, match="cut.gguf"):
+        gguf_shapes(cut)
+    (tmp_path / "not.gguf").write_bytes(b"GGML" + bytes(100))
+    with pytest.raises(ValueError, match="not a readable GGUF"):
+        gguf_shapes(tmp_path / "not.gguf")
+
+
+def test_the_embedded_model_identity_is_the_gguf_readers_and_costs_no_model_load() -> None:
+    import time
+
+    import gguf
+
+    from app.runtimes.llamacpp import embedded_gguf_path
+    from app.services.base_model import gguf_shapes, identity
+
+    path = embedded_gguf_path()
+    fields = gguf.GGUFReader(path).fields  # every field, parsed item by item (about 2 s of CPU)
+    expected = {"layers": fields["llama.block_count"].contents(), "hidden": fields["llama.embedding_length"].contents(),
+                "intermediate": fields["llama.feed_forward_length"].contents()}
+    cpu = time.process_time()
+    assert gguf_shapes(path) == expected == {"layers": 30, "hidden": 576, "intermediate": 1536}
+    found = identity("embedded")
+    cpu = time.process_time() - cpu
+    assert (found.layers, found.hidden, found.intermediate) == (30, 576, 1536) and found.name == "embedded"
+    assert cpu < 0.5, f"{cpu:.2f} s of CPU: more than the header's scalars were parsed"

@@ -5,7 +5,8 @@ bundle records the identity of the neocortex its weights were learned on, and an
 it with this machine's before anything changes. The identity is cheap to compute:
 
 - the shapes that learned rows must fit (decoder layers, hidden size, MLP neurons), read from
-  the GGUF header's key/values or from ``config.json``;
+  the GGUF header's key/values (the ``gguf`` package's reader, memory-mapped: no tensor is
+  read) or from ``config.json``;
 - a fingerprint: a sha256 over each weight file's size and three 1 MiB samples (start, middle,
   end), so two copies of one model agree and a fine-tune of it does not, in milliseconds even
   for gigabytes of weights.
@@ -17,7 +18,7 @@ import hashlib
 import json
 import struct
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,54 +69,65 @@ def fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-# --- the GGUF header's key/values (only the scalars are kept) -----------------------------------
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
-            12: "<d"}
-STRING, ARRAY = 8, 9
+# --- the GGUF header's key/values, through the gguf package's reader ----------------------------
+def _header_reader() -> type:
+    """``gguf.GGUFReader`` that leaves array values unparsed. The reader memory-maps the file
+    (no tensor is read), but it turns every item of an array into its own numpy view: the
+    embedded model's 49,152-token vocabulary alone costs it about 2 s of CPU. Only scalars are
+    wanted here, so an array is stepped over by its items' sizes (its field then has no
+    contents); everything else (magic, version, byte order, duplicate keys, the tensor table,
+    alignment) is the reader's own."""
+    import numpy as np
+    from gguf import GGUFEndian, GGUFReader, GGUFValueType
 
+    class HeaderReader(GGUFReader):
+        def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list[Any], list[int], list[Any]]:
+            if raw_type != GGUFValueType.ARRAY:
+                return super()._get_field_parts(orig_offs, raw_type)
+            item, count = self._get(orig_offs, np.uint32), self._get(orig_offs + 4, np.uint64)
+            end = self._skip(orig_offs + 12, int(item[0]), int(count[0]))
+            return end - orig_offs, [item, count], [], [GGUFValueType.ARRAY, GGUFValueType(int(item[0]))]
 
-def _read(f: BinaryIO, fmt: str) -> Any:
-    size = struct.calcsize(fmt)
-    data = f.read(size)
-    if len(data) != size:
-        raise ValueError("the GGUF header ends early")
-    return struct.unpack(fmt, data)[0]
+        def _skip(self, offs: int, kind: int, count: int) -> int:
+            """Where ``count`` values of type ``kind`` starting at ``offs`` end."""
+            scalar = self.gguf_scalar_to_np.get(GGUFValueType(kind))
+            if scalar is not None:
+                return offs + count * np.dtype(scalar).itemsize
+            order = ">" if self.endianess == GGUFEndian.BIG else "<"
+            length, header = struct.Struct(order + "Q"), struct.Struct(order + "IQ")
+            data, size = memoryview(self.data), len(self.data)
+            for _ in range(count):
+                if kind == GGUFValueType.STRING:
+                    offs += 8 + length.unpack_from(data, offs)[0]
+                elif kind == GGUFValueType.ARRAY:
+                    inner, n = header.unpack_from(data, offs)
+                    offs = self._skip(offs + 12, inner, n)
+                else:
+                    raise ValueError(f"unknown GGUF value type {kind}")
+                if offs > size:
+                    raise ValueError("the GGUF header ends early")
+            return offs
 
-
-def _string(f: BinaryIO) -> str:
-    n = _read(f, "<Q")
-    if n > 1 << 24:
-        raise ValueError("a GGUF header string is too long")
-    return f.read(n).decode("utf-8", "replace")
-
-
-def _value(f: BinaryIO, kind: int) -> Any:
-    if kind in _SCALARS:
-        return _read(f, _SCALARS[kind])
-    if kind == STRING:
-        return _string(f)
-    if kind == ARRAY:
-        item, n = _read(f, "<I"), _read(f, "<Q")
-        for _ in range(n):  # skipped (the tokenizer's vocabulary): only scalars are wanted
-            _value(f, item)
-        return None
-    raise ValueError(f"unknown GGUF value type {kind}")
+    return HeaderReader
 
 
 def gguf_shapes(path: Path) -> dict[str, int]:
-    """Layers, hidden size and MLP neurons from a GGUF file's header."""
-    values: dict[str, Any] = {}
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise ValueError(f"{path.name} is not a GGUF file")
-        _read(f, "<I")  # version
-        _read(f, "<Q")  # tensors
-        for _ in range(_read(f, "<Q")):
-            key = _string(f)
-            values[key] = _value(f, _read(f, "<I"))
-    arch = values.get("general.architecture")
+    """Layers, hidden size and MLP neurons from a GGUF file's header (``{arch}.block_count``,
+    ``.embedding_length``, ``.feed_forward_length``), without reading a tensor."""
     try:
-        return {"layers": int(values[f"{arch}.block_count"]), "hidden": int(values[f"{arch}.embedding_length"]),
-                "intermediate": int(values[f"{arch}.feed_forward_length"])}
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{path.name}: the GGUF header does not give the model's shapes ({exc})") from None
+        fields = _header_reader()(path).fields
+    except (ValueError, KeyError, IndexError, OSError) as exc:
+        raise ValueError(f"{path.name} is not a readable GGUF file ({exc})") from None
+
+    def value(key: str) -> Any:
+        field = fields.get(key)
+        if field is None:
+            raise ValueError(f"{path.name}: the GGUF header does not give the model's shapes (no {key})")
+        return field.contents()
+
+    arch = value("general.architecture")
+    try:
+        return {"layers": int(value(f"{arch}.block_count")), "hidden": int(value(f"{arch}.embedding_length")),
+                "intermediate": int(value(f"{arch}.feed_forward_length"))}
+    except TypeError as exc:
+        raise ValueError(f"{path.name}: the GGUF header's shapes are not numbers ({exc})") from None
