@@ -18,9 +18,9 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
-from pathlib import Path
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -108,7 +108,7 @@ def announce(root: Path, api_url: str) -> bool:
     pid = os.getpid()
     write_running(root, RunningRecord(pid=pid, pid_started=process_started(pid) or 0.0, url=url,
                                       data_dir=str(root),
-                                      started=datetime.now(timezone.utc).isoformat(timespec="seconds")))
+                                      started=datetime.now(UTC).isoformat(timespec="seconds")))
     return True
 
 

@@ -44,7 +44,7 @@ def engram_cli(*args: str, env: dict[str, str] | None = None, status: int = 0) -
             "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\nelse:\n    code = 0\n"
             "print('MODULES', ' '.join(sorted({m.partition('.')[0] for m in sys.modules})), file=sys.stderr)\n"
             "sys.exit(code)")
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False,
                           env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=300)
     assert proc.returncode == status, proc.stderr
     lines = proc.stderr.strip().splitlines()
