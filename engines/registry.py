@@ -30,6 +30,9 @@ class EngineSpec(BaseModel):
     description: str
     commands: str | None = None  # "module:group", a click group added to the CLI as `engram NAME`
     writes_weights: bool = False  # it learns into the model's weights (the engine class says so too)
+    bundle_state: str | None = None
+    """"module:object", an ``engines.bundle_state.BundleState``: how a bundle carries its learned
+    state (read without loading the engine or its model)."""
 
 
 _REGISTRY: dict[str, EngineSpec] = {}
@@ -62,6 +65,16 @@ def engine_spec(name: str) -> EngineSpec:
 def engine_class(name: str) -> type[Engine]:
     module, _, cls = engine_spec(name).engine.partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def bundle_states() -> dict[str, Any]:
+    """Each engine whose learned state a bundle carries, by name: its ``BundleState``."""
+    found = {}
+    for name, spec in registered().items():
+        if spec.bundle_state:
+            module, _, obj = spec.bundle_state.partition(":")
+            found[name] = getattr(importlib.import_module(module), obj)
+    return found
 
 
 def build_engine(name: str, context: EngineContext, config: Any) -> Engine:

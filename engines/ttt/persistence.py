@@ -17,7 +17,7 @@ from typing import Any
 from engines.base import EngineContext, Neocortex
 from engines.ttt.recall import RecallPool, RecallPoolError
 from engines.ttt.routing import RouterKeysError, Routing
-from engines.ttt.state import Part, TTTState
+from engines.ttt.state import Part, TTTState, state_label
 from store.blobs import BlobStore
 from store.documents import DocumentStore
 
@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 LIVE_KEY = "ttt/live"
 STATE_FORMAT = 1
 PARTS = ("ids", "gate", "up", "down")  # a learning layer's rows, as ``DualMLP.learned`` gives them
+
+
+def put_live(blobs: BlobStore, saved: dict[str, Any], origin: str | None) -> str:
+    """Save ``saved`` as the live state with its summary (read without loading it) under a new
+    token, which it returns: a sleep saves only over the state its process holds."""
+    token = uuid.uuid4().hex
+    documents, revision = int(saved["documents"]), int(saved["revision"])
+    blobs.put(LIVE_KEY, "state", saved, meta={"documents": documents, "revision": revision,
+                                              "label": state_label(revision, documents, origin),
+                                              "origin": origin, "token": token})
+    return token
 
 
 class LiveState(Part):
@@ -71,12 +82,8 @@ class LiveState(Part):
 
     def put(self) -> None:
         """Save, under a new token: a sleep saves only over the state its process holds."""
-        token = uuid.uuid4().hex
         s = self.state
-        self.blobs.put(LIVE_KEY, "state", self.state_dict(),
-                       meta={"documents": s.documents, "revision": s.revision,
-                             "label": s.label, "origin": s.origin, "token": token})
-        s.token = token
+        s.token = put_live(self.blobs, self.state_dict(), s.origin)
 
     def restore(self, model_name: str) -> None:
         """The live state at start-up. An unreadable recall pool costs only the pool: the

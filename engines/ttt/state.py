@@ -32,6 +32,12 @@ NAME = "ttt"
 LEARNING_FROM = 0.75  # learning layers start this far into the decoder (TTT-E2E: its last quarter)
 
 
+def state_label(revision: int, documents: int, origin: str | None) -> str:
+    """How chat and the UI name a learned state."""
+    origin_text = f", from checkpoint '{origin}'" if origin else ""
+    return f"ttt rev {revision}: {documents} documents{origin_text}"
+
+
 class TTTState:
     """What the engine has learned so far, and the locks around it."""
 
@@ -68,8 +74,7 @@ class TTTState:
     @property
     def label(self) -> str:
         """How chat and the UI name what is learned."""
-        origin = f", from checkpoint '{self.origin}'" if self.origin else ""
-        return f"ttt rev {self.revision}: {self.documents} documents{origin}"
+        return state_label(self.revision, self.documents, self.origin)
 
     def install(self, cortex: Neocortex, route: Router) -> None:
         """Put DualMLPs into the learning layers of ``cortex`` and make ``route`` its router."""

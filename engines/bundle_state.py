@@ -1,0 +1,95 @@
+"""A weight-writing engine's learned state in a bundle: the part of export and import only the
+engine knows.
+
+A bundle (``app.services.bundles``) carries each weight-writing engine's learned state as one
+safetensors member. What that state holds (its tensor names, shapes, counters, which documents
+it belongs to, where it is saved, which locks guard it) is the engine's business: the engine's
+registration names an object with the ``BundleState`` methods (``EngineSpec.bundle_state``), and
+the bundle service calls those for every engine that has one, reading it without loading the
+model. Engines never import ``app``, so what they need of the bundle arrives as plain values:
+the base model's shape (``ModelShape``), the engine's settings as the import would leave them,
+the embedding dimension.
+
+A state that does not fit is refused with ``StateRefused`` (the field inside the member, and
+why); the service names the member and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from engines.base import Engine
+    from store.blobs import BlobStore
+
+
+class ModelShape(NamedTuple):
+    """The base model's shapes a learned state must fit (read from its header, no model load)."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+
+
+class TensorInfo(NamedTuple):
+    """A tensor as a safetensors header declares it (before a byte of it is read)."""
+
+    dtype: str
+    shape: list[int]
+
+
+class StateRefused(ValueError):
+    """The state cannot be taken in: ``field`` inside the member (a tensor name, a JSON key),
+    ``reason`` why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass
+class Remapped:
+    """A state moved onto this library's document ids, with what had to be left out."""
+
+    state: dict[str, Any]
+    keys_left_out: int = 0
+    pairs_left_out: int = 0
+
+
+class BundleState(Protocol):
+    """What a weight-writing engine offers bundles (see the module docstring). ``engine`` is the
+    engine enabled in this process, or None; ``blobs`` the store its state is saved in."""
+
+    def learned(self, engine: Engine | None, blobs: BlobStore) -> dict[str, Any] | None:
+        """The learned state to export (the loaded engine's, else the saved one); None when
+        nothing is learned."""
+
+    def learned_here(self, engine: Engine | None, blobs: BlobStore) -> bool:
+        """Whether something is learned here already (an import without replace refuses then)."""
+
+    def max_bytes(self, shape: ModelShape, config: BaseModel, documents: int, embedding_dim: int | None) -> int:
+        """The most bytes a state of this model can take in a bundle listing ``documents``."""
+
+    def check_header(self, tensors: dict[str, TensorInfo], meta: dict[str, str], shape: ModelShape,
+                     config: BaseModel, embedding_dim: int | None) -> None:
+        """Names, dtypes, shapes and the JSON counters, from the header alone (``StateRefused``)."""
+
+    def load(self, tensors: dict[str, Any], meta: dict[str, str], documents: set[int], shape: ModelShape,
+             config: BaseModel) -> dict[str, Any]:
+        """The state whose header passed ``check_header`` (its tensors, read only then, and its
+        text metadata), its values checked; ``documents``: the ids the bundle lists."""
+
+    def remapped(self, state: dict[str, Any], mapping: dict[int, int]) -> Remapped:
+        """The state with its documents' ids moved by ``mapping`` (those not in it left out)."""
+
+    def hold(self, engine: Engine | None) -> AbstractContextManager[None]:
+        """Keep the engine from saving or loading its state until the import is done."""
+
+    def put(self, engine: Engine | None, blobs: BlobStore, state: dict[str, Any]) -> Callable[[], None]:
+        """Make ``state`` the engine's learned state (inside ``hold``); returns its undo."""
