@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +49,7 @@ from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
 from store.fulltext import FullTextIndex, FullTextRepair
 from store.ignored_files import IgnoredFiles
+from store.import_journal import interrupted_import, restore_advice
 from store.index_sidecar import saved_index
 from store.jobs import FEEDBACK, LEARN, SLEEP, JobQueue, Progress
 from store.playbooks import PlaybookStore
@@ -175,7 +177,8 @@ class Engram:
                         save_interval_s=self.settings.index_save_interval_s)
         worker.register(LEARN, LearnJobs(self.db, self.engine))
         worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
-        worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines, lambda: worker.stopping,
+        worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines,
+                                         lambda: worker.stopping or worker.holding,
                                          self.sleep_checkpoints))
         worker.on_idle = self.sleeper.check
         return worker
@@ -290,7 +293,11 @@ class Engram:
         from app.services.bundles import BundleService
 
         return BundleService(self.db, self.paths.root, self.settings, self.save_setting,
-                             self.loaded.config_file, lambda: self.engines)
+                             self.loaded.config_file, lambda: self.engines, hold=self._worker_held)
+
+    def _worker_held(self) -> AbstractContextManager[None]:
+        """No background job runs inside (the one running ends first); no worker here: nothing."""
+        return self._worker.held() if self._worker is not None else nullcontext()
 
     def _feedback_given(self, message: MessageRow) -> None:
         if queue_feedback(self.queue, self.db, self.engines, message.id):
@@ -471,6 +478,9 @@ class Engram:
         recovered = self.queue.recover()
         if recovered:
             log.info("resuming %d interrupted jobs", recovered)
+        interrupted = interrupted_import(self.db)
+        if interrupted is not None:
+            log.warning("%s", restore_advice(interrupted))
         self.index  # opened and repaired here, before the watcher and the worker threads use it
         self.ensure_drop_folder()
         if watch:

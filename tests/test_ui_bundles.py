@@ -42,3 +42,23 @@ def test_weights_tab_exports_downloads_refuses_and_imports_a_bundle(page, embedd
         no_error_badge(page)
     finally:
         app.close()
+
+
+def test_the_app_refuses_an_upload_over_the_bundle_and_document_limits(tmp_path, monkeypatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.services.bundles import BundleService
+    from tests.test_bundles import engram_at
+    from ui.app import create_app, max_upload_bytes
+
+    engram = engram_at(tmp_path, max_file_mb="0.001")  # 1,048 bytes
+    monkeypatch.setattr(BundleService, "max_bundle_bytes", staticmethod(lambda: 4096))
+    try:
+        assert max_upload_bytes(engram) == 4096
+        with TestClient(create_app(engram)) as client:
+            big = client.post("/gradio_api/upload", files={"files": ("big.zip", b"x" * 5000, "application/zip")})
+            assert big.status_code == 413, big.text
+            small = client.post("/gradio_api/upload", files={"files": ("small.zip", b"x" * 3000, "application/zip")})
+            assert small.status_code == 200, small.text
+    finally:
+        engram.close()

@@ -63,5 +63,11 @@ def create_app(engram: Engram, host: str | None = None) -> FastAPI:
     return gr.mount_gradio_app(
         api, blocks, path="/", theme=THEME, css=CSS, footer_links=[], ssr_mode=False,
         mcp_server=False, pwa=False, enable_monitoring=False, show_error=True,
-        favicon_path=None,
+        favicon_path=None, max_file_size=max_upload_bytes(engram),
     )
+
+
+def max_upload_bytes(engram: Engram) -> int:
+    """The largest file the app takes (gradio refuses a larger upload before it is stored): a
+    bundle within its size limit, a document within max_file_mb."""
+    return max(engram.bundles.max_bundle_bytes(), engram.settings.max_file_bytes)

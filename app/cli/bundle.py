@@ -13,9 +13,10 @@ from app.cli.base import Context, cli, console, pass_ctx, print_json, user_error
 
 
 def bundle_errors() -> tuple[type[Exception], ...]:
+    from app.services.bundles import ImportInterrupted
     from app.settings import SettingsError
 
-    return (ValueError, OSError, SettingsError)  # BundleRefused is a ValueError
+    return (ValueError, OSError, SettingsError, ImportInterrupted)  # BundleRefused is a ValueError
 
 
 @cli.group()

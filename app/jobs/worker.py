@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from store.jobs import INGEST, Job, JobQueue
@@ -74,6 +75,8 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._last_save = time.monotonic()
         self.busy = False
+        self._job = threading.RLock()  # held while a batch or a job runs, and by ``held``
+        self._holding = threading.Event()
 
     def register(self, kind: str, handler: JobHandler) -> None:
         """Run jobs of ``kind`` with ``handler`` (ingest jobs are built in)."""
@@ -104,6 +107,24 @@ class Worker:
         return self._stop.is_set()
 
     @property
+    def holding(self) -> bool:
+        """``held`` waits for the job running now: a sleep checks this to end early."""
+        return self._holding.is_set()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """No job runs inside: waits for the batch or job running now to end (a sleep asked to stop
+        by ``holding`` ends at its next step), and the worker takes the next only after (a bundle
+        import applies meanwhile)."""
+        self._holding.set()
+        try:
+            with self._job:
+                self._holding.clear()
+                yield
+        finally:
+            self._holding.clear()
+
+    @property
     def paused(self) -> bool:
         return is_paused(self.state)
 
@@ -116,11 +137,12 @@ class Worker:
         (0 when idle or paused). ``kinds`` limits which non-ingest kinds may run."""
         if self.paused:
             return 0
-        took = self._run_ingest()
-        if took:
-            return took
-        allowed = [k for k in self.handlers if kinds is None or k in kinds]
-        return self._run_other(allowed)
+        with self._job:
+            took = self._run_ingest()
+            if took:
+                return took
+            allowed = [k for k in self.handlers if kinds is None or k in kinds]
+            return self._run_other(allowed)
 
     def _run_ingest(self) -> int:
         jobs = self.queue.claim(INGEST, self.batch_files)

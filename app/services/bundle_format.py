@@ -23,6 +23,8 @@ import stat
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,12 +52,21 @@ class BundleRefused(ValueError):
 
 
 class Limits(BaseModel):
-    """How much a bundle may hold (the defaults fit a 135M model's state many times over)."""
+    """How much a bundle may hold before its manifest is read; past it, each member has its own
+    cap from what it can be (``BundleService``): a learned state what the base model's shapes
+    allow, a document this machine's ``max_file_mb``, a playbook ``json_bytes``."""
 
-    bundle_bytes: int = 16 * GIB
-    member_bytes: int = 8 * GIB
-    total_bytes: int = 16 * GIB
-    json_bytes: int = 256 << 20
+    bundle_bytes: int = 4 * GIB
+    """The file: a learned state of the embedded model is at most about 0.2 GB, documents at most
+    max_file_mb each."""
+    member_bytes: int = 4 * GIB
+    """Any member, whatever its own cap (a 7B model's state learned in every neuron of its last
+    quarter would be 5.6 GB; one that large is refused, it would not fit a laptop's memory)."""
+    total_bytes: int = 8 * GIB
+    json_bytes: int = 64 << 20
+    """manifest.json and each playbook's history (200 bullets of 400 characters in 800 versions)."""
+    header_bytes: int = 100 << 20
+    """A safetensors header (the learned state's JSON half, its recall pool)."""
     members: int = 100_000
     ratio: int = 100
     """Most a member over 1 MiB may expand (learned weights barely compress: a zip bomb does)."""
@@ -199,25 +210,78 @@ class BundleReader:
             found[name] = info
         return found
 
-    def read(self, name: str, cap: int | None = None) -> bytes:
-        """A member's bytes, never more than its declared size or ``cap`` (a lying zip stops)."""
+    def size(self, name: str) -> int:
+        """A member's declared (unpacked) size."""
         info = self.infos.get(name)
         if info is None:
             raise BundleRefused(name, "missing from the bundle")
-        limit = min(info.file_size, cap if cap is not None else self.limits.member_bytes)
-        if info.file_size > limit:
-            raise BundleRefused(name, f"{info.file_size} bytes, more than the limit of {limit}")
-        parts, got = [], 0
+        return info.file_size
+
+    @contextmanager
+    def _open(self, name: str, cap: int | None) -> Iterator[tuple[zipfile.ZipExtFile, int]]:
+        """The member open for reading, with its declared size once it is within ``cap`` (and
+        the member limit); damage read on the way is a refusal naming the member."""
+        size = self.size(name)
+        limit = min(cap if cap is not None else self.limits.member_bytes, self.limits.member_bytes)
+        if size > limit:
+            raise BundleRefused(name, f"{size} bytes, more than the limit of {limit}")
         try:
-            with self.zip.open(info) as f:
-                while chunk := f.read(min(1 << 20, limit + 1 - got)):
-                    got += len(chunk)
-                    if got > limit:
-                        raise BundleRefused(name, f"holds more than the {limit} bytes it declares")
-                    parts.append(chunk)
+            with self.zip.open(self.infos[name]) as f:
+                yield f, size
+                if f.read(1):  # the stream ends at the declared size; its CRC is checked there
+                    raise BundleRefused(name, f"holds more than the {size} bytes it declares")
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise BundleRefused(name, f"cannot be unpacked: the file is damaged or cut short ({exc})") from None
-        return b"".join(parts)
+
+    @staticmethod
+    def _fill(f: zipfile.ZipExtFile, buffer: bytearray | memoryview, name: str) -> None:
+        view, at = memoryview(buffer), 0
+        while at < len(view):
+            got = f.readinto(view[at:at + (1 << 20)])
+            if not got:
+                raise BundleRefused(name, f"cut short: {at} of {len(view)} bytes")
+            at += got
+
+    def read(self, name: str, cap: int | None = None) -> bytearray:
+        """A member's bytes, never more than its declared size or ``cap`` (a lying zip stops),
+        read into one buffer of the declared size (no second copy)."""
+        with self._open(name, cap) as (f, size):
+            data = bytearray(size)
+            self._fill(f, data, name)
+        return data
+
+    def copy_to(self, name: str, target: Path, cap: int | None = None) -> int:
+        """Write a member to ``target`` a MiB at a time (never whole in memory); its size."""
+        with self._open(name, cap) as (f, size), open(target, "wb") as out:
+            buffer = bytearray(min(size, 1 << 20))
+            left = size
+            while left:
+                part = memoryview(buffer)[:min(left, len(buffer))]
+                self._fill(f, part, name)
+                out.write(part)
+                left -= len(part)
+        return size
+
+    def read_safetensors(self, name: str, cap: int | None,
+                         check: Callable[[dict[str, TensorHeader], dict[str, str]], None]) -> tuple[dict[str, Any], dict[str, str]]:
+        """A safetensors member read header first: its header is parsed and ``check``-ed before a
+        byte of tensor data is read; then the data into one buffer, the tensors views of it."""
+        with self._open(name, cap) as (f, size):
+            if size < 8:
+                raise BundleRefused(name, "too short to be a safetensors file")
+            prefix = bytearray(8)
+            self._fill(f, prefix, name)
+            (n,) = struct.unpack("<Q", prefix)
+            if n > min(size - 8, self.limits.header_bytes):
+                raise BundleRefused(name, f"a safetensors header of {n} bytes: longer than the file or "
+                                    f"the limit of {self.limits.header_bytes}")
+            header = bytearray(n)
+            self._fill(f, header, name)
+            tensors, meta = safetensors_header(header, size - 8 - n, name)
+            check(tensors, meta)
+            body = bytearray(size - 8 - n)
+            self._fill(f, body, name)
+        return {key: _tensor(body, t) for key, t in tensors.items()}, meta
 
     def read_json(self, name: str) -> Any:
         raw = self.read(name, self.limits.json_bytes)
@@ -262,16 +326,13 @@ class TensorHeader(Strict):
     data_offsets: tuple[int, int]
 
 
-def safetensors_header(data: bytes, name: str) -> tuple[dict[str, TensorHeader], dict[str, str]]:
-    """The tensors' dtypes, shapes and offsets and the text metadata, each checked: a known
-    dtype, non-negative shapes whose size matches the byte range, ranges that tile the body."""
-    if len(data) < 8:
-        raise BundleRefused(name, "too short to be a safetensors file")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > min(len(data) - 8, 100 << 20):
-        raise BundleRefused(name, "the safetensors header is longer than the file")
+def safetensors_header(raw: bytes | bytearray, body: int,
+                       name: str) -> tuple[dict[str, TensorHeader], dict[str, str]]:
+    """The tensors' dtypes, shapes and offsets and the text metadata of a safetensors header
+    (``raw``, the JSON after the 8-byte length) whose data is ``body`` bytes long, each checked: a
+    known dtype, non-negative shapes whose size matches the byte range, ranges that tile the body."""
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleRefused(name, f"the safetensors header is not JSON ({exc})") from None
     if not isinstance(header, dict):
@@ -303,6 +364,24 @@ def safetensors_header(data: bytes, name: str) -> tuple[dict[str, TensorHeader],
         if start != at:
             raise BundleRefused(name, "tensor data overlaps or leaves gaps")
         at = end
-    if at != len(data) - 8 - n:
+    if at != body:
         raise BundleRefused(name, "the tensor data does not match the file's length")
     return tensors, meta
+
+
+TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _tensor(body: bytearray, t: TensorHeader) -> Any:
+    """A tensor of a checked header: a view of ``body`` (safetensors data is little-endian, as
+    every machine Engram runs on is)."""
+    import torch
+
+    dtype = getattr(torch, TORCH_DTYPES[t.dtype])
+    start, end = t.data_offsets
+    if start == end:
+        return torch.empty(t.shape, dtype=dtype)
+    if start % SAFETENSORS_DTYPES[t.dtype]:  # not aligned for a view: its own copy
+        return torch.frombuffer(bytearray(body[start:end]), dtype=dtype).reshape(t.shape)
+    return torch.frombuffer(body, dtype=dtype, offset=start, count=(end - start) // SAFETENSORS_DTYPES[t.dtype]).reshape(t.shape)

@@ -1,16 +1,22 @@
 """Bundles: a learned Engram moved to another machine in one file, and taken in safely.
 
 A bundle (``app.services.bundle_format``) holds the playbooks with their whole history, the
-learned state of each weight-writing engine (its rows, router keys and recall pool), the
-settings those depend on (``engines``, the ``ttt`` and ``ace`` sections, never a path, a model
-location or a secret), the identity of the base model and of the embedder, and a manifest of
+learned state of each weight-writing engine (what that state is, and how it is checked and put
+in place, is the engine's: ``engines.bundle_state``), the settings those depend on (``engines``
+and the sections of those engines and of the playbook's; never a path, a model location, a
+secret or free text), the identity of the base model and of the embedder, and a manifest of
 the documents learned from (path, content hash); the documents' bytes only with
 ``with_documents``.
 
 Importing reads everything and checks it before anything changes: the archive and its names,
-the manifest, each playbook, each tensor's dtype and shape against this machine's base model,
-the settings against their own types. Then it applies the parts one by one, each with an undo:
-if any step fails, the steps done are undone, so the previous state is intact.
+the manifest, each playbook, each tensor's dtype and shape against this machine's base model
+(the header before the data), the embedding model, the settings against their own types. It is
+refused while another Engram runs on this data folder (that one would save its own state over
+the import). Then, with the worker paused and each engine's state held, it applies the parts one
+by one, each with an undo: if a step fails, every step done is undone (each tried even when one
+before it fails), so the previous state is intact. The import is recorded in the store while it
+runs (``store.import_journal``): one cut short, or whose undo failed, is reported by ``engram
+doctor`` and the next start, with the backup to restore.
 
 What a person would expect without ``replace``:
 
@@ -19,11 +25,11 @@ What a person would expect without ``replace``:
   (two learned states cannot be merged: their rows were trained apart);
 - a playbook of the same name, or learned weights here already, refuse the whole import and
   say which; nothing is half-imported;
-- ``engines`` gains the bundle's engines; the ``ttt`` settings come with the weights (they must
-  match them); ``ace`` settings stay as they are.
+- ``engines`` gains the bundle's engines; a weight engine's settings come with its weights (they
+  must match them); the playbook engine's settings stay as they are.
 
-With ``replace`` the bundle's playbooks and weights take the place of those here, the ``ace``
-settings and the ``engines`` list too; the state replaced is first saved as a bundle under
+With ``replace`` the bundle's playbooks and weights take the place of those here, the playbook
+engine's settings and the ``engines`` list too; the state replaced is first saved as a bundle under
 ``DATA_DIR/bundles/`` (the report names it), so importing that file goes back.
 
 Router keys and recalled pairs belong to documents: they are moved onto the documents of this
@@ -35,17 +41,21 @@ documents that are not here are written to ``DATA_DIR/Imported/NAME/`` for the p
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
 import time
+import types
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -61,28 +71,32 @@ from app.services.bundle_format import (
     Limits,
     Manifest,
     PlaybookEntry,
+    TensorHeader,
     first_error,
-    safetensors_header,
 )
 from engines.base import Engine
+from engines.bundle_state import BundleState, ModelShape, StateRefused, TensorInfo
 from store.atomic import fsync_dir
 from store.blobs import JSON_KEY, BlobStore, split_state
 from store.database import Database
 from store.documents import DocumentStore
+from store.import_journal import begin_import, end_import, interrupted_import, restore_advice
 from store.playbook_history import PlaybookHistory, delete_history, read_history, write_histories
 from store.playbooks import PlaybookStore
 from store.state import StateStore
 
-SECTIONS = ("ttt", "ace")
-"""Settings sections a bundle carries (those of the engines whose learning it holds)."""
+log = logging.getLogger(__name__)
+
+PLAYBOOK_SECTION = "ace"
+"""The playbook engine's settings section (carried beside the playbooks); the weight engines'
+sections come with their learned states."""
 MACHINE_SETTINGS = {"ace.agent_backend", "ace.agent_model"}
 """Settings that name something on one machine (a model to run): never carried."""
-WEIGHT_ENGINES = {"ttt": "ttt/live"}
-"""Weight-writing engines a bundle can carry, with the store key of their live state
-(``engines.ttt.persistence.LIVE_KEY``)."""
-FLOAT_DTYPES = {"F32", "F16", "BF16"}
-INT_DTYPES = {"I64", "I32"}
 EMBED_DIM_KEY, EMBED_MODEL_KEY = "embedding_dim", "embedding_model"
+"""Where the store records the embedding model its vectors were made with (``app.core``)."""
+DISK_MARGIN = 256 << 20
+"""Free space an import leaves on the data folder's disk beyond the documents it writes."""
+Hold = Callable[[], AbstractContextManager[Any]]
 
 
 class ExportReport(BaseModel):
@@ -111,26 +125,18 @@ class ImportReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
-class TTTStateMeta(BaseModel):
-    """The JSON half of a ttt learned state (``engines.ttt.persistence.LiveState.snapshot``)."""
+class ImportInterrupted(RuntimeError):
+    """An import failed part way and undoing it failed too: part of the bundle may be in place.
+    The words name what failed and the backup that restores what was here (when there is one)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    format: int
-    documents: int = Field(ge=0)
-    alpha: float = Field(ge=0.0, le=1.0)
-    revision: int = Field(ge=0)
-    layers: list[int] = Field(max_length=10_000)
-    mode: str = Field(pattern=r"^(dual|full)$")
-    neurons: int = Field(ge=1)
-    hidden: int = Field(ge=1)
-    replay_at: int = Field(0, ge=0)
-    origin: str | None = Field(None, max_length=256)
-    recall: dict[str, Any] | None = None
+    def __init__(self, message: str, backup: str | None) -> None:
+        super().__init__(message)
+        self.backup = backup
 
 
 class Plan(BaseModel):
-    """Everything an import will change, read and checked, held in memory until it is applied."""
+    """Everything an import will change, read and checked, held until it is applied (documents
+    are streamed from the bundle when they are written)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -138,7 +144,7 @@ class Plan(BaseModel):
     replace_playbooks: set[str] = Field(default_factory=set)
     states: dict[str, dict[str, Any]] = Field(default_factory=dict)
     settings: dict[str, str] = Field(default_factory=dict)
-    documents: dict[str, bytes] = Field(default_factory=dict, description="file name -> bytes")
+    documents: dict[str, str] = Field(default_factory=dict, description="file name -> bundle member")
     report: ImportReport
 
 
@@ -161,31 +167,80 @@ def _safe_file_name(path: str) -> str:
     return base[-120:] or "document"
 
 
+def free_text(name: str) -> bool:
+    """Whether setting ``name`` takes any text (no pattern, no fixed choices): text that would
+    become part of a prompt or of training material (a system message rehearsal questions are
+    asked under, say), so a bundle never carries it: a stranger's instructions would ride in."""
+    from app.settings import FIELDS
+
+    info = FIELDS[name]
+    annotation = info.annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next((a for a in get_args(annotation) if a is not type(None)), annotation)
+    return annotation is str and not any(getattr(m, "pattern", None) for m in info.metadata)
+
+
+def unique_path(folder: Path, stem: str) -> Path:
+    """``folder/STEM-TIME.zip``, created empty here and now (``-2``, ``-3``, ... when that name
+    is taken, even within the same second): two exports or backups never share a file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1, 10_000):
+        path = folder / (f"{base}.zip" if n == 1 else f"{base}-{n}.zip")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free name for {base}.zip in {folder}")
+
+
 class BundleService:
-    """Export and import of bundles (the CLI's ``engram bundle`` and the Weights tab call it)."""
+    """Export and import of bundles (the CLI's ``engram bundle`` and the Weights tab call it).
+
+    ``hold``: a context in which no background work runs (the app pauses its worker there, after
+    the job it runs ends); each engine's own state is held beside it during an import."""
 
     def __init__(self, db: Database, data_dir: Path, settings: Any,
                  save_setting: Callable[[str, str], Path], config_file: Path,
-                 engines: Callable[[], list[Engine]]) -> None:
+                 engines: Callable[[], list[Engine]], hold: Hold | None = None) -> None:
         self.db = db
         self.data_dir = Path(data_dir)
         self.settings = settings
         self.save_setting = save_setting
         self.config_file = Path(config_file)
         self.engines = engines
+        self.hold = hold or nullcontext
         self.blobs = BlobStore(db, self.data_dir)
         self.docs = DocumentStore(db)
         self.playbook_store = PlaybookStore(db)
 
+    @staticmethod
+    def max_bundle_bytes() -> int:
+        """The largest bundle file an import reads (the app's upload limit)."""
+        return Limits().bundle_bytes
+
+    @staticmethod
+    def bundle_states() -> dict[str, BundleState]:
+        """Each engine whose learned state a bundle carries (``EngineSpec.bundle_state``)."""
+        from engines.registry import bundle_states
+
+        return bundle_states()
+
+    def _engine(self, name: str) -> Engine | None:
+        """Engine ``name`` when it is enabled in this process."""
+        return next((e for e in self.engines() if e.name == name), None)
+
     # --- export ----------------------------------------------------------------------------------
     def new_export_path(self) -> Path:
-        """Where the app writes a bundle for download: ``DATA_DIR/bundles/engram-TIME.zip``."""
-        return self.data_dir / "bundles" / f"engram-{time.strftime('%Y%m%d-%H%M%S')}.zip"
+        """Where the app writes a bundle for download: ``DATA_DIR/bundles/engram-TIME.zip``, a
+        new file each time."""
+        return unique_path(self.data_dir / "bundles", "engram")
 
     def export(self, path: Path, with_documents: bool = False) -> ExportReport:
         """Write everything learned here into one bundle at ``path`` (replaced atomically)."""
         path = Path(path).expanduser().absolute()
-        members: dict[str, bytes] = {}
+        members: dict[str, bytes | Path] = {}
         playbooks = []
         for summary in self.playbook_store.list():
             history = read_history(self.db, summary.name)
@@ -210,33 +265,44 @@ class BundleService:
                             documents_included=sum(1 for d in documents if d.member),
                             documents_left_out=left_out)
 
+    def sections(self) -> tuple[str, ...]:
+        """Settings sections a bundle carries: the playbook engine's and each weight engine's."""
+        return (PLAYBOOK_SECTION, *self.bundle_states())
+
+    def carried(self, name: str) -> bool:
+        """Whether a bundle may carry setting ``name`` (see the module docstring)."""
+        from app.settings import FIELDS
+
+        if name == "engines":
+            return True
+        return (name.split(".")[0] in self.sections() and name in FIELDS and name not in MACHINE_SETTINGS
+                and not free_text(name))
+
     def portable_settings(self) -> dict[str, Any]:
-        """The settings learning depends on, as JSON values (no paths, models or secrets)."""
+        """The settings learning depends on, as JSON values (no paths, models, secrets or free
+        text)."""
         out: dict[str, Any] = {"engines": list(self.settings.engines)}
-        for section in SECTIONS:
+        for section in self.sections():
             values = getattr(self.settings, section).model_dump(mode="json")
-            out.update({f"{section}.{k}": v for k, v in values.items()
-                        if f"{section}.{k}" not in MACHINE_SETTINGS})
+            out.update({f"{section}.{k}": v for k, v in values.items() if self.carried(f"{section}.{k}")})
         return out
 
     def _embedding(self) -> EmbeddingIdentity:
-        model = self.settings.embedding_model
-        dim = StateStore(self.db).get(EMBED_DIM_KEY)
+        """The embedding model this data folder's vectors (and router keys) were made with, as the
+        store records it (the setting until something was embedded)."""
+        state = StateStore(self.db)
+        model = state.get(EMBED_MODEL_KEY) or self.settings.embedding_model
+        dim = state.get(EMBED_DIM_KEY)
         return EmbeddingIdentity(model=model if model == "embedded" else Path(model).name,
                                  dim=int(dim) if dim else None)
 
     def _learned_states(self) -> dict[str, dict[str, Any]]:
-        """Each weight engine's learned state (nothing learned: left out). An engine whose model
-        is loaded in this process gives its state; otherwise the saved one is read."""
-        enabled = {e.name: e for e in self.engines()}
+        """Each weight engine's learned state (nothing learned: left out): the engine's own when
+        its model is loaded in this process, else the saved one."""
         found = {}
-        for name, key in WEIGHT_ENGINES.items():
-            engine = enabled.get(name)
-            if engine is not None and engine.stats().get("loaded"):
-                state = engine.state_dict()
-            else:
-                state = self.blobs.get(key)
-            if state and int(state.get("documents", 0)) > 0:
+        for name, carrier in self.bundle_states().items():
+            state = carrier.learned(self._engine(name), self.blobs)
+            if state is not None:
                 found[name] = state
         return found
 
@@ -248,7 +314,7 @@ class BundleService:
         return save(tensors, metadata={JSON_KEY: json.dumps(values)})
 
     def _document_entries(self, with_documents: bool,
-                          members: dict[str, bytes]) -> tuple[list[DocumentEntry], list[str]]:
+                          members: dict[str, bytes | Path]) -> tuple[list[DocumentEntry], list[str]]:
         entries, left_out = [], []
         rows = self.docs.list(status="indexed", limit=10**9)
         if with_documents:
@@ -263,7 +329,7 @@ class BundleService:
                     same = False
                 if same:
                     member = f"documents/{n}"
-                    members[member] = file.read_bytes()
+                    members[member] = file  # streamed into the zip
                 else:
                     left_out.append(row.path)
             entries.append(DocumentEntry(id=row.id, path=row.path, content_hash=row.content_hash,
@@ -273,21 +339,70 @@ class BundleService:
     # --- import ----------------------------------------------------------------------------------
     def import_bundle(self, path: Path, replace: bool = False, limits: Limits | None = None) -> ImportReport:
         """Take in the bundle at ``path`` (see the module docstring). ``BundleRefused`` when it
-        cannot be; then nothing changed."""
+        cannot be; then nothing changed. ``ImportInterrupted`` when it failed part way and could
+        not be undone: the error names the backup to restore."""
         path = Path(path).expanduser().absolute()
+        self._refuse_if_running()
+        self._refuse_if_interrupted(path)
         with BundleReader(path, limits) as reader:
             plan = self.plan(reader, replace)
-        if replace and (plan.replace_playbooks or plan.report.replaced):
-            backup = self.data_dir / "bundles" / f"before-import-{time.strftime('%Y%m%d-%H%M%S')}.zip"
-            self.export(backup)
-            plan.report.backup = str(backup)
-        try:
-            self._apply(plan, path.stem)
-        except BaseException:
-            if plan.report.backup:  # nothing was replaced after all
-                Path(plan.report.backup).unlink(missing_ok=True)
-            raise
+            with self._held():
+                backup = None
+                if replace and (plan.replace_playbooks or plan.report.replaced):
+                    backup = unique_path(self.data_dir / "bundles", "before-import")
+                    try:
+                        self.export(backup)
+                    except BaseException:
+                        backup.unlink(missing_ok=True)
+                        raise
+                    plan.report.backup = str(backup)
+                begin_import(self.db, str(path), plan.report.backup, replace, os.getpid())
+                try:
+                    self._apply(plan, reader, path.stem)
+                except ImportInterrupted:
+                    raise  # the journal and the backup stay: doctor and the next start say so
+                except BaseException:
+                    if backup is not None:  # every step was undone: nothing was replaced after all
+                        backup.unlink(missing_ok=True)
+                    end_import(self.db)
+                    raise
+                end_import(self.db)
         return plan.report
+
+    def _refuse_if_running(self) -> None:
+        """Another Engram serving this data folder would save its own learned state over the
+        import (the desktop app re-saves its live state after each change): refused."""
+        from app.instance import running_instance
+
+        record = running_instance(self.data_dir)
+        if record is not None and record.pid != os.getpid():
+            raise BundleRefused("running", f"Engram is running on this data folder (process {record.pid}, "
+                                f"{record.url}): it would save its own learned state over the import. Import "
+                                "from its Weights tab, or stop it first")
+
+    def _refuse_if_interrupted(self, path: Path) -> None:
+        """An import cut short earlier comes first: only its backup may be imported (that restores
+        what was here); a record whose backup is gone, or that replaced nothing, is dropped."""
+        journal = interrupted_import(self.db)
+        if journal is None:
+            return
+        if journal.pid != os.getpid() and _alive(journal.pid):
+            raise BundleRefused("running", f"another import ({journal.bundle}) is under way in process {journal.pid}")
+        backup = Path(journal.backup) if journal.backup else None
+        if backup is None or not backup.is_file() or backup.resolve() == path.resolve():
+            log.warning("%s; going on with %s", restore_advice(journal), path)
+            end_import(self.db)
+            return
+        raise BundleRefused("interrupted", restore_advice(journal) + " first")
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """No background work (the worker after its job) and no engine saving its state."""
+        with ExitStack() as stack:
+            stack.enter_context(self.hold())
+            for name, carrier in self.bundle_states().items():
+                stack.enter_context(carrier.hold(self._engine(name)))
+            yield
 
     def plan(self, reader: BundleReader, replace: bool) -> Plan:
         """Read and check every part of the bundle; refuse (``BundleRefused``) before any change."""
@@ -295,6 +410,8 @@ class BundleService:
         report = ImportReport(path=str(reader.path))
         plan = Plan(report=report)
         settings = self._checked_settings(manifest.settings)
+        if manifest.engines:
+            self._same_embedding(manifest.embedding)
         mapping = self._document_mapping(manifest.documents, report)
         conflicts = []
         for entry in manifest.playbooks:
@@ -306,26 +423,50 @@ class BundleService:
             plan.playbooks.append(history)
         report.playbooks = [p.name for p in plan.playbooks]
         report.replaced = sorted(plan.replace_playbooks)
+        carriers = self.bundle_states()
         for entry in manifest.engines:
-            state = self._checked_state(reader, entry, manifest, settings)
-            if self._learned_here(entry.name):
+            carrier = carriers.get(entry.name)
+            if carrier is None:
+                raise BundleRefused(f"manifest.engines.{entry.name}", "no engine here takes in such weights")
+            state = self._checked_state(reader, entry, carrier, manifest, settings)
+            if carrier.learned_here(self._engine(entry.name), self.blobs):
                 if not replace:
                     conflicts.append(f"{entry.name} has learned weights here already (they cannot be merged)")
                 report.replaced.append(f"{entry.name} weights")
-            plan.states[entry.name] = self._remapped(state, mapping, report)
+            moved = carrier.remapped(state, mapping)
+            report.keys_left_out += moved.keys_left_out
+            report.pairs_left_out += moved.pairs_left_out
+            plan.states[entry.name] = moved.state
         if conflicts:
             raise BundleRefused("replace", "; ".join(conflicts) + ". Import with --replace to put the "
                                 "bundle's in their place (what is here is saved as a bundle first), "
                                 "or import into another data folder")
         report.engines = sorted(plan.states)
-        plan.settings = self._settings_to_write(settings, replace, bool(plan.states), bool(plan.playbooks))
+        plan.settings = self._settings_to_write(settings, replace, set(plan.states), bool(plan.playbooks))
         report.settings = sorted(plan.settings)
         if manifest.with_documents:
-            for entry in manifest.documents:
-                if entry.member and entry.id not in mapping:
-                    name = f"{entry.id:06d}-{_safe_file_name(entry.path)}"
-                    plan.documents[name] = reader.read(entry.member)
+            self._plan_documents(reader, manifest, mapping, plan)
         return plan
+
+    def _plan_documents(self, reader: BundleReader, manifest: Manifest, mapping: dict[int, int], plan: Plan) -> None:
+        """The bundled documents not here, each within this machine's ``max_file_mb`` and all of
+        them within the free space of the data folder's disk (written at apply, streamed)."""
+        cap = int(self.settings.max_file_bytes)
+        total = 0
+        for entry in manifest.documents:
+            if entry.member and entry.id not in mapping:
+                size = reader.size(entry.member)
+                if size > cap:
+                    raise BundleRefused(entry.member, f"{size} bytes, more than max_file_mb ({cap} bytes): "
+                                        "a document this Engram would not read")
+                total += size
+                plan.documents[f"{entry.id:06d}-{_safe_file_name(entry.path)}"] = entry.member
+        if plan.documents:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.data_dir).free
+            if total + DISK_MARGIN > free:
+                raise BundleRefused("documents", f"{total / 1e6:,.0f} MB of documents to write, "
+                                    f"{free / 1e6:,.0f} MB free on the data folder's disk")
 
     # --- checks ----------------------------------------------------------------------------------
     def _checked_settings(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -336,9 +477,9 @@ class BundleService:
         checked: dict[str, Any] = {}
         for name, value in raw.items():
             field = f"manifest.settings.{name}"
-            section = name.split(".")[0]
-            if name != "engines" and (section not in SECTIONS or name in MACHINE_SETTINGS or name not in FIELDS):
-                raise BundleRefused(field, "not a setting a bundle may carry")
+            if not self.carried(name):
+                raise BundleRefused(field, "not a setting a bundle may carry" + (
+                    " (free text: it would become part of a prompt)" if name in FIELDS and free_text(name) else ""))
             info = FIELDS[name]
             annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
             try:
@@ -348,14 +489,31 @@ class BundleService:
         unknown = [e for e in checked.get("engines", []) if e not in registered()]
         if unknown:
             raise BundleRefused("manifest.settings.engines", f"unknown engine(s) {', '.join(unknown)}")
-        for section in SECTIONS:
-            values = {k.split(".", 1)[1]: v for k, v in checked.items() if k.startswith(f"{section}.")}
-            current = getattr(self.settings, section).model_dump()
+        for section in self.sections():
             try:
-                registered()[section].config(**{**current, **values})
+                self._config(section, checked)
             except ValidationError as exc:
                 raise first_error(exc, f"manifest.settings.{section}") from None
         return checked
+
+    def _config(self, section: str, settings: dict[str, Any]) -> BaseModel:
+        """Engine ``section``'s settings as the import would leave them (the bundle's over ours)."""
+        from engines.registry import registered
+
+        values = {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith(f"{section}.")}
+        current = getattr(self.settings, section).model_dump()
+        return registered()[section].config(**{**current, **values})
+
+    def _same_embedding(self, theirs: EmbeddingIdentity) -> None:
+        """Router keys are vectors of one embedding model: on another they point nowhere."""
+        ours = self._embedding()
+        if theirs.model != ours.model or (theirs.dim and ours.dim and theirs.dim != ours.dim):
+            dims = lambda e: f" ({e.dim} dimensions)" if e.dim else ""  # noqa: E731
+            raise BundleRefused(
+                "manifest.embedding",
+                f"the bundle's router keys are embeddings of {theirs.model}{dims(theirs)}; this Engram "
+                f"embeds with {ours.model}{dims(ours)}. Learned weights route questions by those "
+                "embeddings: import into an Engram with the same embedding_model")
 
     def _checked_playbook(self, reader: BundleReader, entry: PlaybookEntry) -> PlaybookHistory:
         from engines.ace.rules import intrinsic_problem
@@ -385,42 +543,31 @@ class BundleService:
             raise BundleRefused(f"{entry.member}.deltas", "a delta of another playbook")
         return history
 
-    def _checked_state(self, reader: BundleReader, entry: EngineEntry, manifest: Manifest,
-                       settings: dict[str, Any]) -> dict[str, Any]:
-        """A learned state whose every tensor fits this machine's base model (read only then)."""
-        if entry.name not in WEIGHT_ENGINES:
-            raise BundleRefused(f"manifest.engines.{entry.name}", "no engine here takes in such weights")
+    def _checked_state(self, reader: BundleReader, entry: EngineEntry, carrier: BundleState,
+                       manifest: Manifest, settings: dict[str, Any]) -> dict[str, Any]:
+        """A learned state the engine finds fits this machine's base model: its size within what
+        that model's state can be, its header checked before its data is read."""
         base = self._same_base_model(manifest.base_model)
-        data = reader.read(entry.member)
-        tensors, meta = safetensors_header(data, entry.member)
-        try:
-            values = TTTStateMeta.model_validate_json(meta.get(JSON_KEY, "{}"))
-        except ValidationError as exc:
-            raise first_error(exc, f"{entry.member}:{JSON_KEY}") from None
-        from engines.ttt.persistence import STATE_FORMAT
-        from engines.ttt.state import LEARNING_FROM
-        from models.dual_mlp import layer_range
+        shape = ModelShape(base.layers, base.hidden, base.intermediate)
+        config = self._config(entry.name, settings)
+        dim = manifest.embedding.dim
+        member = entry.member
 
-        where = f"{entry.member}:{JSON_KEY}"
-        if values.format != STATE_FORMAT:
-            raise BundleRefused(f"{where}.format", f"{values.format} is not {STATE_FORMAT}")
-        layers_setting = settings.get("ttt.layers", self.settings.ttt.layers)
-        try:
-            expected = layer_range(base.layers, LEARNING_FROM, layers_setting)
-        except ValueError as exc:
-            raise BundleRefused("manifest.settings.ttt.layers", str(exc)) from None
-        if values.layers != expected:
-            raise BundleRefused(f"{where}.layers", f"{values.layers} are not the learning layers {expected} "
-                                "of this model with the bundle's ttt.layers")
-        if (values.neurons, values.hidden) != (base.intermediate, base.hidden):
-            raise BundleRefused(f"{where}.neurons", f"rows of {values.neurons} neurons x {values.hidden} do not "
-                                f"fit this model's {base.intermediate} x {base.hidden}")
-        self._check_tensors(entry.member, tensors, expected, base, manifest)
-        from safetensors.torch import load
+        def refused(exc: StateRefused) -> BundleRefused:
+            return BundleRefused(f"{member}:{exc.field}", exc.reason)
 
-        state: dict[str, Any] = {**values.model_dump(), **load(data)}
-        self._check_values(entry.member, state, expected, base, manifest)
-        return state
+        def check(tensors: dict[str, TensorHeader], meta: dict[str, str]) -> None:
+            try:
+                carrier.check_header({k: TensorInfo(t.dtype, t.shape) for k, t in tensors.items()}, meta,
+                                     shape, config, dim)
+            except StateRefused as exc:
+                raise refused(exc) from None
+        try:
+            cap = carrier.max_bytes(shape, config, len(manifest.documents), dim)
+            tensors, meta = reader.read_safetensors(member, cap, check)
+            return carrier.load(tensors, meta, {d.id for d in manifest.documents}, shape, config)
+        except StateRefused as exc:
+            raise refused(exc) from None
 
     def _same_base_model(self, theirs: BaseModelIdentity | None) -> BaseModelIdentity:
         if theirs is None:
@@ -437,67 +584,6 @@ class BundleService:
                 "model, or import a bundle made with this one")
         return ours
 
-    def _check_tensors(self, member: str, tensors: dict[str, Any], layers: list[int],
-                       base: BaseModelIdentity, manifest: Manifest) -> None:
-        """Names, dtypes and shapes from the header alone (before a byte of data is read)."""
-        allowed = {f"layer{i}.{p}" for i in layers for p in ("ids", "gate", "up", "down")}
-        allowed |= {"router.keys", "router.owners"}
-        for name in tensors:
-            if name not in allowed:
-                raise BundleRefused(f"{member}:{name}", "not a tensor of this engine's state")
-        for i in layers:
-            parts = {p: tensors.get(f"layer{i}.{p}") for p in ("ids", "gate", "up", "down")}
-            missing = [p for p, t in parts.items() if t is None]
-            if missing:
-                raise BundleRefused(f"{member}:layer{i}", f"misses {', '.join(missing)}")
-            ids = parts["ids"]
-            if ids.dtype not in INT_DTYPES or len(ids.shape) != 1 or ids.shape[0] > base.intermediate:
-                raise BundleRefused(f"{member}:layer{i}.ids", f"{ids.dtype} {ids.shape} is not a list of "
-                                    f"at most {base.intermediate} neuron ids")
-            for p in ("gate", "up", "down"):
-                t = parts[p]
-                if t.dtype not in FLOAT_DTYPES or t.shape != [ids.shape[0], base.hidden]:
-                    raise BundleRefused(f"{member}:layer{i}.{p}", f"{t.dtype} {t.shape}; this model expects "
-                                        f"floats of shape [{ids.shape[0]}, {base.hidden}]")
-        keys, owners = tensors.get("router.keys"), tensors.get("router.owners")
-        if (keys is None) != (owners is None):
-            raise BundleRefused(f"{member}:router", "keys and owners come together")
-        if keys is not None:
-            dim = manifest.embedding.dim
-            if keys.dtype not in FLOAT_DTYPES or len(keys.shape) != 2 or (dim and keys.shape[1] != dim):
-                raise BundleRefused(f"{member}:router.keys", f"{keys.dtype} {keys.shape} are not "
-                                    f"{dim or 'D'}-dimensional embeddings")
-            if owners.dtype not in INT_DTYPES or owners.shape != [keys.shape[0]]:
-                raise BundleRefused(f"{member}:router.owners", f"{owners.dtype} {owners.shape}: not one "
-                                    "document id per key")
-
-    def _check_values(self, member: str, state: dict[str, Any], layers: list[int],
-                      base: BaseModelIdentity, manifest: Manifest) -> None:
-        import torch
-
-        from engines.ttt.recall import RecallPool, RecallPoolError
-
-        for i in layers:
-            ids = state[f"layer{i}.ids"]
-            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= base.intermediate
-                                or ids.unique().numel() != ids.numel()):
-                raise BundleRefused(f"{member}:layer{i}.ids", f"ids outside 0-{base.intermediate - 1} or repeated")
-            for p in ("gate", "up", "down"):
-                if not bool(torch.isfinite(state[f"layer{i}.{p}"]).all()):
-                    raise BundleRefused(f"{member}:layer{i}.{p}", "holds values that are not finite")
-        known = {d.id for d in manifest.documents}
-        if "router.owners" in state:
-            owners = set(state["router.owners"].tolist())
-            if not owners <= known:
-                raise BundleRefused(f"{member}:router.owners", "names documents the manifest does not list")
-            state["router.owners"] = state["router.owners"].to(torch.long)
-        try:
-            pool = RecallPool.from_json(state.get("recall"), 10**9)
-        except RecallPoolError as exc:
-            raise BundleRefused(f"{member}:{JSON_KEY}.recall", str(exc)) from None
-        if not pool.documents() <= known:
-            raise BundleRefused(f"{member}:{JSON_KEY}.recall", "pairs of documents the manifest does not list")
-
     # --- documents -------------------------------------------------------------------------------
     def _document_mapping(self, documents: list[DocumentEntry], report: ImportReport) -> dict[int, int]:
         """Bundle document id -> the id of the document here with the same content (or path)."""
@@ -513,35 +599,7 @@ class BundleService:
         report.documents_matched, report.documents_missing = len(mapping), len(documents) - len(mapping)
         return mapping
 
-    @staticmethod
-    def _remapped(state: dict[str, Any], mapping: dict[int, int], report: ImportReport) -> dict[str, Any]:
-        """Router keys and recalled pairs moved onto this library's document ids (those of
-        documents not here are left out and counted)."""
-        import torch
-
-        state = dict(state)
-        if "router.owners" in state:
-            owners = state["router.owners"].tolist()
-            keep = torch.tensor([o in mapping for o in owners], dtype=torch.bool)
-            report.keys_left_out += int((~keep).sum())
-            state["router.keys"] = state["router.keys"][keep]
-            state["router.owners"] = torch.tensor([mapping[o] for o in owners if o in mapping], dtype=torch.long)
-        recall = state.get("recall")
-        if isinstance(recall, dict):
-            pairs = recall.get("pairs", [])
-            kept = [[mapping[d], q, a] for d, q, a in pairs if d in mapping]
-            report.pairs_left_out += len(pairs) - len(kept)
-            state["recall"] = {**recall, "pairs": kept}
-        return state
-
-    def _learned_here(self, name: str) -> bool:
-        for engine in self.engines():
-            if engine.name == name:
-                return int(engine.stats().get("documents", 0)) > 0
-        meta = self.blobs.meta(WEIGHT_ENGINES[name]) or {}
-        return int(meta.get("documents", 0)) > 0
-
-    def _settings_to_write(self, settings: dict[str, Any], replace: bool, weights: bool,
+    def _settings_to_write(self, settings: dict[str, Any], replace: bool, weights: set[str],
                            playbooks: bool) -> dict[str, str]:
         out: dict[str, str] = {}
         if "engines" in settings:
@@ -551,30 +609,47 @@ class BundleService:
                 out["engines"] = _setting_text(engines)
         for name, value in settings.items():
             section = name.split(".")[0]
-            if (section == "ttt" and weights) or (section == "ace" and replace and playbooks):
+            if section in weights or (section == PLAYBOOK_SECTION and replace and playbooks):
                 current = getattr(getattr(self.settings, section), name.split(".", 1)[1])
                 if current != value:
                     out[name] = _setting_text(value)
         return out
 
     # --- applying, each step undone if a later one fails ----------------------------------------
-    def _apply(self, plan: Plan, stem: str) -> None:
-        undo: list[Callable[[], None]] = []
+    def _apply(self, plan: Plan, reader: BundleReader, stem: str) -> None:
+        undo: list[tuple[str, Callable[[], None]]] = []
         try:
             if plan.documents:
-                undo.append(self._write_documents(plan, stem))
+                undo.append(("the documents written", self._write_documents(plan, reader, stem)))
+            carriers = self.bundle_states()
             for name, state in plan.states.items():
-                undo.append(self._put_state(name, state))
+                try:
+                    step = carriers[name].put(self._engine(name), self.blobs, state)
+                except StateRefused as exc:
+                    raise BundleRefused(f"engines/{name}.safetensors:{exc.field}", exc.reason) from None
+                undo.append((f"{name}'s learned weights", step))
             if plan.playbooks:
                 old = [read_history(self.db, n) for n in sorted(plan.replace_playbooks)]
                 write_histories(self.db, plan.playbooks, plan.replace_playbooks)
                 names = {p.name for p in plan.playbooks}
-                undo.append(lambda: self._restore_playbooks(names, old))
+                undo.append(("the playbooks", lambda: self._restore_playbooks(names, old)))
             if plan.settings:
-                undo.append(self._write_settings(plan.settings))
-        except BaseException:
-            for step in reversed(undo):
-                step()
+                undo.append(("the settings", self._write_settings(plan.settings)))
+        except BaseException as exc:
+            failed = []
+            for what, step in reversed(undo):  # every step, even when one before it fails
+                try:
+                    step()
+                except Exception as undo_exc:
+                    log.exception("undoing %s failed", what)
+                    failed.append(f"{what}: {type(undo_exc).__name__}: {undo_exc}")
+            if failed:
+                backup = plan.report.backup
+                restore = (f"what was here is saved in {backup}: `engram bundle import --replace {backup}` "
+                           "restores it" if backup else "it replaced nothing, so what was here is still here")
+                raise ImportInterrupted(
+                    f"the import failed ({type(exc).__name__}: {exc}) and undoing it failed too "
+                    f"({'; '.join(failed)}): part of the bundle may be in place; {restore}", backup) from exc
             raise
         report = plan.report
         if plan.settings:
@@ -590,31 +665,6 @@ class BundleService:
         with self.db.transaction() as conn:
             for name in names - {h.name for h in old}:
                 delete_history(conn, name)
-
-    def _put_state(self, name: str, state: dict[str, Any]) -> Callable[[], None]:
-        """Make ``state`` the engine's learned state: through the engine when its model is loaded
-        here (it checks again and saves), else as its saved state (loaded on its next start)."""
-        key = WEIGHT_ENGINES[name]
-        engine = next((e for e in self.engines() if e.name == name), None)
-        if engine is not None and engine.stats().get("loaded"):
-            before = engine.state_dict()
-            try:
-                engine.load_state_dict(state)
-            except ValueError as exc:
-                raise BundleRefused(f"engines/{name}.safetensors", str(exc)) from None
-            return lambda: engine.load_state_dict(before)
-        old, old_meta = self.blobs.get(key), self.blobs.meta(key)
-        documents, revision = int(state["documents"]), int(state["revision"])
-        self.blobs.put(key, "state", state, meta={
-            "documents": documents, "revision": revision, "origin": None, "token": uuid.uuid4().hex,
-            "label": f"{name} rev {revision}: {documents} documents"})
-
-        def undo() -> None:
-            if old is None:
-                self.blobs.delete(key)
-            else:
-                self.blobs.put(key, "state", old, meta=old_meta)
-        return undo
 
     def _write_settings(self, settings: dict[str, str]) -> Callable[[], None]:
         path = self.config_file
@@ -633,8 +683,9 @@ class BundleService:
             raise
         return undo
 
-    def _write_documents(self, plan: Plan, stem: str) -> Callable[[], None]:
-        """Write the documents beside their final folder, then rename it into place."""
+    def _write_documents(self, plan: Plan, reader: BundleReader, stem: str) -> Callable[[], None]:
+        """Stream the documents from the bundle beside their final folder, then rename it into
+        place."""
         root = self.data_dir / "Imported"
         root.mkdir(parents=True, exist_ok=True)
         safe = _safe_file_name(stem) or "bundle"
@@ -642,12 +693,11 @@ class BundleService:
         while target.exists():
             n += 1
             target = root / f"{safe}-{n}"
-        staging = root / f".{target.name}.{os.getpid()}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = root / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             staging.mkdir()
-            for name, data in plan.documents.items():
-                (staging / name).write_bytes(data)
+            for name, member in plan.documents.items():
+                reader.copy_to(member, staging / name, int(self.settings.max_file_bytes))
             os.replace(staging, target)
             fsync_dir(root)
         finally:
@@ -658,17 +708,28 @@ class BundleService:
         return lambda: shutil.rmtree(target, ignore_errors=True)
 
 
-def _write_zip(path: Path, members: dict[str, bytes]) -> int:
-    """Write the bundle beside ``path`` and rename it into place; its size in bytes."""
+def _alive(pid: int) -> bool:
+    import psutil
+
+    return pid > 0 and psutil.pid_exists(pid)
+
+
+def _write_zip(path: Path, members: dict[str, bytes | Path]) -> int:
+    """Write the bundle beside ``path`` and rename it into place; its size in bytes. A member
+    given as a path is streamed from that file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z:
             for name, data in members.items():
                 info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
                 info.external_attr = 0o100644 << 16  # a plain file
                 info.compress_type = zipfile.ZIP_DEFLATED
-                z.writestr(info, data)
+                if isinstance(data, Path):
+                    with open(data, "rb") as src, z.open(info, "w", force_zip64=True) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                else:
+                    z.writestr(info, data)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -215,6 +215,32 @@ def check_folders(settings: Settings) -> Check:
     return _ok("folders", f"{len(folders)} watched, all readable")
 
 
+def check_bundle_import(settings: Settings) -> Check:
+    """A bundle import recorded as under way (``store.import_journal``): cut short when its
+    process is gone, and then part of the bundle may be in place."""
+    import psutil
+
+    from store.database import Database
+    from store.import_journal import interrupted_import, restore_advice
+
+    paths = DataPaths(root=settings.data_dir)
+    if not paths.db.exists():
+        return _ok("bundle import", "none")
+    db = Database(paths.db)
+    try:
+        journal = interrupted_import(db)
+    finally:
+        db.close()
+    if journal is None:
+        return _ok("bundle import", "none interrupted")
+    if journal.pid > 0 and journal.pid != os.getpid() and psutil.pid_exists(journal.pid):
+        return Check(name="bundle import", status="warn",
+                     detail=f"an import of {journal.bundle} is under way (process {journal.pid})")
+    fix = (f"engram bundle import --replace {journal.backup}" if journal.backup
+           else "check the playbooks and learned weights, or import the bundle again with --replace")
+    return Check(name="bundle import", status="fail", detail=restore_advice(journal), fix=fix)
+
+
 def check_disk(settings: Settings) -> Check:
     root = settings.data_dir if settings.data_dir.exists() else settings.data_dir.parent
     while not root.exists():
@@ -261,7 +287,7 @@ def check_api(settings: Settings) -> Check:
 
 CHECKS: list[Callable[[Settings], Check]] = [
     check_python, check_embedded_models, check_llama_build, check_embeddings, check_chat_model,
-    check_store, check_folders, check_disk, check_network, check_api,
+    check_store, check_folders, check_bundle_import, check_disk, check_network, check_api,
 ]
 
 

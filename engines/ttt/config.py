@@ -26,8 +26,9 @@ class TTTConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     layers: str = Field(
-        "", description="Decoder layers whose MLP learns, e.g. '22-29' or '20,25' (empty: the "
-        "last 25% of the model's layers).")
+        "", pattern=r"^[0-9,\s-]*$", max_length=200,
+        description="Decoder layers whose MLP learns, e.g. '22-29' or '20,25' (empty: the last 25% "
+        "of the model's layers).")
     mode: Literal["dual", "full"] = Field(
         "dual", description="dual: frozen MLP + trainable copy mixed by alpha; full: plain "
         "finetune of the same MLPs (no frozen copy, no alpha, no gating; a bench baseline).")
