@@ -51,7 +51,9 @@ from store.fulltext import FullTextIndex, FullTextRepair
 from store.ignored_files import IgnoredFiles
 from store.import_journal import interrupted_import, restore_advice
 from store.index_sidecar import saved_index
-from store.jobs import FEEDBACK, LEARN, SLEEP, JobQueue, Progress
+from store.jobs import FEEDBACK, LEARN, REEMBED, SLEEP, JobQueue, Progress
+from store.next_vectors import NextVectors
+from app.jobs.reembed import ReembedJobs, embedder_record, queue_reembed
 from store.playbooks import PlaybookStore
 from store.state import StateStore
 
@@ -89,8 +91,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EMBED_DIM_KEY = "embedding_dim"
-EMBED_MODEL_KEY = "embedding_model"
 
 
 class StatusReport(BaseModel):
@@ -113,7 +113,8 @@ class Engram:
 
     def __init__(self, loaded: LoadedSettings | None = None, embedder: Embedder | None = None) -> None:
         self.loaded = loaded or load_settings()
-        if embedder is not None:  # share one loaded model (tests, benches)
+        self._given_embedder = embedder  # share one loaded model (tests, benches): it is the target too
+        if embedder is not None:
             self.__dict__["embedder"] = embedder
         self.settings: Settings = self.loaded.settings
         self.paths = DataPaths(root=self.settings.data_dir).ensure()
@@ -149,9 +150,10 @@ class Engram:
             if self._index is None:
                 from store.vector_index import VectorIndex
 
-                self._index = VectorIndex(self.paths.index, dim=self._embedding_dim(),
+                record = self._embedding_record()
+                self._index = VectorIndex(self.paths.index, dim=record["dim"],
                                           ann_threshold=self.settings.ann_threshold,
-                                          nprobe=self.settings.ann_nprobe)
+                                          nprobe=self.settings.ann_nprobe, identity=record["identity"])
                 self.repair_index()
             return self._index
 
@@ -177,6 +179,9 @@ class Engram:
                         save_interval_s=self.settings.index_save_interval_s)
         worker.register(LEARN, LearnJobs(self.db, self.engine))
         worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
+        worker.register(REEMBED, ReembedJobs(self.next_vectors, self.queue, self._settings_embedder,
+                                             self._live_identity, self._swap_embedding,
+                                             lambda: worker.stopping))
         worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines,
                                          lambda: worker.stopping or worker.holding,
                                          self.sleep_checkpoints))
@@ -200,9 +205,37 @@ class Engram:
 
     @cached_property
     def embedder(self) -> Embedder:
+        """The embedder of the vectors the live index holds: queries and new documents use it.
+        Until a re-embedding completes that is the model the library was embedded with, not
+        necessarily the one the settings name now."""
+        record = self.next_vectors.current()
+        if record is None:
+            return self._settings_embedder()
+        return self._make_embedder(record["model"], record["backend"])
+
+    def _make_embedder(self, model: str, backend: str) -> Embedder:
         from app.ingest.embeddings import Embedder
 
-        return Embedder(self.settings.embedding_model, self.settings.device, self.settings.embed_batch_size)
+        return Embedder(model, self.settings.device, self.settings.embed_batch_size, backend=backend,
+                        cache_dir=self.paths.cache / "embeddings")
+
+    def _settings_embedder(self) -> Embedder:
+        """A new embedder of the model and backend the settings name (the re-embedding's target)."""
+        if self._given_embedder is not None:
+            return self._given_embedder
+        return self._make_embedder(self.settings.embedding_model, self.settings.embedding_backend)
+
+    def _wanted_identity(self) -> str:
+        """The identity of the vectors the settings ask for (loads no model, but a given one)."""
+        from app.ingest.embeddings import embedding_identity
+
+        if self._given_embedder is not None:
+            return self._given_embedder.identity
+        return embedding_identity(self.settings.embedding_model, self.settings.embedding_backend)
+
+    @cached_property
+    def next_vectors(self) -> NextVectors:
+        return NextVectors(self.db)
 
     @cached_property
     def ingestor(self) -> Ingestor:
@@ -303,21 +336,57 @@ class Engram:
         if queue_feedback(self.queue, self.db, self.engines, message.id):
             self._wake()
 
-    def _embedding_dim(self) -> int:
-        """The index dimension, remembered in the store so opening it does not load the model."""
-        dim = self.state.get(EMBED_DIM_KEY)
-        model = self.state.get(EMBED_MODEL_KEY)
-        if dim is not None and model == self.settings.embedding_model:
-            return int(dim)
-        if dim is not None and model != self.settings.embedding_model and self.docs.counts()["chunks"]:
-            raise RuntimeError(
-                f"this data folder was indexed with embedding model '{model}'; "
-                f"set embedding_model back or use a new data folder"
-            )
-        dim = self.embedder.dim
-        self.state.set(EMBED_DIM_KEY, dim)
-        self.state.set(EMBED_MODEL_KEY, self.settings.embedding_model)
-        return dim
+    def _embedding_record(self) -> dict:
+        """What the stored vectors are (model, backend, identity, dimension), remembered in the
+        store so opening the index does not load the model. An empty library takes the embedder
+        the settings name at once; one with chunks keeps its own until a re-embedding completes."""
+        record = self.next_vectors.current()
+        if record is not None and (record["identity"] == self._wanted_identity() or self.docs.counts()["chunks"]):
+            return record
+        if record is not None:  # nothing embedded yet: the old record binds nothing
+            self.__dict__["embedder"] = self._settings_embedder()
+        record = embedder_record(self.embedder)
+        self.next_vectors.set_current(record)
+        return record
+
+    def _live_identity(self) -> str | None:
+        record = self.next_vectors.current()
+        return record["identity"] if record else None
+
+    def embedding_switch_pending(self) -> bool:
+        """True when the settings name another embedding model or backend than the library's
+        vectors (a re-embedding is due or running)."""
+        live = self._live_identity()
+        return live is not None and live != self._wanted_identity()
+
+    def queue_embedding_switch(self) -> bool:
+        """Queue the re-embedding when the settings name other vectors than the library holds
+        (``start`` does); True when one is queued or already waiting."""
+        if not self.embedding_switch_pending():
+            return False
+        queue_reembed(self.queue, "the embedding settings changed")
+        self._wake()
+        return True
+
+    def _swap_embedding(self, embedder: Embedder, record: dict) -> bool:
+        """Make the re-embedded vectors live: the new index is built aside from them (searches go
+        on with the old one meanwhile), then the store's vectors, the index and the embedder are
+        replaced in one step. False (nothing changed) when a chunk still lacks a new vector."""
+        from store.vector_index import VectorIndex
+
+        fresh = VectorIndex(self.paths.index, dim=record["dim"], ann_threshold=self.settings.ann_threshold,
+                            nprobe=self.settings.ann_nprobe, identity=record["identity"])
+        fresh.sync(self.next_vectors.ids(), self.next_vectors.vectors)
+        with self._open_lock:
+            if not self.next_vectors.promote():
+                return False
+            fresh.sync(self.docs.chunk_ids(), self.docs.vectors)  # chunks that left meanwhile
+            self._index = fresh
+            if "ingestor" in self.__dict__:
+                self.ingestor.index = fresh
+            self.__dict__["embedder"] = embedder
+        self.save_index()
+        return True
 
     # --- index consistency -------------------------------------------------------------------
     def repair_index(self) -> SyncReport:
@@ -482,6 +551,7 @@ class Engram:
         if interrupted is not None:
             log.warning("%s", restore_advice(interrupted))
         self.index  # opened and repaired here, before the watcher and the worker threads use it
+        self.queue_embedding_switch()
         self.ensure_drop_folder()
         if watch:
             from app.ingest.watcher import FolderWatcher
@@ -556,17 +626,21 @@ class Engram:
             return []
         rag = self.settings.rag
         depth = max(rag.candidates, k * 2 + 8)
-        vec = self.embedder.embed([query])[0]
+        self.embedder  # loaded outside the lock; the pair below is taken together (a re-embedding swaps both)
+        with self._open_lock:
+            index, embedder = self.index, self.embedder
+        vec = embedder.embed([query])[0]
         terms = read_query(query)
-        dense, cosine = self._dense_ranking(vec, depth) if rag.mode != "bm25" else ([], {})
+        dense, cosine = self._dense_ranking(index, vec, depth) if rag.mode != "bm25" else ([], {})
         bm25 = [cid for cid, _ in self.fulltext.search(terms.groups, depth)] if rag.mode != "dense" else []
         exact = self._exact_hits(terms.exact, depth) if rag.mode == "hybrid" else {}
         order = hybrid_order(dense, bm25, exact, rag.dense_weight, rag.bm25_weight, rag.rrf_k)
         return self._passages(order[: k * 2 + 8], vec, cosine, set(exact))[:k]
 
-    def _dense_ranking(self, vec: np.ndarray, depth: int) -> tuple[list[int], dict[int, float]]:
+    def _dense_ranking(self, index: VectorIndex, vec: np.ndarray,
+                       depth: int) -> tuple[list[int], dict[int, float]]:
         """Chunk ids nearest the query vector, best first, with their cosine similarity."""
-        scores, ids = self.index.search(vec, min(len(self.index), depth))
+        scores, ids = index.search(vec, min(len(index), depth))
         found = [(int(cid), float(score)) for score, cid in zip(scores[0], ids[0]) if cid >= 0]
         return [cid for cid, _ in found], dict(found)
 

@@ -26,6 +26,8 @@ FEEDBACK = "feedback"
 """One engine learns from the feedback on one answer (key: ``engine:message id``)."""
 SLEEP = "sleep"
 """Consolidate while the person is away (key: ``sleep``); also the episode kind of a sleep."""
+REEMBED = "reembed"
+"""Re-embed the library with the embedding model the settings name (key: ``embedding``)."""
 
 
 class Job(BaseModel):

