@@ -35,7 +35,7 @@ fails at once; a search there takes milliseconds, or a second or two beside a bu
 SEARCH_PREFIXES = ("rag.", "embed")
 """The settings that change what a search returns (its ranking and its vectors)."""
 SERVING = frozenset({"ui_host", "ui_port", "open_browser", "ui_password", "api_host", "api_port",
-                     "api_key", "log_level"})
+                     "api_key", "api_allowed_origins", "log_level"})
 """The settings that say where and how a process serves, not what it answers."""
 REFUSED = "engram_refused"
 """The error code of a request the running Engram refused as this process would have (an unknown

@@ -212,6 +212,11 @@ class CoreSettings(BaseModel):
         "when the API listens beyond this computer (or the UI has a password). Prefer the "
         "ENGRAM_API_KEY environment variable.",
     )
+    api_allowed_origins: NameList = Field(
+        default_factory=list, description="Web pages (origins such as chrome-extension://<id> or "
+        "app://obsidian.md, comma-separated) that may use the /v1 API besides pages served by this "
+        "computer; a browser request from any other page is refused.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     engines: NameList = Field(
         default_factory=lambda: ["rag"],

@@ -43,10 +43,11 @@ def _sources(db: Database, citations: list[Citation]) -> list[str]:
 
 
 def read_feedback(db: Database, message_id: int, episode_id: int | None = None) -> FeedbackInput | None:
-    """The answer ``message_id`` with its latest feedback; None when it was deleted."""
+    """The answer ``message_id`` with its latest feedback; None when it was deleted, or when an API
+    client wrote it (an earlier turn it sent): nothing learns from words Engram never said."""
     conversations = ConversationStore(db)
     message = conversations.message(message_id)
-    if message is None or message.role != "assistant":
+    if message is None or message.role != "assistant" or message.written_by_client:
         return None
     return FeedbackInput(
         message_id=message.id, episode_id=episode_id,

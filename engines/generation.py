@@ -80,11 +80,11 @@ class RuntimeCrashed(RuntimeUnavailable):
 class PromptTooLong(ValueError):
     """The prompt does not fit the model's context window (caller must trim it)."""
 
-    def __init__(self, prompt_tokens: int, context_window: int) -> None:
-        super().__init__(
+    def __init__(self, prompt_tokens: int, context_window: int, message: str | None = None) -> None:
+        super().__init__(message or (
             f"the prompt has {prompt_tokens} tokens but the model's context window is "
             f"{context_window}; shorten the context or raise the context size setting"
-        )
+        ))
         self.prompt_tokens = prompt_tokens
         self.context_window = context_window
 

@@ -8,6 +8,7 @@ reflection, the meta-controller and sleep read later.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -17,6 +18,14 @@ from store.database import Database
 Role = Literal["user", "assistant"]
 Rating = Literal["up", "down"]
 TITLE_CHARS = 60
+WRITTEN_BY_CLIENT = {"written_by": "client"}
+"""The meta of an answer an API client wrote (a turn it sent), not Engram: never rated, never
+learned from."""
+
+
+class ClientAnswer(ValueError):
+    """Feedback on an answer an API client wrote (an earlier turn it sent), not Engram: learning
+    from it would teach Engram from words it never said."""
 
 
 class ConversationRow(BaseModel):
@@ -65,6 +74,11 @@ class MessageRow(BaseModel):
     feedback: Rating | None = None
     correction: str | None = None
     created_at: str
+
+    @property
+    def written_by_client(self) -> bool:
+        """An answer an API client sent as an earlier turn: words Engram never said."""
+        return self.role == "assistant" and self.meta.get("written_by") == WRITTEN_BY_CLIENT["written_by"]
 
 
 def title_from(question: str) -> str:
@@ -130,6 +144,24 @@ class ConversationStore:
 
     def add_question(self, conversation_id: int, text: str) -> MessageRow:
         return self._add(conversation_id, "user", text, kind="question", payload={"text": text})
+
+    def start_question(self, conversation_id: int | None, question: str,
+                       earlier: Sequence[tuple[Role, str]] = ()) -> MessageRow:
+        """Store ``question`` in conversation ``conversation_id`` or, when None, in a new one that
+        first holds ``earlier``: the turns a client sent before it (its answers marked
+        ``WRITTEN_BY_CLIENT``), titled by the first question. One transaction: all or nothing."""
+        if earlier and conversation_id is not None:
+            raise ValueError("earlier turns start a new conversation")
+        with self.db.transaction():
+            if conversation_id is None:
+                title = next((text for role, text in earlier if role == "user"), question)
+                conversation_id = self.create(title).id
+            for role, text in earlier:
+                if role == "user":
+                    self.add_question(conversation_id, text)
+                else:
+                    self.add_answer(conversation_id, text, [], dict(WRITTEN_BY_CLIENT))
+            return self.add_question(conversation_id, question)
 
     def add_answer(self, conversation_id: int, text: str, citations: list[Citation],
                    meta: dict[str, Any]) -> MessageRow:

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from app.core import Engram
 from ui import bench_tab, chat_tab, library_tab, models_tab, playbook_tab, settings_tab, weights_tab
-from ui.access import PasswordMiddleware, is_loopback
+from ui.access import PasswordMiddleware
 from ui.openai_api import PREFIX as API_PREFIX, create_api
 from ui.source_page import SECURITY_HEADERS, render_missing, render_source
 from ui.tab import Tab
@@ -54,8 +54,7 @@ def create_app(engram: Engram, host: str | None = None) -> FastAPI:
 
     password = engram.settings.ui_password
     guarded = password is not None and bool(password.get_secret_value())
-    exposed = not is_loopback(host or engram.settings.ui_host)
-    api.mount(API_PREFIX, create_api(engram, key_required=exposed or guarded))
+    api.mount(API_PREFIX, create_api(engram, host or engram.settings.ui_host, guarded=guarded))
     if guarded:
         api.add_middleware(PasswordMiddleware, password=password.get_secret_value(),
                            own_keys=(API_PREFIX,))

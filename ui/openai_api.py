@@ -18,6 +18,9 @@ Chat tab uses, so it is grounded, cited, stored and rateable exactly as in the a
   lines, for ``engram ask``.
 
 It is a FastAPI app of its own, mounted at ``/v1``: its errors are OpenAI's shape, whatever fails.
+Web pages the person visits must not use it (``LocalOnly``): a POST that is not JSON, a request
+naming this computer by another name, and one from a web page that is not on this computer are
+refused before any route runs.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -36,12 +40,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import (EMBEDDED, EMBEDDED_TITLE, REFUSED, ChatMessage, Citation, Delta, Done, Engram, MessageRow,
                       PromptTooLong, RuntimeUnavailable, Sources)
-from ui.access import bearer_matches
+from store.conversations import ClientAnswer
+from ui.access import bearer_matches, is_loopback
 from ui.openai_shapes import (ApiError, AskRequest, ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice,
                               ChunkDelta, Embedding, EmbeddingList, EmbeddingRequest, EngramTurn,
                               FeedbackRequest, InMessage, ModelCard, ModelList, OutMessage, SearchRequest,
@@ -64,14 +70,18 @@ Shape = TypeVar("Shape", bound=BaseModel)
 
 
 # --- names -------------------------------------------------------------------------------------
-def model_id(model: str, embedded: str) -> str:
-    """A model's id as the app names it, without spaces (clients put ids in config files): the
-    built-in one by its name, a file or folder by its last part, an Ollama tag as it is."""
-    return embedded if model == EMBEDDED else Path(model).name if "/" in model else model
+def model_id(model: str, embedded: str, is_file: bool = True) -> str:
+    """A model's id as the app names it (clients put ids in config files): the built-in one by
+    its name, a file or folder (``is_file``) by its last part, on any system's paths, an Ollama
+    tag as it is."""
+    if model == EMBEDDED:
+        return embedded
+    return Path(model).name if is_file else model
 
 
 def chat_model_id(engram: Engram) -> str:
-    return model_id(engram.chat_model().model, EMBEDDED_CHAT)
+    chat = engram.chat_model()
+    return model_id(chat.model, EMBEDDED_CHAT, is_file=chat.backend != "ollama")
 
 
 def embedding_model_id(engram: Engram) -> str:
@@ -122,6 +132,9 @@ async def read_request(request: Request, shape: type[Shape]) -> Shape:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "The body is not valid JSON: it is nested too deeply.",
+                       code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "The body must be a JSON object.", code="invalid_json")
     try:
@@ -195,25 +208,27 @@ def usage(message: MessageRow) -> Usage:
 
 def start_chat(engram: Engram, req: ChatRequest) -> tuple[Sources, Iterator[Any]]:
     """Ask, up to the sources: the model loads and the passages are found before any byte of the
-    response is sent, so a model that will not load is a clean 503, even when streaming."""
+    response is sent, so a model that will not load is a clean 503, even when streaming. A
+    refused question stores nothing: the turns before it are stored with it, once it is asked."""
     question, turns = question_and_turns(req.messages)
     conversation_id = req.engram.conversation_id if req.engram else None
-    if conversation_id is None:
+    earlier: list[ChatMessage] = []
+    if conversation_id is not None:
+        if engram.conversations.get(conversation_id) is None:
+            raise ApiError(404, f"No conversation with id {conversation_id}.", "not_found_error",
+                           "engram.conversation_id", "conversation_not_found")
+    else:
         conversation_id = engram.chat.conversation_for(turns)
-    events = engram.chat.ask(question, conversation_id, max_tokens=req.answer_tokens,
+        earlier = turns if conversation_id is None else []
+    events = engram.chat.ask(question, conversation_id, earlier=earlier, max_tokens=req.answer_tokens,
                              temperature=req.temperature)
     try:
         first = next(events)
-    except KeyError as exc:
-        raise ApiError(404, str(exc.args[0]) if exc.args else "not found", "not_found_error",
-                       "engram.conversation_id", "conversation_not_found") from None
     except PromptTooLong as exc:
         raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from None
     except RuntimeUnavailable as exc:
         raise ApiError(503, f"The chat model cannot answer: {exc}", "service_unavailable_error",
                        code="model_unavailable") from None
-    except ValueError as exc:
-        raise ApiError(400, str(exc), param="messages", code="invalid_value") from None
     assert isinstance(first, Sources)
     return first, events
 
@@ -363,6 +378,69 @@ class CleanErrors:
                                           "server_error"))(scope, receive, send)
 
 
+JSON = "application/json"
+
+
+def loopback_origin(origin: str) -> bool:
+    """A web page served by this computer (``http://127.0.0.1:7860``, ``http://localhost:3000``)."""
+    try:
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+    except ValueError:
+        return False
+
+
+def loopback_host(host: str) -> bool:
+    """A Host header naming this computer: localhost, 127.0.0.1 or [::1], with or without a port."""
+    try:
+        return is_loopback(urlsplit(f"//{host}").hostname or "")
+    except ValueError:
+        return False
+
+
+class LocalOnly:
+    """What keeps the web pages a person visits from using the API (CSRF, DNS rebinding, the bug
+    behind Ollama's CVE-2024-28224), checked for every request before any route:
+
+    - a browser sends JSON across sites only after asking (CORS preflight, which gets no
+      permission here), while a form or a ``no-cors`` fetch can send text/plain: so a POST must say
+      ``Content-Type: application/json`` (415 otherwise);
+    - served on loopback, the Host must name this computer (localhost, 127.0.0.1, [::1]): a page
+      whose own name was made to point at 127.0.0.1 (DNS rebinding) sends its name (403);
+    - a browser names the page that sends a request in ``Origin``: only pages served by this
+      computer, or those ``api_allowed_origins`` lists, get in (403). Clients that are not
+      browsers send no Origin."""
+
+    def __init__(self, app: ASGIApp, check_host: bool, allowed_origins: frozenset[str]) -> None:
+        self.app = app
+        self.check_host = check_host
+        self.allowed_origins = allowed_origins
+
+    def refusal(self, method: str, headers: Headers) -> ApiError | None:
+        if self.check_host and not loopback_host(headers.get("host", "")):
+            return ApiError(403, "This Engram answers only requests addressed to localhost, "
+                            "127.0.0.1 or [::1].", "permission_error", code="host_not_allowed")
+        origin = headers.get("origin")
+        if origin is not None and origin.rstrip("/") not in self.allowed_origins and not loopback_origin(origin):
+            return ApiError(403, f"Requests from web pages at {origin[:200]} are refused; a page "
+                            "that may use Engram goes in api_allowed_origins.", "permission_error",
+                            code="origin_not_allowed")
+        media = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if method == "POST" and media != JSON:
+            return ApiError(415, f"Send the body as JSON, with Content-Type: {JSON}.",
+                            code="unsupported_media_type")
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = self.refusal(scope["method"], Headers(scope=scope))
+            if refused is not None:
+                log.info("/v1 refused %s %s: %s", scope["method"], scope.get("path"), refused.code)
+                await error_json(refused)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def authorizer(key: str | None, required: bool):
     """The check every /v1 route runs: the bearer key once one is set; when the server is open
     beyond this computer (or guarded by the UI password) and no key is set, nobody gets in."""
@@ -380,14 +458,19 @@ def authorizer(key: str | None, required: bool):
     return authorize
 
 
-def create_api(engram: Engram, key_required: bool) -> FastAPI:
-    """The /v1 app (mount it at ``PREFIX``). ``key_required``: it is served beyond this computer
-    or beside a password-protected app, so it answers nothing until ``api_key`` is set."""
-    secret = engram.settings.api_key
+def create_api(engram: Engram, host: str, guarded: bool = False) -> FastAPI:
+    """The /v1 app (mount it at ``PREFIX``), served on ``host``. Beyond this computer, or beside
+    an app with a password (``guarded``), it answers nothing until ``api_key`` is set; on
+    loopback it answers only requests that name this computer."""
+    settings = engram.settings
+    secret = settings.api_key
     key = secret.get_secret_value() if secret is not None and secret.get_secret_value() else None
+    local = is_loopback(host)
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None,
-                  dependencies=[Depends(authorizer(key, key_required))])
-    api.add_middleware(CleanErrors)
+                  dependencies=[Depends(authorizer(key, required=not local or guarded))])
+    api.add_middleware(LocalOnly, check_host=local,
+                       allowed_origins=frozenset(o.rstrip("/") for o in settings.api_allowed_origins))
+    api.add_middleware(CleanErrors)  # the outermost: a failure in LocalOnly is a clean 500 too
     api.add_exception_handler(ApiError, lambda _r, exc: error_json(exc))
     api.add_exception_handler(RequestValidationError, lambda _r, exc: error_json(invalid(exc.errors())))
     api.add_exception_handler(HTTPException, lambda _r, exc: error_json(ApiError(
@@ -437,6 +520,8 @@ def create_api(engram: Engram, key_required: bool) -> FastAPI:
         except KeyError:
             raise ApiError(404, f"No answer with id {req.message_id}.", "not_found_error",
                            "message_id", "message_not_found") from None
+        except ClientAnswer as exc:
+            raise ApiError(400, str(exc), param="message_id", code="not_engrams_answer") from None
         return {"message_id": message.id, "conversation_id": message.conversation_id,
                 "feedback": message.feedback, "correction": message.correction}
 

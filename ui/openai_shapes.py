@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.core import Citation, Passage
 
-ErrorType = Literal["invalid_request_error", "authentication_error", "not_found_error",
+ErrorType = Literal["invalid_request_error", "authentication_error", "permission_error", "not_found_error",
                     "server_error", "service_unavailable_error"]
 
 

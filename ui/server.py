@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from app.core import Engram
-from ui.access import is_loopback, require_key_when_exposed, require_password_when_exposed
+from ui.access import require_key_when_exposed, require_password_when_exposed
 
 log = logging.getLogger(__name__)
 
@@ -150,5 +150,5 @@ class ApiServer(UiServer):
         from ui.openai_api import PREFIX, create_api
 
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-        app.mount(PREFIX, create_api(self.engram, key_required=not is_loopback(self.host)))
+        app.mount(PREFIX, create_api(self.engram, self.host))
         return app

@@ -13,7 +13,7 @@ import re
 from pydantic import BaseModel, Field
 
 from engines.base import Passage
-from engines.generation import ChatMessage
+from engines.generation import ChatMessage, PromptTooLong
 from engines.untrusted_text import as_data
 
 INSTRUCTIONS = (
@@ -80,11 +80,11 @@ def build_prompt(
              + count_tokens("\n\nSources:\n"))
     free = context_window - answer_tokens - fixed
     if free < 0:
-        raise ValueError(
+        raise PromptTooLong(fixed + answer_tokens, context_window, (
             f"the question and instructions need {fixed} tokens and the answer {answer_tokens}, "
             f"more than the model's {context_window}-token window: shorten the question or lower "
             "answer_max_tokens"
-        )
+        ))
     budget = int(free * context_share)
     kept: list[Passage] = []
     blocks: list[str] = []

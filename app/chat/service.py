@@ -1,8 +1,9 @@
 """Grounded chat: question -> engines' contributions -> prompt -> streamed answer -> stored turn.
 
 ``ChatService.ask`` is a generator of events so the CLI and the UI can show the sources at once,
-the answer as it streams, and the stored message at the end. The question is stored before any
-work, the answer when it is complete, or, when the caller stops reading early, as far as it got
+the answer as it streams, and the stored message at the end. The question is stored once it can
+be answered (the model is there and the prompt fits: a refused question leaves nothing behind),
+the answer when it is complete, or, when the caller stops reading early, as far as it got
 (marked ``stopped``): nothing the person saw is lost.
 """
 
@@ -21,7 +22,7 @@ from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
 from engines.base import Contribution, Draft, Engine, Passage, Query
 from engines.generation import ChatMessage, GenerationRequest, Runtime, RuntimeCrashed
-from store.conversations import Citation, ConversationStore, MessageRow, Rating
+from store.conversations import Citation, ClientAnswer, ConversationStore, MessageRow, Rating
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,16 @@ class ChatService:
             return self.neocortex(), learned
         return self.runtime.get(), []
 
-    def history(self, conversation_id: int, turns: int | None = None) -> list[ChatMessage]:
-        """The last ``turns`` turns (default: the setting), leaving out answers a crashed model cut
-        short (and their questions)."""
+    def history(self, conversation_id: int | None, turns: int | None = None,
+                earlier: Sequence[ChatMessage] = ()) -> list[ChatMessage]:
+        """The last ``turns`` turns (default: the setting) of the stored conversation, or of
+        ``earlier`` (a client's, not stored yet) when there is none, leaving out answers a crashed
+        model cut short (and their questions)."""
         turns = self.settings.history_turns if turns is None else turns
         if turns <= 0:
             return []
+        if conversation_id is None:
+            return [ChatMessage(role=m.role, content=m.content) for m in earlier[-2 * turns:]]
         recent = self.conversations.messages(conversation_id)[-2 * turns:]
         failed = {i for i, m in enumerate(recent) if m.meta.get("error")}
         kept = [m for i, m in enumerate(recent) if i not in failed and i + 1 not in failed]
@@ -186,27 +191,33 @@ class ChatService:
         return plan, bias, notes
 
     def ask(self, question: str, conversation_id: int | None = None, turns: int | None = None,
-            max_tokens: int | None = None, temperature: float | None = None) -> Iterator[ChatEvent]:
+            max_tokens: int | None = None, temperature: float | None = None,
+            earlier: Sequence[ChatMessage] = ()) -> Iterator[ChatEvent]:
         """Stream the answer to ``question`` in a conversation (a new one when None); ``turns``:
         earlier turns kept in the prompt; ``max_tokens`` (at most answer_max_tokens, the person's
-        ceiling) and ``temperature``: for this answer only (default: the settings)."""
+        ceiling) and ``temperature``: for this answer only (default: the settings); ``earlier``:
+        the turns before the question of a conversation not stored yet (an API client's), stored
+        with it in the new conversation. Nothing is stored until the question can be answered:
+        a refusal (PromptTooLong, RuntimeUnavailable, KeyError) leaves the store as it was."""
         limit = self.settings.answer_max_tokens
         max_tokens = limit if max_tokens is None else max(1, min(max_tokens, limit))
         temperature = self.settings.temperature if temperature is None else temperature
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
-        if conversation_id is None:
-            conversation_id = self.conversations.create(question).id
-        elif self.conversations.get(conversation_id) is None:
+        if any(t.role not in ("user", "assistant") for t in earlier):
+            raise ValueError("a conversation holds only questions (user) and answers (assistant)")
+        if conversation_id is not None and self.conversations.get(conversation_id) is None:
             raise KeyError(f"no conversation with id {conversation_id}")
-        history = self.history(conversation_id, turns)
-        asked = self.conversations.add_question(conversation_id, question)
+        history = self.history(conversation_id, turns, earlier)
         started = time.perf_counter()
         contributions = self.contributions(Query(text=question, history=history))
         runtime, learned = self.answering_runtime(contributions)
         plan, bias, notes = self.prompt(question, contributions, runtime, history,
                                         answer_tokens=max_tokens)
+        asked = self.conversations.start_question(conversation_id, question,
+                                                  [(t.role, t.content) for t in earlier])
+        conversation_id = asked.conversation_id
         yield Sources(conversation_id=conversation_id, question_id=asked.id,
                       citations=citations_for(plan.passages, ""), notes=notes)
         request = GenerationRequest(messages=plan.messages, max_tokens=max_tokens,
@@ -249,11 +260,9 @@ class ChatService:
     def conversation_for(self, turns: Sequence[ChatMessage]) -> int | None:
         """The conversation a client continues when it sends the whole exchange so far (as
         OpenAI-style clients do): the most recent stored one whose messages are exactly
-        ``turns``, or else a new one holding them (answers marked ``written_by: client``), so
-        that the history of the next question comes from the store, as in the app. None when
-        there are no turns: ``ask`` starts the conversation."""
-        if any(t.role not in ("user", "assistant") for t in turns):
-            raise ValueError("a conversation holds only questions (user) and answers (assistant)")
+        ``turns``, so that the history of the next question comes from the store, as in the app.
+        None when there are no turns or none matches: ``ask(..., earlier=turns)`` then stores
+        them (answers marked ``written_by: client``) with the question, once it is answered."""
         if not turns:
             return None
         wanted = [(t.role, t.content.strip()) for t in turns]
@@ -261,14 +270,7 @@ class ChatService:
             if row.messages == len(wanted) and wanted == [
                     (m.role, m.content.strip()) for m in self.conversations.messages(row.id)]:
                 return row.id
-        title = next((t.content for t in turns if t.role == "user"), turns[0].content)
-        conversation_id = self.conversations.create(title).id
-        for turn in turns:
-            if turn.role == "user":
-                self.conversations.add_question(conversation_id, turn.content)
-            else:
-                self.conversations.add_answer(conversation_id, turn.content, [], {"written_by": "client"})
-        return conversation_id
+        return None
 
     def continue_answer(self, conversation_id: int) -> Iterator[ChatEvent]:
         """Ask for the rest of the conversation's last answer (one that stopped at the token
@@ -299,7 +301,12 @@ class ChatService:
 
     def feedback(self, message_id: int, rating: Rating | None,
                  correction: str | None = None) -> MessageRow:
-        """Record feedback; engines that learn from it are told (they queue background work)."""
+        """Record feedback; engines that learn from it are told (they queue background work).
+        KeyError: no answer ``message_id``; ClientAnswer: an API client wrote it, not Engram."""
+        shown = self.conversations.message(message_id)
+        if shown is not None and shown.written_by_client:
+            raise ClientAnswer(f"answer {message_id} was written by the API client that sent it as an "
+                               "earlier turn, not by Engram: only Engram's own answers can be rated")
         message = self.conversations.set_feedback(message_id, rating, correction)
         if self.on_feedback is not None:
             self.on_feedback(message)

@@ -10,7 +10,7 @@ import click
 from pydantic import BaseModel, Field
 
 from app.cli.base import Context, cli, console, json_option, pass_ctx, print_json, runtime_errors, user_errors
-from store.conversations import Citation, MessageRow
+from store.conversations import Citation, ClientAnswer, MessageRow
 
 
 class Answer(BaseModel):
@@ -139,7 +139,7 @@ def feedback(c: Context, answer_id: int, rating: str | None, correction: str | N
     """Rate an answer (up/down) and/or correct it."""
     if rating is None and not correction:
         raise click.UsageError("give a rating (up/down), a --correction, or both")
-    with user_errors(KeyError):
+    with user_errors(KeyError, ClientAnswer):
         c.engram.chat.feedback(answer_id, rating, correction)  # type: ignore[arg-type]
     console.print("Thanks: feedback recorded.")
 

@@ -42,7 +42,7 @@ class FeedbackJobs:
         message_id = int(job.payload["message_id"])
         feedback = read_feedback(self.db, message_id, job.payload.get("episode_id"))
         if feedback is None:
-            progress(1.0, "skipped: the answer was deleted")
+            progress(1.0, "skipped: the answer was deleted, or an API client wrote it")
             return
         report = self.engine(job.payload["engine"]).learn_feedback(feedback, progress)
         EpisodeStore(self.db).record_feedback_learned(message_id, report.model_dump())
