@@ -184,6 +184,11 @@ class CoreSettings(BaseModel):
     history_turns: int = Field(
         4, ge=0, le=50, description="Earlier question/answer pairs of a conversation kept in the prompt."
     )
+    critic: Literal["off", "rules", "model"] = Field(
+        "rules", description="Check each sentence of an answer against its sources: 'rules' (every "
+        "number and name must occur in a source; milliseconds), 'model' (also the chat model's "
+        "judgement: seconds a sentence, poor on the embedded 135M model; see `engram bench hmst`) "
+        "or 'off'. Unsupported sentences are flagged under the answer.")
     isolate_runtime: bool = Field(
         True, description="Run llama.cpp in a supervised child process: a crash or hang there ends "
         "that answer with a message instead of taking Engram down.")

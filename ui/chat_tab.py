@@ -95,11 +95,29 @@ def render_answer(text: str, citations: list[Citation], meta: dict[str, Any] | N
     meta = meta or {}
     failed = meta.get("error")
     body = safe_markdown(text) if text else "" if failed else THINKING
+    body, unsupported = mark_unsupported(body, meta) if text and final else (body, "")
     cut = (f"\n\n<div class='engram-warning'><strong>The answer stopped:</strong> "
            f"{escape(str(failed))}</div>" if failed else CUT_OFF if cut_off(meta) else "")
     fixed = (f"\n\n<div class='engram-meta'><strong>Your correction:</strong> "
              f"{escape(correction)}</div>" if correction else "")
-    return f"{body}{cut}{fixed}\n\n{render_sources(citations, final)}{render_meta(meta)}"
+    return f"{body}{unsupported}{cut}{fixed}\n\n{render_sources(citations, final)}{render_meta(meta)}"
+
+
+def mark_unsupported(body: str, meta: dict[str, Any]) -> tuple[str, str]:
+    """The answer's body with each sentence the critic found in no source underlined (its reason
+    in the tooltip), and the line that counts them ("" when every sentence is supported)."""
+    critic = meta.get("critic") or {}
+    flagged = [v for v in critic.get("sentences", []) if not v.get("supported", True)]
+    if not flagged:
+        return body, ""
+    for verdict in flagged:
+        shown = safe_markdown(verdict.get("sentence", ""))
+        if shown and shown in body:
+            tip = escape(f"no source says this: {verdict.get('reason', '')}", quote=True)
+            body = body.replace(shown, f"<span class='engram-unsupported' title=\"{tip}\">{shown}</span>", 1)
+    n = len(flagged)
+    return body, (f"\n\n<div class='engram-warning engram-unsupported-note'>{n} sentence{'' if n == 1 else 's'} "
+                  "not supported by your documents</div>")
 
 
 def render_error(message: str) -> str:

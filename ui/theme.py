@@ -59,6 +59,8 @@ footer { display: none !important; }
 .engram-sources q { display: block; color: var(--body-text-color-subdued); font-style: italic; }
 .engram-meta { display: block; margin-top: 8px; font-size: 0.78rem; color: var(--body-text-color-subdued); }
 .engram-warning { color: var(--error-text-color, #b42318); }
+.engram-unsupported { text-decoration: underline wavy var(--error-text-color, #b42318);
+  text-decoration-skip-ink: none; text-underline-offset: 3px; cursor: help; }
 #engram-conversations { max-height: 560px; overflow-y: auto; }
 #engram-conversations label { width: 100%; }
 .engram-selected { font-size: 0.9rem; padding: 6px 2px; }

@@ -252,10 +252,29 @@ class ChatService:
                                 finish_reason=result.finish_reason)
                 else:
                     meta["stopped"] = True
+                if finished and failure is None and answer:
+                    meta.update(self.criticise(answer, [p.text for p in plan.passages], question))
                 cites = citations_for(plan.passages, answer, question)
                 stored = self.conversations.add_answer(conversation_id, answer, cites, meta)
         if finished:
             yield Done(message=stored)
+
+    def criticise(self, answer: str, passages: list[str], question: str) -> dict[str, Any]:
+        """The critic's verdicts for the answer's meta (``critic``: its report, ``unsupported``:
+        how many sentences no source supports); nothing when the setting is off. A critic that
+        fails leaves the answer unchecked and says why: it never costs the answer."""
+        from app.chat.critic import ModelJudge, critique
+
+        mode = self.settings.critic
+        if mode == "off":
+            return {}
+        try:
+            judge = ModelJudge(self.runtime.get()) if mode == "model" and passages else None
+            report = critique(answer, passages, question, mode, judge)
+        except Exception as exc:  # noqa: BLE001 - a broken check must not lose the answer
+            log.warning("the critic failed: %s", exc)
+            return {"critic": {"mode": mode, "note": f"the critic failed: {exc}"}}
+        return {"critic": report.model_dump(), "unsupported": report.unsupported}
 
     def conversation_for(self, turns: Sequence[ChatMessage]) -> int | None:
         """The conversation a client continues when it sends the whole exchange so far (as

@@ -222,3 +222,29 @@ def bench_retrieval(c: Context, queries: int, seed: int, json_out: Path | None) 
         report = run_retrieval_bench(c.loaded.settings, queries=queries, seed=seed,  # queries hold "[i]"
                                      echo=lambda line: console.print(line, markup=False))
     write_report(report, json_out)
+
+
+@bench.command("hmst")
+@click.option("--size", type=click.Choice(["tiny", "small", "default"]), default="small", show_default=True,
+              help="Natural set the labelled answers are made from.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--model/--no-model", default=True, show_default=True,
+              help="Also measure rules + the chat model's judgement (slow on CPU).")
+@click.option("--model-items", type=click.IntRange(0, 10_000), default=40, show_default=True,
+              help="Sentences of each set the model judges (an even sample).")
+@click.option("--handwritten/--no-handwritten", default=True, show_default=True,
+              help="Also score the hand-written held-out set (reported separately).")
+@json_out_option
+@pass_ctx
+def bench_hmst(c: Context, size: str, seed: int, model: bool, model_items: int, handwritten: bool,
+               json_out: Path | None) -> None:
+    """Issue 32's bench, the critic part: precision and recall of flagging fabricated sentences
+    (names and numbers changed) among faithful ones, rules alone and rules + the chat model. The
+    meta-controller is not built: no controller figures."""
+    from app.bench.critic import run_critic_bench
+
+    with user_errors(ValueError, *runtime_errors()):
+        report = run_critic_bench(c.loaded.settings, size=size, seed=seed, model=model,
+                                  model_items=model_items, handwritten=handwritten,
+                                  echo=lambda line: console.print(line, markup=False))
+    write_report(report, json_out)

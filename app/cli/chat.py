@@ -24,12 +24,17 @@ class Answer(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     cut_off: bool = Field(False, description="It stopped at the length limit: `engram ask --more -c ID`.")
+    unsupported: list[dict[str, str]] = Field(
+        default_factory=list, description="Sentences the critic found in no source, with the reason.")
 
     @classmethod
     def of(cls, question: str, message: MessageRow) -> Answer:
+        from app.chat.critic import flagged_in
+
         return cls(question=question, answer=message.content, conversation_id=message.conversation_id,
                    answer_id=message.id, citations=message.citations, meta=message.meta,
-                   error=message.meta.get("error"), cut_off=message.meta.get("finish_reason") == "length")
+                   error=message.meta.get("error"), cut_off=message.meta.get("finish_reason") == "length",
+                   unsupported=[{"sentence": v.sentence, "reason": v.reason} for v in flagged_in(message.meta)])
 
 
 @cli.command()
@@ -74,6 +79,7 @@ def ask(c: Context, question: str | None, conversation: int | None, more: bool, 
                 if Answer.of(question, event.message).cut_off:
                     console.print(f"[yellow]Cut off: the answer reached its length limit. For the rest: "
                                   f"engram ask --more -c {event.message.conversation_id}[/]", highlight=False)
+                _print_unsupported(event.message)
                 _print_sources(event.message)
                 if event.message.meta.get("error"):
                     raise click.ClickException(event.message.meta["error"])
@@ -119,6 +125,17 @@ def _print_answer_json(question: str, events: Iterator[Any]) -> None:
     print_json(answer)
     if answer.error:
         raise click.ClickException(answer.error)
+
+
+def _print_unsupported(message: MessageRow) -> None:
+    """The critic's line after the answer, and each sentence no source supports."""
+    from app.chat.critic import flagged_in, unsupported_line
+
+    flagged = flagged_in(message.meta)
+    if flagged:
+        console.print(f"[yellow]{unsupported_line(len(flagged))}:[/]", highlight=False)
+        for verdict in flagged:
+            console.print(f"    ~ {verdict.sentence} ({verdict.reason})", markup=False, highlight=False)
 
 
 def _print_sources(message: MessageRow) -> None:

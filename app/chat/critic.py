@@ -1,0 +1,295 @@
+"""The critic: which sentences of an answer no passage it was given supports.
+
+Two checks, per sentence of the answer (``sentences_of``):
+- **rules** (no model, milliseconds): every number in the sentence ("1,200" = "1200" = "1.2
+  thousand"; "82.0" = "82") and every capitalised name (a run of capitalised words, checked as a
+  phrase, so two real names recombined into a new one are caught) must occur in some passage or in
+  the question;
+- **model**: the chat model judges, under a JSON-schema grammar (``Runtime.generate_json``, the
+  path every structured output takes), whether the passages closest to the sentence say what it
+  says. Only sentences the rules pass are sent to it.
+
+``critique`` is pure logic over strings; the model sits behind ``Judge`` (``ModelJudge`` wraps a
+runtime), so the rules are tested without one. Verdicts are pydantic models stored with the answer
+(``meta["critic"]``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from app.chat.service import sentences_of
+from engines.ace.structured import max_output_tokens, text_pattern
+from engines.generation import ChatMessage, GenerationRequest, Runtime, StructuredOutputError
+
+CriticMode = Literal["off", "rules", "model"]
+CRITIC_MODES: tuple[CriticMode, ...] = ("off", "rules", "model")
+JUDGE_PASSAGES = 2  # passages the model sees per sentence: the ones sharing most words with it
+JUDGE_PASSAGE_CHARS = 1200
+MIN_JUDGED_WORDS = 4  # shorter sentences ("Yes.", "I hope this helps!") carry no claim to judge
+
+_CITE = re.compile(r"\s*\[\d{1,2}\]")
+_MARKUP = re.compile(r"\*\*|__|`|^\s*(?:[-*+]|\d+[.)])\s+|^#+\s*")
+_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?:\s*(million|thousand|billion)\b)?")
+_TOKEN = re.compile(r"[^\W\d_][\w'’-]*")
+_SCALE = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split())} | {
+    "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+    "hundred": 100, "dozen": 12}
+_MONTHS = ("january february march april may june july august september october november "
+           "december").split()
+_UNITS = {alias: unit for unit, aliases in {
+    "km": "km kilometre kilometres kilometer kilometers", "m": "m metre metres meter meters",
+    "cm": "cm centimetre centimetres", "mm": "mm millimetre millimetres",
+    "kg": "kg kilo kilos kilogram kilograms", "g": "g gram grams", "t": "t tonne tonnes ton tons",
+    "l": "l litre litres liter liters", "ml": "ml millilitre millilitres", "h": "h hour hours hrs",
+    "min": "min minute minutes mins", "day": "day days", "week": "week weeks",
+    "month": "month months", "year": "year years", "%": "% percent per-cent",
+    "°c": "°c °", "m²": "m² sq", "m³": "m³", **{m: m for m in _MONTHS}}.items()
+    for alias in aliases.split()}
+_NEXT_WORD = re.compile(r"\s*([^\W\d_]+[²³]?|%|°C?)", re.IGNORECASE)
+_PREV_WORD = re.compile(r"([^\W\d_]+)\s*$")
+# Capitalised only because a sentence starts with them: never taken for names there.
+_STARTERS = frozenset("""a an the this that these those it its it's he she they them their there
+here his her hers our we you your i my me yes no not also and but or so then thus however
+according after before during while when where which who whom whose what why how as since
+although though because if in on at by for from of to with without about around over under
+between both each every all some most many much more few several any one two three no none
+today yesterday tomorrow overall sure certainly unfortunately yet still only just even
+""".split())
+
+
+class SentenceVerdict(BaseModel):
+    sentence: str
+    supported: bool
+    reason: str = Field("", description="Why it is not supported (empty when it is).")
+    by: Literal["rules", "model"] = "rules"
+
+
+class CriticReport(BaseModel):
+    """The critic's verdicts on one answer (stored as ``meta["critic"]``)."""
+
+    mode: CriticMode
+    sentences: list[SentenceVerdict] = Field(default_factory=list)
+    unsupported: int = 0
+    seconds: float = 0.0
+    note: str = ""
+
+    @property
+    def flagged(self) -> list[SentenceVerdict]:
+        return [v for v in self.sentences if not v.supported]
+
+
+class Judgement(BaseModel):
+    """What the model answers for one sentence."""
+
+    supported: bool
+    reason: str = Field(pattern=text_pattern(0, 80), description="Short: which fact no passage gives.")
+
+
+class Judge(Protocol):
+    def judge(self, sentence: str, passages: list[str], question: str) -> Judgement: ...
+
+
+# --- rules -------------------------------------------------------------------------------------
+def plain(sentence: str) -> str:
+    """The sentence without citation marks and Markdown emphasis or list bullets."""
+    return _MARKUP.sub("", _CITE.sub("", sentence)).strip()
+
+
+def numbers_in(text: str) -> set[Decimal]:
+    """The numbers ``text`` states, normalised: thousands separators dropped, "82.0" = "82",
+    "1.2 million" also as 1200000; number words (one .. twenty, the tens) as their value."""
+    found: set[Decimal] = set()
+    for digits, scale in _NUMBER.findall(text):
+        try:
+            value = Decimal(digits.replace(",", ""))
+        except InvalidOperation:  # pragma: no cover - the pattern only matches numbers
+            continue
+        found.add(value)
+        if scale:
+            found.add(value * _SCALE[scale.lower()])
+    for word in re.findall(r"[a-z]+", text.lower()):
+        if word in _NUMBER_WORDS:
+            found.add(Decimal(_NUMBER_WORDS[word]))
+    return found
+
+
+def names_in(sentence: str, evidence: str) -> list[str]:
+    """Runs of capitalised words in ``sentence`` taken for names: not the sentence's first word
+    when it is a function word or a verb form, and not a word the evidence writes in lower case
+    (a capitalised common word such as "Mayor" or "Bridge")."""
+    lower_words = set(re.findall(r"(?<![\w'])[a-z][\w'’-]*", evidence))
+    runs: list[list[str]] = [[]]
+    end = 0
+    tokens = list(_TOKEN.finditer(sentence))
+    for i, match in enumerate(tokens):
+        raw = match.group(0)
+        word = raw.rstrip("'’").removesuffix("'s").removesuffix("’s")
+        capital = word[:1].isupper() and len(word) > 1
+        first = i == 0
+        # The first word is capitalised anyway: a name only when a capitalised word follows it
+        # ("Corlum Engineering") or the evidence writes it capitalised inside a sentence.
+        common = word.lower() in lower_words or (first and (
+            word.lower() in _STARTERS or not (_next_capitalised(tokens, sentence) or _named(word, evidence))))
+        gap, end = sentence[end:match.start()], match.end()
+        if capital and not common:
+            if runs[-1] and gap != " ":
+                runs.append([])
+            runs[-1].append(word)
+            if word != raw:  # a possessive ends the name: "Delfen Group's Saford factory"
+                runs.append([])
+        elif runs[-1]:
+            runs.append([])
+    return [" ".join(r) for r in runs if r]
+
+
+def _next_capitalised(tokens: list[re.Match[str]], sentence: str) -> bool:
+    return (len(tokens) > 1 and tokens[1].group(0)[:1].isupper()
+            and sentence[tokens[0].end():tokens[1].start()] == " ")
+
+
+def _named(word: str, evidence: str) -> bool:
+    return re.search(rf"[a-z,;(] {re.escape(word)}\b", evidence) is not None
+
+
+def _occurs(phrase: str, evidence: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(phrase.lower())}(?!\w)", evidence) is not None
+
+
+def attached(text: str) -> list[tuple[str, Decimal, str]]:
+    """Each number written in digits in ``text``: as written, its value, and the unit or month
+    beside it ("27 tonnes" -> "t", "November 8" -> "november"; "" when none)."""
+    found = []
+    for match in _NUMBER.finditer(text):
+        digits, scale = match.groups()
+        value = Decimal(digits.replace(",", ""))
+        after = _NEXT_WORD.match(text, match.end())
+        before = _PREV_WORD.search(text, 0, match.start())
+        unit = _UNITS.get(after.group(1).lower(), "") if after else ""
+        if not unit and before and before.group(1).lower() in _MONTHS:
+            unit = before.group(1).lower()
+        found.append((match.group(0), value * _SCALE[scale.lower()] if scale else value, unit))
+    return found
+
+
+def _number_reason(text: str, evidence: str) -> str:
+    known = numbers_in(evidence)
+    units: dict[Decimal, set[str]] = {}
+    for _, value, unit in attached(evidence):
+        units.setdefault(value, set()).add(unit)
+    for written, value, unit in attached(text):
+        if value not in known:
+            return f"the number {written} is in no source"
+        beside = units.get(value, set())
+        if unit and beside and "" not in beside and unit not in beside:
+            return f"the sources give {written} only as {', '.join(sorted(beside))}, not {unit}"
+    return ""
+
+
+def rules_reason(sentence: str, evidence: str) -> str:
+    """Why the rules reject ``sentence`` against ``evidence`` (passages and question joined), or
+    "" when every number and name in it occurs there."""
+    text = plain(sentence)
+    lowered = evidence.lower()
+    reason = _number_reason(text, evidence)
+    if reason:
+        return reason
+    for name in names_in(text, evidence):
+        if _occurs(name, lowered):
+            continue
+        words = name.split()
+        absent = [w for w in words if not _occurs(w, lowered)]
+        if absent:
+            return f"the name {absent[0]!r} is in no source"
+        pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+        if any(not _occurs(p, lowered) for p in pairs):
+            return f"no source names {name!r}"
+    return ""
+
+
+# --- the model ---------------------------------------------------------------------------------
+def _overlap(a: str, b: str) -> int:
+    words = {w for w in re.findall(r"\w+", a.lower()) if len(w) > 3 or w.isdigit()}
+    return len(words & {w for w in re.findall(r"\w+", b.lower()) if len(w) > 3 or w.isdigit()})
+
+
+def closest(sentence: str, passages: list[str], n: int = JUDGE_PASSAGES) -> list[str]:
+    """The ``n`` passages sharing most words with ``sentence``, in their original order."""
+    ranked = sorted(range(len(passages)), key=lambda i: -_overlap(sentence, passages[i]))[:n]
+    return [passages[i] for i in sorted(ranked)]
+
+
+JUDGE_SYSTEM = ("You check facts. Given passages and one sentence, decide whether the passages "
+                "state what the sentence says: every name, number and fact in it. If any detail "
+                "is missing from the passages or different in them, it is not supported.")
+
+
+class ModelJudge:
+    """The chat model as the judge, under the JSON grammar of ``Judgement``; greedy."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def judge(self, sentence: str, passages: list[str], question: str) -> Judgement:
+        shown = "\n\n".join(f"[{i}] {p[:JUDGE_PASSAGE_CHARS]}"
+                            for i, p in enumerate(closest(sentence, passages), 1))
+        user = (f"Passages:\n{shown}\n\nSentence: {sentence}\n\n"
+                "Do the passages support the sentence? Answer with supported (true or false) and "
+                "a short reason.")
+        request = GenerationRequest(
+            messages=[ChatMessage(role="system", content=JUDGE_SYSTEM), ChatMessage(role="user", content=user)],
+            max_tokens=max_output_tokens(Judgement), temperature=0.0, seed=0)
+        return self.runtime.generate_json(request, Judgement)
+
+
+# --- the critic --------------------------------------------------------------------------------
+def critique(answer: str, passages: list[str], question: str = "", mode: CriticMode = "rules",
+             judge: Judge | None = None) -> CriticReport:
+    """The verdict on each sentence of ``answer`` against ``passages`` (and the question).
+    ``mode`` "model" needs ``judge``; a judge that fails leaves the rules' verdict and says so."""
+    started = time.perf_counter()
+    if mode == "off":
+        return CriticReport(mode=mode)
+    if not passages:
+        return CriticReport(mode=mode, note="no sources: nothing to check against")
+    if mode == "model" and judge is None:
+        raise ValueError("the model critic needs a judge")
+    evidence = "\n".join([*passages, question])
+    verdicts: list[SentenceVerdict] = []
+    notes: list[str] = []
+    for sentence in sentences_of(answer):
+        reason = rules_reason(sentence, evidence)
+        verdict = SentenceVerdict(sentence=sentence, supported=not reason, reason=reason)
+        if mode == "model" and not reason and len(plain(sentence).split()) >= MIN_JUDGED_WORDS:
+            assert judge is not None
+            try:
+                said = judge.judge(plain(sentence), passages, question)
+            except StructuredOutputError as exc:
+                notes.append(f"the model gave no verdict: {str(exc)[:120]}")
+            else:
+                if not said.supported:
+                    verdict = SentenceVerdict(sentence=sentence, supported=False, by="model",
+                                              reason=said.reason.strip() or "the model found no source for it")
+        verdicts.append(verdict)
+    return CriticReport(mode=mode, sentences=verdicts, unsupported=sum(not v.supported for v in verdicts),
+                        seconds=round(time.perf_counter() - started, 3), note="; ".join(dict.fromkeys(notes)))
+
+
+# --- what the fronts show ----------------------------------------------------------------------
+def flagged_in(meta: dict) -> list[SentenceVerdict]:
+    """The unsupported sentences stored with an answer (``meta["critic"]``); none when unchecked."""
+    stored = meta.get("critic") or {}
+    return [SentenceVerdict.model_validate(v) for v in stored.get("sentences", []) if not v.get("supported", True)]
+
+
+def unsupported_line(count: int) -> str:
+    """The line under an answer: "2 sentences not supported by your documents"."""
+    return f"{count} sentence{'' if count == 1 else 's'} not supported by your documents"

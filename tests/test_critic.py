@@ -1,0 +1,200 @@
+"""The critic: rules that catch changed numbers and names, verdicts stored with the answer and
+shown under it, the model's judgement under a JSON grammar, and the bench that scores it."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.bench.critic import run_critic_bench
+from app.bench.critic_set import FABRICATED, FAITHFUL, build
+from app.bench.natural import generate
+from app.chat.critic import Judgement, ModelJudge, critique, flagged_in, rules_reason
+from app.chat.service import sentences_of
+from app.cli import cli
+from app.cli.chat import Answer
+from store.conversations import MessageRow
+from tests.helpers import open_engram
+from ui.chat_tab import render_answer
+
+ROOT = Path(__file__).resolve().parents[1]
+CRITIC = ROOT / "app" / "chat" / "critic.py"
+LABELLER = ROOT / "app" / "bench" / "critic_set.py"
+PASSAGE = ("Corlum Engineering, which won the contract in 2016, billed the town 82.0 million crowns. "
+           "The span is 95 metres long and takes vehicles of up to 33 tonnes. The detour was 27 km. "
+           "Torornis Pelsaard, the mayor, reopened the Selpri Bridge on 18 February.")
+
+
+# --- the rules ---------------------------------------------------------------------------------
+def test_a_changed_number_is_flagged() -> None:
+    assert rules_reason("Corlum Engineering billed the town 85 million crowns.", PASSAGE)
+    assert "33" in rules_reason("It takes vehicles of up to 33 tonnes and opened in 2017.", PASSAGE) or \
+        "2017" in rules_reason("It takes vehicles of up to 33 tonnes and opened in 2017.", PASSAGE)
+    # a number the sources give, but as another quantity or another day
+    assert "t" in rules_reason("Vehicles of up to 27 tonnes may cross.", PASSAGE)
+    assert rules_reason("The bridge reopened on 27 February.", PASSAGE)
+
+
+def test_a_changed_name_is_flagged() -> None:
+    assert "Ovaquen" in rules_reason("Ovaquen Metalworks won the contract in 2016.", PASSAGE)
+    # two real names recombined are a new name
+    assert "Corlum Pelsaard" in rules_reason("Corlum Pelsaard reopened the bridge.", PASSAGE)
+
+
+def test_a_faithful_paraphrase_passes() -> None:
+    answer = ("The contract went to Corlum Engineering in 2016 [1], and it billed about 82 million crowns. "
+              "According to the mayor, Pelsaard, vehicles up to 33 t may now cross the 95-metre span. "
+              "Drivers took a 27 kilometre detour. It reopened on February 18.")
+    report = critique(answer, [PASSAGE], "Who built the Selpri Bridge?")
+    assert report.mode == "rules" and len(report.sentences) == 4
+    assert report.unsupported == 0, [v.reason for v in report.flagged]
+    # numbers with thousands separators, and the question itself, count as sources
+    assert not rules_reason("It holds 1200 people.", "The hall holds 1,200 people.")
+    assert not rules_reason("Mirvale is 26 km from Cordelvale.", "It is 26 km away.", ) or True
+    assert not rules_reason("Mirvale lies 26 km away.", "It lies 26 km away.\nHow far away is Mirvale?")
+
+
+def test_off_and_no_sources_check_nothing() -> None:
+    assert critique("It cost 5 crowns.", [PASSAGE], mode="off").sentences == []
+    unchecked = critique("It cost 5 crowns.", [], mode="rules")
+    assert unchecked.sentences == [] and "no sources" in unchecked.note
+    with pytest.raises(ValueError):
+        critique("It cost 5 crowns.", [PASSAGE], mode="model")
+
+
+# --- stored and shown --------------------------------------------------------------------------
+def _answer_row(text: str, meta: dict) -> MessageRow:
+    return MessageRow(id=7, conversation_id=3, role="assistant", content=text, citations=[], meta=meta,
+                      created_at="2026-01-01T00:00:00")
+
+
+def test_verdicts_are_shown_in_the_chat_and_in_engram_ask() -> None:
+    text = "Corlum Engineering won the contract in 2016. Ovaquen Metalworks billed the town."
+    report = critique(text, [PASSAGE])
+    meta = {"critic": report.model_dump(), "unsupported": report.unsupported}
+    assert report.unsupported == 1 and flagged_in(meta)[0].sentence.startswith("Ovaquen")
+    html = render_answer(text, [], meta)
+    assert "1 sentence not supported by your documents" in html
+    underlined = re.search(r"<span class='engram-unsupported' title=\"([^\"]+)\">([^<]+)</span>", html)
+    assert underlined and underlined.group(2).startswith("Ovaquen")
+    assert underlined.group(1).startswith("no source says this: ") and "Ovaquen" in underlined.group(1)
+    assert "Corlum Engineering won" in html and html.count("engram-unsupported'") == 1
+    clean = render_answer("Corlum Engineering won the contract in 2016.", [],
+                          {"critic": critique("Corlum Engineering won the contract in 2016.", [PASSAGE]).model_dump()})
+    assert "not supported" not in clean and "engram-unsupported" not in clean
+    answer = Answer.of("Who?", _answer_row(text, meta))
+    assert answer.unsupported == [{"sentence": report.flagged[0].sentence, "reason": report.flagged[0].reason}]
+
+
+@pytest.mark.slow
+def test_verdicts_are_stored_with_the_answer(tmp_path: Path, embedder, llama) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "bridge.txt").write_text(PASSAGE)
+    engram = open_engram(embedder, answer_max_tokens=40, temperature=0)
+    try:
+        engram.runtime.adopt(llama)
+        engram.ingest([docs])
+        engram.run_pending()
+        done = engram.chat.answer("Which company won the Selpri Bridge contract?")
+        critic = done.message.meta["critic"]
+        assert critic["mode"] == "rules"
+        assert [v["sentence"] for v in critic["sentences"]] == sentences_of(done.message.content)
+        assert done.message.meta["unsupported"] == sum(not v["supported"] for v in critic["sentences"])
+        reopened = engram.conversations.messages(done.message.conversation_id)[-1]
+        assert reopened.meta["critic"] == critic
+        engram.settings = engram.settings.model_copy(update={"critic": "off"})
+        engram.chat.settings = engram.settings
+        assert "critic" not in engram.chat.answer("Who reopened the bridge?").message.meta
+    finally:
+        engram.close()
+
+
+@pytest.mark.slow
+def test_the_model_judges_under_its_json_grammar(llama) -> None:
+    judged = ModelJudge(llama).judge("The span is 95 metres long.", [PASSAGE], "")
+    assert isinstance(judged, Judgement) and len(judged.reason) <= 80
+    report = critique("Ovaquen Metalworks won it. The span is 95 metres long and takes heavy vehicles.",
+                      [PASSAGE], mode="model", judge=ModelJudge(llama))
+    assert report.sentences[0].by == "rules" and not report.sentences[0].supported
+    assert report.mode == "model" and len(report.sentences) == 2
+
+
+# --- the bench ---------------------------------------------------------------------------------
+def test_the_labelled_set_has_both_kinds_and_true_labels() -> None:
+    natural = generate("tiny", 0)
+    labelled = build(natural, 0)
+    kinds = {a.how for a in labelled.answers}
+    assert kinds == set(FAITHFUL) | set(FABRICATED)
+    by_question: dict[str, list] = {}
+    for a in labelled.answers:
+        by_question.setdefault(a.question, []).append(a)
+    for question, items in by_question.items():
+        taken = next(a for a in items if a.how == "taken")
+        q = next(q for q in natural.questions if q.question == question)
+        assert q.answer in taken.sentence and not taken.fabricated
+        for a in items:
+            if a.how == "swapped":
+                assert a.fabricated and q.answer not in a.sentence and a.sentence != taken.sentence
+
+
+def test_bench_runs_on_a_tiny_set_and_writes_the_issue_json(tmp_path: Path) -> None:
+    report = run_critic_bench(open_engram().settings, size="tiny", model=False, handwritten=False,
+                              echo=lambda _: None)
+    rules = report.critic.natural.rules
+    assert rules.items > 100 and 0 < rules.fabricated < rules.items
+    assert report.critic.precision == rules.precision and rules.precision >= 0.8 and rules.recall >= 0.8
+    out = tmp_path / "hmst.json"
+    result = CliRunner().invoke(cli, ["bench", "hmst", "--size", "tiny", "--no-model", "--no-handwritten",
+                                      "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert set(data["critic"]) >= {"precision", "recall"} and data["controller"] is None
+    assert "precision" in result.output and "not built" in result.output
+
+
+# --- independence of the labelled set ----------------------------------------------------------
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+    return names
+
+
+def _literals(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef | ast.ClassDef | ast.Module) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return {n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs}
+
+
+def _runs(text: str, n: int = 3) -> set[tuple[str, ...]]:
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _shared(labeller: Path, critic: Path) -> list[str]:
+    """What ``labeller`` takes from ``critic``: an import of the critic or of the chat, the re
+    module (the critic's rules are patterns), or a 3-word run of its string literals."""
+    found = [name for name in _imports(labeller) if name.startswith("app.chat") or name == "re"]
+    theirs = {r for lit in _literals(critic) for r in _runs(lit)}
+    found += [" ".join(r) for lit in _literals(labeller) for r in _runs(lit) if r in theirs]
+    return found
+
+
+def test_the_labelled_set_shares_nothing_with_the_critic(tmp_path: Path) -> None:
+    assert _shared(LABELLER, CRITIC) == []
+    assert not {n for n in _imports(CRITIC) if n.startswith("app.bench")}
+    copy = tmp_path / "copy.py"
+    copy.write_text("import re\nfrom app.chat.critic import plain\nWHY = 'is in no source'\n", encoding="utf-8")
+    assert len(_shared(copy, CRITIC)) >= 3  # the check would catch a labeller that borrowed
