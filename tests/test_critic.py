@@ -38,6 +38,12 @@ def test_a_changed_number_is_flagged() -> None:
     # a number the sources give, but as another quantity or another day
     assert "t" in rules_reason("Vehicles of up to 27 tonnes may cross.", PASSAGE)
     assert rules_reason("The bridge reopened on 27 February.", PASSAGE)
+    # signs, times, dates and versions as written; number words beside a unit
+    cold = "It overshot to -5.5 °C at 02:00 and then to 6 °C. Version 0.8.3 shipped; allow four weeks."
+    assert rules_reason("It overshot to -6 °C.", cold) and not rules_reason("It fell to -5.5 °C.", cold)
+    assert "02:07" in rules_reason("It overshot at 02:07.", cold)
+    assert "0.8.2" in rules_reason("Version 0.8.2 shipped.", cold)
+    assert "eight weeks" in rules_reason("Allow eight weeks.", cold) and not rules_reason("Allow 4 weeks.", cold)
 
 
 def test_a_changed_name_is_flagged() -> None:
@@ -55,7 +61,6 @@ def test_a_faithful_paraphrase_passes() -> None:
     assert report.unsupported == 0, [v.reason for v in report.flagged]
     # numbers with thousands separators, and the question itself, count as sources
     assert not rules_reason("It holds 1200 people.", "The hall holds 1,200 people.")
-    assert not rules_reason("Mirvale is 26 km from Cordelvale.", "It is 26 km away.", ) or True
     assert not rules_reason("Mirvale lies 26 km away.", "It lies 26 km away.\nHow far away is Mirvale?")
 
 

@@ -35,7 +35,8 @@ MIN_JUDGED_WORDS = 4  # shorter sentences ("Yes.", "I hope this helps!") carry n
 
 _CITE = re.compile(r"\s*\[\d{1,2}\]")
 _MARKUP = re.compile(r"\*\*|__|`|^\s*(?:[-*+]|\d+[.)])\s+|^#+\s*")
-_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?:\s*(million|thousand|billion)\b)?")
+_CODE = re.compile(r"(?<![\w.:/-])(?:\d+(?::\d{2})+|\d+(?:[./-]\d+){2,})(?![\w:/-]|\.\d)")
+_NUMBER = re.compile(r"(?<![\w.])((?:(?<![\w-])-)?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?:(?<![\w-])-)?\d+(?:\.\d+)?)(?:\s*(million|thousand|billion)\b)?")
 _TOKEN = re.compile(r"[^\W\d_][\w'’-]*")
 _SCALE = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 _NUMBER_WORDS = {w: i for i, w in enumerate(
@@ -177,10 +178,17 @@ def attached(text: str) -> list[tuple[str, Decimal, str]]:
         if not unit and before and before.group(1).lower() in _MONTHS:
             unit = before.group(1).lower()
         found.append((match.group(0), value * _SCALE[scale.lower()] if scale else value, unit))
+    for match in re.finditer(r"\b([a-z]+)(?=\s+([^\W\d_]+))", text.lower()):  # "eight weeks"
+        word, after = match.groups()
+        if word in _NUMBER_WORDS and after in _UNITS:
+            found.append((f"{word} {after}", Decimal(_NUMBER_WORDS[word]), _UNITS[after]))
     return found
 
 
 def _number_reason(text: str, evidence: str) -> str:
+    for code in _CODE.findall(text):  # times, dates and versions are checked as written
+        if code not in evidence:
+            return f"{code} is in no source"
     known = numbers_in(evidence)
     units: dict[Decimal, set[str]] = {}
     for _, value, unit in attached(evidence):
