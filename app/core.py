@@ -231,7 +231,10 @@ class Engram:
 
         if self._given_embedder is not None:
             return self._given_embedder.identity
-        return embedding_identity(self.settings.embedding_model, self.settings.embedding_backend)
+        from app.ingest.embeddings import pick_device
+
+        return embedding_identity(self.settings.embedding_model, self.settings.embedding_backend,
+                                  pick_device(self.settings.device))
 
     @cached_property
     def next_vectors(self) -> NextVectors:

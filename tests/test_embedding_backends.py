@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.ingest.embeddings import Embedder, embedding_identity
+from app.ingest.embeddings import Embedder, embedding_identity, native_bf16, resolve_backend
 from app.services.general_text import background_text
 from store.database import Database
 from store.documents import DocumentStore, NewChunk
@@ -63,6 +63,19 @@ def test_the_export_is_made_once_and_reused(onnx_cache, monkeypatch):
     assert again.embed(["made once"]).shape == (1, 384) and again.backend == "onnx-int8"
     leftovers = [p.name for p in onnx_cache.iterdir() if p.name.startswith(".")]
     assert leftovers == []  # the temporary export folder was renamed into place
+
+
+def test_auto_is_bf16_only_where_the_cpu_computes_bf16(embedder):
+    want = "torch-bf16" if native_bf16() else "torch"
+    assert resolve_backend("auto") == want and resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("onnx") == "onnx"  # a named backend is what it says
+    assert embedding_identity("embedded", "auto") == ("embedded|bf16" if want == "torch-bf16" else "embedded|fp32")
+    bf16 = Embedder(device="cpu", backend="torch-bf16")
+    texts = sentences(24)
+    got, fp32 = bf16.embed(texts), embedder.embed(texts)
+    assert bf16.identity == "embedded|bf16" and bf16.fallback_reason is None
+    assert cosines(got, fp32).min() > 0.99  # measured here: >= 0.996
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)  # unit length in float32 again
 
 
 def test_an_impossible_export_falls_back_to_torch_and_says_why(embedder, tmp_path, caplog):
@@ -185,3 +198,19 @@ def test_a_backend_change_reembeds_aside_and_swaps_only_when_complete(tmp_path, 
         assert not again.embedding_switch_pending() and again.last_sync.added == 0  # the saved index is reused
     finally:
         again.close()
+
+
+@pytest.mark.slow
+def test_the_ingest_bench_compares_backends_in_fresh_processes(tmp_path):
+    from app.bench.ingest import generate_corpus
+    from app.bench.ingest_backends import OLD_PATH, compare_backends
+    from app.settings import load_settings
+
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, 4)
+    lines: list[str] = []
+    figures = compare_backends(load_settings().settings, corpus, ["torch-bf16/16"], 1, lines.append)
+    assert [f.backend for f in figures] == [OLD_PATH, "torch-bf16/16"]
+    assert figures[0].speedup == 1.0 and all(f.chunks_per_s > 0 and f.runs == 1 for f in figures)
+    assert all(0.2 < f.peak_rss_gb < 8 for f in figures)  # each its own process's peak
+    assert len(lines) == 2 and "peak" in lines[0]

@@ -56,7 +56,8 @@ class IngestBenchReport(BaseModel):
     rescan_queued: int
     query_embed_ms: float
     peak_rss_gb: float = 0.0  # this process's most resident memory up to the end of ingesting
-    embedding_backend: str = "torch"
+    embedding_backend: str = "torch"  # what ran in this process (the settings' backend, resolved)
+    default_spec: str = ""  # the settings' backend/batch, as --backends names it
     search: list[SearchFigures]
     backends: list[BackendFigures] = []  # --backends: each ingesting in its own process, same run
     notes: list[str]
@@ -191,6 +192,7 @@ def run_ingest_bench(settings: Settings, files: int = 2000, vector_sizes: list[i
         ratio_to_raw=(chunks / ingest_s) / (chunks / raw_s), rescan_s=rescan_s,
         rescan_queued=rescan.queued, query_embed_ms=query_ms, search=figures, peak_rss_gb=peak_gb,
         embedding_backend=engram.embedder.backend, backends=compared,
+        default_spec=f"{settings.embedding_backend}/{settings.embed_batch_size}",
         notes=[f"{len(base)} real chunk embeddings; larger index sizes add vectors jittered "
                "around them (noise 0.04 per dimension before normalising)",
                f"approximate index: IVF when vectors >= ann_threshold ({bench_settings.ann_threshold}), "
@@ -215,4 +217,4 @@ def print_report(r: IngestBenchReport, echo: Callable[[str], None]) -> None:
     for note in r.notes:
         echo(f"note: {note}")
     if r.backends:
-        print_figures(r.backends, r.embedding_backend, echo)
+        print_figures(r.backends, r.default_spec, echo)

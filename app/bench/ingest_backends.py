@@ -1,5 +1,5 @@
 """``engram bench ingest --backends``: the same corpus ingested end to end by each embedding
-backend, each run in a fresh process (so its peak resident memory is its own), the backends taking
+backend (``name`` or ``name/batch``: torch/64, auto/16), each run in a fresh process (so its peak resident memory is its own), the backends taking
 turns run after run (so a busy machine slows each alike), medians reported as ratios against the
 old path (torch fp32) measured in the same run.
 
@@ -26,7 +26,8 @@ from pydantic import BaseModel
 from app.bench.verdict import verdict
 from app.settings import Settings
 
-OLD_PATH = "torch"
+OLD_PATH = "torch/64"
+"""What ingesting ran before issue 29: torch fp32, 64 chunks per embedding batch."""
 TARGET_SPEEDUP = 2.0
 TARGET_PEAK_GB = 0.8
 
@@ -59,6 +60,12 @@ def _rss_gb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**3
 
 
+def parse_spec(spec: str, default_batch: int) -> tuple[str, int]:
+    """'torch/64' -> ('torch', 64); 'auto' -> ('auto', the settings' batch size)."""
+    name, _, batch = spec.partition("/")
+    return name, int(batch) if batch else default_batch
+
+
 def child(args: dict) -> BackendRun | None:
     """One backend's ingest of ``args['corpus']`` in this (fresh) process; with ``prepare``, only
     the export into the cache (its memory and time are never counted)."""
@@ -66,15 +73,16 @@ def child(args: dict) -> BackendRun | None:
     from app.ingest.embeddings import Embedder
     from app.settings import LoadedSettings
 
-    if args.get("prepare"):
-        Embedder(device="cpu", backend=args["backend"], cache_dir=Path(args["cache"])).embed(["export"])
-        return None
     settings = Settings.model_validate_json(args["settings"])
+    backend, batch = parse_spec(args["backend"], settings.embed_batch_size)
+    if args.get("prepare"):
+        Embedder(device="cpu", backend=backend, cache_dir=Path(args["cache"])).embed(["export"])
+        return None
     root = Path(args["root"])
     bench = settings.model_copy(update={"data_dir": root / "data", "drop_folder": root / "drop",
-                                        "embedding_backend": args["backend"]})
-    embedder = Embedder(bench.embedding_model, bench.device, bench.embed_batch_size,
-                        backend=args["backend"], cache_dir=Path(args["cache"]))
+                                        "embedding_backend": backend, "embed_batch_size": batch})
+    embedder = Embedder(bench.embedding_model, bench.device, batch, backend=backend,
+                        cache_dir=Path(args["cache"]))
     embedder.embed(["warm up the model"] * 8)  # exports first when the cache lacks the files
     engram = Engram(LoadedSettings(settings=bench, sources={}, config_file=root / "none.toml"), embedder=embedder)
     try:
@@ -112,7 +120,7 @@ def compare_backends(settings: Settings, corpus: Path, backends: list[str], repe
     with tempfile.TemporaryDirectory(prefix="engram-bench-backends-") as tmp:
         cache = Path(tmp) / "onnx-cache"
         for b in backends:
-            if b != OLD_PATH:
+            if not b.startswith("torch"):
                 run_backend(settings, b, corpus, cache, Path(tmp) / f"{b}-export", prepare=True)
         for r in range(repeat):
             order = backends if r % 2 == 0 else backends[::-1]
@@ -122,7 +130,7 @@ def compare_backends(settings: Settings, corpus: Path, backends: list[str], repe
                 runs[b].append(run)
                 echo(f"  run {r + 1}/{repeat} {b:<10} {run.chunks_per_s:7.1f} chunks/s  "
                      f"{run.ingest_s:6.1f} s  peak {run.peak_rss_gb:.2f} GB"
-                     + (f"  (ran as {run.ran_as})" if run.ran_as != b else ""))
+                     + (f"  (ran as {run.ran_as})" if run.ran_as != b.partition("/")[0] else ""))
     old = statistics.median(r.chunks_per_s for r in runs[OLD_PATH])
     return [BackendFigures(backend=b, runs=len(rs), chunks_per_s=statistics.median(r.chunks_per_s for r in rs),
                            speedup=statistics.median(r.chunks_per_s for r in rs) / old,
@@ -132,12 +140,12 @@ def compare_backends(settings: Settings, corpus: Path, backends: list[str], repe
 
 def print_figures(figures: list[BackendFigures], default: str, echo: Callable[[str], None]) -> None:
     echo("")
-    echo(f"{'backend':<10} {'runs':>4} {'chunks/s':>9} {'vs torch':>9} {'peak GB':>8}")
+    echo(f"{'backend/batch':<16} {'runs':>4} {'chunks/s':>9} {'vs ' + OLD_PATH:>12} {'peak GB':>8}")
     for f in figures:
-        echo(f"{f.backend:<10} {f.runs:>4} {f.chunks_per_s:>9.1f} {f.speedup:>8.2f}x {f.peak_rss_gb:>8.2f}")
+        echo(f"{f.backend:<16} {f.runs:>4} {f.chunks_per_s:>9.1f} {f.speedup:>11.2f}x {f.peak_rss_gb:>8.2f}")
     chosen = next((f for f in figures if f.backend == default), None)
     if chosen is not None:
-        echo(f"default ({default}) end-to-end vs the old path (torch), same run: {chosen.speedup:.2f}x "
+        echo(f"default ({default}) end-to-end vs the old path ({OLD_PATH}), same run: {chosen.speedup:.2f}x "
              f"(target >= {TARGET_SPEEDUP}x) {verdict(chosen.speedup >= TARGET_SPEEDUP)}")
         echo(f"default ({default}) peak resident memory while ingesting: {chosen.peak_rss_gb:.2f} GB "
              f"(target < {TARGET_PEAK_GB} GB) {verdict(chosen.peak_rss_gb < TARGET_PEAK_GB)}")

