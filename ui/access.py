@@ -12,7 +12,6 @@ once ``api_key`` is set every request must carry it (``Authorization: Bearer ...
 
 import base64
 import binascii
-import ipaddress
 import secrets
 
 from pydantic import SecretStr
@@ -20,6 +19,8 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp
+
+from app.core import is_loopback
 
 USER = "engram"
 REALM = 'Basic realm="Engram", charset="UTF-8"'
@@ -31,15 +32,6 @@ class ExposedWithoutPassword(ValueError):
 
 class ExposedWithoutKey(ExposedWithoutPassword):
     """The /v1 API would listen beyond this computer with no key."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def require_password_when_exposed(host: str, password: SecretStr | None) -> None:

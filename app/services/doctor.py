@@ -7,7 +7,6 @@ repairs the index itself at start-up), so the doctor can run beside a running En
 from __future__ import annotations
 
 import importlib.metadata
-import ipaddress
 import os
 import shutil
 import sys
@@ -19,6 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
+from app.instance import is_loopback
 from app.paths import DataPaths
 from app.settings import Settings
 
@@ -259,16 +259,9 @@ def check_disk(settings: Settings) -> Check:
     return _ok("disk", f"{free / 1e9:.0f} GB free at {root}")
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_network(settings: Settings) -> Check:
     host = settings.ui_host
-    if _loopback(host):
+    if is_loopback(host):
         return _ok("network", f"the UI listens on {host} only (this machine)")
     if settings.ui_password is None:
         return Check(name="network", status="fail", detail=f"ui_host {host} exposes the UI to the network",
@@ -279,15 +272,15 @@ def check_network(settings: Settings) -> Check:
 def check_api(settings: Settings) -> Check:
     """The /v1 API: headless on api_host, in the desktop app on ui_host beside the UI."""
     keyed = settings.api_key is not None and bool(settings.api_key.get_secret_value())
-    if not _loopback(settings.api_host) and not keyed:
+    if not is_loopback(settings.api_host) and not keyed:
         return Check(name="api", status="fail", detail=f"api_host {settings.api_host} would expose "
                      "the /v1 API without a key (engram run --headless refuses to start)",
                      fix="set api_key, or set api_host back to 127.0.0.1")
-    if (not _loopback(settings.ui_host) or settings.ui_password is not None) and not keyed:
+    if (not is_loopback(settings.ui_host) or settings.ui_password is not None) and not keyed:
         return Check(name="api", status="warn", detail="the desktop app's /v1 API refuses every "
                      "request until api_key is set (the app is reachable beyond this computer or "
                      "has a password)", fix="set api_key to use the /v1 API from other tools")
-    exposed = [h for h in (settings.api_host, settings.ui_host) if not _loopback(h)]
+    exposed = [h for h in (settings.api_host, settings.ui_host) if not is_loopback(h)]
     where = f"reachable on {', '.join(exposed)}" if exposed else "on this machine only"
     return _ok("api", f"the /v1 API is {where}" + (", key required" if keyed else ""))
 
