@@ -203,3 +203,32 @@ def test_the_labelled_set_shares_nothing_with_the_critic(tmp_path: Path) -> None
     copy = tmp_path / "copy.py"
     copy.write_text("import re\nfrom app.chat.critic import plain\nWHY = 'is in no source'\n", encoding="utf-8")
     assert len(_shared(copy, CRITIC)) >= 3  # the check would catch a labeller that borrowed
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_reopened_conversation_underlines_the_unsupported_sentence(page, embedder, llama) -> None:
+    from playwright.sync_api import expect
+
+    from tests.browser import App, shot
+
+    app = App(embedder, llama)
+    try:
+        text = "Corlum Engineering won the contract in 2016. Ovaquen Metalworks billed the town."
+        report = critique(text, [PASSAGE], "Who won the contract?")
+        store = app.engram.conversations
+        conversation = store.create("Who won the contract?").id
+        store.add_question(conversation, "Who won the contract?")
+        store.add_answer(conversation, text, [], {"critic": report.model_dump(), "unsupported": report.unsupported})
+        page.goto(app.url)
+        page.locator("#engram-conversations label").first.click()
+        flagged = page.locator("#engram-chat .engram-unsupported")
+        expect(flagged).to_have_count(1, timeout=30_000)
+        expect(flagged).to_contain_text("Ovaquen Metalworks billed the town.")
+        assert flagged.get_attribute("title").startswith("no source says this: the name 'Ovaquen'")
+        assert "wavy" in flagged.evaluate("e => getComputedStyle(e).textDecorationStyle")
+        expect(page.locator("#engram-chat .engram-unsupported-note")).to_contain_text(
+            "1 sentence not supported by your documents")
+        shot(page, "ui-chat-critic.png")
+    finally:
+        app.close()
