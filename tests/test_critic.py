@@ -50,6 +50,9 @@ def test_a_changed_name_is_flagged() -> None:
     assert "Ovaquen" in rules_reason("Ovaquen Metalworks won the contract in 2016.", PASSAGE)
     # two real names recombined are a new name
     assert "Corlum Pelsaard" in rules_reason("Corlum Pelsaard reopened the bridge.", PASSAGE)
+    # a real name moved into another fact's context
+    assert "another context" in rules_reason("Torornis Pelsaard won the building contract.", PASSAGE)
+    assert not rules_reason("Pelsaard, the mayor, reopened the bridge.", PASSAGE)
 
 
 def test_a_faithful_paraphrase_passes() -> None:
@@ -61,7 +64,7 @@ def test_a_faithful_paraphrase_passes() -> None:
     assert report.unsupported == 0, [v.reason for v in report.flagged]
     # numbers with thousands separators, and the question itself, count as sources
     assert not rules_reason("It holds 1200 people.", "The hall holds 1,200 people.")
-    assert not rules_reason("Mirvale lies 26 km away.", "It lies 26 km away.\nHow far away is Mirvale?")
+    assert not rules_reason("Mirvale lies 26 km away.", "It lies 26 km away.", "How far away is Mirvale?")
 
 
 def test_off_and_no_sources_check_nothing() -> None:

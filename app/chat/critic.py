@@ -36,7 +36,8 @@ MIN_JUDGED_WORDS = 4  # shorter sentences ("Yes.", "I hope this helps!") carry n
 _CITE = re.compile(r"\s*\[\d{1,2}\]")
 _MARKUP = re.compile(r"\*\*|__|`|^\s*(?:[-*+]|\d+[.)])\s+|^#+\s*")
 _CODE = re.compile(r"(?<![\w.:/-])(?:\d+(?::\d{2})+|\d+(?:[./-]\d+){2,})(?![\w:/-]|\.\d)")
-_NUMBER = re.compile(r"(?<![\w.])((?:(?<![\w-])-)?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?:(?<![\w-])-)?\d+(?:\.\d+)?)(?:\s*(million|thousand|billion)\b)?")
+_NUMBER = re.compile(r"(?<![\w.])((?:(?<![\w-])-)?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?:(?<![\w-])-)?\d+(?:\.\d+)?)"
+                     r"(?:\s*(million|thousand|billion)\b)?")
 _TOKEN = re.compile(r"[^\W\d_][\w'’-]*")
 _SCALE = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 _NUMBER_WORDS = {w: i for i, w in enumerate(
@@ -57,6 +58,8 @@ _UNITS = {alias: unit for unit, aliases in {
     for alias in aliases.split()}
 _NEXT_WORD = re.compile(r"\s*([^\W\d_]+[²³]?|%|°C?)", re.IGNORECASE)
 _PREV_WORD = re.compile(r"([^\W\d_]+)\s*$")
+ANCHOR_MIN_WORDS = 2  # fewer other words than this ("It fell to -5.5 °C") give no context to judge
+ANCHOR_WINDOW = 1  # sentences either side of the one holding a name or number that count as its context
 # Capitalised only because a sentence starts with them: never taken for names there.
 _STARTERS = frozenset("""a an the this that these those it its it's he she they them their there
 here his her hers our we you your i my me yes no not also and but or so then thus however
@@ -65,6 +68,12 @@ although though because if in on at by for from of to with without about around 
 between both each every all some most many much more few several any one two three no none
 today yesterday tomorrow overall sure certainly unfortunately yet still only just even
 """.split())
+
+
+# Words that say where a claim comes from, not what it claims, and common words: no context.
+_COMMON = _STARTERS | frozenset("""answer answers question document documents source sources passage
+passages text says said puts mentioned mentions states stated writes written note notes have were been
+will would could should than them into over such just very like well""".split())
 
 
 class SentenceVerdict(BaseModel):
@@ -202,15 +211,18 @@ def _number_reason(text: str, evidence: str) -> str:
     return ""
 
 
-def rules_reason(sentence: str, evidence: str) -> str:
-    """Why the rules reject ``sentence`` against ``evidence`` (passages and question joined), or
-    "" when every number and name in it occurs there."""
+def rules_reason(sentence: str, passages: str, question: str = "") -> str:
+    """Why the rules reject ``sentence`` against ``passages`` (joined by blank lines) and the
+    question, or "" when every number and name in it occurs there, beside the rest of what the
+    sentence says."""
     text = plain(sentence)
+    evidence = f"{passages}\n\n{question}"
     lowered = evidence.lower()
     reason = _number_reason(text, evidence)
     if reason:
         return reason
-    for name in names_in(text, evidence):
+    names = names_in(text, evidence)
+    for name in names:
         if _occurs(name, lowered):
             continue
         words = name.split()
@@ -220,6 +232,27 @@ def rules_reason(sentence: str, evidence: str) -> str:
         pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
         if any(not _occurs(p, lowered) for p in pairs):
             return f"no source names {name!r}"
+    return _anchor_reason(text, [w for w, _, _ in attached(text)] + names, passages, question)
+
+
+def _content(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 3 and w not in _COMMON}
+
+
+def _anchor_reason(text: str, terms: list[str], passages: str, question: str) -> str:
+    """A name or number the sources give, but only in sentences (with their neighbours: "the
+    company" there may name it) that share no other word with ``text``: the fact was moved to
+    another context ("the regatta is on 19 May" where 19 May is the market's date)."""
+    sentences = sentences_of(passages)
+    rest_of_question = _content(question)
+    for term in terms:
+        if _occurs(term, question.lower()):
+            continue
+        rest = _content(text) - _content(term) - rest_of_question
+        holders = [" ".join(sentences[max(0, i - ANCHOR_WINDOW):i + ANCHOR_WINDOW + 1])
+                   for i, s in enumerate(sentences) if _occurs(term, s.lower())]
+        if len(rest) >= ANCHOR_MIN_WORDS and holders and not any(_content(h) & rest for h in holders):
+            return f"the sources give {term} only in another context"
     return ""
 
 
@@ -270,11 +303,11 @@ def critique(answer: str, passages: list[str], question: str = "", mode: CriticM
         return CriticReport(mode=mode, note="no sources: nothing to check against")
     if mode == "model" and judge is None:
         raise ValueError("the model critic needs a judge")
-    evidence = "\n".join([*passages, question])
+    evidence = "\n\n".join(passages)
     verdicts: list[SentenceVerdict] = []
     notes: list[str] = []
     for sentence in sentences_of(answer):
-        reason = rules_reason(sentence, evidence)
+        reason = rules_reason(sentence, evidence, question)
         verdict = SentenceVerdict(sentence=sentence, supported=not reason, reason=reason)
         if mode == "model" and not reason and len(plain(sentence).split()) >= MIN_JUDGED_WORDS:
             assert judge is not None
