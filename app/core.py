@@ -114,6 +114,7 @@ class Engram:
     def __init__(self, loaded: LoadedSettings | None = None, embedder: Embedder | None = None) -> None:
         self.loaded = loaded or load_settings()
         self._given_embedder = embedder  # share one loaded model (tests, benches): it is the target too
+        self._target_embedder: Embedder | None = None
         if embedder is not None:
             self.__dict__["embedder"] = embedder
         self.settings: Settings = self.loaded.settings
@@ -220,10 +221,13 @@ class Engram:
                         cache_dir=self.paths.cache / "embeddings")
 
     def _settings_embedder(self) -> Embedder:
-        """A new embedder of the model and backend the settings name (the re-embedding's target)."""
+        """The embedder of the model and backend the settings name (the re-embedding's target)."""
         if self._given_embedder is not None:
             return self._given_embedder
-        return self._make_embedder(self.settings.embedding_model, self.settings.embedding_backend)
+        if self._target_embedder is None:  # one per process: a re-embedding's slices share it
+            self._target_embedder = self._make_embedder(self.settings.embedding_model,
+                                                        self.settings.embedding_backend)
+        return self._target_embedder
 
     def _wanted_identity(self) -> str:
         """The identity of the vectors the settings ask for (loads no model, but a given one)."""

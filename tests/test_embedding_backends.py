@@ -177,6 +177,7 @@ def test_a_backend_change_reembeds_aside_and_swaps_only_when_complete(tmp_path, 
             if not engram.worker.run_once(kinds=[REEMBED]):
                 break
         assert engram.pending_jobs(REEMBED) == 0
+        assert engram._settings_embedder() is engram.embedder  # one target model for every slice, now live
         int8 = embedding_identity("embedded", "onnx-int8")
         assert engram.index.identity == int8 and engram.embedder.identity == int8
         ids, vectors = live_vectors(engram)
