@@ -37,15 +37,19 @@ def backend_title(backend: str) -> str:
     return BACKEND_TITLES.get(backend, backend)
 
 
-def local_time(stamp: str | None) -> str:
+def local_moment(stamp: str) -> datetime:
     """A UTC time as SQLite writes it (``2026-01-31 09:15:00``) in this computer's time zone."""
+    return datetime.fromisoformat(stamp.replace("T", " ")).replace(tzinfo=timezone.utc).astimezone()
+
+
+def local_time(stamp: str | None) -> str:
+    """``local_moment`` as people read it; a stamp that is not a time is shown as it is."""
     if not stamp:
         return ""
     try:
-        moment = datetime.fromisoformat(stamp.replace("T", " ")).replace(tzinfo=timezone.utc)
+        return local_moment(stamp).strftime("%Y-%m-%d %H:%M")
     except ValueError:
         return stamp
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def plain_text(markdown: str) -> str:

@@ -3,19 +3,13 @@ the weights over time. The figures are drawn here; the data they show comes from
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from app.core import BENCHES, BenchRun, WeightsHistory
+from ui.formatting import local_moment
 
 OUTCOME_STYLE: dict[str, tuple[str, str]] = {  # marker and colour in the plot
     "kept": ("^", "tab:green"), "rolled back": ("X", "tab:red"),
     "cut short": ("v", "tab:orange"), "nothing to do": ("o", "tab:gray"),
 }
-
-
-def _moment(ts: str) -> datetime:
-    """An SQLite UTC timestamp in this computer's time zone."""
-    return datetime.fromisoformat(ts.replace("T", " ")).replace(tzinfo=timezone.utc).astimezone()
 
 
 def bench_history_figure(runs: list[BenchRun]):
@@ -63,14 +57,14 @@ def weights_figure(history: WeightsHistory):
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8.5, 3.0))
-    times = [_moment(e.ts) for e in history.learned]
+    times = [local_moment(e.ts) for e in history.learned]
     total = len(times)
     if times:  # the line runs on to the latest event: the count holds until something changes it
-        end = max([*times, *(_moment(s.ts) for s in history.sleeps)])
+        end = max([*times, *(local_moment(s.ts) for s in history.sleeps)])
         ax.step([*times, end], [*range(1, total + 1), total], where="post", color="tab:blue",
                 label="documents learned")
     for outcome, (marker, colour) in OUTCOME_STYLE.items():
-        at = [_moment(s.ts) for s in history.sleeps if s.outcome == outcome]
+        at = [local_moment(s.ts) for s in history.sleeps if s.outcome == outcome]
         if at:
             level = [sum(t <= when for t in times) for when in at]
             ax.scatter(at, level, marker=marker, color=colour, s=60, zorder=3, label=f"sleep: {outcome}")

@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from app.chat.service import sentences_of
+from app.chat.service import content_words, sentences_of
 from engines.ace.structured import max_output_tokens, text_pattern
 from engines.generation import ChatMessage, GenerationRequest, Runtime, StructuredOutputError
 
@@ -258,8 +258,7 @@ def _anchor_reason(text: str, terms: list[str], passages: str, question: str) ->
 
 # --- the model ---------------------------------------------------------------------------------
 def _overlap(a: str, b: str) -> int:
-    words = {w for w in re.findall(r"\w+", a.lower()) if len(w) > 3 or w.isdigit()}
-    return len(words & {w for w in re.findall(r"\w+", b.lower()) if len(w) > 3 or w.isdigit()})
+    return len(content_words(a) & content_words(b))
 
 
 def closest(sentence: str, passages: list[str], n: int = JUDGE_PASSAGES) -> list[str]:

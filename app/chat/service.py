@@ -67,7 +67,9 @@ class Grounding(BaseModel):
     logit_bias_strength: float = Field(ge=0.0, description="Logit added to each passage token.")
 
 
-def _words(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
+    """The words that say something (longer than three letters, or a number), lower-cased: what
+    an answer and a passage are compared by."""
     return {w.lower() for w in _WORD.findall(text) if len(w) > 3 or w.isdigit()}
 
 
@@ -91,9 +93,9 @@ def best_quote(passage: str, answer: str) -> str:
     sentences = sentences_of(passage)
     if not sentences:
         return ""
-    said = _words(answer)
-    best = max(sentences, key=lambda s: len(_words(s) & said))
-    if not _words(best) & said:
+    said = content_words(answer)
+    best = max(sentences, key=lambda s: len(content_words(s) & said))
+    if not content_words(best) & said:
         best = sentences[0]
     return best if len(best) <= QUOTE_CHARS else best[: QUOTE_CHARS - 1].rstrip() + "…"
 
@@ -103,10 +105,10 @@ def citations_for(passages: list[Passage], answer: str, question: str = "") -> l
     two of its words that the question did not already say (echoing the question's words shows
     nothing about which passage the answer used)."""
     marked = {int(m) for m in _CITE_MARK.findall(answer)}
-    said = _words(answer) - _words(question)
+    said = content_words(answer) - content_words(question)
     out = []
     for n, p in enumerate(passages, 1):
-        shared = _words(p.text) & said
+        shared = content_words(p.text) & said
         out.append(Citation(
             n=n, chunk_id=p.chunk_id, document_id=p.document_id, path=p.path, page=p.page,
             line_start=p.line_start, line_end=p.line_end, score=round(p.score, 4),
