@@ -83,6 +83,7 @@ if TYPE_CHECKING:
 
     from app.bench.learn import Forgot as Forgot, LearnBenchReport as LearnBenchReport
     from app.ingest.embeddings import Embedder
+    from app.ingest.query_embedding import QueryEmbedder
     from app.ingest.pipeline import FileResult, Ingestor, ScanReport
     from app.ingest.watcher import FolderWatcher
     from store.vector_index import SyncReport, VectorIndex
@@ -141,6 +142,7 @@ class Engram:
         self.watcher: FolderWatcher | None = None
         self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue)
         self._warming: threading.Thread | None = None  # the embedder loading for a served /v1
+        self._query_copies: dict[str, QueryEmbedder | None] = {}  # by vector identity: see _query_pair
 
     # --- components --------------------------------------------------------------------------
     @property
@@ -187,7 +189,29 @@ class Engram:
                                          lambda: worker.stopping or worker.holding,
                                          self.sleep_checkpoints))
         worker.on_idle = self.sleeper.check
+        worker.after_ingest = self._export_query_copy
         return worker
+
+    def _export_query_copy(self) -> None:
+        """Once the embedder is loaded for ingestion, export the ONNX copy questions are embedded
+        with (``embedding_query_copy``), once per model. A given embedder (tests, benches) is the
+        caller's to manage; a GPU or a failed export leaves questions on the embedder as before."""
+        embedder = self.__dict__.get("embedder")
+        if (not self.settings.embedding_query_copy or embedder is None or self._given_embedder is not None
+                or embedder.device != "cpu" or embedder.backend == "onnx-int8"):
+            return  # the int8 file is the one ingestion runs: it is there already
+        from app.ingest.onnx_export import cached_onnx, onnx_folder
+
+        folder, name = cached_onnx(embedder.model_path, self._onnx_cache, int8=False)
+        if (folder / name).exists() or f"failed:{folder}" in self._query_copies:
+            return
+        try:
+            import onnxruntime  # noqa: F401  (without it the copy would never be used)
+
+            onnx_folder(embedder.model_path, self._onnx_cache, int8=False)
+        except Exception as exc:  # noqa: BLE001 (a speed-up: search works without it)
+            self._query_copies[f"failed:{folder}"] = None
+            log.info("questions stay on the torch embedder (no ONNX copy: %s: %s)", type(exc).__name__, exc)
 
     def _wake(self) -> None:
         """Tell the worker new jobs wait; without a worker in this process they wait in the store."""
@@ -214,11 +238,45 @@ class Engram:
             return self._settings_embedder()
         return self._make_embedder(record["model"], record["backend"])
 
+    @property
+    def _onnx_cache(self) -> Path:
+        return self.paths.cache / "embeddings"
+
     def _make_embedder(self, model: str, backend: str) -> Embedder:
         from app.ingest.embeddings import Embedder
 
         return Embedder(model, self.settings.device, self.settings.embed_batch_size, backend=backend,
-                        cache_dir=self.paths.cache / "embeddings")
+                        cache_dir=self._onnx_cache)
+
+    def _query_pair(self) -> tuple[VectorIndex, Embedder | QueryEmbedder]:
+        """The live index and what embeds a question for it, taken together (a re-embedding
+        swaps both). A process that has not loaded the embedder (a one-off CLI search) uses the
+        torch-free copy of the index's own model where it is cached: the same vectors, without
+        the seconds torch takes to load."""
+        if "embedder" not in self.__dict__ and self._given_embedder is None and self.settings.embedding_query_copy:
+            with self._open_lock:
+                index, record = self.index, self.next_vectors.current()
+            if record is not None and record["identity"] == index.identity:
+                quick = self._query_copy(record)
+                if quick is not None:
+                    return index, quick
+        self.embedder  # loaded outside the lock
+        with self._open_lock:
+            return self.index, self.embedder
+
+    def _query_copy(self, record: dict) -> QueryEmbedder | None:
+        if record["identity"] not in self._query_copies:
+            from app.ingest.embeddings import resolve_model_path
+            from app.ingest.query_embedding import load_query_embedder
+
+            try:
+                path = resolve_model_path(record["model"])
+            except FileNotFoundError:
+                quick = None
+            else:
+                quick = load_query_embedder(path, self._onnx_cache, int8=record["backend"] == "onnx-int8")
+            self._query_copies[record["identity"]] = quick
+        return self._query_copies[record["identity"]]
 
     def _settings_embedder(self) -> Embedder:
         """The embedder of the model and backend the settings name (the re-embedding's target)."""
@@ -348,7 +406,7 @@ class Engram:
         store so opening the index does not load the model. An empty library takes the embedder
         the settings name at once; one with chunks keeps its own until a re-embedding completes."""
         record = self.next_vectors.current()
-        if record is not None and (record["identity"] == self._wanted_identity() or self.docs.counts()["chunks"]):
+        if record is not None and (self.docs.counts()["chunks"] or record["identity"] == self._wanted_identity()):
             return record
         if record is not None:  # nothing embedded yet: the old record binds nothing
             self.__dict__["embedder"] = self._settings_embedder()
@@ -633,9 +691,7 @@ class Engram:
             return []
         rag = self.settings.rag
         depth = max(rag.candidates, k * 2 + 8)
-        self.embedder  # loaded outside the lock; the pair below is taken together (a re-embedding swaps both)
-        with self._open_lock:
-            index, embedder = self.index, self.embedder
+        index, embedder = self._query_pair()
         vec = embedder.embed([query])[0]
         terms = read_query(query)
         dense, cosine = self._dense_ranking(index, vec, depth) if rag.mode != "bm25" else ([], {})

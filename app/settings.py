@@ -135,6 +135,11 @@ class CoreSettings(BaseModel):
         "'onnx-int8' (int8, exported once into DATA_DIR/cache; torch when the export is impossible). "
         "A change re-embeds the library in the background; search uses the old vectors until then.",
     )
+    embedding_query_copy: bool = Field(
+        True, description="Embed questions with ONNX Runtime on a copy of the embedding model, "
+        "exported once into DATA_DIR/cache after the first ingestion (about 6 s; needs onnxruntime): "
+        "a one-off `engram search` then starts without loading torch. The vectors are the same.",
+    )
     embed_batch_size: int = Field(16, ge=1, le=4096, description="Chunks per embedding batch "
                                   "(16: peak memory while ingesting about 0.3 GB lower than with 64).")
     device: Literal["auto", "cpu", "cuda"] = Field(

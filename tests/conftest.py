@@ -22,6 +22,9 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     for key in list(os.environ):
         if key.startswith("ENGRAM_") and key not in ("ENGRAM_DATA_DIR", "ENGRAM_CONFIG_DIR"):
             monkeypatch.delenv(key)
+    # Each test's data folder is new, so the query copy would be exported (6 s) in every test
+    # that ingests from the CLI; tests/test_query_embedding.py turns it back on and checks it.
+    monkeypatch.setenv("ENGRAM_EMBEDDING_QUERY_COPY", "false")
     return {"data": data, "config": config}
 
 

@@ -78,9 +78,21 @@ def resolve_model_path(name: str) -> Path:
 def pick_device(device: str) -> str:
     if device != "auto":
         return device
+    if _cpu_only_torch():
+        return "cpu"  # known without the second it takes to import torch
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cpu_only_torch() -> bool:
+    """Whether the installed torch is a CPU build (its version says so: ``2.13.0+cpu``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch").endswith("+cpu")
+    except PackageNotFoundError:
+        return False
 
 
 class Embedder:

@@ -60,15 +60,20 @@ def _model_key(model_path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def cached_onnx(model_path: Path, cache_dir: Path, int8: bool) -> tuple[Path, str]:
+    """Where the ONNX copy of ``model_path`` lives in the cache and the file to load (which may
+    not exist yet: ``onnx_folder`` exports it). Reads a few small files; imports nothing heavy."""
+    folder = Path(cache_dir) / f"{model_path.name}-{_model_key(model_path)}"
+    return folder, quantized_file(quantization_config()) if int8 else ONNX_FILE
+
+
 def onnx_folder(model_path: Path, cache_dir: Path, int8: bool) -> tuple[Path, str]:
     """The cached ONNX copy of ``model_path`` (exported now when missing) and the file to load."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    folder = Path(cache_dir) / f"{model_path.name}-{_model_key(model_path)}"
-    config = quantization_config()
-    wanted = quantized_file(config) if int8 else ONNX_FILE
+    folder, wanted = cached_onnx(model_path, cache_dir, int8)
     if not (folder / wanted).exists():
-        _export(model_path, folder, config if int8 else None)
+        _export(model_path, folder, quantization_config() if int8 else None)
     return folder, wanted
 
 

@@ -68,6 +68,9 @@ class Worker:
         self.idle_check_s = idle_check_s
         self.on_idle: Callable[[], bool] | None = None
         """Asked when there is nothing to do (at most every ``idle_check_s``); True: it queued work."""
+        self.after_ingest: Callable[[], None] | None = None
+        """Called after each batch of ingest jobs (errors only log): work that needs the embedder
+        loaded, such as exporting the query copy of its model."""
         self._last_idle_check = 0.0
         self.handlers: dict[str, JobHandler] = {}
         self._stop = threading.Event()
@@ -162,6 +165,11 @@ class Worker:
             if self.on_result:
                 self.on_result(result)
         self._maybe_save()
+        if self.after_ingest is not None:
+            try:
+                self.after_ingest()
+            except Exception:  # an optional speed-up must never fail ingestion
+                log.exception("after-ingest step failed")
         return len(jobs)
 
     def _run_other(self, kinds: list[str]) -> int:
