@@ -34,7 +34,7 @@ from app.services.source_view import SourceView, source_view
 from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
 from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
-from engines.rag.hybrid import exact_counts, hybrid_order, read_query, term_words
+from engines.rag.hybrid import exact_counts, hybrid_order, is_keyword_query, read_query, term_words
 from engines.registry import build_engine, engine_class, registered
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
@@ -697,7 +697,8 @@ class Engram:
         dense, cosine = self._dense_ranking(index, vec, depth) if rag.mode != "bm25" else ([], {})
         bm25 = [cid for cid, _ in self.fulltext.search(terms.groups, depth)] if rag.mode != "dense" else []
         exact = self._exact_hits(terms.exact, depth) if rag.mode == "hybrid" else {}
-        order = hybrid_order(dense, bm25, exact, rag.dense_weight, rag.bm25_weight, rag.rrf_k)
+        bm25_weight = rag.keyword_bm25_weight if is_keyword_query(query) else rag.bm25_weight
+        order = hybrid_order(dense, bm25, exact, rag.dense_weight, bm25_weight, rag.rrf_k)
         return self._passages(order[: k * 2 + 8], vec, cosine, set(exact))[:k]
 
     def _dense_ranking(self, index: VectorIndex, vec: np.ndarray,

@@ -167,3 +167,38 @@ def test_hostile_queries_never_raise(engram, tmp_path, mode):
         hits = engram.search(query, k=3)
         assert all(h.text for h in hits), query
     assert engram.status().chunks == 2
+
+
+def test_keyword_queries_are_told_from_sentences():
+    from engines.rag.hybrid import is_keyword_query
+
+    for typed in ["fts5 tokenizer unicode", "ferry timetable Oskel", "Parsec", "decorator wraps metadata"]:
+        assert is_keyword_query(typed), typed
+    for asked in ["how does the with statement work", "ferry to Oskel", "when does it leave",
+                  "timetable?", '"ferry timetable"', "", "one two three four five six seven"]:
+        assert not is_keyword_query(asked), asked
+
+
+def test_a_keyword_query_weighs_bm25_by_its_own_setting(engram, tmp_path):
+    from engines.rag.hybrid import hybrid_order, read_query
+
+    ingest_files(engram, tmp_path / "docs", {
+        "kettle.txt": "The kettle boils water for tea each morning before the ferry leaves.",
+        "ferry.txt": "Ferry timetable: boats to Oskel Isle leave at 06:40 and 18:10 from pier nine.",
+        "harbour.txt": "Boats crossing to the islands leave the harbour twice a day, weather allowing.",
+        "tea.txt": "Green tea is steeped at lower temperatures than black tea.",
+    })
+    rag = engram.settings.rag
+    rag.dense_weight, rag.bm25_weight, rag.keyword_bm25_weight = 1.0, 0.0, 5.0
+
+    def fused(query: str, bm25_weight: float) -> list[int]:
+        index, embedder = engram._query_pair()
+        dense, _ = engram._dense_ranking(index, embedder.embed([query])[0], 50)
+        bm25 = [cid for cid, _ in engram.fulltext.search(read_query(query).groups, 50)]
+        return hybrid_order(dense, bm25, {}, 1.0, bm25_weight, rag.rrf_k)[:4]
+
+    # The embeddings put the ferry timetable first; only the kettle note holds both words.
+    keywords, sentence = "morning ferry", "when do the boats go to the island in the morning"
+    assert [p.chunk_id for p in engram.search(keywords, k=4)] == fused(keywords, 5.0)
+    assert [p.chunk_id for p in engram.search(sentence, k=4)] == fused(sentence, 0.0)
+    assert fused(keywords, 5.0) != fused(keywords, 0.0)  # the weight changes this ranking

@@ -59,6 +59,26 @@ def read_query(query: str) -> QueryTerms:
     return QueryTerms(groups=groups, exact=list(dict.fromkeys(exact))[:MAX_EXACT_TERMS])
 
 
+FUNCTION_WORDS = frozenset("""
+a an the this that these those my your his her its our their some any no every each
+i you he she it we they me him us them what which who whom whose when where why how
+is are was were be been being am do does did done have has had can could will would shall
+should may might must of in on at to for from by with about into onto over under after before
+between through during without within than as and or but nor if then so not
+""".split())
+"""Closed-class English words: a query holding one reads as a sentence, not as typed keywords."""
+
+KEYWORD_QUERY_WORDS = 6
+
+
+def is_keyword_query(query: str) -> bool:
+    """A few words typed without any function word or question mark ("fts5 tokenizer unicode"):
+    the person wants the chunks that hold those words, which BM25 finds better than embeddings."""
+    words = _WORD.findall(query.lower())
+    return (0 < len(words) <= KEYWORD_QUERY_WORDS and "?" not in query and '"' not in query
+            and not any(w in FUNCTION_WORDS for w in words))
+
+
 def exact_pattern(term: str) -> re.Pattern[str]:
     """The term as typed, not inside a longer word or code (case and spacing aside)."""
     parts = [re.escape(p) for p in term.split()]
