@@ -190,6 +190,11 @@ class CoreSettings(BaseModel):
     history_turns: int = Field(
         4, ge=0, le=50, description="Earlier question/answer pairs of a conversation kept in the prompt."
     )
+    controller: Literal["rules", "off"] = Field(
+        "rules", description="Decide per question which memories it needs: 'rules' (small talk is "
+        "answered without consulting any memory; learned weights answer only questions routed to "
+        "them, others go to the faster chat runtime; the critic runs where there were sources) or "
+        "'off' (every memory for every question). The decision is shown under each answer.")
     critic: Literal["off", "rules", "model"] = Field(
         "rules", description="Check each sentence of an answer against its sources: 'rules' (every "
         "number and name must occur in a source; milliseconds), 'model' (also the chat model's "

@@ -182,9 +182,18 @@ def test_answers_get_the_learned_weights_as_far_as_the_question_is_about_a_learn
         route = neocortex.router
         neocortex.router = lambda queries: (asked.append(list(queries)), route(queries))[1]
         try:
+            # The controller: a question routed none of the learned weights goes to the chat runtime.
+            meta = engram.chat.answer(GENERAL).message.meta
+            assert meta["backend"] == "llamacpp" and meta["learned_states"] == [] and asked == []
+            assert meta["controller"]["skipped_learned"] == [engine.state_label]
+            meta = engram.chat.answer(QUESTION).message.meta
+            assert meta["backend"] == neocortex.name and meta["controller"]["learned"] == [engine.state_label]
+            asked.clear()
+            engram.settings.controller = "off"  # every answer through the neocortex, as before
             engram.chat.answer(GENERAL)  # chat through the neocortex routes by the user's question
         finally:
             neocortex.router = route
+            engram.settings.controller = "rules"
         assert asked == [[GENERAL]]
         assert engine.contribute(Query(text=GENERAL)).notes == ["answered with 0% of the weights learned from 1 documents"]
         assert engine.contribute(Query(text=QUESTION)).notes == ["answered with 100% of the weights learned from 1 documents"]

@@ -11,7 +11,7 @@ from urllib.parse import quote as url_quote
 
 import gradio as gr
 
-from app.core import Citation, Delta, Done, Engram, MessageRow, Sources
+from app.core import Citation, Decision, Delta, Done, Engram, MessageRow, Sources
 from ui.errors import friendly, readable
 from ui.formatting import backend_title, local_time, plain_text, short_model
 from ui.tab import Tab
@@ -80,7 +80,17 @@ def render_meta(meta: dict[str, Any]) -> str:
         parts.append(f"{float(meta['seconds']):.1f} s")
     if meta.get("stopped"):
         parts.append("stopped before the end")
-    return f"<span class='engram-meta'>Answered by {escape(' · '.join(p for p in parts if p))}</span>"
+    line = f"<span class='engram-meta'>Answered by {escape(' · '.join(p for p in parts if p))}</span>"
+    return line + render_decision(meta)
+
+
+def render_decision(meta: dict[str, Any]) -> str:
+    """The meta-controller's decision under the answer: its line, and its reasons on hover."""
+    if not meta.get("controller"):
+        return ""
+    decision = Decision.model_validate(meta["controller"])
+    tip = escape("; ".join(decision.reasons) or "every memory this question could use", quote=True)
+    return f"<br><span class='engram-meta engram-decision' title=\"{tip}\">{escape(decision.summary())}</span>"
 
 
 def cut_off(meta: dict[str, Any]) -> bool:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.chat import controller
 from app.chat.prompt import PromptPlan, build_prompt
 from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
@@ -44,6 +45,8 @@ class Sources(BaseModel):
     question_id: int
     citations: list[Citation]
     notes: list[str] = Field(default_factory=list)
+    consulted: bool = Field(True, description="False: the controller answered without any memory "
+                            "(small talk), so no passage was looked for.")
 
 
 class Delta(BaseModel):
@@ -213,7 +216,10 @@ class ChatService:
             raise KeyError(f"no conversation with id {conversation_id}")
         history = self.history(conversation_id, turns, earlier)
         started = time.perf_counter()
-        contributions = self.contributions(Query(text=question, history=history))
+        decision = controller.before(question, [e.name for e in self.engines], self.settings.controller)
+        contributions = self.contributions(Query(text=question, history=history)) if decision.memory else []
+        decision = controller.after(decision, contributions)
+        contributions = controller.active(contributions, decision)
         runtime, learned = self.answering_runtime(contributions)
         plan, bias, notes = self.prompt(question, contributions, runtime, history,
                                         answer_tokens=max_tokens)
@@ -221,7 +227,7 @@ class ChatService:
                                                   [(t.role, t.content) for t in earlier])
         conversation_id = asked.conversation_id
         yield Sources(conversation_id=conversation_id, question_id=asked.id,
-                      citations=citations_for(plan.passages, ""), notes=notes)
+                      citations=citations_for(plan.passages, ""), notes=notes, consulted=decision.memory)
         request = GenerationRequest(messages=plan.messages, max_tokens=max_tokens,
                                     temperature=temperature, logit_bias=bias)
         pieces: list[str] = []
@@ -243,7 +249,7 @@ class ChatService:
                         "seconds": round(time.perf_counter() - started, 3),
                         "logit_bias": bias is not None, "notes": notes,
                         "history_messages": plan.history_messages, "learned_states": learned,
-                        **engine_meta(contributions)}
+                        "controller": decision.model_dump(), **engine_meta(contributions)}
                 if failure is not None:
                     meta.update(error=str(failure), finish_reason="error")
                 elif finished:
@@ -254,7 +260,7 @@ class ChatService:
                                 finish_reason=result.finish_reason)
                 else:
                     meta["stopped"] = True
-                if finished and failure is None and answer:
+                if finished and failure is None and answer and decision.critic:
                     meta.update(self.criticise(answer, [p.text for p in plan.passages], question))
                 cites = citations_for(plan.passages, answer, question)
                 stored = self.conversations.add_answer(conversation_id, answer, cites, meta)

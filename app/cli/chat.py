@@ -70,7 +70,7 @@ def ask(c: Context, question: str | None, conversation: int | None, more: bool, 
             _print_answer_json(question, events)
             return
         for event in events:
-            if isinstance(event, Sources) and not event.citations:
+            if isinstance(event, Sources) and not event.citations and event.consulted:
                 console.print("[dim]No passage in your documents matched; answering without sources.[/]")
             elif isinstance(event, Delta):
                 console.out(event.text, end="", highlight=False)
@@ -81,6 +81,7 @@ def ask(c: Context, question: str | None, conversation: int | None, more: bool, 
                                   f"engram ask --more -c {event.message.conversation_id}[/]", highlight=False)
                 _print_unsupported(event.message)
                 _print_sources(event.message)
+                _print_decision(event.message)
                 if event.message.meta.get("error"):
                     raise click.ClickException(event.message.meta["error"])
 
@@ -125,6 +126,14 @@ def _print_answer_json(question: str, events: Iterator[Any]) -> None:
     print_json(answer)
     if answer.error:
         raise click.ClickException(answer.error)
+
+
+def _print_decision(message: MessageRow) -> None:
+    """What the meta-controller gave the question, in one dim line."""
+    from app.core import Decision
+
+    if message.meta.get("controller"):
+        console.print(f"[dim]{Decision.model_validate(message.meta['controller']).summary()}[/]", highlight=False)
 
 
 def _print_unsupported(message: MessageRow) -> None:

@@ -107,7 +107,8 @@ class TTTEngine(Engine):
         asked = routing_query([m.content for m in query.history if m.role == "user"] + [query.text])
         shares = self.routing.shares([asked])
         share = "" if shares is None else f"{float(shares[0]):.0%} of the "
-        return Contribution(engine=self.name, learned_states=[self.state_label],
+        routed = {} if shares is None else {"routed_share": round(float(shares[0]), 4)}
+        return Contribution(engine=self.name, learned_states=[self.state_label], meta=routed,
                             notes=[f"answered with {share}weights learned from {self.state.documents} documents"])
 
     # --- state -------------------------------------------------------------------------------

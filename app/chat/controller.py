@@ -1,0 +1,103 @@
+"""The meta-controller: which memories a question needs, decided per question (rules for now).
+
+Without it every question pays for every memory: the engines are all consulted, and once anything
+is learned into weights the torch model answers every question, several times slower than
+llama.cpp, even one the learned weights are routed nothing for (then it answers exactly as the
+original model would). The controller decides, and the decision is stored with the answer
+(``meta["controller"]``) and shown under it:
+
+- **early exit**: small talk ("thanks!", "good morning") is answered from the conversation alone,
+  without consulting retrieval, the playbook or learned weights;
+- **learned states**: an engine's learned weights are activated only where that engine routes
+  the question to them (``Contribution.meta["routed_share"]`` above 0); otherwise the chat runtime
+  answers;
+- **critic**: it runs where the prompt held passages to check the answer against.
+
+``controller = "off"`` consults everything, always, as before.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from engines.base import Contribution
+
+Policy = Literal["rules", "off"]
+
+SMALL_TALK = frozenset("""
+hi hello hey hiya howdy yo greetings good morning afternoon evening night day
+thanks thank you thx ty cheers much very so lot a many great nice cool awesome perfect
+ok okay k alright fine sure yes yeah yep no nope got it understood
+bye goodbye later see you ciao
+""".split())
+"""Words a greeting, a thank-you, an acknowledgement or a farewell is made of."""
+
+SMALL_TALK_WORDS = 6
+_WORD = re.compile(r"[a-z']+")
+
+
+def is_small_talk(question: str) -> bool:
+    """A short message made only of greeting, thanks, acknowledgement or farewell words."""
+    words = _WORD.findall(question.lower())
+    return 0 < len(words) <= SMALL_TALK_WORDS and "?" not in question and all(w in SMALL_TALK for w in words)
+
+
+class Decision(BaseModel):
+    """What one question was given, and why (stored with the answer)."""
+
+    policy: Policy
+    memory: bool = Field(True, description="False: early exit, no memory consulted.")
+    consulted: list[str] = Field(default_factory=list, description="Engines asked to contribute.")
+    learned: list[str] = Field(default_factory=list, description="Learned states activated.")
+    skipped_learned: list[str] = Field(default_factory=list,
+                                       description="Learned states the question was routed nothing of.")
+    critic: bool = False
+    reasons: list[str] = Field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for under the answer."""
+        if not self.memory:
+            return "memory: none needed (small talk)"
+        parts = [f"memory: {', '.join(self.consulted) or 'none'}"]
+        if self.learned:
+            parts.append(f"learned weights: {', '.join(self.learned)}")
+        elif self.skipped_learned:
+            parts.append("learned weights: not needed")
+        return " · ".join(parts)
+
+
+def before(question: str, engines: list[str], policy: Policy) -> Decision:
+    """The decision before any engine runs: consult them, or exit early."""
+    if policy == "rules" and is_small_talk(question):
+        return Decision(policy=policy, memory=False,
+                        reasons=["small talk: answered from the conversation alone"])
+    return Decision(policy=policy, consulted=list(engines))
+
+
+def after(decision: Decision, contributions: list[Contribution]) -> Decision:
+    """The decision once the engines contributed: which learned states answer, and the critic."""
+    learned, skipped, reasons = [], [], list(decision.reasons)
+    for c in contributions:
+        if not c.learned_states:
+            continue
+        share = c.meta.get("routed_share")
+        if decision.policy == "rules" and share is not None and float(share) <= 0.0:
+            skipped += c.learned_states
+            reasons.append(f"{c.engine}: the question is about nothing it learned (routed 0%), "
+                           "so the original model answers on the chat runtime")
+        else:
+            learned += c.learned_states
+    critic = decision.policy == "off" or any(c.passages for c in contributions)
+    return decision.model_copy(update={"learned": learned, "skipped_learned": skipped, "critic": critic,
+                                       "reasons": reasons})
+
+
+def active(contributions: list[Contribution], decision: Decision) -> list[Contribution]:
+    """The contributions as the answer uses them: a learned state left inactive takes its notes
+    (which describe it) along."""
+    kept = set(decision.learned)
+    return [c.model_copy(update={"learned_states": [], "notes": []})
+            if c.learned_states and not kept.intersection(c.learned_states) else c for c in contributions]

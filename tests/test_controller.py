@@ -1,0 +1,84 @@
+"""The meta-controller: small talk is answered without any memory, learned weights answer only
+the questions routed to them, the critic runs where there were sources, and the decision is
+stored with the answer and shown under it (app, CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.chat import controller
+from app.chat.controller import Decision, is_small_talk
+from engines.base import Contribution, Passage
+from tests.helpers import open_engram
+
+
+def test_small_talk_is_told_from_questions():
+    for said in ["hi", "Thanks!", "thank you very much", "Good morning", "ok, got it", "bye", "cheers"]:
+        assert is_small_talk(said), said
+    for asked in ["hi, when does the ferry leave", "thanks, and who designed it?", "ok?",
+                  "what is a good morning routine", "", "yes please tell me about Parsec"]:
+        assert not is_small_talk(asked), asked
+
+
+def passage(text: str) -> Passage:
+    return Passage(chunk_id=1, document_id=1, path="/notes/a.txt", line_start=1, line_end=1,
+                   score=0.9, text=text)
+
+
+def test_a_learned_state_routed_nothing_is_left_inactive_with_its_notes():
+    rag = Contribution(engine="rag", passages=[passage("The ferry leaves at 06:40.")])
+    ttt = Contribution(engine="ttt", learned_states=["ttt rev 3: 2 documents"], meta={"routed_share": 0.0},
+                       notes=["answered with 0% of the weights learned from 2 documents"])
+    decision = controller.after(controller.before("when does the ferry leave", ["rag", "ttt"], "rules"), [rag, ttt])
+    assert decision.learned == [] and decision.skipped_learned == ["ttt rev 3: 2 documents"] and decision.critic
+    assert any("routed 0%" in r for r in decision.reasons)
+    used = controller.active([rag, ttt], decision)
+    assert used[0] == rag and used[1].learned_states == [] and used[1].notes == []
+    assert decision.summary() == "memory: rag, ttt · learned weights: not needed"
+
+    routed = ttt.model_copy(update={"meta": {"routed_share": 0.4}})
+    decision = controller.after(controller.before("q", ["rag", "ttt"], "rules"), [routed])
+    assert decision.learned == ["ttt rev 3: 2 documents"] and not decision.critic  # no passages to check
+    assert controller.active([routed], decision) == [routed]
+    unreported = ttt.model_copy(update={"meta": {}})  # routing off: the engine says nothing of shares
+    assert controller.after(controller.before("q", ["ttt"], "rules"), [unreported]).learned == ["ttt rev 3: 2 documents"]
+    off = controller.after(controller.before("thanks", ["rag", "ttt"], "off"), [ttt])
+    assert off.memory and off.learned == ["ttt rev 3: 2 documents"] and off.critic  # everything, as before
+
+
+@pytest.mark.slow
+def test_chat_skips_memory_for_small_talk_and_says_so(embedder, tmp_path: Path, isolated_dirs):
+    from app.cli import cli
+    from app.core import Sources
+    from ui.chat_tab import render_answer
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "ferry.txt").write_text("The ferry to Oskel Isle leaves at 06:40 from pier nine.\n")
+    engram = open_engram(embedder, answer_max_tokens=24, temperature=0)
+    try:
+        engram.ingest([notes])
+        engram.run_pending()
+        events = list(engram.chat.ask("Thanks a lot!"))
+        sources = next(e for e in events if isinstance(e, Sources))
+        message = events[-1].message
+        decision = Decision.model_validate(message.meta["controller"])
+        assert not sources.consulted and sources.citations == [] and not decision.memory
+        assert decision.consulted == [] and "critic" not in message.meta
+        assert "memory: none needed (small talk)" in render_answer(message.content, [], message.meta)
+
+        message = engram.chat.answer("When does the ferry to Oskel Isle leave?").message
+        decision = Decision.model_validate(message.meta["controller"])
+        assert decision.memory and decision.consulted == ["rag"] and decision.critic
+        assert message.citations and "critic" in message.meta
+        assert "memory: rag" in render_answer(message.content, message.citations, message.meta)
+    finally:
+        engram.close()
+
+    result = CliRunner().invoke(cli, ["--answer-max-tokens", "16", "ask", "hello", "--local"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "No passage" not in result.output and "memory: none needed (small talk)" in result.output
