@@ -82,3 +82,21 @@ def test_chat_skips_memory_for_small_talk_and_says_so(embedder, tmp_path: Path, 
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "No passage" not in result.output and "memory: none needed (small talk)" in result.output
+
+
+@pytest.mark.slow
+def test_the_controller_bench_asks_each_question_with_the_controller_on_and_off(isolated_dirs):
+    from app.bench.controller import run_controller_bench
+
+    lines: list[str] = []
+    report = run_controller_bench(open_engram(answer_max_tokens=16).settings, documents=1, general=2,
+                                  learn=False, small_talk=2, echo=lines.append)
+    kinds = {k.kind: k for k in report.by_kind}
+    assert list(kinds) == ["document", "general", "small talk"] and kinds["general"].questions == 2
+    assert kinds["small talk"].on.accuracy is None and kinds["document"].questions >= 3
+    # Nothing learned: llama.cpp answers every question in both arms.
+    for kind in kinds.values():
+        assert kind.on.torch_answers == kind.off.torch_answers == 0
+        assert kind.on.accuracy is None or 0.0 <= kind.on.accuracy <= 1.0
+    assert 0.0 <= report.accuracy_on <= 1.0 and report.latency_on_s > 0 and report.latency_off_s > 0
+    assert not report.learned and report.samples

@@ -236,17 +236,28 @@ def bench_retrieval(c: Context, queries: int, seed: int, json_out: Path | None) 
               help="Sentences of each set the model judges (an even sample).")
 @click.option("--handwritten/--no-handwritten", default=True, show_default=True,
               help="Also score the hand-written held-out set (reported separately).")
+@click.option("--controller/--no-controller", "with_controller", default=True, show_default=True,
+              help="Also ask questions with the meta-controller on and off (answers and latency).")
+@click.option("--controller-documents", type=click.IntRange(1, 100), default=2, show_default=True,
+              help="Documents of the natural 'tiny' set the controller part holds.")
+@click.option("--learn/--no-learn", default=True, show_default=True,
+              help="The controller part learns its documents into weights (rag,ttt; minutes on a CPU).")
 @json_out_option
 @pass_ctx
 def bench_hmst(c: Context, size: str, seed: int, model: bool, model_items: int, handwritten: bool,
-               json_out: Path | None) -> None:
-    """Issue 32's bench, the critic part: precision and recall of flagging fabricated sentences
-    (names and numbers changed) among faithful ones, rules alone and rules + the chat model. The
-    meta-controller is not built: no controller figures."""
+               with_controller: bool, controller_documents: int, learn: bool, json_out: Path | None) -> None:
+    """Issue 32's bench: the critic's precision and recall on fabricated sentences (names and
+    numbers changed) among faithful ones, rules alone and rules + the chat model; then the
+    meta-controller: answers and latency with it on, against every memory for every question."""
+    from app.bench.controller import print_controller, run_controller_bench
     from app.bench.critic import run_critic_bench
 
+    echo = lambda line: console.print(line, markup=False)  # noqa: E731
     with user_errors(ValueError, *runtime_errors()):
         report = run_critic_bench(c.loaded.settings, size=size, seed=seed, model=model,
-                                  model_items=model_items, handwritten=handwritten,
-                                  echo=lambda line: console.print(line, markup=False))
+                                  model_items=model_items, handwritten=handwritten, echo=echo)
+        if with_controller:
+            report.controller = run_controller_bench(c.loaded.settings, seed=seed, documents=controller_documents,
+                                                     learn=learn, echo=echo)
+            print_controller(report.controller, echo)
     write_report(report, json_out)
