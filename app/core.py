@@ -64,7 +64,7 @@ from store.playbook_files import PlaybookFile, read_playbook_file
 
 # --- re-exported for ui/, which imports nothing from app/ but this module ----------------------
 from app.chat.service import Citation as Citation, Delta as Delta, Done as Done, Sources as Sources
-from app.chat.controller import Decision as Decision
+from app.chat.controller import Decision as Decision, DecisionRow as DecisionRow
 from app.instance import REFUSED as REFUSED, is_loopback as is_loopback
 from app.runtimes.llamacpp import EMBEDDED as EMBEDDED, EMBEDDED_TITLE as EMBEDDED_TITLE
 from app.runtimes.registry import BACKENDS as BACKENDS
@@ -367,6 +367,12 @@ class Engram:
     def sleep_checkpoints(self) -> CheckpointService | None:
         """Where a sleep saves the learned state before it begins (None: sleep.checkpoint is off)."""
         return self.checkpoints if self.settings.sleep.checkpoint else None
+
+    def decisions(self, limit: int = 20) -> list[DecisionRow]:
+        """What the meta-controller gave each of the newest answers, newest first."""
+        from app.chat.controller import decision_rows
+
+        return decision_rows(self.conversations, limit)
 
     def answering_state(self) -> AnsweringState:
         """Which runtime and which learned weights answer the next question (for the UI)."""

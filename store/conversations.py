@@ -134,6 +134,21 @@ class ConversationStore:
             "ORDER BY id DESC LIMIT 1", (conversation_id, message_id)).fetchone()
         return row[0] if row else ""
 
+    def recent_answers(self, limit: int) -> list[tuple[str, MessageRow]]:
+        """Engram's newest answers (not those API clients sent as earlier turns), newest first,
+        each with the question it answered."""
+        rows = self.db.query(
+            "SELECT a.*, (SELECT q.content FROM messages q WHERE q.conversation_id = a.conversation_id "
+            "AND q.id < a.id AND q.role = 'user' ORDER BY q.id DESC LIMIT 1) AS question "
+            "FROM messages a WHERE a.role = 'assistant' AND json_extract(a.meta, '$.written_by') IS NOT ? "
+            "ORDER BY a.id DESC LIMIT ?", (WRITTEN_BY_CLIENT["written_by"], limit))
+        found = []
+        for row in rows:
+            data = dict(row)
+            question = data.pop("question") or ""
+            found.append((question, _message(data)))
+        return found
+
     def judged_answer_ids(self, limit: int, exclude_message_id: int | None = None) -> list[int]:
         """The newest answers whose right answer is known (corrected, or rated up), newest first."""
         rows = self.db.query(

@@ -75,6 +75,12 @@ def test_chat_skips_memory_for_small_talk_and_says_so(embedder, tmp_path: Path, 
         assert decision.memory and decision.consulted == ["rag"] and decision.critic
         assert message.citations and "critic" in message.meta
         assert "memory: rag" in render_answer(message.content, message.citations, message.meta)
+
+        newest, older = engram.decisions()  # the app's table, newest first
+        assert (newest.question, newest.memory, newest.critic, newest.answered_by) == (
+            "When does the ferry to Oskel Isle leave?", "rag", "on", "llamacpp")
+        assert (older.question, older.memory, older.critic) == ("Thanks a lot!", "none (small talk)", "off")
+        assert newest.seconds is not None and newest.seconds > 0
     finally:
         engram.close()
 

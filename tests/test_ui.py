@@ -67,6 +67,11 @@ def test_watch_drop_learn_ask_cite_correct_restart(page, embedder, llama, tmp_pa
         expect(link).to_have_text("ferry.txt")
         expect(answer.locator(".engram-sources li").first).to_contain_text("line 1")
         expect(page.locator("#engram-conversations")).to_contain_text(QUESTION)
+        expect(answer.locator(".engram-decision")).to_have_text("memory: rag")
+        page.locator("#engram-decisions").get_by_text("How the last answers were made").click()
+        decision = page.locator("#engram-decisions-table tbody tr").first
+        expect(decision).to_contain_text(QUESTION)
+        expect(decision).to_contain_text("llama.cpp")
 
         # The citation opens the stored text with the quoted passage highlighted.
         with page.context.expect_page() as opened:

@@ -90,7 +90,7 @@ def render_decision(meta: dict[str, Any]) -> str:
         return ""
     decision = Decision.model_validate(meta["controller"])
     tip = escape("; ".join(decision.reasons) or "every memory this question could use", quote=True)
-    return f"<br><span class='engram-meta engram-decision' title=\"{tip}\">{escape(decision.summary())}</span>"
+    return f"<span class='engram-decision' title=\"{tip}\">{escape(decision.summary())}</span>"
 
 
 def cut_off(meta: dict[str, Any]) -> bool:
@@ -176,6 +176,9 @@ def model_line(engram: Engram) -> str:
 
 
 # --- the tab -----------------------------------------------------------------------------------
+DECISION_HEADERS = ("When", "Question", "Memory consulted", "Learned weights", "Critic", "Answered by", "Time")
+
+
 def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     conversation = gr.State(None)  # id of the open conversation (None: a new one)
     message_ids = gr.State([])  # store id of each chatbot message, in order
@@ -198,6 +201,10 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                 ask_button = gr.Button("Ask", variant="primary", scale=1, min_width=90, size="md")
                 continue_button = gr.Button("Continue", variant="secondary", scale=1, min_width=110,
                                             size="md", visible=False, elem_id="engram-continue")
+            with gr.Accordion("How the last answers were made", open=False, elem_id="engram-decisions"):
+                decisions = gr.Dataframe(headers=list(DECISION_HEADERS), interactive=False, wrap=True,
+                                         column_widths=["13%", "31%", "13%", "13%", "9%", "12%", "9%"],
+                                         elem_id="engram-decisions-table")
             with gr.Group(visible=False) as correction_box:
                 correction_label = gr.HTML()
                 correction = gr.Textbox(label="What should the answer have been?", lines=2,
@@ -206,6 +213,10 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                     save_correction = gr.Button("Save correction", variant="primary", size="sm")
                     close_correction = gr.Button("Not now", size="sm")
 
+    def decision_table() -> list[list[Any]]:
+        return [[local_time(r.when), r.question, r.memory, r.learned, r.critic, backend_title(r.answered_by),
+                 "" if r.seconds is None else f"{r.seconds:.1f} s"] for r in engram.decisions()]
+
     def listing(selected: int | None) -> tuple[Any, Any]:
         choices = conversation_choices(engram)
         return (gr.update(choices=choices, value=selected),
@@ -213,7 +224,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
 
     @friendly
     def on_load() -> tuple[Any, ...]:
-        return (*listing(None), model_line(engram))
+        return (*listing(None), model_line(engram), decision_table())
 
     @friendly
     def new_conversation() -> tuple[Any, ...]:
@@ -299,7 +310,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         chat, ids, feedback = to_chat(engram.conversations.messages(int(conversation_id)))
         return gr.update(value=chat, feedback_value=feedback), ids, "", None, gr.update(visible=False)
 
-    blocks.load(on_load, None, [conversations, no_conversations, model_info])
+    blocks.load(on_load, None, [conversations, no_conversations, model_info, decisions])
     new_button.click(new_conversation, None,
                      [conversation, chatbot, message_ids, conversations, correction_box, question, continue_button])
     conversations.input(open_conversation, conversations,
@@ -311,7 +322,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
               (carry_on, continue_button.click, [chatbot, conversation, message_ids])]
     for handler, trigger, inputs in asking:
         trigger(handler, inputs, ask_outputs, concurrency_limit=1, concurrency_id="engram-chat").then(
-            friendly(lambda: model_line(engram)), None, model_info)
+            friendly(lambda: (model_line(engram), decision_table())), None, [model_info, decisions])
     chatbot.like(on_feedback, message_ids, [correcting, correction_box, correction_label])
     save_correction.click(on_correction, [correction, correcting, conversation],
                           [chatbot, message_ids, correction, correcting, correction_box])

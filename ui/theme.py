@@ -58,6 +58,7 @@ footer { display: none !important; }
 .engram-sources .where { color: var(--body-text-color-subdued); }
 .engram-sources q { display: block; color: var(--body-text-color-subdued); font-style: italic; }
 .engram-meta { display: block; margin-top: 8px; font-size: 0.78rem; color: var(--body-text-color-subdued); }
+.engram-decision { display: block; margin-top: 2px; font-size: 0.78rem; color: var(--body-text-color-subdued); }
 .engram-warning { color: var(--error-text-color, #b42318); }
 .engram-unsupported { text-decoration: underline wavy var(--error-text-color, #b42318);
   text-decoration-skip-ink: none; text-underline-offset: 3px; cursor: help; }

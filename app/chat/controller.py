@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from engines.base import Contribution
+from store.conversations import ConversationStore
 
 Policy = Literal["rules", "off"]
 
@@ -101,3 +102,37 @@ def active(contributions: list[Contribution], decision: Decision) -> list[Contri
     kept = set(decision.learned)
     return [c.model_copy(update={"learned_states": [], "notes": []})
             if c.learned_states and not kept.intersection(c.learned_states) else c for c in contributions]
+
+
+class DecisionRow(BaseModel):
+    """One answer in the app's table of decisions."""
+
+    when: str
+    question: str
+    memory: str
+    learned: str
+    critic: str
+    answered_by: str
+    seconds: float | None
+
+
+def decision_rows(conversations: ConversationStore, limit: int = 20) -> list[DecisionRow]:
+    """The controller's decisions for the newest answers, newest first (answers from before the
+    controller existed say so)."""
+    rows = []
+    for question, message in conversations.recent_answers(limit):
+        meta = message.meta
+        raw = meta.get("controller")
+        decision = Decision.model_validate(raw) if raw else None
+        if decision is None:
+            memory, learned, critic = "(before the controller)", "", ""
+        elif not decision.memory:
+            memory, learned, critic = "none (small talk)", "", "off"
+        else:
+            memory = ", ".join(decision.consulted) or "none"
+            learned = ", ".join(decision.learned) or ("not needed" if decision.skipped_learned else "")
+            critic = "on" if decision.critic else "off (no sources)"
+        rows.append(DecisionRow(when=message.created_at, question=question, memory=memory, learned=learned,
+                                critic=critic, answered_by=str(meta.get("backend", "")),
+                                seconds=meta.get("seconds")))
+    return rows
