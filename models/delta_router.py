@@ -35,6 +35,9 @@ class DeltaRouter:
         # question routed while a document is dropped sees the table before or after, not between
         self._table = _empty()
         self._writing = threading.Lock()  # one writer at a time (a learn beside a forget)
+        self.probe: Tensor | None = None
+        """A fixed sentence as the embedder that made the keys embeds it: another embedding model
+        gives another vector, so its questions must not be compared with these keys."""
 
     @property
     def keys(self) -> Tensor:
@@ -82,6 +85,7 @@ class DeltaRouter:
     def clear(self) -> None:
         with self._writing:
             self._table = _empty()
+            self.probe = None
 
     def similarity(self, queries: Tensor) -> Tensor:
         """[B, D] unit vectors -> [B]: each one's best cosine similarity to a key (-1: no keys)."""
@@ -107,16 +111,23 @@ class DeltaRouter:
         return ((similarity - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
 
     def state(self) -> dict[str, Tensor]:
-        return {"keys": self.keys.clone(), "owners": self.owners.clone()}
+        found = {"keys": self.keys.clone(), "owners": self.owners.clone()}
+        if self.probe is not None:
+            found["probe"] = self.probe.clone()
+        return found
 
-    def load(self, state: dict[str, Tensor]) -> None:
-        """Raise ValueError unless ``state`` (as ``state`` gives it) is a router's."""
-        keys, owners = state.get("keys"), state.get("owners")
+    def load(self, state: dict[str, Tensor | None]) -> None:
+        """Raise ValueError unless ``state`` (as ``state`` gives it) is a router's (a state saved
+        before probes existed has none)."""
+        keys, owners, probe = state.get("keys"), state.get("owners"), state.get("probe")
         if not isinstance(keys, Tensor) or not isinstance(owners, Tensor) or keys.dim() != 2 or (
                 owners.dim() != 1 or owners.is_floating_point() or owners.numel() != keys.shape[0]):
             raise ValueError("the router's keys and owners do not fit together")
+        if probe is not None and (not isinstance(probe, Tensor) or probe.dim() != 1):
+            raise ValueError("the router's probe is not a vector")
         with self._writing:
             self._table = (keys.to(torch.float16), owners.to(torch.long))
+            self.probe = None if probe is None else probe.float()
 
 
 def _empty() -> tuple[Tensor, Tensor]:

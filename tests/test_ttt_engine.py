@@ -15,6 +15,7 @@ from transformers.utils import logging as transformers_logging
 
 from app.bench.model_eval import greedy_answers, option_logprobs, render
 from engines.base import Budget, DocumentInput, Query
+from engines.ttt import route_keys
 from engines.ttt.calibration import background_rates
 from engines.ttt.persistence import LIVE_KEY
 from engines.generation import ChatMessage
@@ -213,6 +214,20 @@ def test_answers_get_the_learned_weights_as_far_as_the_question_is_about_a_learn
         engine.cortex()
         assert engine.stats()["router_keys"] == 4 and engine.documents == 1  # the weights are kept
         assert scores(neocortex, GENERAL, capitals) == known
+
+        # Another embedding model of the same width (no second one ships: the real vectors with
+        # their dimensions reversed): the keys are made again before a question is compared.
+        context, real = engine.routing.context, engine.routing.context.embed
+        context.embed = lambda texts: real(texts)[:, ::-1].copy()
+        try:
+            engine.routing._checked_at = float("-inf")  # as after a model switch, 30 s on
+            assert engine.contribute(Query(text=QUESTION)).meta["routed_share"] == 1.0
+            assert torch.allclose(engine.state_dict()["router.probe"], torch.from_numpy(
+                context.embed([route_keys.PROBE])[0]), atol=1e-6)
+        finally:
+            context.embed = real
+            engine.routing._checked_at = float("-inf")
+        assert engine.contribute(Query(text=QUESTION)).meta["routed_share"] == 1.0  # and back
 
         (folder / "loudurk.txt").unlink()  # a document that leaves takes its keys along
         engram.ingest([folder])

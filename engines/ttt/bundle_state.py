@@ -4,7 +4,7 @@ belongs to, and how it becomes the engine's state, loaded or not.
 
 The state is the one ``LiveState.snapshot`` writes: each learning layer's rows
 (``layer{i}.ids|gate|up|down``), the router's keys and their documents (``router.keys``,
-``router.owners``) and a JSON half (counters, the learning layers, the recall pool). Nothing of
+``router.owners``, and ``router.probe``: what tells the embedding model that made them) and a JSON half (counters, the learning layers, the recall pool). Nothing of
 it is trusted: the header's names, dtypes and shapes are checked before a byte of data is read,
 then the values (neuron ids in range and unique, finite floats, documents the bundle lists).
 """
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 FLOAT_DTYPES = {"F32": 4, "F16": 2, "BF16": 2}
 INT_DTYPES = {"I64": 8, "I32": 4}
-ROUTER = ("router.keys", "router.owners")
+ROUTER = ("router.keys", "router.owners", "router.probe")
 UNKNOWN_DIM = 4096
 """The embedding width a size bound assumes when the bundle does not say (wider than most)."""
 
@@ -149,6 +149,10 @@ class TTTBundleState:
                                    f"{dim or 'D'}-dimensional embeddings")
             if owners.dtype not in INT_DTYPES or owners.shape != [keys.shape[0]]:
                 raise StateRefused("router.owners", f"{owners.dtype} {owners.shape}: not one document id per key")
+        probe = tensors.get("router.probe")
+        if probe is not None and (probe.dtype not in FLOAT_DTYPES or len(probe.shape) != 1
+                                  or (keys is not None and probe.shape[0] != keys.shape[1])):
+            raise StateRefused("router.probe", f"{probe.dtype} {probe.shape} is not one embedding of the keys' width")
 
     def load(self, tensors: dict[str, Any], meta: dict[str, str], documents: set[int], shape: ModelShape,
              config: BaseModel) -> dict[str, Any]:

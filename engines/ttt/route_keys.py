@@ -37,6 +37,25 @@ def passages(text: str) -> list[str]:
     return found
 
 
+PROBE = "The quick brown fox jumps over the lazy dog near the river bank."
+SAME_EMBEDDER = 0.99  # cosine of the probe's two embeddings: fp32 and bf16 of one model give 0.996+
+
+
+def probe(embed: Embed) -> Tensor:
+    """The fixed probe sentence as ``embed`` embeds it: what tells one embedding model from another."""
+    return torch.from_numpy(embed([PROBE]))[0].float()
+
+
+def same_embedder(saved: Tensor | None, current: Tensor) -> bool:
+    """Whether keys made where the probe embedded as ``saved`` may be compared with ``current``'s
+    questions (no saved probe: keys from before probes existed, taken as they are)."""
+    if saved is None:
+        return True
+    if saved.shape != current.shape:
+        return False
+    return float(torch.nn.functional.cosine_similarity(saved, current, dim=0)) >= SAME_EMBEDDER
+
+
 def embedded_keys(embed: Embed, text: str) -> Tensor:
     """A document's router keys: its first passages embedded (its opening, if it has none)."""
     return torch.from_numpy(embed(passages(text)[:ROUTE_KEYS] or [text[:MAX_CHARS]]))

@@ -9,6 +9,7 @@ by the original model. ``Routing.route`` is what the engine sets as the neocorte
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from models.dual_mlp import shared
 from store.documents import DocumentStore
 
 log = logging.getLogger(__name__)
+RECHECK_S = 30.0  # how often answering checks that the embedding model is still the keys' one
 
 
 class RouterKeysError(ValueError):
@@ -36,17 +38,30 @@ class Routing(Part):
 
     def __init__(self, context: EngineContext, state: TTTState) -> None:
         super().__init__(context, state)
+        self._checked_at = float("-inf")  # when the keys' embedder was last compared with today's
 
     def keys(self, text: str) -> Tensor:
         """A document's router keys: its passages embedded (its opening, if it has none).
-        Keys of another embedding model (a checkpoint from elsewhere) are embedded again first."""
-        keys = route_keys.embedded_keys(self.context.embed, text)
-        router = self.state.router
-        if router.dim() not in (None, keys.shape[1]):
-            log.warning("the router's keys have %s dimensions, the embedder gives %s: embedding them again",
-                        router.dim(), keys.shape[1])
-            self.rekey(router, set(router.owners.tolist()))
-        return keys
+        Keys of another embedding model (a checkpoint from elsewhere, a model switched since)
+        are embedded again first."""
+        self.check_embedder(self.state.router)
+        return route_keys.embedded_keys(self.context.embed, text)
+
+    def check_embedder(self, router: DeltaRouter) -> None:
+        """Embed the keys again when the embedding model is not the one that made them (the
+        probe sentence embeds elsewhere, or the dimension differs): questions embedded by one
+        model are never compared with another's keys."""
+        current = route_keys.probe(self.context.embed)
+        self._checked_at = time.monotonic()
+        if not len(router):
+            router.probe = current
+            return
+        if router.dim() == current.shape[0] and route_keys.same_embedder(router.probe, current):
+            if router.probe is None:
+                router.probe = current  # keys from before probes existed: this model from now on
+            return
+        log.warning("the router's %d keys were made by another embedding model: embedding them again", len(router))
+        self.rekey(router, set(router.owners.tolist()))
 
     def rekey(self, router: DeltaRouter, documents: set[int]) -> None:
         """Embed these stored documents' keys again (from their stored text)."""
@@ -56,6 +71,7 @@ class Routing(Part):
             text = "\n\n".join(store.chunk_texts(document_id))
             if text.strip():
                 router.add(document_id, route_keys.embedded_keys(self.context.embed, text))
+        router.probe = route_keys.probe(self.context.embed)
 
     def loaded(self, saved: dict[str, Any], present: set[int], recall: RecallPool) -> DeltaRouter:
         """A saved state's router, kept to the documents still present. A state learned before
@@ -63,10 +79,12 @@ class Routing(Part):
         router = DeltaRouter(self.config.route_low, self.config.route_high)
         if "router.keys" in saved:
             try:
-                router.load({"keys": saved["router.keys"], "owners": saved.get("router.owners")})
+                router.load({"keys": saved["router.keys"], "owners": saved.get("router.owners"),
+                             "probe": saved.get("router.probe")})
             except ValueError as exc:
                 raise RouterKeysError(f"unreadable router keys ({exc})") from None
             router.keep(present)
+            self.check_embedder(router)
         else:
             self.rekey(router, recall.documents() & present)
         return router
@@ -75,6 +93,8 @@ class Routing(Part):
         """Each query's share of the learned weights (None: unrouted, all of them)."""
         if not self.config.route:
             return None
+        if time.monotonic() - self._checked_at > RECHECK_S:  # a model switch swaps the embedder
+            self.check_embedder(self.state.router)
         try:
             return self.state.router.shares(torch.from_numpy(self.context.embed(list(queries))))
         except ValueError as exc:
