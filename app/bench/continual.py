@@ -58,7 +58,7 @@ class ContinualConfig(BaseModel):
     rank: int = 8  # CLS expert rank
     expert_lr: float = 5e-3
     keys_per_expert: int = 32  # inputs kept as an expert's router keys
-    novelty: float = 0.10  # mean (1 - best key cosine) above which a task grows a new expert
+    novelty: float = 0.15  # mean (1 - best key cosine) above which a task grows a new expert
     sleep_epochs: int = 15
     sleep_lr: float = 3e-3
     sleep_ewc_strength: float = 100.0
