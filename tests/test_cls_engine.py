@@ -11,6 +11,7 @@ from app.bench.model_eval import render
 from engines.base import Budget, DocumentInput, Query, routed
 from engines.generation import ChatMessage
 from store.cls_episodes import ClsEpisodeStore
+from store.metrics_log import MetricsLog
 from tests.helpers import open_engram
 
 DOC = ("Loudurk Zestaestox was born in 1946. Loudurk Zestaestox grew up in the town of Stikecaend. "
@@ -46,6 +47,8 @@ def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex) -> None:
         assert engine.contribute(Query(text=UNRELATED)).learned_states == []
         assert engine.blobs.get("cls/expert-0") is not None
         assert ClsEpisodeStore(engram.db).count() > 0
+        steps = [m for m in MetricsLog(engine.context.data_dir).read() if m["phase"] == "learn"]
+        assert len(steps) == report.details["steps"] and steps[-1]["expert"] == 0
 
         # a fresh engine finds the saved pool and loads the expert only when routed to
         learned = logits(neocortex, ASKED)
@@ -66,6 +69,8 @@ def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex) -> None:
         after = again.pool.consolidated()
         assert all(torch.equal(before[k], after[k]) for k in before)
         assert any(e.kind == "rollback" for e in ClsEpisodeStore(engram.db).events())
+        assert any("rollback" in line for line in again.stats()["events"])
+        assert any(m["phase"] == "sleep" for m in MetricsLog(engine.context.data_dir).read())
         engine = again
     finally:
         engine.close()

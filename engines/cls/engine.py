@@ -56,6 +56,7 @@ from models.expert_router import KeyRouter
 from models.lora_experts import ExpertPool
 from store.blobs import BlobStore
 from store.cls_episodes import ClsEpisodeStore, Episode
+from store.metrics_log import MetricsLog
 
 NAME = "cls"
 INDEX = "cls/index"
@@ -80,6 +81,7 @@ class CLSEngine(Engine):
         self.config = config or CLSConfig()
         self.blobs = BlobStore(context.db, context.data_dir)
         self.episodes = ClsEpisodeStore(context.db)
+        self.metrics = MetricsLog(context.data_dir)
         self.autosave = True
         self.training = threading.Lock()
         self.setup = threading.Lock()
@@ -209,6 +211,8 @@ class CLSEngine(Engine):
                 opt.step()
             last = float(loss.detach())
             first = last if n == 0 else first
+            self.metrics.append({"engine": NAME, "phase": "learn", "step": n + 1, "loss": last, "expert": slot,
+                                 "document_id": document.document_id})
             progress(0.05 + 0.9 * (n + 1) / steps, f"step {n + 1}/{steps} loss {last:.3f}")
         self.keys.add(slot, keys)
         info = self.experts[slot]
@@ -336,7 +340,9 @@ class CLSEngine(Engine):
                 teacher = lm.logits(cortex.model, batch)
             with pool.routing(None, consolidated=1.0):
                 student = lm.logits(cortex.model, batch)
-            return kl_to_teacher(student, teacher, lm.label_mask(batch))
+            value = kl_to_teacher(student, teacher, lm.label_mask(batch))
+            self.metrics.append({"engine": NAME, "phase": "sleep", "step": taken[0], "kl": float(value.detach())})
+            return value
 
         with cortex.lock:
             report = distill(params, work, loss, cfg.sleep_lr, ewc, stop)
