@@ -88,8 +88,15 @@ class ExpertLinear(nn.Module):
 
 
 def _rows(w: Tensor, like: Tensor) -> Tensor:
-    """[batch] -> broadcastable over ``like`` ([batch, ..., out])."""
-    return w.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    """[batch] -> broadcastable over ``like`` ([batch, ..., out]). A batch of ``n`` times the
+    routed rows (each row repeated for its ``n`` options, as the bench scores them) repeats
+    each row's weight ``n`` times, as TTT's DualMLP does."""
+    rows, given = like.shape[0], w.shape[0]
+    if given not in (1, rows):
+        if rows % given:
+            raise ValueError(f"{given} routed rows for a batch of {rows}")
+        w = w.repeat_interleave(rows // given)
+    return w.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
 class ExpertPool:

@@ -48,6 +48,16 @@ def test_unrouted_rows_get_the_base_exactly() -> None:
     assert torch.equal(plain, model(x))
 
 
+def test_routed_rows_repeat_over_a_batch_of_options() -> None:
+    model, pool = _pool()
+    x = torch.randn(2, 8)
+    w = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    with pool.routing(w, consolidated=torch.tensor([1.0, 0.0])):
+        single = model(x)
+        repeated = model(x.repeat_interleave(3, 0))  # each row scored for 3 options
+    assert torch.allclose(repeated, single.repeat_interleave(3, 0))
+
+
 def test_freeze_mask_holds_rows_bit_identical() -> None:
     model, pool = _pool(1)
     layer = "2"
