@@ -69,9 +69,21 @@ def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex) -> None:
         after = again.pool.consolidated()
         assert all(torch.equal(before[k], after[k]) for k in before)
         assert any(e.kind == "rollback" for e in ClsEpisodeStore(engram.db).events())
+        engine = again
         assert any("rollback" in line for line in again.stats()["events"])
         assert any(m["phase"] == "sleep" for m in MetricsLog(engine.context.data_dir).read())
-        engine = again
+
+        # a checkpoint (state_dict) brings every expert back into an engine that lost its blobs
+        state = again.state_dict()
+        again.close()
+        for key in ("cls/index", "cls/expert-0"):
+            again.blobs.delete(key)
+        engine = type(again)(again.context, again.config)
+        engine.cortex()
+        assert not engine.experts and torch.equal(logits(neocortex, ASKED), base_asked)
+        engine.load_state_dict(state, origin="test")
+        assert torch.equal(logits(neocortex, ASKED), learned)
+        assert engine.blobs.get("cls/expert-0") is not None  # autosave wrote it again
     finally:
         engine.close()
         engram.close()
