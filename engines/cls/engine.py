@@ -92,6 +92,7 @@ class CLSEngine(Engine):
         self.documents = 0
         self.sleeps = 0
         self._background: list[int] | None = None
+        self.origin: str | None = None  # the checkpoint the learned state came from
 
     # --- the model ------------------------------------------------------------------------------
     def cortex(self) -> Neocortex:
@@ -492,6 +493,7 @@ class CLSEngine(Engine):
             for slot in self.pool.slots():
                 self.pool.drop(slot)
             self._apply_index(state)
+            self.origin = origin
             for slot in self.experts:
                 prefix = f"expert.{slot}."
                 self.pool.load(slot, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
@@ -509,6 +511,7 @@ class CLSEngine(Engine):
         return {"experts": len(self.experts) if self._cortex is not None else saved.get("experts", 0),
                 "loaded": [] if self.pool is None else self.pool.slots(),
                 "documents": self.documents if self._cortex is not None else saved.get("documents", 0),
-                "sleeps": self.sleeps, "episodes": self.episodes.count(),
+                "label": self.label if self._cortex is not None else f"cls: {saved.get('experts', 0)} experts",
+                "origin": self.origin, "sleeps": self.sleeps, "episodes": self.episodes.count(),
                 "consolidated_experts": sum(i.consolidated for i in self.experts.values()),
                 "events": [f"{e.kind}: {e.reason}" for e in events]}
