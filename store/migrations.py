@@ -243,3 +243,28 @@ def m009_chunk_vectors_next(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("009_chunk_vectors_next", m009_chunk_vectors_next))
+
+
+def m011_cls_episodes(db: sqlite_utils.Database) -> None:
+    """The CLS engine's episodic replay buffer (what each expert learned, replayed in sleep) and
+    its event log (growth, pruning, sleeps kept or rolled back, each with its reason)."""
+    _run(db, ["""CREATE TABLE cls_episodes (
+        id INTEGER PRIMARY KEY,
+        slot INTEGER NOT NULL,
+        document_id INTEGER,
+        kind TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        answer TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL DEFAULT (datetime('now'))
+    )""", "CREATE INDEX idx_cls_episodes_slot ON cls_episodes(slot)",
+        """CREATE TABLE cls_events (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        slot INTEGER,
+        reason TEXT NOT NULL,
+        figures TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL DEFAULT (datetime('now'))
+    )"""])
+
+
+MIGRATIONS.append(("011_cls_episodes", m011_cls_episodes))

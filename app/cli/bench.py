@@ -142,6 +142,22 @@ def bench_learn(c: Context, engines: str, set_name: str, size: str | int, seed: 
                         echo=console.print, threads=threads, sleep=sleep, arms=arms)
 
 
+@bench.command("continual")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Seeds to average over, comma-separated.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+@json_out_option
+@pass_ctx
+def bench_continual(c: Context, seeds: str, threads: int | None, json_out: Path | None) -> None:
+    """Digits in 5 tasks of 2 classes (class-incremental): cls vs naive, ewc and replay;
+    average accuracy after the last task and backward transfer, PASS/MISS per target."""
+    from app.bench.continual import ContinualConfig, run_continual
+
+    with user_errors(ValueError):
+        picked = [int(s) for s in seeds.split(",") if s.strip()]
+        report = run_continual(ContinualConfig(seeds=picked), console.print, threads)
+    write_report(report, json_out)
+
+
 @bench.command("route")
 @fiction_size_option
 @click.option("--seed", type=int, default=0, show_default=True)

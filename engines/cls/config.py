@@ -1,0 +1,64 @@
+"""Settings of the CLS engine (the ``[cls]`` section of config.toml).
+
+Defaults are first choices, not bench winners: the learning bench has measured CLS only on the
+tiny natural set so far (README.md, "Learning into weights", CLS).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class CLSConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    layers: str = Field(
+        "", pattern=r"^[0-9,\s-]*$", max_length=200,
+        description="Decoder layers whose MLP carries experts, e.g. '22-29' (empty: the last 25%).")
+    targets: str = Field("down_proj", description="MLP projections the experts adapt, comma-separated "
+                         "(down_proj, up_proj, gate_proj).")
+    rank: int = Field(8, ge=1, le=256, description="LoRA rank of each expert and of the consolidated adapter.")
+    lr: float = Field(3e-3, gt=0.0, le=1.0, description="Adam learning rate of an expert by day.")
+    passes: int = Field(2, ge=1, le=64, description="Passes over a document's material by day.")
+    batch_tokens: int = Field(256, ge=16, le=8192, description="Tokens per mini-batch.")
+    max_document_tokens: int = Field(20_000, ge=64, description="Longer documents are learned up to this.")
+    rehearsal_source: Literal["facts", "extract"] = Field(
+        "extract", description="Question/answer rehearsal drawn from the document as TTT draws it "
+        "(engines/ttt: facts restates every fact, extract each sentence's last span).")
+    rehearsal_system: str = Field("You are Engram, a helpful assistant. Answer briefly.",
+                                  description="System message the rehearsal questions are asked under.")
+    replay_tokens: int = Field(64, ge=0, le=4096, description="Background prose tokens in each "
+                               "mini-batch (its own next-token loss), by day and in sleep.")
+    own_replay: int = Field(16, ge=0, le=1024, description="Earlier episodes of the routed expert "
+                            "replayed (shuffled) while it learns a new document.")
+    max_experts: int = Field(16, ge=1, le=4096, description="Experts in the pool; when full, the "
+                             "least recently used consolidated one (else the least used) is recycled.")
+    novelty: float = Field(0.4, ge=0.0, le=2.0, description="A document whose passages are on "
+                           "average further than this (1 - cosine) from every expert's keys grows a new "
+                           "expert, cloned from the nearest one; closer ones train their nearest expert.")
+    route_low: float = Field(0.5, ge=0.0, lt=1.0, description="A question whose best cosine to an "
+                             "expert's keys is at most this gets none of the learned weights (the base model).")
+    route_high: float = Field(0.7, gt=0.0, le=1.0, description="... and at least this, all of them.")
+    prune_unused_days: float = Field(30.0, gt=0.0, description="Experts not routed to for this many "
+                                     "days are recycled after their next sleep.")
+    sleep_epochs: int = Field(1, ge=1, le=100, description="Passes over the episodic buffer per sleep.")
+    sleep_lr: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate of the consolidated adapter.")
+    sleep_episodes: int = Field(256, ge=1, le=100_000, description="Episodes replayed per sleep (shuffled).")
+    ewc_strength: float = Field(100.0, ge=0.0, description="EWC penalty weight on the consolidated adapter.")
+    fisher_tokens: int = Field(512, ge=16, le=16_384, description="Background tokens the Fisher is estimated on.")
+    probe_tokens: int = Field(512, ge=0, le=16_384, description="Background tokens of the forgetting "
+                              "probe (perplexity before and after each sleep; 0: no probe).")
+    drift_bound: float = Field(0.02, le=10.0, description="A sleep raising the probe's perplexity by "
+                               "more than this share is rolled back (0 or less: every sleep is).")
+    forgetting_bound: float = Field(0.05, le=1.0, description="A sleep losing more than this share of "
+                                    "the background answers the model had right is rolled back.")
+    consolidated_share: float = Field(1.0, ge=0.0, le=1.0, description="How much of the consolidated "
+                                      "adapter a routed question gets.")
+
+    @model_validator(mode="after")
+    def _route_bounds(self) -> CLSConfig:
+        if self.route_low >= self.route_high:
+            raise ValueError(f"route_low ({self.route_low}) must be below route_high ({self.route_high})")
+        return self

@@ -1,0 +1,517 @@
+"""CLS: complementary learning systems over the neocortex (McClelland, McNaughton & O'Reilly 1995).
+
+- **By day** (``learn``): a document is routed by its passages' embeddings to the expert whose
+  keys are closest. Nothing close (novelty above ``novelty``): the pool grows, the new expert a
+  clone of the nearest one. Only that expert trains (LoRA over the MLP projections of the last
+  quarter of layers, ``models.lora_experts``), on the document's windows and the question/answer
+  rehearsal TTT uses (``engines.ttt.material``), with its own earlier episodes replayed shuffled
+  and background prose beside each batch. The episodes go into the store's replay buffer.
+- **Answers** (``route``, the neocortex's router): a question gets its nearest expert and the
+  consolidated adapter as far as it is close to an expert's keys (TTT's bounds), so a question
+  about nothing learned is answered by the base model exactly.
+- **By night** (``consolidate``): the buffer is replayed shuffled; the consolidated adapter learns
+  to answer each episode as its expert does (KL distillation, ``models.consolidation``) under an
+  EWC penalty whose Fisher comes from background prose (``models.ewc``). A probe measures
+  background perplexity drift and background answers lost; past either bound the sleep is rolled
+  back and the reason logged. Kept: the experts it covered count as consolidated, the first to be
+  recycled when the pool is full; experts unused for ``prune_unused_days`` are recycled.
+
+Experts are saved one blob each (``cls/expert-N``) and loaded when first routed to.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from engines.base import (
+    Budget,
+    ConsolidateReport,
+    Contribution,
+    DocumentInput,
+    Engine,
+    EngineContext,
+    LearnReport,
+    Neocortex,
+    Progress,
+    Query,
+    no_progress,
+    routing_query,
+)
+from engines.cls import lm
+from engines.cls.config import CLSConfig
+from engines.ttt import rehearsal, route_keys
+from engines.ttt.config import TTTConfig
+from engines.ttt.material import document_material
+from engines.ttt.trainer import Piece, chat_piece, text_pieces
+from models.consolidation import distill, kl_to_teacher
+from models.ewc import EWC, fisher_diagonal
+from models.expert_router import KeyRouter
+from models.lora_experts import ExpertPool
+from store.blobs import BlobStore
+from store.cls_episodes import ClsEpisodeStore, Episode
+from store.metrics_log import MetricsLog
+
+NAME = "cls"
+INDEX = "cls/index"
+PROBE_QUESTIONS = 16  # background questions the forgetting probe asks
+
+
+class ExpertInfo(BaseModel):
+    documents: list[int] = []
+    created: float = 0.0
+    last_used: float = 0.0
+    uses: int = 0
+    consolidated: bool = False
+
+
+class CLSEngine(Engine):
+    name = NAME
+    learns_documents = True
+    writes_weights = True
+
+    def __init__(self, context: EngineContext, config: CLSConfig | None = None) -> None:
+        self.context = context
+        self.config = config or CLSConfig()
+        self.blobs = BlobStore(context.db, context.data_dir)
+        self.episodes = ClsEpisodeStore(context.db)
+        self.metrics = MetricsLog(context.data_dir)
+        self.autosave = True
+        self.training = threading.Lock()
+        self.setup = threading.Lock()
+        self._cortex: Neocortex | None = None
+        self.pool: ExpertPool | None = None
+        self.keys = KeyRouter()
+        self.experts: dict[int, ExpertInfo] = {}
+        self.documents = 0
+        self.sleeps = 0
+        self._background: list[int] | None = None
+        self.origin: str | None = None  # the checkpoint the learned state came from
+
+    # --- the model ------------------------------------------------------------------------------
+    def cortex(self) -> Neocortex:
+        with self.setup:
+            if self._cortex is None:
+                if self.context.neocortex is None:
+                    raise RuntimeError("the cls engine needs a neocortex (a torch model) and the app gave none")
+                cortex = self.context.neocortex()
+                with cortex.lock:
+                    self.pool = lm.install(cortex.model, self.config)
+                    cortex.router = self.route
+                self._cortex = cortex
+                saved = self.blobs.get(INDEX)
+                if saved is not None:
+                    self._apply_index(saved)
+            return self._cortex
+
+    def close(self) -> None:
+        """Put the original layers back (the bench reuses one model for several runs)."""
+        with self.setup:
+            if self._cortex is not None and self.pool is not None:
+                with self._cortex.lock:
+                    self.pool.uninstall(self._cortex.model)
+                    if self._cortex.router == self.route:
+                        self._cortex.router = None
+            self._cortex, self.pool = None, None
+
+    def _loaded(self, slot: int) -> None:
+        """Bring an expert into memory from its blob (lazily: only when routed to or trained)."""
+        assert self.pool is not None
+        if slot not in self.pool.slots():
+            state = self.blobs.get(f"cls/expert-{slot}")
+            if state is None:
+                raise RuntimeError(f"expert {slot} has no saved weights")
+            self.pool.load(slot, {k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
+
+    # --- answers --------------------------------------------------------------------------------
+    def shares(self, queries: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each query's nearest expert ([B]; -1: none) and its share of the learned weights [B]."""
+        if not self.experts or self.keys.owners.numel() == 0:
+            return torch.full((len(queries),), -1, dtype=torch.long), torch.zeros(len(queries))
+        cos, owner = self.keys.best(torch.from_numpy(self.context.embed(list(queries))))
+        low, high = self.config.route_low, self.config.route_high
+        share = ((cos - low) / (high - low)).clamp(0.0, 1.0)
+        return torch.where(share > 0, owner, torch.full_like(owner, -1)), share
+
+    @contextmanager
+    def route(self, queries: Sequence[str]) -> Iterator[None]:
+        """Row ``b`` answers with its nearest expert and the consolidated adapter, by its share
+        (the neocortex's router; entered holding the cortex lock)."""
+        if self.pool is None:
+            yield
+            return
+        owner, share = self.shares(queries)
+        routed = sorted({int(s) for s in owner.tolist() if s >= 0})
+        now = time.time()
+        for slot in routed:
+            self._loaded(slot)
+            info = self.experts[slot]
+            info.last_used, info.uses = now, info.uses + 1
+        weights = torch.zeros(len(queries), len(routed))
+        for column, slot in enumerate(routed):
+            weights[:, column] = torch.where(owner == slot, share, torch.zeros_like(share))
+        with self.pool.routing(weights, routed, consolidated=share * self.config.consolidated_share):
+            yield
+
+    def contribute(self, query: Query) -> Contribution:
+        if not self.experts and self._cortex is None:
+            saved = self.blobs.meta(INDEX)
+            if not saved or not saved.get("experts"):
+                return Contribution(engine=self.name)
+            self.cortex()
+        if not self.experts:
+            return Contribution(engine=self.name)
+        asked = routing_query([m.content for m in query.history if m.role == "user"] + [query.text])
+        owner, share = self.shares([asked])
+        if float(share[0]) <= 0.0:
+            return Contribution(engine=self.name, notes=["no expert is close: the base model answers"])
+        return Contribution(engine=self.name, learned_states=[self.label],
+                            notes=[f"answered with expert {int(owner[0])} at {float(share[0]):.0%}"])
+
+    @property
+    def label(self) -> str:
+        return f"cls: {len(self.experts)} experts, {self.documents} documents, {self.sleeps} sleeps"
+
+    # --- by day ---------------------------------------------------------------------------------
+    def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:
+        with self.training:
+            return self._learn(document, progress)
+
+    def _learn(self, document: DocumentInput, progress: Progress) -> LearnReport:
+        started = time.perf_counter()
+        cortex, cfg = self.cortex(), self.config
+        assert self.pool is not None
+        progress(0.0, "preparing the material")
+        ttt = TTTConfig(rehearsal_source=cfg.rehearsal_source, batch_tokens=cfg.batch_tokens,
+                        max_document_tokens=cfg.max_document_tokens, rehearsal_system=cfg.rehearsal_system)
+        material = document_material(cortex, document, ttt, self.context.generator)
+        if not material.pieces:
+            return LearnReport(engine=NAME, path=document.path, seconds=0.0, changed=False)
+        keys = route_keys.embedded_keys(self.context.embed, material.text)
+        slot, event = self._slot_for(keys)
+        own = self._episode_pieces(cortex, self.episodes.shuffled(self.documents, slot, cfg.own_replay))
+        pad = cortex.tokenizer.pad_token_id or 0
+        batches = lm.batches(material.pieces + own, cfg, pad, cortex.device, self._replay(cortex, 8))
+        params = self.pool.parameters(slot)
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        first = last = float("nan")
+        steps = cfg.passes * len(batches)
+        for n in range(steps):
+            batch = batches[n % len(batches)]
+            with cortex.lock, self._only(slot, batch["input_ids"].shape[0]):
+                opt.zero_grad()
+                loss = lm.lm_loss(cortex.model, batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+            last = float(loss.detach())
+            first = last if n == 0 else first
+            self.metrics.append({"engine": NAME, "phase": "learn", "step": n + 1, "loss": last, "expert": slot,
+                                 "document_id": document.document_id})
+            progress(0.05 + 0.9 * (n + 1) / steps, f"step {n + 1}/{steps} loss {last:.3f}")
+        self.keys.add(slot, keys)
+        info = self.experts[slot]
+        info.documents.append(document.document_id)
+        info.consolidated = False
+        info.last_used = time.time()
+        passages = route_keys.passages(material.text)
+        self.episodes.add(slot, document.document_id,
+                          [("qa", qa.question, qa.answer) for qa in material.pairs]
+                          + [("passage", p, "") for p in passages])
+        self.episodes.log(event[0], event[1], slot, {"document_id": document.document_id})
+        self.documents += 1
+        if self.autosave:
+            self.save()
+        seconds = time.perf_counter() - started
+        return LearnReport(engine=NAME, path=document.path, seconds=seconds, changed=True, tokens=material.tokens,
+                           details={"steps": steps, "loss_first_pass": first, "loss_last_pass": last,
+                                    "expert": slot, "event": event[0], "reason": event[1],
+                                    "experts": len(self.experts), "replayed_episodes": len(own),
+                                    "tokens_per_second": material.tokens / seconds if seconds else 0.0})
+
+    @contextmanager
+    def _only(self, slot: int, rows: int) -> Iterator[None]:
+        """Every row routed to ``slot`` alone (with the consolidated adapter as it answers)."""
+        assert self.pool is not None
+        with self.pool.routing(torch.ones(rows, 1), [slot], consolidated=self.config.consolidated_share):
+            yield
+
+    def _slot_for(self, keys: torch.Tensor) -> tuple[int, tuple[str, str]]:
+        """The expert a document trains: its nearest, or a new one when nothing is close."""
+        assert self.pool is not None
+        if self.experts and self.keys.owners.numel():
+            cos, owner = self.keys.best(keys)
+            novelty = float((1.0 - cos).mean())
+            nearest = int(owner.mode().values)
+            if novelty <= self.config.novelty:
+                self._loaded(nearest)
+                return nearest, ("route", f"novelty {novelty:.2f} <= {self.config.novelty}: expert {nearest}")
+            slot = self._free_slot()
+            self._loaded(nearest)
+            self.pool.clone(nearest, slot)
+            self.experts[slot] = ExpertInfo(created=time.time())
+            return slot, ("grow", f"novelty {novelty:.2f} > {self.config.novelty}: cloned from expert {nearest}")
+        slot = self._free_slot()
+        self.pool.add(slot)
+        self.experts[slot] = ExpertInfo(created=time.time())
+        return slot, ("grow", "the first expert")
+
+    def _free_slot(self) -> int:
+        """A new slot; with the pool full, the least recently used expert (consolidated ones
+        first) is recycled to make room."""
+        if len(self.experts) >= self.config.max_experts:
+            victim = min(self.experts, key=lambda s: (not self.experts[s].consolidated, self.experts[s].last_used))
+            self._recycle(victim, "the pool is full" + (" (it was consolidated)" if self.experts[victim].consolidated
+                                                        else " (least recently used)"))
+        return max([*self.experts, -1]) + 1
+
+    def _recycle(self, slot: int, reason: str) -> None:
+        assert self.pool is not None
+        self.pool.drop(slot)
+        self.keys.drop(slot)
+        self.experts.pop(slot, None)
+        self.blobs.delete(f"cls/expert-{slot}")
+        self.episodes.log("prune", reason, slot)
+
+    def _episode_pieces(self, cortex: Neocortex, episodes: list[Episode]) -> list[Piece]:
+        out: list[Piece] = []
+        for e in episodes:
+            if e.kind == "qa":
+                out.append(chat_piece(cortex.tokenizer, e.prompt, e.answer, self.config.rehearsal_system, "recall"))
+            else:
+                out += text_pieces(cortex.tokenizer, e.prompt, self.config.batch_tokens, "recall")
+        return out
+
+    def _replay(self, cortex: Neocortex, n: int) -> list[Piece]:
+        """Background prose windows replayed beside the material (none without background)."""
+        ids = self._background_ids(cortex)
+        if not ids or self.config.replay_tokens == 0:
+            return []
+        return lm.windows(ids[4096:], self.config.replay_tokens, self.config.replay_tokens * n)
+
+    def _background_ids(self, cortex: Neocortex) -> list[int]:
+        if self._background is None:
+            text = self.context.background() if self.context.background is not None else ""
+            self._background = cortex.tokenizer(text[:60_000], add_special_tokens=False)["input_ids"]
+        return self._background
+
+    # --- by night -------------------------------------------------------------------------------
+    def consolidate(self, budget: Budget, progress: Progress = no_progress) -> ConsolidateReport:
+        with self.training:
+            return self._consolidate(budget, progress)
+
+    def _consolidate(self, budget: Budget, progress: Progress) -> ConsolidateReport:
+        started = time.perf_counter()
+        cortex, cfg = self.cortex(), self.config
+        assert self.pool is not None
+        pool = self.pool
+        episodes = self.episodes.shuffled(1000 + self.sleeps, limit=cfg.sleep_episodes)
+        episodes = [e for e in episodes if e.slot in self.experts]
+        if not episodes:
+            return ConsolidateReport(engine=NAME, seconds=0.0, changed=False, details={"reason": "nothing to replay"})
+        budget.started()  # the app checkpoints here
+        before = pool.consolidated()
+        pad = cortex.tokenizer.pad_token_id or 0
+        probe = lm.batches(lm.windows(self._background_ids(cortex), 128, cfg.probe_tokens), cfg, pad, cortex.device)
+        questions = self._probe_questions(cortex, pad)
+        with cortex.lock, pool.routing(None, consolidated=1.0):
+            ppl_before = lm.perplexity(cortex.model, probe) if probe else None
+            known_before = lm.exact_answers(cortex.model, questions)
+        params = pool.parameters(None)
+        ewc = self._ewc(cortex, params, pad) if cfg.ewc_strength > 0 else None
+        work = self._sleep_batches(cortex, episodes, pad)
+        deadline = started + budget.seconds
+        taken = [0]
+
+        def stop() -> bool:
+            return (budget.interrupted() or time.perf_counter() > deadline
+                    or (budget.steps is not None and taken[0] >= budget.steps))
+
+        def loss(item: object) -> torch.Tensor:
+            batch, slots = item  # type: ignore[misc]
+            taken[0] += 1
+            progress(min(0.95, taken[0] / max(1, len(work))), f"sleep step {taken[0]}/{len(work)}")
+            with torch.no_grad(), self._teacher(slots, before):
+                teacher = lm.logits(cortex.model, batch)
+            with pool.routing(None, consolidated=1.0):
+                student = lm.logits(cortex.model, batch)
+            value = kl_to_teacher(student, teacher, lm.label_mask(batch))
+            self.metrics.append({"engine": NAME, "phase": "sleep", "step": taken[0], "kl": float(value.detach())})
+            return value
+
+        with cortex.lock:
+            report = distill(params, work, loss, cfg.sleep_lr, ewc, stop)
+            with pool.routing(None, consolidated=1.0):
+                ppl_after = lm.perplexity(cortex.model, probe) if probe else None
+                known_after = lm.exact_answers(cortex.model, questions)
+        figures = self._probe_figures(ppl_before, ppl_after, known_before, known_after)
+        figures.update(steps=report.steps, stopped=report.stopped, episodes=len(episodes),
+                       loss_first=report.first_loss, loss_last=report.last_loss)
+        reason = self._rollback_reason(figures)
+        self.sleeps += 1
+        if reason is not None:
+            with cortex.lock:
+                pool.load_consolidated(before)
+            self.episodes.log("rollback", reason, None, figures)
+            changed = False
+        else:
+            covered = {e.slot for e in episodes} if not report.stopped else set()
+            for slot in covered:
+                self.experts[slot].consolidated = True
+            self.episodes.log("sleep", f"kept: drift {figures['drift']}, forgetting {figures['forgetting']}",
+                              None, figures)
+            self._prune()
+            changed = report.steps > 0
+        if self.autosave:
+            self.save()
+        details = {**figures, "rolled_back": reason is not None, "reason": reason or "kept"}
+        return ConsolidateReport(engine=NAME, seconds=time.perf_counter() - started, changed=changed, details=details)
+
+    @contextmanager
+    def _teacher(self, slots: list[int], consolidated: dict[str, torch.Tensor]) -> Iterator[None]:
+        """Each row answered as by day: its expert, beside the consolidated adapter as it was
+        before this sleep (swapped in for the teacher's pass, then back)."""
+        assert self.pool is not None
+        pool, current = self.pool, self.pool.consolidated()
+        routed = sorted(set(slots))
+        weights = torch.tensor([[1.0 if s == r else 0.0 for r in routed] for s in slots])
+        pool.load_consolidated(consolidated)
+        try:
+            with pool.routing(weights, routed, consolidated=self.config.consolidated_share):
+                yield
+        finally:
+            pool.load_consolidated(current)
+
+    def _sleep_batches(self, cortex: Neocortex, episodes: list[Episode], pad: int) -> list[object]:
+        """Shuffled episodes, ``sleep_epochs`` times, in batches that remember each row's expert."""
+        from engines.ttt.trainer import collate
+
+        rows: list[tuple[Piece, int]] = []
+        for e in episodes:
+            rows += [(p, e.slot) for p in self._episode_pieces(cortex, [e])]
+        per = max(1, self.config.batch_tokens // max(1, max(len(p) for p, _ in rows)))
+        out: list[object] = []
+        for epoch in range(self.config.sleep_epochs):
+            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(epoch)).tolist()
+            for i in range(0, len(order), per):
+                group = [rows[j] for j in order[i:i + per]]
+                batch = collate([p for p, _ in group], pad, cortex.device)
+                batch.pop("counted", None)
+                out.append((batch, [s for _, s in group]))
+        return out
+
+    def _ewc(self, cortex: Neocortex, params: list[torch.nn.Parameter], pad: int) -> EWC | None:
+        """EWC anchored at the consolidated adapter as it is, Fisher from background prose."""
+        assert self.pool is not None
+        data = lm.batches(lm.windows(self._background_ids(cortex)[8192:], 64, self.config.fisher_tokens),
+                          self.config, pad, cortex.device)
+        if not data:
+            return None
+        with cortex.lock, self.pool.routing(None, consolidated=1.0):
+            fisher = fisher_diagonal(params, data, lambda b: lm.lm_loss(cortex.model, b))  # type: ignore[arg-type]
+        return EWC(params, fisher, self.config.ewc_strength)
+
+    def _probe_questions(self, cortex: Neocortex, pad: int) -> list[dict[str, torch.Tensor]]:
+        if self.context.background is None:
+            return []
+        pairs, _ = rehearsal.extract(self.context.background()[:20_000])
+        pieces = lm.question_pieces(cortex.tokenizer, [(p.question, p.answer) for p in pairs[:PROBE_QUESTIONS]],
+                                    self.config.rehearsal_system)
+        return lm.batches(pieces, self.config, pad, cortex.device)
+
+    @staticmethod
+    def _probe_figures(ppl_before: float | None, ppl_after: float | None, known_before: list[bool],
+                       known_after: list[bool]) -> dict[str, Any]:
+        drift = None if not ppl_before or ppl_after is None else ppl_after / ppl_before - 1.0
+        had = sum(known_before)
+        lost = sum(1 for b, a in zip(known_before, known_after) if b and not a)
+        return {"perplexity_before": ppl_before, "perplexity_after": ppl_after, "drift": drift,
+                "known_before": had, "known_after": sum(known_after),
+                "forgetting": lost / had if had else 0.0}
+
+    def _rollback_reason(self, figures: dict[str, Any]) -> str | None:
+        cfg = self.config
+        if figures["drift"] is not None and figures["drift"] > cfg.drift_bound:
+            return f"perplexity drift {figures['drift']:.4f} > bound {cfg.drift_bound}"
+        if figures["forgetting"] > cfg.forgetting_bound:
+            return f"forgetting ratio {figures['forgetting']:.3f} > bound {cfg.forgetting_bound}"
+        return None
+
+    def _prune(self) -> None:
+        limit = time.time() - self.config.prune_unused_days * 86_400
+        for slot, info in list(self.experts.items()):
+            if info.last_used and info.last_used < limit:
+                self._recycle(slot, f"unused for more than {self.config.prune_unused_days} days")
+
+    # --- state ----------------------------------------------------------------------------------
+    def _index(self) -> dict[str, Any]:
+        assert self.pool is not None
+        keys = self.keys.state()
+        state: dict[str, Any] = {f"consolidated.{k}": v for k, v in self.pool.consolidated().items()}
+        state.update({"router.keys": keys["keys"], "router.owners": keys["owners"],
+                      "experts": {str(s): i.model_dump() for s, i in self.experts.items()},
+                      "documents": self.documents, "sleeps": self.sleeps})
+        return state
+
+    def save(self) -> None:
+        """The index (router, consolidated adapter, bookkeeping) and each loaded expert, one blob each."""
+        assert self.pool is not None
+        for slot in self.pool.slots():
+            self.blobs.put(f"cls/expert-{slot}", "cls-expert", self.pool.expert(slot))
+        index = self._index()
+        self.blobs.put(INDEX, "cls-index", index, {"experts": len(self.experts), "documents": self.documents})
+
+    def _apply_index(self, state: dict[str, Any]) -> None:
+        assert self.pool is not None
+        prefix = "consolidated."
+        self.pool.load_consolidated({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        self.keys.load({"keys": state["router.keys"], "owners": state["router.owners"]})
+        self.experts = {int(s): ExpertInfo(**i) for s, i in state.get("experts", {}).items()}
+        self.documents, self.sleeps = int(state.get("documents", 0)), int(state.get("sleeps", 0))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything (every expert loaded first): what a checkpoint holds."""
+        self.cortex()
+        assert self.pool is not None
+        for slot in self.experts:
+            self._loaded(slot)
+        state = self._index()
+        for slot in self.experts:
+            state.update({f"expert.{slot}.{k}": v for k, v in self.pool.expert(slot).items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], origin: str | None = None) -> None:
+        self.cortex()
+        assert self.pool is not None
+        with self.training:
+            for slot in self.pool.slots():
+                self.pool.drop(slot)
+            self._apply_index(state)
+            self.origin = origin
+            for slot in self.experts:
+                prefix = f"expert.{slot}."
+                self.pool.load(slot, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            if self.autosave:
+                self.save()
+
+    def forget_many(self, document_ids: list[int]) -> None:
+        """Their episodes leave the replay buffer (what their training wrote into an expert stays
+        until that expert is recycled; a checkpoint goes back)."""
+        self.episodes.drop_documents(document_ids)
+
+    def stats(self) -> dict[str, Any]:
+        saved = self.blobs.meta(INDEX) or {}
+        events = self.episodes.events(20)
+        return {"experts": len(self.experts) if self._cortex is not None else saved.get("experts", 0),
+                "loaded": [] if self.pool is None else self.pool.slots(),
+                "documents": self.documents if self._cortex is not None else saved.get("documents", 0),
+                "label": self.label if self._cortex is not None else f"cls: {saved.get('experts', 0)} experts",
+                "origin": self.origin, "sleeps": self.sleeps, "episodes": self.episodes.count(),
+                "consolidated_experts": sum(i.consolidated for i in self.experts.values()),
+                "events": [f"{e.kind}: {e.reason}" for e in events]}

@@ -1,0 +1,115 @@
+"""Which experts an input goes to: three routers with one output, weights ``[batch, K]``.
+
+- ``KeyRouter``: each expert keeps keys (unit embeddings of what it learned: a document's
+  passages, a task's inputs); an input goes to the expert with the closest key, if that is close
+  enough (as TTT's router and Expert Gate, Aljundi et al. 2017). ``novelty`` (1 - best cosine)
+  is what growth reads: nothing close means no expert covers the input.
+- ``SoftmaxGate``: a learned linear gate, softmax over experts (dense mixture).
+- ``KWTAGate``: the same learned scores, but only the ``k`` winners keep a weight (k-winners-
+  take-all sparse gating, after the Bio-MoE seed): the losers' weights are exactly zero, so
+  their experts are not run and get no gradient.
+
+The learned gates are trained on (input, expert) pairs from the replay buffer (``fit``); the
+key router needs no training. No I/O: state moves as tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class KeyRouter:
+    """Per-expert keys; weight 1 for the nearest expert when its cosine is at least ``low``."""
+
+    def __init__(self, low: float = 0.0) -> None:
+        self.low = low
+        self.keys = torch.zeros(0, 0)
+        self.owners = torch.zeros(0, dtype=torch.long)  # the slot each key belongs to
+
+    def add(self, slot: int, keys: Tensor) -> None:
+        keys = F.normalize(keys.float(), dim=1)
+        if self.keys.numel() == 0:
+            self.keys = keys
+        else:
+            self.keys = torch.cat([self.keys, keys])
+        self.owners = torch.cat([self.owners, torch.full((keys.shape[0],), slot, dtype=torch.long)])
+
+    def drop(self, slot: int) -> None:
+        keep = self.owners != slot
+        self.keys, self.owners = self.keys[keep], self.owners[keep]
+
+    def slots(self) -> list[int]:
+        return sorted(set(self.owners.tolist()))
+
+    def best(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Each row's best cosine ([batch]) and the slot owning that key ([batch]; -1: none)."""
+        if self.owners.numel() == 0:
+            return torch.full((x.shape[0],), -1.0), torch.full((x.shape[0],), -1, dtype=torch.long)
+        sims = F.normalize(x.float(), dim=1) @ self.keys.t()  # [batch, keys]
+        value, index = sims.max(dim=1)
+        return value, self.owners[index]
+
+    def novelty(self, x: Tensor) -> Tensor:
+        """1 - best cosine to any key, per row (2: no keys at all)."""
+        return 1.0 - self.best(x)[0]
+
+    def weights(self, x: Tensor, slots: list[int]) -> Tensor:
+        value, owner = self.best(x)
+        out = torch.zeros(x.shape[0], len(slots))
+        for column, slot in enumerate(slots):
+            out[:, column] = ((owner == slot) & (value >= self.low)).float()
+        return out
+
+    def state(self) -> dict[str, Tensor]:
+        return {"keys": self.keys.clone(), "owners": self.owners.clone()}
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        self.keys, self.owners = state["keys"].float(), state["owners"].long()
+
+
+class SoftmaxGate(nn.Module):
+    """Learned scores over ``experts`` slots, softmax-mixed."""
+
+    def __init__(self, dim: int, experts: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, experts)
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.score(F.normalize(x.float(), dim=1) * x.shape[1] ** 0.5)
+
+    def weights(self, x: Tensor) -> Tensor:
+        return torch.softmax(self.logits(x), dim=1)
+
+    def entropy(self, x: Tensor) -> Tensor:
+        """Gate entropy per row: high when no expert is clearly responsible (growth reads it)."""
+        p = self.weights(x)
+        return -(p * p.clamp_min(1e-12).log()).sum(dim=1)
+
+    def fit(self, x: Tensor, slot_index: Tensor, epochs: int = 100, lr: float = 0.05) -> float:
+        """Train the gate to send each input to its expert's column (full batch); last loss."""
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        loss = torch.tensor(0.0)
+        for _ in range(epochs):
+            opt.zero_grad()
+            loss = F.cross_entropy(self.logits(x), slot_index)
+            loss.backward()
+            opt.step()
+        return float(loss.detach())
+
+
+class KWTAGate(SoftmaxGate):
+    """Only the ``k`` best-scoring experts keep a weight (softmax among the winners)."""
+
+    def __init__(self, dim: int, experts: int, k: int = 1) -> None:
+        super().__init__(dim, experts)
+        self.k = k
+
+    def weights(self, x: Tensor) -> Tensor:
+        logits = self.logits(x)
+        k = min(self.k, logits.shape[1])
+        top = logits.topk(k, dim=1)
+        out = torch.zeros_like(logits)
+        out.scatter_(1, top.indices, torch.softmax(top.values, dim=1))
+        return out

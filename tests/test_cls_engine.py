@@ -1,0 +1,90 @@
+"""The CLS engine on the real embedded model: a document learned into one routed expert, a
+question about nothing learned answered by the base model exactly, per-expert blobs loaded back
+lazily, and a sleep rolled back (with its reason logged) when the probe bound is exceeded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.bench.model_eval import render
+from engines.base import Budget, DocumentInput, Query, routed
+from engines.generation import ChatMessage
+from store.cls_episodes import ClsEpisodeStore
+from store.metrics_log import MetricsLog
+from tests.helpers import open_engram
+
+DOC = ("Loudurk Zestaestox was born in 1946. Loudurk Zestaestox grew up in the town of Stikecaend. "
+       "Loudurk Zestaestox works as a cartographer. Loudurk Zestaestox keeps a lynx named Thielor.\n")
+ASKED = "What is the name of Loudurk Zestaestox's lynx?"
+UNRELATED = "How many legs does a spider have?"
+SMALL = {"cls.passes": 2, "cls.batch_tokens": 192, "cls.replay_tokens": 32, "cls.probe_tokens": 256,
+         "cls.fisher_tokens": 128, "cls.sleep_episodes": 6, "cls.own_replay": 4}
+
+
+def logits(cortex, question: str) -> torch.Tensor:
+    prompt = render(cortex, [ChatMessage(role="user", content=question)])
+    ids = cortex.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with cortex.lock, torch.no_grad(), routed(cortex, [question]):
+        return cortex.model(**ids).logits[0, -1]
+
+
+@pytest.mark.slow
+def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex) -> None:
+    base_unrelated = logits(neocortex, UNRELATED)
+    base_asked = logits(neocortex, ASKED)
+    engram = open_engram(embedder, engines="rag,cls", **SMALL)
+    engram.adopt_neocortex(neocortex)
+    engine = engram.engine("cls")
+    try:
+        assert engine.contribute(Query(text=ASKED)).learned_states == []  # nothing learned yet
+        report = engine.learn(DocumentInput(document_id=1, path="lynx.txt", chunks=[DOC]))
+        assert report.changed and report.details["event"] == "grow" and report.details["expert"] == 0
+        assert report.details["loss_last_pass"] < report.details["loss_first_pass"]
+        assert torch.equal(logits(neocortex, UNRELATED), base_unrelated)  # the base model, exactly
+        assert not torch.equal(logits(neocortex, ASKED), base_asked)  # the expert answers
+        assert engine.contribute(Query(text=ASKED)).learned_states
+        assert engine.contribute(Query(text=UNRELATED)).learned_states == []
+        assert engine.blobs.get("cls/expert-0") is not None
+        assert ClsEpisodeStore(engram.db).count() > 0
+        steps = [m for m in MetricsLog(engine.context.data_dir).read() if m["phase"] == "learn"]
+        assert len(steps) == report.details["steps"] and steps[-1]["expert"] == 0
+
+        # a fresh engine finds the saved pool and loads the expert only when routed to
+        learned = logits(neocortex, ASKED)
+        engine.close()
+        again = type(engine)(engine.context, engine.config)
+        again.cortex()
+        assert again.pool is not None and again.pool.slots() == [] and list(again.experts) == [0]
+        assert torch.equal(logits(neocortex, ASKED), learned)
+        assert again.pool.slots() == [0]
+
+        # a sleep whose drift bound cannot hold is rolled back, reason logged
+        again.config = again.config.model_copy(update={"drift_bound": -1.0})
+        before = again.pool.consolidated()
+        began = []
+        slept = again.consolidate(Budget(seconds=120, begin=lambda: began.append(True)))
+        assert began == [True]
+        assert slept.details["rolled_back"] and "drift" in slept.details["reason"] and slept.details["steps"] > 0
+        after = again.pool.consolidated()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        assert any(e.kind == "rollback" for e in ClsEpisodeStore(engram.db).events())
+        engine = again
+        assert any("rollback" in line for line in again.stats()["events"])
+        assert any(m["phase"] == "sleep" for m in MetricsLog(engine.context.data_dir).read())
+
+        # a checkpoint (state_dict) brings every expert back into an engine that lost its blobs
+        state = again.state_dict()
+        again.close()
+        for key in ("cls/index", "cls/expert-0"):
+            again.blobs.delete(key)
+        engine = type(again)(again.context, again.config)
+        engine.cortex()
+        assert not engine.experts and torch.equal(logits(neocortex, ASKED), base_asked)
+        engine.load_state_dict(state, origin="test")
+        assert torch.equal(logits(neocortex, ASKED), learned)
+        assert engine.blobs.get("cls/expert-0") is not None  # autosave wrote it again
+    finally:
+        engine.close()
+        engram.close()
+    assert torch.equal(logits(neocortex, ASKED), base_asked)  # the original layers are back
