@@ -43,8 +43,11 @@ def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex) -> None:
         assert report.details["loss_last_pass"] < report.details["loss_first_pass"]
         assert torch.equal(logits(neocortex, UNRELATED), base_unrelated)  # the base model, exactly
         assert not torch.equal(logits(neocortex, ASKED), base_asked)  # the expert answers
-        assert engine.contribute(Query(text=ASKED)).learned_states
-        assert engine.contribute(Query(text=UNRELATED)).learned_states == []
+        asked = engine.contribute(Query(text=ASKED))
+        assert asked.learned_states and asked.meta["routed_share"] > 0
+        unrelated = engine.contribute(Query(text=UNRELATED))  # the meta-controller leaves it inactive
+        assert unrelated.meta == {"routed_share": 0.0} and unrelated.learned_states == [engine.label]
+        assert engram.chat.answer(UNRELATED).message.meta["learned_states"] == []
         assert engine.blobs.get("cls/expert-0") is not None
         assert ClsEpisodeStore(engram.db).count() > 0
         steps = [m for m in MetricsLog(engine.context.data_dir).read() if m["phase"] == "learn"]

@@ -169,9 +169,11 @@ class CLSEngine(Engine):
             return Contribution(engine=self.name)
         asked = routing_query([m.content for m in query.history if m.role == "user"] + [query.text])
         owner, share = self.shares([asked])
+        routed = {"routed_share": round(float(share[0]), 4)}  # the meta-controller decides from it
         if float(share[0]) <= 0.0:
-            return Contribution(engine=self.name, notes=["no expert is close: the base model answers"])
-        return Contribution(engine=self.name, learned_states=[self.label],
+            return Contribution(engine=self.name, learned_states=[self.label], meta=routed,
+                                notes=["no expert is close: the base model answers"])
+        return Contribution(engine=self.name, learned_states=[self.label], meta=routed,
                             notes=[f"answered with expert {int(owner[0])} at {float(share[0]):.0%}"])
 
     @property
