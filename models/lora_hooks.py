@@ -73,10 +73,11 @@ class LoRAHooks:
             a = self.a[index].to(device=output.device, dtype=output.dtype)
             b = self.b[index].to(device=output.device, dtype=output.dtype)
             x = inputs[0]  # [B, T, in]
-            if a.shape[0] != x.shape[0]:
-                if a.shape[0] != 1:
-                    raise ValueError(f"adapters for {a.shape[0]} rows, the batch has {x.shape[0]}")
-                a, b = a.expand(x.shape[0], -1, -1), b.expand(x.shape[0], -1, -1)
+            rows, given = x.shape[0], a.shape[0]
+            if rows != given:  # rows repeated after the adapters were set (options scored per prompt)
+                if rows % given:
+                    raise ValueError(f"adapters for {given} rows cannot route a batch of {rows} rows")
+                a, b = a.repeat_interleave(rows // given, 0), b.repeat_interleave(rows // given, 0)
             low = torch.einsum("bti,bri->btr", x, a)
             return output + self.scale * torch.einsum("btr,bor->bto", low, b)
 

@@ -64,6 +64,10 @@ def test_hooks_add_each_rows_own_lora_and_nothing_without_one() -> None:
     assert torch.allclose(out[0], base[0] + 0.5 * (x[0] @ a[0].t()) @ b[0].t(), atol=1e-5)
     assert torch.equal(out[1], base[1])  # no adapter: bit for bit the original
     assert torch.equal(layer(x), base)  # outside the context, nothing
+    with hooks.active(*batch):  # rows repeated after routing (a prompt's options): each keeps its own
+        repeated = layer(x.repeat_interleave(3, 0))
+    assert torch.allclose(repeated[:3], out[0].expand(3, -1, -1), atol=1e-6)
+    assert torch.equal(repeated[3:], base[1].expand(3, -1, -1))
     a.requires_grad_(True)
     hooks.set(a[:, None], b[:, None])  # one adapter on every row
     layer(x).sum().backward()

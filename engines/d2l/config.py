@@ -37,7 +37,7 @@ class D2LConfig(BaseModel):
                              "question gets none of a document's adapter.")
     route_high: float = Field(0.7, gt=0.0, le=1.0, description="... at or above this, all of it.")
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="Meta-training learning rate (AdamW).")
-    questions_per_step: int = Field(4, ge=1, le=64, description="Questions about the document per "
+    questions_per_step: int = Field(2, ge=1, le=64, description="Questions about the document per "
                                     "meta-training step.")
     teacher_top_k: int = Field(32, ge=2, le=1024, description="The teacher's most likely tokens the "
                                "distillation matches at each answer token.")
