@@ -105,6 +105,10 @@ def test_a_trained_hypernetwork_writes_a_routed_adapter_and_an_untrained_one_ref
         assert torch.equal(logits(neocortex, FAR), base_far)  # about nothing learned: the original model
         assert not torch.allclose(logits(neocortex, NEAR), base_near, atol=1e-4)
         near = logits(neocortex, NEAR)
+        slept = engine.consolidate(Budget(seconds=60, steps=1))  # sleep trains on the stored document
+        assert slept.changed and slept.details["total_steps"] == 19 and slept.details["source"] == "stored documents"
+        stopped = engine.consolidate(Budget(seconds=60, stop=lambda: True))  # the person came back
+        assert not stopped.changed and stopped.details["interrupted"]
         assert torch.equal(logits(neocortex, NEAR, route=False), base_near)  # no router context: no adapter
     finally:
         engine.close()

@@ -71,6 +71,6 @@ def d2l_train(c: Context, seconds: float, fiction: bool) -> None:
         found = engine.meta_train(documents, Budget(seconds=seconds), source,
                                   lambda f, m: bar.update(task, completed=round(f * 100), description=m[:40]))
     loss = found["loss_last"]
-    console.print(f"{found['steps']} steps ({found['total_steps']} in all, {found['seconds']:.0f} s of "
+    console.print(f"{found['steps']} steps ({found['total_steps']} in all, {found['trained_seconds']:.0f} s of "
                   f"training in all); last distillation loss "
                   f"{'n/a' if loss is None else f'{loss:.3f}'}. Saved under the data folder.")

@@ -334,7 +334,7 @@ class D2LEngine(Engine):
         found = self.meta_train(documents, Budget(seconds=seconds, steps=budget.steps, stop=budget.stop),
                                 "stored documents", progress)
         return ConsolidateReport(engine=self.name, seconds=found["seconds"], changed=found["steps"] > 0,
-                                 details=found)
+                                 details={**found, "interrupted": budget.interrupted()})
 
     def meta_train(self, documents: list[TrainingDocument], budget: Budget, source: str,
                    progress: Progress = no_progress) -> dict[str, Any]:
@@ -363,8 +363,8 @@ class D2LEngine(Engine):
                         record["curve"].append([record["steps"], sum(window) / len(window)])
                         window = []
                     elapsed = time.perf_counter() - began
-                    progress(min(1.0, elapsed / budget.seconds),
-                             f"step {record['steps']}, distillation loss {loss if loss is not None else float('nan'):.3f}")
+                    shown = "n/a" if loss is None else f"{loss:.3f}"
+                    progress(min(1.0, elapsed / budget.seconds), f"step {record['steps']}, distillation loss {shown}")
                     if time.perf_counter() - saved_at > SAVE_EVERY:
                         self._save_hyper(hyper, optimizer, record, started)
                         started, saved_at = time.perf_counter(), time.perf_counter()
@@ -374,7 +374,8 @@ class D2LEngine(Engine):
                     record["curve"].append([record["steps"], sum(window) / len(window)])
                 self._save_hyper(hyper, optimizer, record, started)
             return {"steps": int(record["steps"]) - start_step, "total_steps": int(record["steps"]),
-                    "seconds": float(record["seconds"]), "documents": len(trainer.documents),
+                    "seconds": time.perf_counter() - began, "trained_seconds": float(record["seconds"]),
+                    "documents": len(trainer.documents),
                     "source": source, "loss_last": record["curve"][-1][1] if record["curve"] else None}
 
     def _spent(self, budget: Budget, started: float, steps: int) -> bool:
