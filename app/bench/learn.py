@@ -66,7 +66,7 @@ class LearnBench:
     """One bench run: a temporary Engram holding the set's documents, one shared model."""
 
     def __init__(self, settings: Settings, documents: BenchSet, cortex: Neocortex, root: Path,
-                 free_text: bool, echo: Echo) -> None:
+                 free_text: bool, echo: Echo, meta_train_seconds: float = 300.0) -> None:
         from app.core import Engram
 
         self.settings = settings.model_copy(update={"data_dir": root / "data", "drop_folder": root / "drop"})
@@ -74,6 +74,7 @@ class LearnBench:
         self.cortex = cortex
         self.free_text = free_text
         self.echo = echo
+        self.meta_train_seconds = meta_train_seconds
         self.engram = Engram(LoadedSettings(settings=self.settings, sources={}, config_file=root / "none.toml"))
         self.engram.adopt_neocortex(cortex)  # type: ignore[arg-type]
         folder = root / "documents"
@@ -110,7 +111,32 @@ class LearnBench:
         engine = build_engine(name, self.engram.engine_context, config)
         if engine.writes_weights:
             engine.autosave = False  # type: ignore[attr-defined]
+        if hasattr(engine, "meta_train"):
+            self.meta_train(engine)
         return engine
+
+    def meta_train(self, engine: Any) -> None:
+        """A hypernetwork engine (d2l) is meta-trained first, within ``meta_train_seconds``, on
+        documents of the same generator with another seed (never the test documents); the
+        trained weights stay in the bench's data folder for its later runs."""
+        from engines.base import Budget
+        from engines.d2l.training import with_questions
+
+        engine.hypernetwork()
+        if engine.trained_steps:
+            return
+        kind = "templated" if self.set.name == "templated" else "natural"
+        extra = load_set(kind, "default", (self.set.seed or 0) + 1000)
+        asked: dict[str, list[tuple[str, str]]] = {}
+        for q in extra.questions:
+            asked.setdefault(q.doc_file, []).append((q.question, q.answer))
+        documents = [with_questions(d.text, asked.get(d.file_name, [])) for d in extra.documents]
+        self.echo(f"{engine.name}: meta-training the hypernetwork for {self.meta_train_seconds:.0f} s on "
+                  f"{len(documents)} {kind} documents of seed {extra.seed}...")
+        found = engine.meta_train(documents, Budget(seconds=self.meta_train_seconds),
+                                  f"bench: {kind} set seed {extra.seed}")
+        self.echo(f"  {found['steps']} steps in {found['seconds']:.0f} s, last distillation loss "
+                  f"{found['loss_last']}")
 
     def learn_all(self, engine: Engine, label: str) -> tuple[float, int, list[dict[str, Any]]]:
         seconds, tokens, reports = 0.0, 0, []
@@ -281,10 +307,13 @@ def run_learn_bench(settings: Settings, engines: list[str], set_name: SetName = 
                     size: str | int = "small", seed: int = 0, ablations: bool = False,
                     free_text: bool = True, speed: bool = True, echo: Echo = print,
                     cortex: Neocortex | None = None, threads: int | None = None,
-                    arms: list[int] | None = None, sleep: float = 0.0) -> LearnBenchReport:
+                    arms: list[int] | None = None, sleep: float = 0.0,
+                    meta_train_seconds: float = 300.0) -> LearnBenchReport:
     """Run the bench and save its report; ``cortex``: an already loaded model the caller closes.
     ``sleep``: seconds each weight-writing run then consolidates, measured again after.
     Without ``free_text`` the report is a diagnostic (``app.bench.learn_report``), not a result.
+
+    ``meta_train_seconds``: how long a hypernetwork engine (d2l) meta-trains before its run.
 
     ``threads`` sets torch's CPU threads: on a machine other work keeps busy, one thread is
     several times faster than two that wait on each other (OpenMP barriers)."""
@@ -316,7 +345,7 @@ def run_learn_bench(settings: Settings, engines: list[str], set_name: SetName = 
         cpu_count=os.cpu_count() or 0, load_before=_load())
     try:
         with tempfile.TemporaryDirectory(prefix="engram-learn-bench-") as tmp:
-            bench = LearnBench(settings, documents, cortex, Path(tmp), free_text, echo)
+            bench = LearnBench(settings, documents, cortex, Path(tmp), free_text, echo, meta_train_seconds)
             try:
                 base, base_run = bench.baseline()
                 report.general_known = len(base.known)

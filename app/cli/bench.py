@@ -127,10 +127,13 @@ def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, jso
               help="torch CPU threads (default: torch's; 1 is faster on a machine that is busy).")
 @click.option("--sleep", type=click.FloatRange(0, 86_400), default=0, show_default=True,
               help="Seconds each weight-writing run then sleeps (consolidates); measured again after.")
+@click.option("--d2l-train-seconds", type=click.FloatRange(1, 86_400), default=300, show_default=True,
+              help="d2l: seconds its hypernetwork is meta-trained on fictional documents of another "
+              "seed (never the test documents) before it learns the test documents.")
 @pass_ctx
 def bench_learn(c: Context, engines: str, set_name: str, size: str | int, seed: int, ablations: bool,
                 free_text: bool, speed: bool, arms: list[int] | None, threads: int | None,
-                sleep: float) -> None:
+                sleep: float, d2l_train_seconds: float) -> None:
     """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
     from app.bench.learn import run_learn_bench
 
@@ -139,7 +142,8 @@ def bench_learn(c: Context, engines: str, set_name: str, size: str | int, seed: 
         run_learn_bench(c.loaded.settings, names, set_name=set_name, size=size,  # type: ignore[arg-type]
                         seed=seed,
                         ablations=ablations, free_text=free_text, speed=speed,
-                        echo=console.print, threads=threads, sleep=sleep, arms=arms)
+                        echo=console.print, threads=threads, sleep=sleep, arms=arms,
+                        meta_train_seconds=d2l_train_seconds)
 
 
 @bench.command("continual")

@@ -1,0 +1,138 @@
+"""Doc-to-LoRA on the real embedded model: an untrained hypernetwork refuses to learn,
+meta-training lowers the distillation loss and resumes from its step, a learned document's
+adapter answers questions about it while any other question gets the original model exactly,
+adapters come back after a restart and leave with their document; `engram d2l train` runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from app.bench.model_eval import render
+from app.cli.d2l import fiction_documents
+from engines.base import Budget, routed
+from engines.d2l.engine import D2LEngine, UntrainedHypernetwork
+from engines.d2l.persistence import HYPER_KEY
+from engines.d2l.training import MetaTrainer
+from engines.generation import ChatMessage
+from engines.registry import build_engine
+from store.blobs import BlobStore
+from tests.helpers import open_engram
+
+DOC = ("Loudurk Zestaestox was born in 1946. Loudurk Zestaestox grew up in the town of Stikecaend. "
+       "Loudurk Zestaestox works as a cartographer. Loudurk Zestaestox keeps a lynx named Thielor.\n")
+NEAR = "What is the name of Loudurk Zestaestox's lynx?"
+FAR = "What is the capital of France?"
+SMALL = {"d2l.layers": "24-29", "d2l.questions_per_step": 2, "d2l.lr": 3e-3, "d2l.latent_dim": 64}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a machine other work keeps busy, two threads that wait on each other
+    made a meta-training step ten times slower (measured: 1.2 s against 11 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def logits(cortex, question: str, route: bool = True) -> torch.Tensor:
+    """The next-token logits after ``question`` asked in chat, routed as chat routes it."""
+    prompt = render(cortex, [ChatMessage(role="user", content=question)])
+    ids = cortex.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad(), cortex.lock, routed(cortex, [question] if route else None):
+        return cortex.model(**ids).logits[0, -1]
+
+
+def d2l(engram) -> D2LEngine:
+    engine = build_engine("d2l", engram.engine_context, engram.settings.d2l)
+    assert isinstance(engine, D2LEngine)
+    return engine
+
+
+def mean_loss(engine: D2LEngine, documents, steps: range) -> float:
+    trainer = MetaTrainer(engine.cortex(), engine.hypernetwork(), engine._layer_ids, engine._hooks, documents,
+                          engine.config.teacher_top_k, engine.config.questions_per_step,
+                          engine.config.chunk_tokens, engine.config.max_document_tokens, engine.config.seed)
+    with torch.no_grad():
+        return sum(float(trainer.loss(s)) for s in steps) / len(steps)
+
+
+@pytest.mark.slow
+def test_a_trained_hypernetwork_writes_a_routed_adapter_and_an_untrained_one_refuses(
+        embedder, neocortex, tmp_path: Path) -> None:
+    base_near, base_far = logits(neocortex, NEAR), logits(neocortex, FAR)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "zestaestox.txt").write_text(DOC)
+    engram = open_engram(embedder, engines="rag", **SMALL)  # ingestion queues no d2l learn job
+    engram.adopt_neocortex(neocortex)
+    engram.ingest([folder])
+    engram.run_pending()
+    from app.jobs.learning import document_input
+    from store.documents import DocumentStore
+
+    document = document_input(engram.db, next(iter(DocumentStore(engram.db).ids_by_path().values())))[0]
+    documents = fiction_documents()[:2]
+    engine = d2l(engram)
+    try:
+        with pytest.raises(UntrainedHypernetwork, match="engram d2l train"):
+            engine.learn(document)
+        assert engine.store.documents() == []
+        before = mean_loss(engine, documents, range(4))
+        found = engine.meta_train(documents, Budget(seconds=600, steps=16), "test")
+        assert found["steps"] == 16 and found["total_steps"] == 16
+        after = mean_loss(engine, documents, range(4))
+        assert after < 0.9 * before, (before, after)
+    finally:
+        engine.close()
+
+    engine = d2l(engram)  # a restart: the hypernetwork and its optimizer resume from step 16
+    try:
+        assert engine.hypernetwork() is not None and engine.trained_steps == 16
+        assert engine.meta_train(documents, Budget(seconds=600, steps=2), "test")["total_steps"] == 18
+        meta = BlobStore(engram.db, engram.paths.root).meta(HYPER_KEY)
+        assert meta is not None and meta["steps"] == 18 and meta["sources"] == ["test"]
+
+        report = engine.learn(document)
+        assert report.changed and report.tokens > 20 and report.details["hypernetwork_steps"] == 18
+        assert engine.store.documents() == [document.document_id]
+        near_routes, far_routes = engine.routed([NEAR, FAR])
+        assert [d for d, _ in near_routes] == [document.document_id] and far_routes == []
+        assert torch.equal(logits(neocortex, FAR), base_far)  # about nothing learned: the original model
+        assert not torch.allclose(logits(neocortex, NEAR), base_near, atol=1e-4)
+        near = logits(neocortex, NEAR)
+        slept = engine.consolidate(Budget(seconds=60, steps=1))  # sleep trains on the stored document
+        assert slept.changed and slept.details["total_steps"] == 19 and slept.details["source"] == "stored documents"
+        stopped = engine.consolidate(Budget(seconds=60, stop=lambda: True))  # the person came back
+        assert not stopped.changed and stopped.details["interrupted"]
+        assert torch.equal(logits(neocortex, NEAR, route=False), base_near)  # no router context: no adapter
+    finally:
+        engine.close()
+
+    engine = d2l(engram)  # the adapter is read back from its peft files
+    try:
+        engine.cortex()
+        assert torch.allclose(logits(neocortex, NEAR), near, atol=1e-5)
+        assert engine.stats()["documents"] == 1
+        engine.forget(document.document_id)
+        assert engine.store.documents() == [] and engine.routed([NEAR]) == [[]]
+        assert torch.equal(logits(neocortex, NEAR), base_near)
+    finally:
+        engine.close()
+        engram.close()
+    assert neocortex.router is None
+
+
+@pytest.mark.slow
+def test_engram_d2l_train_meta_trains_on_fiction_and_saves_the_hypernetwork(isolated_dirs, monkeypatch) -> None:
+    from app.cli import cli
+
+    monkeypatch.setenv("ENGRAM_D2L_LAYERS", "28-29")
+    result = CliRunner().invoke(cli, ["d2l", "train", "--seconds", "5"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "fictional documents" in result.output and "steps" in result.output
+    assert list((isolated_dirs["data"] / "blobs" / "d2l").glob("hypernetwork.safetensors"))
