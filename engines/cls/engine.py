@@ -449,7 +449,7 @@ class CLSEngine(Engine):
         limit = time.time() - self.config.prune_unused_days * 86_400
         for slot, info in list(self.experts.items()):
             if info.last_used and info.last_used < limit:
-                self._recycle(slot, f"unused for more than {self.config.prune_unused_days} days")
+                self._recycle(slot, f"not used in {self.config.prune_unused_days} days")
 
     # --- state ----------------------------------------------------------------------------------
     def _index(self) -> dict[str, Any]:
