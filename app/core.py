@@ -144,6 +144,7 @@ class Engram:
         self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue)
         self._warming: threading.Thread | None = None  # the embedder loading for a served /v1
         self._query_copies: dict[str, QueryEmbedder | None] = {}  # by vector identity: see _query_pair
+        self._query_copy_failed: set[Path] = set()  # exports that failed in this process (not tried again)
 
     # --- components --------------------------------------------------------------------------
     @property
@@ -204,14 +205,14 @@ class Engram:
         from app.ingest.onnx_export import cached_onnx, onnx_folder
 
         folder, name = cached_onnx(embedder.model_path, self._onnx_cache, int8=False)
-        if (folder / name).exists() or f"failed:{folder}" in self._query_copies:
+        if (folder / name).exists() or folder in self._query_copy_failed:
             return
         try:
             import onnxruntime  # noqa: F401  (without it the copy would never be used)
 
             onnx_folder(embedder.model_path, self._onnx_cache, int8=False)
         except Exception as exc:  # noqa: BLE001 (a speed-up: search works without it)
-            self._query_copies[f"failed:{folder}"] = None
+            self._query_copy_failed.add(folder)
             log.info("questions stay on the torch embedder (no ONNX copy: %s: %s)", type(exc).__name__, exc)
 
     def _wake(self) -> None:
