@@ -33,6 +33,7 @@ class StoredAdapter:
     weights: dict[str, torch.Tensor]  # adapter_model.safetensors
     keys: torch.Tensor  # route keys [n, D]
     meta: dict[str, Any]
+    probe: torch.Tensor | None = None  # the probe sentence as the keys' embedder embedded it
 
 
 class AdapterStore:
@@ -45,7 +46,7 @@ class AdapterStore:
         return self.root / f"doc-{int(document_id)}"
 
     def save(self, document_id: int, config: dict[str, Any], weights: dict[str, torch.Tensor],
-             keys: torch.Tensor, meta: dict[str, Any] | None = None) -> Path:
+             keys: torch.Tensor, meta: dict[str, Any] | None = None, probe: torch.Tensor | None = None) -> Path:
         """Write (or replace) a document's adapter (``meta``: JSON kept beside the route keys,
         outside peft's files); returns its folder."""
         from safetensors.torch import save as save_bytes
@@ -55,10 +56,27 @@ class AdapterStore:
             remove_stale_temps(folder / name)
         write_atomic(folder / WEIGHTS, save_bytes({k: v.detach().cpu().contiguous() for k, v in weights.items()},
                                                   metadata={"format": "pt"}), sync_dir=False)
-        write_atomic(folder / KEYS, save_bytes({"keys": keys.detach().cpu().contiguous()},
-                                                metadata={"engram": json.dumps(meta or {})}), sync_dir=False)
+        self._write_keys(folder, keys, meta or {}, probe)
         write_atomic(folder / CONFIG, json.dumps(config, indent=2, sort_keys=True).encode())
         return folder
+
+    def save_keys(self, document_id: int, keys: torch.Tensor, probe: torch.Tensor | None) -> bool:
+        """Replace a saved adapter's route keys (embedded again by another embedding model),
+        keeping its meta; False when the document has no adapter."""
+        saved = self.load(document_id)
+        if saved is None:
+            return False
+        self._write_keys(self.folder(document_id), keys, saved.meta, probe)
+        return True
+
+    @staticmethod
+    def _write_keys(folder: Path, keys: torch.Tensor, meta: dict[str, Any], probe: torch.Tensor | None) -> None:
+        from safetensors.torch import save as save_bytes
+
+        tensors = {"keys": keys.detach().cpu().contiguous()}
+        if probe is not None:
+            tensors["probe"] = probe.detach().cpu().float().contiguous()
+        write_atomic(folder / KEYS, save_bytes(tensors, metadata={"engram": json.dumps(meta)}), sync_dir=False)
 
     def load(self, document_id: int) -> StoredAdapter | None:
         """A document's adapter as saved; None when it has none."""
@@ -72,7 +90,9 @@ class AdapterStore:
         with safe_open(str(folder / KEYS), framework="pt", device="cpu") as f:
             meta = json.loads((f.metadata() or {}).get("engram", "{}"))
             keys = f.get_tensor("keys")
-        return StoredAdapter(config=config, weights=load_file(str(folder / WEIGHTS)), keys=keys, meta=meta)
+            probe = f.get_tensor("probe") if "probe" in f.keys() else None
+        return StoredAdapter(config=config, weights=load_file(str(folder / WEIGHTS)), keys=keys, meta=meta,
+                             probe=probe)
 
     def documents(self) -> list[int]:
         """The documents with a complete adapter."""

@@ -19,6 +19,7 @@ from engines.d2l.persistence import HYPER_KEY
 from engines.d2l.training import MetaTrainer
 from engines.generation import ChatMessage
 from engines.registry import build_engine
+from engines.ttt import route_keys
 from store.blobs import BlobStore
 from tests.helpers import open_engram
 
@@ -118,6 +119,23 @@ def test_a_trained_hypernetwork_writes_a_routed_adapter_and_an_untrained_one_ref
         engine.cortex()
         assert torch.allclose(logits(neocortex, NEAR), near, atol=1e-5)
         assert engine.stats()["documents"] == 1
+        assert engine.store.load(document.document_id).probe is not None
+
+        # Another embedding model of the same width (none ships: the real vectors with their
+        # dimensions reversed): the keys are made again, and saved, before a question is compared.
+        context, real = engine.context, engine.context.embed
+        context.embed = lambda texts: real(texts)[:, ::-1].copy()
+        try:
+            engine._checked_at = float("-inf")  # as after a model switch, 30 s on
+            assert [d for d, _ in engine.routed([NEAR])[0]] == [document.document_id]
+            assert engine.routed([FAR]) == [[]]
+            saved = engine.store.load(document.document_id)
+            assert torch.allclose(saved.probe, torch.from_numpy(context.embed([route_keys.PROBE])[0]), atol=1e-6)
+            assert torch.allclose(saved.keys.float(), engine.router.keys.float(), atol=1e-3)  # router: fp16
+        finally:
+            context.embed = real
+            engine._checked_at = float("-inf")
+        assert [d for d, _ in engine.routed([NEAR])[0]] == [document.document_id]  # and back
         engine.forget(document.document_id)
         assert engine.store.documents() == [] and engine.routed([NEAR]) == [[]]
         assert torch.equal(logits(neocortex, NEAR), base_near)

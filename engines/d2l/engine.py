@@ -88,6 +88,7 @@ class D2LEngine(Engine):
         self._adamw: torch.optim.Optimizer | None = None
         self._layer_ids: list[int] = []
         self._outer: Any = None  # a router set before ours (another engine's), kept in the chain
+        self._checked_at = float("-inf")  # when the keys' embedder was last compared with today's
         self._setup = threading.RLock()
         self._keeping = threading.Lock()
         self._training = threading.Lock()
@@ -163,6 +164,7 @@ class D2LEngine(Engine):
             adapter, tokens = write_adapter(cortex, hyper, self._layer_ids, text, cfg.chunk_tokens,
                                             cfg.max_document_tokens)
         adapter = {t: (a.cpu(), b.cpu()) for t, (a, b) in adapter.items()}
+        self.check_embedder()  # a model switched since: the others' keys first, so none are mixed
         keys = route_keys.embedded_keys(self.context.embed, text)
         with self._keeping:
             self.adapters[document.document_id] = adapter
@@ -179,7 +181,8 @@ class D2LEngine(Engine):
         cortex, cfg = self.cortex(), self.config
         config = peft_config(cortex.model_name, cfg.rank, cfg.scale, cfg.targets, self._layer_ids)
         self.store.save(document.document_id, config, peft_weights(adapter, self._layer_ids), keys,
-                        meta={"path": document.path, "hypernetwork_steps": self.trained_steps})
+                        meta={"path": document.path, "hypernetwork_steps": self.trained_steps},
+                        probe=self.router.probe)
 
     def _load_adapters(self) -> None:
         """The saved adapters of documents still in the store (others are deleted)."""
@@ -198,6 +201,29 @@ class D2LEngine(Engine):
                 continue
             self.adapters[document_id] = adapter
             self.router.add(document_id, saved.keys)
+            if saved.probe is not None:
+                self.router.probe = saved.probe.float()
+        self.check_embedder()
+
+    def check_embedder(self) -> None:
+        """Embed the router keys again when the embedding model is not the one that made them
+        (a model switch): questions embedded by one model are never compared with another's keys."""
+        self._checked_at = time.monotonic()
+        current = route_keys.probe(self.context.embed)
+        with self._keeping:
+            if route_keys.matches(self.router, current):
+                return
+            documents = set(self.router.owners.tolist())
+        log.warning("the d2l router's keys were made by another embedding model: embedding them again")
+        fresh = route_keys.stored_keys(self.context.embed, DocumentStore(self.context.db), documents)
+        with self._keeping:
+            self.router.clear()
+            for document_id, keys in fresh.items():
+                self.router.add(document_id, keys)
+            self.router.probe = current
+        if self.autosave:
+            for document_id, keys in fresh.items():
+                self.store.save_keys(document_id, keys, current)
 
     # --- answering -----------------------------------------------------------------------------
     def contribute(self, query: Query) -> Contribution:
@@ -221,6 +247,8 @@ class D2LEngine(Engine):
 
     def routed(self, queries: Sequence[str]) -> list[list[tuple[int, float]]]:
         """Per query, the (document, share) pairs whose adapters it gets, closest first."""
+        if time.monotonic() - self._checked_at > route_keys.RECHECK_S:  # a model switch swaps the embedder
+            self.check_embedder()
         with self._keeping:
             keys, owners = self.router.keys, self.router.owners
         if not len(owners):
@@ -291,6 +319,8 @@ class D2LEngine(Engine):
                     state[f"adapter.{d}.{target}.A"], state[f"adapter.{d}.{target}.B"] = a, b
             router = self.router.state()
         state["router.keys"], state["router.owners"] = router["keys"], router["owners"]
+        if "probe" in router:
+            state["router.probe"] = router["probe"]
         return state
 
     def load_state_dict(self, state: dict[str, Any], origin: str | None = None) -> None:
@@ -303,9 +333,11 @@ class D2LEngine(Engine):
         except KeyError as exc:
             raise ValueError(f"not a d2l state for these settings (missing {exc})") from None
         router = DeltaRouter(self.config.route_low, self.config.route_high)
-        router.load({"keys": state.get("router.keys"), "owners": state.get("router.owners")})
+        router.load({"keys": state.get("router.keys"), "owners": state.get("router.owners"),
+                     "probe": state.get("router.probe")})
         with self._keeping:
             self.adapters, self.router = adapters, router
+        self.check_embedder()
 
     def stats(self) -> dict[str, Any]:
         hyper = self._record

@@ -14,7 +14,10 @@ from torch import Tensor
 
 from engines.base import Embed
 from engines.ttt.rehearsal import SENTENCE_END
+from models.delta_router import DeltaRouter
+from store.documents import DocumentStore
 
+RECHECK_S = 30.0  # how often answering checks that the embedding model is still the keys' one
 ROUTE_KEYS = 1024  # passages per document kept as its router keys (the first ones)
 _ITEM = re.compile(r"^(?:[-*•+]|\d+[.)]|[^\s:]{1,40}:)\s")  # a list item or a key: value line
 MIN_WORDS = 4
@@ -59,3 +62,27 @@ def same_embedder(saved: Tensor | None, current: Tensor) -> bool:
 def embedded_keys(embed: Embed, text: str) -> Tensor:
     """A document's router keys: its first passages embedded (its opening, if it has none)."""
     return torch.from_numpy(embed(passages(text)[:ROUTE_KEYS] or [text[:MAX_CHARS]]))
+
+
+def matches(router: DeltaRouter, current: Tensor) -> bool:
+    """Whether ``router``'s keys may be compared with questions of the embedder whose probe is
+    ``current`` (an empty router, or keys from before probes existed, take it from now on)."""
+    if not len(router):
+        router.probe = current
+        return True
+    if router.dim() != current.shape[0] or not same_embedder(router.probe, current):
+        return False
+    if router.probe is None:
+        router.probe = current
+    return True
+
+
+def stored_keys(embed: Embed, store: DocumentStore, documents: set[int]) -> dict[int, Tensor]:
+    """These stored documents' keys embedded again from their stored text (an embedding-model
+    switch; documents without text are left out)."""
+    found = {}
+    for document_id in sorted(documents):
+        text = "\n\n".join(store.chunk_texts(document_id))
+        if text.strip():
+            found[document_id] = embedded_keys(embed, text)
+    return found

@@ -26,7 +26,6 @@ from models.dual_mlp import shared
 from store.documents import DocumentStore
 
 log = logging.getLogger(__name__)
-RECHECK_S = 30.0  # how often answering checks that the embedding model is still the keys' one
 
 
 class RouterKeysError(ValueError):
@@ -51,14 +50,8 @@ class Routing(Part):
         """Embed the keys again when the embedding model is not the one that made them (the
         probe sentence embeds elsewhere, or the dimension differs): questions embedded by one
         model are never compared with another's keys."""
-        current = route_keys.probe(self.context.embed)
         self._checked_at = time.monotonic()
-        if not len(router):
-            router.probe = current
-            return
-        if router.dim() == current.shape[0] and route_keys.same_embedder(router.probe, current):
-            if router.probe is None:
-                router.probe = current  # keys from before probes existed: this model from now on
+        if route_keys.matches(router, route_keys.probe(self.context.embed)):
             return
         log.warning("the router's %d keys were made by another embedding model: embedding them again", len(router))
         self.rekey(router, set(router.owners.tolist()))
@@ -66,11 +59,9 @@ class Routing(Part):
     def rekey(self, router: DeltaRouter, documents: set[int]) -> None:
         """Embed these stored documents' keys again (from their stored text)."""
         router.clear()
-        store = DocumentStore(self.context.db)
-        for document_id in sorted(documents):
-            text = "\n\n".join(store.chunk_texts(document_id))
-            if text.strip():
-                router.add(document_id, route_keys.embedded_keys(self.context.embed, text))
+        for document_id, keys in route_keys.stored_keys(self.context.embed, DocumentStore(self.context.db),
+                                                        documents).items():
+            router.add(document_id, keys)
         router.probe = route_keys.probe(self.context.embed)
 
     def loaded(self, saved: dict[str, Any], present: set[int], recall: RecallPool) -> DeltaRouter:
@@ -93,7 +84,7 @@ class Routing(Part):
         """Each query's share of the learned weights (None: unrouted, all of them)."""
         if not self.config.route:
             return None
-        if time.monotonic() - self._checked_at > RECHECK_S:  # a model switch swaps the embedder
+        if time.monotonic() - self._checked_at > route_keys.RECHECK_S:  # a model switch swaps the embedder
             self.check_embedder(self.state.router)
         try:
             return self.state.router.shares(torch.from_numpy(self.context.embed(list(queries))))
