@@ -38,7 +38,7 @@ from engines.rag.hybrid import exact_counts, hybrid_order, is_keyword_query, rea
 from engines.registry import build_engine, engine_class, registered
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
-from app.jobs.sleep import SleepJobs, SleepScheduler, SleepStatus, run_sleep
+from app.jobs.sleep import PressurePolicy, SleepJobs, SleepScheduler, SleepStatus, run_sleep
 from app.services.playbooks import PlaybookService
 from app.jobs.worker import Worker, is_paused, set_paused
 from store.blobs import BlobStore
@@ -141,7 +141,7 @@ class Engram:
         self.fulltext = FullTextIndex(self.db)
         self.last_fulltext_repair = self.repair_fulltext()
         self.watcher: FolderWatcher | None = None
-        self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue)
+        self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue, self.pressure_policy)
         self._warming: threading.Thread | None = None  # the embedder loading for a served /v1
         self._query_copies: dict[str, QueryEmbedder | None] = {}  # by vector identity: see _query_pair
         self._query_copy_failed: set[Path] = set()  # exports that failed in this process (not tried again)
@@ -346,6 +346,15 @@ class Engram:
         """Use an already loaded torch runtime that someone else closes (tests, benches)."""
         with self._neocortex_lock:
             self._neocortex, self._owns_neocortex = runtime, False
+
+    def pressure_policy(self) -> PressurePolicy:
+        """Which enabled engines decide idle sleep by their own pressure, from the settings alone
+        (the scheduler asks without building any engine)."""
+        names = self.settings.engines
+        pressured = {n: float(getattr(self.settings, n).sleep_pressure) for n in names
+                     if engine_class(n).sleeps_by_pressure}
+        return PressurePolicy(thresholds=pressured, others_learn=any(
+            engine_class(n).learns_documents and n not in pressured for n in names))
 
     @cached_property
     def engines(self) -> list[Engine]:
