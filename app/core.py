@@ -78,6 +78,7 @@ from store.document_listing import STATUSES as STATUSES, ListedDocument as Liste
 from store.playbook_files import PlaybookFileError as PlaybookFileError
 from app.services.bench_runs import BENCHES as BENCHES, BenchRun as BenchRun, BenchRuns, BenchStatus as BenchStatus
 from app.services.weights_history import WeightsHistory as WeightsHistory
+from app.services.memory_history import MemoryHistory as MemoryHistory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -876,6 +877,14 @@ class Engram:
         from app.services.weights_history import weights_history
 
         return weights_history(self.db, [n for n, spec in registered().items() if spec.writes_weights])
+
+    def memory_history(self) -> MemoryHistory:
+        """The CLS engine's experts, routing, growth and pruning, sleep pressure and sleeps over
+        time (the Memory tab); ``enabled`` False when cls is not among the engines."""
+        from app.services.memory_history import memory_history
+
+        enabled = "cls" in self.settings.engines
+        return memory_history(self.db, enabled, self.settings.cls.sleep_pressure if enabled else None)
 
     def sleep_status(self) -> SleepStatus:
         """The last sleep, the pressure now and when the next one comes."""

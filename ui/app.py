@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from app.core import Engram
-from ui import bench_tab, chat_tab, library_tab, models_tab, playbook_tab, settings_tab, weights_tab
+from ui import bench_tab, chat_tab, library_tab, memory_tab, models_tab, playbook_tab, settings_tab, weights_tab
 from ui.access import PasswordMiddleware
 from ui.openai_api import PREFIX as API_PREFIX, create_api
 from ui.source_page import SECURITY_HEADERS, render_missing, render_source
@@ -20,6 +20,7 @@ TABS: list[Tab] = [
     library_tab.TAB,
     playbook_tab.TAB,
     weights_tab.TAB,
+    memory_tab.TAB,
     models_tab.TAB,
     bench_tab.TAB,
     settings_tab.TAB,
