@@ -63,7 +63,7 @@ class KeyRouter:
             return 0.0
         p = torch.bincount(owner - owner.min()).float()
         p = p[p > 0] / owner.numel()
-        return float(-(p * p.log()).sum())
+        return max(0.0, float(-(p * p.log()).sum()))  # never -0.0
 
     def weights(self, x: Tensor, slots: list[int]) -> Tensor:
         value, owner = self.best(x)
