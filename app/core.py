@@ -617,6 +617,13 @@ class Engram:
     def cancel(self) -> int:
         return self.queue.cancel_pending()
 
+    def person_present(self) -> None:
+        """The person used the app (a key or a click): idle time starts again, and a sleep begun
+        while idle gives way within a step, as to a question."""
+        from store import activity
+
+        activity.record_ui_input(self.db)
+
     def sleep_now(self) -> bool:
         """Queue a sleep now, whatever the pressure (the Sleep now button); False when one is
         already waiting or running."""

@@ -93,6 +93,11 @@ def test_an_idle_sleep_gives_way_to_a_question_and_any_sleep_to_new_work(embedde
         assert not idle() and not manual()
         asked(engram)
         assert idle() and not manual()  # a sleep asked for by hand goes on while the person chats
+        time.sleep(1.1)  # a new idle sleep, begun after that question (the store's clock keeps seconds here)
+        idle = jobs._stop("idle")
+        assert not idle()
+        engram.person_present()  # a key or a click in the app
+        assert idle() and activity.idle_seconds(engram.db) < 1.0
         engram.queue.enqueue("ingest", "/x.txt", {"path": "/x.txt"})
         assert manual()
 

@@ -51,6 +51,10 @@ def test_memory_tab_plots_the_experts_pressure_and_sleeps_or_says_how_to_enable(
         expect(state).to_contain_text("No document has been learned into an expert yet")
         expect(page.locator("#engram-memory-plot")).to_be_hidden()
 
+        from store import activity
+        from tests.helpers import wait_for
+
+        wait_for(lambda: app.engram.state.get(activity.UI_INPUT))  # the click was the person being here
         days_of_cls(app.engram)
         page.get_by_role("tab", name="Chat").click()
         page.get_by_role("tab", name="Memory").click()

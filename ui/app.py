@@ -27,6 +27,21 @@ TABS: list[Tab] = [
 ]
 
 MAX_QUOTE_CHARS = 2000
+PRESENCE_S = 5  # at most one presence report per this many seconds of typing and clicking
+
+# A key, click or scroll in the app tells Engram the person is here (the first after a quiet
+# spell at once, so an idle sleep gives way within a second; then at most every PRESENCE_S).
+PRESENCE_JS = """() => {
+  let last = 0;
+  const seen = () => {
+    const now = Date.now();
+    if (now - last < %d * 1000) return;
+    last = now;
+    fetch("/presence", {method: "POST", keepalive: true}).catch(() => {});
+  };
+  for (const kind of ["keydown", "pointerdown", "wheel"])
+    document.addEventListener(kind, seen, {capture: true, passive: true});
+}""" % PRESENCE_S
 
 
 def build_blocks(engram: Engram) -> gr.Blocks:
@@ -53,6 +68,10 @@ def create_app(engram: Engram, host: str | None = None) -> FastAPI:
             return HTMLResponse(render_missing(chunk_id), status_code=404, headers=SECURITY_HEADERS)
         return HTMLResponse(render_source(view), headers=SECURITY_HEADERS)
 
+    @api.post("/presence", status_code=204)
+    def presence() -> None:
+        engram.person_present()
+
     password = engram.settings.ui_password
     guarded = password is not None and bool(password.get_secret_value())
     api.mount(API_PREFIX, create_api(engram, host or engram.settings.ui_host, guarded=guarded))
@@ -62,7 +81,7 @@ def create_app(engram: Engram, host: str | None = None) -> FastAPI:
     blocks = build_blocks(engram)
     return gr.mount_gradio_app(
         api, blocks, path="/", theme=THEME, css=CSS, footer_links=[], ssr_mode=False,
-        mcp_server=False, pwa=False, enable_monitoring=False, show_error=True,
+        mcp_server=False, pwa=False, enable_monitoring=False, show_error=True, js=PRESENCE_JS,
         favicon_path=None, max_file_size=max_upload_bytes(engram),
     )
 
