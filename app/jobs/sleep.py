@@ -154,7 +154,7 @@ class SleepStatus(BaseModel):
         elif last is None:
             now = "Engram has not slept yet."
         else:
-            how = ("cut short by new work or a question" if last.interrupted
+            how = ("cut short by new work or the person being back" if last.interrupted
                    else "done" if last.changed else "done, nothing changed")
             now = f"Last sleep: {when(last.ts)} ({'by hand' if last.reason == 'manual' else 'while idle'}, {how})."
             if last.changed and last.checkpoints:
