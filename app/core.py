@@ -38,7 +38,7 @@ from engines.rag.hybrid import exact_counts, hybrid_order, is_keyword_query, rea
 from engines.registry import build_engine, engine_class, registered
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
-from app.jobs.sleep import SleepJobs, SleepScheduler, SleepStatus, run_sleep
+from app.jobs.sleep import PressurePolicy, SleepJobs, SleepScheduler, SleepStatus, run_sleep
 from app.services.playbooks import PlaybookService
 from app.jobs.worker import Worker, is_paused, set_paused
 from store.blobs import BlobStore
@@ -78,6 +78,7 @@ from store.document_listing import STATUSES as STATUSES, ListedDocument as Liste
 from store.playbook_files import PlaybookFileError as PlaybookFileError
 from app.services.bench_runs import BENCHES as BENCHES, BenchRun as BenchRun, BenchRuns, BenchStatus as BenchStatus
 from app.services.weights_history import WeightsHistory as WeightsHistory
+from app.services.memory_history import MemoryHistory as MemoryHistory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -141,7 +142,7 @@ class Engram:
         self.fulltext = FullTextIndex(self.db)
         self.last_fulltext_repair = self.repair_fulltext()
         self.watcher: FolderWatcher | None = None
-        self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue)
+        self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue, self.pressure_policy)
         self._warming: threading.Thread | None = None  # the embedder loading for a served /v1
         self._query_copies: dict[str, QueryEmbedder | None] = {}  # by vector identity: see _query_pair
         self._query_copy_failed: set[Path] = set()  # exports that failed in this process (not tried again)
@@ -346,6 +347,15 @@ class Engram:
         """Use an already loaded torch runtime that someone else closes (tests, benches)."""
         with self._neocortex_lock:
             self._neocortex, self._owns_neocortex = runtime, False
+
+    def pressure_policy(self) -> PressurePolicy:
+        """Which enabled engines decide idle sleep by their own pressure, from the settings alone
+        (the scheduler asks without building any engine)."""
+        names = self.settings.engines
+        pressured = {n: float(getattr(self.settings, n).sleep_pressure) for n in names
+                     if engine_class(n).sleeps_by_pressure}
+        return PressurePolicy(thresholds=pressured, others_learn=any(
+            engine_class(n).learns_documents and n not in pressured for n in names))
 
     @cached_property
     def engines(self) -> list[Engine]:
@@ -607,6 +617,13 @@ class Engram:
     def cancel(self) -> int:
         return self.queue.cancel_pending()
 
+    def person_present(self) -> None:
+        """The person used the app (a key or a click): idle time starts again, and a sleep begun
+        while idle gives way within a step, as to a question."""
+        from store import activity
+
+        activity.record_ui_input(self.db)
+
     def sleep_now(self) -> bool:
         """Queue a sleep now, whatever the pressure (the Sleep now button); False when one is
         already waiting or running."""
@@ -867,6 +884,14 @@ class Engram:
         from app.services.weights_history import weights_history
 
         return weights_history(self.db, [n for n, spec in registered().items() if spec.writes_weights])
+
+    def memory_history(self) -> MemoryHistory:
+        """The CLS engine's experts, routing, growth and pruning, sleep pressure and sleeps over
+        time (the Memory tab); ``enabled`` False when cls is not among the engines."""
+        from app.services.memory_history import memory_history
+
+        enabled = "cls" in self.settings.engines
+        return memory_history(self.db, enabled, self.settings.cls.sleep_pressure if enabled else None)
 
     def sleep_status(self) -> SleepStatus:
         """The last sleep, the pressure now and when the next one comes."""

@@ -55,6 +55,16 @@ class KeyRouter:
         """1 - best cosine to any key, per row (2: no keys at all)."""
         return 1.0 - self.best(x)[0]
 
+    def entropy(self, x: Tensor) -> float:
+        """Gate entropy of a set of inputs (nats): of the share of rows whose nearest expert is
+        each slot. 0 when one expert takes them all; high when they spread (no expert covers them)."""
+        owner = self.best(x)[1]
+        if owner.numel() == 0 or self.owners.numel() == 0:
+            return 0.0
+        p = torch.bincount(owner - owner.min()).float()
+        p = p[p > 0] / owner.numel()
+        return max(0.0, float(-(p * p.log()).sum()))  # never -0.0
+
     def weights(self, x: Tensor, slots: list[int]) -> Tensor:
         value, owner = self.best(x)
         out = torch.zeros(x.shape[0], len(slots))

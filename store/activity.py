@@ -19,6 +19,7 @@ from store.jobs import SLEEP
 
 
 _UNFINISHED = "status IN ('pending', 'running')"
+UI_INPUT = "ui_input_at"  # state key: when (a Julian day) the person last pressed a key or clicked in the app
 
 
 class SleepEpisode(BaseModel):
@@ -37,13 +38,21 @@ class SleepEpisode(BaseModel):
 
 
 def last_active(db: Database) -> float | None:
-    """When (a Julian day) the person last asked a question or any work but sleep was queued,
-    started or finished; None when nothing ever happened."""
+    """When (a Julian day) the person last asked a question, used the app (a key or a click) or
+    any work but sleep was queued, started or finished; None when nothing ever happened."""
     return db.scalar(
         "SELECT max(t) FROM ("
         " SELECT max(julianday(created_at)) AS t FROM messages WHERE role = 'user'"
         " UNION ALL SELECT julianday(max(max(created_at, COALESCE(started_at, ''), COALESCE(finished_at, ''))))"
-        " FROM jobs WHERE kind != ?)", (SLEEP,))  # one format in jobs: the latest text is the latest time
+        " FROM jobs WHERE kind != ?"  # one format in jobs: the latest text is the latest time
+        " UNION ALL SELECT CAST(value AS REAL) FROM state WHERE key = ?)", (SLEEP, UI_INPUT))
+
+
+def record_ui_input(db: Database) -> None:
+    """The person pressed a key or clicked in the app: idle time starts again (and an idle sleep
+    gives way, as to a question)."""
+    db.execute("INSERT INTO state (key, value) VALUES (?, julianday('now')) "
+               "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (UI_INPUT,))
 
 
 def now(db: Database) -> float:

@@ -68,7 +68,18 @@ class ClsEpisodeStore:
                         (kind, slot, reason, json.dumps(figures or {})))
 
     def events(self, limit: int = 100) -> list[ClsEvent]:
-        rows = self.db.query("SELECT id, kind, slot, reason, figures, created_at FROM cls_events "
-                             "ORDER BY id DESC LIMIT ?", (limit,))
+        return list(reversed(self._events("ORDER BY id DESC LIMIT ?", (limit,))))
+
+    def since_last(self, kind: str) -> list[ClsEvent]:
+        """Events after the latest one of ``kind`` (all when there is none), oldest first."""
+        last = self.db.scalar("SELECT max(id) FROM cls_events WHERE kind = ?", (kind,)) or 0
+        return self._events("WHERE id > ? ORDER BY id", (last,))
+
+    def last(self, kinds: tuple[str, ...]) -> ClsEvent | None:
+        found = self._events(f"WHERE kind IN ({','.join('?' * len(kinds))}) ORDER BY id DESC LIMIT 1", kinds)
+        return found[0] if found else None
+
+    def _events(self, where: str, args: tuple) -> list[ClsEvent]:
+        rows = self.db.query(f"SELECT id, kind, slot, reason, figures, created_at FROM cls_events {where}", args)
         return [ClsEvent(id=r[0], kind=r[1], slot=r[2], reason=r[3], figures=json.loads(r[4]), created_at=r[5])
-                for r in reversed(rows)]
+                for r in rows]

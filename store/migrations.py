@@ -268,3 +268,20 @@ def m011_cls_episodes(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("011_cls_episodes", m011_cls_episodes))
+
+
+def m012_sleep_pressure(db: sqlite_utils.Database) -> None:
+    """Sleep pressure over time, per engine: its parts and their sum (store/sleep_pressure)."""
+    _run(db, ["""CREATE TABLE sleep_pressure (
+        id INTEGER PRIMARY KEY,
+        engine TEXT NOT NULL,
+        saturation REAL NOT NULL,
+        novelty REAL NOT NULL,
+        forgetting REAL NOT NULL,
+        total REAL NOT NULL,
+        figures TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL DEFAULT (datetime('now'))
+    )""", "CREATE INDEX idx_sleep_pressure_engine ON sleep_pressure(engine, id)"])
+
+
+MIGRATIONS.append(("012_sleep_pressure", m012_sleep_pressure))

@@ -91,3 +91,49 @@ def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex) -> None:
         engine.close()
         engram.close()
     assert torch.equal(logits(neocortex, ASKED), base_asked)  # the original layers are back
+
+
+@pytest.mark.slow
+def test_an_idle_cls_sleep_stops_within_a_second_of_a_question_and_resumes_later(embedder, neocortex) -> None:
+    import threading
+    import time
+
+    from store import activity
+    from store.blobs import BlobStore
+    from store.jobs import SLEEP
+    from store.sleep_pressure import SleepPressureLog
+    from tests.helpers import wait_for
+
+    engram = open_engram(embedder, engines="rag,cls", **{**SMALL, "cls.passes": 1, "cls.sleep_epochs": 40,
+                                                          "cls.probe_tokens": 128, "cls.drift_bound": 1.0,
+                                                          "cls.forgetting_bound": 1.0})
+    engram.adopt_neocortex(neocortex)
+    engine = engram.engine("cls")
+    try:
+        engine.learn(DocumentInput(document_id=1, path="lynx.txt", chunks=[DOC]))
+        first = SleepPressureLog(engram.db).latest("cls")
+        assert first is not None and first.novelty == 1.0 and first.saturation == 1 / 16
+        assert engram.sleeper.queue_sleep("idle")
+        job = threading.Thread(target=engram.worker.run_once)
+        job.start()  # the worker runs the idle sleep job, as when the person is away
+        wait_for(lambda: any(m["phase"] == "sleep" for m in MetricsLog(engine.context.data_dir).read()), timeout=120)
+        engram.conversations.add_question(engram.conversations.create("c").id, "Back again")  # the person is back
+        came_back = time.perf_counter()
+        wait_for(lambda: activity.last_sleep(engram.db), timeout=30, interval=0.01)
+        assert time.perf_counter() - came_back < 1.0
+        job.join(30)
+        cut = activity.last_sleep(engram.db)
+        assert cut.interrupted and cut.reports[1]["details"]["interrupted"]
+        done = cut.reports[1]["details"]["steps"]
+        assert 0 < done < cut.reports[1]["details"]["planned"]
+        assert BlobStore(engram.db, engram.paths.root).get("cls/sleep-resume")["steps"] == done
+        assert engram.queue.pending_count(SLEEP) == 0
+
+        engine.config = engine.config.model_copy(update={"sleep_epochs": 40})
+        resumed = engine.consolidate(Budget(seconds=120, steps=3))
+        assert resumed.details["resumed_from"] == done and resumed.details["steps"] == done + 3
+        assert resumed.details["reason"] == "kept" and engine.blobs.get("cls/sleep-resume") is None
+        assert SleepPressureLog(engram.db).latest("cls").novelty == 0.0  # a kept sleep spends the novelty
+    finally:
+        engine.close()
+        engram.close()

@@ -144,3 +144,14 @@ def test_replay_buffer_keeps_a_uniform_room() -> None:
     assert len(buf) == 50 and buf.seen == 1000
     assert min(buf.items) < 500 < max(buf.items)  # early items survive, not only the last ones
     assert sorted(buf.shuffled()) == sorted(buf.items) and buf.shuffled() != buf.items
+
+
+def test_key_router_gate_entropy_is_zero_for_one_expert_and_ln2_for_an_even_split() -> None:
+    router = KeyRouter()
+    router.add(3, torch.tensor([[1.0, 0.0, 0.0]]))
+    router.add(7, torch.tensor([[0.0, 1.0, 0.0]]))
+    near_three = torch.tensor([[0.9, 0.1, 0.0], [1.0, 0.0, 0.2]])
+    assert router.entropy(near_three) == 0.0
+    split = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.1]])
+    assert abs(router.entropy(split) - torch.log(torch.tensor(2.0)).item()) < 1e-6
+    assert KeyRouter().entropy(split) == 0.0  # no experts yet

@@ -93,6 +93,11 @@ def test_an_idle_sleep_gives_way_to_a_question_and_any_sleep_to_new_work(embedde
         assert not idle() and not manual()
         asked(engram)
         assert idle() and not manual()  # a sleep asked for by hand goes on while the person chats
+        time.sleep(1.1)  # a new idle sleep, begun after that question (the store's clock keeps seconds here)
+        idle = jobs._stop("idle")
+        assert not idle()
+        engram.person_present()  # a key or a click in the app
+        assert idle() and activity.idle_seconds(engram.db) < 1.0
         engram.queue.enqueue("ingest", "/x.txt", {"path": "/x.txt"})
         assert manual()
 
@@ -212,5 +217,52 @@ def test_checkpoints_first_the_state_before_a_sleep_is_saved_and_a_failed_save_s
         time.sleep(1.1)  # jobs keep whole seconds
         run_sleep(engram.db, [ledger], 5, "manual", quiet)
         assert engram.sleeper.status().failed is None  # a sleep recorded since: the failure is old news
+    finally:
+        engram.close()
+
+
+def test_with_cls_enabled_idle_sleep_follows_its_pressure_not_the_document_count(embedder) -> None:
+    from engines.cls.engine import ExpertInfo
+    from store.cls_episodes import ClsEpisodeStore
+
+    engram = open_engram(embedder, engines="rag,cls", **{"sleep.idle_minutes": 0, "cls.sleep_pressure": 0.5})
+    try:
+        sleeper, cls, events = engram.sleeper, engram.engine("cls"), ClsEpisodeStore(engram.db)
+        learned(engram)
+        assert activity.learned_since_sleep(engram.db) == 1
+        assert not sleeper.due()  # learned, but no pressure recorded: the count no longer decides
+
+        # the engine's real state: a new expert for a document nothing covered, one consolidated
+        cls.experts = {0: ExpertInfo(), 1: ExpertInfo(consolidated=True)}
+        events.log("grow", "the first expert", 0, {"document_id": 1, "novelty": 1.0, "gate_entropy": 0.0})
+        reading = cls.record_pressure()
+        assert (reading.saturation, reading.novelty, reading.forgetting) == (1 / 16, 1.0, 0.0)
+        assert sleeper.due()  # 1.06 >= 0.5
+
+        # a kept sleep consolidated it; its probe measured some forgetting: pressure is low again
+        cls.experts[0].consolidated = True
+        events.log("sleep", "kept", None, {"forgetting": 0.125, "drift": 0.001})
+        reading = cls.record_pressure()
+        assert (reading.saturation, reading.novelty, reading.forgetting) == (0.0, 0.0, 0.125)
+        assert activity.learned_since_sleep(engram.db) == 1 and not sleeper.due()  # the count alone would sleep
+        assert "Sleep pressure of cls: 0.12 (threshold 0.5)." in sleeper.status().summary(str)
+
+        # a document close to an expert: some novelty, one unconsolidated expert; a lower threshold sleeps
+        cls.experts[0].consolidated = False
+        events.log("route", "novelty 0.30 <= 0.4: expert 0", 0, {"novelty": 0.3, "gate_entropy": 0.69})
+        reading = cls.record_pressure()
+        assert reading.total == pytest.approx(1 / 16 + 0.3 + 0.125) and not sleeper.due()
+        engram.settings.cls.sleep_pressure = 0.45
+        assert sleeper.due()
+        assert [round(r.total, 4) for r in engram.sleeper.pressure_log.history("cls")] == [1.0625, 0.125, 0.4875]
+    finally:
+        engram.close()
+
+    # another engine that learns documents without pressure keeps today's count
+    engram = open_engram(embedder, engines="rag,cls,ttt", **{"sleep.idle_minutes": 0})
+    try:
+        assert engram.pressure_policy().model_dump() == {"thresholds": {"cls": 0.5}, "others_learn": True}
+        learned(engram)
+        assert engram.sleeper.due()
     finally:
         engram.close()

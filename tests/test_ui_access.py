@@ -49,6 +49,9 @@ def test_with_a_password_every_route_asks_for_it(embedder) -> None:
             assert httpx.get(local + path, headers=basic("engram", "wrong"), timeout=30).status_code == 401
             assert httpx.get(local + path, headers=basic("admin", "correct horse"), timeout=30).status_code == 401
         assert httpx.get(local + "/", headers={"Authorization": "Basic !!!"}, timeout=30).status_code == 401
+        assert httpx.post(local + "/presence", timeout=30).status_code == 401
+        assert httpx.post(local + "/presence", headers=basic("engram", "correct horse"), timeout=30).status_code == 204
+        assert engram.state.get("ui_input_at") is not None  # the person's key or click, once let in
         opened = httpx.get(local + "/", headers=basic("engram", "correct horse"), timeout=30)
         assert opened.status_code == 200 and "gradio" in opened.text.lower()
     finally:

@@ -65,7 +65,7 @@ def test_bold_labels_use_one_font_on_every_tab(page, embedder, llama) -> None:
         page.set_viewport_size({"width": 1024, "height": 900})
         page.goto(app.url)
         page.locator("#engram-chat").wait_for()
-        for tab in ("Chat", "Library", "Playbook", "Weights", "Models", "Settings"):
+        for tab in ("Chat", "Library", "Playbook", "Weights", "Memory", "Models", "Settings"):
             page.get_by_role("tab", name=tab).click()
             page.wait_for_timeout(500)
             page.evaluate("document.fonts.ready.then(() => true)")

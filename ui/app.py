@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from app.core import Engram
-from ui import bench_tab, chat_tab, library_tab, models_tab, playbook_tab, settings_tab, weights_tab
+from ui import bench_tab, chat_tab, library_tab, memory_tab, models_tab, playbook_tab, settings_tab, weights_tab
 from ui.access import PasswordMiddleware
 from ui.openai_api import PREFIX as API_PREFIX, create_api
 from ui.source_page import SECURITY_HEADERS, render_missing, render_source
@@ -20,12 +20,28 @@ TABS: list[Tab] = [
     library_tab.TAB,
     playbook_tab.TAB,
     weights_tab.TAB,
+    memory_tab.TAB,
     models_tab.TAB,
     bench_tab.TAB,
     settings_tab.TAB,
 ]
 
 MAX_QUOTE_CHARS = 2000
+PRESENCE_S = 5  # at most one presence report per this many seconds of typing and clicking
+
+# A key, click or scroll in the app tells Engram the person is here (the first after a quiet
+# spell at once, so an idle sleep gives way within a second; then at most every PRESENCE_S).
+PRESENCE_JS = """() => {
+  let last = 0;
+  const seen = () => {
+    const now = Date.now();
+    if (now - last < %d * 1000) return;
+    last = now;
+    fetch("/presence", {method: "POST", keepalive: true}).catch(() => {});
+  };
+  for (const kind of ["keydown", "pointerdown", "wheel"])
+    document.addEventListener(kind, seen, {capture: true, passive: true});
+}""" % PRESENCE_S
 
 
 def build_blocks(engram: Engram) -> gr.Blocks:
@@ -52,6 +68,10 @@ def create_app(engram: Engram, host: str | None = None) -> FastAPI:
             return HTMLResponse(render_missing(chunk_id), status_code=404, headers=SECURITY_HEADERS)
         return HTMLResponse(render_source(view), headers=SECURITY_HEADERS)
 
+    @api.post("/presence", status_code=204)
+    def presence() -> None:
+        engram.person_present()
+
     password = engram.settings.ui_password
     guarded = password is not None and bool(password.get_secret_value())
     api.mount(API_PREFIX, create_api(engram, host or engram.settings.ui_host, guarded=guarded))
@@ -61,7 +81,7 @@ def create_app(engram: Engram, host: str | None = None) -> FastAPI:
     blocks = build_blocks(engram)
     return gr.mount_gradio_app(
         api, blocks, path="/", theme=THEME, css=CSS, footer_links=[], ssr_mode=False,
-        mcp_server=False, pwa=False, enable_monitoring=False, show_error=True,
+        mcp_server=False, pwa=False, enable_monitoring=False, show_error=True, js=PRESENCE_JS,
         favicon_path=None, max_file_size=max_upload_bytes(engram),
     )
 

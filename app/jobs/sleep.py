@@ -7,6 +7,12 @@ durable ``sleep`` job, which runs like any other job. It gives way as soon as ne
 or the app stops, and an idle sleep also when a question is asked: each engine keeps the steps
 it took. A sleep cut short leaves the pressure as it was, so the next idle spell sleeps again;
 a sleep is queued at most once per idle spell, so one that fails is not retried in a loop.
+
+An engine that measures its own sleep pressure (``sleeps_by_pressure``: CLS, from its experts'
+saturation, the novelty of what arrived and the forgetting its probes measured) replaces the
+document count: while one is enabled, idle sleep waits until an engine's latest recorded pressure
+reaches its ``sleep_pressure`` threshold, unless another enabled engine learns documents without
+pressure, which keeps the document count as before.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from engines.base import Budget, ConsolidateReport, Engine, Progress
 from store import activity
 from store.activity import SleepEpisode
 from store.database import Database
+from store.sleep_pressure import PressureReading, SleepPressureLog
 from store.jobs import SLEEP, Job, JobQueue
 
 log = logging.getLogger(__name__)
@@ -77,6 +84,26 @@ def run_sleep(db: Database, engines: list[Engine], seconds: float, reason: Reaso
     return reports
 
 
+class PressurePolicy(BaseModel):
+    """Which enabled engines decide sleep by their own pressure (name: threshold), and whether
+    another enabled engine learns documents without one (it keeps the document count)."""
+
+    thresholds: dict[str, float] = {}
+    others_learn: bool = False
+
+
+class PressureNow(BaseModel):
+    """An engine's latest recorded pressure beside its threshold (None: nothing recorded yet)."""
+
+    engine: str
+    threshold: float
+    reading: PressureReading | None = None
+
+    @property
+    def high(self) -> bool:
+        return self.reading is not None and self.reading.total >= self.threshold
+
+
 class SleepJobs:
     """The worker's handler for ``sleep`` jobs."""
 
@@ -116,6 +143,7 @@ class SleepStatus(BaseModel):
     last: SleepEpisode | None
     learned_after_last: int = 0  # documents and feedback events since the last sleep, whole or not
     failed: str | None = None  # why the latest sleep failed, when no sleep was recorded since
+    pressures: list[PressureNow] = []  # engines that decide sleep by their own pressure
 
     def summary(self, when: Callable[[str], str]) -> str:
         """One plain sentence each: the last sleep (its time written by ``when``), the pressure,
@@ -126,7 +154,7 @@ class SleepStatus(BaseModel):
         elif last is None:
             now = "Engram has not slept yet."
         else:
-            how = ("cut short by new work or a question" if last.interrupted
+            how = ("cut short by new work or the person being back" if last.interrupted
                    else "done" if last.changed else "done, nothing changed")
             now = f"Last sleep: {when(last.ts)} ({'by hand' if last.reason == 'manual' else 'while idle'}, {how})."
             if last.changed and last.checkpoints:
@@ -136,6 +164,12 @@ class SleepStatus(BaseModel):
             now += f" The latest sleep failed: {self.failed}"
         what = ("something new was learned" if cfg.after_documents == 1
                 else f"{cfg.after_documents} documents or feedback events were learned")
+        if self.pressures:
+            what = "the sleep pressure reaches its threshold"
+            now += " " + " ".join(
+                f"Sleep pressure of {p.engine}: "
+                + (f"{p.reading.total:.2f}" if p.reading else "none yet") + f" (threshold {p.threshold:g})."
+                for p in self.pressures)
         plan = (f"Sleeps by itself after {cfg.idle_minutes:g} idle minutes once {what}." if cfg.auto
                 else "Sleeping by itself is off (sleep.auto).")
         return f"{now} {self.learned_since} learned since the last whole sleep. {plan}"
@@ -144,10 +178,13 @@ class SleepStatus(BaseModel):
 class SleepScheduler:
     """Decides, when the worker has nothing to do, whether to queue a sleep."""
 
-    def __init__(self, config: SleepConfig, db: Database, queue: JobQueue) -> None:
+    def __init__(self, config: SleepConfig, db: Database, queue: JobQueue,
+                 policy: Callable[[], PressurePolicy] = PressurePolicy) -> None:
         self.config = config
         self.db = db
         self.queue = queue
+        self.policy = policy
+        self.pressure_log = SleepPressureLog(db)
         self.awake_since = activity.now(db)  # opening the app counts as the person being here
 
     def due(self) -> bool:
@@ -162,14 +199,28 @@ class SleepScheduler:
         tried = activity.seconds_since_sleep_queued(db)
         if tried is not None and tried < idle + 1.0:  # tried in this idle spell (jobs keep whole seconds)
             return False
-        return activity.learned_since_sleep(db) >= cfg.after_documents
+        return self.pressed()
+
+    def pressed(self) -> bool:
+        """Whether there is enough to sleep on: an engine's pressure at its threshold, or (no
+        engine with pressure enabled, or another that learns without one) enough learned."""
+        policy = self.policy()
+        if any(p.high for p in self.pressures(policy)):
+            return True
+        counted = not policy.thresholds or policy.others_learn
+        return counted and activity.learned_since_sleep(self.db) >= self.config.after_documents
+
+    def pressures(self, policy: PressurePolicy | None = None) -> list[PressureNow]:
+        policy = policy or self.policy()
+        return [PressureNow(engine=name, threshold=threshold, reading=self.pressure_log.latest(name))
+                for name, threshold in policy.thresholds.items()]
 
     def check(self) -> bool:
         """Queue a sleep if one is due; returns whether it did."""
         if not self.due():
             return False
         self.queue_sleep("idle")
-        log.info("idle for %.0f minutes after learning: going to sleep", self.config.idle_minutes)
+        log.info("idle for %.0f minutes, enough to sleep on: going to sleep", self.config.idle_minutes)
         return True
 
     def status(self) -> SleepStatus:
@@ -177,7 +228,7 @@ class SleepScheduler:
         return SleepStatus(config=self.config, learned_since=activity.learned_since_sleep(self.db),
                            queued=activity.sleep_queued(self.db), last=last,
                            learned_after_last=activity.learned_after(self.db, last.id) if last else 0,
-                           failed=activity.sleep_failure(self.db))
+                           failed=activity.sleep_failure(self.db), pressures=self.pressures())
 
     def queue_sleep(self, reason: Reason) -> bool:
         """Queue a sleep unless one is waiting or running; returns whether it did."""

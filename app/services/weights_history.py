@@ -38,7 +38,8 @@ def sleep_point(sleep: activity.SleepEpisode, engines: set[str]) -> SleepPoint:
     reasons = [str((r.get("details") or {}).get("reason", "")) for r in reports]
     if any(r.get("changed") for r in reports):
         outcome: Outcome = "kept"
-    elif any(reason.startswith("rolled back") for reason in reasons):
+    elif any(reason.startswith("rolled back") for reason in reasons) or any(
+            (r.get("details") or {}).get("rolled_back") for r in reports):
         outcome = "rolled back"
     elif sleep.interrupted:
         outcome = "cut short"

@@ -54,6 +54,9 @@ class CLSConfig(BaseModel):
                                "more than this share is rolled back (0 or less: every sleep is).")
     forgetting_bound: float = Field(0.05, le=1.0, description="A sleep losing more than this share of "
                                     "the background answers the model had right is rolled back.")
+    sleep_pressure: float = Field(0.5, ge=0.0, le=3.0, description="Sleep starts by itself when "
+                                  "Engram is idle and the sleep pressure (saturation + novelty + forgetting, "
+                                  "each 0 to 1) is at least this.")
     consolidated_share: float = Field(1.0, ge=0.0, le=1.0, description="How much of the consolidated "
                                       "adapter a routed question gets.")
 

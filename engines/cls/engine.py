@@ -57,9 +57,11 @@ from models.lora_experts import ExpertPool
 from store.blobs import BlobStore
 from store.cls_episodes import ClsEpisodeStore, Episode
 from store.metrics_log import MetricsLog
+from store.sleep_pressure import PressureReading, SleepPressureLog
 
 NAME = "cls"
 INDEX = "cls/index"
+RESUME = "cls/sleep-resume"  # a sleep cut short: its adapter so far, resumed by the next sleep
 PROBE_QUESTIONS = 16  # background questions the forgetting probe asks
 
 
@@ -75,6 +77,7 @@ class CLSEngine(Engine):
     name = NAME
     learns_documents = True
     writes_weights = True
+    sleeps_by_pressure = True
 
     def __init__(self, context: EngineContext, config: CLSConfig | None = None) -> None:
         self.context = context
@@ -82,6 +85,7 @@ class CLSEngine(Engine):
         self.blobs = BlobStore(context.db, context.data_dir)
         self.episodes = ClsEpisodeStore(context.db)
         self.metrics = MetricsLog(context.data_dir)
+        self.pressure_log = SleepPressureLog(context.db)
         self.autosave = True
         self.training = threading.Lock()
         self.setup = threading.Lock()
@@ -196,7 +200,7 @@ class CLSEngine(Engine):
         if not material.pieces:
             return LearnReport(engine=NAME, path=document.path, seconds=0.0, changed=False)
         keys = route_keys.embedded_keys(self.context.embed, material.text)
-        slot, event = self._slot_for(keys)
+        slot, event, routing = self._slot_for(keys)
         own = self._episode_pieces(cortex, self.episodes.shuffled(self.documents, slot, cfg.own_replay))
         pad = cortex.tokenizer.pad_token_id or 0
         batches = lm.batches(material.pieces + own, cfg, pad, cortex.device, self._replay(cortex, 8))
@@ -226,10 +230,11 @@ class CLSEngine(Engine):
         self.episodes.add(slot, document.document_id,
                           [("qa", qa.question, qa.answer) for qa in material.pairs]
                           + [("passage", p, "") for p in passages])
-        self.episodes.log(event[0], event[1], slot, {"document_id": document.document_id})
+        self.episodes.log(event[0], event[1], slot, {"document_id": document.document_id, **routing})
         self.documents += 1
         if self.autosave:
             self.save()
+        self.record_pressure()
         seconds = time.perf_counter() - started
         return LearnReport(engine=NAME, path=document.path, seconds=seconds, changed=True, tokens=material.tokens,
                            details={"steps": steps, "loss_first_pass": first, "loss_last_pass": last,
@@ -244,25 +249,29 @@ class CLSEngine(Engine):
         with self.pool.routing(torch.ones(rows, 1), [slot], consolidated=self.config.consolidated_share):
             yield
 
-    def _slot_for(self, keys: torch.Tensor) -> tuple[int, tuple[str, str]]:
-        """The expert a document trains: its nearest, or a new one when nothing is close."""
+    def _slot_for(self, keys: torch.Tensor) -> tuple[int, tuple[str, str], dict[str, float]]:
+        """The expert a document trains: its nearest, or a new one when nothing is close; with
+        the routing figures the event log keeps (novelty: mean 1 - best cosine of its passages,
+        1 when there is no expert yet; gate entropy over their nearest experts)."""
         assert self.pool is not None
         if self.experts and self.keys.owners.numel():
             cos, owner = self.keys.best(keys)
             novelty = float((1.0 - cos).mean())
+            routing = {"novelty": round(novelty, 4), "gate_entropy": round(self.keys.entropy(keys), 4)}
             nearest = int(owner.mode().values)
             if novelty <= self.config.novelty:
                 self._loaded(nearest)
-                return nearest, ("route", f"novelty {novelty:.2f} <= {self.config.novelty}: expert {nearest}")
+                return nearest, ("route", f"novelty {novelty:.2f} <= {self.config.novelty}: expert {nearest}"), routing
             slot = self._free_slot()
             self._loaded(nearest)
             self.pool.clone(nearest, slot)
             self.experts[slot] = ExpertInfo(created=time.time())
-            return slot, ("grow", f"novelty {novelty:.2f} > {self.config.novelty}: cloned from expert {nearest}")
+            return (slot, ("grow", f"novelty {novelty:.2f} > {self.config.novelty}: cloned from expert {nearest}"),
+                    routing)
         slot = self._free_slot()
         self.pool.add(slot)
         self.experts[slot] = ExpertInfo(created=time.time())
-        return slot, ("grow", "the first expert")
+        return slot, ("grow", "the first expert"), {"novelty": 1.0, "gate_entropy": 0.0}
 
     def _free_slot(self) -> int:
         """A new slot; with the pool full, the least recently used expert (consolidated ones
@@ -319,21 +328,33 @@ class CLSEngine(Engine):
             return ConsolidateReport(engine=NAME, seconds=0.0, changed=False, details={"reason": "nothing to replay"})
         budget.started()  # the app checkpoints here
         before = pool.consolidated()
+        resume = self._resume(episodes, before)
         pad = cortex.tokenizer.pad_token_id or 0
         probe = lm.batches(lm.windows(self._background_ids(cortex), 128, cfg.probe_tokens), cfg, pad, cortex.device)
         questions = self._probe_questions(cortex, pad)
-        with cortex.lock, pool.routing(None, consolidated=1.0):
-            ppl_before = lm.perplexity(cortex.model, probe) if probe else None
-            known_before = lm.exact_answers(cortex.model, questions)
-        params = pool.parameters(None)
-        ewc = self._ewc(cortex, params, pad) if cfg.ewc_strength > 0 else None
+        if resume is not None:  # measured on the same adapter when the sleep began
+            ppl_before, known_before = resume["ppl_before"], [bool(k) for k in resume["known_before"]]
+        else:
+            with cortex.lock, pool.routing(None, consolidated=1.0):
+                ppl_before = lm.perplexity(cortex.model, probe) if probe else None
+                known_before = lm.exact_answers(cortex.model, questions)
         work = self._sleep_batches(cortex, episodes, pad)
+        done = int(resume["steps"]) if resume is not None else 0
+        if budget.interrupted():
+            return self._cut_short(started, done, len(work), None)
+        params = pool.parameters(None)
+        ewc = self._ewc(cortex, params, pad) if cfg.ewc_strength > 0 else None  # anchored at ``before``
+        if budget.interrupted():
+            return self._cut_short(started, done, len(work), None)
+        if resume is not None:
+            with cortex.lock:
+                pool.load_consolidated({k[len("partial."):]: v for k, v in resume.items() if k.startswith("partial.")})
         deadline = started + budget.seconds
-        taken = [0]
+        taken = [done]
 
         def stop() -> bool:
             return (budget.interrupted() or time.perf_counter() > deadline
-                    or (budget.steps is not None and taken[0] >= budget.steps))
+                    or (budget.steps is not None and taken[0] - done >= budget.steps))
 
         def loss(item: object) -> torch.Tensor:
             batch, slots = item  # type: ignore[misc]
@@ -348,13 +369,25 @@ class CLSEngine(Engine):
             return value
 
         with cortex.lock:
-            report = distill(params, work, loss, cfg.sleep_lr, ewc, stop)
+            report = distill(params, work[done:], loss, cfg.sleep_lr, ewc, stop)
+            cut = report.stopped and budget.interrupted()
+            if cut:  # the person is back: no probe, answers as before the sleep
+                partial = pool.consolidated()
+                pool.load_consolidated(before)
+        if cut:
+            aside = {"ppl_before": ppl_before, "known_before": known_before, "steps": done + report.steps,
+                     "episodes": [e.id for e in episodes]}
+            return self._cut_short(started, done + report.steps, len(work), {
+                **aside, **{f"before.{k}": v for k, v in before.items()},
+                **{f"partial.{k}": v for k, v in partial.items()}})
+        with cortex.lock:
             with pool.routing(None, consolidated=1.0):
                 ppl_after = lm.perplexity(cortex.model, probe) if probe else None
                 known_after = lm.exact_answers(cortex.model, questions)
         figures = self._probe_figures(ppl_before, ppl_after, known_before, known_after)
-        figures.update(steps=report.steps, stopped=report.stopped, episodes=len(episodes),
+        figures.update(steps=done + report.steps, resumed_from=done, stopped=report.stopped, episodes=len(episodes),
                        loss_first=report.first_loss, loss_last=report.last_loss)
+        self.blobs.delete(RESUME)
         reason = self._rollback_reason(figures)
         self.sleeps += 1
         if reason is not None:
@@ -372,8 +405,32 @@ class CLSEngine(Engine):
             changed = report.steps > 0
         if self.autosave:
             self.save()
+        self.record_pressure()
         details = {**figures, "rolled_back": reason is not None, "reason": reason or "kept"}
         return ConsolidateReport(engine=NAME, seconds=time.perf_counter() - started, changed=changed, details=details)
+
+    def _resume(self, episodes: list[Episode], before: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+        """The sleep cut short last time, when it can go on: same episodes, same adapter since."""
+        aside = self.blobs.get(RESUME)
+        if aside is None:
+            return None
+        same = (aside.get("episodes") == [e.id for e in episodes] and all(
+            f"before.{k}" in aside and torch.equal(aside[f"before.{k}"], v) for k, v in before.items()))
+        if not same:
+            self.blobs.delete(RESUME)
+            return None
+        return aside
+
+    def _cut_short(self, started: float, steps: int, planned: int, aside: dict[str, Any] | None) -> ConsolidateReport:
+        """The person came back: what the sleep did so far is kept aside (not answering, it has not
+        been probed) and the next sleep resumes from it; the pressure stays."""
+        if aside is not None:
+            self.blobs.put(RESUME, "cls-sleep-resume", aside, {"steps": steps})
+        self.episodes.log("interrupted", f"the person came back after step {steps} of {planned}: resumed at the next sleep",
+                          None, {"steps": steps, "planned": planned})
+        return ConsolidateReport(engine=NAME, seconds=time.perf_counter() - started, changed=False,
+                                 details={"interrupted": True, "steps": steps, "planned": planned,
+                                          "reason": "cut short: resumes at the next sleep"})
 
     @contextmanager
     def _teacher(self, slots: list[int], consolidated: dict[str, torch.Tensor]) -> Iterator[None]:
@@ -451,6 +508,27 @@ class CLSEngine(Engine):
             if info.last_used and info.last_used < limit:
                 self._recycle(slot, f"not used in {self.config.prune_unused_days} days")
 
+    # --- sleep pressure -------------------------------------------------------------------------
+    def pressure(self) -> PressureReading:
+        """How much this engine needs sleep, three parts of 0 to 1: saturation (the share of the
+        pool's capacity holding experts not yet consolidated), novelty (mean novelty of the
+        documents learned since the last kept sleep) and forgetting (the last probe's ratio)."""
+        fresh = sum(not info.consolidated for info in self.experts.values())
+        arrived = [float(e.figures["novelty"]) for e in self.episodes.since_last("sleep")
+                   if e.kind in ("grow", "route") and "novelty" in e.figures]
+        probe = self.episodes.last(("sleep", "rollback"))
+        forgetting = float(probe.figures.get("forgetting") or 0.0) if probe is not None else 0.0
+        return PressureReading(
+            engine=NAME, saturation=min(1.0, fresh / self.config.max_experts),
+            novelty=min(1.0, sum(arrived) / len(arrived)) if arrived else 0.0, forgetting=min(1.0, forgetting),
+            figures={"experts": len(self.experts), "unconsolidated": fresh, "capacity": self.config.max_experts,
+                     "documents": len(arrived), "threshold": self.config.sleep_pressure})
+
+    def record_pressure(self) -> PressureReading:
+        reading = self.pressure()
+        self.pressure_log.record(reading)
+        return reading
+
     # --- state ----------------------------------------------------------------------------------
     def _index(self) -> dict[str, Any]:
         assert self.pool is not None
@@ -499,8 +577,10 @@ class CLSEngine(Engine):
             for slot in self.experts:
                 prefix = f"expert.{slot}."
                 self.pool.load(slot, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            self.blobs.delete(RESUME)
             if self.autosave:
                 self.save()
+            self.record_pressure()
 
     def forget_many(self, document_ids: list[int]) -> None:
         """Their episodes leave the replay buffer (what their training wrote into an expert stays
