@@ -27,6 +27,17 @@ class KeyRouter:
         self.low = low
         self.keys = torch.zeros(0, 0)
         self.owners = torch.zeros(0, dtype=torch.long)  # the slot each key belongs to
+        self.probe: Tensor | None = None  # a fixed sentence as the keys' embedder embeds it
+
+    def __len__(self) -> int:
+        return int(self.owners.numel())
+
+    def dim(self) -> int | None:
+        """The keys' width (None: no keys yet)."""
+        return int(self.keys.shape[1]) if self.owners.numel() else None
+
+    def clear(self) -> None:
+        self.keys, self.owners, self.probe = torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), None
 
     def add(self, slot: int, keys: Tensor) -> None:
         keys = F.normalize(keys.float(), dim=1)
@@ -73,10 +84,16 @@ class KeyRouter:
         return out
 
     def state(self) -> dict[str, Tensor]:
-        return {"keys": self.keys.clone(), "owners": self.owners.clone()}
+        found = {"keys": self.keys.clone(), "owners": self.owners.clone()}
+        if self.probe is not None:
+            found["probe"] = self.probe.clone()
+        return found
 
-    def load(self, state: dict[str, Tensor]) -> None:
-        self.keys, self.owners = state["keys"].float(), state["owners"].long()
+    def load(self, state: dict[str, Tensor | None]) -> None:
+        keys, owners, probe = state["keys"], state["owners"], state.get("probe")
+        assert keys is not None and owners is not None
+        self.keys, self.owners = keys.float(), owners.long()
+        self.probe = None if probe is None else probe.float()
 
 
 class SoftmaxGate(nn.Module):

@@ -9,7 +9,10 @@ import torch
 
 from app.bench.model_eval import render
 from engines.base import Budget, DocumentInput, Query, routed
+from app.jobs.learning import document_input
 from engines.generation import ChatMessage
+from engines.ttt import route_keys
+from store.documents import DocumentStore
 from store.cls_episodes import ClsEpisodeStore
 from store.metrics_log import MetricsLog
 from tests.helpers import open_engram
@@ -30,15 +33,19 @@ def logits(cortex, question: str) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex) -> None:
+def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex, tmp_path) -> None:
     base_unrelated = logits(neocortex, UNRELATED)
     base_asked = logits(neocortex, ASKED)
     engram = open_engram(embedder, engines="rag,cls", **SMALL)
     engram.adopt_neocortex(neocortex)
     engine = engram.engine("cls")
+    (tmp_path / "lynx.txt").write_text(DOC)
+    engram.ingest([tmp_path / "lynx.txt"])
+    engram.run_pending()  # stored (the router keys are embedded again from it after a model switch)
+    document = document_input(engram.db, next(iter(DocumentStore(engram.db).ids_by_path().values())))[0]
     try:
         assert engine.contribute(Query(text=ASKED)).learned_states == []  # nothing learned yet
-        report = engine.learn(DocumentInput(document_id=1, path="lynx.txt", chunks=[DOC]))
+        report = engine.learn(document)
         assert report.changed and report.details["event"] == "grow" and report.details["expert"] == 0
         assert report.details["loss_last_pass"] < report.details["loss_first_pass"]
         assert torch.equal(logits(neocortex, UNRELATED), base_unrelated)  # the base model, exactly
@@ -52,6 +59,21 @@ def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex) -> None:
         assert ClsEpisodeStore(engram.db).count() > 0
         steps = [m for m in MetricsLog(engine.context.data_dir).read() if m["phase"] == "learn"]
         assert len(steps) == report.details["steps"] and steps[-1]["expert"] == 0
+
+        # Another embedding model of the same width (none ships: the real vectors with their
+        # dimensions reversed): the experts' keys are made again before a question is compared.
+        context, real = engine.context, engine.context.embed
+        context.embed = lambda texts: real(texts)[:, ::-1].copy()
+        try:
+            engine._checked_at = float("-inf")  # as after a model switch, 30 s on
+            assert engine.contribute(Query(text=ASKED)).meta["routed_share"] > 0
+            assert engine.contribute(Query(text=UNRELATED)).meta["routed_share"] == 0.0
+            assert torch.allclose(engine.state_dict()["router.probe"], torch.from_numpy(
+                context.embed([route_keys.PROBE])[0]), atol=1e-6)
+        finally:
+            context.embed = real
+            engine._checked_at = float("-inf")
+        assert engine.contribute(Query(text=ASKED)).meta["routed_share"] > 0  # and back
 
         # a fresh engine finds the saved pool and loads the expert only when routed to
         learned = logits(neocortex, ASKED)

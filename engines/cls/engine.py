@@ -21,6 +21,7 @@ Experts are saved one blob each (``cls/expert-N``) and loaded when first routed 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -56,9 +57,11 @@ from models.expert_router import KeyRouter
 from models.lora_experts import ExpertPool
 from store.blobs import BlobStore
 from store.cls_episodes import ClsEpisodeStore, Episode
+from store.documents import DocumentStore
 from store.metrics_log import MetricsLog
 from store.sleep_pressure import PressureReading, SleepPressureLog
 
+log = logging.getLogger(__name__)
 NAME = "cls"
 INDEX = "cls/index"
 RESUME = "cls/sleep-resume"  # a sleep cut short: its adapter so far, resumed by the next sleep
@@ -97,6 +100,7 @@ class CLSEngine(Engine):
         self.sleeps = 0
         self._background: list[int] | None = None
         self.origin: str | None = None  # the checkpoint the learned state came from
+        self._checked_at = float("-inf")  # when the keys' embedder was last compared with today's
 
     # --- the model ------------------------------------------------------------------------------
     def cortex(self) -> Neocortex:
@@ -136,6 +140,8 @@ class CLSEngine(Engine):
     # --- answers --------------------------------------------------------------------------------
     def shares(self, queries: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Each query's nearest expert ([B]; -1: none) and its share of the learned weights [B]."""
+        if time.monotonic() - self._checked_at > route_keys.RECHECK_S:  # a model switch swaps the embedder
+            self.check_embedder()
         if not self.experts or self.keys.owners.numel() == 0:
             return torch.full((len(queries),), -1, dtype=torch.long), torch.zeros(len(queries))
         cos, owner = self.keys.best(torch.from_numpy(self.context.embed(list(queries))))
@@ -199,6 +205,7 @@ class CLSEngine(Engine):
         material = document_material(cortex, document, ttt, self.context.generator)
         if not material.pieces:
             return LearnReport(engine=NAME, path=document.path, seconds=0.0, changed=False)
+        self.check_embedder()  # a model switched since: the experts' keys first, so none are mixed
         keys = route_keys.embedded_keys(self.context.embed, material.text)
         slot, event, routing = self._slot_for(keys)
         own = self._episode_pieces(cortex, self.episodes.shuffled(self.documents, slot, cfg.own_replay))
@@ -534,6 +541,8 @@ class CLSEngine(Engine):
         assert self.pool is not None
         keys = self.keys.state()
         state: dict[str, Any] = {f"consolidated.{k}": v for k, v in self.pool.consolidated().items()}
+        if "probe" in keys:
+            state["router.probe"] = keys["probe"]
         state.update({"router.keys": keys["keys"], "router.owners": keys["owners"],
                       "experts": {str(s): i.model_dump() for s, i in self.experts.items()},
                       "documents": self.documents, "sleeps": self.sleeps})
@@ -551,9 +560,31 @@ class CLSEngine(Engine):
         assert self.pool is not None
         prefix = "consolidated."
         self.pool.load_consolidated({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-        self.keys.load({"keys": state["router.keys"], "owners": state["router.owners"]})
+        self.keys.load({"keys": state["router.keys"], "owners": state["router.owners"],
+                        "probe": state.get("router.probe")})
         self.experts = {int(s): ExpertInfo(**i) for s, i in state.get("experts", {}).items()}
         self.documents, self.sleeps = int(state.get("documents", 0)), int(state.get("sleeps", 0))
+        self.check_embedder()
+
+    def check_embedder(self) -> None:
+        """Embed each expert's keys again (from its documents' stored text) when the embedding
+        model is not the one that made them: questions of one model are never compared with
+        another's keys."""
+        self._checked_at = time.monotonic()
+        current = route_keys.probe(self.context.embed)
+        if route_keys.matches(self.keys, current):
+            return
+        log.warning("the cls router's keys were made by another embedding model: embedding them again")
+        store = DocumentStore(self.context.db)
+        fresh = KeyRouter(self.keys.low)
+        for slot, info in sorted(self.experts.items()):
+            keys = list(route_keys.stored_keys(self.context.embed, store, set(info.documents)).values())
+            if keys:
+                fresh.add(slot, torch.cat(keys))
+        fresh.probe = current
+        self.keys = fresh
+        if self.autosave and self.pool is not None:
+            self.save()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything (every expert loaded first): what a checkpoint holds."""

@@ -8,13 +8,13 @@ Sentences of prose (hard-wrapped lines joined first), and the items of lists and
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from engines.base import Embed
 from engines.ttt.rehearsal import SENTENCE_END
-from models.delta_router import DeltaRouter
 from store.documents import DocumentStore
 
 RECHECK_S = 30.0  # how often answering checks that the embedding model is still the keys' one
@@ -64,7 +64,17 @@ def embedded_keys(embed: Embed, text: str) -> Tensor:
     return torch.from_numpy(embed(passages(text)[:ROUTE_KEYS] or [text[:MAX_CHARS]]))
 
 
-def matches(router: DeltaRouter, current: Tensor) -> bool:
+class KeyedRouter(Protocol):
+    """A router with keys from one embedding model (``models.delta_router``, ``models.expert_router``)."""
+
+    probe: Tensor | None
+
+    def __len__(self) -> int: ...
+
+    def dim(self) -> int | None: ...
+
+
+def matches(router: KeyedRouter, current: Tensor) -> bool:
     """Whether ``router``'s keys may be compared with questions of the embedder whose probe is
     ``current`` (an empty router, or keys from before probes existed, take it from now on)."""
     if not len(router):
