@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel, Field
 
 from engines.feedback import FeedbackInput
-from engines.generation import ChatMessage, Runtime
+from engines.generation import ChatMessage, LoraUse, Runtime
 from store.conversations import SourceLocation
 from store.database import Database
 
@@ -87,6 +87,11 @@ class Contribution(BaseModel):
     )
     learned_states: list[str] = Field(
         default_factory=list, description="Learned weights that must be active to answer."
+    )
+    adapters: list[LoraUse] = Field(
+        default_factory=list, description="The learned states as LoRA adapter files, when every "
+        "one of them has one: a chat runtime that applies them (llama.cpp on the same model) "
+        "answers in place of the torch model.",
     )
     notes: list[str] = Field(default_factory=list)
     meta: dict[str, Any] = Field(

@@ -104,6 +104,14 @@ class ChatMessage(BaseModel):
     content: str
 
 
+class LoraUse(BaseModel):
+    """A LoRA adapter file (llama.cpp's GGUF form) applied to one generation, at a scale."""
+
+    path: str = Field(description="The adapter's GGUF file (written by Engram under its data folder).")
+    scale: float = Field(1.0, ge=0.0, le=4.0, description="How much of the adapter's delta is added.")
+    base_model: str = Field(description="The model the adapter was written for (its runtime's model_name).")
+
+
 class GenerationRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int = Field(256, ge=1, description="Most new tokens to generate.")
@@ -116,6 +124,10 @@ class GenerationRequest(BaseModel):
     logit_bias: dict[int, float] | None = Field(
         None, description="Added to these token ids' logits at every step (runtimes with "
         "supports_logit_bias only)."
+    )
+    adapters: list[LoraUse] = Field(
+        default_factory=list, description="LoRA adapters applied for this request only (runtimes "
+        "with supports_lora only; none: the model as loaded)."
     )
     # Sampling filters, applied in llama.cpp's order: top-k, top-p, min-p, then temperature.
     # They only matter when sampling (temperature > 0); greedy takes the best token.
@@ -325,6 +337,7 @@ class Runtime(ABC):
         """Tokens of prompt plus completion the model can attend to."""
 
     supports_logit_bias: ClassVar[bool] = False
+    supports_lora: ClassVar[bool] = False  # applies a request's LoRA adapters (GGUF files)
 
     def token_ids(self, text: str) -> list[int]:
         """The model's token ids for ``text`` (runtimes with ``supports_logit_bias`` only)."""

@@ -242,6 +242,7 @@ class IsolatedRuntime(Runtime):
         self.info = reply["info"]
         self.model_name = self.info["model_name"]
         self.supports_logit_bias = bool(self.info["supports_logit_bias"])  # type: ignore[misc]
+        self.supports_lora = bool(self.info.get("supports_lora", False))  # type: ignore[misc]
         self.json_attempts = int(self.info["json_attempts"])  # type: ignore[misc]
         self.start_seconds = time.perf_counter() - started
         log.info("%s runtime started in process %d in %.2f s", self.backend, child.pid,

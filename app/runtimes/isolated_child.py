@@ -54,6 +54,7 @@ def info(runtime: Runtime) -> dict[str, Any]:
         "model_name": runtime.model_name,
         "context_window": runtime.context_window,
         "supports_logit_bias": runtime.supports_logit_bias,
+        "supports_lora": runtime.supports_lora,
         "json_attempts": runtime.json_attempts,
         "path": str(getattr(runtime, "path", "") or ""),
         "n_threads": getattr(runtime, "n_threads", None),

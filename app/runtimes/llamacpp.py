@@ -25,6 +25,7 @@ from engines.generation import (
     CHATML_TEMPLATE,
     ChatMessage,
     GenerationRequest,
+    LoraUse,
     PromptTooLong,
     Runtime,
     RuntimeUnavailable,
@@ -168,6 +169,8 @@ class LlamaCppRuntime(Runtime):
         self.model_name = EMBEDDED if str(model) == EMBEDDED else self.path.stem
         self._lock = threading.Lock()
         self._grammars: dict[str, LlamaGrammar] = {}
+        self._adapters: dict[str, Any] = {}  # loaded LoRA adapters by file (llama_adapter_lora_p)
+        self._applied: tuple[tuple[str, float], ...] = ()  # the adapters the context runs with now
         self._penalized_ids: np.ndarray | None = None
         started = time.perf_counter()
         self.n_threads = n_threads or physical_cores()
@@ -219,6 +222,46 @@ class LlamaCppRuntime(Runtime):
         return int(self.llm.n_ctx())
 
     supports_logit_bias = True
+    supports_lora = True
+    MAX_LOADED_ADAPTERS = 64  # adapter files kept loaded (each is a few hundred KB)
+
+    def _use_adapters(self, adapters: list[LoraUse]) -> None:
+        """Run the context with exactly these adapters (hold ``lock``). The prompt cache is
+        dropped when they change: tokens evaluated under other weights cannot be reused."""
+        import ctypes
+
+        import llama_cpp
+
+        for adapter in adapters:
+            if adapter.base_model != self.model_name:
+                raise ValueError(f"the LoRA adapter {adapter.path} was written for {adapter.base_model}, "
+                                 f"not for {self.model_name}")
+        wanted = tuple((str(Path(a.path).resolve()), float(a.scale)) for a in adapters)
+        if wanted == self._applied:
+            return
+        for path, _ in wanted:
+            if path not in self._adapters:
+                self._evict_adapters(keep={p for p, _ in wanted})
+                handle = llama_cpp.llama_adapter_lora_init(self.llm.model, path.encode("utf-8"))
+                if not handle:
+                    raise ValueError(f"llama.cpp could not load the LoRA adapter {path}")
+                self._adapters[path] = handle
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * max(1, len(wanted)))(
+            *(self._adapters[p] for p, _ in wanted))
+        scales = (ctypes.c_float * max(1, len(wanted)))(*(scale for _, scale in wanted))
+        if llama_cpp.llama_set_adapters_lora(self.llm.ctx, handles, len(wanted), scales):
+            raise ValueError("llama.cpp refused the LoRA adapters")
+        self.llm.reset()
+        self._applied = wanted
+
+    def _evict_adapters(self, keep: set[str]) -> None:
+        """Free loaded adapters beyond the cap (never one in use or wanted now)."""
+        import llama_cpp
+
+        in_use = keep | {p for p, _ in self._applied}
+        for path in [p for p in self._adapters if p not in in_use][:max(0, len(self._adapters) + 1
+                                                                        - self.MAX_LOADED_ADAPTERS)]:
+            llama_cpp.llama_adapter_lora_free(self._adapters.pop(path))
 
     def token_ids(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
@@ -268,6 +311,7 @@ class LlamaCppRuntime(Runtime):
         criteria = StoppingCriteriaList([counter, *(rendered.stopping_criteria or [])])
         finish = "stop"
         with self._lock:
+            self._use_adapters(request.adapters)
             decoding = _Decoding(request, len(tokens), self.penalized_ids())
             chunks = self.llm.create_completion(
                 prompt=tokens, max_tokens=request.max_tokens, temperature=request.temperature,
@@ -295,5 +339,10 @@ class LlamaCppRuntime(Runtime):
     def close(self) -> None:
         with self._lock:
             if self._llm is not None:
+                import llama_cpp
+
+                for handle in self._adapters.values():
+                    llama_cpp.llama_adapter_lora_free(handle)
+                self._adapters, self._applied = {}, ()
                 self._llm.close()
                 self._llm = None
