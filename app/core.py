@@ -48,6 +48,7 @@ from store.document_listing import DisplayStatus, DocumentPage, list_documents
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
 from store.fulltext import FullTextIndex, FullTextRepair
+from store.memory_facts import FactRow, MemoryFactStore
 from store.ignored_files import IgnoredFiles
 from store.import_journal import interrupted_import, restore_advice
 from store.index_sidecar import saved_index
@@ -84,6 +85,7 @@ if TYPE_CHECKING:
 
     from app.bench.learn import Forgot as Forgot, LearnBenchReport as LearnBenchReport
     from app.ingest.embeddings import Embedder
+    from app.memory.episodic import EpisodicMemory
     from app.ingest.query_embedding import QueryEmbedder
     from app.ingest.pipeline import FileResult, Ingestor, ScanReport
     from app.ingest.watcher import FolderWatcher
@@ -189,7 +191,7 @@ class Engram:
                                              lambda: worker.stopping))
         worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines,
                                          lambda: worker.stopping or worker.holding,
-                                         self.sleep_checkpoints))
+                                         self.sleep_checkpoints, self.consolidate_memory))
         worker.on_idle = self.sleeper.check
         worker.after_ingest = self._export_query_copy
         return worker
@@ -387,7 +389,59 @@ class Engram:
         rag = self.settings.rag  # the retrieval engine's settings decide how passages enter prompts
         grounding = Grounding(context_share=rag.context_share, logit_bias_strength=rag.logit_bias_strength)
         return ChatService(self.settings, self.conversations, self.engines, self.runtime, grounding,
-                           on_feedback=self._feedback_given, neocortex=self.neocortex)
+                           on_feedback=self._feedback_given, neocortex=self.neocortex,
+                           episodic=self.episodic if self.settings.memory.episodic else None)
+
+    @cached_property
+    def episodic(self) -> EpisodicMemory:
+        """The episodic tier: earlier turns, embedded with the chunks' embedder, recalled by
+        similarity weighted by age (``memory.half_life_days``)."""
+        from app.memory.episodic import EpisodicMemory
+
+        return EpisodicMemory(self.db, lambda texts: self.embedder.embed(texts), self.settings.memory)
+
+    def consolidate_memory(self) -> ConsolidateReport:
+        """Sleep's memory work: embed the turns not embedded yet, then (``memory.consolidate``)
+        make what the person stated or corrected in chat retrievable, citing the conversation."""
+        from app.memory.consolidation import ENGINE, consolidate
+
+        turns = self.episodic.embed_new()
+        if not self.settings.memory.consolidate:
+            return ConsolidateReport(engine=ENGINE, seconds=0.0, changed=False,
+                                     details={"turns_embedded": turns, "note": "memory.consolidate is off"})
+        report = consolidate(self.db, lambda texts: self.embedder.embed(texts), self.index, self.settings.memory)
+        self.save_index()
+        report.details["turns_embedded"] = turns
+        return report
+
+    def memory_facts(self, conversation_id: int | None = None) -> list[FactRow]:
+        """What sleep found said in chat (all conversations or one), with each fact's status."""
+        return MemoryFactStore(self.db).facts(conversation_id)
+
+    def forget_fact(self, fact_id: int) -> None:
+        """Stop knowing one consolidated fact: its chunk leaves the index and sleep never adds it
+        again (KeyError when there is no such fact)."""
+        store = MemoryFactStore(self.db)
+        if store.fact(fact_id) is None:
+            raise KeyError(f"no consolidated fact with id {fact_id}")
+        chunk = store.forget(fact_id)
+        if chunk is not None:
+            self._drop_vectors([chunk])
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        """Delete a conversation: its turns, their vectors, and the knowledge consolidated from it
+        (its chunks leave the index, so no answer cites it again). KeyError when there is none."""
+        existed, chunks = MemoryFactStore(self.db).delete_conversation(conversation_id)
+        if not existed:
+            raise KeyError(f"no conversation with id {conversation_id}")
+        self._drop_vectors(chunks)
+
+    def _drop_vectors(self, chunk_ids: list[int]) -> None:
+        import numpy as np
+
+        if chunk_ids:
+            self.index.remove(np.asarray(chunk_ids, dtype=np.int64))
+            self.save_index()
 
     @cached_property
     def playbooks(self) -> PlaybookService:
@@ -557,6 +611,7 @@ class Engram:
             raise KeyError(f"not a known document: {path}")
         if self.folders.owner(path) is not None:
             self.ignored.add(path)
+        MemoryFactStore(self.db).forget_conversation_document(path)  # sleep must not add them back
         self.ingestor.forget([path])  # the engines are told too
         self.save_index()
 
@@ -860,7 +915,7 @@ class Engram:
         sleep.seconds), recorded like a sleep job; one report per engine."""
         return run_sleep(self.db, self.engines, seconds or self.settings.sleep.seconds, "manual",
                          progress or (lambda _fraction, _message: None),
-                         checkpoints=self.sleep_checkpoints)
+                         checkpoints=self.sleep_checkpoints, memory=self.consolidate_memory)
 
     def weights_history(self) -> WeightsHistory:
         """Documents learned into the weights and every sleep, over time (the Weights tab)."""

@@ -7,6 +7,10 @@ durable ``sleep`` job, which runs like any other job. It gives way as soon as ne
 or the app stops, and an idle sleep also when a question is asked: each engine keeps the steps
 it took. A sleep cut short leaves the pressure as it was, so the next idle spell sleeps again;
 a sleep is queued at most once per idle spell, so one that fails is not retried in a loop.
+
+Before the engines, with or without any weight-writing engine, sleep consolidates memory
+(``app/memory``): the turns are embedded for recall, and the facts the person stated or
+corrected in chat become retrievable knowledge; its report goes among the engines' as "memory".
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 
 Reason = Literal["idle", "manual"]
 
+
+Memory = Callable[[], ConsolidateReport]
+"""Consolidates memory in sleep (``app/memory/consolidation.py``) and reports as an engine would."""
 
 Before = Callable[[Engine, Progress], None]
 """Called by a weight-writing engine's sleep once it holds its state, before it changes it."""
@@ -58,10 +65,11 @@ def interrupted(reports: list[ConsolidateReport], engines: int) -> bool:
 
 def run_sleep(db: Database, engines: list[Engine], seconds: float, reason: Reason, progress: Progress,
               stop: Callable[[], bool] | None = None,
-              checkpoints: CheckpointService | None = None) -> list[ConsolidateReport]:
-    """One sleep, recorded as an episode (whether cut short, each engine's report, and the
-    checkpoints of the learned state before it when ``checkpoints`` is given: checkpoints first,
-    so that a sleep can be undone; a sleep whose checkpoint cannot be saved does not begin)."""
+              checkpoints: CheckpointService | None = None,
+              memory: Memory | None = None) -> list[ConsolidateReport]:
+    """One sleep, recorded as an episode (whether cut short, memory's and each engine's report,
+    and the checkpoints of the learned state before it when ``checkpoints`` is given: checkpoints
+    first, so that a sleep can be undone; a sleep whose checkpoint cannot be saved does not begin)."""
     saved: list[str] = []
 
     def save(engine: Engine, shown: Progress) -> None:
@@ -69,20 +77,33 @@ def run_sleep(db: Database, engines: list[Engine], seconds: float, reason: Reaso
         shown(0.0, "saving the learned state before sleep")
         saved.append(checkpoints.save_before_sleep(engine))
 
+    first = consolidate_memory(memory, progress) if memory is not None and not (stop and stop()) else []
     reports = sleep_engines(engines, seconds, progress, stop, save if checkpoints is not None else None)
     cut = interrupted(reports, len(engines))
+    reports = first + reports
     activity.record_sleep(db, reason, cut, [r.model_dump() for r in reports], saved)
     log.info("%s sleep %s: %s", reason, "cut short" if cut else "done",
              ", ".join(f"{r.engine} {'changed' if r.changed else 'unchanged'}" for r in reports))
     return reports
 
 
+def consolidate_memory(memory: Memory, progress: Progress) -> list[ConsolidateReport]:
+    """Memory's consolidation; a failure is reported and logged, and the engines sleep anyway."""
+    progress(0.0, "memory: consolidating what was said in chat")
+    try:
+        return [memory()]
+    except Exception as exc:  # noqa: BLE001 - the engines' sleep must not depend on it
+        log.exception("memory consolidation failed")
+        return [ConsolidateReport(engine="memory", seconds=0.0, changed=False, details={"error": str(exc)})]
+
+
 class SleepJobs:
     """The worker's handler for ``sleep`` jobs."""
 
     def __init__(self, db: Database, engines: Callable[[], list[Engine]], stopping: Callable[[], bool],
-                 checkpoints: CheckpointService | None = None) -> None:
+                 checkpoints: CheckpointService | None = None, memory: Memory | None = None) -> None:
         self.db = db
+        self.memory = memory
         self.engines = engines
         self.stopping = stopping
         self.checkpoints = checkpoints  # None: no checkpoint before a sleep (sleep.checkpoint off)
@@ -90,7 +111,8 @@ class SleepJobs:
     def __call__(self, job: Job, progress: Progress) -> None:
         reason: Reason = "manual" if job.payload.get("reason") == "manual" else "idle"
         seconds = float(job.payload.get("seconds", SleepConfig().seconds))
-        run_sleep(self.db, self.engines(), seconds, reason, progress, self._stop(reason), self.checkpoints)
+        run_sleep(self.db, self.engines(), seconds, reason, progress, self._stop(reason), self.checkpoints,
+                  self.memory)
 
     def _stop(self, reason: Reason) -> Callable[[], bool]:
         """New work or the app stopping ends any sleep; a question ends an idle one (a sleep asked
