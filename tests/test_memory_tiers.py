@@ -15,6 +15,7 @@ from app.memory.episodic import recency_weight
 from app.memory.importance import score_sentence
 from store.memory_facts import conversation_path
 from tests.helpers import open_engram
+from ui.source_page import render_source
 
 LOCKER = "What is my locker code?"
 
@@ -70,6 +71,9 @@ def test_stated_fact_consolidates_once_a_correction_supersedes_it_and_deletion_r
         view = engram.source(facts[0].chunk_id)
         assert view.kind == "conversation" and view.position == "turn 1"
         assert view.quote == "My locker code is 4471." and "You: Hi!" in view.passage_start
+        page = render_source(view)  # the page a citation link opens: the turn, not a file
+        assert "<h1>Conversation: Hi! My locker code is 4471." in page
+        assert "<strong>My locker code is 4471.</strong>" in page and "Engram: Sure." in page
 
         # a correction typed on an answer, in another conversation, supersedes the statement
         second, answer = said(engram, LOCKER, "Your locker code is 4471.")
