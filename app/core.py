@@ -513,6 +513,9 @@ class Engram:
                 self.ingestor.index = fresh
             self.__dict__["embedder"] = embedder
         self.save_index()
+        from app.memory.consolidation import reembed
+
+        reembed(self.db, embedder.embed)  # the chat's facts and turns follow the chunks' model
         return True
 
     # --- index consistency -------------------------------------------------------------------

@@ -67,9 +67,8 @@ class FactRow(FactCandidate):
         return "retrievable" if self.chunk_id is not None else "waiting for sleep"
 
 
-_COLUMNS = ("id, conversation_id, message_id, sentence, kind, importance, reason, text, superseded_by, "
-            "forgotten, chunk_id, created_at")
-"""A fact's columns (its subject is kept only as an embedding)."""
+_COLUMNS = ("id, conversation_id, message_id, sentence, kind, importance, reason, text, subject, "
+            "superseded_by, forgotten, chunk_id, created_at")
 
 
 class MemoryFactStore:
@@ -117,13 +116,23 @@ class MemoryFactStore:
         c = candidate
         row = self.db.execute(
             "INSERT INTO memory_facts (conversation_id, message_id, sentence, kind, importance, reason, "
-            "text, embedding, subject_embedding) VALUES (?,?,?,?,?,?,?,?,?) "
+            "text, embedding, subject, subject_embedding) VALUES (?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(message_id, sentence, kind) DO UPDATE SET importance = excluded.importance, "
             "reason = excluded.reason, text = excluded.text, embedding = excluded.embedding, "
-            "subject_embedding = excluded.subject_embedding, superseded_by = NULL RETURNING id",
-            (c.conversation_id, c.message_id, c.sentence, c.kind, c.importance, c.reason, c.text, blob, about),
+            "subject = excluded.subject, subject_embedding = excluded.subject_embedding, "
+            "superseded_by = NULL RETURNING id",
+            (c.conversation_id, c.message_id, c.sentence, c.kind, c.importance, c.reason, c.text, blob,
+             c.subject, about),
         ).fetchone()
         return int(row[0])
+
+    def replace_vectors(self, fact_id: int, vector: np.ndarray, subject: np.ndarray | None) -> None:
+        """A fact's new embeddings (the embedding model changed)."""
+        import numpy as np
+
+        about = None if subject is None else np.ascontiguousarray(subject, dtype=np.float32).tobytes()
+        self.db.execute("UPDATE memory_facts SET embedding = ?, subject_embedding = ? WHERE id = ?",
+                        (np.ascontiguousarray(vector, dtype=np.float32).tobytes(), about, fact_id))
 
     def set_superseded(self, fact_id: int, by: int | None) -> None:
         self.db.execute("UPDATE memory_facts SET superseded_by = ? WHERE id = ?", (by, fact_id))

@@ -286,6 +286,7 @@ def m012_memory_tiers(db: sqlite_utils.Database) -> None:
         reason TEXT NOT NULL,
         text TEXT NOT NULL,
         embedding BLOB NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
         subject_embedding BLOB,
         superseded_by INTEGER REFERENCES memory_facts(id) ON DELETE SET NULL,
         forgotten INTEGER NOT NULL DEFAULT 0,

@@ -85,5 +85,9 @@ class TurnVectorStore:
                                "ORDER BY id DESC LIMIT 1", (conversation_id, message_id))
         return (int(other) if other is not None else -1), message_id
 
+    def clear(self) -> int:
+        """Drop every turn vector (the embedding model changed: turns are embedded again)."""
+        return self.db.execute("DELETE FROM turn_vectors").rowcount
+
     def count(self) -> int:
         return int(self.db.scalar("SELECT COUNT(*) FROM turn_vectors") or 0)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from app.chat import controller
 from app.cli import cli
+from app.memory.consolidation import reembed
 from app.memory.episodic import recency_weight
 from app.memory.importance import score_sentence
 from store.memory_facts import conversation_path
@@ -86,6 +87,9 @@ def test_stated_fact_consolidates_once_a_correction_supersedes_it_and_deletion_r
         statuses = {f.kind: f.status for f in engram.memory_facts()}
         assert statuses["statement"].startswith("superseded") and statuses["correction"] == "retrievable"
         assert len(engram.index) == vectors  # one vector out, one in
+        assert reembed(engram.db, embedder.embed) == 2  # an embedding switch: facts again, turns later
+        after = engram.sleep(1)[0]
+        assert not after.changed and after.details["turns_embedded"] == 6
 
         engram.delete_conversation(second)  # its knowledge goes with it
         assert not any(path == conversation_path(second) for path, _ in found(engram))

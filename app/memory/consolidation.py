@@ -46,6 +46,16 @@ Vectors = dict[int, tuple[np.ndarray, np.ndarray | None]]
 """A fact's embedding and its subject's (a correction's question), by fact id."""
 
 
+def embed_facts(embed: Embed, facts: list[FactCandidate]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Each fact's embedding and its subject's (None when it has none), in one embedding call."""
+    if not facts:
+        return []
+    subjects = [i for i, f in enumerate(facts) if f.subject]
+    vectors = embed([f.text for f in facts] + [facts[i].subject for i in subjects])
+    about = dict(zip(subjects, vectors[len(facts):]))
+    return [(vectors[i], about.get(i)) for i in range(len(facts))]
+
+
 def superseders(facts: list[FactRow], vectors: Vectors, threshold: float) -> dict[int, int | None]:
     """For each fact, the first later fact (another turn) at least ``threshold`` similar to it,
     by the later fact's text or its subject (the question a correction answers), or None;
@@ -82,12 +92,8 @@ def consolidate(db: Database, embed: Embed, index: VectorIndex, config: MemoryCo
         old = known.get((c.message_id, c.sentence, c.kind))
         chunk = store.detach(old[0]) if old else None
         removed += [chunk] if chunk is not None else []
-    if new:
-        subjects = [c.subject for c in new if c.subject]
-        embedded = embed([c.text for c in new] + subjects)
-        about = dict(zip([i for i, c in enumerate(new) if c.subject], embedded[len(new):]))
-        for i, c in enumerate(new):
-            store.add(c, embedded[i], about.get(i))
+    for c, (vector, subject) in zip(new, embed_facts(embed, new)):
+        store.add(c, vector, subject)
     facts = store.facts()
     vectors = store.vectors()
     superseded = 0
@@ -115,3 +121,16 @@ def consolidate(db: Database, embed: Embed, index: VectorIndex, config: MemoryCo
                              details={"facts": len(facts), "new_facts": len(new), "added": len(added),
                                       "removed": len(removed), "superseded": superseded,
                                       "below_importance": below})
+
+
+def reembed(db: Database, embed: Embed) -> int:
+    """After an embedding-model switch: the facts embedded again, the turns left to re-embed
+    lazily (their old vectors would not compare with the new ones); returns the facts done."""
+    from store.turn_vectors import TurnVectorStore
+
+    TurnVectorStore(db).clear()
+    store = MemoryFactStore(db)
+    facts = store.facts()
+    for fact, (vector, subject) in zip(facts, embed_facts(embed, list(facts))):
+        store.replace_vectors(fact.id, vector, subject)
+    return len(facts)
