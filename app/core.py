@@ -48,7 +48,7 @@ from store.document_listing import DisplayStatus, DocumentPage, list_documents
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
 from store.fulltext import FullTextIndex, FullTextRepair
-from store.memory_facts import FactRow, MemoryFactStore
+from store.memory_facts import FactRow, MemoryFactStore, conversation_of
 from store.ignored_files import IgnoredFiles
 from store.import_journal import interrupted_import, restore_advice
 from store.index_sidecar import saved_index
@@ -600,6 +600,9 @@ class Engram:
     def reindex_document(self, path: str) -> None:
         """Read a document again even if unchanged (say after a settings change); a forgotten
         one is learned again."""
+        if conversation_of(path) is not None:
+            raise ValueError(f"{path} holds facts said in chat: sleep keeps them up to date "
+                             "(`engram memory list`), there is no file to read again")
         was_ignored = self.ignored.remove(path)
         if not self.docs.clear_hash(path) and not was_ignored:
             raise KeyError(f"not a known document: {path}")

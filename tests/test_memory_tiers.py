@@ -110,6 +110,8 @@ def test_forgetting_a_fact_or_its_conversation_document_keeps_it_out_of_later_sl
         bike = next(f for f in engram.memory_facts() if "9921" in f.text)
         result = CliRunner().invoke(cli, ["memory", "forget", str(bike.id)])
         assert result.exit_code == 0, result.output
+        with pytest.raises(ValueError, match="sleep keeps them up to date"):
+            engram.reindex_document(conversation_path(first))  # no file to read again
         engram.forget_document(conversation_path(first))  # the Library's forget
         engram.sleep(1)
         assert [f.status for f in engram.memory_facts()] == ["forgotten", "forgotten"]
