@@ -41,6 +41,7 @@ from app.jobs.learning import LearnJobs
 from app.jobs.sleep import SleepJobs, SleepScheduler, SleepStatus, run_sleep
 from app.services.playbooks import PlaybookService
 from app.jobs.worker import Worker, is_paused, set_paused
+from store import activity
 from store.blobs import BlobStore
 from store.conversations import ConversationRow, ConversationStore, MessageRow
 from store.database import Database
@@ -143,7 +144,7 @@ class Engram:
         self.fulltext = FullTextIndex(self.db)
         self.last_fulltext_repair = self.repair_fulltext()
         self.watcher: FolderWatcher | None = None
-        self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue)
+        self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue, self._facts_said)
         self._warming: threading.Thread | None = None  # the embedder loading for a served /v1
         self._query_copies: dict[str, QueryEmbedder | None] = {}  # by vector identity: see _query_pair
         self._query_copy_failed: set[Path] = set()  # exports that failed in this process (not tried again)
@@ -413,6 +414,14 @@ class Engram:
         self.save_index()
         report.details["turns_embedded"] = turns
         return report
+
+    def _facts_said(self) -> int:
+        """Facts stated or corrected in chat since the last whole sleep (sleep pressure); 0 when
+        sleep does not consolidate them."""
+        from app.memory.importance import facts_in
+
+        memory = self.settings.memory
+        return facts_in(activity.said_since_sleep(self.db), memory.min_importance) if memory.consolidate else 0
 
     def memory_facts(self, conversation_id: int | None = None) -> list[FactRow]:
         """What sleep found said in chat (all conversations or one), with each fact's status."""

@@ -156,3 +156,17 @@ def test_a_fact_stated_in_chat_answers_a_new_conversation_with_the_conversation_
         assert back.meta["recalled"][0]["conversation_id"] in (stated.conversation_id, done.conversation_id)
     finally:
         engram.close()
+
+
+def test_a_fact_said_in_chat_makes_sleep_due_and_a_question_does_not(embedder) -> None:
+    engram = open_engram(embedder, **{"sleep.idle_minutes": 0})
+    try:
+        said(engram, "Who drew the map?")
+        assert not engram.sleeper.due()  # a question is no fact
+        said(engram, "The map was drawn by Ada Okafor in 1921.")
+        assert engram.sleeper.due()
+        assert "1 fact(s) said in chat wait to be kept." in engram.sleep_status().summary(str)
+        engram.sleep(1)
+        assert not engram.sleeper.due() and engram.sleep_status().facts_said == 0
+    finally:
+        engram.close()

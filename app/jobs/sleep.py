@@ -1,7 +1,7 @@
 """Sleep: every enabled engine's offline work (consolidation), run while the person is away.
 
-Sleep is due when something was learned since the last whole sleep (sleep pressure: documents or
-feedback events, ``sleep.after_documents``) and nothing has happened for ``sleep.idle_minutes``:
+Sleep is due when something was learned since the last whole sleep (sleep pressure: documents,
+feedback events, or facts stated in chat, ``sleep.after_documents``) and nothing has happened for ``sleep.idle_minutes``:
 no question asked, no other work queued or running. The worker's idle hook then queues one
 durable ``sleep`` job, which runs like any other job. It gives way as soon as new work is queued
 or the app stops, and an idle sleep also when a question is asked: each engine keeps the steps
@@ -138,6 +138,7 @@ class SleepStatus(BaseModel):
     last: SleepEpisode | None
     learned_after_last: int = 0  # documents and feedback events since the last sleep, whole or not
     failed: str | None = None  # why the latest sleep failed, when no sleep was recorded since
+    facts_said: int = 0  # facts stated or corrected in chat since the last whole sleep
 
     def summary(self, when: Callable[[str], str]) -> str:
         """One plain sentence each: the last sleep (its time written by ``when``), the pressure,
@@ -160,16 +161,19 @@ class SleepStatus(BaseModel):
                 else f"{cfg.after_documents} documents or feedback events were learned")
         plan = (f"Sleeps by itself after {cfg.idle_minutes:g} idle minutes once {what}." if cfg.auto
                 else "Sleeping by itself is off (sleep.auto).")
-        return f"{now} {self.learned_since} learned since the last whole sleep. {plan}"
+        said = f" {self.facts_said} fact(s) said in chat wait to be kept." if self.facts_said else ""
+        return f"{now} {self.learned_since} learned since the last whole sleep.{said} {plan}"
 
 
 class SleepScheduler:
     """Decides, when the worker has nothing to do, whether to queue a sleep."""
 
-    def __init__(self, config: SleepConfig, db: Database, queue: JobQueue) -> None:
+    def __init__(self, config: SleepConfig, db: Database, queue: JobQueue,
+                 facts_said: Callable[[], int] | None = None) -> None:
         self.config = config
         self.db = db
         self.queue = queue
+        self.facts_said = facts_said  # facts stated in chat since the last whole sleep: pressure too
         self.awake_since = activity.now(db)  # opening the app counts as the person being here
 
     def due(self) -> bool:
@@ -184,7 +188,10 @@ class SleepScheduler:
         tried = activity.seconds_since_sleep_queued(db)
         if tried is not None and tried < idle + 1.0:  # tried in this idle spell (jobs keep whole seconds)
             return False
-        return activity.learned_since_sleep(db) >= cfg.after_documents
+        return activity.learned_since_sleep(db) + self._facts_said() >= cfg.after_documents
+
+    def _facts_said(self) -> int:
+        return self.facts_said() if self.facts_said is not None else 0
 
     def check(self) -> bool:
         """Queue a sleep if one is due; returns whether it did."""
@@ -197,6 +204,7 @@ class SleepScheduler:
     def status(self) -> SleepStatus:
         last = activity.last_sleep(self.db)
         return SleepStatus(config=self.config, learned_since=activity.learned_since_sleep(self.db),
+                           facts_said=self._facts_said(),
                            queued=activity.sleep_queued(self.db), last=last,
                            learned_after_last=activity.learned_after(self.db, last.id) if last else 0,
                            failed=activity.sleep_failure(self.db))

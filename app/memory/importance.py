@@ -104,3 +104,10 @@ def candidates(conversation_id: int, messages: list[MessageRow]) -> list[FactCan
                 importance=CONFIRMED, reason="the person confirmed this answer (thumbs up)",
                 text=f"{' '.join(question.split())} {message.content.strip()}".strip(), subject=question))
     return found
+
+
+def facts_in(texts: list[str], min_importance: float) -> int:
+    """How many of ``texts`` (turns the person typed) state a fact worth consolidating: sleep
+    pressure from chat. A correction's text is scored as a statement, so this is a lower bound."""
+    return sum(1 for text in texts if any(
+        (scored := score_sentence(s)) is not None and scored.importance >= min_importance for s in sentences_of(text)))
