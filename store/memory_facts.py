@@ -22,7 +22,7 @@ from store.database import Database
 if TYPE_CHECKING:
     import numpy as np
 
-FactKind = Literal["correction", "restatement", "confirmed", "statement"]
+FactKind = Literal["correction", "self_correction", "confirmed", "statement"]
 PATH_PREFIX = CONVERSATION_PREFIX
 _PATH = re.compile(r"^conversation:(\d+)$")
 

@@ -35,7 +35,7 @@ def found(engram, query: str = LOCKER) -> list[tuple[str, str]]:
 def test_importance_rules_rank_a_correction_over_a_fact_over_chit_chat() -> None:
     assert score_sentence("My locker code is 4471.").importance == 0.6
     assert score_sentence("My sister Ilse lives in Ghent.").importance == 0.5
-    assert score_sentence("Actually, my locker code is 5510.").kind == "restatement"
+    assert score_sentence("Actually, my locker code is 5510.").kind == "self_correction"
     assert score_sentence("I am tired today.").importance == 0.3  # below the default cut
     for not_a_fact in ("What is my locker code?", "Tell me about the ferry schedule.", "thanks a lot", "ok sure"):
         assert score_sentence(not_a_fact) is None, not_a_fact

@@ -27,7 +27,7 @@ from store.conversations import MessageRow
 from store.memory_facts import FactCandidate, FactKind
 
 CORRECTION = 1.0
-RESTATEMENT = 0.9
+SELF_CORRECTION = 0.9
 CONFIRMED = 0.6
 STATEMENT = 0.3
 NUMBER_BONUS = 0.3
@@ -63,7 +63,7 @@ def score_sentence(sentence: str) -> Scored | None:
     if words[0] in QUESTION_WORDS or words[0] in REQUEST_WORDS:
         return None
     if _SELF_CORRECTION.match(sentence.strip()):
-        return Scored(kind="restatement", importance=RESTATEMENT, reason="the person corrected it in words")
+        return Scored(kind="self_correction", importance=SELF_CORRECTION, reason="the person corrected it in words")
     score, why = STATEMENT, ["a statement"]
     if numbers_in(sentence):
         score, why = score + NUMBER_BONUS, [*why, "with a number"]
