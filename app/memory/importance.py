@@ -38,7 +38,7 @@ QUESTION_WORDS = frozenset("""what which who whom whose when where why how is ar
 can could would will should shall may might am have has had isn't aren't don't doesn't didn't""".split())
 REQUEST_WORDS = frozenset("""tell show explain summarise summarize list give write find help please
 describe translate compare remind continue draft make create let search look""".split())
-_SELF_CORRECTION = re.compile(
+_CORRECTS_ITSELF = re.compile(
     r"^(actually|correction|to correct|sorry,? i meant|i meant|no,|not quite|that's wrong|that is wrong|"
     r"wrong,|update:|it changed|it has changed)\b", re.IGNORECASE)
 _WORD = re.compile(r"[\w'’]+")
@@ -62,7 +62,7 @@ def score_sentence(sentence: str) -> Scored | None:
         return None
     if words[0] in QUESTION_WORDS or words[0] in REQUEST_WORDS:
         return None
-    if _SELF_CORRECTION.match(sentence.strip()):
+    if _CORRECTS_ITSELF.match(sentence.strip()):
         return Scored(kind="self_correction", importance=SELF_CORRECTION, reason="the person corrected it in words")
     score, why = STATEMENT, ["a statement"]
     if numbers_in(sentence):
