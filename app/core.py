@@ -41,6 +41,7 @@ from app.jobs.learning import LearnJobs
 from app.jobs.sleep import PressurePolicy, SleepJobs, SleepScheduler, SleepStatus, run_sleep
 from app.services.playbooks import PlaybookService
 from app.jobs.worker import Worker, is_paused, set_paused
+from store import activity
 from store.blobs import BlobStore
 from store.conversations import ConversationRow, ConversationStore, MessageRow
 from store.database import Database
@@ -48,6 +49,7 @@ from store.document_listing import DisplayStatus, DocumentPage, list_documents
 from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
 from store.fulltext import FullTextIndex, FullTextRepair
+from store.memory_facts import FactRow, MemoryFactStore, conversation_of
 from store.ignored_files import IgnoredFiles
 from store.import_journal import interrupted_import, restore_advice
 from store.index_sidecar import saved_index
@@ -85,6 +87,7 @@ if TYPE_CHECKING:
 
     from app.bench.learn import Forgot as Forgot, LearnBenchReport as LearnBenchReport
     from app.ingest.embeddings import Embedder
+    from app.memory.episodic import EpisodicMemory
     from app.ingest.query_embedding import QueryEmbedder
     from app.ingest.pipeline import FileResult, Ingestor, ScanReport
     from app.ingest.watcher import FolderWatcher
@@ -142,7 +145,8 @@ class Engram:
         self.fulltext = FullTextIndex(self.db)
         self.last_fulltext_repair = self.repair_fulltext()
         self.watcher: FolderWatcher | None = None
-        self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue, self.pressure_policy)
+        self.sleeper = SleepScheduler(self.settings.sleep, self.db, self.queue, self.pressure_policy,
+                                      self._facts_said)
         self._warming: threading.Thread | None = None  # the embedder loading for a served /v1
         self._query_copies: dict[str, QueryEmbedder | None] = {}  # by vector identity: see _query_pair
         self._query_copy_failed: set[Path] = set()  # exports that failed in this process (not tried again)
@@ -190,7 +194,7 @@ class Engram:
                                              lambda: worker.stopping))
         worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines,
                                          lambda: worker.stopping or worker.holding,
-                                         self.sleep_checkpoints))
+                                         self.sleep_checkpoints, self.consolidate_memory))
         worker.on_idle = self.sleeper.check
         worker.after_ingest = self._export_query_copy
         return worker
@@ -397,7 +401,67 @@ class Engram:
         rag = self.settings.rag  # the retrieval engine's settings decide how passages enter prompts
         grounding = Grounding(context_share=rag.context_share, logit_bias_strength=rag.logit_bias_strength)
         return ChatService(self.settings, self.conversations, self.engines, self.runtime, grounding,
-                           on_feedback=self._feedback_given, neocortex=self.neocortex)
+                           on_feedback=self._feedback_given, neocortex=self.neocortex,
+                           episodic=self.episodic if self.settings.memory.episodic else None)
+
+    @cached_property
+    def episodic(self) -> EpisodicMemory:
+        """The episodic tier: earlier turns, embedded with the chunks' embedder, recalled by
+        similarity weighted by age (``memory.half_life_days``)."""
+        from app.memory.episodic import EpisodicMemory
+
+        return EpisodicMemory(self.db, lambda texts: self.embedder.embed(texts), self.settings.memory)
+
+    def consolidate_memory(self) -> ConsolidateReport:
+        """Sleep's memory work: embed the turns not embedded yet, then (``memory.consolidate``)
+        make what the person stated or corrected in chat retrievable, citing the conversation."""
+        from app.memory.consolidation import ENGINE, consolidate
+
+        turns = self.episodic.embed_new()
+        if not self.settings.memory.consolidate:
+            return ConsolidateReport(engine=ENGINE, seconds=0.0, changed=False,
+                                     details={"turns_embedded": turns, "note": "memory.consolidate is off"})
+        report = consolidate(self.db, lambda texts: self.embedder.embed(texts), self.index, self.settings.memory)
+        self.save_index()
+        report.details["turns_embedded"] = turns
+        return report
+
+    def _facts_said(self) -> int:
+        """Facts stated or corrected in chat since the last whole sleep (sleep pressure); 0 when
+        sleep does not consolidate them."""
+        from app.memory.importance import facts_in
+
+        memory = self.settings.memory
+        return facts_in(activity.said_since_sleep(self.db), memory.min_importance) if memory.consolidate else 0
+
+    def memory_facts(self, conversation_id: int | None = None) -> list[FactRow]:
+        """What sleep found said in chat (all conversations or one), with each fact's status."""
+        return MemoryFactStore(self.db).facts(conversation_id)
+
+    def forget_fact(self, fact_id: int) -> None:
+        """Stop knowing one consolidated fact: its chunk leaves the index and sleep never adds it
+        again (KeyError when there is no such fact)."""
+        store = MemoryFactStore(self.db)
+        if store.fact(fact_id) is None:
+            raise KeyError(f"no consolidated fact with id {fact_id}")
+        chunk = store.forget(fact_id)
+        if chunk is not None:
+            self._drop_vectors([chunk])
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        """Delete a conversation: its turns, their vectors, and the knowledge consolidated from it
+        (its chunks leave the index, so no answer cites it again). KeyError when there is none."""
+        existed, chunks = MemoryFactStore(self.db).delete_conversation(conversation_id)
+        if not existed:
+            raise KeyError(f"no conversation with id {conversation_id}")
+        self._drop_vectors(chunks)
+
+    def _drop_vectors(self, chunk_ids: list[int]) -> None:
+        import numpy as np
+
+        if chunk_ids:
+            self.index.remove(np.asarray(chunk_ids, dtype=np.int64))
+            self.save_index()
 
     @cached_property
     def playbooks(self) -> PlaybookService:
@@ -469,6 +533,9 @@ class Engram:
                 self.ingestor.index = fresh
             self.__dict__["embedder"] = embedder
         self.save_index()
+        from app.memory.consolidation import reembed
+
+        reembed(self.db, embedder.embed)  # the chat's facts and turns follow the chunks' model
         return True
 
     # --- index consistency -------------------------------------------------------------------
@@ -553,6 +620,9 @@ class Engram:
     def reindex_document(self, path: str) -> None:
         """Read a document again even if unchanged (say after a settings change); a forgotten
         one is learned again."""
+        if conversation_of(path) is not None:
+            raise ValueError(f"{path} holds facts said in chat: sleep keeps them up to date "
+                             "(`engram memory list`), there is no file to read again")
         was_ignored = self.ignored.remove(path)
         if not self.docs.clear_hash(path) and not was_ignored:
             raise KeyError(f"not a known document: {path}")
@@ -567,6 +637,7 @@ class Engram:
             raise KeyError(f"not a known document: {path}")
         if self.folders.owner(path) is not None:
             self.ignored.add(path)
+        MemoryFactStore(self.db).forget_conversation_document(path)  # sleep must not add them back
         self.ingestor.forget([path])  # the engines are told too
         self.save_index()
 
@@ -877,7 +948,7 @@ class Engram:
         sleep.seconds), recorded like a sleep job; one report per engine."""
         return run_sleep(self.db, self.engines, seconds or self.settings.sleep.seconds, "manual",
                          progress or (lambda _fraction, _message: None),
-                         checkpoints=self.sleep_checkpoints)
+                         checkpoints=self.sleep_checkpoints, memory=self.consolidate_memory)
 
     def weights_history(self) -> WeightsHistory:
         """Documents learned into the weights and every sleep, over time (the Weights tab)."""

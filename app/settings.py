@@ -107,6 +107,33 @@ class SleepConfig(BaseModel):
         "loading it.")
 
 
+class MemoryConfig(BaseModel):
+    """The episodic tier (earlier conversations recalled) and what sleep consolidates from chat."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    episodic: bool = Field(
+        True, description="Recall turns of earlier conversations for a question that refers back to "
+        "one (\"as I told you\", \"last time\", \"earlier\"); other questions never pay for it.")
+    half_life_days: float = Field(
+        14.0, gt=0.0, le=3650, description="Recency weighting of recalled turns: a turn this many days "
+        "old counts half as much as one from today at the same similarity.")
+    recall_k: int = Field(2, ge=1, le=10, description="Most earlier exchanges recalled into a prompt.")
+    recall_min_similarity: float = Field(
+        0.3, ge=-1.0, le=1.0, description="Turns less similar to the question than this (cosine, "
+        "before the recency weight) are never recalled.")
+    consolidate: bool = Field(
+        True, description="In sleep, make the facts the person stated or corrected in chat retrievable "
+        "knowledge (a source 'conversation:ID' in the library), cited like any passage.")
+    min_importance: float = Field(
+        0.5, ge=0.0, le=1.0, description="Facts below this importance are not consolidated (correction "
+        "1.0, corrected in words 0.9, confirmed answer 0.6, statement 0.3 + 0.3 with a number + 0.2 "
+        "with a name).")
+    supersede_similarity: float = Field(
+        0.75, ge=0.0, le=1.0, description="A later fact this similar (cosine) to an earlier one is "
+        "about the same thing and replaces it (a correction supersedes the statement).")
+
+
 class CoreSettings(BaseModel):
     """Settings of Engram itself; ``Settings`` adds one section per registered engine."""
 
@@ -245,6 +272,8 @@ class CoreSettings(BaseModel):
         "(SmolLM2-135M, the GGUF dequantized), a GGUF path, or a local Hugging Face folder.",
     )
     sleep: SleepConfig = Field(default_factory=SleepConfig, description="Consolidation while idle.")
+    memory: MemoryConfig = Field(default_factory=MemoryConfig,
+                                 description="Earlier conversations and the facts said in chat.")
 
     @field_validator("ollama_host")
     @classmethod

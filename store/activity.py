@@ -89,6 +89,18 @@ def learned_since_sleep(db: Database) -> int:
     return learned_after(db, int(whole or 0))
 
 
+def said_since_sleep(db: Database) -> list[str]:
+    """What the person typed in chat since the last whole sleep: each question's text and each
+    correction of an answer (what sleep's memory consolidation reads facts from)."""
+    whole = db.scalar("SELECT max(id) FROM episodes WHERE kind = ? AND json_extract(payload, '$.interrupted') = 0",
+                      (SLEEP,))
+    rows = db.query(
+        "SELECT COALESCE(json_extract(payload, '$.text'), json_extract(payload, '$.correction')) FROM episodes "
+        "WHERE id > ? AND (kind = 'question' OR (kind = 'feedback' AND json_extract(payload, '$.correction') "
+        "IS NOT NULL))", (int(whole or 0),))
+    return [str(r[0]) for r in rows if r[0]]
+
+
 def learned_after(db: Database, episode_id: int) -> int:
     """Documents and feedback events learned after episode ``episode_id`` (a document learned by
     two engines, or twice, counts once)."""

@@ -18,6 +18,8 @@ from store.database import Database
 Role = Literal["user", "assistant"]
 Rating = Literal["up", "down"]
 TITLE_CHARS = 60
+CONVERSATION_PREFIX = "conversation:"
+"""The path prefix of the document that holds a conversation's consolidated facts."""
 WRITTEN_BY_CLIENT = {"written_by": "client"}
 """The meta of an answer an API client wrote (a turn it sent), not Engram: never rated, never
 learned from."""
@@ -49,7 +51,9 @@ class SourceLocation(BaseModel):
 
     @property
     def position(self) -> str:
-        """"p.3 lines 4-9", as every front shows it."""
+        """"p.3 lines 4-9", as every front shows it ("turn 3" in a conversation's facts)."""
+        if self.path.startswith(CONVERSATION_PREFIX):
+            return f"turn {self.line_start}"
         page = f"p.{self.page} " if self.page else ""
         lines = f"line {self.line_start}" if self.line_start == self.line_end else (
             f"lines {self.line_start}-{self.line_end}")

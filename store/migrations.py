@@ -285,3 +285,32 @@ def m012_sleep_pressure(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("012_sleep_pressure", m012_sleep_pressure))
+
+
+def m013_memory_tiers(db: sqlite_utils.Database) -> None:
+    """The episodic tier's turn embeddings, and the facts sleep consolidates from conversations
+    into the semantic tier (each with the chunk it became, or why it is not one)."""
+    _run(db, ["""CREATE TABLE turn_vectors (
+        message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        embedding BLOB NOT NULL
+    )""", """CREATE TABLE memory_facts (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        sentence INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        importance REAL NOT NULL,
+        reason TEXT NOT NULL,
+        text TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        subject_embedding BLOB,
+        superseded_by INTEGER REFERENCES memory_facts(id) ON DELETE SET NULL,
+        forgotten INTEGER NOT NULL DEFAULT 0,
+        chunk_id INTEGER REFERENCES chunks(id) ON DELETE SET NULL,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+        UNIQUE (message_id, sentence, kind)
+    )""", "CREATE INDEX idx_memory_facts_conversation ON memory_facts(conversation_id)"])
+
+
+MIGRATIONS.append(("013_memory_tiers", m013_memory_tiers))

@@ -61,7 +61,7 @@ def test_sleep_reports_each_enabled_engine_without_loading_what_it_does_not_need
     db = Database(isolated_dirs["data"] / "store.db")
     last = last_sleep(db)  # recorded: the app's idle sleep counts learning from this one on
     assert last is not None and last.reason == "manual" and not last.interrupted
-    assert [r["engine"] for r in last.reports] == ["rag", "ttt"]
+    assert [r["engine"] for r in last.reports] == ["memory", "rag", "ttt"]
     assert last.checkpoints == [] and "before-sleep" not in out  # nothing learned: nothing to keep first
     db.close()
     assert "(by hand, done, nothing changed). 0 learned since the last whole sleep." in invoke("status")

@@ -51,7 +51,7 @@ def test_sleep_is_due_after_learning_once_the_person_is_away_and_only_once(embed
         assert engram.worker.run_once() == 1  # the worker runs it like any job
         last = activity.last_sleep(engram.db)
         assert last is not None and last.reason == "idle" and not last.interrupted
-        assert [r["engine"] for r in last.reports] == ["rag"]
+        assert [r["engine"] for r in last.reports] == ["memory", "rag"]  # memory consolidates first, with or without engines
         assert activity.learned_since_sleep(engram.db) == 0 and not sleeper.due()  # the pressure is spent
 
         learned(engram)

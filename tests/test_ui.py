@@ -107,6 +107,11 @@ def test_watch_drop_learn_ask_cite_correct_restart(page, embedder, llama, tmp_pa
         expect(answer).to_contain_text("Your correction: At 06:40, from pier nine.")
         expect(page.locator("#engram-chat [data-testid='user']").first).to_contain_text(QUESTION)
         shot(page, "ui-history-after-restart.png")
+
+        # Deleting the open conversation takes it (and what sleep learned from it) away.
+        page.get_by_role("button", name="Delete conversation").click()
+        expect(page.locator("#engram-conversations")).not_to_contain_text(QUESTION)
+        assert wait_for(lambda: app.engram.conversation_list() == [], timeout=10)
     finally:
         app.close()
     assert page.external == []  # the app fetched nothing from outside this computer

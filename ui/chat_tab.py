@@ -187,6 +187,8 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=240):
             new_button = gr.Button("New conversation", variant="secondary", size="sm")
+            delete_button = gr.Button("Delete conversation", variant="stop", size="sm",
+                                      elem_id="engram-delete-conversation")
             conversations = gr.Radio(label="Conversations", choices=[], elem_id="engram-conversations")
             no_conversations = gr.HTML("<p class='engram-muted'>Your conversations will be listed here.</p>")
         with gr.Column(scale=4):
@@ -229,6 +231,15 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     @friendly
     def new_conversation() -> tuple[Any, ...]:
         return None, [], [], gr.update(value=None), gr.update(visible=False), "", gr.update(visible=False)
+
+    @friendly
+    def delete_conversation(conversation_id: int | None) -> tuple[Any, ...]:
+        """The open conversation goes, with the facts sleep learned from it."""
+        if conversation_id is None:
+            raise gr.Error("Open a conversation first.")
+        engram.delete_conversation(int(conversation_id))
+        gr.Info("Conversation deleted, with what Engram learned from it.")
+        return (None, [], [], *listing(None), gr.update(visible=False), gr.update(visible=False))
 
     @friendly
     def open_conversation(conversation_id: int | None) -> tuple[Any, ...]:
@@ -313,6 +324,9 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
     blocks.load(on_load, None, [conversations, no_conversations, model_info, decisions])
     new_button.click(new_conversation, None,
                      [conversation, chatbot, message_ids, conversations, correction_box, question, continue_button])
+    delete_button.click(delete_conversation, conversation,
+                        [conversation, chatbot, message_ids, conversations, no_conversations, correction_box,
+                         continue_button]).then(friendly(decision_table), None, decisions)
     conversations.input(open_conversation, conversations,
                         [conversation, chatbot, message_ids, correction_box, continue_button])
     ask_outputs = [chatbot, question, conversation, message_ids, conversations, no_conversations, correction_box,

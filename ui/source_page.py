@@ -44,15 +44,17 @@ def _page(title: str, body: str) -> str:
 
 
 def render_source(view: SourceView) -> str:
-    name = Path(view.path).name
+    conversation = view.kind == "conversation"
+    name = f"Conversation: {view.title}" if conversation else Path(view.path).name
+    where = ("said by you in chat; Engram keeps it as knowledge (delete the conversation, or "
+             "`engram memory forget`, to remove it)" if conversation else "as stored when it was learned")
     more_before = "<p class='more'>… earlier text not shown</p>" if view.more_before else ""
     more_after = "<p class='more'>… later text not shown</p>" if view.more_after else ""
     quote = f"<strong>{escape(view.quote)}</strong>" if view.quote else ""
     text = (f"{escape(view.before)}<mark id='cited'>{escape(view.passage_start)}{quote}"
             f"{escape(view.passage_end)}</mark>{escape(view.after)}")
     body = (f"<header><h1>{escape(name)}</h1><div class='path'>{escape(view.path)}</div>"
-            f"<div class='where'>Cited passage: {escape(view.position)} · as stored when it was "
-            f"learned</div></header><main>{more_before}<pre>{text}</pre>{more_after}</main>{_SCROLL}")
+            f"<div class='where'>Cited passage: {escape(view.position)} · {escape(where)}</div></header><main>{more_before}<pre>{text}</pre>{more_after}</main>{_SCROLL}")
     return _page(f"{name} ({view.position}) · Engram", body)
 
 

@@ -11,7 +11,9 @@ original model would). The controller decides, and the decision is stored with t
 - **learned states**: an engine's learned weights are activated only where that engine routes
   the question to them (``Contribution.meta["routed_share"]`` above 0); otherwise the chat runtime
   answers;
-- **critic**: it runs where the prompt held passages to check the answer against.
+- **critic**: it runs where the prompt held passages to check the answer against;
+- **episodic recall**: only a question that refers back to an earlier conversation ("as I told
+  you", "last time", "we talked about") has earlier conversations searched (``app/memory``).
 
 ``controller = "off"`` consults everything, always, as before.
 """
@@ -40,6 +42,17 @@ SMALL_TALK_WORDS = 6
 _WORD = re.compile(r"[a-z']+")
 
 
+_REFERS_BACK = re.compile(
+    r"\b(earlier|last time|previous(ly)?|the other day|yesterday|last week|remember|"
+    r"i (told|tell|said|say|mentioned|mention|asked|gave)|i've (told|said|mentioned)|you (said|say|told|tell|answered|suggested|mentioned)|"
+    r"we (talked|discussed|spoke|chatted|said)|our (last|previous|earlier) (chat|conversation|talk))\b")
+
+
+def refers_back(question: str) -> bool:
+    """The question points at an earlier conversation ("what did I tell you about ...")."""
+    return _REFERS_BACK.search(question.lower()) is not None
+
+
 def is_small_talk(question: str) -> bool:
     """A short message made only of greeting, thanks, acknowledgement or farewell words."""
     words = _WORD.findall(question.lower())
@@ -56,13 +69,14 @@ class Decision(BaseModel):
     skipped_learned: list[str] = Field(default_factory=list,
                                        description="Learned states the question was routed nothing of.")
     critic: bool = False
+    episodic: bool = Field(False, description="Earlier conversations were searched for the question.")
     reasons: list[str] = Field(default_factory=list)
 
     def summary(self) -> str:
         """One line for under the answer."""
         if not self.memory:
             return "memory: none needed (small talk)"
-        parts = [f"memory: {', '.join(self.consulted) or 'none'}"]
+        parts = [f"memory: {', '.join([*self.consulted, *(['earlier conversations'] if self.episodic else [])]) or 'none'}"]
         if self.learned:
             parts.append(f"learned weights: {', '.join(self.learned)}")
         elif self.skipped_learned:
@@ -70,12 +84,15 @@ class Decision(BaseModel):
         return " · ".join(parts)
 
 
-def before(question: str, engines: list[str], policy: Policy) -> Decision:
-    """The decision before any engine runs: consult them, or exit early."""
+def before(question: str, engines: list[str], policy: Policy, episodic: bool = False) -> Decision:
+    """The decision before any engine runs: consult them, or exit early; ``episodic``: the
+    episodic tier is on, searched for questions that refer back (always, with the policy off)."""
     if policy == "rules" and is_small_talk(question):
         return Decision(policy=policy, memory=False,
                         reasons=["small talk: answered from the conversation alone"])
-    return Decision(policy=policy, consulted=list(engines))
+    recall = episodic and (policy == "off" or refers_back(question))
+    reasons = ["refers back to an earlier conversation: searched them"] if recall and policy == "rules" else []
+    return Decision(policy=policy, consulted=list(engines), episodic=recall, reasons=reasons)
 
 
 def after(decision: Decision, contributions: list[Contribution]) -> Decision:
@@ -129,7 +146,7 @@ def decision_rows(conversations: ConversationStore, limit: int = 20) -> list[Dec
         elif not decision.memory:
             memory, learned, critic = "none (small talk)", "", "off"
         else:
-            memory = ", ".join(decision.consulted) or "none"
+            memory = ", ".join([*decision.consulted, *(["earlier conversations"] if decision.episodic else [])]) or "none"
             learned = ", ".join(decision.learned) or ("not needed" if decision.skipped_learned else "")
             critic = "on" if decision.critic else "off (no sources)"
         rows.append(DecisionRow(when=message.created_at, question=question, memory=memory, learned=learned,

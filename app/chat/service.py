@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from app.chat import controller
 from app.chat.prompt import PromptPlan, build_prompt
+from app.memory.episodic import EpisodicMemory, RecalledExchange
 from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
 from engines.base import Contribution, Draft, Engine, Passage, Query
@@ -141,8 +142,10 @@ class ChatService:
     def __init__(self, settings: Settings, conversations: ConversationStore, engines: list[Engine],
                  runtime: ActiveRuntime, grounding: Grounding,
                  on_feedback: Callable[[MessageRow], None] | None = None,
-                 neocortex: Callable[[], Runtime] | None = None) -> None:
+                 neocortex: Callable[[], Runtime] | None = None,
+                 episodic: EpisodicMemory | None = None) -> None:
         self.settings = settings
+        self.episodic = episodic  # None: earlier conversations are never recalled
         self.grounding = grounding
         self.conversations = conversations
         self.engines = engines
@@ -216,13 +219,18 @@ class ChatService:
             raise KeyError(f"no conversation with id {conversation_id}")
         history = self.history(conversation_id, turns, earlier)
         started = time.perf_counter()
-        decision = controller.before(question, [e.name for e in self.engines], self.settings.controller)
+        decision = controller.before(question, [e.name for e in self.engines], self.settings.controller,
+                                     episodic=self.episodic is not None)
+        recalled = self.recall(question, conversation_id) if decision.episodic else []
+        history = [m for r in recalled for m in r.messages()] + history
         contributions = self.contributions(Query(text=question, history=history)) if decision.memory else []
         decision = controller.after(decision, contributions)
         contributions = controller.active(contributions, decision)
         runtime, learned = self.answering_runtime(contributions)
         plan, bias, notes = self.prompt(question, contributions, runtime, history,
                                         answer_tokens=max_tokens)
+        if decision.episodic:
+            notes.append(f"recalled {len(recalled)} exchange(s) from earlier conversations")
         asked = self.conversations.start_question(conversation_id, question,
                                                   [(t.role, t.content) for t in earlier])
         conversation_id = asked.conversation_id
@@ -250,6 +258,9 @@ class ChatService:
                         "logit_bias": bias is not None, "notes": notes,
                         "history_messages": plan.history_messages, "learned_states": learned,
                         "controller": decision.model_dump(), **engine_meta(contributions)}
+                if recalled:
+                    meta["recalled"] = [r.model_dump(include={"conversation_id", "question_id", "answer_id",
+                                                              "similarity", "recency", "score"}) for r in recalled]
                 if failure is not None:
                     meta.update(error=str(failure), finish_reason="error")
                 elif finished:
@@ -266,6 +277,16 @@ class ChatService:
                 stored = self.conversations.add_answer(conversation_id, answer, cites, meta)
         if finished:
             yield Done(message=stored)
+
+    def recall(self, question: str, conversation_id: int | None) -> list[RecalledExchange]:
+        """Earlier conversations' exchanges for a question that refers back to them; a recall
+        that fails costs the answer nothing but the recall."""
+        assert self.episodic is not None
+        try:
+            return self.episodic.recall(question, exclude_conversation=conversation_id)
+        except Exception as exc:  # noqa: BLE001 - an answer without recall beats no answer
+            log.warning("recalling earlier conversations failed: %s", exc)
+            return []
 
     def criticise(self, answer: str, passages: list[str], question: str) -> dict[str, Any]:
         """The critic's verdicts for the answer's meta (``critic``: its report, ``unsupported``:

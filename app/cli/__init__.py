@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from app.cli import bench, bundle, chat, config, doctor, library, models, playbook, run, weights  # noqa: F401  (registers)
+from app.cli import bench, bundle, chat, config, doctor, library, memory, models, playbook, run, weights  # noqa: F401  (registers)
 from app.cli.base import Context, cli, err_console
 from app.settings import SettingsError
 from engines.registry import registered

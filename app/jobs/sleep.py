@@ -1,7 +1,7 @@
 """Sleep: every enabled engine's offline work (consolidation), run while the person is away.
 
-Sleep is due when something was learned since the last whole sleep (sleep pressure: documents or
-feedback events, ``sleep.after_documents``) and nothing has happened for ``sleep.idle_minutes``:
+Sleep is due when something was learned since the last whole sleep (sleep pressure: documents,
+feedback events, or facts stated in chat, ``sleep.after_documents``) and nothing has happened for ``sleep.idle_minutes``:
 no question asked, no other work queued or running. The worker's idle hook then queues one
 durable ``sleep`` job, which runs like any other job. It gives way as soon as new work is queued
 or the app stops, and an idle sleep also when a question is asked: each engine keeps the steps
@@ -13,6 +13,10 @@ saturation, the novelty of what arrived and the forgetting its probes measured) 
 document count: while one is enabled, idle sleep waits until an engine's latest recorded pressure
 reaches its ``sleep_pressure`` threshold, unless another enabled engine learns documents without
 pressure, which keeps the document count as before.
+
+Before the engines, with or without any weight-writing engine, sleep consolidates memory
+(``app/memory``): the turns are embedded for recall, and the facts the person stated or
+corrected in chat become retrievable knowledge; its report goes among the engines' as "memory".
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ log = logging.getLogger(__name__)
 
 Reason = Literal["idle", "manual"]
 
+
+Memory = Callable[[], ConsolidateReport]
+"""Consolidates memory in sleep (``app/memory/consolidation.py``) and reports as an engine would."""
 
 Before = Callable[[Engine, Progress], None]
 """Called by a weight-writing engine's sleep once it holds its state, before it changes it."""
@@ -65,10 +72,11 @@ def interrupted(reports: list[ConsolidateReport], engines: int) -> bool:
 
 def run_sleep(db: Database, engines: list[Engine], seconds: float, reason: Reason, progress: Progress,
               stop: Callable[[], bool] | None = None,
-              checkpoints: CheckpointService | None = None) -> list[ConsolidateReport]:
-    """One sleep, recorded as an episode (whether cut short, each engine's report, and the
-    checkpoints of the learned state before it when ``checkpoints`` is given: checkpoints first,
-    so that a sleep can be undone; a sleep whose checkpoint cannot be saved does not begin)."""
+              checkpoints: CheckpointService | None = None,
+              memory: Memory | None = None) -> list[ConsolidateReport]:
+    """One sleep, recorded as an episode (whether cut short, memory's and each engine's report,
+    and the checkpoints of the learned state before it when ``checkpoints`` is given: checkpoints
+    first, so that a sleep can be undone; a sleep whose checkpoint cannot be saved does not begin)."""
     saved: list[str] = []
 
     def save(engine: Engine, shown: Progress) -> None:
@@ -76,8 +84,10 @@ def run_sleep(db: Database, engines: list[Engine], seconds: float, reason: Reaso
         shown(0.0, "saving the learned state before sleep")
         saved.append(checkpoints.save_before_sleep(engine))
 
+    first = consolidate_memory(memory, progress) if memory is not None and not (stop and stop()) else []
     reports = sleep_engines(engines, seconds, progress, stop, save if checkpoints is not None else None)
     cut = interrupted(reports, len(engines))
+    reports = first + reports
     activity.record_sleep(db, reason, cut, [r.model_dump() for r in reports], saved)
     log.info("%s sleep %s: %s", reason, "cut short" if cut else "done",
              ", ".join(f"{r.engine} {'changed' if r.changed else 'unchanged'}" for r in reports))
@@ -104,12 +114,23 @@ class PressureNow(BaseModel):
         return self.reading is not None and self.reading.total >= self.threshold
 
 
+def consolidate_memory(memory: Memory, progress: Progress) -> list[ConsolidateReport]:
+    """Memory's consolidation; a failure is reported and logged, and the engines sleep anyway."""
+    progress(0.0, "memory: consolidating what was said in chat")
+    try:
+        return [memory()]
+    except Exception as exc:  # noqa: BLE001 - the engines' sleep must not depend on it
+        log.exception("memory consolidation failed")
+        return [ConsolidateReport(engine="memory", seconds=0.0, changed=False, details={"error": str(exc)})]
+
+
 class SleepJobs:
     """The worker's handler for ``sleep`` jobs."""
 
     def __init__(self, db: Database, engines: Callable[[], list[Engine]], stopping: Callable[[], bool],
-                 checkpoints: CheckpointService | None = None) -> None:
+                 checkpoints: CheckpointService | None = None, memory: Memory | None = None) -> None:
         self.db = db
+        self.memory = memory
         self.engines = engines
         self.stopping = stopping
         self.checkpoints = checkpoints  # None: no checkpoint before a sleep (sleep.checkpoint off)
@@ -117,7 +138,8 @@ class SleepJobs:
     def __call__(self, job: Job, progress: Progress) -> None:
         reason: Reason = "manual" if job.payload.get("reason") == "manual" else "idle"
         seconds = float(job.payload.get("seconds", SleepConfig().seconds))
-        run_sleep(self.db, self.engines(), seconds, reason, progress, self._stop(reason), self.checkpoints)
+        run_sleep(self.db, self.engines(), seconds, reason, progress, self._stop(reason), self.checkpoints,
+                  self.memory)
 
     def _stop(self, reason: Reason) -> Callable[[], bool]:
         """New work or the app stopping ends any sleep; a question ends an idle one (a sleep asked
@@ -144,6 +166,7 @@ class SleepStatus(BaseModel):
     learned_after_last: int = 0  # documents and feedback events since the last sleep, whole or not
     failed: str | None = None  # why the latest sleep failed, when no sleep was recorded since
     pressures: list[PressureNow] = []  # engines that decide sleep by their own pressure
+    facts_said: int = 0  # facts stated or corrected in chat since the last whole sleep
 
     def summary(self, when: Callable[[str], str]) -> str:
         """One plain sentence each: the last sleep (its time written by ``when``), the pressure,
@@ -172,19 +195,22 @@ class SleepStatus(BaseModel):
                 for p in self.pressures)
         plan = (f"Sleeps by itself after {cfg.idle_minutes:g} idle minutes once {what}." if cfg.auto
                 else "Sleeping by itself is off (sleep.auto).")
-        return f"{now} {self.learned_since} learned since the last whole sleep. {plan}"
+        said = f" {self.facts_said} fact(s) said in chat wait to be kept." if self.facts_said else ""
+        return f"{now} {self.learned_since} learned since the last whole sleep.{said} {plan}"
 
 
 class SleepScheduler:
     """Decides, when the worker has nothing to do, whether to queue a sleep."""
 
     def __init__(self, config: SleepConfig, db: Database, queue: JobQueue,
-                 policy: Callable[[], PressurePolicy] = PressurePolicy) -> None:
+                 policy: Callable[[], PressurePolicy] = PressurePolicy,
+                 facts_said: Callable[[], int] | None = None) -> None:
         self.config = config
         self.db = db
         self.queue = queue
         self.policy = policy
         self.pressure_log = SleepPressureLog(db)
+        self.facts_said = facts_said  # facts stated in chat since the last whole sleep: pressure too
         self.awake_since = activity.now(db)  # opening the app counts as the person being here
 
     def due(self) -> bool:
@@ -202,18 +228,23 @@ class SleepScheduler:
         return self.pressed()
 
     def pressed(self) -> bool:
-        """Whether there is enough to sleep on: an engine's pressure at its threshold, or (no
-        engine with pressure enabled, or another that learns without one) enough learned."""
+        """Whether there is enough to sleep on: an engine's pressure at its threshold, or enough
+        learned (documents and feedback counted where no engine with pressure is enabled, or
+        another learns without one; facts said in chat always, since memory has no pressure)."""
         policy = self.policy()
         if any(p.high for p in self.pressures(policy)):
             return True
         counted = not policy.thresholds or policy.others_learn
-        return counted and activity.learned_since_sleep(self.db) >= self.config.after_documents
+        learned = activity.learned_since_sleep(self.db) if counted else 0
+        return learned + self._facts_said() >= self.config.after_documents
 
     def pressures(self, policy: PressurePolicy | None = None) -> list[PressureNow]:
         policy = policy or self.policy()
         return [PressureNow(engine=name, threshold=threshold, reading=self.pressure_log.latest(name))
                 for name, threshold in policy.thresholds.items()]
+
+    def _facts_said(self) -> int:
+        return self.facts_said() if self.facts_said is not None else 0
 
     def check(self) -> bool:
         """Queue a sleep if one is due; returns whether it did."""
@@ -226,6 +257,7 @@ class SleepScheduler:
     def status(self) -> SleepStatus:
         last = activity.last_sleep(self.db)
         return SleepStatus(config=self.config, learned_since=activity.learned_since_sleep(self.db),
+                           facts_said=self._facts_said(),
                            queued=activity.sleep_queued(self.db), last=last,
                            learned_after_last=activity.learned_after(self.db, last.id) if last else 0,
                            failed=activity.sleep_failure(self.db), pressures=self.pressures())

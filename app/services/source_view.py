@@ -3,17 +3,24 @@
 The chunks of a page overlap (each repeats the end of the one before) and are exact slices of the
 page's text, so stitching them by their character offsets gives back the page's text; the cited
 chunk is marked in it, and inside the chunk the sentence the answer quoted.
+
+A chunk consolidated from chat (``store/memory_facts.py``) is shown as what it is: the
+conversation, the person's turn that stated or corrected the fact marked, the fact inside it.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel
 
 from engines.base import Passage
+from store.conversations import ConversationStore, MessageRow
 from store.database import Database
+from store.documents import DocumentStore
 from store.document_text import StoredChunk, chunk_window
+from store.memory_facts import FactRow, MemoryFactStore, conversation_path
 
 
 class SourceView(BaseModel):
@@ -30,6 +37,8 @@ class SourceView(BaseModel):
     after: str
     more_before: bool
     more_after: bool
+    kind: Literal["file", "conversation"] = "file"
+    title: str = ""  # a conversation's title (a file's title is its name)
 
 
 def stitch(chunks: list[StoredChunk]) -> tuple[str, dict[int, int]]:
@@ -62,6 +71,9 @@ def find_quote(passage: str, quote: str) -> tuple[int, int] | None:
 
 def source_view(db: Database, chunk_id: int, quote: str = "", radius: int = 12) -> SourceView | None:
     """The view of stored chunk ``chunk_id``; None when the chunk is gone (file changed or forgotten)."""
+    fact = MemoryFactStore(db).by_chunk(chunk_id)
+    if fact is not None:
+        return conversation_view(db, fact)
     window = chunk_window(db, chunk_id, radius)
     if window is None:
         return None
@@ -80,3 +92,33 @@ def source_view(db: Database, chunk_id: int, quote: str = "", radius: int = 12) 
         passage_end=cited.text[q_end:], after=text[stop:],
         more_before=window.more_before, more_after=window.more_after,
     )
+
+
+def turn_text(message: MessageRow) -> str:
+    """A turn as the source view writes it: who said it, and a correction typed on an answer."""
+    said = f"{'You' if message.role == 'user' else 'Engram'}: {message.content.strip()}"
+    return said + (f"\nYour correction: {message.correction}" if message.correction else "")
+
+
+def conversation_view(db: Database, fact: FactRow, radius: int = 6) -> SourceView | None:
+    """The conversation around the turn a consolidated fact comes from, the fact marked in it."""
+    conversations = ConversationStore(db)
+    row = conversations.get(fact.conversation_id)
+    messages = conversations.messages(fact.conversation_id)
+    at = next((i for i, m in enumerate(messages) if m.id == fact.message_id), None)
+    if row is None or at is None:
+        return None
+    shown = messages[max(0, at - radius): at + radius + 1]
+    cited = turn_text(messages[at])
+    wanted = (messages[at].correction or "") if fact.kind == "correction" else fact.text
+    span = find_quote(cited, wanted) or (0, 0)
+    before = "".join(turn_text(m) + "\n\n" for m in shown if m.id < fact.message_id)
+    after = "".join("\n\n" + turn_text(m) for m in shown if m.id > fact.message_id)
+    path = conversation_path(fact.conversation_id)
+    document = DocumentStore(db).get(path)
+    return SourceView(
+        chunk_id=fact.chunk_id or 0, document_id=document.id if document else 0, path=path,
+        position=f"turn {at + 1}", before=before, passage_start=cited[:span[0]],
+        quote=cited[span[0]:span[1]], passage_end=cited[span[1]:], after=after,
+        more_before=at - radius > 0, more_after=at + radius + 1 < len(messages),
+        kind="conversation", title=row.title)

@@ -1,0 +1,136 @@
+"""Sleep's move from the episodic tier to the semantic one: what the person said becomes knowledge.
+
+Each sleep reads every conversation for facts the person gave (``app/memory/importance.py``:
+corrections, statements with names or numbers, answers they confirmed), keeps those at or above
+``memory.min_importance``, and makes each a chunk of its conversation's document, so the hybrid
+search finds it and an answer cites the conversation. It is idempotent: a fact is stored once by
+(turn, sentence, kind), so a second sleep adds nothing. A later fact about the same thing
+(cosine >= ``memory.supersede_similarity``, from another turn) supersedes the earlier one, whose
+chunk leaves the index. Facts the person forgot stay out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from app.memory.importance import candidates
+from app.settings import MemoryConfig
+from engines.base import ConsolidateReport
+from store.conversations import ConversationStore
+from store.database import Database
+from store.memory_facts import FactCandidate, FactRow, MemoryFactStore
+
+if TYPE_CHECKING:
+    from store.vector_index import VectorIndex
+
+Embed = Callable[[list[str]], np.ndarray]
+ENGINE = "memory"
+"""The name a consolidation report goes by among the engines' sleep reports."""
+ALL_CONVERSATIONS = 1_000_000
+
+
+def found_facts(db: Database, min_importance: float) -> tuple[list[FactCandidate], int]:
+    """The facts of every conversation at or above ``min_importance``, and how many fell below."""
+    conversations = ConversationStore(db)
+    found = [c for row in conversations.list(ALL_CONVERSATIONS)
+             for c in candidates(row.id, conversations.messages(row.id))]
+    kept = [c for c in found if c.importance >= min_importance]
+    return kept, len(found) - len(kept)
+
+
+Vectors = dict[int, tuple[np.ndarray, np.ndarray | None]]
+"""A fact's embedding and its subject's (a correction's question), by fact id."""
+
+
+def embed_facts(embed: Embed, facts: list[FactCandidate]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Each fact's embedding and its subject's (None when it has none), in one embedding call."""
+    if not facts:
+        return []
+    subjects = [i for i, f in enumerate(facts) if f.subject]
+    vectors = embed([f.text for f in facts] + [facts[i].subject for i in subjects])
+    about = dict(zip(subjects, vectors[len(facts):]))
+    return [(vectors[i], about.get(i)) for i in range(len(facts))]
+
+
+def superseders(facts: list[FactRow], vectors: Vectors, threshold: float) -> dict[int, int | None]:
+    """For each fact, the first later fact (another turn) at least ``threshold`` similar to it,
+    by the later fact's text or its subject (the question a correction answers), or None;
+    forgotten facts neither supersede nor are superseded."""
+    live = sorted((f for f in facts if not f.forgotten), key=lambda f: (f.message_id, f.sentence, f.id))
+    out: dict[int, int | None] = {f.id: None for f in facts}
+    if not live:
+        return out
+    texts = np.stack([vectors[f.id][0] for f in live])
+    subjects = np.stack([v if (v := vectors[f.id][1]) is not None else vectors[f.id][0] for f in live])
+    similar = np.maximum(texts @ texts.T, texts @ subjects.T)  # [earlier i, later j]
+    for i, fact in enumerate(live):
+        for j in range(i + 1, len(live)):
+            if live[j].message_id != fact.message_id and similar[i, j] >= threshold:
+                out[fact.id] = live[j].id
+                break
+    return out
+
+
+def consolidate(db: Database, embed: Embed, index: VectorIndex, config: MemoryConfig) -> ConsolidateReport:
+    """One pass of consolidation; the report says what was added, superseded and removed."""
+    started = time.perf_counter()
+    store = MemoryFactStore(db)
+    kept, below = found_facts(db, config.min_importance)
+    known = store.known()
+    wanted = {(c.message_id, c.sentence, c.kind) for c in kept}
+    removed: list[int] = []
+    for key, (fact_id, _text) in known.items():  # a fact no longer found (the rules or the cut changed)
+        if key not in wanted:
+            chunk = store.remove(fact_id)
+            removed += [chunk] if chunk is not None else []
+    new = [c for c in kept if known.get((c.message_id, c.sentence, c.kind), (0, None))[1] != c.text]
+    for c in new:  # a changed correction: its old chunk goes first
+        old = known.get((c.message_id, c.sentence, c.kind))
+        chunk = store.detach(old[0]) if old else None
+        removed += [chunk] if chunk is not None else []
+    for c, (vector, subject) in zip(new, embed_facts(embed, new)):
+        store.add(c, vector, subject)
+    facts = store.facts()
+    vectors = store.vectors()
+    superseded = 0
+    by_fact = superseders(facts, vectors, config.supersede_similarity)
+    added: list[int] = []
+    added_vectors: list[np.ndarray] = []
+    for fact in facts:
+        by = by_fact[fact.id]
+        if by != fact.superseded_by:
+            store.set_superseded(fact.id, by)
+        active = not fact.forgotten and by is None
+        superseded += by is not None
+        if active and fact.chunk_id is None:
+            added.append(store.attach(fact, vectors[fact.id][0]))
+            added_vectors.append(vectors[fact.id][0])
+        elif not active and fact.chunk_id is not None:
+            chunk = store.detach(fact.id)
+            removed += [chunk] if chunk is not None else []
+    if removed:
+        index.remove(np.asarray(removed, dtype=np.int64))
+    if added:
+        index.add(np.asarray(added, dtype=np.int64), np.stack(added_vectors))
+    return ConsolidateReport(engine=ENGINE, seconds=round(time.perf_counter() - started, 3),
+                             changed=bool(added or removed),
+                             details={"facts": len(facts), "new_facts": len(new), "added": len(added),
+                                      "removed": len(removed), "superseded": superseded,
+                                      "below_importance": below})
+
+
+def reembed(db: Database, embed: Embed) -> int:
+    """After an embedding-model switch: the facts embedded again, the turns left to re-embed
+    lazily (their old vectors would not compare with the new ones); returns the facts done."""
+    from store.turn_vectors import TurnVectorStore
+
+    TurnVectorStore(db).clear()
+    store = MemoryFactStore(db)
+    facts = store.facts()
+    for fact, (vector, subject) in zip(facts, embed_facts(embed, list(facts))):
+        store.replace_vectors(fact.id, vector, subject)
+    return len(facts)

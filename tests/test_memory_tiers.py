@@ -1,0 +1,172 @@
+"""The memory tiers over real parts (SQLite, FAISS, FTS5, the embedded MiniLM, SmolLM2 in llama.cpp):
+facts said in chat become cited knowledge in sleep; earlier conversations are recalled by
+similarity weighted by age."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from click.testing import CliRunner
+
+from app.chat import controller
+from app.cli import cli
+from app.memory.consolidation import reembed
+from app.memory.episodic import recency_weight
+from app.memory.importance import score_sentence
+from store.memory_facts import conversation_path
+from tests.helpers import open_engram
+from ui.source_page import render_source
+
+LOCKER = "What is my locker code?"
+
+
+def said(engram, text: str, answer: str = "Noted.", conversation_id: int | None = None) -> tuple[int, int]:
+    """A turn and Engram's reply stored as chat stores them; (conversation id, answer id)."""
+    asked = engram.conversations.start_question(conversation_id, text)
+    reply = engram.conversations.add_answer(asked.conversation_id, answer, [], {"backend": "llamacpp"})
+    return asked.conversation_id, reply.id
+
+
+def found(engram, query: str = LOCKER) -> list[tuple[str, str]]:
+    return [(p.path, p.text) for p in engram.search(query, 3)]
+
+
+def test_importance_rules_rank_a_correction_over_a_fact_over_chit_chat() -> None:
+    assert score_sentence("My locker code is 4471.").importance == 0.6
+    assert score_sentence("My sister Ilse lives in Ghent.").importance == 0.5
+    assert score_sentence("Actually, my locker code is 5510.").kind == "self_correction"
+    assert score_sentence("I am tired today.").importance == 0.3  # below the default cut
+    for not_a_fact in ("What is my locker code?", "Tell me about the ferry schedule.", "thanks a lot", "ok sure"):
+        assert score_sentence(not_a_fact) is None, not_a_fact
+
+
+def test_questions_that_refer_back_are_the_only_ones_that_search_earlier_conversations() -> None:
+    assert controller.before("What did I tell you about my locker?", ["rag"], "rules", episodic=True).episodic
+    assert not controller.before(LOCKER, ["rag"], "rules", episodic=True).episodic
+    assert not controller.before("What did I tell you?", ["rag"], "rules", episodic=False).episodic
+    now = datetime(2026, 12, 6, tzinfo=timezone.utc)
+    week_ago = (now - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    assert recency_weight(week_ago, now, 7.0) == pytest.approx(0.5)
+
+
+def test_stated_fact_consolidates_once_a_correction_supersedes_it_and_deletion_removes_it(embedder) -> None:
+    engram = open_engram(embedder)
+    try:
+        first, _ = said(engram, "Hi! My locker code is 4471. Can you remember that?", "Sure.")
+        said(engram, "I am tired today.", "The ferry costs 99 crowns.", first)  # chit-chat; the assistant's words
+        assert found(engram) == []
+        memory = engram.sleep(1)[0]
+        assert memory.engine == "memory" and memory.details["added"] == 1
+        assert found(engram)[0] == (conversation_path(first), "My locker code is 4471.")
+        facts = engram.memory_facts()
+        assert [(f.text, f.kind, f.status) for f in facts] == [
+            ("My locker code is 4471.", "statement", "retrievable")]
+        chunks, vectors = engram.docs.counts()["chunks"], len(engram.index)
+
+        again = engram.sleep(1)[0]  # idempotent: nothing added, nothing removed
+        assert again.details["added"] == again.details["removed"] == 0 and not again.changed
+        assert (engram.docs.counts()["chunks"], len(engram.index)) == (chunks, vectors)
+        assert engram.memory_facts()[0].chunk_id == facts[0].chunk_id
+
+        view = engram.source(facts[0].chunk_id)
+        assert view.kind == "conversation" and view.position == "turn 1"
+        assert view.quote == "My locker code is 4471." and "You: Hi!" in view.passage_start
+        page = render_source(view)  # the page a citation link opens: the turn, not a file
+        assert "<h1>Conversation: Hi! My locker code is 4471." in page
+        assert "<strong>My locker code is 4471.</strong>" in page and "Engram: Sure." in page
+
+        # a correction typed on an answer, in another conversation, supersedes the statement
+        second, answer = said(engram, LOCKER, "Your locker code is 4471.")
+        engram.chat.feedback(answer, "down", "It is 5510 since Monday.")
+        report = engram.sleep(1)[0]
+        assert report.details["added"] == 1 and report.details["removed"] == 1
+        hits = found(engram)
+        assert hits[0][0] == conversation_path(second) and "5510" in hits[0][1]
+        assert not any("4471" in text for _, text in hits)
+        statuses = {f.kind: f.status for f in engram.memory_facts()}
+        assert statuses["statement"].startswith("superseded") and statuses["correction"] == "retrievable"
+        assert len(engram.index) == vectors  # one vector out, one in
+        assert reembed(engram.db, embedder.embed) == 2  # an embedding switch: facts again, turns later
+        after = engram.sleep(1)[0]
+        assert not after.changed and after.details["turns_embedded"] == 6
+
+        engram.delete_conversation(second)  # its knowledge goes with it
+        assert not any(path == conversation_path(second) for path, _ in found(engram))
+        assert engram.docs.get(conversation_path(second)) is None
+        assert all(f.conversation_id != second for f in engram.memory_facts())
+        with pytest.raises(KeyError):
+            engram.delete_conversation(second)
+    finally:
+        engram.close()
+
+
+def test_forgetting_a_fact_or_its_conversation_document_keeps_it_out_of_later_sleeps(embedder) -> None:
+    engram = open_engram(embedder)
+    try:
+        first, _ = said(engram, "The spare key is with Ada Okafor at number 12.")
+        second, _ = said(engram, "My bike lock code is 9921.")
+        engram.sleep(1)
+        bike = next(f for f in engram.memory_facts() if "9921" in f.text)
+        result = CliRunner().invoke(cli, ["memory", "forget", str(bike.id)])
+        assert result.exit_code == 0, result.output
+        with pytest.raises(ValueError, match="sleep keeps them up to date"):
+            engram.reindex_document(conversation_path(first))  # no file to read again
+        engram.forget_document(conversation_path(first))  # the Library's forget
+        engram.sleep(1)
+        assert [f.status for f in engram.memory_facts()] == ["forgotten", "forgotten"]
+        assert found(engram, "bike lock code") == [] and found(engram, "spare key") == []
+        listed = CliRunner().invoke(cli, ["memory", "list"])
+        assert "forgotten" in listed.output and "9921" in listed.output
+    finally:
+        engram.close()
+
+
+def test_earlier_conversations_recalled_newest_first_at_equal_similarity(embedder) -> None:
+    engram = open_engram(embedder)
+    try:
+        old, _ = said(engram, "My locker code is 4471.", "Noted: 4471.")
+        new, _ = said(engram, "My locker code is 4471.", "Noted: 4471.")
+        said(engram, "The ferry to Oskel Isle leaves at 06:40.")
+        engram.db.execute("UPDATE messages SET created_at = strftime('%Y-%m-%dT%H:%M:%f', 'now', '-30 days') "
+                          "WHERE conversation_id = ?", (old,))
+        recalled = engram.episodic.recall("What did I tell you about my locker?", k=3)
+        assert [r.conversation_id for r in recalled[:2]] == [new, old]
+        assert recalled[0].recency > 0.99 and recalled[1].recency == pytest.approx(0.5 ** (30 / 14), rel=0.01)
+        assert recalled[0].question == "My locker code is 4471." and recalled[0].answer == "Noted: 4471."
+        assert all(r.conversation_id != new for r in engram.episodic.recall("my locker", exclude_conversation=new))
+    finally:
+        engram.close()
+
+
+@pytest.mark.slow
+def test_a_fact_stated_in_chat_answers_a_new_conversation_with_the_conversation_cited(embedder, llama) -> None:
+    engram = open_engram(embedder, answer_max_tokens=16, temperature=0)
+    engram.runtime.adopt(llama)
+    try:
+        stated = engram.chat.answer("Please note: my locker code is 4471.").message
+        engram.sleep(1)
+        done = engram.chat.answer(LOCKER).message
+        assert done.conversation_id != stated.conversation_id
+        cited = [c for c in done.citations if c.path == conversation_path(stated.conversation_id)]
+        assert cited and "my locker code is 4471." in cited[0].quote and cited[0].position == "turn 1"
+        assert "4471" in done.content
+        back = engram.chat.answer("What did I tell you about my locker?").message
+        assert back.meta["controller"]["episodic"]
+        assert back.meta["recalled"][0]["conversation_id"] in (stated.conversation_id, done.conversation_id)
+    finally:
+        engram.close()
+
+
+def test_a_fact_said_in_chat_makes_sleep_due_and_a_question_does_not(embedder) -> None:
+    engram = open_engram(embedder, **{"sleep.idle_minutes": 0})
+    try:
+        said(engram, "Who drew the map?")
+        assert not engram.sleeper.due()  # a question is no fact
+        said(engram, "The map was drawn by Ada Okafor in 1921.")
+        assert engram.sleeper.due()
+        assert "1 fact(s) said in chat wait to be kept." in engram.sleep_status().summary(str)
+        engram.sleep(1)
+        assert not engram.sleeper.due() and engram.sleep_status().facts_said == 0
+    finally:
+        engram.close()
