@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 from app.bench.model_eval import render
 from app.cli.d2l import fiction_documents
-from engines.base import Budget, routed
+from engines.base import Budget, Query, routed
 from engines.d2l.engine import D2LEngine, UntrainedHypernetwork
 from engines.d2l.persistence import HYPER_KEY
 from engines.d2l.training import MetaTrainer
-from engines.generation import ChatMessage
+from engines.generation import ChatMessage, GenerationRequest
 from engines.registry import build_engine
 from engines.ttt import route_keys
 from store.blobs import BlobStore
@@ -120,6 +120,21 @@ def test_a_trained_hypernetwork_writes_a_routed_adapter_and_an_untrained_one_ref
         assert torch.allclose(logits(neocortex, NEAR), near, atol=1e-5)
         assert engine.stats()["documents"] == 1
         assert engine.store.load(document.document_id).probe is not None
+
+        # The adapter's llama.cpp copy answers on the chat runtime; a far question gets neither.
+        assert engine.gguf_path(document.document_id).is_file()
+        near_part, far_part = engine.contribute(Query(text=NEAR)), engine.contribute(Query(text=FAR))
+        assert [Path(u.path) for u in near_part.adapters] == [engine.gguf_path(document.document_id)]
+        assert far_part.adapters == [] and far_part.meta["routed_share"] == 0.0
+        runtime, learned, uses = engram.chat.answering_runtime([near_part])
+        assert runtime.name == "llamacpp" and learned == [engine.label] and uses == near_part.adapters
+        ask = GenerationRequest(messages=[ChatMessage(role="user", content=NEAR)], temperature=0.0,
+                                max_tokens=8, adapters=uses)
+        assert runtime.generate(ask).completion_tokens > 0
+        engine.config = engine.config.model_copy(update={"answer_runtime": "torch"})
+        torch_part = engine.contribute(Query(text=NEAR))
+        assert torch_part.adapters == [] and engram.chat.answering_runtime([torch_part])[0] is neocortex
+        engine.config = engine.config.model_copy(update={"answer_runtime": "llamacpp"})
 
         # Another embedding model of the same width (none ships: the real vectors with their
         # dimensions reversed): the keys are made again, and saved, before a question is compared.

@@ -117,7 +117,7 @@ def active(contributions: list[Contribution], decision: Decision) -> list[Contri
     """The contributions as the answer uses them: a learned state left inactive takes its notes
     (which describe it) along."""
     kept = set(decision.learned)
-    return [c.model_copy(update={"learned_states": [], "notes": []})
+    return [c.model_copy(update={"learned_states": [], "notes": [], "adapters": []})
             if c.learned_states and not kept.intersection(c.learned_states) else c for c in contributions]
 
 

@@ -23,7 +23,7 @@ from app.memory.episodic import EpisodicMemory, RecalledExchange
 from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
 from engines.base import Contribution, Draft, Engine, Passage, Query
-from engines.generation import ChatMessage, GenerationRequest, Runtime, RuntimeCrashed
+from engines.generation import ChatMessage, GenerationRequest, LoraUse, Runtime, RuntimeCrashed
 from store.conversations import Citation, ClientAnswer, ConversationStore, MessageRow, Rating
 
 log = logging.getLogger(__name__)
@@ -153,12 +153,21 @@ class ChatService:
         self.on_feedback = on_feedback
         self.neocortex = neocortex
 
-    def answering_runtime(self, contributions: list[Contribution]) -> tuple[Runtime, list[str]]:
-        """The chat runtime, or the neocortex when an engine's learned weights must answer."""
+    def answering_runtime(self, contributions: list[Contribution]) -> tuple[Runtime, list[str], list[LoraUse]]:
+        """The chat runtime, or the neocortex when an engine's learned weights must answer; the
+        chat runtime still answers when every learned state comes as LoRA adapters it applies
+        (llama.cpp on the model they were written for), with those adapters."""
         learned = [s for c in contributions for s in c.learned_states]
-        if learned and self.neocortex is not None:
-            return self.neocortex(), learned
-        return self.runtime.get(), []
+        if not learned:
+            return self.runtime.get(), [], []
+        chat = self.runtime.get()
+        uses = [a for c in contributions for a in c.adapters]
+        if chat.supports_lora and all(c.adapters for c in contributions if c.learned_states) and all(
+                a.base_model == chat.model_name for a in uses):
+            return chat, learned, uses
+        if self.neocortex is not None:
+            return self.neocortex(), learned, []
+        return chat, [], []
 
     def history(self, conversation_id: int | None, turns: int | None = None,
                 earlier: Sequence[ChatMessage] = ()) -> list[ChatMessage]:
@@ -226,7 +235,7 @@ class ChatService:
         contributions = self.contributions(Query(text=question, history=history)) if decision.memory else []
         decision = controller.after(decision, contributions)
         contributions = controller.active(contributions, decision)
-        runtime, learned = self.answering_runtime(contributions)
+        runtime, learned, adapters = self.answering_runtime(contributions)
         plan, bias, notes = self.prompt(question, contributions, runtime, history,
                                         answer_tokens=max_tokens)
         if decision.episodic:
@@ -237,7 +246,7 @@ class ChatService:
         yield Sources(conversation_id=conversation_id, question_id=asked.id,
                       citations=citations_for(plan.passages, ""), notes=notes, consulted=decision.memory)
         request = GenerationRequest(messages=plan.messages, max_tokens=max_tokens,
-                                    temperature=temperature, logit_bias=bias)
+                                    temperature=temperature, logit_bias=bias, adapters=adapters)
         pieces: list[str] = []
         finished = False
         failure: RuntimeCrashed | None = None
@@ -257,6 +266,7 @@ class ChatService:
                         "seconds": round(time.perf_counter() - started, 3),
                         "logit_bias": bias is not None, "notes": notes,
                         "history_messages": plan.history_messages, "learned_states": learned,
+                        "adapters": len(adapters),
                         "controller": decision.model_dump(), **engine_meta(contributions)}
                 if recalled:
                     meta["recalled"] = [r.model_dump(include={"conversation_id", "question_id", "answer_id",

@@ -8,6 +8,8 @@ TTT's: a question whose best cosine similarity to a learned document's passages 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -46,6 +48,10 @@ class D2LConfig(BaseModel):
         300.0, ge=0.0, description="Most seconds a sleep spends meta-training the hypernetwork "
         "on the stored documents (0: never during sleep).")
     seed: int = Field(0, description="Order of the meta-training documents.")
+    answer_runtime: Literal["llamacpp", "torch"] = Field(
+        "llamacpp", description="What answers a question routed to learned documents: llamacpp "
+        "applies their adapters' GGUF copies in the chat runtime (when that is llama.cpp on the same "
+        "model; otherwise the torch model answers), torch runs them through the torch model.")
 
     @model_validator(mode="after")
     def _check(self) -> D2LConfig:

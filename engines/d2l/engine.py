@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,6 +50,7 @@ from engines.d2l.reading import (
     target_modules,
 )
 from engines.d2l.training import MetaTrainer, TrainingDocument, with_questions, write_adapter
+from engines.generation import LoraUse
 from engines.ttt import route_keys
 from models.delta_router import DeltaRouter
 from models.hypernetwork import HyperShape, Hypernetwork, compose
@@ -56,6 +58,7 @@ from models.lora_hooks import LoRAHooks, batch_adapters
 from store.adapters import AdapterStore
 from store.blobs import BlobStore
 from store.documents import DocumentStore
+from store.lora_gguf import GGUF_NAME, write_lora_gguf
 
 log = logging.getLogger(__name__)
 NAME = "d2l"
@@ -180,9 +183,15 @@ class D2LEngine(Engine):
     def _save_adapter(self, document: DocumentInput, adapter: Adapter, keys: torch.Tensor) -> None:
         cortex, cfg = self.cortex(), self.config
         config = peft_config(cortex.model_name, cfg.rank, cfg.scale, cfg.targets, self._layer_ids)
-        self.store.save(document.document_id, config, peft_weights(adapter, self._layer_ids), keys,
-                        meta={"path": document.path, "hypernetwork_steps": self.trained_steps},
-                        probe=self.router.probe)
+        weights = peft_weights(adapter, self._layer_ids)
+        folder = self.store.save(document.document_id, config, weights, keys,
+                                 meta={"path": document.path, "hypernetwork_steps": self.trained_steps},
+                                 probe=self.router.probe)
+        write_lora_gguf(folder, weights, config)
+
+    def gguf_path(self, document_id: int) -> Path:
+        """The document adapter's llama.cpp copy (written beside peft's files)."""
+        return self.store.folder(document_id) / GGUF_NAME
 
     def _load_adapters(self) -> None:
         """The saved adapters of documents still in the store (others are deleted)."""
@@ -201,6 +210,8 @@ class D2LEngine(Engine):
                 continue
             self.adapters[document_id] = adapter
             self.router.add(document_id, saved.keys)
+            if not self.gguf_path(document_id).is_file():  # saved before llama.cpp copies existed
+                write_lora_gguf(self.store.folder(document_id), saved.weights, saved.config)
             if saved.probe is not None:
                 self.router.probe = saved.probe.float()
         self.check_embedder()
@@ -239,7 +250,19 @@ class D2LEngine(Engine):
         note = (f"answered with the adapters of {len(chosen)} of {len(self.adapters)} learned documents"
                 if chosen else "no learned document is close to the question: the original model answered")
         return Contribution(engine=self.name, learned_states=[self.label], notes=[note],
-                            meta={"d2l_documents": [d for d, _ in chosen]})
+                            adapters=self.lora_uses(chosen),
+                            meta={"d2l_documents": [d for d, _ in chosen],
+                                  "routed_share": round(chosen[0][1], 4) if chosen else 0.0})
+
+    def lora_uses(self, chosen: list[tuple[int, float]]) -> list[LoraUse]:
+        """The chosen documents' GGUF copies at their route shares, within the rank budget, for
+        a llama.cpp chat runtime (none: the torch model answers, as with ``answer_runtime`` torch)."""
+        if self.config.answer_runtime != "llamacpp" or self._cortex is None:
+            return []
+        most = max(1, self.config.budget // self.config.rank)  # as compose keeps them: closest first
+        uses = [LoraUse(path=str(self.gguf_path(d)), scale=round(share, 4), base_model=self._cortex.model_name)
+                for d, share in chosen[:most]]
+        return uses if all(Path(u.path).is_file() for u in uses) else []
 
     @property
     def label(self) -> str:
