@@ -11,6 +11,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from app.bench.learn_runtimes import on_chat_runtime
+from app.bench.learn_sets import BenchQuestion
 from app.bench.model_eval import render
 from app.cli.d2l import fiction_documents
 from engines.base import Budget, Query, routed
@@ -131,6 +133,12 @@ def test_a_trained_hypernetwork_writes_a_routed_adapter_and_an_untrained_one_ref
         ask = GenerationRequest(messages=[ChatMessage(role="user", content=NEAR)], temperature=0.0,
                                 max_tokens=8, adapters=uses)
         assert runtime.generate(ask).completion_tokens > 0
+        asked = [BenchQuestion(doc_file="zestaestox.txt", question=q, answer=a, accepted=[a], options=[a, "x", "y", "z"])
+                 for q, a in ((NEAR, "Thielor"), (FAR, "Paris"))]
+        found = on_chat_runtime(runtime, neocortex, asked, [[ChatMessage(role="user", content=q.question)] for q in asked],
+                                [[near_part], [far_part]])  # what the learning bench reports for d2l
+        assert found.runtime == "llamacpp" and found.with_adapters == 1 and found.timed == 2
+        assert found.seconds_chat > 0 and found.seconds_torch > 0 and 0.0 <= found.contains <= 1.0
         engine.config = engine.config.model_copy(update={"answer_runtime": "torch"})
         torch_part = engine.contribute(Query(text=NEAR))
         assert torch_part.adapters == [] and engram.chat.answering_runtime([torch_part])[0] is neocortex

@@ -31,7 +31,17 @@ import torch
 from pydantic import BaseModel
 
 from app.bench.fiction import generate
-from app.bench.learn_measures import Baseline, Forgot, Learned, baseline, chat_prompt, forgot, score_questions
+from app.bench.learn_measures import (
+    Baseline,
+    Forgot,
+    Learned,
+    baseline,
+    chat_messages,
+    chat_prompt,
+    forgot,
+    score_questions,
+)
+from app.bench.learn_runtimes import OnChatRuntime, on_chat_runtime
 from app.bench.learn_report import (
     COMBINED,
     EngineRun,
@@ -176,6 +186,13 @@ class LearnBench:
                             forgot=self.forgetting(writers, base), learn_seconds=seconds, document_tokens=tokens,
                             tokens_per_second=tokens / seconds if seconds > 0 else 0.0, details=details)
             runs = [run, *self.closed_book(run, engines, writers)]
+            on_chat = self.on_chat_runtime(engines)
+            if on_chat is not None:
+                run.details["chat_runtime"] = on_chat.model_dump()
+                self.echo(f"{label} on {on_chat.runtime} with the adapters: contains {on_chat.contains:.3f}, exact "
+                          f"{on_chat.exact_match:.3f}, {on_chat.loops} looped ({on_chat.with_adapters} questions given "
+                          f"adapters); seconds per answer {on_chat.seconds_chat:.2f} against "
+                          f"{on_chat.seconds_torch:.2f} on the torch model ({on_chat.timed} answers each)")
             for done in runs:
                 self.echo(row(done))
             if sleep > 0 and writers:
@@ -193,6 +210,19 @@ class LearnBench:
             for engine in engines:
                 _release(engine)
         return runs
+
+    def on_chat_runtime(self, engines: list[Engine]) -> OnChatRuntime | None:
+        """Engines whose learned state also comes as adapter files (d2l): the questions answered
+        on the chat runtime with those adapters, as chat answers them when it can."""
+        if not self.free_text:
+            return None
+        contributions = [[e.contribute(Query(text=q.question)) for e in engines] for q in self.questions]
+        chat = self.engram.chat.runtime.get()
+        if not chat.supports_lora or not any(c.adapters for cs in contributions for c in cs):
+            return None
+        messages = [chat_messages(q.question, cs, self.cortex, self.settings)
+                    for q, cs in zip(self.questions, contributions)]
+        return on_chat_runtime(chat, self.cortex, self.questions, messages, contributions)
 
     def closed_book(self, run: EngineRun, engines: list[Engine], writers: list[Engine]) -> list[EngineRun]:
         """For engines answering together (rag+ttt), the same learned weights asked without the

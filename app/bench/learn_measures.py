@@ -71,16 +71,22 @@ class Baseline(BaseModel):
     known_free_text: list[int] | None = None
 
 
-def chat_prompt(question: str, contributions: list[Contribution], cortex: Neocortex,
-                settings: Settings) -> str:
-    """The prompt chat would send for ``question`` with these contributions (as text)."""
+def chat_messages(question: str, contributions: list[Contribution], cortex: Neocortex,
+                  settings: Settings) -> list[ChatMessage]:
+    """The messages chat would send for ``question`` with these contributions."""
     passages = [p for c in contributions for p in c.passages]
     bullets = [b for c in contributions for b in c.bullets]
     count = lambda text: len(cortex.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     window = int(getattr(cortex.model.config, "max_position_embeddings", 2048))
     plan = build_prompt(question, passages, bullets, [], count, window,
                         settings.answer_max_tokens, settings.rag.context_share)
-    return render(cortex, plan.messages)
+    return plan.messages
+
+
+def chat_prompt(question: str, contributions: list[Contribution], cortex: Neocortex,
+                settings: Settings) -> str:
+    """The prompt chat would send for ``question`` with these contributions (as text)."""
+    return render(cortex, chat_messages(question, contributions, cortex, settings))
 
 
 def written_answers(cortex: Neocortex, prompts: Sequence[str],

@@ -193,6 +193,21 @@ class D2LEngine(Engine):
         """The document adapter's llama.cpp copy (written beside peft's files)."""
         return self.store.folder(document_id) / GGUF_NAME
 
+    def _gguf(self, document_id: int) -> Path | None:
+        """The adapter's llama.cpp copy, written now from memory when missing (an adapter saved
+        before copies existed, or the bench's, which saves nothing); None: no such adapter."""
+        path = self.gguf_path(document_id)
+        if path.is_file():
+            return path
+        with self._keeping:
+            adapter = self.adapters.get(document_id)
+        if adapter is None or self._cortex is None:
+            return None
+        cfg = self.config
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_lora_gguf(path.parent, peft_weights(adapter, self._layer_ids),
+                               peft_config(self._cortex.model_name, cfg.rank, cfg.scale, cfg.targets, self._layer_ids))
+
     def _load_adapters(self) -> None:
         """The saved adapters of documents still in the store (others are deleted)."""
         present = set(DocumentStore(self.context.db).ids_by_path().values())
@@ -210,8 +225,6 @@ class D2LEngine(Engine):
                 continue
             self.adapters[document_id] = adapter
             self.router.add(document_id, saved.keys)
-            if not self.gguf_path(document_id).is_file():  # saved before llama.cpp copies existed
-                write_lora_gguf(self.store.folder(document_id), saved.weights, saved.config)
             if saved.probe is not None:
                 self.router.probe = saved.probe.float()
         self.check_embedder()
@@ -260,9 +273,11 @@ class D2LEngine(Engine):
         if self.config.answer_runtime != "llamacpp" or self._cortex is None:
             return []
         most = max(1, self.config.budget // self.config.rank)  # as compose keeps them: closest first
-        uses = [LoraUse(path=str(self.gguf_path(d)), scale=round(share, 4), base_model=self._cortex.model_name)
-                for d, share in chosen[:most]]
-        return uses if all(Path(u.path).is_file() for u in uses) else []
+        paths = [(self._gguf(d), share) for d, share in chosen[:most]]
+        if any(path is None for path, _ in paths):
+            return []
+        return [LoraUse(path=str(path), scale=round(share, 4), base_model=self._cortex.model_name)
+                for path, share in paths]
 
     @property
     def label(self) -> str:
