@@ -44,7 +44,7 @@ class RagConfig(BaseModel):
         1.0, ge=0.0, le=10.0, description="Weight of the BM25 keyword ranking in hybrid fusion.",
     )
     keyword_bm25_weight: float = Field(
-        10.0, ge=0.0, le=100.0, description="Weight of the BM25 ranking, in place of bm25_weight, for "
+        100.0, ge=0.0, le=1000.0, description="Weight of the BM25 ranking, in place of bm25_weight, for "
         "a query typed as a few keywords (no function word such as 'the', 'how' or 'of', no question "
         "mark): the chunks that hold those words matter most.",
     )
