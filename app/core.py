@@ -391,8 +391,7 @@ class Engram:
     def chat(self) -> ChatService:
         rag = self.settings.rag  # the retrieval engine's settings decide how passages enter prompts
         grounding = Grounding(context_share=rag.context_share, logit_bias_strength=rag.logit_bias_strength)
-        policy = BanditPolicy(ControllerDecisionStore(self.db).model, self.settings.controller_explore,
-                              self.settings.controller_warmup)
+        policy = BanditPolicy(ControllerDecisionStore(self.db).model)
         return ChatService(self.settings, self.conversations, self.engines, self.runtime, grounding,
                            on_feedback=self._feedback_given, neocortex=self.neocortex,
                            on_answer=self._answer_given, bandit=policy)

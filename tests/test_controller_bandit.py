@@ -62,7 +62,7 @@ def test_the_bandit_learns_the_better_arm_per_context_from_its_own_exploration()
     choosing the better arm in both; its greedy policy's IPS value on the log beats the rules'."""
     rng = np.random.default_rng(0)
     store: dict = {"model": None}
-    policy = BanditPolicy(lambda: store["model"], epsilon=0.3, warmup=5, seed=1)
+    policy = BanditPolicy(lambda: store["model"], seed=1)
     pays = {0: {"exit": 0.9, "retrieve": 0.3, "retrieve_critic": 0.35, "routed": 0.4, "all": 0.2},
             1: {"exit": 0.1, "retrieve": 0.5, "retrieve_critic": 0.8, "routed": 0.6, "all": 0.55}}
     log = []
@@ -70,7 +70,7 @@ def test_the_bandit_learns_the_better_arm_per_context_from_its_own_exploration()
         kind = int(rng.integers(2))
         x = [1.0, 1.0 - kind, 1.0 - kind, 0.1 + 0.6 * kind + 0.05 * rng.standard_normal(), 0.0, 0.0,
              0.2 + 0.2 * kind, 0.0]
-        choice = policy.choose(x, "routed")
+        choice = policy.choose(x, "routed", epsilon=0.3, warmup=5)
         assert sum(choice.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
         assert choice.propensity == pytest.approx(choice.probabilities[choice.arm], abs=1e-4)
         r = pays[kind][choice.arm] + 0.1 * rng.standard_normal()

@@ -25,7 +25,7 @@ accuracy| (the critic's supported share when it ran; an unqualified answer claim
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -83,20 +83,20 @@ def load_bandit(model: dict | None) -> LinearBandit:
 class BanditPolicy:
     """Chooses arms epsilon-greedily from the stored model; seeded, so a run can be repeated."""
 
-    def __init__(self, model: Any, epsilon: float, warmup: int, seed: int = 0) -> None:
-        self.model = model  # () -> the stored model JSON (read fresh: the worker updates it)
-        self.epsilon = epsilon
-        self.warmup = warmup
+    def __init__(self, model: Callable[[], dict | None], seed: int = 0) -> None:
+        self.model = model  # the stored model JSON, read at each choice: the worker updates it
         self.rng = np.random.default_rng(seed)
 
-    def choose(self, x: list[float], rules_arm: str) -> Choice:
+    def choose(self, x: list[float], rules_arm: str, epsilon: float, warmup: int) -> Choice:
+        """An arm for context ``x``: with probability ``epsilon`` any arm, else the greedy one (the
+        rules' arm until it has ``warmup`` samples)."""
         bandit = load_bandit(self.model())
-        probs = bandit.policy(x, rules_arm, self.warmup, self.epsilon)
+        probs = bandit.policy(x, rules_arm, warmup, epsilon)
         k = sample(probs, self.rng)
-        greedy = bandit.greedy(x, rules_arm, self.warmup)
+        greedy = bandit.greedy(x, rules_arm, warmup)
         arm = ARMS[k]
         how = ("exploring" if arm != greedy else "rules' prior (too little data)" if greedy == rules_arm
-               and bandit.count[bandit.index(rules_arm)] < self.warmup else "best predicted reward")
+               and bandit.count[bandit.index(rules_arm)] < warmup else "best predicted reward")
         return Choice(arm=arm, propensity=float(probs[k]), chosen_by=f"bandit: {how}",
                       probabilities={a: round(float(p), 4) for a, p in zip(ARMS, probs)})
 

@@ -287,7 +287,9 @@ class ChatService:
                            controller.is_small_talk(question))
         if decision.policy != "bandit" or self.bandit is None:
             return decision.model_copy(update={"context": x})
-        return controller.choose(decision, self.bandit.choose(x, decision.rules_arm), x)
+        choice = self.bandit.choose(x, decision.rules_arm, self.settings.controller_explore,
+                                    self.settings.controller_warmup)
+        return controller.choose(decision, choice, x)
 
     def criticise(self, answer: str, passages: list[str], question: str) -> dict[str, Any]:
         """The critic's verdicts for the answer's meta (``critic``: its report, ``unsupported``:
