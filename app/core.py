@@ -36,6 +36,7 @@ from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passag
 from engines.generation import Runtime
 from engines.rag.hybrid import exact_counts, hybrid_order, is_keyword_query, read_query, term_words
 from engines.registry import build_engine, engine_class, registered
+from app.chat.bandit import BanditPolicy, RewardWeights
 from app.jobs.controller_reward import ControllerRewards, log_decision, queue_reward
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
@@ -67,7 +68,6 @@ from store.playbook_files import PlaybookFile, read_playbook_file
 # --- re-exported for ui/, which imports nothing from app/ but this module ----------------------
 from app.chat.service import Citation as Citation, Delta as Delta, Done as Done, Sources as Sources
 from app.chat.controller import Decision as Decision, DecisionRow as DecisionRow
-from app.chat.bandit import BanditPolicy, RewardWeights
 from app.instance import REFUSED as REFUSED, is_loopback as is_loopback
 from app.runtimes.llamacpp import EMBEDDED as EMBEDDED, EMBEDDED_TITLE as EMBEDDED_TITLE
 from app.runtimes.registry import BACKENDS as BACKENDS
