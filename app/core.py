@@ -36,6 +36,8 @@ from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passag
 from engines.generation import Runtime
 from engines.rag.hybrid import exact_counts, hybrid_order, is_keyword_query, read_query, term_words
 from engines.registry import build_engine, engine_class, registered
+from app.chat.bandit import BanditPolicy, RewardWeights
+from app.jobs.controller_reward import ControllerRewards, log_decision, queue_reward
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
 from app.jobs.sleep import PressurePolicy, SleepJobs, SleepScheduler, SleepStatus, run_sleep
@@ -53,7 +55,8 @@ from store.memory_facts import FactRow, MemoryFactStore, conversation_of
 from store.ignored_files import IgnoredFiles
 from store.import_journal import interrupted_import, restore_advice
 from store.index_sidecar import saved_index
-from store.jobs import FEEDBACK, LEARN, REEMBED, SLEEP, JobQueue, Progress
+from store.controller_decisions import ControllerDecisionStore
+from store.jobs import CONTROLLER, FEEDBACK, LEARN, REEMBED, SLEEP, JobQueue, Progress
 from store.next_vectors import NextVectors
 from app.jobs.reembed import ReembedJobs, embedder_record, queue_reembed
 from store.playbooks import PlaybookStore
@@ -189,6 +192,8 @@ class Engram:
                         save_interval_s=self.settings.index_save_interval_s)
         worker.register(LEARN, LearnJobs(self.db, self.engine))
         worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
+        worker.register(CONTROLLER, ControllerRewards(self.db, lambda q: [p.text for p in self.search(q)],
+                                                      self.reward_weights))
         worker.register(REEMBED, ReembedJobs(self.next_vectors, self.queue, self._settings_embedder,
                                              self._live_identity, self._swap_embedding,
                                              lambda: worker.stopping))
@@ -400,9 +405,11 @@ class Engram:
     def chat(self) -> ChatService:
         rag = self.settings.rag  # the retrieval engine's settings decide how passages enter prompts
         grounding = Grounding(context_share=rag.context_share, logit_bias_strength=rag.logit_bias_strength)
+        policy = BanditPolicy(ControllerDecisionStore(self.db).model)
         return ChatService(self.settings, self.conversations, self.engines, self.runtime, grounding,
                            on_feedback=self._feedback_given, neocortex=self.neocortex,
-                           episodic=self.episodic if self.settings.memory.episodic else None)
+                           episodic=self.episodic if self.settings.memory.episodic else None,
+                           on_answer=self._answer_given, bandit=policy)
 
     @cached_property
     def episodic(self) -> EpisodicMemory:
@@ -463,6 +470,16 @@ class Engram:
             self.index.remove(np.asarray(chunk_ids, dtype=np.int64))
             self.save_index()
 
+    def reward_weights(self) -> RewardWeights:
+        """The meta-controller's reward weights, as the settings say now."""
+        s = self.settings
+        return RewardWeights(accuracy=s.controller_reward_accuracy, latency=s.controller_reward_latency,
+                             compute=s.controller_reward_compute, calibration=s.controller_reward_calibration)
+
+    def _answer_given(self, message: MessageRow) -> None:
+        if log_decision(self.db, self.queue, message):
+            self._wake()
+
     @cached_property
     def playbooks(self) -> PlaybookService:
         return PlaybookService(PlaybookStore(self.db))
@@ -480,8 +497,9 @@ class Engram:
         return self._worker.held() if self._worker is not None else nullcontext()
 
     def _feedback_given(self, message: MessageRow) -> None:
-        if queue_feedback(self.queue, self.db, self.engines, message.id):
-            self._wake()
+        queue_reward(self.queue, message.id)  # the controller's reward now follows the feedback
+        queue_feedback(self.queue, self.db, self.engines, message.id)
+        self._wake()
 
     def _embedding_record(self) -> dict:
         """What the stored vectors are (model, backend, identity, dimension), remembered in the

@@ -217,11 +217,30 @@ class CoreSettings(BaseModel):
     history_turns: int = Field(
         4, ge=0, le=50, description="Earlier question/answer pairs of a conversation kept in the prompt."
     )
-    controller: Literal["rules", "off"] = Field(
+    controller: Literal["rules", "bandit", "off"] = Field(
         "rules", description="Decide per question which memories it needs: 'rules' (small talk is "
         "answered without consulting any memory; learned weights answer only questions routed to "
-        "them, others go to the faster chat runtime; the critic runs where there were sources) or "
-        "'off' (every memory for every question). The decision is shown under each answer.")
+        "them, others go to the faster chat runtime; the critic runs where there were sources), "
+        "'bandit' (a contextual bandit learned from feedback and self-evaluation chooses among those "
+        "decisions, starting from the rules' choice) or 'off' (every memory for every question). "
+        "The decision is shown under each answer.")
+    controller_explore: float = Field(
+        0.1, ge=0.0, le=1.0, description="Under controller = bandit: the share of questions on "
+        "which it tries a decision at random (the rest take the one it predicts best).")
+    controller_warmup: int = Field(
+        5, ge=0, description="Under controller = bandit: answers a decision must have been rated "
+        "on before the bandit prefers it over the rules' choice.")
+    controller_reward_accuracy: float = Field(
+        1.0, ge=0.0, description="The bandit's reward per unit of accuracy (1 = right: thumbs up, "
+        "or without feedback the critic's supported share of the answer's sentences).")
+    controller_reward_latency: float = Field(
+        0.05, ge=0.0, description="The bandit's reward lost per second an answer took.")
+    controller_reward_compute: float = Field(
+        0.1, ge=0.0, description="The bandit's reward lost per thousand model tokens (prompt + "
+        "answer) an answer cost.")
+    controller_reward_calibration: float = Field(
+        0.2, ge=0.0, description="The bandit's reward per unit of calibration (1 - |confidence "
+        "shown - accuracy|; confidence: the critic's supported share, 1 for an unchecked answer).")
     critic: Literal["off", "rules", "model"] = Field(
         "rules", description="Check each sentence of an answer against its sources: 'rules' (every "
         "number and name must occur in a source; milliseconds), 'model' (also the chat model's "

@@ -28,6 +28,8 @@ SLEEP = "sleep"
 """Consolidate while the person is away (key: ``sleep``); also the episode kind of a sleep."""
 REEMBED = "reembed"
 """Re-embed the library with the embedding model the settings name (key: ``embedding``)."""
+CONTROLLER = "controller"
+"""The meta-controller's bandit learns the reward of one answer (key: the message id)."""
 
 
 class Job(BaseModel):

@@ -314,3 +314,28 @@ def m013_memory_tiers(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("013_memory_tiers", m013_memory_tiers))
+
+
+def m014_controller_decisions(db: sqlite_utils.Database) -> None:
+    """The meta-controller's decisions, one per answer, with the context it saw, the arm it chose
+    and that arm's probability (the propensity off-policy learning needs), and the reward the
+    answer earned once evaluated (self-evaluation, then the person's feedback)."""
+    _run(db, ["""CREATE TABLE controller_decisions (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER UNIQUE REFERENCES messages(id) ON DELETE CASCADE,
+        policy TEXT NOT NULL,
+        arm TEXT NOT NULL,
+        rules_arm TEXT NOT NULL,
+        propensity REAL NOT NULL CHECK (propensity > 0 AND propensity <= 1),
+        context TEXT NOT NULL,
+        probabilities TEXT NOT NULL DEFAULT '{}',
+        reward REAL,
+        reward_parts TEXT,
+        reward_source TEXT,
+        learned_reward REAL,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+        rewarded_at TEXT
+    )"""])
+
+
+MIGRATIONS.append(("014_controller_decisions", m014_controller_decisions))

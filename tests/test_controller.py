@@ -96,7 +96,7 @@ def test_the_controller_bench_asks_each_question_with_the_controller_on_and_off(
 
     lines: list[str] = []
     report = run_controller_bench(open_engram(answer_max_tokens=16).settings, documents=1, general=2,
-                                  learn=False, small_talk=2, echo=lines.append)
+                                  learn=False, small_talk=2, echo=lines.append, epochs=1)
     kinds = {k.kind: k for k in report.by_kind}
     assert list(kinds) == ["document", "general", "small talk"] and kinds["general"].questions == 2
     assert kinds["small talk"].on.accuracy is None and kinds["document"].questions >= 3
@@ -106,3 +106,11 @@ def test_the_controller_bench_asks_each_question_with_the_controller_on_and_off(
         assert kind.on.accuracy is None or 0.0 <= kind.on.accuracy <= 1.0
     assert 0.0 <= report.accuracy_on <= 1.0 and report.latency_on_s > 0 and report.latency_off_s > 0
     assert not report.learned and report.samples
+    # The bandit: trained on half of each kind (feedback from the known answers), compared on the other half.
+    bandit = report.bandit
+    assert bandit is not None and bandit.train_questions + bandit.held_out_questions == sum(
+        k.questions for k in report.by_kind)
+    assert bandit.learned == bandit.train_questions  # one epoch: every training answer's reward learned
+    assert set(bandit.held_out) == {"bandit", "rules", "off"} and sum(bandit.arms.values()) == bandit.held_out_questions
+    assert all(f.latency_s > 0 for f in bandit.held_out.values())
+    assert any(line.startswith("  bandit: training epoch 1/1") for line in lines)

@@ -176,7 +176,8 @@ def model_line(engram: Engram) -> str:
 
 
 # --- the tab -----------------------------------------------------------------------------------
-DECISION_HEADERS = ("When", "Question", "Memory consulted", "Learned weights", "Critic", "Answered by", "Time")
+DECISION_HEADERS = ("When", "Question", "Memory consulted", "Learned weights", "Critic", "Chosen by",
+                    "Answered by", "Time")
 
 
 def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
@@ -205,7 +206,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                                             size="md", visible=False, elem_id="engram-continue")
             with gr.Accordion("How the last answers were made", open=False, elem_id="engram-decisions"):
                 decisions = gr.Dataframe(headers=list(DECISION_HEADERS), interactive=False, wrap=True,
-                                         column_widths=["13%", "31%", "13%", "13%", "9%", "12%", "9%"],
+                                         column_widths=["12%", "26%", "12%", "12%", "8%", "12%", "10%", "8%"],
                                          elem_id="engram-decisions-table")
             with gr.Group(visible=False) as correction_box:
                 correction_label = gr.HTML()
@@ -216,7 +217,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
                     close_correction = gr.Button("Not now", size="sm")
 
     def decision_table() -> list[list[Any]]:
-        return [[local_time(r.when), r.question, r.memory, r.learned, r.critic, backend_title(r.answered_by),
+        return [[local_time(r.when), r.question, r.memory, r.learned, r.critic, r.chosen_by, backend_title(r.answered_by),
                  "" if r.seconds is None else f"{r.seconds:.1f} s"] for r in engram.decisions()]
 
     def listing(selected: int | None) -> tuple[Any, Any]:

@@ -12,6 +12,16 @@ with the controller on and once off (the order alternates), greedy, with the ans
 
 Right = an accepted answer appears in the answer (as ``engram bench learn`` scores); small talk is
 timed, not scored. Flagged = the critic marked at least one sentence unsupported.
+
+**The bandit** (``controller = bandit``, ``ControllerBench.bandit``): the questions of each kind
+are split alternately into a training and a held-out half. First, before anything else is asked,
+the bandit answers the training half ``epochs`` times, exploring (``explore``); after each answer
+the bench gives the feedback a person would (thumbs up when an accepted answer is in it, down when
+not; small talk gets none, so its reward is self-evaluated) and the worker learns the reward. Then,
+in the loop above, each held-out question is also asked with the bandit acting greedily (no
+exploration, nothing more learned), and its accuracy and latency are compared with the rules' and
+always-all's answers to the same held-out questions. The known answers are never given for the
+held-out half.
 """
 
 from __future__ import annotations
@@ -54,6 +64,22 @@ class KindFigures(BaseModel):
     off: ArmFigures
 
 
+class BanditFigures(BaseModel):
+    """The bandit, trained on one half of the questions, against rules and always-all on the other."""
+
+    train_questions: int
+    held_out_questions: int
+    epochs: int
+    explore: float
+    learned: int = Field(description="Rewarded decisions the bandit learned from (training only).")
+    mean_train_reward: float
+    ips_greedy: float = Field(description="IPS estimate of the trained greedy policy's mean reward "
+                              "on the training log.")
+    ips_rules: float = Field(description="The same for the rules' policy.")
+    held_out: dict[str, ArmFigures] = Field(description="bandit, rules, off: held-out figures.")
+    arms: dict[str, int] = Field(description="Arms the bandit chose on the held-out questions.")
+
+
 class ControllerBench(BaseModel):
     accuracy_on: float
     accuracy_off: float
@@ -63,6 +89,7 @@ class ControllerBench(BaseModel):
     documents: int
     by_kind: list[KindFigures]
     samples: list[dict] = Field(default_factory=list)
+    bandit: BanditFigures | None = None
 
 
 def questions(set_questions: list, documents: set[str], general: int, small_talk: int) -> list[Asked]:
@@ -72,13 +99,59 @@ def questions(set_questions: list, documents: set[str], general: int, small_talk
     return doc + known + [Asked(kind="small talk", question=s) for s in SMALL_TALK[:small_talk]]
 
 
+def split(asked: list[Asked]) -> tuple[list[Asked], list[Asked]]:
+    """(training, held out): the questions of each kind, alternately."""
+    train, held = [], []
+    for kind in dict.fromkeys(q.kind for q in asked):
+        of_kind = [q for q in asked if q.kind == kind]
+        train += of_kind[0::2]
+        held += of_kind[1::2]
+    return train, held
+
+
 def _ask(engram, asked: Asked) -> dict:
     started = time.perf_counter()
     message = engram.chat.answer(asked.question).message
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "right": any(contains(message.content, a) for a in asked.accepted)
             if asked.accepted else None, "flagged": bool(message.meta.get("unsupported")),
-            "torch": message.meta.get("backend") == "torch", "answer": message.content[:200]}
+            "torch": message.meta.get("backend") == "torch", "answer": message.content[:200],
+            "message_id": message.id, "arm": message.meta.get("controller", {}).get("arm", "")}
+
+
+def train_bandit(engram, train: list[Asked], epochs: int, explore: float, echo: Echo) -> None:
+    """The bandit answers the training questions ``epochs`` times, exploring; each answer gets the
+    feedback its known answer implies (none for small talk) and the worker learns its reward."""
+    from store.jobs import CONTROLLER
+
+    engram.settings.controller = "bandit"
+    engram.settings.controller_explore = explore
+    for epoch in range(epochs):
+        for q in train:
+            result = _ask(engram, q)
+            if result["right"] is not None:
+                engram.chat.feedback(result["message_id"], "up" if result["right"] else "down")
+            engram.worker.drain(kinds=[CONTROLLER])
+        echo(f"  bandit: training epoch {epoch + 1}/{epochs} done ({len(train)} questions)")
+    engram.settings.controller_explore = 0.0  # held out: the greedy policy, learning nothing more
+
+
+def bandit_log_figures(engram) -> tuple[int, float, float, float]:
+    """(decisions learned, mean reward, IPS of the greedy policy, IPS of the rules) on the log."""
+    from app.chat.bandit import load_bandit
+    from models.linear_bandit import ips_value
+    from store.controller_decisions import ControllerDecisionStore
+
+    decisions = ControllerDecisionStore(engram.db)
+    logged = [d for d in decisions.all() if d.reward is not None and d.learned_reward is not None]
+    if not logged:
+        return 0, 0.0, 0.0, 0.0
+    bandit = load_bandit(decisions.model())
+    rewards, props = [d.reward for d in logged], [d.propensity for d in logged]
+    greedy = [float(bandit.greedy(d.context, d.rules_arm, engram.settings.controller_warmup) == d.arm) for d in logged]
+    rules = [float(d.rules_arm == d.arm) for d in logged]
+    return (len(logged), round(statistics.fmean(rewards), 4), round(ips_value(rewards, props, greedy), 4),
+            round(ips_value(rewards, props, rules), 4))
 
 
 def _arm(results: list[dict]) -> ArmFigures:
@@ -91,8 +164,12 @@ def _arm(results: list[dict]) -> ArmFigures:
 
 def run_controller_bench(settings: Settings, size: str = "tiny", seed: int = 0, documents: int = 2,
                          general: int = 12, learn: bool = True, small_talk: int = len(SMALL_TALK),
-                         echo: Echo = print) -> ControllerBench:
-    """Ask every question with the controller on and off, in a temporary Engram."""
+                         echo: Echo = print, bandit: bool = True, epochs: int = 3,
+                         explore: float = 0.5, warmup: int = 3) -> ControllerBench:
+    """Ask every question with the controller on and off, in a temporary Engram; with ``bandit``,
+    train it on half the questions first and ask the other half with it too (``warmup``: samples
+    an arm needs before the bandit may prefer it; fewer than the app's default, as the bench's
+    training is short)."""
     from app.core import Engram
 
     chosen = load_set("natural", size, seed)
@@ -115,17 +192,41 @@ def run_controller_bench(settings: Settings, size: str = "tiny", seed: int = 0, 
             engram.run_pending(learn=learn)
             if learn:
                 echo(f"  learned {len(files)} documents into weights in {time.perf_counter() - started:.0f} s")
-            results: dict[str, list[tuple[Asked, dict]]] = {"on": [], "off": []}
+            train, held = split(asked) if bandit else ([], [])
+            if bandit:
+                echo(f"  bandit: {len(train)} training questions x {epochs} epochs (explore {explore}), "
+                     f"{len(held)} held out")
+                engram.settings.controller_warmup = warmup
+                train_bandit(engram, train, epochs, explore, echo)
+                learned = bandit_log_figures(engram)
+            results: dict[str, list[tuple[Asked, dict]]] = {"on": [], "off": [], "bandit": []}
+            names = {"rules": "on", "off": "off", "bandit": "bandit"}
             for n, q in enumerate(asked):
-                order = ("rules", "off") if n % 2 == 0 else ("off", "rules")
-                for policy in order:
+                policies = ["rules", "off"] + (["bandit"] if any(q is h for h in held) else [])
+                for policy in policies[n % len(policies):] + policies[:n % len(policies)]:
                     engram.settings.controller = policy  # type: ignore[assignment]
-                    results["on" if policy == "rules" else "off"].append((q, _ask(engram, q)))
+                    results[names[policy]].append((q, _ask(engram, q)))
                 if (n + 1) % 5 == 0 or n + 1 == len(asked):
                     echo(f"  {n + 1}/{len(asked)} questions")
         finally:
             engram.close()
-    return _figures(results, learn, len(files))
+    report = _figures(results, learn, len(files))
+    if bandit:
+        report.bandit = _bandit_figures(results, held, len(train), epochs, explore, learned)
+    return report
+
+
+def _bandit_figures(results: dict[str, list[tuple[Asked, dict]]], held: list[Asked], train: int, epochs: int,
+                    explore: float, learned: tuple[int, float, float, float]) -> BanditFigures:
+    held_ids = {id(q) for q in held}
+    on_held = {name: [r for q, r in results[key] if id(q) in held_ids]
+               for name, key in (("bandit", "bandit"), ("rules", "on"), ("off", "off"))}
+    arms: dict[str, int] = {}
+    for r in on_held["bandit"]:
+        arms[r["arm"]] = arms.get(r["arm"], 0) + 1
+    return BanditFigures(train_questions=train, held_out_questions=len(held), epochs=epochs, explore=explore,
+                         learned=learned[0], mean_train_reward=learned[1], ips_greedy=learned[2],
+                         ips_rules=learned[3], held_out={k: _arm(v) for k, v in on_held.items()}, arms=arms)
 
 
 def _figures(results: dict[str, list[tuple[Asked, dict]]], learn: bool, documents: int) -> ControllerBench:
@@ -151,3 +252,15 @@ def print_controller(report: ControllerBench, echo: Echo) -> None:
                else "MISS")
     echo(f"controller on: accuracy {report.accuracy_on:.3f} (off {report.accuracy_off:.3f}), mean latency "
          f"{report.latency_on_s:.2f} s (off {report.latency_off_s:.2f} s): no worse and faster: {verdict}")
+    if report.bandit is not None:
+        print_bandit(report.bandit, echo)
+
+
+def print_bandit(b: BanditFigures, echo: Echo) -> None:
+    echo(f"bandit: trained on {b.train_questions} questions x {b.epochs} epochs (explore {b.explore}; "
+         f"{b.learned} rewards learned, mean {b.mean_train_reward:.3f}; IPS of its greedy policy "
+         f"{b.ips_greedy:.3f} vs the rules' {b.ips_rules:.3f})")
+    echo(f"held out ({b.held_out_questions} questions): " + ", ".join(
+        f"{name} accuracy {'-' if f.accuracy is None else f'{f.accuracy:.3f}'} latency {f.latency_s:.2f} s"
+        for name, f in b.held_out.items()))
+    echo("bandit's arms on them: " + ", ".join(f"{arm} {n}" for arm, n in sorted(b.arms.items())))

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.chat import controller
+from app.chat.bandit import BanditPolicy
+from app.chat.bandit import context as bandit_context
 from app.chat.prompt import PromptPlan, build_prompt
 from app.memory.episodic import EpisodicMemory, RecalledExchange
 from app.runtimes.active import ActiveRuntime
@@ -143,7 +145,9 @@ class ChatService:
                  runtime: ActiveRuntime, grounding: Grounding,
                  on_feedback: Callable[[MessageRow], None] | None = None,
                  neocortex: Callable[[], Runtime] | None = None,
-                 episodic: EpisodicMemory | None = None) -> None:
+                 episodic: EpisodicMemory | None = None,
+                 on_answer: Callable[[MessageRow], None] | None = None,
+                 bandit: BanditPolicy | None = None) -> None:
         self.settings = settings
         self.episodic = episodic  # None: earlier conversations are never recalled
         self.grounding = grounding
@@ -152,6 +156,8 @@ class ChatService:
         self.runtime = runtime
         self.on_feedback = on_feedback
         self.neocortex = neocortex
+        self.on_answer = on_answer  # a finished answer was stored (its decision is logged, its reward queued)
+        self.bandit = bandit
 
     def answering_runtime(self, contributions: list[Contribution]) -> tuple[Runtime, list[str], list[LoraUse]]:
         """The chat runtime, or the neocortex when an engine's learned weights must answer; the
@@ -233,6 +239,7 @@ class ChatService:
         recalled = self.recall(question, conversation_id) if decision.episodic else []
         history = [m for r in recalled for m in r.messages()] + history
         contributions = self.contributions(Query(text=question, history=history)) if decision.memory else []
+        decision = self.decide(question, decision, contributions, bool(history))
         decision = controller.after(decision, contributions)
         contributions = controller.active(contributions, decision)
         runtime, learned, adapters = self.answering_runtime(contributions)
@@ -285,6 +292,11 @@ class ChatService:
                     meta.update(self.criticise(answer, [p.text for p in plan.passages], question))
                 cites = citations_for(plan.passages, answer, question)
                 stored = self.conversations.add_answer(conversation_id, answer, cites, meta)
+                if self.on_answer is not None:
+                    try:
+                        self.on_answer(stored)
+                    except Exception as exc:  # noqa: BLE001 - logging the decision must not cost the answer
+                        log.warning("the controller's decision was not logged: %s", exc)
         if finished:
             yield Done(message=stored)
 
@@ -297,6 +309,18 @@ class ChatService:
         except Exception as exc:  # noqa: BLE001 - an answer without recall beats no answer
             log.warning("recalling earlier conversations failed: %s", exc)
             return []
+
+    def decide(self, question: str, decision: controller.Decision, contributions: list[Contribution],
+               follow_up: bool) -> controller.Decision:
+        """The decision with its context (what the bandit learns from, logged for every policy);
+        under the bandit policy, its arm too."""
+        x = bandit_context(question, contributions, follow_up, controller.SMALL_TALK,
+                           controller.is_small_talk(question))
+        if decision.policy != "bandit" or self.bandit is None:
+            return decision.model_copy(update={"context": x})
+        choice = self.bandit.choose(x, decision.rules_arm, self.settings.controller_explore,
+                                    self.settings.controller_warmup)
+        return controller.choose(decision, choice, x)
 
     def criticise(self, answer: str, passages: list[str], question: str) -> dict[str, Any]:
         """The critic's verdicts for the answer's meta (``critic``: its report, ``unsupported``:

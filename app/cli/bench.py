@@ -262,10 +262,15 @@ def bench_retrieval(c: Context, queries: int, seed: int, json_out: Path | None) 
               help="Documents of the natural 'tiny' set the controller part holds.")
 @click.option("--learn/--no-learn", default=True, show_default=True,
               help="The controller part learns its documents into weights (rag,ttt; minutes on a CPU).")
+@click.option("--bandit/--no-bandit", default=True, show_default=True,
+              help="Also train the controller's bandit on half the questions and compare it on the other half.")
+@click.option("--bandit-epochs", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Passes of the bandit over its training questions.")
 @json_out_option
 @pass_ctx
 def bench_hmst(c: Context, size: str, seed: int, model: bool, model_items: int, handwritten: bool,
-               with_controller: bool, controller_documents: int, learn: bool, json_out: Path | None) -> None:
+               with_controller: bool, controller_documents: int, learn: bool, bandit: bool, bandit_epochs: int,
+               json_out: Path | None) -> None:
     """Issue 32's bench: the critic's precision and recall on fabricated sentences (names and
     numbers changed) among faithful ones, rules alone and rules + the chat model; then the
     meta-controller: answers and latency with it on, against every memory for every question."""
@@ -278,6 +283,7 @@ def bench_hmst(c: Context, size: str, seed: int, model: bool, model_items: int, 
                                   model_items=model_items, handwritten=handwritten, echo=echo)
         if with_controller:
             report.controller = run_controller_bench(c.loaded.settings, seed=seed, documents=controller_documents,
-                                                     learn=learn, echo=echo)
+                                                     learn=learn, echo=echo, bandit=bandit,
+                                                     epochs=bandit_epochs)
             print_controller(report.controller, echo)
     write_report(report, json_out)
