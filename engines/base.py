@@ -223,11 +223,11 @@ class Engine(ABC):
     learns_feedback: bool = False
     """True when ``learn_feedback`` does work: each feedback event then queues a job for it."""
     writes_weights: ClassVar[bool] = False
+    """True when what it learns lives in the neocortex's weights: chat then answers with the
+    torch runtime (or with its adapter files on llama.cpp), and checkpoints save its ``state_dict``."""
     sleeps_by_pressure: ClassVar[bool] = False
     """True when it records its own sleep pressure (``store.sleep_pressure``) and its config has a
     ``sleep_pressure`` threshold: the idle sleeper then waits for that instead of a document count."""
-    """True when what it learns lives in the neocortex's weights: chat then answers with the
-    torch runtime, and checkpoints save its ``state_dict``."""
 
     @abstractmethod
     def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:

@@ -5,6 +5,8 @@ model and adds ``scale * alpha / rank * B (A x)`` to each adapted matrix, where 
 per context (``llama_set_adapters_lora``). So a document's adapter written here answers at
 llama.cpp speed with the delta peft's ``lora_alpha / r`` gives in torch. Only the MLP matrices of
 Llama-family models are mapped (what Engram's adapters target); anything else is refused by name.
+The architecture written is the model's own (its GGUF name, e.g. ``llama``, ``qwen2``): llama.cpp
+refuses an adapter of another.
 """
 
 from __future__ import annotations

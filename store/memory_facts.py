@@ -137,14 +137,20 @@ class MemoryFactStore:
     def set_superseded(self, fact_id: int, by: int | None) -> None:
         self.db.execute("UPDATE memory_facts SET superseded_by = ? WHERE id = ?", (by, fact_id))
 
-    def attach(self, fact: FactRow, vector: np.ndarray) -> int:
+    def attach(self, fact: FactRow, vector: np.ndarray) -> int | None:
         """Make ``fact`` a chunk of its conversation's document (created on first use) in one
-        transaction; returns the chunk id. Its lines are the turn's place in the conversation."""
+        transaction; returns the chunk id. Its lines are the turn's place in the conversation.
+        None: the fact was forgotten, superseded or deleted (with its conversation) since it was
+        read, so it never becomes knowledge again."""
         import numpy as np
 
         vector = np.ascontiguousarray(vector, dtype=np.float32)
         path = conversation_path(fact.conversation_id)
         with self.db.transaction() as conn:
+            still = conn.execute("SELECT 1 FROM memory_facts WHERE id = ? AND forgotten = 0 AND superseded_by "
+                                 "IS NULL AND chunk_id IS NULL", (fact.id,)).fetchone()
+            if still is None:
+                return None
             turn = int(conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id <= ?",
                                     (fact.conversation_id, fact.message_id)).fetchone()[0])
             doc = conn.execute(

@@ -138,7 +138,7 @@ def test_a_trained_hypernetwork_writes_a_routed_adapter_and_an_untrained_one_ref
         found = on_chat_runtime(runtime, neocortex, asked, [[ChatMessage(role="user", content=q.question)] for q in asked],
                                 [[near_part], [far_part]])  # what the learning bench reports for d2l
         assert found.runtime == "llamacpp" and found.with_adapters == 1 and found.timed == 2
-        assert found.seconds_chat > 0 and found.seconds_torch > 0 and 0.0 <= found.contains <= 1.0
+        assert found.seconds_chat > 0 and found.seconds_torch > 0
         engine.config = engine.config.model_copy(update={"answer_runtime": "torch"})
         torch_part = engine.contribute(Query(text=NEAR))
         assert torch_part.adapters == [] and engram.chat.answering_runtime([torch_part])[0] is neocortex

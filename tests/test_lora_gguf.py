@@ -106,6 +106,8 @@ def test_the_runtime_applies_adapters_to_one_request_only(llama, tmp_path: Path)
     assert changed != plain
     assert answer([strong]) == changed  # loaded once, applied again
     assert answer([]) == plain  # the next request runs the model as loaded (prompt cache dropped)
+    written(tmp_path / "a", *random_adapter(3, 3.0))  # the document learned again: same file name
+    assert answer([strong]) != changed  # the new file is loaded, not the one cached under its name
     half = answer([strong.model_copy(update={"scale": 0.0})])
     assert half == plain  # scale 0: no delta
     with pytest.raises(ValueError, match="written for"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -15,6 +16,7 @@ from app.memory.consolidation import reembed
 from app.memory.episodic import recency_weight
 from app.memory.importance import score_sentence
 from store.memory_facts import conversation_path
+from store.memory_facts import MemoryFactStore
 from tests.helpers import open_engram
 from ui.source_page import render_source
 
@@ -118,6 +120,11 @@ def test_forgetting_a_fact_or_its_conversation_document_keeps_it_out_of_later_sl
         assert found(engram, "bike lock code") == [] and found(engram, "spare key") == []
         listed = CliRunner().invoke(cli, ["memory", "list"])
         assert "forgotten" in listed.output and "9921" in listed.output
+        # A sleep that read the fact before it was forgotten (the person acted meanwhile) does
+        # not make it knowledge again.
+        stale = bike.model_copy(update={"chunk_id": None, "forgotten": False})
+        assert MemoryFactStore(engram.db).attach(stale, np.ones(embedder.dim, dtype=np.float32)) is None
+        assert found(engram, "bike lock code") == []
     finally:
         engram.close()
 

@@ -166,14 +166,14 @@ class ChatService:
         learned = [s for c in contributions for s in c.learned_states]
         if not learned:
             return self.runtime.get(), [], []
-        chat = self.runtime.get()
         uses = [a for c in contributions for a in c.adapters]
-        if chat.supports_lora and all(c.adapters for c in contributions if c.learned_states) and all(
-                a.base_model == chat.model_name for a in uses):
-            return chat, learned, uses
+        if all(c.adapters for c in contributions if c.learned_states):  # else only torch can answer
+            chat = self.runtime.get()
+            if chat.supports_lora and all(a.base_model == chat.model_name for a in uses):
+                return chat, learned, uses
         if self.neocortex is not None:
             return self.neocortex(), learned, []
-        return chat, [], []
+        return self.runtime.get(), [], []
 
     def history(self, conversation_id: int | None, turns: int | None = None,
                 earlier: Sequence[ChatMessage] = ()) -> list[ChatMessage]:

@@ -232,9 +232,12 @@ class SleepScheduler:
         learned (documents and feedback counted where no engine with pressure is enabled, or
         another learns without one; facts said in chat always, since memory has no pressure)."""
         policy = self.policy()
-        if any(p.high for p in self.pressures(policy)):
+        pressures = self.pressures(policy)
+        if any(p.high for p in pressures):
             return True
-        counted = not policy.thresholds or policy.others_learn
+        # No engine with pressure, another learning without one, or one that has recorded none yet
+        # (a data folder from before pressures existed): what was learned is counted as before.
+        counted = not policy.thresholds or policy.others_learn or any(p.reading is None for p in pressures)
         learned = activity.learned_since_sleep(self.db) if counted else 0
         return learned + self._facts_said() >= self.config.after_documents
 

@@ -107,8 +107,10 @@ def consolidate(db: Database, embed: Embed, index: VectorIndex, config: MemoryCo
         active = not fact.forgotten and by is None
         superseded += by is not None
         if active and fact.chunk_id is None:
-            added.append(store.attach(fact, vectors[fact.id][0]))
-            added_vectors.append(vectors[fact.id][0])
+            chunk = store.attach(fact, vectors[fact.id][0])  # None: forgotten or deleted meanwhile
+            if chunk is not None:
+                added.append(chunk)
+                added_vectors.append(vectors[fact.id][0])
         elif not active and fact.chunk_id is not None:
             chunk = store.detach(fact.id)
             removed += [chunk] if chunk is not None else []

@@ -146,6 +146,17 @@ class _Decoding:
         return scores
 
 
+def _file_key(path: str) -> str:
+    """A file as it is now (path, modification time, size): an adapter written again under the
+    same name (its document learned again, a checkpoint loaded) is loaded again."""
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+    except OSError as exc:
+        raise ValueError(f"no LoRA adapter file {path}: {exc.strerror}") from None
+    return f"{resolved}|{stat.st_mtime_ns}|{stat.st_size}"
+
+
 class LlamaCppRuntime(Runtime):
     """One ``Llama`` instance; a lock makes sure two threads never run it at once."""
 
@@ -169,7 +180,7 @@ class LlamaCppRuntime(Runtime):
         self.model_name = EMBEDDED if str(model) == EMBEDDED else self.path.stem
         self._lock = threading.Lock()
         self._grammars: dict[str, LlamaGrammar] = {}
-        self._adapters: dict[str, Any] = {}  # loaded LoRA adapters by file (llama_adapter_lora_p)
+        self._adapters: dict[str, Any] = {}  # loaded LoRA adapters by _file_key (llama_adapter_lora_p)
         self._applied: tuple[tuple[str, float], ...] = ()  # the adapters the context runs with now
         self._penalized_ids: np.ndarray | None = None
         started = time.perf_counter()
@@ -236,16 +247,17 @@ class LlamaCppRuntime(Runtime):
             if adapter.base_model != self.model_name:
                 raise ValueError(f"the LoRA adapter {adapter.path} was written for {adapter.base_model}, "
                                  f"not for {self.model_name}")
-        wanted = tuple((str(Path(a.path).resolve()), float(a.scale)) for a in adapters)
+        wanted = tuple((_file_key(a.path), float(a.scale)) for a in adapters)
         if wanted == self._applied:
             return
-        for path, _ in wanted:
-            if path not in self._adapters:
-                self._evict_adapters(keep={p for p, _ in wanted})
+        for key, _ in wanted:
+            if key not in self._adapters:
+                self._evict_adapters(keep={k for k, _ in wanted})
+                path = key.rsplit("|", 2)[0]
                 handle = llama_cpp.llama_adapter_lora_init(self.llm.model, path.encode("utf-8"))
                 if not handle:
                     raise ValueError(f"llama.cpp could not load the LoRA adapter {path}")
-                self._adapters[path] = handle
+                self._adapters[key] = handle
         handles = (llama_cpp.llama_adapter_lora_p_ctypes * max(1, len(wanted)))(
             *(self._adapters[p] for p, _ in wanted))
         scales = (ctypes.c_float * max(1, len(wanted)))(*(scale for _, scale in wanted))

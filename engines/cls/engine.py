@@ -582,9 +582,12 @@ class CLSEngine(Engine):
             if keys:
                 fresh.add(slot, torch.cat(keys))
         fresh.probe = current
-        self.keys = fresh
-        if self.autosave and self.pool is not None:
-            self.save()
+        self.keys = fresh  # one assignment: a question routed meanwhile reads the old or the new keys
+        if self.autosave and self.pool is not None and self.training.acquire(blocking=False):
+            try:  # saved now unless learning or a sleep runs (they save, and a load checks again)
+                self.save()
+            finally:
+                self.training.release()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything (every expert loaded first): what a checkpoint holds."""

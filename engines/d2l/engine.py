@@ -45,6 +45,7 @@ from engines.d2l.reading import (
     Adapter,
     adapted_layers,
     from_peft_weights,
+    gguf_architecture,
     peft_config,
     peft_weights,
     target_modules,
@@ -172,6 +173,7 @@ class D2LEngine(Engine):
         with self._keeping:
             self.adapters[document.document_id] = adapter
             self.router.add(document.document_id, keys)
+        self.gguf_path(document.document_id).unlink(missing_ok=True)  # written again from this adapter
         if self.autosave:
             self._save_adapter(document, adapter, keys)
         progress(1.0, "adapter written")
@@ -187,7 +189,7 @@ class D2LEngine(Engine):
         folder = self.store.save(document.document_id, config, weights, keys,
                                  meta={"path": document.path, "hypernetwork_steps": self.trained_steps},
                                  probe=self.router.probe)
-        write_lora_gguf(folder, weights, config)
+        write_lora_gguf(folder, weights, config, gguf_architecture(cortex))
 
     def gguf_path(self, document_id: int) -> Path:
         """The document adapter's llama.cpp copy (written beside peft's files)."""
@@ -206,7 +208,8 @@ class D2LEngine(Engine):
         cfg = self.config
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_lora_gguf(path.parent, peft_weights(adapter, self._layer_ids),
-                               peft_config(self._cortex.model_name, cfg.rank, cfg.scale, cfg.targets, self._layer_ids))
+                               peft_config(self._cortex.model_name, cfg.rank, cfg.scale, cfg.targets, self._layer_ids),
+                               gguf_architecture(self._cortex))
 
     def _load_adapters(self) -> None:
         """The saved adapters of documents still in the store (others are deleted)."""
@@ -375,6 +378,8 @@ class D2LEngine(Engine):
                      "probe": state.get("router.probe")})
         with self._keeping:
             self.adapters, self.router = adapters, router
+        for document_id in adapters:  # llama.cpp copies of what was there before: written again
+            self.gguf_path(document_id).unlink(missing_ok=True)
         self.check_embedder()
 
     def stats(self) -> dict[str, Any]:

@@ -20,6 +20,15 @@ Adapter = dict[str, tuple[Tensor, Tensor]]
 """Per target module: (A [layers, r, in], B [layers, out, r]) over the adapted layers."""
 
 
+GGUF_ARCHITECTURES = {"mistral": "llama"}  # transformers' model_type -> llama.cpp's name, where they differ
+
+
+def gguf_architecture(cortex: Neocortex) -> str:
+    """The model's architecture as llama.cpp names it (what an adapter GGUF must declare)."""
+    model_type = str(getattr(cortex.model.config, "model_type", "llama"))
+    return GGUF_ARCHITECTURES.get(model_type, model_type)
+
+
 def adapted_layers(cortex: Neocortex, layers: str) -> list[int]:
     """The decoder layers that get an adapter (``layers`` empty: all of them)."""
     total = len(decoder_layers(cortex.model))
