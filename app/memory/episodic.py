@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 Embed = Callable[[list[str]], "np.ndarray"]
 EMBED_BATCH = 64
+RECALL_EMBEDS = 64  # turns a recall embeds before searching (oldest first; sleep embeds the rest)
 
 
 class RecalledExchange(BaseModel):
@@ -83,7 +84,7 @@ class EpisodicMemory:
         """The ``k`` (default recall_k) best earlier exchanges for ``question``, outside
         ``exclude_conversation``, best first; turns below the similarity cut never count."""
         k = k or self.config.recall_k
-        self.embed_new()
+        self.embed_new(limit=RECALL_EMBEDS)  # a question pays for a few turns at most; sleep embeds the rest
         turns, matrix = self.vectors.turns(exclude_conversation)
         if not turns:
             return []
