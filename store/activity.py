@@ -57,7 +57,9 @@ def record_ui_input(db: Database) -> None:
 
 def now(db: Database) -> float:
     """The store's clock, as a Julian day (what ``last_active`` compares with)."""
-    return float(db.scalar("SELECT julianday('now')"))
+    # Rounded as a Julian day kept in ``state`` (as text) is: a key pressed in the same
+    # millisecond as a sleep began then compares equal, never just before it.
+    return float(db.scalar("SELECT CAST(CAST(julianday('now') AS TEXT) AS REAL)"))
 
 
 def idle_seconds(db: Database) -> float | None:

@@ -145,9 +145,10 @@ def test_an_idle_cls_sleep_stops_within_a_second_of_a_question_and_resumes_later
         assert time.perf_counter() - came_back < 1.0
         job.join(30)
         cut = activity.last_sleep(engram.db)
-        assert cut.interrupted and cut.reports[1]["details"]["interrupted"]
-        done = cut.reports[1]["details"]["steps"]
-        assert 0 < done < cut.reports[1]["details"]["planned"]
+        slept = next(r for r in cut.reports if r["engine"] == "cls")
+        assert cut.interrupted and slept["details"]["interrupted"]
+        done = slept["details"]["steps"]
+        assert 0 < done < slept["details"]["planned"]
         assert BlobStore(engram.db, engram.paths.root).get("cls/sleep-resume")["steps"] == done
         assert engram.queue.pending_count(SLEEP) == 0
 
