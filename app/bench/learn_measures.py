@@ -98,6 +98,14 @@ def written_answers(cortex: Neocortex, prompts: Sequence[str],
     return [trim_loop(a) for a in raw], sum(has_loop(a) for a in raw)
 
 
+def written_scores(questions: Sequence[BenchQuestion], answers: Sequence[str]) -> tuple[float, float]:
+    """(answer-contains, exact match) of written answers over their questions' accepted answers."""
+    pairs = list(zip(questions, answers))
+    n = max(1, len(pairs))
+    return (sum(any(contains(a, w) for w in q.accepted) for q, a in pairs) / n,
+            sum(any(exact_match(a, w) for w in q.accepted) for q, a in pairs) / n)
+
+
 def score_questions(cortex: Neocortex, prompts: list[str], questions: Sequence[BenchQuestion],
                     free_text: bool) -> Learned:
     asked = [q.question for q in questions]
@@ -106,10 +114,7 @@ def score_questions(cortex: Neocortex, prompts: list[str], questions: Sequence[B
     learned = Learned(choice_accuracy=sum(right) / len(right))
     if free_text:
         answers, loops = written_answers(cortex, prompts, asked)
-        n = len(questions)
-        learned.contains = sum(any(contains(a, w) for w in q.accepted) for q, a in zip(questions, answers)) / n
-        learned.exact_match = sum(any(exact_match(a, w) for w in q.accepted)
-                                  for q, a in zip(questions, answers)) / n
+        learned.contains, learned.exact_match = written_scores(questions, answers)
         learned.loops = loops
         learned.samples = [{"question": q.question, "expected": q.answer, "answer": a}
                            for q, a in list(zip(questions, answers))[:SAMPLES]]

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from app.bench.learn_measures import ANSWER_TOKENS
+from app.bench.learn_measures import ANSWER_TOKENS, written_scores
 from app.bench.learn_sets import BenchQuestion
-from app.bench.scoring import contains, exact_match
 from engines.base import Contribution, Neocortex
 from engines.generation import ChatMessage, GenerationRequest, Runtime
 from engines.loop_guard import has_loop, trim_loop
@@ -59,13 +58,10 @@ def on_chat_runtime(chat: Runtime, cortex: Neocortex, questions: Sequence[BenchQ
         raw.append(text)
         chat_seconds.append(seconds)
     torch_seconds = [_answer(cortex, r.model_copy(update={"adapters": []}))[1] for r in requests[:TIMED]]
-    answers = [trim_loop(a) for a in raw]
-    n = len(questions)
-    timed = min(TIMED, n)
+    found, exact = written_scores(questions, [trim_loop(a) for a in raw])
+    timed = min(TIMED, len(questions))
     return OnChatRuntime(
-        runtime=chat.name,
-        contains=sum(any(contains(a, w) for w in q.accepted) for q, a in zip(questions, answers)) / n,
-        exact_match=sum(any(exact_match(a, w) for w in q.accepted) for q, a in zip(questions, answers)) / n,
-        loops=sum(has_loop(a) for a in raw), with_adapters=sum(bool(r.adapters) for r in requests),
+        runtime=chat.name, contains=found, exact_match=exact, loops=sum(has_loop(a) for a in raw),
+        with_adapters=sum(bool(r.adapters) for r in requests),
         seconds_chat=sum(chat_seconds[:timed]) / max(1, timed), seconds_torch=sum(torch_seconds) / max(1, timed),
         timed=timed)
