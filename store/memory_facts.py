@@ -185,10 +185,11 @@ class MemoryFactStore:
         return int(row[0])
 
     def remove(self, fact_id: int) -> int | None:
-        """Drop a fact no longer found in its conversation, with its chunk (returned, if any)."""
+        """Drop a fact no longer found in its conversation, with its chunk (returned, if any).
+        A forgotten fact keeps its row: found again later, it stays forgotten."""
         with self.db.transaction():
             chunk = self.detach(fact_id)
-            self.db.execute("DELETE FROM memory_facts WHERE id = ?", (fact_id,))
+            self.db.execute("DELETE FROM memory_facts WHERE id = ? AND forgotten = 0", (fact_id,))
         return chunk
 
     def forget(self, fact_id: int) -> int | None:
@@ -205,13 +206,16 @@ class MemoryFactStore:
                             (conversation_id,))
 
     def delete_conversation(self, conversation_id: int) -> tuple[bool, list[int]]:
-        """Delete a conversation, its turns, its facts and its document in one transaction;
-        returns (whether it existed, the chunk ids whose vectors must leave the index)."""
+        """Delete a conversation, its turns, its facts, its document and the events that quote it
+        (questions asked, feedback given) in one transaction; returns (whether it existed, the
+        chunk ids whose vectors must leave the index). What engines already learned from its
+        feedback stays in them until they are reset or a checkpoint is loaded."""
         path = conversation_path(conversation_id)
         with self.db.transaction() as conn:
             chunk_ids = [int(r[0]) for r in conn.execute(
                 "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.path = ?", (path,))]
             conn.execute("DELETE FROM documents WHERE path = ?", (path,))  # its chunks cascade
+            conn.execute("DELETE FROM episodes WHERE conversation_id = ?", (conversation_id,))
             existed = conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount > 0
         return existed, chunk_ids
 

@@ -97,6 +97,8 @@ def test_stated_fact_consolidates_once_a_correction_supersedes_it_and_deletion_r
         assert not any(path == conversation_path(second) for path, _ in found(engram))
         assert engram.docs.get(conversation_path(second)) is None
         assert all(f.conversation_id != second for f in engram.memory_facts())
+        quoted = "SELECT COUNT(*) FROM episodes WHERE conversation_id = ?"  # its question and correction
+        assert engram.db.scalar(quoted, (second,)) == 0 and engram.db.scalar(quoted, (first,)) > 0
         with pytest.raises(KeyError):
             engram.delete_conversation(second)
     finally:
@@ -122,6 +124,14 @@ def test_forgetting_a_fact_or_its_conversation_document_keeps_it_out_of_later_sl
         assert "forgotten" in listed.output and "9921" in listed.output
         # A sleep that read the fact before it was forgotten (the person acted meanwhile) does
         # not make it knowledge again.
+        # A cut that no longer finds the fact, then finds it again: it stays forgotten.
+        cut = engram.settings.memory.min_importance
+        engram.settings.memory.min_importance = 1.0
+        engram.sleep(1)
+        engram.settings.memory.min_importance = cut
+        engram.sleep(1)
+        assert [f.status for f in engram.memory_facts()] == ["forgotten", "forgotten"]
+        assert found(engram, "bike lock code") == []
         stale = bike.model_copy(update={"chunk_id": None, "forgotten": False})
         assert MemoryFactStore(engram.db).attach(stale, np.ones(embedder.dim, dtype=np.float32)) is None
         assert found(engram, "bike lock code") == []

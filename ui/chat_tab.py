@@ -239,7 +239,7 @@ def build(engram: Engram, blocks: gr.Blocks, tab: gr.Tab) -> None:
         if conversation_id is None:
             raise gr.Error("Open a conversation first.")
         engram.delete_conversation(int(conversation_id))
-        gr.Info("Conversation deleted, with what Engram learned from it.")
+        gr.Info("Conversation deleted, with the facts Engram kept from it.")
         return (None, [], [], *listing(None), gr.update(visible=False), gr.update(visible=False))
 
     @friendly

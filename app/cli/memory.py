@@ -43,5 +43,5 @@ def delete_conversation(c: Context, conversation_id: int) -> None:
     """Delete a conversation and the knowledge consolidated from it."""
     with user_errors(KeyError):
         c.engram.delete_conversation(conversation_id)
-    console.print(f"Conversation {conversation_id} deleted, with what was learned from it.",
+    console.print(f"Conversation {conversation_id} deleted, with the facts kept from it.",
                   highlight=False, markup=False)
