@@ -146,6 +146,43 @@ def bench_learn(c: Context, engines: str, set_name: str, size: str | int, seed: 
                         meta_train_seconds=d2l_train_seconds)
 
 
+@bench.command("needle")
+@click.option("--lengths", default="256,1024,4096,8192", show_default=True,
+              help="Document lengths in tokens, comma-separated (the model reads 8,192 at most).")
+@click.option("--trials", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Documents per length, each with its own needle.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+@click.option("--d2l-train-seconds", type=click.FloatRange(1, 86_400), default=300, show_default=True,
+              help="Seconds the hypernetwork is meta-trained on fiction first (when the bench's is untrained).")
+@json_out_option
+@pass_ctx
+def bench_needle(c: Context, lengths: str, trials: int, seed: int, threads: int | None,
+                 d2l_train_seconds: float, json_out: Path | None) -> None:
+    """A number planted in filler text: recalled closed book, in context, and from the
+    document's d2l adapter, as the document grows past what the model reads at once."""
+    import torch
+
+    from app.bench.needle import run_needle_bench
+    from app.paths import DataPaths
+    from app.runtimes.neocortex import load_neocortex
+
+    settings = c.loaded.settings
+    with user_errors(ValueError, *runtime_errors()):
+        picked = [int(n) for n in lengths.split(",") if n.strip()]
+        if not picked or min(picked) < 16:
+            raise ValueError("--lengths takes token counts of at least 16, comma-separated")
+        if threads:
+            torch.set_num_threads(threads)
+        cortex = load_neocortex(settings.neocortex_model, settings.device, DataPaths(root=settings.data_dir).ensure().cache)
+        try:
+            report = run_needle_bench(settings, cortex, picked, trials, seed, d2l_train_seconds,
+                                      echo=lambda line: console.print(line, markup=False))
+        finally:
+            cortex.close()
+    write_report(report, json_out)
+
+
 @bench.command("continual")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds to average over, comma-separated.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
