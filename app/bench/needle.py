@@ -115,7 +115,8 @@ def run_needle_bench(settings: Settings, cortex: Neocortex, lengths: list[int], 
                                           for q in questions], questions, routed=False)
             engine = bench.build("d2l", {})
             try:
-                seconds, _, _ = bench.learn_all(engine, "d2l")
+                echo(f"d2l: learning {len(bench.documents)} documents, one hypernetwork pass each...")
+                seconds = {d.path: engine.learn(d).seconds for d in bench.documents}
                 learned = _recall(cortex, bench.prompts([engine]), questions, routed=True)
                 steps = int(engine.stats()["hypernetwork_steps"])
             finally:
@@ -126,11 +127,12 @@ def run_needle_bench(settings: Settings, cortex: Neocortex, lengths: list[int], 
     for tokens in lengths:
         picked = [i for i, q in enumerate(questions) if q.doc_file.startswith(f"needle-{tokens:05d}-")]
         longest = max(len(cortex.tokenizer(by_file[questions[i].doc_file].text)["input_ids"]) for i in picked)
+        spent = [t for path, t in seconds.items() if Path(path).name.startswith(f"needle-{tokens:05d}-")]
         rows.append(NeedleRow(tokens=tokens, documents=len(picked), fits=longest <= room,
                               base=sum(base[i] for i in picked) / len(picked),
                               in_context=sum(in_context[i] for i in picked) / len(picked),
                               d2l=sum(learned[i] for i in picked) / len(picked),
-                              learn_seconds=seconds / len(questions)))
+                              learn_seconds=sum(spent) / max(1, len(spent))))
     report = NeedleReport(created_at=datetime.now().isoformat(timespec="seconds"), model=cortex.model_name,
                           seed=seed, meta_train_seconds=meta_train_seconds, hypernetwork_steps=steps, rows=rows,
                           seconds=time.perf_counter() - started)
