@@ -36,8 +36,6 @@ from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passag
 from engines.generation import Runtime
 from engines.rag.hybrid import exact_counts, hybrid_order, is_keyword_query, read_query, term_words
 from engines.registry import build_engine, engine_class, registered
-from app.chat.bandit import BanditPolicy, RewardWeights
-from app.jobs.controller_reward import ControllerRewards, log_decision, queue_reward
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
 from app.jobs.sleep import PressurePolicy, SleepJobs, SleepScheduler, SleepStatus, run_sleep
@@ -89,6 +87,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from app.bench.learn import Forgot as Forgot, LearnBenchReport as LearnBenchReport
+    from app.chat.bandit import RewardWeights
     from app.ingest.embeddings import Embedder
     from app.memory.episodic import EpisodicMemory
     from app.ingest.query_embedding import QueryEmbedder
@@ -192,6 +191,8 @@ class Engram:
                         save_interval_s=self.settings.index_save_interval_s)
         worker.register(LEARN, LearnJobs(self.db, self.engine))
         worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
+        from app.jobs.controller_reward import ControllerRewards  # numpy: not on the status path
+
         worker.register(CONTROLLER, ControllerRewards(self.db, lambda q: [p.text for p in self.search(q)],
                                                       self.reward_weights))
         worker.register(REEMBED, ReembedJobs(self.next_vectors, self.queue, self._settings_embedder,
@@ -405,6 +406,8 @@ class Engram:
     def chat(self) -> ChatService:
         rag = self.settings.rag  # the retrieval engine's settings decide how passages enter prompts
         grounding = Grounding(context_share=rag.context_share, logit_bias_strength=rag.logit_bias_strength)
+        from app.chat.bandit import BanditPolicy
+
         policy = BanditPolicy(ControllerDecisionStore(self.db).model)
         return ChatService(self.settings, self.conversations, self.engines, self.runtime, grounding,
                            on_feedback=self._feedback_given, neocortex=self.neocortex,
@@ -473,10 +476,14 @@ class Engram:
     def reward_weights(self) -> RewardWeights:
         """The meta-controller's reward weights, as the settings say now."""
         s = self.settings
+        from app.chat.bandit import RewardWeights
+
         return RewardWeights(accuracy=s.controller_reward_accuracy, latency=s.controller_reward_latency,
                              compute=s.controller_reward_compute, calibration=s.controller_reward_calibration)
 
     def _answer_given(self, message: MessageRow) -> None:
+        from app.jobs.controller_reward import log_decision
+
         if log_decision(self.db, self.queue, message):
             self._wake()
 
@@ -497,6 +504,8 @@ class Engram:
         return self._worker.held() if self._worker is not None else nullcontext()
 
     def _feedback_given(self, message: MessageRow) -> None:
+        from app.jobs.controller_reward import queue_reward
+
         queue_reward(self.queue, message.id)  # the controller's reward now follows the feedback
         queue_feedback(self.queue, self.db, self.engines, message.id)
         self._wake()

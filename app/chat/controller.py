@@ -25,13 +25,15 @@ propensity is stored with the decision (``app.jobs.controller_reward`` learns fr
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
-from app.chat.bandit import Choice
 from engines.base import Contribution
 from store.conversations import ConversationStore
+
+if TYPE_CHECKING:
+    from app.chat.bandit import Choice  # numpy: not imported where only the rules run
 
 Policy = Literal["rules", "bandit", "off"]
 

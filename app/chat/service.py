@@ -13,13 +13,11 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from app.chat import controller
-from app.chat.bandit import BanditPolicy
-from app.chat.bandit import context as bandit_context
 from app.chat.prompt import PromptPlan, build_prompt
 from app.memory.episodic import EpisodicMemory, RecalledExchange
 from app.runtimes.active import ActiveRuntime
@@ -27,6 +25,10 @@ from app.settings import Settings
 from engines.base import Contribution, Draft, Engine, Passage, Query
 from engines.generation import ChatMessage, GenerationRequest, LoraUse, Runtime, RuntimeCrashed
 from store.conversations import Citation, ClientAnswer, ConversationStore, MessageRow, Rating
+
+
+if TYPE_CHECKING:
+    from app.chat.bandit import BanditPolicy
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +316,8 @@ class ChatService:
                follow_up: bool) -> controller.Decision:
         """The decision with its context (what the bandit learns from, logged for every policy);
         under the bandit policy, its arm too."""
+        from app.chat.bandit import context as bandit_context  # numpy, loaded with the first answer
+
         x = bandit_context(question, contributions, follow_up, controller.SMALL_TALK,
                            controller.is_small_talk(question))
         if decision.policy != "bandit" or self.bandit is None:
