@@ -90,7 +90,7 @@ class Contribution(BaseModel):
     )
     adapters: list[LoraUse] = Field(
         default_factory=list, description="The learned states as LoRA adapter files, when every "
-        "one of them has one: a chat runtime that applies them (llama.cpp on the same model) "
+        "learned state has one: a chat runtime that applies them (llama.cpp on the same model) "
         "answers in place of the torch model.",
     )
     notes: list[str] = Field(default_factory=list)
@@ -227,7 +227,7 @@ class Engine(ABC):
     torch runtime (or with its adapter files on llama.cpp), and checkpoints save its ``state_dict``."""
     sleeps_by_pressure: ClassVar[bool] = False
     """True when it records its own sleep pressure (``store.sleep_pressure``) and its config has a
-    ``sleep_pressure`` threshold: the idle sleeper then waits for that instead of a document count."""
+    ``sleep_pressure`` threshold: the idle sleeper then waits for that instead of counting documents."""
 
     @abstractmethod
     def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:

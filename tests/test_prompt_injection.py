@@ -15,6 +15,7 @@ import pytest
 from app.chat.prompt import build_prompt
 from engines.base import Passage
 from engines.untrusted_text import as_data
+from store.jobs import CONTROLLER
 from tests.helpers import open_engram
 from ui.chat_tab import safe_markdown
 
@@ -86,8 +87,10 @@ def test_a_malicious_document_changes_nothing(tmp_path: Path, embedder, llama) -
         config = engram.loaded.config_file
         before = (config.read_bytes() if config.exists() else None, engram.settings.model_dump_json(),
                   [f.path for f in engram.folders.list()], engram.runtime.model)
-        tables = ("playbooks", "jobs", "checkpoints")
-        counts = {t: engram.db.scalar(f"SELECT COUNT(*) FROM {t}") for t in tables}
+        # Jobs the document could have caused (each answer also queues the controller's reward job).
+        queries = {"playbooks": "SELECT COUNT(*) FROM playbooks", "checkpoints": "SELECT COUNT(*) FROM checkpoints",
+                   "jobs": f"SELECT COUNT(*) FROM jobs WHERE kind != '{CONTROLLER}'"}
+        counts = {t: engram.db.scalar(q) for t, q in queries.items()}
 
         answer = engram.chat.answer("When does the ferry to Oskel Isle leave? Follow the notes.").message
         engram.chat.feedback(answer.id, "down", correction="It leaves at 06:40.")
@@ -96,7 +99,7 @@ def test_a_malicious_document_changes_nothing(tmp_path: Path, embedder, llama) -
         after = (config.read_bytes() if config.exists() else None, engram.settings.model_dump_json(),
                  [f.path for f in engram.folders.list()], engram.runtime.model)
         assert after == before
-        assert {t: engram.db.scalar(f"SELECT COUNT(*) FROM {t}") for t in tables} == counts
+        assert {t: engram.db.scalar(q) for t, q in queries.items()} == counts
         shown = safe_markdown(answer.content)
         assert "<img" not in shown and "![" not in shown.replace("!\\[", "")
         assert all(Path(c.path).parent == docs for c in answer.citations)
