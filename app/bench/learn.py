@@ -130,24 +130,28 @@ class LearnBench:
         """A hypernetwork engine (d2l) is meta-trained first, within ``meta_train_seconds``, on
         documents of the same generator with another seed (never the test documents); the
         trained weights stay in the bench's data folder for its later runs."""
-        from engines.base import Budget
-        from engines.d2l.training import with_questions
-
         engine.hypernetwork()
         if engine.trained_steps:
             return
+        self.meta_train_more(engine, self.meta_train_seconds)
+
+    def meta_train_more(self, engine: Any, seconds: float) -> dict[str, Any]:
+        """``seconds`` more meta-training (it resumes from the last step) on documents of the
+        same generator with another seed, never the test documents."""
+        from engines.d2l.training import with_questions
+
         kind = "templated" if self.set.name == "templated" else "natural"
         extra = load_set(kind, "default", (self.set.seed or 0) + 1000)
         asked: dict[str, list[tuple[str, str]]] = {}
         for q in extra.questions:
             asked.setdefault(q.doc_file, []).append((q.question, q.answer))
         documents = [with_questions(d.text, asked.get(d.file_name, [])) for d in extra.documents]
-        self.echo(f"{engine.name}: meta-training the hypernetwork for {self.meta_train_seconds:.0f} s on "
+        self.echo(f"{engine.name}: meta-training the hypernetwork for {seconds:.0f} s on "
                   f"{len(documents)} {kind} documents of seed {extra.seed}...")
-        found = engine.meta_train(documents, Budget(seconds=self.meta_train_seconds),
-                                  f"bench: {kind} set seed {extra.seed}")
+        found = engine.meta_train(documents, Budget(seconds=seconds), f"bench: {kind} set seed {extra.seed}")
         self.echo(f"  {found['steps']} steps in {found['seconds']:.0f} s, last distillation loss "
                   f"{found['loss_last']}")
+        return found
 
     def learn_all(self, engine: Engine, label: str) -> tuple[float, int, list[dict[str, Any]]]:
         seconds, tokens, reports = 0.0, 0, []

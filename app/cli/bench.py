@@ -183,6 +183,46 @@ def bench_needle(c: Context, lengths: str, trials: int, seed: int, threads: int 
     write_report(report, json_out)
 
 
+@bench.command("d2l-curve")
+@click.option("--seconds", "budgets", default="60,180,300", show_default=True,
+              help="Cumulative meta-training budgets, comma-separated: the test documents are "
+              "learned and asked after each.")
+@click.option("--set", "set_name", type=click.Choice(["natural", "handwritten", "templated"]),
+              default="natural", show_default=True)
+@click.option("--size", default="tiny", show_default=True, callback=_fiction_size,
+              help="tiny, small, default, or a number of documents (the handwritten set is whole).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+@json_out_option
+@pass_ctx
+def bench_d2l_curve(c: Context, budgets: str, set_name: str, size: str | int, seed: int, threads: int | None,
+                    json_out: Path | None) -> None:
+    """d2l's learned score (closed book, free text first) against its hypernetwork's
+    meta-training time: a table, a JSON report and a plot in the bench folder."""
+    import torch
+
+    from app.bench.d2l_curve import budgets as parse_budgets
+    from app.bench.d2l_curve import print_curve, run_d2l_curve, save_curve
+    from app.paths import DataPaths
+    from app.runtimes.neocortex import load_neocortex
+
+    settings = c.loaded.settings
+    with user_errors(ValueError, *runtime_errors()):
+        seconds = parse_budgets(budgets)
+        if threads:
+            torch.set_num_threads(threads)
+        paths = DataPaths(root=settings.data_dir).ensure()
+        cortex = load_neocortex(settings.neocortex_model, settings.device, paths.cache)
+        try:
+            report = run_d2l_curve(settings, cortex, seconds, set_name, size, seed,  # type: ignore[arg-type]
+                                   echo=lambda line: console.print(line, markup=False))
+        finally:
+            cortex.close()
+    save_curve(report, paths.bench)
+    print_curve(report, lambda line: console.print(line, markup=False))
+    write_report(report, json_out)
+
+
 @bench.command("continual")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds to average over, comma-separated.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
