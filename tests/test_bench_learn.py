@@ -20,10 +20,12 @@ from app.settings import load_settings
 @pytest.mark.timeout(1500)  # five runs' worth of scoring and written answers on a busy 2-core machine
 def test_bench_learn_on_the_smallest_set(neocortex, isolated_dirs, monkeypatch) -> None:
     from app.bench import learn_measures
-    from app.services.general_text import general_questions
+    from app.services.general_text import general_questions, heldout_questions
 
-    # A quarter of the general questions keeps the written-answer forgetting check in CI's time.
-    monkeypatch.setattr(learn_measures, "general_questions", lambda: general_questions()[:40])
+    # A sixth of the general questions, written and ranked, and of the held-out ones (ranked, routed
+    # and not, before and after sleep) keep the forgetting checks in CI's time.
+    monkeypatch.setattr(learn_measures, "general_questions", lambda: general_questions()[:24])
+    monkeypatch.setattr(learn_measures, "heldout_questions", lambda: heldout_questions()[:24])
     settings = load_settings(cli={"ttt.passes": "1", "ttt.calibration_tokens": "512",
                                   "ttt.batch_tokens": "256", "ttt.rehearsal_paraphrase": "false"}).settings
     lines: list[str] = []
