@@ -94,6 +94,20 @@ class AdapterStore:
         return StoredAdapter(config=config, weights=load_file(str(folder / WEIGHTS)), keys=keys, meta=meta,
                              probe=probe)
 
+    def load_keys(self, document_id: int) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor | None] | None:
+        """A saved adapter's config, route keys and probe, without its weights (routing needs no
+        more); None when the document has no complete adapter."""
+        from safetensors import safe_open
+
+        folder = self.folder(document_id)
+        if not all((folder / name).is_file() for name in (CONFIG, WEIGHTS, KEYS)):
+            return None
+        config = json.loads((folder / CONFIG).read_text())
+        with safe_open(str(folder / KEYS), framework="pt", device="cpu") as f:
+            keys = f.get_tensor("keys")
+            probe = f.get_tensor("probe") if "probe" in f.keys() else None
+        return config, keys, probe
+
     def documents(self) -> list[int]:
         """The documents with a complete adapter."""
         if not self.root.is_dir():

@@ -116,6 +116,21 @@ def test_a_trained_hypernetwork_writes_a_routed_adapter_and_an_untrained_one_ref
     finally:
         engine.close()
 
+    engine = d2l(engram)  # a restart, chat on llama.cpp: routed by the saved keys, no torch model
+    try:
+        near_part, far_part = engine.contribute(Query(text=NEAR)), engine.contribute(Query(text=FAR))
+        assert engine._cortex is None and engine.adapters == {} and neocortex.router is None
+        gguf = engine.gguf_path(document.document_id)
+        assert [Path(u.path) for u in near_part.adapters] == [gguf] and far_part.adapters == []
+        assert near_part.adapters[0].base_model == neocortex.model_name and engine.label == "d2l: 1 document adapters"
+        assert engram.chat.answering_runtime([near_part])[0].name == "llamacpp"
+        gguf.unlink()  # a copy gone: only the model can answer, so it loads and writes it again
+        again = engine.contribute(Query(text=NEAR))
+        assert engine._cortex is not None and [Path(u.path) for u in again.adapters] == [gguf] and gguf.is_file()
+        assert len(engine.router) == len(engine.store.load(document.document_id).keys)  # keys read once
+    finally:
+        engine.close()
+
     engine = d2l(engram)  # the adapter is read back from its peft files
     try:
         engine.cortex()

@@ -83,6 +83,9 @@ class D2LEngine(Engine):
         self.store = AdapterStore(context.data_dir, NAME)
         self.router = DeltaRouter(self.config.route_low, self.config.route_high)
         self.adapters: dict[int, Adapter] = {}
+        # Routed from the saved keys alone (no torch model): document -> the model its GGUF copy
+        # was written for. Chat on llama.cpp then never loads the torch model to answer.
+        self._keyed: dict[int, str] = {}
         self.autosave = True  # the bench turns it off: it throws its adapters away
         self._cortex: Neocortex | None = None
         self._hyper: Hypernetwork | None = None
@@ -114,6 +117,10 @@ class D2LEngine(Engine):
                         hooks.install()
                     self._outer, cortex.router = cortex.router, self.route
                 self._cortex = cortex
+                with self._keeping:  # keys read without the model: read again with the adapters
+                    if self._keyed:
+                        self.router.clear()
+                        self._keyed = {}
                 self._load_adapters()
             return self._cortex
 
@@ -254,28 +261,79 @@ class D2LEngine(Engine):
 
     # --- answering -----------------------------------------------------------------------------
     def contribute(self, query: Query) -> Contribution:
-        """Names the learned state (chat then answers with the neocortex) once there is one."""
+        """Names the learned state (chat then answers with the neocortex, or with the adapters'
+        GGUF copies on llama.cpp) once there is one."""
         if not self.adapters and self._cortex is None:
             if not self.store.documents():
                 return Contribution(engine=self.name)
-            self.cortex()
-        if not self.adapters:
+            if not self._route_from_keys():
+                self.cortex()
+        if not self.learned_documents:
             return Contribution(engine=self.name)
         asked = routing_query([m.content for m in query.history if m.role == "user"] + [query.text])
         chosen = self.routed([asked])[0]
-        note = (f"answered with the adapters of {len(chosen)} of {len(self.adapters)} learned documents"
+        uses = self.lora_uses(chosen)
+        if chosen and not uses and self._cortex is None:  # only the torch model can answer this one
+            self.cortex()
+            chosen = self.routed([asked])[0]
+            uses = self.lora_uses(chosen)
+        note = (f"answered with the adapters of {len(chosen)} of {self.learned_documents} learned documents"
                 if chosen else "no learned document is close to the question: the original model answered")
-        return Contribution(engine=self.name, learned_states=[self.label], notes=[note],
-                            adapters=self.lora_uses(chosen),
+        return Contribution(engine=self.name, learned_states=[self.label], notes=[note], adapters=uses,
                             meta={"d2l_documents": [d for d, _ in chosen],
                                   "routed_share": round(chosen[0][1], 4) if chosen else 0.0})
+
+    def _route_from_keys(self) -> bool:
+        """Fill the router from the saved keys alone when llama.cpp answers with the GGUF copies:
+        no torch model, no adapter weights in memory. False (the model is needed): another
+        answer runtime, an adapter that does not fit today's settings or has no GGUF copy."""
+        cfg = self.config
+        if cfg.answer_runtime != "llamacpp":
+            return False
+        present = set(DocumentStore(self.context.db).ids_by_path().values())
+        keyed: dict[int, tuple[torch.Tensor, str]] = {}
+        probe = None
+        for document_id in self.store.documents():
+            if document_id not in present:
+                return False  # the model's load deletes it
+            saved = self.store.load_keys(document_id)
+            if saved is None or not self.gguf_path(document_id).is_file():
+                return False
+            config, keys, found = saved
+            if config.get("r") != cfg.rank or sorted(config.get("target_modules", [])) != sorted(cfg.targets):
+                return False
+            keyed[document_id] = (keys, str(config.get("base_model_name_or_path", "")))
+            probe = found if found is not None else probe
+        with self._setup, self._keeping:
+            if self._cortex is not None or self.adapters or self._keyed:
+                return True  # another thread got there first
+            for document_id, (keys, _) in keyed.items():
+                self.router.add(document_id, keys)
+            if probe is not None:
+                self.router.probe = probe.float()
+            self._keyed = {d: model for d, (_, model) in keyed.items()}
+        self.check_embedder()
+        return bool(keyed)
+
+    @property
+    def learned_documents(self) -> int:
+        """Documents with an adapter: loaded, or routed from their keys alone."""
+        return len(self.adapters) or len(self._keyed)
 
     def lora_uses(self, chosen: list[tuple[int, float]]) -> list[LoraUse]:
         """The chosen documents' GGUF copies at their route shares, within the rank budget, for
         a llama.cpp chat runtime (none: the torch model answers, as with ``answer_runtime`` torch)."""
-        if self.config.answer_runtime != "llamacpp" or self._cortex is None:
+        if self.config.answer_runtime != "llamacpp":
             return []
         most = max(1, self.config.budget // self.config.rank)  # as compose keeps them: closest first
+        if self._cortex is None:
+            with self._keeping:
+                keyed = dict(self._keyed)
+            found = [(self.gguf_path(d), share, keyed.get(d)) for d, share in chosen[:most]]
+            if any(model is None or not path.is_file() for path, _, model in found):
+                return []
+            return [LoraUse(path=str(path), scale=round(share, 4), base_model=str(model))
+                    for path, share, model in found]
         paths = [(self._gguf(d), share) for d, share in chosen[:most]]
         if any(path is None for path, _ in paths):
             return []
@@ -284,7 +342,7 @@ class D2LEngine(Engine):
 
     @property
     def label(self) -> str:
-        return f"d2l: {len(self.adapters)} document adapters"
+        return f"d2l: {self.learned_documents} document adapters"
 
     def routed(self, queries: Sequence[str]) -> list[list[tuple[int, float]]]:
         """Per query, the (document, share) pairs whose adapters it gets, closest first."""
@@ -338,6 +396,7 @@ class D2LEngine(Engine):
         with self._keeping:
             for document_id in document_ids:
                 self.adapters.pop(document_id, None)
+                self._keyed.pop(document_id, None)
             self.router.drop(set(document_ids))
         for document_id in document_ids:
             self.store.delete(document_id)
@@ -347,6 +406,7 @@ class D2LEngine(Engine):
         with self._keeping:
             gone = list(self.adapters)
             self.adapters.clear()
+            self._keyed = {}
             self.router.clear()
         if self.autosave:
             for document_id in gone + self.store.documents():
