@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from app.bench.learn import LearnBench, _release
 from app.bench.learn_measures import Learned, score_questions
+from app.bench.learn_report import save_with_plot
 from app.bench.learn_sets import SetName, load_set
 from app.settings import Settings
 from engines.base import Engine, Neocortex
@@ -131,18 +132,8 @@ def print_curve(report: CurveReport, echo: Echo) -> None:
 
 
 def save_curve(report: CurveReport, folder: Path) -> None:
-    """Write ``d2l-curve-<time>.json`` and its PNG (a failed plot never costs the figures)."""
-    from store.atomic import write_atomic
-
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"{PREFIX}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    try:
-        write_atomic(stem.with_suffix(".png"), plot_curve(report))
-        report.plot_path = str(stem.with_suffix(".png"))
-    except Exception as exc:  # noqa: BLE001 - the figures matter more than the picture
-        report.notes.append(f"no plot: {type(exc).__name__}: {exc}")
-    report.json_path = str(stem.with_suffix(".json"))
-    write_atomic(stem.with_suffix(".json"), report.model_dump_json(indent=2).encode())
+    """Write ``d2l-curve-<time>.json`` and its PNG."""
+    save_with_plot(report, folder, PREFIX, plot_curve)
 
 
 def plot_curve(report: CurveReport) -> bytes:

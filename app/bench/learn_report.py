@@ -179,20 +179,23 @@ def print_report(r: LearnBenchReport, echo: Echo) -> None:
 
 def save_report(report: LearnBenchReport, folder: Path) -> None:
     """Write ``learn-<time>.json`` (``diagnostic-<time>.json`` without free text) and its plot."""
+    save_with_plot(report, folder, DIAGNOSTIC_PREFIX if report.diagnostic else RESULT_PREFIX, plot_report)
+
+
+def save_with_plot(report: Any, folder: Path, prefix: str, plot: Callable[[Any], bytes]) -> None:
+    """Write ``<prefix>-<time>.png`` and ``.json`` for a report with ``plot_path``, ``json_path``
+    and ``notes``; a plot that fails is noted and never costs the figures."""
     from store.atomic import write_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
-    prefix = DIAGNOSTIC_PREFIX if report.diagnostic else RESULT_PREFIX
-    stem = f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    plot = folder / f"{stem}.png"
+    stem = folder / f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     try:
-        write_atomic(plot, plot_report(report))
-        report.plot_path = str(plot)
-    except Exception as exc:  # a plot must never cost the figures
+        write_atomic(stem.with_suffix(".png"), plot(report))
+        report.plot_path = str(stem.with_suffix(".png"))
+    except Exception as exc:  # noqa: BLE001 - a plot must never cost the figures
         report.notes.append(f"no plot: {type(exc).__name__}: {exc}")
-    path = folder / f"{stem}.json"
-    report.json_path = str(path)
-    write_atomic(path, report.model_dump_json(indent=2).encode())
+    report.json_path = str(stem.with_suffix(".json"))
+    write_atomic(stem.with_suffix(".json"), report.model_dump_json(indent=2).encode())
 
 
 def plot_report(report: LearnBenchReport) -> bytes:
