@@ -422,6 +422,15 @@ class Engram:
 
         return EpisodicMemory(self.db, lambda texts: self.embedder.embed(texts), self.settings.memory)
 
+    def _follow_embedder(self) -> None:
+        """The chat's facts and turns embedded again if a crash left them on the model the
+        library had before its last switch (cheap when they match: one state read)."""
+        from app.memory.consolidation import follow_embedder
+
+        done = follow_embedder(self.db, lambda texts: self.embedder.embed(texts), self._live_identity())
+        if done is not None:
+            log.warning("the chat's facts were embedded by the library's previous model: %d embedded again", done)
+
     def consolidate_memory(self) -> ConsolidateReport:
         """Sleep's memory work: embed the turns not embedded yet, then (``memory.consolidate``)
         make what the person stated or corrected in chat retrievable, citing the conversation."""
@@ -548,9 +557,12 @@ class Engram:
         replaced in one step. False (nothing changed) when a chunk still lacks a new vector."""
         from store.vector_index import VectorIndex
 
+        from app.memory.consolidation import follow_embedder, note_embedder
+
         fresh = VectorIndex(self.paths.index, dim=record["dim"], ann_threshold=self.settings.ann_threshold,
                             nprobe=self.settings.ann_nprobe, identity=record["identity"])
         fresh.sync(self.next_vectors.ids(), self.next_vectors.vectors)
+        note_embedder(self.db, self._live_identity())  # a crash after the swap is caught at start
         with self._open_lock:
             if not self.next_vectors.promote():
                 return False
@@ -560,9 +572,7 @@ class Engram:
                 self.ingestor.index = fresh
             self.__dict__["embedder"] = embedder
         self.save_index()
-        from app.memory.consolidation import reembed
-
-        reembed(self.db, embedder.embed)  # the chat's facts and turns follow the chunks' model
+        follow_embedder(self.db, embedder.embed, record["identity"])  # the chat's facts and turns follow
         return True
 
     # --- index consistency -------------------------------------------------------------------
@@ -739,6 +749,7 @@ class Engram:
         if interrupted is not None:
             log.warning("%s", restore_advice(interrupted))
         self.index  # opened and repaired here, before the watcher and the worker threads use it
+        self._follow_embedder()
         self.queue_embedding_switch()
         self.ensure_drop_folder()
         if watch:

@@ -12,11 +12,12 @@ from click.testing import CliRunner
 
 from app.chat import controller
 from app.cli import cli
-from app.memory.consolidation import reembed
+from app.memory.consolidation import EMBEDDED_AS, note_embedder, reembed
 from app.memory.episodic import recency_weight
 from app.memory.importance import score_sentence
 from store.memory_facts import conversation_path
 from store.memory_facts import MemoryFactStore
+from store.state import StateStore
 from tests.helpers import open_engram
 from ui.source_page import render_source
 
@@ -101,6 +102,28 @@ def test_stated_fact_consolidates_once_a_correction_supersedes_it_and_deletion_r
         assert engram.db.scalar(quoted, (second,)) == 0 and engram.db.scalar(quoted, (first,)) > 0
         with pytest.raises(KeyError):
             engram.delete_conversation(second)
+    finally:
+        engram.close()
+
+
+def test_facts_left_on_the_previous_model_by_a_crash_after_the_index_swap_follow_at_start(embedder) -> None:
+    engram = open_engram(embedder)
+    try:
+        said(engram, "Hi! My locker code is 4471. Can you remember that?", "Sure.")
+        engram.sleep(1)
+        store, state = MemoryFactStore(engram.db), StateStore(engram.db)
+        fact = store.facts()[0]
+        assert state.get(EMBEDDED_AS) is None  # never switched: nothing to compare
+        reembedded = store.vectors()[fact.id][0]
+        live = engram._live_identity()
+        note_embedder(engram.db, "minilm-before-the-switch")  # recorded before a swap ...
+        assert state.get(EMBEDDED_AS) == "minilm-before-the-switch"
+        store.replace_vectors(fact.id, np.zeros_like(reembedded), None)  # ... then the app died
+        engram._follow_embedder()  # as start() does
+        assert state.get(EMBEDDED_AS) == live and np.allclose(store.vectors()[fact.id][0], reembedded, atol=1e-5)
+        store.replace_vectors(fact.id, np.zeros_like(reembedded), None)
+        engram._follow_embedder()  # they match now: nothing is embedded again
+        assert not store.vectors()[fact.id][0].any()
     finally:
         engram.close()
 

@@ -23,6 +23,7 @@ from engines.base import ConsolidateReport
 from store.conversations import ConversationStore
 from store.database import Database
 from store.memory_facts import FactCandidate, FactRow, MemoryFactStore
+from store.state import StateStore
 
 if TYPE_CHECKING:
     from store.vector_index import VectorIndex
@@ -31,6 +32,8 @@ Embed = Callable[[list[str]], np.ndarray]
 ENGINE = "memory"
 """The name a consolidation report goes by among the engines' sleep reports."""
 ALL_CONVERSATIONS = 1_000_000
+EMBEDDED_AS = "memory.embedded_as"
+"""State key: the embedding model (identity) the facts' and turns' vectors were made by."""
 
 
 def found_facts(db: Database, min_importance: float) -> tuple[list[FactCandidate], int]:
@@ -125,9 +128,10 @@ def consolidate(db: Database, embed: Embed, index: VectorIndex, config: MemoryCo
                                       "below_importance": below})
 
 
-def reembed(db: Database, embed: Embed) -> int:
+def reembed(db: Database, embed: Embed, identity: str | None = None) -> int:
     """After an embedding-model switch: the facts embedded again, the turns left to re-embed
-    lazily (their old vectors would not compare with the new ones); returns the facts done."""
+    lazily (their old vectors would not compare with the new ones); returns the facts done.
+    ``identity``: the model's, recorded once done (``follow_embedder`` compares with it)."""
     from store.turn_vectors import TurnVectorStore
 
     TurnVectorStore(db).clear()
@@ -135,4 +139,24 @@ def reembed(db: Database, embed: Embed) -> int:
     facts = store.facts()
     for fact, (vector, subject) in zip(facts, embed_facts(embed, list(facts))):
         store.replace_vectors(fact.id, vector, subject)
+    if identity is not None:
+        StateStore(db).set(EMBEDDED_AS, identity)
     return len(facts)
+
+
+def note_embedder(db: Database, identity: str | None) -> None:
+    """Before the library's vectors change model: record the model the facts and turns were
+    embedded by, when nothing is recorded yet, so a crash before they follow is seen."""
+    state = StateStore(db)
+    if identity is not None and state.get(EMBEDDED_AS) is None:
+        state.set(EMBEDDED_AS, identity)
+
+
+def follow_embedder(db: Database, embed: Embed, identity: str | None) -> int | None:
+    """The facts and turns embedded again when another model than the library's (``identity``)
+    embedded them: a crash came between the index swap and their re-embedding. None when they
+    match, or nothing was ever recorded (they were embedded by the library's model)."""
+    recorded = StateStore(db).get(EMBEDDED_AS)
+    if identity is None or recorded is None or recorded == identity:
+        return None
+    return reembed(db, embed, identity)
