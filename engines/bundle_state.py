@@ -60,6 +60,7 @@ class Remapped:
     state: dict[str, Any]
     keys_left_out: int = 0
     pairs_left_out: int = 0
+    adapters_left_out: int = 0
 
 
 class BundleState(Protocol):

@@ -193,6 +193,9 @@ def bundle_row(engram: Engram) -> None:
         report = engram.bundles.export(engram.bundles.new_export_path(), with_documents=with_documents)
         text = (f"Bundle ready ({human_size(report.bytes)}): {len(report.playbooks)} playbook(s), learned "
                 f"weights of {', '.join(report.engines) or 'no engine'}, {report.documents} document(s) listed.")
+        warning = report.warning()
+        if warning:
+            text += f" Warning: {warning}."
         return f"<div class='engram-card'>{escape(text)}</div>", gr.update(value=report.path, visible=True)
 
     @noted(0, 2)
