@@ -250,3 +250,61 @@ def test_the_bundle_size_cap_is_what_a_full_d2l_state_of_this_model_can_be() -> 
     adapter = len(LAYERS) * CONFIG.rank * (MODEL.intermediate + MODEL.hidden) * 4
     full = 3 * params + 2 * (adapter + 1024 * 384 * 4)  # 1024 router keys per document
     assert full < cap < 2 * full
+
+
+# --- into an engine whose model is loaded ------------------------------------------------------------
+DOC = ("Loudurk Zestaestox was born in 1946. Loudurk Zestaestox grew up in the town of Stikecaend. "
+       "Loudurk Zestaestox works as a cartographer. Loudurk Zestaestox keeps a lynx named Thielor.\n")
+
+
+def ingested(engram, folder: Path) -> int:
+    folder.mkdir()
+    (folder / "zestaestox.txt").write_text(DOC)
+    engram.ingest([folder])
+    engram.run_pending()
+    from store.documents import DocumentStore
+
+    return next(iter(DocumentStore(engram.db).ids_by_path().values()))
+
+
+@pytest.mark.slow
+def test_an_engine_with_its_model_loaded_answers_with_the_imported_adapters(embedder, neocortex, tmp_path) -> None:
+    from engines.base import routed
+    from engines.registry import build_engine
+    from engines.ttt import route_keys
+
+    torch.set_num_threads(1)
+    a = engram_at(tmp_path / "a", embedder=embedder, **{**SETTINGS, "engines": "rag"})
+    try:
+        theirs = ingested(a, tmp_path / "docs-a")
+        trained_hypernetwork(a)
+        write_adapter(a, theirs, seed=3)
+        keys = route_keys.embedded_keys(embedder.embed, DOC)  # routed by the document's own passages
+        AdapterStore(a.paths.root, "d2l").save_keys(theirs, keys, route_keys.probe(embedder.embed))
+        a.save_setting("engines", "rag,d2l")
+        path = a.bundles.export(tmp_path / "moved.zip").path
+    finally:
+        a.close()
+
+    b = engram_at(tmp_path / "b", embedder=embedder, **{**SETTINGS, "engines": "rag"})
+    b.adopt_neocortex(neocortex)
+    here = ingested(b, tmp_path / "docs-b")
+    engine = build_engine("d2l", b.engine_context, D2LConfig(**CONFIG.model_dump()))
+    b.engines.append(engine)  # enabled in this process (after ingestion: no learn job for it)
+    try:
+        engine.cortex()
+        assert engine.adapters == {} and engine.trained_steps == 0
+        question = "What is the name of Loudurk Zestaestox's lynx?"
+        with torch.no_grad(), neocortex.lock, routed(neocortex, [question]):
+            ids = neocortex.tokenizer(question, return_tensors="pt")
+            before = neocortex.model(**ids).logits[0, -1]
+        result = b.bundles.import_bundle(Path(path))
+        assert result.engines == ["d2l"] and result.adapters_left_out == 0
+        assert list(engine.adapters) == [here] and engine.trained_steps == 40
+        assert [d for d, _ in engine.routed([question])[0]] == [here]
+        with torch.no_grad(), neocortex.lock, routed(neocortex, [question]):
+            after = neocortex.model(**ids).logits[0, -1]
+        assert not torch.allclose(before, after, atol=1e-4)  # the imported adapter now answers
+    finally:
+        engine.close()
+        b.close()

@@ -51,7 +51,7 @@ UNKNOWN_DIM = 4096
 class TrainingRecord(BaseModel):
     """What the hypernetwork's training record carries (``persistence.record``, no sources)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: int = Field(ge=1)
     seconds: float = Field(ge=0.0)
@@ -121,7 +121,8 @@ def _adapter_shapes(hyper: HyperShape) -> dict[str, tuple[list[int], list[int]]]
             for name, fan_in, fan_out in hyper.modules}
 
 
-def _loaded(engine: Engine | None) -> D2LEngine | None:
+def _d2l(engine: Engine | None) -> D2LEngine | None:
+    """The d2l engine enabled in this process (its model loaded or not), or None."""
     return engine if engine is not None and hasattr(engine, "reload_saved") else None  # type: ignore[return-value]
 
 
@@ -333,7 +334,7 @@ class D2LBundleState:
     @contextmanager
     def hold(self, engine: Engine | None) -> Iterator[None]:
         """No model load, learning or meta-training in this process until the import is done."""
-        loaded = _loaded(engine)
+        loaded = _d2l(engine)
         if loaded is None:
             yield
             return
@@ -344,7 +345,7 @@ class D2LBundleState:
         """Write the hypernetwork blob and the adapter folders in place of those here (the old ones
         kept in memory for the undo), then have an engine whose model is loaded read them. Call
         inside ``hold``."""
-        loaded = _loaded(engine)
+        loaded = _d2l(engine)
         running = loaded.saved_shape() if loaded is not None else None
         if running is not None and running != state["shape"]:
             raise StateRefused("shape", "the d2l engine running here has other settings than the bundle's; "
