@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
@@ -214,29 +213,6 @@ def test_learned_d2l_state_here_refuses_an_import_without_replace_and_replace_ke
         assert torch.equal(kept["hyper.latents"], mine["hyper.latents"])
     finally:
         b.close()
-
-
-def test_export_warns_when_an_enabled_weight_engine_has_learned_state_no_bundle_carries(tmp_path) -> None:
-    from app.cli import cli
-
-    engram = engram_at(tmp_path / "a", engines="rag,cls")
-    try:
-        engram.save_setting("engines", "rag,cls")  # the CLI reads the config file
-        report = engram.bundles.export(tmp_path / "nothing.zip")
-        assert report.not_carried == []  # nothing learned yet: nothing to warn about
-        BlobStore(engram.db, engram.paths.root).put("cls/index", "cls-index", {"experts": {}},
-                                                    meta={"experts": 2, "documents": 3})
-        report = engram.bundles.export(tmp_path / "some.zip")
-        assert report.not_carried == ["cls"] and "cls learned is NOT in this bundle" in report.warning()
-    finally:
-        engram.close()
-    runner = CliRunner()
-    args = ["--config-dir", str(tmp_path / "a" / "config"), "--data-dir", str(tmp_path / "a" / "data")]
-    out = runner.invoke(cli, [*args, "bundle", "export", str(tmp_path / "cli.zip")])
-    assert out.exit_code == 0, out.output
-    assert "Warning: what cls learned is NOT in this bundle" in out.stderr
-    out = runner.invoke(cli, [*args, "bundle", "export", "--json", str(tmp_path / "cli2.zip")])
-    assert json.loads(out.stdout)["not_carried"] == ["cls"] and "NOT in this bundle" in out.stderr
 
 
 def test_the_bundle_size_cap_is_what_a_full_d2l_state_of_this_model_can_be() -> None:

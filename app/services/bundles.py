@@ -457,6 +457,7 @@ class BundleService:
             report.keys_left_out += moved.keys_left_out
             report.pairs_left_out += moved.pairs_left_out
             report.adapters_left_out += moved.adapters_left_out
+            report.notes += moved.notes
             plan.states[entry.name] = moved.state
         if conflicts:
             raise BundleRefused("replace", "; ".join(conflicts) + ". Import with --replace to put the "
