@@ -53,14 +53,14 @@ def trained_hypernetwork(engram, seed: int = 0) -> dict:
     return blobs.get(persistence.HYPER_KEY)
 
 
-def write_adapter(engram, document_id: int, seed: int) -> dict:
+def write_adapter(engram, document_id: int, seed: int, rank: int = CONFIG.rank) -> dict:
     """A document's adapter and router keys in the adapter store, as ``D2LEngine`` saves them."""
     g = torch.Generator().manual_seed(seed)
-    adapter = {"down_proj": (torch.randn(len(LAYERS), CONFIG.rank, MODEL.intermediate, generator=g),
-                             torch.randn(len(LAYERS), MODEL.hidden, CONFIG.rank, generator=g))}
+    adapter = {"down_proj": (torch.randn(len(LAYERS), rank, MODEL.intermediate, generator=g),
+                             torch.randn(len(LAYERS), MODEL.hidden, rank, generator=g))}
     keys = torch.nn.functional.normalize(torch.randn(3, 384, generator=g), dim=1)
     AdapterStore(engram.paths.root, "d2l").save(
-        document_id, peft_config("embedded", CONFIG.rank, CONFIG.scale, CONFIG.targets, LAYERS),
+        document_id, peft_config("embedded", rank, CONFIG.scale, CONFIG.targets, LAYERS),
         peft_weights(adapter, LAYERS), keys, meta={"path": "/x", "hypernetwork_steps": 40},
         probe=torch.ones(384))
     return {"adapter": adapter, "keys": keys}
@@ -73,6 +73,8 @@ def source(tmp_path: Path):
     docs = [add_document(engram, "/notes/a.txt", "hash-a"), add_document(engram, "/notes/b.txt", "hash-b")]
     hyper = trained_hypernetwork(engram)
     adapters = {d: write_adapter(engram, d, seed=d) for d in docs}
+    old = add_document(engram, "/notes/old.txt", "hash-old")
+    write_adapter(engram, old, seed=5, rank=3)  # written under another rank: unused, not exported
     yield engram, hyper, adapters
     engram.close()
 

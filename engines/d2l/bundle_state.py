@@ -151,18 +151,17 @@ class D2LBundleState:
         if not saved or int(record.get("steps", 0)) < 1:
             return None
         state: dict[str, Any] = {k: v for k, v in saved.items() if k.startswith(("hyper.", "opt."))}
-        store, listed = _adapters(blobs), _listed(blobs)
+        store, listed, shape = _adapters(blobs), _listed(blobs), record["shape"]
         layers: list[int] | None = None
-        targets = sorted({m[0] for m in record["shape"]["modules"]})
+        targets = sorted({m[0] for m in shape["modules"]})
         keys, owners, probe, documents = [], [], None, 0
         for d in store.documents():
             adapter = store.load(d) if d in listed else None
-            if adapter is None:
-                continue
-            found = _from_peft(adapter, targets)
-            if found is None:
-                continue
-            layers = adapter.config.get("layers_to_transform") or layers
+            found = _from_peft(adapter, targets) if adapter is not None else None
+            here = (adapter.config.get("layers_to_transform") if adapter is not None else None) or []
+            if found is None or not _fits(found, shape) or (layers is not None and here != layers):
+                continue  # written under other d2l settings: the engine leaves it unused too
+            layers = here
             for t, (a, b) in found.items():
                 state[f"adapter.{d}.{t}.A"], state[f"adapter.{d}.{t}.B"] = a, b
             keys.append(adapter.keys)
@@ -405,6 +404,16 @@ def _from_peft(adapter: StoredAdapter, targets: list[str]) -> dict[str, tuple[to
         return from_peft_weights(adapter.weights, list(layers or []), targets)
     except (KeyError, RuntimeError):
         return None
+
+
+def _fits(adapter: dict[str, tuple[torch.Tensor, torch.Tensor]], shape: dict[str, Any]) -> bool:
+    """Whether an adapter has the shapes the saved hypernetwork writes (``shape_json``)."""
+    for name, fan_in, fan_out in shape["modules"]:
+        a, b = adapter[name]
+        if list(a.shape) != [shape["layers"], shape["rank"], fan_in] or \
+                list(b.shape) != [shape["layers"], fan_out, shape["rank"]]:
+            return False
+    return True
 
 
 def _stored(state: dict[str, Any]) -> dict[int, StoredAdapter]:
