@@ -194,6 +194,9 @@ def test_export_warns_when_an_enabled_weight_engine_has_learned_state_no_bundle_
         report = engram.bundles.export(tmp_path / "some.zip")
         assert report.not_carried == ["cls"] and report.engines == []
         assert "what cls learned is NOT in this bundle" in report.warning()
+        from ui.weights_tab import export_summary  # the Weights tab's note
+
+        assert "Warning: what cls learned is NOT in this bundle" in export_summary(report)
     finally:
         engram.close()
     runner = CliRunner()
