@@ -67,7 +67,7 @@ def learned(engram, experts: dict[int, list[int]], seed: int = 0) -> dict:
 def source(tmp_path: Path):
     engram = engram_at(tmp_path / "a", **SETTINGS)
     docs = [add_document(engram, "/notes/a.txt", "hash-a"), add_document(engram, "/notes/b.txt", "hash-b")]
-    state = learned(engram, {0: [docs[0]], 2: [docs[1]]})
+    state = learned(engram, {0: [docs[0], 99], 2: [docs[1]]})  # 99: forgotten since (cls keeps the id)
     yield engram, state, docs
     engram.close()
 
@@ -101,7 +101,7 @@ def test_cls_experts_consolidated_adapter_and_keys_move_with_documents_remapped(
             if isinstance(value, torch.Tensor):
                 assert torch.equal(index[key], value), key
         assert index["experts"]["0"]["documents"] == [here] and index["experts"]["2"]["documents"] == []
-        assert blobs.meta("cls/index") == {"experts": 2, "documents": 2}
+        assert blobs.meta("cls/index") == {"experts": 2, "documents": 3}
         assert ClsEpisodeStore(b.db).count() == 0
     finally:
         b.close()

@@ -123,13 +123,17 @@ class CLSBundleState:
         index = blobs.get(INDEX)
         if not index or not index.get("experts"):
             return None
+        from store.documents import DocumentStore
+
+        listed = {r.id for r in DocumentStore(blobs.db).list(status="indexed", limit=10**9)}  # the manifest's
         experts: dict[str, Any] = {}
         state: dict[str, Any] = {}
         for slot, info in index["experts"].items():
             saved = blobs.get(EXPERT.format(slot))
             if saved is None:  # never saved: the engine could not load it either
                 continue
-            experts[slot] = info
+            # a document forgotten since leaves the list (its training stays in the expert)
+            experts[slot] = {**info, "documents": [d for d in info.get("documents", []) if d in listed]}
             state.update({f"expert.{slot}.{k}": v for k, v in saved.items() if isinstance(v, torch.Tensor)})
         state.update({k: v for k, v in index.items() if k.startswith(("consolidated.", "router.probe"))})
         owners = index["router.owners"].long()
