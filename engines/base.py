@@ -263,3 +263,9 @@ class Engine(ABC):
 
     def stats(self) -> dict[str, Any]:
         return {}
+
+    def has_learned(self) -> bool:
+        """Whether something is learned into this engine's own state (documents written into
+        weights, experts): a bundle that cannot carry it says so rather than leaving it behind."""
+        stats = self.stats()
+        return any(int(stats.get(key) or 0) > 0 for key in ("documents", "experts"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from pydantic import BaseModel
@@ -60,6 +60,9 @@ class Remapped:
     state: dict[str, Any]
     keys_left_out: int = 0
     pairs_left_out: int = 0
+    adapters_left_out: int = 0
+    notes: list[str] = field(default_factory=list)
+    """What did not travel with the state and what that means, in words for the person."""
 
 
 class BundleState(Protocol):

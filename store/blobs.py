@@ -91,6 +91,7 @@ class BlobStore:
 
     def __init__(self, db: Database, root: Path) -> None:
         self.db = db
+        self.root = Path(root)
         self.checkpoint_dir = Path(root) / "checkpoints"
         self.blob_dir = Path(root) / "blobs"
 

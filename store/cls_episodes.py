@@ -60,6 +60,22 @@ class ClsEpisodeStore:
         random.Random(seed).shuffle(episodes)
         return episodes[:limit] if limit is not None else episodes
 
+    def take_all(self) -> list[Episode]:
+        """Every episode, removed (a bundle import replacing the experts they belong to); ``restore``
+        puts them back."""
+        with self.db.transaction():
+            rows = self.db.query("SELECT id, slot, document_id, kind, prompt, answer FROM cls_episodes ORDER BY id")
+            self.db.execute("DELETE FROM cls_episodes")
+        return [Episode(id=r[0], slot=r[1], document_id=r[2], kind=r[3], prompt=r[4], answer=r[5]) for r in rows]
+
+    def restore(self, episodes: list[Episode]) -> None:
+        """The buffer as ``take_all`` found it (with the same ids): what is there now leaves."""
+        with self.db.transaction():
+            self.db.execute("DELETE FROM cls_episodes")
+            for e in episodes:
+                self.db.execute("INSERT INTO cls_episodes (id, slot, document_id, kind, prompt, answer) "
+                                "VALUES (?, ?, ?, ?, ?, ?)", (e.id, e.slot, e.document_id, e.kind, e.prompt, e.answer))
+
     def count(self) -> int:
         return int(self.db.scalar("SELECT COUNT(*) FROM cls_episodes") or 0)
 

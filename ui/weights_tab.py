@@ -170,6 +170,16 @@ def import_summary(report: Any) -> str:
     return "<div class='engram-card'>" + " ".join(escape(p) for p in parts) + "</div>"
 
 
+def export_summary(report: Any) -> str:
+    """What an export holds, and in plain words what it could not take (never left out silently)."""
+    text = (f"Bundle ready ({human_size(report.bytes)}): {len(report.playbooks)} playbook(s), learned "
+            f"weights of {', '.join(report.engines) or 'no engine'}, {report.documents} document(s) listed.")
+    warning = report.warning()
+    if warning:
+        text += f" Warning: {warning}."
+    return f"<div class='engram-card'>{escape(text)}</div>"
+
+
 def bundle_row(engram: Engram) -> None:
     """Export everything learned as one file, or import one (``engram bundle`` in the app):
     choosing a file with "Import bundle…" imports it at once. A refused import says why beside
@@ -191,9 +201,7 @@ def bundle_row(engram: Engram) -> None:
     @noted(0, 2)
     def on_export(with_documents: bool) -> tuple[Any, Any]:
         report = engram.bundles.export(engram.bundles.new_export_path(), with_documents=with_documents)
-        text = (f"Bundle ready ({human_size(report.bytes)}): {len(report.playbooks)} playbook(s), learned "
-                f"weights of {', '.join(report.engines) or 'no engine'}, {report.documents} document(s) listed.")
-        return f"<div class='engram-card'>{escape(text)}</div>", gr.update(value=report.path, visible=True)
+        return export_summary(report), gr.update(value=report.path, visible=True)
 
     @noted(0, 2)
     def on_import(path: str | None, replacing: bool) -> tuple[str, Any]:

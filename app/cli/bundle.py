@@ -34,6 +34,9 @@ def bundle_export(c: Context, file: Path, with_documents: bool, as_json: bool) -
     """Write the playbooks, learned weights and their settings into FILE (a zip)."""
     with user_errors(*bundle_errors()):
         report = c.engram.bundles.export(file, with_documents=with_documents)
+    warning = report.warning()
+    if warning:  # on stderr, with --json too: never silent
+        click.echo(f"Warning: {warning}.", err=True)
     if as_json:
         print_json(report)
         return

@@ -107,6 +107,16 @@ class ExportReport(BaseModel):
     documents: int
     documents_included: int = 0
     documents_left_out: list[str] = Field(default_factory=list, description="Files no longer as learned.")
+    not_carried: list[str] = Field(
+        default_factory=list, description="Enabled weight engines whose learned state this bundle does NOT hold "
+        "(no bundle format for it yet).")
+
+    def warning(self) -> str | None:
+        """The plain words for what was left behind (None: everything learned is inside)."""
+        if not self.not_carried:
+            return None
+        return (f"what {', '.join(self.not_carried)} learned is NOT in this bundle: a bundle cannot carry "
+                "that engine's learned state yet. Keep this data folder (or copy it whole) to keep it")
 
 
 class ImportReport(BaseModel):
@@ -119,6 +129,7 @@ class ImportReport(BaseModel):
     documents_missing: int = 0
     keys_left_out: int = 0
     pairs_left_out: int = 0
+    adapters_left_out: int = 0
     documents_folder: str | None = None
     documents_written: int = 0
     backup: str | None = None
@@ -263,7 +274,7 @@ class BundleService:
         return ExportReport(path=str(path), bytes=size, playbooks=[p.name for p in playbooks],
                             engines=[e.name for e in engines], documents=len(documents),
                             documents_included=sum(1 for d in documents if d.member),
-                            documents_left_out=left_out)
+                            documents_left_out=left_out, not_carried=self._not_carried())
 
     def sections(self) -> tuple[str, ...]:
         """Settings sections a bundle carries: the playbook engine's and each weight engine's."""
@@ -305,6 +316,15 @@ class BundleService:
             if state is not None:
                 found[name] = state
         return found
+
+    def _not_carried(self) -> list[str]:
+        """Enabled weight-writing engines that learned something no ``BundleState`` carries: the
+        export says so (a person moving machines must not lose it silently)."""
+        from engines.registry import registered
+
+        carriers, specs = self.bundle_states(), registered()
+        return [e.name for e in self.engines() if e.name not in carriers and e.name in specs
+                and specs[e.name].writes_weights and e.has_learned()]
 
     @staticmethod
     def _safetensors(state: dict[str, Any]) -> bytes:
@@ -436,6 +456,8 @@ class BundleService:
             moved = carrier.remapped(state, mapping)
             report.keys_left_out += moved.keys_left_out
             report.pairs_left_out += moved.pairs_left_out
+            report.adapters_left_out += moved.adapters_left_out
+            report.notes += moved.notes
             plan.states[entry.name] = moved.state
         if conflicts:
             raise BundleRefused("replace", "; ".join(conflicts) + ". Import with --replace to put the "
@@ -654,11 +676,12 @@ class BundleService:
         report = plan.report
         if plan.settings:
             report.notes.append("the settings take effect when Engram starts next")
-        if report.keys_left_out or report.pairs_left_out:
+        if report.keys_left_out or report.pairs_left_out or report.adapters_left_out:
             report.notes.append(
                 f"{report.documents_missing} learned document(s) are not in this library: their "
-                f"{report.keys_left_out} router keys and {report.pairs_left_out} recalled pairs were left "
-                "out, so questions about them get the original model's answer until they are added")
+                f"{report.keys_left_out} router keys, {report.pairs_left_out} recalled pairs and "
+                f"{report.adapters_left_out} document adapters were left out, so questions about them "
+                "get the original model's answer until they are added")
 
     def _restore_playbooks(self, names: set[str], old: list[PlaybookHistory]) -> None:
         write_histories(self.db, old, replace=names)

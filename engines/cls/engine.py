@@ -616,6 +616,41 @@ class CLSEngine(Engine):
                 self.save()
             self.record_pressure()
 
+    # --- a bundle import ----------------------------------------------------------------------
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """No model load, learning or sleep while a bundle import puts a saved state in place."""
+        with self.setup, self.training:
+            yield
+
+    def loaded_shapes(self) -> dict[str, list[int]] | None:
+        """Each adapted module's consolidated LoRA shapes when the model is loaded (else None):
+        what a state put in place must fit. Call inside ``held``."""
+        if self.pool is None:
+            return None
+        return {f"{name}.{part}": list(t.shape) for name, layer in self.pool.layers.items()
+                for part, t in layer.consolidated.tensors().items()}
+
+    def reload_saved(self) -> None:
+        """Read the saved index again and drop the experts held in memory (they load from their
+        blobs when routed to), after a bundle import wrote them or undid that. Call inside ``held``."""
+        self.origin = None
+        if self._cortex is None or self.pool is None:
+            return  # the next load reads the saved index
+        for slot in self.pool.slots():
+            self.pool.drop(slot)
+        saved = self.blobs.get(INDEX)
+        if saved is not None:
+            self._apply_index(saved)
+            return
+        blank = {}
+        for name, layer in self.pool.layers.items():
+            lora = layer.consolidated
+            blank.update({f"{name}.A": lora.A.detach(), f"{name}.B": torch.zeros_like(lora.B),
+                          f"{name}.open_rows": torch.ones_like(lora.open_rows)})
+        self.pool.load_consolidated(blank)
+        self.keys, self.experts, self.documents, self.sleeps = KeyRouter(self.keys.low), {}, 0, 0
+
     def forget_many(self, document_ids: list[int]) -> None:
         """Their episodes leave the replay buffer (what their training wrote into an expert stays
         until that expert is recycled; a checkpoint goes back)."""

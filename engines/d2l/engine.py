@@ -451,6 +451,32 @@ class D2LEngine(Engine):
                 "hypernetwork_seconds": float(hyper.get("seconds", 0.0)),
                 "hypernetwork_loss": hyper["curve"][-1][1] if hyper.get("curve") else None}
 
+    # --- a bundle import ----------------------------------------------------------------------
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """No model load, meta-training or learning step starts while a bundle import puts a
+        saved state in place (a running meta-training finishes its save first)."""
+        with self._setup, self._training:
+            yield
+
+    def saved_shape(self) -> dict[str, Any] | None:
+        """This engine's hypernetwork shape when its model is loaded (None: not loaded)."""
+        with self._setup:
+            return None if self._cortex is None else persistence.shape_json(self.shape(self._cortex))
+
+    def reload_saved(self) -> None:
+        """Forget the hypernetwork, optimizer and adapters held in memory and read the saved ones
+        again (after a bundle import wrote them; call inside ``held``)."""
+        with self._setup:
+            self._hyper, self._adamw, self._opt_saved = None, None, {}
+            self._record = persistence.record(None)
+            with self._keeping:
+                self.adapters = {}
+                self.router = DeltaRouter(self.config.route_low, self.config.route_high)
+            if self._cortex is not None:
+                self._load_adapters()
+                self.hypernetwork()
+
     # --- meta-training -------------------------------------------------------------------------
     def stored_documents(self) -> list[TrainingDocument]:
         """The person's stored documents, with the extractors' questions (for meta-training)."""

@@ -38,12 +38,18 @@ def save(blobs: BlobStore, hyper: Hypernetwork, optimizer: torch.optim.Optimizer
         for i, slot in optimizer.state_dict()["state"].items():
             for name, value in slot.items():
                 state[f"opt.{i}.{name}"] = torch.as_tensor(value).float()
+    put_saved(blobs, state, {**meta, "shape": shape_json(hyper.shape)})
+
+
+def put_saved(blobs: BlobStore, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Save ``hyper.*`` and ``opt.*`` tensors with their training record (a bundle import puts a
+    hypernetwork here without building one)."""
     curve = meta.get("curve", [])
     if len(curve) > CURVE_POINTS:
         curve = curve[::2]
-    meta = {**meta, "curve": curve, "shape": _shape_json(hyper.shape)}
-    blobs.put(HYPER_KEY, "d2l-hypernetwork", {**state, "record": meta}, meta={k: v for k, v in meta.items()
-                                                                                 if k != "curve"})
+    meta = {**meta, "curve": curve}
+    blobs.put(HYPER_KEY, "d2l-hypernetwork", {**tensors, "record": meta},
+              meta={k: v for k, v in meta.items() if k != "curve"})
 
 
 def load(blobs: BlobStore, shape: HyperShape, model_name: str) -> tuple[Hypernetwork, dict[str, Any],
@@ -55,10 +61,10 @@ def load(blobs: BlobStore, shape: HyperShape, model_name: str) -> tuple[Hypernet
     if state is None:
         return hyper, record(None), {}
     meta = record(state.get("record"))
-    if meta.get("shape") != _shape_json(shape) or meta.get("model") not in (None, model_name):
+    if meta.get("shape") != shape_json(shape) or meta.get("model") not in (None, model_name):
         raise HypernetworkMismatch(
             f"the saved hypernetwork was trained for {meta.get('model')} with shape {meta.get('shape')}, "
-            f"not {model_name} with {_shape_json(shape)}: train it again under another data folder, "
+            f"not {model_name} with {shape_json(shape)}: train it again under another data folder, "
             "or put the d2l settings back")
     hyper.load_state_dict({k[len("hyper."):]: v for k, v in state.items() if k.startswith("hyper.")})
     return hyper, meta, {k: v for k, v in state.items() if k.startswith("opt.")}
@@ -77,7 +83,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, torch.T
     optimizer.load_state_dict(state)
 
 
-def _shape_json(shape: HyperShape) -> dict[str, Any]:
+def shape_json(shape: HyperShape) -> dict[str, Any]:
     found = asdict(shape)
     found["modules"] = [list(m) for m in shape.modules]
     return found
