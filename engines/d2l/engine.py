@@ -471,7 +471,7 @@ class D2LEngine(Engine):
             self._hyper, self._adamw, self._opt_saved = None, None, {}
             self._record = persistence.record(None)
             with self._keeping:
-                self.adapters = {}
+                self.adapters, self._keyed = {}, {}
                 self.router = DeltaRouter(self.config.route_low, self.config.route_high)
             if self._cortex is not None:
                 self._load_adapters()
