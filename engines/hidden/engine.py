@@ -130,11 +130,13 @@ class HiddenStateEngine(Engine):
         started = time.perf_counter()
         passages = [p for p in self.context.retrieve(query.text, self.config.k)
                     if p.exact or p.score >= self.config.min_similarity]
+        if not passages:
+            return Contribution(engine=self.name, notes=["hidden-state tier: no passage"])
         cortex = self.cortex()
         stored = self.store.get([p.chunk_id for p in passages], cortex.model_name)
         if not stored:
-            note = "no passage" if not passages else "no stored states for the passages (engram hidden fill)"
-            return Contribution(engine=self.name, notes=[f"hidden-state tier: {note}"])
+            return Contribution(engine=self.name, notes=["hidden-state tier: no stored states for the "
+                                                         "passages (engram hidden fill)"])
         bias, used = self.reward(cortex, query.text, list(stored.values()))
         ms = 1000 * (time.perf_counter() - started)
         return Contribution(engine=self.name, logit_bias=bias, bias_model=cortex.model_name,
