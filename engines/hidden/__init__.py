@@ -8,6 +8,6 @@ register_engine(EngineSpec(
     name="hidden", config=HiddenConfig, engine="engines.hidden.engine:HiddenStateEngine",
     commands="app.cli.hidden:hidden",
     description="Keeps each chunk as the model's hidden states and, while answering, favours the words "
-                "the retrieved passages add (JitRL; measured: it does not beat plain retrieval yet)."))
+                "the retrieved passages add (JitRL, experimental: measured no better than rag.logit_bias)."))
 
 __all__ = ["HiddenConfig"]

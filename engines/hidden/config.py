@@ -9,8 +9,9 @@ class HiddenConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     strength: float = Field(
-        4.0, ge=0.0, le=20.0, description="Logit added to the best-rewarded token (the others in "
-        "proportion to their reward); 0 turns the modulation off without unloading anything.")
+        1.5, ge=0.0, le=20.0, description="Logit added to the best-rewarded token (the others in "
+        "proportion to their reward); 0 turns the modulation off without unloading anything. "
+        "Measured (engram bench chat --hidden): 4.0 made answers loop and lose exact matches.")
     k: int = Field(4, ge=1, le=20, description="Passages whose states are read for an answer.")
     min_similarity: float = Field(
         0.25, ge=-1.0, le=1.0, description="Passages less similar to the question (cosine) are left out.")
