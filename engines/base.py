@@ -85,6 +85,11 @@ class Contribution(BaseModel):
         description="Text whose tokens the generator should favour (turned into a logit bias "
         "with the active model's tokenizer).",
     )
+    logit_bias: dict[int, float] = Field(
+        default_factory=dict, description="Token id -> logit added at every step, in the vocabulary "
+        "of the model ``bias_model`` names (the chat path applies it only on that model).",
+    )
+    bias_model: str = Field("", description="The model whose token ids ``logit_bias`` uses.")
     learned_states: list[str] = Field(
         default_factory=list, description="Learned weights that must be active to answer."
     )

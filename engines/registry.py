@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 from engines.base import Engine, EngineContext
 
-BUILTIN_PACKAGES = ("engines.rag", "engines.ace", "engines.ttt", "engines.d2l", "engines.cls")
+BUILTIN_PACKAGES = ("engines.rag", "engines.ace", "engines.ttt", "engines.d2l", "engines.cls",
+                    "engines.hidden")
 
 
 class EngineSpec(BaseModel):

@@ -339,3 +339,17 @@ def m014_controller_decisions(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("014_controller_decisions", m014_controller_decisions))
+
+
+def m015_chunk_states(db: sqlite_utils.Database) -> None:
+    """The hidden-state tier: each chunk's last hidden states under one model (safetensors bytes:
+    the states and the chunk's token ids), deleted with the chunk."""
+    _run(db, ["""CREATE TABLE chunk_states (
+        chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        tensors BLOB NOT NULL
+    )"""])
+
+
+MIGRATIONS.append(("015_chunk_states", m015_chunk_states))

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -36,6 +37,8 @@ TARGET_ISOLATION_RATIO = 0.95
 TARGET_RETRIEVAL_MS = 100.0
 FILLER_DOC_CHUNKS = 100
 SPEED_ANSWER_TOKENS = 128
+ARM_LABELS = {"plain": "retrieval", "logit_bias": "retrieval + logit bias",
+              "hidden": "retrieval + hidden states"}
 
 
 class SpeedFigures(BaseModel):
@@ -69,8 +72,14 @@ class RetrievalFigures(BaseModel):
     query_embed_p50_ms: float
 
 
+Arm = Literal["plain", "logit_bias", "hidden"]
+"""How retrieved passages shape the answer: in the prompt only; plus +strength on each of their
+tokens (``rag.logit_bias``); plus the hidden-state tier's reward (engines/hidden)."""
+
+
 class AccuracyFigures(BaseModel):
     logit_bias: bool
+    arm: Arm = "plain"
     questions: int
     exact_match: float
     answer_contained: float
@@ -239,9 +248,13 @@ def measure_retrieval(engram, questions: list[str]) -> RetrievalFigures:
                             query_embed_p50_ms=median_ms(embed_s))
 
 
-def measure_accuracy(engram, questions, logit_bias: bool,
-                     echo: Callable[[str], None]) -> AccuracyFigures:
+def measure_accuracy(engram, questions, arm: Arm, echo: Callable[[str], None],
+                     hidden_strength: float = 0.0) -> AccuracyFigures:
+    """Ask every question through the chat path with passages shaping the answer as ``arm`` says."""
+    logit_bias = arm == "logit_bias"
     engram.settings.rag.logit_bias = logit_bias
+    if "hidden" in engram.settings.engines:
+        engram.settings.hidden.strength = hidden_strength if arm == "hidden" else 0.0
     exact = contained = in_sources = looped = 0
     started = time.perf_counter()
     for i, q in enumerate(questions, 1):
@@ -254,15 +267,17 @@ def measure_accuracy(engram, questions, logit_bias: bool,
         passages = engram.docs.chunks(c.chunk_id for c in done.message.citations)
         in_sources += any(q.answer in p.text for p in passages.values()) or q.answer in sources
         if i % 20 == 0:
-            echo(f"  {i}/{len(questions)} questions (logit bias {'on' if logit_bias else 'off'})")
+            echo(f"  {i}/{len(questions)} questions ({arm})")
     n = len(questions)
-    return AccuracyFigures(logit_bias=logit_bias, questions=n, exact_match=exact / n,
+    return AccuracyFigures(logit_bias=logit_bias, arm=arm, questions=n, exact_match=exact / n,
                            answer_contained=contained / n, answer_in_sources=in_sources / n,
                            seconds_per_answer=(time.perf_counter() - started) / n, looped=looped)
 
 
 def run_chat_bench(settings: Settings, questions: int = 100, chunks: int = 10_000, runs: int = 5,
-                   seed: int = 0, echo: Callable[[str], None] = print) -> ChatBenchReport:
+                   seed: int = 0, echo: Callable[[str], None] = print, hidden: bool = False) -> ChatBenchReport:
+    """``hidden``: a third accuracy arm, the hidden-state tier (its states filled after ingestion,
+    at the strength the settings give it; the torch model loads for it)."""
     from app.core import Engram
 
     fiction = generate("small", seed)
@@ -273,15 +288,31 @@ def run_chat_bench(settings: Settings, questions: int = 100, chunks: int = 10_00
             "data_dir": root / "data", "drop_folder": root / "drop", "temperature": 0.0,
             "answer_max_tokens": min(settings.answer_max_tokens, 64), "history_turns": 0,
             "rag": settings.rag.model_copy(),
+            "engines": [e for e in settings.engines if e != "hidden"] + (["hidden"] if hidden else []),
         })
         engram = Engram(LoadedSettings(settings=bench_settings, sources={}, config_file=root / "none"))
+        cortex = None
         try:
             fiction.write(root / "docs")
             engram.ingest([root / "docs"])
             engram.run_pending()
             echo(f"Ingested {len(fiction.documents)} fictional documents; asking {len(asked)} questions")
-            accuracy = [measure_accuracy(engram, asked, bias, echo) for bias in (False, True)]
+            arms: list[Arm] = ["plain", "logit_bias"]
+            strength = settings.hidden.strength if hidden else 0.0  # type: ignore[attr-defined]
+            if hidden:
+                from app.paths import DataPaths
+                from app.runtimes.neocortex import load_neocortex
+
+                # the person's data folder caches the torch conversion: not a minute per bench run
+                cortex = load_neocortex(settings.neocortex_model, settings.device, DataPaths(root=settings.data_dir).cache)
+                engram.adopt_neocortex(cortex)
+                filled = engram.engine("hidden").fill()  # type: ignore[attr-defined]
+                echo(f"Hidden states stored for {filled['chunks']} chunks")
+                arms.append("hidden")
+            accuracy = [measure_accuracy(engram, asked, arm, echo, strength) for arm in arms]
             engram.settings.rag.logit_bias = False
+            if hidden:
+                engram.settings.hidden.strength = 0.0  # type: ignore[attr-defined]
             echo(f"Measuring speed against raw llama-cpp-python ({runs} runs each)...")
             engram.settings.answer_max_tokens = SPEED_ANSWER_TOKENS
             entity = fiction.documents[0].entity
@@ -293,6 +324,8 @@ def run_chat_bench(settings: Settings, questions: int = 100, chunks: int = 10_00
             model = f"{engram.runtime.backend} {engram.runtime.model}"
         finally:
             engram.close()
+            if cortex is not None:
+                cortex.close()
     report = ChatBenchReport(model=model, speed=speed, isolation=isolation, retrieval=retrieval,
                              accuracy=accuracy, notes=[
         f"{filled:,} of the {retrieval.chunks:,} chunks are background prose with vectors jittered "
@@ -329,7 +362,7 @@ def print_report(r: ChatBenchReport, echo: Callable[[str], None]) -> None:
          f"{verdict(q.contribute_p95_ms < TARGET_RETRIEVAL_MS)}; of which query embedding "
          f"{q.query_embed_p50_ms:.1f} ms, exact FAISS search {q.faiss_exact_p50_ms:.2f} ms")
     for a in r.accuracy:
-        echo(f"grounded accuracy (logit bias {'on ' if a.logit_bias else 'off'}) exact {a.exact_match:.2f}"
+        echo(f"grounded accuracy ({ARM_LABELS[a.arm]:<27}) exact {a.exact_match:.2f}"
              f"  contained {a.answer_contained:.2f}  in sources {a.answer_in_sources:.2f}  "
              f"({a.questions} questions, {a.seconds_per_answer:.1f} s/answer); looped {a.looped} "
              f"(target 0) {verdict(a.looped == 0)}")

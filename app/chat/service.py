@@ -138,6 +138,23 @@ def logit_bias(runtime: Runtime, texts: list[str], strength: float) -> dict[int,
     return ids
 
 
+def with_rewards(runtime: Runtime, bias: dict[int, float] | None, contributions: list[Contribution],
+                 notes: list[str]) -> dict[int, float] | None:
+    """``bias`` plus the engines' token rewards (the hidden-state tier's), added where the runtime
+    biases tokens and speaks the vocabulary they were computed in; a note says why when not."""
+    for c in contributions:
+        if not c.logit_bias:
+            continue
+        if not runtime.supports_logit_bias or runtime.model_name != c.bias_model:
+            notes.append(f"{c.engine}: its token rewards are for {c.bias_model}, the answer comes from "
+                         f"{runtime.model_name} on {runtime.name}; answered without them")
+            continue
+        bias = dict(bias or {})
+        for token, value in c.logit_bias.items():
+            bias[token] = bias.get(token, 0.0) + value
+    return bias
+
+
 class ChatService:
     """Answers questions from the engines' contributions and keeps every turn."""
 
@@ -213,6 +230,7 @@ class ChatService:
                           self.grounding.logit_bias_strength)
         if any(c.bias_text for c in contributions) and bias is None:
             notes.append(f"the {runtime.name} backend cannot bias tokens; answered without it")
+        bias = with_rewards(runtime, bias, contributions, notes)
         return plan, bias, notes
 
     def ask(self, question: str, conversation_id: int | None = None, turns: int | None = None,

@@ -257,21 +257,24 @@ def bench_route(c: Context, size: str | int, seed: int, json_out: Path | None) -
 
 @bench.command("chat")
 @click.option("--questions", type=int, default=100, show_default=True,
-              help="Fictional questions asked (with and without logit bias).")
+              help="Fictional questions asked (with and without logit bias, and the hidden-state tier with --hidden).")
 @click.option("--chunks", type=int, default=10_000, show_default=True,
               help="Store size for the retrieval latency part.")
 @click.option("--runs", type=int, default=5, show_default=True, help="Speed runs per side.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--hidden", is_flag=True, help="Also answer with the hidden-state tier (loads the torch "
+              "model and stores the documents' hidden states; strength: the hidden.strength setting).")
 @json_out_option
 @pass_ctx
-def bench_chat(c: Context, questions: int, chunks: int, runs: int, seed: int,
+def bench_chat(c: Context, questions: int, chunks: int, runs: int, seed: int, hidden: bool,
                json_out: Path | None) -> None:
-    """Chat speed vs raw llama-cpp-python, retrieval latency, grounded accuracy."""
+    """Chat speed vs raw llama-cpp-python, retrieval latency, grounded accuracy (retrieval, + logit
+    bias, and with --hidden + the hidden-state tier)."""
     from app.bench.chat import run_chat_bench
 
     with user_errors(ValueError):
         report = run_chat_bench(c.loaded.settings, questions=questions, chunks=chunks, runs=runs,
-                                seed=seed, echo=console.print)
+                                seed=seed, echo=console.print, hidden=hidden)
     write_report(report, json_out)
 
 

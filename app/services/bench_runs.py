@@ -122,17 +122,18 @@ def _chat_figures(r: dict[str, Any]) -> list[Figure]:
                   value=f"{q['contribute_p50_ms']:.1f} / {q['contribute_p95_ms']:.1f} ms",
                   target=f"< 100 ms {verdict(q['contribute_p95_ms'] < 100)}")]
     for a in r["accuracy"]:
-        bias = "on" if a["logit_bias"] else "off"
-        out.append(Figure(name=f"grounded answers (logit bias {bias}): exact / contained / in sources",
+        arm = a.get("arm") or ("logit_bias" if a["logit_bias"] else "plain")
+        bias = {"plain": "retrieval", "logit_bias": "logit bias on", "hidden": "hidden states"}.get(arm, arm)
+        out.append(Figure(name=f"grounded answers ({bias}): exact / contained / in sources",
                           value=f"{a['exact_match']:.2f} / {a['answer_contained']:.2f} / "
                                 f"{a['answer_in_sources']:.2f} ({a['questions']} questions)"))
-        out.append(Figure(name=f"looped answers (logit bias {bias})", value=str(a.get("looped", 0)),
+        out.append(Figure(name=f"looped answers ({bias})", value=str(a.get("looped", 0)),
                           target=f"0 {verdict(a.get('looped', 0) == 0)}"))
     return out
 
 
 def _chat_headline(r: dict[str, Any]) -> float | None:
-    plain = [a for a in r.get("accuracy", []) if not a.get("logit_bias")]
+    plain = [a for a in r.get("accuracy", []) if a.get("arm", "plain") == "plain" and not a.get("logit_bias")]
     return plain[0]["answer_contained"] if plain else None
 
 

@@ -1,0 +1,131 @@
+"""The hidden-state knowledge tier (engines/hidden): states stored and removed with their chunks,
+a reward that raises a retrieved passage's made-up name, and nothing changed when it is off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engines.base import Query
+from models.hidden_reward import modulate, reward_vector, select, top_rewards
+from store.chunk_states import ChunkStateStore
+from tests.helpers import open_engram
+
+DOC = ("# The Ferrow protocol\n\nThe Ferrow protocol was designed by Zorvek Quillanby in 2016. "
+       "It moves sealed parcels between the orbital depots of Vellmar.\n")
+QUESTION = "Who designed the Ferrow protocol?"
+NAME = " Zorvek"
+
+
+def test_the_reward_follows_surprisal_and_weight_and_adds_to_logits() -> None:
+    head = torch.eye(4) * 5.0  # token v is predicted by a state pointing along axis v
+    states = torch.stack([torch.eye(4)[0], torch.eye(4)[1]])
+    actions = torch.tensor([0, 2])  # state 0 took the token it predicts; state 1 took a surprising one
+    reward = reward_vector(states, actions, torch.tensor([0.5, 0.5]), head)
+    assert reward[2] == 1.0 and 0 < reward[0] < 0.1 and reward[1] == reward[3] == 0
+    idx, w = select(states, torch.tensor([0.0, 1.0, 0.0, 0.0]), top=1, temperature=0.1)
+    assert idx.tolist() == [1] and w.tolist() == [1.0]
+    bias = top_rewards(reward, tokens=1, strength=3.0)
+    assert bias == {2: 3.0}
+    assert modulate(torch.zeros(4), bias).tolist() == [0.0, 0.0, 3.0, 0.0]
+
+
+def _engram(embedder, neocortex, tmp_path: Path, engines: str):
+    folder = tmp_path / "docs"
+    folder.mkdir(parents=True)
+    (folder / "ferrow.md").write_text(DOC)
+    engram = open_engram(embedder, engines=engines, data_dir=tmp_path / "data")
+    engram.adopt_neocortex(neocortex)
+    engram.ingest([folder])
+    engram.run_pending(learn=True)
+    return engram, str(folder / "ferrow.md")
+
+
+@pytest.mark.slow
+def test_states_are_filled_written_by_the_learn_job_and_leave_with_their_document(
+        embedder, neocortex, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "ferrow.md").write_text(DOC)
+    engram = open_engram(embedder, engines="rag,hidden")
+    engram.adopt_neocortex(neocortex)
+    try:
+        engram.ingest([folder])
+        engram.run_pending()  # indexed, its learn job not run yet: a document from before the tier
+        store = ChunkStateStore(engram.db)
+        first = engram.docs.get(str(folder / "ferrow.md")).id
+        assert store.of_document(first) == 0 and store.missing_documents(neocortex.model_name) == [first]
+        seen: list[float] = []
+        assert engram.engine("hidden").fill(lambda f, m: seen.append(f))["documents"] == 1
+        assert seen[-1] == 1.0 and seen == sorted(seen)
+        chunks = store.chunks_of(first)
+        assert chunks and store.of_document(first) == len(chunks)
+        (states, ids), = store.get([chunks[0][0]], neocortex.model_name).values()
+        assert ids.tolist() == neocortex.tokenizer(chunks[0][1], add_special_tokens=False)["input_ids"]
+        assert states.shape == (len(ids), neocortex.model.config.hidden_size) and str(states.dtype) == "float16"
+
+        (folder / "vellmar.md").write_text("# Vellmar\n\nThe Vellmar Observatory keeps a cat named Parsec.\n")
+        engram.ingest([folder])
+        engram.run_pending(learn=True)  # the learn job writes the new document's states
+        second = engram.docs.get(str(folder / "vellmar.md")).id
+        assert store.of_document(second) == len(store.chunks_of(second)) > 0
+
+        engram.forget_document(str(folder / "ferrow.md"))
+        assert store.of_document(first) == 0 and store.summary().documents == 1
+    finally:
+        engram.close()
+
+
+def _name_logit(neocortex, plan, bias: dict[int, float] | None) -> tuple[float, int]:
+    """The made-up name's first token: its logit at the answer's first step and its rank there."""
+    text = neocortex.tokenizer.apply_chat_template([m.model_dump() for m in plan.messages],
+                                                   add_generation_prompt=True, tokenize=False)
+    ids = neocortex.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = neocortex.model(input_ids=ids).logits[0, -1]
+    logits = modulate(logits, bias or {})
+    token = neocortex.tokenizer(NAME, add_special_tokens=False)["input_ids"][0]
+    return float(logits[token]), int((logits > logits[token]).sum())
+
+
+@pytest.mark.slow
+def test_the_tier_raises_a_retrieved_made_up_name_and_off_changes_nothing(
+        embedder, neocortex, llama, tmp_path: Path) -> None:
+    off, _ = _engram(embedder, neocortex, tmp_path / "off", "rag")
+    on, _ = _engram(embedder, neocortex, tmp_path / "on", "rag,hidden")
+    try:
+        plans = {}
+        for name, engram in (("off", off), ("on", on)):
+            contributions = engram.chat.contributions(Query(text=QUESTION))
+            plans[name] = engram.chat.prompt(QUESTION, contributions, llama, [])
+        (plan_off, bias_off, _), (plan_on, bias_on, notes_on) = plans["off"], plans["on"]
+        assert bias_off is None and plan_on.messages == plan_off.messages
+        token = neocortex.tokenizer(NAME, add_special_tokens=False)["input_ids"][0]
+        assert bias_on and bias_on.get(token, 0) > 0, (bias_on, notes_on)
+        before, rank_before = _name_logit(neocortex, plan_off, bias_off)
+        after, rank_after = _name_logit(neocortex, plan_on, bias_on)
+        assert after > before and rank_after < rank_before
+
+        on.settings.hidden.strength = 0.0  # the setting off: the same bias as without the tier
+        assert on.chat.prompt(QUESTION, on.chat.contributions(Query(text=QUESTION)), llama, [])[1] is None
+    finally:
+        off.close()
+        on.close()
+
+
+@pytest.mark.slow
+def test_with_the_tier_off_the_question_path_never_loads_the_torch_model(embedder, llama, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "ferrow.md").write_text(DOC)
+    for engines, strength in (("rag", 4.0), ("rag,hidden", 0.0)):
+        engram = open_engram(embedder, engines=engines, **{"hidden.strength": strength})
+        try:
+            engram.ingest([folder])
+            engram.run_pending()  # indexing only: a learn job would load it, on the worker
+            engram.chat.prompt(QUESTION, engram.chat.contributions(Query(text=QUESTION)), llama, [])
+            assert engram._neocortex is None
+        finally:
+            engram.close()
