@@ -12,7 +12,7 @@ shape is checked from the header before a byte of data is read, then the values 
 keys only of experts in the bundle, documents the bundle lists).
 
 The replay buffer (``store.cls_episodes``: the passages and question/answer pairs each expert
-learned) is not carried: it is the documents' own text, which a bundle holds only with
+learned) is not carried: that is the documents' own text, which a bundle holds only with
 ``--with-documents``. After an import the next sleep has nothing of the imported experts to
 replay until their documents are learned again; the import says so. Replacing what is here
 takes this library's episodes out too (they belong to the experts replaced); the undo puts
@@ -45,7 +45,7 @@ INT_DTYPES = {"I64": 8, "I32": 4}
 PARTS = ("A", "B", "open_rows")
 EXPERT_TENSOR = re.compile(r"^expert\.(\d{1,9})\.(.+)$")
 UNKNOWN_DIM = 4096
-EPISODES_NOTE = ("the cls replay buffer does not travel (it is the documents' own text): the next sleep "
+EPISODES_NOTE = ("the cls replay buffer does not travel (that is the documents' own text): the next sleep "
                  "replays nothing of the imported experts until their documents are learned again here")
 
 
