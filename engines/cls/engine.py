@@ -51,7 +51,7 @@ from engines.ttt import rehearsal, route_keys
 from engines.ttt.config import TTTConfig
 from engines.ttt.material import document_material
 from engines.ttt.trainer import Piece, chat_piece, text_pieces
-from models.consolidation import distill, kl_to_teacher
+from models.consolidation import adam_tensors, distill, kl_to_teacher, load_adam_tensors
 from models.ewc import EWC, fisher_diagonal
 from models.expert_router import KeyRouter
 from models.lora_experts import ExpertPool
@@ -443,8 +443,10 @@ class CLSEngine(Engine):
             self.metrics.append({"engine": NAME, "phase": "sleep", "step": taken[0], "kl": float(value.detach())})
             return value
 
+        opt = torch.optim.Adam(params, lr=cfg.sleep_lr)
+        restored = resume is not None and load_adam_tensors(opt, resume)  # Adam goes on as it was
         with cortex.lock:
-            report = distill(params, work[done:], loss, cfg.sleep_lr, ewc, stop)
+            report = distill(params, work[done:], loss, cfg.sleep_lr, ewc, stop, opt=opt)
             cut = report.stopped and budget.interrupted()
             if cut:  # the person is back: no probe, answers as before the sleep
                 partial = pool.consolidated()
@@ -454,13 +456,14 @@ class CLSEngine(Engine):
                      "episodes": [e.id for e in episodes]}
             return self._cut_short(started, done + report.steps, len(work), {
                 **aside, **{f"before.{k}": v for k, v in before.items()},
-                **{f"partial.{k}": v for k, v in partial.items()}})
+                **{f"partial.{k}": v for k, v in partial.items()}, **adam_tensors(opt)})
         with cortex.lock:
             with pool.routing(None, consolidated=1.0):
                 ppl_after = lm.perplexity(cortex.model, probe) if probe else None
                 known_after = lm.exact_answers(cortex.model, questions)
         figures = self._probe_figures(ppl_before, ppl_after, known_before, known_after)
-        figures.update(steps=done + report.steps, resumed_from=done, stopped=report.stopped, episodes=len(episodes),
+        figures.update(steps=done + report.steps, resumed_from=done, optimizer_restored=restored,
+                       stopped=report.stopped, episodes=len(episodes),
                        loss_first=report.first_loss, loss_last=report.last_loss)
         self.blobs.delete(RESUME)
         reason = self._rollback_reason(figures)
