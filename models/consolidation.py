@@ -40,12 +40,41 @@ def kl_to_teacher(student: Tensor, teacher: Tensor, mask: Tensor | None = None,
     return (kl * m).sum() / m.sum().clamp_min(1.0)
 
 
+def adam_tensors(opt: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """An Adam optimizer's moments and step counts as flat tensors (``adam.<param>.<name>``), so a
+    cut-short sleep can save them beside its adapter (safetensors: no pickle) and resume as it was."""
+    out: dict[str, Tensor] = {}
+    for index, state in opt.state_dict()["state"].items():
+        for name, value in state.items():
+            out[f"adam.{index}.{name}"] = torch.as_tensor(value).detach().clone()
+    return out
+
+
+def load_adam_tensors(opt: torch.optim.Optimizer, tensors: dict[str, Tensor]) -> bool:
+    """Put moments saved by ``adam_tensors`` back into ``opt`` (built over the same parameters);
+    False, and ``opt`` left fresh, when they do not fit its parameters."""
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("adam."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    params = [p for group in opt.param_groups for p in group["params"]]
+    if not state or set(state) != set(range(len(params))) or any(
+            s["exp_avg"].shape != p.shape for i, s in state.items() for p in [params[i]] if "exp_avg" in s):
+        return False
+    current = opt.state_dict()
+    opt.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+    return True
+
+
 def distill(params: Sequence[nn.Parameter], batches: Sequence[object],
             loss: Callable[[object], Tensor], lr: float, ewc: EWC | None = None,
-            stop: Callable[[], bool] | None = None, max_grad_norm: float = 1.0) -> DistillReport:
+            stop: Callable[[], bool] | None = None, max_grad_norm: float = 1.0,
+            opt: torch.optim.Optimizer | None = None) -> DistillReport:
     """One Adam step per batch on ``params`` minimising ``loss(batch)`` (+ the EWC penalty);
-    ``stop`` is asked before each step, so sleep can give way between steps."""
-    opt = torch.optim.Adam(params, lr=lr)
+    ``stop`` is asked before each step, so sleep can give way between steps. ``opt``: an Adam
+    over ``params`` to go on with (a resumed sleep's, its moments restored)."""
+    opt = opt if opt is not None else torch.optim.Adam(params, lr=lr)
     first = last = float("nan")
     steps = 0
     for batch in batches:

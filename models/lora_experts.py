@@ -157,12 +157,20 @@ class ExpertPool:
             lora = layer.experts[str(slot)] if str(slot) in layer.experts else layer.new_expert(slot)
             lora.load({part: state[f"{name}.{part}"] for part in ("A", "B", "open_rows")})
 
-    def clone(self, source: int, slot: int) -> None:
+    def clone(self, source: int, slot: int, noise: float = 0.0, seed: int = 0) -> None:
         """A new expert in ``slot`` starting as a copy of ``source`` (growth starts from the
-        nearest expert, then distils briefly)."""
+        nearest expert, then distils briefly), every row open. ``noise``: Gaussian noise of that
+        share of each tensor's standard deviation, so the copy is not its parent exactly."""
         self.load(slot, self.expert(source))
+        generator = torch.Generator().manual_seed(seed)
         for layer in self.layers.values():
-            layer.experts[str(slot)].open_rows.fill_(True)
+            lora = layer.experts[str(slot)]
+            lora.open_rows.fill_(True)
+            if noise > 0:
+                with torch.no_grad():
+                    for p in (lora.A, lora.B):
+                        jitter = torch.randn(p.shape, generator=generator) * (noise * float(p.std()))
+                        p.add_(jitter.to(device=p.device, dtype=p.dtype))
 
     def consolidated(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}

@@ -78,6 +78,11 @@ def test_bench_learn_refuses_a_mistyped_arm_or_size_before_loading_a_model(isola
         assert result.exit_code == 2 and said in result.output, result.output
     out_of_range = CliRunner().invoke(cli, ["bench", "learn", "--ablations", "--arms", "7", *quick])
     assert out_of_range.exit_code == 1 and "numbered 1-6" in out_of_range.output
+    for args, said in ((["--engine", "cls,bogus"], "unknown stream arm(s) bogus"),
+                       (["--engine", "cls", "--stream-documents", "2", "--stream", "3"], "1 to 2 days")):
+        stream = CliRunner().invoke(cli, ["bench", "learn", "--stream", "2", "--size", "tiny", *args])
+        assert stream.exit_code == 1 and said in stream.output, stream.output
+    assert not any((isolated_dirs["data"] / "cache").glob("torch*"))  # refused before a model loads
 
 
 def test_sleep_summary_names_each_try_the_probe_rolled_back() -> None:

@@ -155,6 +155,7 @@ def test_an_idle_cls_sleep_stops_within_a_second_of_a_question_and_resumes_later
         engine.config = engine.config.model_copy(update={"sleep_epochs": 40})
         resumed = engine.consolidate(Budget(seconds=120, steps=3))
         assert resumed.details["resumed_from"] == done and resumed.details["steps"] == done + 3
+        assert resumed.details["optimizer_restored"]  # Adam goes on with its moments, not afresh
         assert resumed.details["reason"] == "kept" and engine.blobs.get("cls/sleep-resume") is None
         assert SleepPressureLog(engram.db).latest("cls").novelty == 0.0  # a kept sleep spends the novelty
     finally:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.consolidation import distill, kl_to_teacher
+from models.consolidation import adam_tensors, distill, kl_to_teacher, load_adam_tensors
 from models.ewc import EWC, fisher_diagonal
 from models.expert_router import KeyRouter, KWTAGate, SoftmaxGate
 from models.lora_experts import ExpertPool
@@ -155,3 +155,34 @@ def test_key_router_gate_entropy_is_zero_for_one_expert_and_ln2_for_an_even_spli
     split = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.1]])
     assert abs(router.entropy(split) - torch.log(torch.tensor(2.0)).item()) < 1e-6
     assert KeyRouter().entropy(split) == 0.0  # no experts yet
+
+
+def test_a_sleep_cut_in_two_with_adams_moments_saved_ends_where_one_run_ends(tmp_path) -> None:
+    torch.manual_seed(0)
+    teacher = nn.Linear(4, 3)
+    xs = [torch.randn(8, 4) for _ in range(10)]
+    start = nn.Linear(4, 3).state_dict()
+
+    def run(student: nn.Linear, batches: list[torch.Tensor], opt: torch.optim.Optimizer) -> None:
+        distill(list(student.parameters()), batches,
+                lambda x: kl_to_teacher(student(x), teacher(x).detach()), lr=0.05, opt=opt)  # type: ignore[arg-type]
+
+    whole = nn.Linear(4, 3)
+    whole.load_state_dict(start)
+    run(whole, xs, torch.optim.Adam(whole.parameters(), lr=0.05))
+
+    halves, fresh = nn.Linear(4, 3), nn.Linear(4, 3)
+    halves.load_state_dict(start)
+    first = torch.optim.Adam(halves.parameters(), lr=0.05)
+    run(halves, xs[:5], first)
+    save_file({**adam_tensors(first), **halves.state_dict()}, str(tmp_path / "resume.safetensors"))
+    aside = load_file(str(tmp_path / "resume.safetensors"))
+    halves.load_state_dict({k: v for k, v in aside.items() if not k.startswith("adam.")})
+    fresh.load_state_dict(halves.state_dict())
+    resumed, restarted = torch.optim.Adam(halves.parameters(), lr=0.05), torch.optim.Adam(fresh.parameters(), lr=0.05)
+    assert load_adam_tensors(resumed, aside)
+    run(halves, xs[5:], resumed)
+    run(fresh, xs[5:], restarted)  # Adam's moments lost: another path
+    assert torch.allclose(halves.weight, whole.weight, atol=1e-6)
+    assert not torch.allclose(fresh.weight, whole.weight, atol=1e-4)
+    assert not load_adam_tensors(torch.optim.Adam(nn.Linear(5, 3).parameters()), aside)  # not its parameters

@@ -130,14 +130,31 @@ def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, jso
 @click.option("--d2l-train-seconds", type=click.FloatRange(1, 86_400), default=300, show_default=True,
               help="d2l: seconds its hypernetwork is meta-trained on fictional documents of another "
               "seed (never the test documents) before it learns the test documents.")
+@click.option("--stream", "stream_days", type=click.IntRange(0, 10_000), default=0, show_default=True,
+              help="Stream mode: the documents arrive over this many simulated days, a --sleep between "
+              "days; --engine picks arms among cls, naive, replay, ttt ('all': the four).")
+@click.option("--stream-documents", type=click.IntRange(1, 100_000), default=None,
+              help="Stream mode: only the set's first N documents.")
+@json_out_option
 @pass_ctx
 def bench_learn(c: Context, engines: str, set_name: str, size: str | int, seed: int, ablations: bool,
                 free_text: bool, speed: bool, arms: list[int] | None, threads: int | None,
-                sleep: float, d2l_train_seconds: float) -> None:
+                sleep: float, d2l_train_seconds: float, stream_days: int, stream_documents: int | None,
+                json_out: Path | None) -> None:
     """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
     from app.bench.learn import run_learn_bench
 
     names = [n.strip() for n in engines.split(",") if n.strip()]
+    if stream_days:
+        from app.bench.learn_stream import ARMS, run_stream_bench
+
+        with user_errors(ValueError, *runtime_errors()):
+            report = run_stream_bench(c.loaded.settings, list(ARMS) if names == ["all"] else names, stream_days,
+                                      set_name=set_name, size=size, seed=seed,  # type: ignore[arg-type]
+                                      sleep=sleep, limit=stream_documents, threads=threads,
+                                      echo=lambda line: console.print(line, markup=False))
+        write_report(report, json_out)
+        return
     with user_errors(ValueError, *runtime_errors()):
         run_learn_bench(c.loaded.settings, names, set_name=set_name, size=size,  # type: ignore[arg-type]
                         seed=seed,

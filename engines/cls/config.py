@@ -39,6 +39,21 @@ class CLSConfig(BaseModel):
     novelty: float = Field(0.4, ge=0.0, le=2.0, description="A document whose passages are on "
                            "average further than this (1 - cosine) from every expert's keys grows a new "
                            "expert, cloned from the nearest one; closer ones train their nearest expert.")
+    gate_entropy: float = Field(1.0, ge=0.0, le=20.0, description="A document whose passages spread "
+                                "over the experts (entropy, in nats, of the share of its passages whose nearest "
+                                "expert is each one) more than this grows a new expert even when it is not novel: "
+                                "no one expert covers it. 1.0 lies above every routed document's entropy measured "
+                                "on the natural and templated small sets (at most 0.50) and below ln 3 = 1.10 "
+                                "(passages split evenly over three experts).")
+    clone_noise: float = Field(0.3, ge=0.0, le=10.0, description="A grown expert starts as a copy of "
+                               "its nearest expert with Gaussian noise of this share of each tensor's spread "
+                               "(a copy that can diverge from its parent, as Net2Net's widened units), then "
+                               "is distilled back to its parent on the new document. 0.1 left a KL (1e-6) below what 4 Adam "
+                               "steps can lower; 0.3 gave 7e-5 to 5e-4, cut by about 60% (tests/test_cls_growth.py).")
+    clone_distill_steps: int = Field(4, ge=0, le=256, description="Adam steps distilling a grown expert "
+                                     "from its parent (teacher) on the new document's text (0: none).")
+    clone_distill_lr: float = Field(1e-4, gt=0.0, le=1.0, description="Learning rate of that distillation.")
+    clone_distill_seconds: float = Field(30.0, gt=0.0, description="Most seconds that distillation may take.")
     route_low: float = Field(0.5, ge=0.0, lt=1.0, description="A question whose best cosine to an "
                              "expert's keys is at most this gets none of the learned weights (the base model).")
     route_high: float = Field(0.7, gt=0.0, le=1.0, description="... and at least this, all of them.")

@@ -51,7 +51,7 @@ from engines.ttt import rehearsal, route_keys
 from engines.ttt.config import TTTConfig
 from engines.ttt.material import document_material
 from engines.ttt.trainer import Piece, chat_piece, text_pieces
-from models.consolidation import distill, kl_to_teacher
+from models.consolidation import adam_tensors, distill, kl_to_teacher, load_adam_tensors
 from models.ewc import EWC, fisher_diagonal
 from models.expert_router import KeyRouter
 from models.lora_experts import ExpertPool
@@ -207,7 +207,13 @@ class CLSEngine(Engine):
             return LearnReport(engine=NAME, path=document.path, seconds=0.0, changed=False)
         self.check_embedder()  # a model switched since: the experts' keys first, so none are mixed
         keys = route_keys.embedded_keys(self.context.embed, material.text)
-        slot, event, routing = self._slot_for(keys)
+        slot, event, routing, parent = self._slot_for(keys)
+        if parent is not None:
+            progress(0.02, f"distilling the new expert {slot} from expert {parent}")
+            routing.update(self._distill_clone(cortex, parent, slot, material.text, document.document_id))
+            if routing["distill_steps"]:
+                event = (event[0], f"{event[1]}, distilled {routing['distill_steps']} steps "
+                                   f"(KL to it {routing['kl_before']:.3g} -> {routing['kl_after']:.3g})")
         own = self._episode_pieces(cortex, self.episodes.shuffled(self.documents, slot, cfg.own_replay))
         pad = cortex.tokenizer.pad_token_id or 0
         batches = lm.batches(material.pieces + own, cfg, pad, cortex.device, self._replay(cortex, 8))
@@ -245,7 +251,7 @@ class CLSEngine(Engine):
         seconds = time.perf_counter() - started
         return LearnReport(engine=NAME, path=document.path, seconds=seconds, changed=True, tokens=material.tokens,
                            details={"steps": steps, "loss_first_pass": first, "loss_last_pass": last,
-                                    "expert": slot, "event": event[0], "reason": event[1],
+                                    "expert": slot, "event": event[0], "reason": event[1], **routing,
                                     "experts": len(self.experts), "replayed_episodes": len(own),
                                     "tokens_per_second": material.tokens / seconds if seconds else 0.0})
 
@@ -256,35 +262,97 @@ class CLSEngine(Engine):
         with self.pool.routing(torch.ones(rows, 1), [slot], consolidated=self.config.consolidated_share):
             yield
 
-    def _slot_for(self, keys: torch.Tensor) -> tuple[int, tuple[str, str], dict[str, float]]:
-        """The expert a document trains: its nearest, or a new one when nothing is close; with
-        the routing figures the event log keeps (novelty: mean 1 - best cosine of its passages,
-        1 when there is no expert yet; gate entropy over their nearest experts)."""
+    def _slot_for(self, keys: torch.Tensor) -> tuple[int, tuple[str, str], dict[str, Any], int | None]:
+        """The expert a document trains: its nearest, or a new one when nothing is close or its
+        passages spread over many experts; with the routing figures the event log keeps (novelty:
+        mean 1 - best cosine of its passages, 1 when there is no expert yet; gate entropy over their
+        nearest experts) and, for a grown clone, the expert it was cloned from."""
         assert self.pool is not None
-        if self.experts and self.keys.owners.numel():
-            cos, owner = self.keys.best(keys)
-            novelty = float((1.0 - cos).mean())
-            routing = {"novelty": round(novelty, 4), "gate_entropy": round(self.keys.entropy(keys), 4)}
-            nearest = int(owner.mode().values)
-            if novelty <= self.config.novelty:
-                self._loaded(nearest)
-                return nearest, ("route", f"novelty {novelty:.2f} <= {self.config.novelty}: expert {nearest}"), routing
+        cfg = self.config
+        if not (self.experts and self.keys.owners.numel()):
             slot = self._free_slot()
-            self._loaded(nearest)
-            self.pool.clone(nearest, slot)
+            self.pool.add(slot)
             self.experts[slot] = ExpertInfo(created=time.time())
-            return (slot, ("grow", f"novelty {novelty:.2f} > {self.config.novelty}: cloned from expert {nearest}"),
-                    routing)
-        slot = self._free_slot()
-        self.pool.add(slot)
+            return slot, ("grow", "the first expert"), {"novelty": 1.0, "gate_entropy": 0.0}, None
+        cos, owner = self.keys.best(keys)
+        novelty, entropy = float((1.0 - cos).mean()), self.keys.entropy(keys)
+        routing: dict[str, Any] = {"novelty": round(novelty, 4), "gate_entropy": round(entropy, 4)}
+        nearest = int(owner.mode().values)
+        self._loaded(nearest)
+        why = self._growth_reasons(novelty, entropy)
+        if why and cfg.max_experts == 1:  # nothing to recycle but the one expert itself
+            return nearest, ("route", f"{', '.join(why)}, but the pool holds one expert: expert {nearest}"), routing, None
+        if not why:
+            return nearest, ("route", f"novelty {novelty:.2f} <= {cfg.novelty}, gate entropy {entropy:.2f} <= "
+                                      f"{cfg.gate_entropy}: expert {nearest}"), routing, None
+        slot = self._free_slot(keep=nearest)
+        self.pool.clone(nearest, slot, cfg.clone_noise, seed=slot)
         self.experts[slot] = ExpertInfo(created=time.time())
-        return slot, ("grow", "the first expert"), {"novelty": 1.0, "gate_entropy": 0.0}
+        routing["grown_by"] = "novelty" if why[0].startswith("novelty") else "gate_entropy"
+        return slot, ("grow", f"{', '.join(why)}: cloned from expert {nearest}"), routing, nearest
 
-    def _free_slot(self) -> int:
+    def _growth_reasons(self, novelty: float, entropy: float) -> list[str]:
+        """Why a document grows a new expert: no expert's keys are close (novelty), or its
+        passages' nearest experts spread too widely for one to cover it (gate entropy)."""
+        cfg, found = self.config, []
+        if novelty > cfg.novelty:
+            found.append(f"novelty {novelty:.2f} > {cfg.novelty}")
+        if entropy > cfg.gate_entropy:
+            found.append(f"gate entropy {entropy:.2f} > {cfg.gate_entropy}")
+        return found
+
+    def _distill_clone(self, cortex: Neocortex, parent: int, slot: int, text: str, document_id: int
+                       ) -> dict[str, Any]:
+        """The grown expert made faithful to its parent on the new material: KL(parent || clone)
+        on the document's text, for ``clone_distill_steps`` Adam steps within
+        ``clone_distill_seconds``; the KL is measured on the same batches before and after."""
+        assert self.pool is not None
+        cfg = self.config
+        pad = cortex.tokenizer.pad_token_id or 0
+        window = max(16, cfg.batch_tokens // 2)
+        data = lm.batches(text_pieces(cortex.tokenizer, text, window, "document"), cfg, pad, cortex.device)
+        data = data[:max(1, cfg.clone_distill_steps)]
+        if not data or cfg.clone_distill_steps == 0:
+            return {"distill_steps": 0}
+        started = time.perf_counter()
+        with cortex.lock:
+            teachers = []
+            for batch in data:
+                with torch.no_grad(), self._only(parent, batch["input_ids"].shape[0]):
+                    teachers.append(lm.logits(cortex.model, batch))
+            def kl(n: int) -> torch.Tensor:
+                batch = data[n]
+                with self._only(slot, batch["input_ids"].shape[0]):
+                    return kl_to_teacher(lm.logits(cortex.model, batch), teachers[n], lm.label_mask(batch))
+
+            def mean_kl() -> float:
+                with torch.no_grad():
+                    return sum(float(kl(n)) for n in range(len(data))) / len(data)
+
+            before = mean_kl()
+            steps = [0]
+
+            def step_loss(n: object) -> torch.Tensor:
+                value = kl(int(n))  # type: ignore[call-overload]
+                steps[0] += 1
+                self.metrics.append({"engine": NAME, "phase": "clone", "step": steps[0], "kl": float(value.detach()),
+                                     "expert": slot, "parent": parent, "document_id": document_id})
+                return value
+
+            deadline = started + cfg.clone_distill_seconds
+            order = [n % len(data) for n in range(cfg.clone_distill_steps)]
+            report = distill(self.pool.parameters(slot), order, step_loss, cfg.clone_distill_lr,
+                             stop=lambda: time.perf_counter() > deadline)
+            after = mean_kl()
+        return {"distill_steps": report.steps, "kl_before": float(f"{before:.4g}"), "kl_after": float(f"{after:.4g}"),
+                "distill_seconds": round(time.perf_counter() - started, 3)}
+
+    def _free_slot(self, keep: int | None = None) -> int:
         """A new slot; with the pool full, the least recently used expert (consolidated ones
-        first) is recycled to make room."""
-        if len(self.experts) >= self.config.max_experts:
-            victim = min(self.experts, key=lambda s: (not self.experts[s].consolidated, self.experts[s].last_used))
+        first; never ``keep``, the one being cloned) is recycled to make room."""
+        candidates = [s for s in self.experts if s != keep]
+        if len(self.experts) >= self.config.max_experts and candidates:
+            victim = min(candidates, key=lambda s: (not self.experts[s].consolidated, self.experts[s].last_used))
             self._recycle(victim, "the pool is full" + (" (it was consolidated)" if self.experts[victim].consolidated
                                                         else " (least recently used)"))
         return max([*self.experts, -1]) + 1
@@ -375,8 +443,10 @@ class CLSEngine(Engine):
             self.metrics.append({"engine": NAME, "phase": "sleep", "step": taken[0], "kl": float(value.detach())})
             return value
 
+        opt = torch.optim.Adam(params, lr=cfg.sleep_lr)
+        restored = resume is not None and load_adam_tensors(opt, resume)  # Adam goes on as it was
         with cortex.lock:
-            report = distill(params, work[done:], loss, cfg.sleep_lr, ewc, stop)
+            report = distill(params, work[done:], loss, cfg.sleep_lr, ewc, stop, opt=opt)
             cut = report.stopped and budget.interrupted()
             if cut:  # the person is back: no probe, answers as before the sleep
                 partial = pool.consolidated()
@@ -386,13 +456,14 @@ class CLSEngine(Engine):
                      "episodes": [e.id for e in episodes]}
             return self._cut_short(started, done + report.steps, len(work), {
                 **aside, **{f"before.{k}": v for k, v in before.items()},
-                **{f"partial.{k}": v for k, v in partial.items()}})
+                **{f"partial.{k}": v for k, v in partial.items()}, **adam_tensors(opt)})
         with cortex.lock:
             with pool.routing(None, consolidated=1.0):
                 ppl_after = lm.perplexity(cortex.model, probe) if probe else None
                 known_after = lm.exact_answers(cortex.model, questions)
         figures = self._probe_figures(ppl_before, ppl_after, known_before, known_after)
-        figures.update(steps=done + report.steps, resumed_from=done, stopped=report.stopped, episodes=len(episodes),
+        figures.update(steps=done + report.steps, resumed_from=done, optimizer_restored=restored,
+                       stopped=report.stopped, episodes=len(episodes),
                        loss_first=report.first_loss, loss_last=report.last_loss)
         self.blobs.delete(RESUME)
         reason = self._rollback_reason(figures)
