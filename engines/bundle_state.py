@@ -16,12 +16,12 @@ why); the service names the member and changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
     from engines.base import Engine
@@ -96,3 +96,32 @@ class BundleState(Protocol):
 
     def put(self, engine: Engine | None, blobs: BlobStore, state: dict[str, Any]) -> Callable[[], None]:
         """Make ``state`` the engine's learned state (inside ``hold``); returns its undo."""
+
+
+Meta = TypeVar("Meta", bound=BaseModel)
+
+
+def checked_meta(model: type[Meta], meta: dict[str, str], key: str, state_format: str) -> Meta:
+    """A state's JSON metadata (under ``key``) read strictly into ``model``, whose ``format``
+    must be ``state_format``; ``StateRefused`` names the first field that does not fit."""
+    try:
+        values = model.model_validate_json(meta.get(key, "{}"))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise StateRefused(f"{key}.{where}" if where else key, error["msg"]) from None
+    found = getattr(values, "format", None)
+    if found != state_format:
+        raise StateRefused(f"{key}.format", f"{found} is not {state_format}")
+    return values
+
+
+@contextmanager
+def held(engine: Any | None) -> Iterator[None]:
+    """Inside the engine's own ``held()`` (no model load, learning or sleep until an import is
+    done); nothing to hold when the engine is not running in this process."""
+    if engine is None:
+        yield
+        return
+    with engine.held():
+        yield

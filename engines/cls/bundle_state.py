@@ -22,13 +22,20 @@ them back.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from engines.bundle_state import ModelShape, Remapped, StateRefused, TensorInfo
+from engines.bundle_state import (
+    ModelShape,
+    Remapped,
+    StateRefused,
+    TensorInfo,
+    checked_meta,
+    held,
+)
 from engines.ttt.route_keys import ROUTE_KEYS
 from store.blobs import JSON_KEY
 
@@ -161,14 +168,7 @@ class CLSBundleState:
 
     def check_header(self, tensors: dict[str, TensorInfo], meta: dict[str, str], shape: ModelShape,
                      config: BaseModel, embedding_dim: int | None) -> None:
-        try:
-            values = StateMeta.model_validate_json(meta.get(JSON_KEY, "{}"))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(p) for p in error["loc"])
-            raise StateRefused(f"{JSON_KEY}.{where}" if where else JSON_KEY, error["msg"]) from None
-        if values.format != STATE_FORMAT:
-            raise StateRefused(f"{JSON_KEY}.format", f"{values.format} is not {STATE_FORMAT}")
+        values = checked_meta(StateMeta, meta, JSON_KEY, STATE_FORMAT)
         slots = set(values.experts)
         if not all(s.isdigit() and len(s) <= 9 for s in slots):
             raise StateRefused(f"{JSON_KEY}.experts", "slots are not numbers")
@@ -250,15 +250,9 @@ class CLSBundleState:
         return Remapped(state={**state, "experts": experts}, notes=[EPISODES_NOTE])
 
     # --- taking it in ------------------------------------------------------------------------------
-    @contextmanager
-    def hold(self, engine: Engine | None) -> Iterator[None]:
+    def hold(self, engine: Engine | None) -> AbstractContextManager[None]:
         """No model load, learning or sleep in this process until the import is done."""
-        found = _cls(engine)
-        if found is None:
-            yield
-            return
-        with found.held():
-            yield
+        return held(_cls(engine))
 
     def put(self, engine: Engine | None, blobs: BlobStore, state: dict[str, Any]) -> Callable[[], None]:
         """The index and one blob per expert in place of those here (the old ones kept in memory

@@ -16,13 +16,20 @@ then the values (finite, documents the bundle lists, keys only of documents with
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from engines.bundle_state import ModelShape, Remapped, StateRefused, TensorInfo
+from engines.bundle_state import (
+    ModelShape,
+    Remapped,
+    StateRefused,
+    TensorInfo,
+    checked_meta,
+    held,
+)
 from engines.d2l.persistence import CURVE_POINTS, HYPER_KEY, put_saved, shape_json
 from engines.ttt.route_keys import ROUTE_KEYS
 from store.blobs import JSON_KEY
@@ -202,14 +209,7 @@ class D2LBundleState:
 
     def check_header(self, tensors: dict[str, TensorInfo], meta: dict[str, str], shape: ModelShape,
                      config: BaseModel, embedding_dim: int | None) -> None:
-        try:
-            values = StateMeta.model_validate_json(meta.get(JSON_KEY, "{}"))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(p) for p in error["loc"])
-            raise StateRefused(f"{JSON_KEY}.{where}" if where else JSON_KEY, error["msg"]) from None
-        if values.format != STATE_FORMAT:
-            raise StateRefused(f"{JSON_KEY}.format", f"{values.format} is not {STATE_FORMAT}")
+        values = checked_meta(StateMeta, meta, JSON_KEY, STATE_FORMAT)
         hyper = hyper_shape(shape, config)  # type: ignore[arg-type]
         if values.shape != shape_json(hyper):
             raise StateRefused(f"{JSON_KEY}.shape", f"{values.shape} is not the hypernetwork this model and the "
@@ -330,15 +330,9 @@ class D2LBundleState:
         return moved
 
     # --- taking it in ------------------------------------------------------------------------------
-    @contextmanager
-    def hold(self, engine: Engine | None) -> Iterator[None]:
+    def hold(self, engine: Engine | None) -> AbstractContextManager[None]:
         """No model load, learning or meta-training in this process until the import is done."""
-        loaded = _d2l(engine)
-        if loaded is None:
-            yield
-            return
-        with loaded.held():
-            yield
+        return held(_d2l(engine))
 
     def put(self, engine: Engine | None, blobs: BlobStore, state: dict[str, Any]) -> Callable[[], None]:
         """Write the hypernetwork blob and the adapter folders in place of those here (the old ones

@@ -15,9 +15,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from engines.bundle_state import ModelShape, Remapped, StateRefused, TensorInfo
+from engines.bundle_state import (
+    ModelShape,
+    Remapped,
+    StateRefused,
+    TensorInfo,
+    checked_meta,
+)
 from engines.ttt.persistence import LIVE_KEY, PARTS, STATE_FORMAT, put_live
 from engines.ttt.recall import MAX_CHARS
 from engines.ttt.route_keys import ROUTE_KEYS
@@ -98,14 +104,7 @@ class TTTBundleState:
 
     def check_header(self, tensors: dict[str, TensorInfo], meta: dict[str, str], shape: ModelShape,
                      config: BaseModel, embedding_dim: int | None) -> None:
-        try:
-            values = StateMeta.model_validate_json(meta.get(JSON_KEY, "{}"))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(p) for p in error["loc"])
-            raise StateRefused(f"{JSON_KEY}.{where}" if where else JSON_KEY, error["msg"]) from None
-        if values.format != STATE_FORMAT:
-            raise StateRefused(f"{JSON_KEY}.format", f"{values.format} is not {STATE_FORMAT}")
+        values = checked_meta(StateMeta, meta, JSON_KEY, STATE_FORMAT)
         layers = learning_layers(shape, config)  # type: ignore[arg-type]
         if values.layers != layers:
             raise StateRefused(f"{JSON_KEY}.layers", f"{values.layers} are not the learning layers {layers} "
