@@ -79,6 +79,19 @@ def write_report(report: BaseModel, json_out: Path | None) -> None:
 
 
 # --- the root group and its context ------------------------------------------------------------
+def engine_here(c: Context, name: str, unused: str) -> Any:
+    """The running app's ``name`` engine, or (not enabled) one built on its settings for this
+    command, after a note that ``unused`` (what answers miss) until it is enabled."""
+    from engines.registry import build_engine
+
+    try:
+        return c.engram.engine(name)
+    except KeyError:
+        console.print(f"[yellow]note:[/] the {name} engine is not enabled, so {unused}: "
+                      f"`engram config set engines rag,{name}`.")
+        return build_engine(name, c.engram.engine_context, getattr(c.engram.settings, name))
+
+
 def _param(field: str) -> str:
     return field.replace(".", "__")
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from app.cli.base import Context, console, pass_ctx, progress_bar, user_errors
+from app.cli.base import Context, console, engine_here, pass_ctx, progress_bar, user_errors
 
 if TYPE_CHECKING:
     from engines.d2l.engine import D2LEngine
@@ -23,14 +23,8 @@ def d2l() -> None:
 
 def _engine(c: Context) -> D2LEngine:
     from engines.d2l.engine import D2LEngine
-    from engines.registry import build_engine
 
-    try:
-        engine = c.engram.engine("d2l")
-    except KeyError:
-        console.print("[yellow]note:[/] the d2l engine is not enabled, so documents are not written into "
-                      "adapters yet: `engram config set engines rag,d2l`.")
-        engine = build_engine("d2l", c.engram.engine_context, c.engram.settings.d2l)  # type: ignore[attr-defined]
+    engine = engine_here(c, "d2l", "documents are not written into adapters yet")
     assert isinstance(engine, D2LEngine)
     return engine
 

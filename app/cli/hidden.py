@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from app.cli.base import Context, console, pass_ctx, progress_bar
+from app.cli.base import Context, console, engine_here, pass_ctx, progress_bar
 
 if TYPE_CHECKING:
     from engines.hidden.engine import HiddenStateEngine
@@ -20,14 +20,8 @@ def hidden() -> None:
 
 def _engine(c: Context) -> HiddenStateEngine:
     from engines.hidden.engine import HiddenStateEngine
-    from engines.registry import build_engine
 
-    try:
-        engine = c.engram.engine("hidden")
-    except KeyError:
-        console.print("[yellow]note:[/] the hidden engine is not enabled, so answers do not use the states "
-                      "yet: `engram config set engines rag,hidden`.")
-        engine = build_engine("hidden", c.engram.engine_context, c.engram.settings.hidden)  # type: ignore[attr-defined]
+    engine = engine_here(c, "hidden", "answers do not use the states yet")
     assert isinstance(engine, HiddenStateEngine)
     return engine
 
