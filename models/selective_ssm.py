@@ -11,7 +11,7 @@ embedding x_t (dim D) and each channel d with N state slots:
 The final state h_T [D, N] is read out with a learned C [N] (Mamba's D skip is the turns' mean),
 projected (W_out, zero at start) and L2-normalised: at initialisation the state is close to
 the mean of the turn embeddings, and training moves it towards what is later asked about the
-stretch. ``info_nce`` is the contrastive loss that training uses.
+stretch. ``info_nce`` is the contrastive loss that training uses (with an alignment term).
 """
 
 from __future__ import annotations
@@ -57,8 +57,12 @@ class SelectiveStateEncoder(nn.Module):
 
 
 def info_nce(states: torch.Tensor, queries: torch.Tensor, owner: torch.Tensor,
-             temperature: float = 0.05) -> torch.Tensor:
+             temperature: float = 0.05, align: float = 1.0) -> torch.Tensor:
     """Contrastive loss: each query [Q, D] should be closest to its own stretch's state
-    (``owner`` [Q] indexes ``states`` [S, D]); the other stretches are the negatives."""
-    logits = F.normalize(queries, dim=-1) @ states.T / temperature          # [Q, S]
-    return F.cross_entropy(logits, owner)
+    (``owner`` [Q] indexes ``states`` [S, D]); the other stretches are the negatives. ``align``
+    weighs 1 - cos(query, own state): ranking alone lets states drift away from every question
+    (a handful of stretches are told apart by pointing anywhere), and recall compares their
+    cosines with the raw turns' and with a fixed cut."""
+    similarity = F.normalize(queries.to(states.dtype), dim=-1) @ states.T    # [Q, S]
+    own = similarity.gather(1, owner[:, None]).squeeze(1)
+    return F.cross_entropy(similarity / temperature, owner) + align * (1 - own).mean()

@@ -65,12 +65,17 @@ def stored_time(moment: datetime) -> str:
 
 
 def load_encoder(blobs: BlobStore):
-    """The trained encoder from the store, or a fresh one (its state starts as the turns' mean)."""
+    """The trained encoder from the store, or a fresh one (its state starts as the turns' mean;
+    seeded, so two fresh ones are the same)."""
+    import torch
+
     from models.selective_ssm import SelectiveStateEncoder
 
     state = blobs.get(ENCODER_KEY)
     config = {k: int(state.pop(k)) for k in ("dim", "slots", "rank")} if state else {}
-    encoder = SelectiveStateEncoder(**config)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        encoder = SelectiveStateEncoder(**config)
     if state:
         encoder.load_state_dict(state)
     return encoder
