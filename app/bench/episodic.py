@@ -139,6 +139,8 @@ def run_episodic_bench(embed: Embed, generate_text: Generate | None, size: str =
                        echo: Echo = print) -> EpisodicBenchReport:
     """Measure raw turns, the SSM (trained here on the training split) and, given
     ``generate_text`` (the chat model), summaries, on the held-out stretches."""
+    import torch
+
     from models.selective_ssm import SelectiveStateEncoder
 
     data = generate(size, seed)
@@ -163,6 +165,7 @@ def run_episodic_bench(embed: Embed, generate_text: Generate | None, size: str =
     raw = score(raw_scores(held, queries), targets, turn_bytes, 0.0)
     echo(f"raw turns: recall@1 {raw.recall_at_1:.3f}, @3 {raw.recall_at_3:.3f}")
 
+    torch.manual_seed(seed)  # the encoder's initial weights: the same run gives the same figures
     encoder = SelectiveStateEncoder(dim=queries.shape[1])
     ssm = SsmCompressor(encoder)
     untrained = score(queries @ ssm.encode([s.vectors for s in held]).T, targets, encoder.dim * FLOAT_BYTES, 0.0)
