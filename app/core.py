@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -437,13 +437,30 @@ class Engram:
         from app.memory.consolidation import ENGINE, consolidate
 
         turns = self.episodic.embed_new()
+        compressed = self.compress_memory()
         if not self.settings.memory.consolidate:
-            return ConsolidateReport(engine=ENGINE, seconds=0.0, changed=False,
-                                     details={"turns_embedded": turns, "note": "memory.consolidate is off"})
+            return ConsolidateReport(engine=ENGINE, seconds=0.0, changed=bool(compressed.get("stretches_compressed")),
+                                     details={"turns_embedded": turns, "note": "memory.consolidate is off",
+                                              **compressed})
         report = consolidate(self.db, lambda texts: self.embedder.embed(texts), self.index, self.settings.memory)
         self.save_index()
         report.details["turns_embedded"] = turns
+        report.details.update(compressed)
+        report.changed = report.changed or bool(compressed.get("stretches_compressed"))
         return report
+
+    def compress_memory(self) -> dict[str, Any]:
+        """Sleep's compression of old stretches of turns (``memory.compress``); a failure is
+        logged and reported, and consolidation goes on."""
+        from app.memory.compression import compress_old
+
+        try:
+            return compress_old(self.db, lambda texts: self.embedder.embed(texts),
+                                lambda request: self.runtime.get().generate(request).text,
+                                BlobStore(self.db, self.paths.root), self.settings.memory)
+        except Exception as exc:  # noqa: BLE001 - facts still consolidate without compression
+            log.exception("compressing old turns failed")
+            return {"compress_error": str(exc)}
 
     def _facts_said(self) -> int:
         """Facts stated or corrected in chat since the last whole sleep (sleep pressure); 0 when

@@ -132,6 +132,18 @@ class MemoryConfig(BaseModel):
     supersede_similarity: float = Field(
         0.75, ge=0.0, le=1.0, description="A later fact this similar (cosine) to an earlier one is "
         "about the same thing and replaces it (a correction supersedes the statement).")
+    compress: Literal["off", "summary", "ssm"] = Field(
+        "off", description="In sleep, compress stretches of old turns into one vector each, which "
+        "recall searches instead of their turns: 'summary' (the chat model summarises the stretch), "
+        "'ssm' (a small selective state-space encoder, trained in sleep) or 'off'. `engram bench "
+        "episodic` measures them; off by default because neither beat the raw turns there.")
+    compress_after_days: float = Field(
+        30.0, ge=0.0, le=36500, description="Turns older than this many days are compressed into stretches.")
+    stretch_turns: int = Field(8, ge=2, le=64, description="Most consecutive turns in one stretch.")
+    min_stretch_turns: int = Field(
+        4, ge=1, le=64, description="A conversation's last old turns are compressed only once they are this many.")
+    compress_train_steps: int = Field(
+        150, ge=0, le=100_000, description="Training steps of the state-space encoder per sleep (ssm).")
 
 
 class CoreSettings(BaseModel):

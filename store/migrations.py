@@ -353,3 +353,25 @@ def m015_chunk_states(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("015_chunk_states", m015_chunk_states))
+
+
+def m016_episode_stretches(db: sqlite_utils.Database) -> None:
+    """Compressed stretches of the episodic tier: consecutive old turns of one conversation, kept
+    as one fixed-size vector (a summary's embedding, or the state-space encoder's state)."""
+    _run(db, ["""CREATE TABLE episode_stretches (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        first_message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        last_message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        turns INTEGER NOT NULL,
+        method TEXT NOT NULL CHECK (method IN ('summary', 'ssm')),
+        summary TEXT NOT NULL DEFAULT '',
+        vector BLOB NOT NULL,
+        said_at TEXT NOT NULL,
+        seconds REAL NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+        UNIQUE (first_message_id, method)
+    )""", "CREATE INDEX idx_episode_stretches_conversation ON episode_stretches(conversation_id, method)"])
+
+
+MIGRATIONS.append(("016_episode_stretches", m016_episode_stretches))

@@ -54,15 +54,20 @@ class TurnVectorStore:
                 conn.execute("INSERT OR REPLACE INTO turn_vectors (message_id, embedding) "
                              "SELECT id, ? FROM messages WHERE id = ?", (vec.tobytes(), int(message_id)))
 
-    def turns(self, exclude_conversation: int | None = None) -> tuple[list[StoredTurn], np.ndarray]:
-        """Every embedded turn outside ``exclude_conversation`` and its vectors (row-aligned)."""
+    def turns(self, exclude_conversation: int | None = None,
+              compressed: str | None = None) -> tuple[list[StoredTurn], np.ndarray]:
+        """Every embedded turn outside ``exclude_conversation`` and its vectors (row-aligned);
+        with ``compressed`` (a method), turns a stretch of that method holds are left out."""
         import numpy as np
 
         rows = self.db.query(
             "SELECT m.id, m.conversation_id, m.role, m.content, m.created_at, c.title, v.embedding "
             "FROM turn_vectors v JOIN messages m ON m.id = v.message_id "
             "JOIN conversations c ON c.id = m.conversation_id WHERE m.conversation_id IS NOT ? "
-            "ORDER BY m.id", (exclude_conversation,))
+            "AND NOT EXISTS (SELECT 1 FROM episode_stretches s WHERE s.method = ? "
+            "AND s.conversation_id = m.conversation_id "
+            "AND m.id BETWEEN s.first_message_id AND s.last_message_id) "
+            "ORDER BY m.id", (exclude_conversation, compressed))
         turns = [StoredTurn(message_id=r[0], conversation_id=r[1], role=r[2], content=r[3],
                             created_at=r[4], title=r[5]) for r in rows]
         if not rows:

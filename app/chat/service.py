@@ -297,7 +297,8 @@ class ChatService:
                         "controller": decision.model_dump(), **engine_meta(contributions)}
                 if recalled:
                     meta["recalled"] = [r.model_dump(include={"conversation_id", "question_id", "answer_id",
-                                                              "similarity", "recency", "score"}) for r in recalled]
+                                                              "stretch_id", "similarity", "recency", "score"})
+                                        for r in recalled]
                 if failure is not None:
                     meta.update(error=str(failure), finish_reason="error")
                 elif finished:

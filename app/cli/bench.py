@@ -384,3 +384,30 @@ def bench_hmst(c: Context, size: str, seed: int, model: bool, model_items: int, 
                                                      epochs=bandit_epochs)
             print_controller(report.controller, echo)
     write_report(report, json_out)
+
+
+@bench.command("episodic")
+@click.option("--size", type=click.Choice(["tiny", "small", "default"]), default="small", show_default=True,
+              help="Generated conversations: tiny 4 training + 2 held out, small 48 + 8, default 120 + 16.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=click.IntRange(0, 100_000), default=300, show_default=True,
+              help="Training steps of the state-space encoder on the training conversations.")
+@click.option("--summaries/--no-summaries", default=True, show_default=True,
+              help="Also let the chat model summarise each held-out stretch (seconds each on a CPU).")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch and llama.cpp CPU threads.")
+@json_out_option
+@pass_ctx
+def bench_episodic(c: Context, size: str, seed: int, steps: int, summaries: bool, threads: int,
+                   json_out: Path | None) -> None:
+    """Episodic compression (issue 32): recall@1/@3 of the stretch that stated a fact, for raw
+    turn vectors, the chat model's summaries and the trained state-space encoder's states;
+    bytes and seconds per stretch."""
+    import torch
+
+    from app.bench.episodic import run_from_settings
+
+    torch.set_num_threads(threads)
+    with user_errors(ValueError, *runtime_errors()):
+        report = run_from_settings(c.loaded.settings, size=size, seed=seed, steps=steps, summaries=summaries,
+                                   threads=threads, echo=lambda line: console.print(line, markup=False))
+    write_report(report, json_out)

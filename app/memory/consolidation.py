@@ -130,11 +130,14 @@ def consolidate(db: Database, embed: Embed, index: VectorIndex, config: MemoryCo
 
 def reembed(db: Database, embed: Embed, identity: str | None = None) -> int:
     """After an embedding-model switch: the facts embedded again, the turns left to re-embed
-    lazily (their old vectors would not compare with the new ones); returns the facts done.
-    ``identity``: the model's, recorded once done (``follow_embedder`` compares with it)."""
+    lazily (their old vectors would not compare with the new ones) and the compressed stretches
+    made again by the next sleep; returns the facts done. ``identity``: the model's, recorded
+    once done (``follow_embedder`` compares with it)."""
+    from store.episode_stretches import StretchStore
     from store.turn_vectors import TurnVectorStore
 
     TurnVectorStore(db).clear()
+    StretchStore(db).clear()
     store = MemoryFactStore(db)
     facts = store.facts()
     for fact, (vector, subject) in zip(facts, embed_facts(embed, list(facts))):

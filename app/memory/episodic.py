@@ -7,6 +7,10 @@ wait for it). A recalled turn's score is its cosine similarity to the question t
 one wins, and a week-old turn counts half as much as today's with a 7-day half-life. Recall
 returns whole exchanges (the question and Engram's answer), which the chat puts before the
 conversation's own history in the prompt.
+
+Once sleep has compressed old stretches (``memory.compress``, ``app/memory/compression.py``),
+recall searches each stretch's one vector beside the turns not compressed, with the same
+weighting (the stretch's age is its last turn's); a recalled stretch brings all its turns.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from app.settings import MemoryConfig
 from engines.generation import ChatMessage
 from store.conversations import ConversationStore
 from store.database import Database
-from store.turn_vectors import TurnVectorStore
+from store.episode_stretches import StretchRow, StretchStore
+from store.turn_vectors import StoredTurn, TurnVectorStore
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,9 +49,14 @@ class RecalledExchange(BaseModel):
     similarity: float
     recency: float
     score: float
+    stretch_id: int | None = None
+    turns: list[ChatMessage] = []
 
     def messages(self) -> list[ChatMessage]:
-        """The exchange as prompt turns (a side that is missing is left out)."""
+        """The exchange as prompt turns (a side that is missing is left out); a compressed
+        stretch's turns, all of them."""
+        if self.turns:
+            return list(self.turns)
         turns = [ChatMessage(role="user", content=self.question)] if self.question else []
         return turns + ([ChatMessage(role="assistant", content=self.answer)] if self.answer else [])
 
@@ -66,6 +76,7 @@ class EpisodicMemory:
         self.embed = embed
         self.config = config
         self.vectors = TurnVectorStore(db)
+        self.stretches = StretchStore(db)
         self.conversations = ConversationStore(db)
 
     def embed_new(self, limit: int = 10_000, stop: Callable[[], bool] | None = None) -> int:
@@ -85,36 +96,57 @@ class EpisodicMemory:
         ``exclude_conversation``, best first; turns below the similarity cut never count."""
         k = k or self.config.recall_k
         self.embed_new(limit=RECALL_EMBEDS)  # a question pays for a few turns at most; sleep embeds the rest
-        turns, matrix = self.vectors.turns(exclude_conversation)
-        if not turns:
+        method = None if self.config.compress == "off" else self.config.compress
+        turns, matrix = self.vectors.turns(exclude_conversation, compressed=method)
+        stretches, packed = self.stretches.stretches(method, exclude_conversation) if method else ([], None)
+        if not turns and not stretches:
             return []
         now = now or datetime.now(timezone.utc)
         query = self.embed([question])[0]
-        similarity = matrix @ query
         scored = []
-        for turn, sim in zip(turns, similarity.tolist()):
-            if sim < self.config.recall_min_similarity:
-                continue
-            weight = recency_weight(turn.created_at, now, self.config.half_life_days)
-            scored.append((sim * weight, sim, weight, turn))
+        for turn, sim in zip(turns, (matrix @ query).tolist() if turns else []):
+            if sim >= self.config.recall_min_similarity:
+                weight = recency_weight(turn.created_at, now, self.config.half_life_days)
+                scored.append((sim * weight, sim, weight, turn))
+        for stretch, sim in zip(stretches, (packed @ query).tolist() if stretches else []):
+            if sim >= self.config.recall_min_similarity:
+                weight = recency_weight(stretch.said_at, now, self.config.half_life_days)
+                scored.append((sim * weight, sim, weight, stretch))
         scored.sort(key=lambda item: -item[0])
         found: list[RecalledExchange] = []
         seen: set[tuple[int, int]] = set()
-        for score, sim, weight, turn in scored:
-            pair = self.vectors.exchange(turn.message_id)
-            if pair is None or pair in seen:
-                continue
-            seen.add(pair)
-            question_row = self.conversations.message(pair[0]) if pair[0] >= 0 else None
-            answer_row = self.conversations.message(pair[1]) if pair[1] >= 0 else None
-            found.append(RecalledExchange(
-                conversation_id=turn.conversation_id, title=turn.title,
-                question_id=question_row.id if question_row else None,
-                answer_id=answer_row.id if answer_row else None,
-                question=question_row.content if question_row else "",
-                answer=answer_row.content if answer_row and not answer_row.meta.get("error") else "",
-                created_at=turn.created_at, similarity=round(sim, 4), recency=round(weight, 4),
-                score=round(score, 4)))
+        for score, sim, weight, item in scored:
+            if isinstance(item, StretchRow):
+                found.append(self._stretch(item, sim, weight, score))
+            else:
+                pair = self.vectors.exchange(item.message_id)
+                if pair is None or pair in seen:
+                    continue
+                seen.add(pair)
+                found.append(self._exchange(item, pair, sim, weight, score))
             if len(found) >= k:
                 break
         return found
+
+    def _exchange(self, turn: StoredTurn, pair: tuple[int, int], sim: float, weight: float,
+                  score: float) -> RecalledExchange:
+        question_row = self.conversations.message(pair[0]) if pair[0] >= 0 else None
+        answer_row = self.conversations.message(pair[1]) if pair[1] >= 0 else None
+        return RecalledExchange(
+            conversation_id=turn.conversation_id, title=turn.title,
+            question_id=question_row.id if question_row else None,
+            answer_id=answer_row.id if answer_row else None,
+            question=question_row.content if question_row else "",
+            answer=answer_row.content if answer_row and not answer_row.meta.get("error") else "",
+            created_at=turn.created_at, similarity=round(sim, 4), recency=round(weight, 4),
+            score=round(score, 4))
+
+    def _stretch(self, stretch: StretchRow, sim: float, weight: float, score: float) -> RecalledExchange:
+        rows = [m for m in self.conversations.messages(stretch.conversation_id)
+                if stretch.first_message_id <= m.id <= stretch.last_message_id and m.content.strip()
+                and not m.meta.get("error")]
+        return RecalledExchange(
+            conversation_id=stretch.conversation_id, title=stretch.title, question_id=None, answer_id=None,
+            question="", answer="", created_at=stretch.said_at, similarity=round(sim, 4),
+            recency=round(weight, 4), score=round(score, 4), stretch_id=stretch.id,
+            turns=[ChatMessage(role=m.role, content=m.content) for m in rows])
