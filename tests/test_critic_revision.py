@@ -12,7 +12,7 @@ from app.bench.hallucination import judge
 from app.chat.critic import critique
 from app.chat.revision import NOTHING_SUPPORTED, Revision, revise
 from app.cli.chat import _print_revision
-from engines.generation import GenerationRequest
+from engines.generation import ChatMessage, GenerationRequest
 from store.conversations import MessageRow
 from tests.helpers import open_engram
 from tests.test_critic import CRITIC, PASSAGE, _shared
@@ -76,7 +76,7 @@ def test_a_flagged_answer_is_regenerated_once_and_the_meta_records_it(tmp_path: 
         engram.runtime.adopt(llama)
         engram.ingest([docs])
         engram.run_pending()
-        request = GenerationRequest(messages=[], max_tokens=40)
+        request = GenerationRequest(messages=[ChatMessage(role="user", content=QUESTION)], max_tokens=40)
         final, meta = engram.chat.check(DRAFT, [PASSAGE], QUESTION, Counted(), request)  # type: ignore[arg-type]
         revision = Revision.model_validate(meta["revision"])
         assert len(generations) == 1 == revision.regenerations and generations[0].temperature == 0.0
