@@ -128,13 +128,14 @@ class ControllerBench(BaseModel):
 
 
 def questions(chosen: BenchSet, documents: set[str], general: int, small_talk: int,
-              follow_up: int = 6) -> list[Asked]:
-    """The document questions, general ones, small talk and ``follow_up`` follow-ups (each after
-    the question it follows, in one conversation; ``app.bench.follow_ups``)."""
+              follow_up: int = 6, document_questions: int | None = None) -> list[Asked]:
+    """The document questions (the first ``document_questions``; all when None), general ones,
+    small talk and ``follow_up`` follow-ups (each after the question it follows, in one
+    conversation; ``app.bench.follow_ups``)."""
     texts = {d.file_name: d.text for d in chosen.documents}
     mine = [q for q in chosen.questions if q.doc_file in documents]
     doc = [Asked(kind="document", question=q.question, accepted=q.accepted, document=texts[q.doc_file],
-                 options=q.options) for q in mine]
+                 options=q.options) for q in mine[:document_questions]]
     by_text = {q.question: q for q in mine}
     later = [Asked(kind="follow-up", question=f.question, first=f.first, accepted=by_text[f.original].accepted,
                    document=texts[by_text[f.original].doc_file], options=by_text[f.original].options)
@@ -223,7 +224,7 @@ def run_controller_bench(settings: Settings, size: str = "tiny", seed: int = 0, 
                          general: int = 12, learn: bool = True, small_talk: int = len(SMALL_TALK),
                          echo: Echo = print, bandit: bool = True, epochs: int = 3,
                          explore: float = 0.5, warmup: int = 3, follow_up: int = 6,
-                         revisions: bool = True) -> ControllerBench:
+                         revisions: bool = True, document_questions: int | None = None) -> ControllerBench:
     """Ask every question with the controller on and off, in a temporary Engram; with ``bandit``,
     train it on half the questions first and ask the other half with it too (``warmup``: samples
     an arm needs before the bandit may prefer it; fewer than the app's default, as the bench's
@@ -233,7 +234,7 @@ def run_controller_bench(settings: Settings, size: str = "tiny", seed: int = 0, 
 
     chosen = load_set("natural", size, seed)
     files = {d.file_name for d in chosen.documents[:documents]}
-    asked = questions(chosen, files, general, small_talk, follow_up)
+    asked = questions(chosen, files, general, small_talk, follow_up, document_questions)
     echo(f"Controller: {len(files)} documents of the natural set '{size}' (seed {seed})"
          f"{', learned into weights (rag,ttt)' if learn else ', retrieval only'}; "
          f"{len(asked)} questions ({sum(q.kind == 'follow-up' for q in asked)} follow-ups), each with the "
