@@ -115,3 +115,29 @@ def test_follow_ups_leave_the_subject_to_the_conversation() -> None:
     made = follow_ups([("a", "Who built the Selpri Bridge?"), ("a", "How long is the Selpri Bridge?"),
                        ("b", "Where is Mirvale?")], 5)
     assert [(f.first, f.question) for f in made] == [("Who built the Selpri Bridge?", "And how long is it?")]
+
+
+def test_the_bench_figures_report_the_rates_and_whether_they_halved() -> None:
+    from app.bench.controller import ARMS, Asked, _figures, hallucination_figures
+
+    asked = Asked(kind="document", question=QUESTION, accepted=["Corlum Engineering"], document=PASSAGE,
+                  options=["Corlum Engineering", "Ovaquen Metalworks"])
+    answers = {"on": ["Ovaquen Metalworks won it.", "Corlum Engineering won it in 2019."],
+               "off": ["Ovaquen Metalworks won it.", "Corlum Engineering won it."],
+               "drop": [NOTHING_SUPPORTED, "Corlum Engineering won it."],
+               "regenerate": ["Corlum Engineering won it.", "Corlum Engineering won it in 2016."]}
+    results: dict[str, list] = {name: [] for name in ARMS}
+    for name, texts in answers.items():
+        for text in texts:
+            judged = judge(text, PASSAGE, [QUESTION], asked.accepted, asked.options)
+            results[name].append((asked, {"seconds": 1.0, "right": "Corlum" in text, "flagged": False, "torch": False,
+                                          "answer": text, "hallucinated": judged.hallucinated,
+                                          "why": [u.why for u in judged.unsupported], "revised": name != "on",
+                                          "regenerated": name == "regenerate"}))
+    figures = hallucination_figures(results)
+    assert figures.today == 1.0 and figures.always_all == 0.5 and figures.by_mode == {"drop": 0.0, "regenerate": 0.0}
+    assert figures.best == "regenerate" and figures.halved and figures.accuracy["drop"] == 0.5
+    assert {e["arm"] for e in figures.examples} == {"today"}
+    report = _figures(results, False, 1)
+    assert report.by_kind[0].revisions["regenerate"].regenerated == 2
+    assert report.by_kind[0].revisions["drop"].hallucination_rate == 0.0
