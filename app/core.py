@@ -68,6 +68,7 @@ from store.playbook_files import PlaybookFile, read_playbook_file
 # --- re-exported for ui/, which imports nothing from app/ but this module ----------------------
 from app.chat.service import Citation as Citation, Delta as Delta, Done as Done, Sources as Sources
 from app.chat.controller import Decision as Decision, DecisionRow as DecisionRow
+from app.chat.revision import Revision as Revision
 from app.instance import REFUSED as REFUSED, is_loopback as is_loopback
 from app.runtimes.llamacpp import EMBEDDED as EMBEDDED, EMBEDDED_TITLE as EMBEDDED_TITLE
 from app.runtimes.registry import BACKENDS as BACKENDS

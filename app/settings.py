@@ -258,6 +258,11 @@ class CoreSettings(BaseModel):
         "number and name must occur in a source; milliseconds), 'model' (also the chat model's "
         "judgement: seconds a sentence, poor on the embedded 135M model; see `engram bench hmst`) "
         "or 'off'. Unsupported sentences are flagged under the answer.")
+    critic_regenerate: Literal["off", "drop", "regenerate"] = Field(
+        "off", description="When the critic flags sentences of an answer: 'drop' removes them, "
+        "'regenerate' answers once more from the passages and the supported sentences only (and "
+        "drops what is still unsupported; never more than one regeneration), 'off' only flags "
+        "them. What was dropped or regenerated is shown under the answer; see `engram bench hmst`.")
     isolate_runtime: bool = Field(
         True, description="Run llama.cpp in a supervised child process: a crash or hang there ends "
         "that answer with a message instead of taking Engram down.")

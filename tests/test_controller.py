@@ -96,9 +96,11 @@ def test_the_controller_bench_asks_each_question_with_the_controller_on_and_off(
 
     lines: list[str] = []
     report = run_controller_bench(open_engram(answer_max_tokens=16).settings, documents=1, general=2,
-                                  learn=False, small_talk=2, echo=lines.append, epochs=1)
+                                  learn=False, small_talk=2, echo=lines.append, epochs=1, follow_up=0,
+                                  revisions=False)
     kinds = {k.kind: k for k in report.by_kind}
     assert list(kinds) == ["document", "general", "small talk"] and kinds["general"].questions == 2
+    assert report.hallucination is None and report.follow_up_accuracy_on is None
     assert kinds["small talk"].on.accuracy is None and kinds["document"].questions >= 3
     # Nothing learned: llama.cpp answers every question in both arms.
     for kind in kinds.values():
@@ -114,3 +116,25 @@ def test_the_controller_bench_asks_each_question_with_the_controller_on_and_off(
     assert set(bandit.held_out) == {"bandit", "rules", "off"} and sum(bandit.arms.values()) == bandit.held_out_questions
     assert all(f.latency_s > 0 for f in bandit.held_out.values())
     assert any(line.startswith("  bandit: training epoch 1/1") for line in lines)
+
+
+@pytest.mark.slow
+def test_the_bench_asks_follow_ups_and_judges_the_critics_revisions(isolated_dirs):
+    from app.bench.controller import run_controller_bench
+
+    report = run_controller_bench(open_engram(answer_max_tokens=16).settings, documents=1, general=0,
+                                  learn=False, small_talk=0, echo=lambda _: None, bandit=False,
+                                  follow_up=1, document_questions=0)
+    kinds = {k.kind: k for k in report.by_kind}
+    assert list(kinds) == ["follow-up"] and kinds["follow-up"].questions == 1
+    assert report.follow_up_accuracy_on is not None and report.follow_up_accuracy_off is not None
+    assert set(kinds["follow-up"].revisions) == {"drop", "regenerate"}
+    assert kinds["follow-up"].revisions["drop"].regenerated == 0
+    halluc = report.hallucination
+    assert halluc is not None and halluc.questions == 1 and set(halluc.by_mode) == {"drop", "regenerate"}
+    assert all(0.0 <= r <= 1.0 for r in [halluc.today, halluc.always_all, *halluc.by_mode.values()])
+    assert halluc.best in halluc.by_mode and halluc.halved == (
+        halluc.by_mode[halluc.best] <= halluc.today / 2 if halluc.today else halluc.by_mode[halluc.best] == 0)
+    data = report.model_dump(mode="json")
+    assert {"follow_up_accuracy_on", "follow_up_accuracy_off", "hallucination"} <= set(data)
+    assert {"today", "always_all", "by_mode", "accuracy", "halved"} <= set(data["hallucination"])

@@ -55,6 +55,16 @@ def test_a_changed_name_is_flagged() -> None:
     assert not rules_reason("Pelsaard, the mayor, reopened the bridge.", PASSAGE)
 
 
+def test_a_value_swapped_for_another_of_the_same_document_is_flagged() -> None:
+    source = "The ferry to Moford leaves 14 times a day from the harbour. The harbour cafe opens 6 days a week."
+    reason = rules_reason("The ferry to Moford leaves 6 times a day from the harbour.", source)
+    assert reason == "the sources give 14 there, not 6"
+    assert rules_reason("The ferry to Moford leaves 14 times a day from the harbour.", source) == ""
+    assert rules_reason("The harbour cafe opens 6 days a week.", source) == ""
+    # The question's own values and words are not what the sentence claims.
+    assert rules_reason("The answer is 6.", source, "Does the cafe open 6 days a week?") == ""
+
+
 def test_a_faithful_paraphrase_passes() -> None:
     answer = ("The contract went to Corlum Engineering in 2016 [1], and it billed about 82 million crowns. "
               "According to the mayor, Pelsaard, vehicles up to 33 t may now cross the 95-metre span. "

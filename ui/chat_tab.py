@@ -11,7 +11,7 @@ from urllib.parse import quote as url_quote
 
 import gradio as gr
 
-from app.core import Citation, Decision, Delta, Done, Engram, MessageRow, Sources
+from app.core import Citation, Decision, Delta, Done, Engram, MessageRow, Revision, Sources
 from ui.errors import friendly, readable
 from ui.formatting import backend_title, local_time, plain_text, short_model
 from ui.tab import Tab
@@ -106,6 +106,7 @@ def render_answer(text: str, citations: list[Citation], meta: dict[str, Any] | N
     failed = meta.get("error")
     body = safe_markdown(text) if text else "" if failed else THINKING
     body, unsupported = mark_unsupported(body, meta) if text and final else (body, "")
+    unsupported = revision_note(meta) + unsupported if final else unsupported
     cut = (f"\n\n<div class='engram-warning'><strong>The answer stopped:</strong> "
            f"{escape(str(failed))}</div>" if failed else CUT_OFF if cut_off(meta) else "")
     fixed = (f"\n\n<div class='engram-meta'><strong>Your correction:</strong> "
@@ -128,6 +129,18 @@ def mark_unsupported(body: str, meta: dict[str, Any]) -> tuple[str, str]:
     n = len(flagged)
     return body, (f"\n\n<div class='engram-warning engram-unsupported-note'>{n} sentence{'' if n == 1 else 's'} "
                   "not supported by your documents</div>")
+
+
+def revision_note(meta: dict[str, Any]) -> str:
+    """The line saying what the critic's flags changed (dropped or regenerated sentences), with
+    the dropped sentences and the draft on hover; "" when nothing was changed."""
+    if not meta.get("revision"):
+        return ""
+    revision = Revision.model_validate(meta["revision"])
+    tip = "; ".join(f"dropped: {v.sentence} ({v.reason})" for v in revision.dropped)
+    tip = escape(f"{tip}{'; ' if tip else ''}draft: {revision.draft}", quote=True)
+    return (f"\n\n<div class='engram-warning engram-revision-note' title=\"{tip}\">"
+            f"{escape(revision.line())}</div>")
 
 
 def render_error(message: str) -> str:

@@ -59,6 +59,8 @@ _UNITS = {alias: unit for unit, aliases in {
 _NEXT_WORD = re.compile(r"\s*([^\W\d_]+[²³]?|%|°C?)", re.IGNORECASE)
 _PREV_WORD = re.compile(r"([^\W\d_]+)\s*$")
 ANCHOR_MIN_WORDS = 2  # fewer other words than this ("It fell to -5.5 °C") give no context to judge
+SWAP_MIN_OVERLAP = 2  # words and numbers the closest source sentence must share with the answer's
+SWAP_MARGIN = 2  # how many more than any source sentence holding the answer's value
 ANCHOR_WINDOW = 1  # sentences either side of the one holding a name or number that count as its context
 # Capitalised only because a sentence starts with them: never taken for names there.
 _STARTERS = frozenset("""a an the this that these those it its it's he she they them their there
@@ -232,7 +234,8 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
         pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
         if any(not _occurs(p, lowered) for p in pairs):
             return f"no source names {name!r}"
-    return _anchor_reason(text, [w for w, _, _ in attached(text)] + names, passages, question)
+    terms = [w for w, _, _ in attached(text)] + _CODE.findall(text) + names
+    return _anchor_reason(text, terms, passages, question) or _swap_reason(text, terms, passages, question)
 
 
 def _content(text: str) -> set[str]:
@@ -253,6 +256,48 @@ def _anchor_reason(text: str, terms: list[str], passages: str, question: str) ->
                    for i, s in enumerate(sentences) if _occurs(term, s.lower())]
         if len(rest) >= ANCHOR_MIN_WORDS and holders and not any(_content(h) & rest for h in holders):
             return f"the sources give {term} only in another context"
+    return ""
+
+
+def _said(text: str) -> set[str]:
+    """What a sentence says, to find the source sentence it comes from: its content words, and
+    the numbers and codes it writes as written ("1.6.0", "2016")."""
+    return _content(text) | {m.group(0) for m in _NUMBER.finditer(text)} | set(_CODE.findall(text))
+
+
+def _kind(term: str) -> str:
+    if _CODE.fullmatch(term):
+        return "code"
+    return "number" if _NUMBER.fullmatch(term) else "name"
+
+
+def _swap_reason(text: str, terms: list[str], passages: str, question: str) -> str:
+    """A value swapped for another of the same document: the source sentence that says most of
+    what ``text`` says beyond the question (``SWAP_MARGIN`` more than any sentence holding the value) gives another
+    value of the same kind where ``text`` has this one ("released 2024-01-18" where the answer
+    says 2024-04-12, another person in the chair)."""
+    sentences = sentences_of(passages)
+    if not sentences:
+        return ""
+    lowered = text.lower()
+    asked = _said(question)
+    for term in terms:
+        if _occurs(term.lower(), question.lower()):
+            continue
+        rest = _said(text) - _said(term) - {term} - asked
+        overlap = [len(_said(s) & rest) for s in sentences]
+        best = max(range(len(sentences)), key=overlap.__getitem__)
+        holders = [overlap[i] for i, s in enumerate(sentences) if _occurs(term, s.lower())]
+        if not holders or overlap[best] < SWAP_MIN_OVERLAP or max(holders) + SWAP_MARGIN > overlap[best]:
+            continue
+        there = sentences[best]
+        kind = _kind(term)
+        rivals = (_CODE.findall(there) if kind == "code" else [m.group(0) for m in _NUMBER.finditer(there)]
+                  if kind == "number" else names_in(there, there))
+        said = _said(text)
+        rival = next((r for r in rivals if _kind(r) == kind and r not in said and not _occurs(r.lower(), lowered)), "")
+        if rival:
+            return f"the sources give {rival} there, not {term}"
     return ""
 
 

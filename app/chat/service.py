@@ -29,6 +29,7 @@ from store.conversations import Citation, ClientAnswer, ConversationStore, Messa
 
 if TYPE_CHECKING:
     from app.chat.bandit import BanditPolicy
+    from app.chat.critic import CriticReport
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,8 @@ class ChatService:
                 else:
                     meta["stopped"] = True
                 if finished and failure is None and answer and decision.critic:
-                    meta.update(self.criticise(answer, [p.text for p in plan.passages], question))
+                    answer, checked = self.check(answer, [p.text for p in plan.passages], question, runtime, request)
+                    meta.update(checked, seconds=round(time.perf_counter() - started, 3))
                 cites = citations_for(plan.passages, answer, question)
                 stored = self.conversations.add_answer(conversation_id, answer, cites, meta)
                 if self.on_answer is not None:
@@ -349,18 +351,53 @@ class ChatService:
         """The critic's verdicts for the answer's meta (``critic``: its report, ``unsupported``:
         how many sentences no source supports); nothing when the setting is off. A critic that
         fails leaves the answer unchecked and says why: it never costs the answer."""
-        from app.chat.critic import ModelJudge, critique
-
         mode = self.settings.critic
         if mode == "off":
             return {}
         try:
-            judge = ModelJudge(self.runtime.get()) if mode == "model" and passages else None
-            report = critique(answer, passages, question, mode, judge)
+            report = self.critic_report(answer, passages, question)
         except Exception as exc:  # noqa: BLE001 - a broken check must not lose the answer
             log.warning("the critic failed: %s", exc)
             return {"critic": {"mode": mode, "note": f"the critic failed: {exc}"}}
         return {"critic": report.model_dump(), "unsupported": report.unsupported}
+
+    def critic_report(self, answer: str, passages: list[str], question: str) -> CriticReport:
+        from app.chat.critic import ModelJudge, critique
+
+        mode = self.settings.critic
+        judge = ModelJudge(self.runtime.get()) if mode == "model" and passages else None
+        return critique(answer, passages, question, mode, judge)
+
+    def check(self, answer: str, passages: list[str], question: str, runtime: Runtime,
+              request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        """(the answer delivered, the critic's part of its meta). With ``critic_regenerate`` on,
+        an answer the critic flagged loses its unsupported sentences or is regenerated once from
+        the supported content (``app.chat.revision``); ``meta["revision"]`` says what changed. A
+        regeneration that fails delivers the draft, flagged, and says why."""
+        from app.chat.critic import CriticReport
+        from app.chat.revision import revise
+
+        checked = self.criticise(answer, passages, question)
+        mode = self.settings.critic_regenerate
+        if mode == "off" or not checked.get("unsupported"):
+            return answer, checked
+
+        def generate(messages: list[ChatMessage]) -> str:
+            again = request.model_copy(update={"messages": messages, "temperature": 0.0, "seed": 0})
+            return runtime.generate(again).text
+
+        try:
+            final, report, revision = revise(answer, CriticReport.model_validate(checked["critic"]), question,
+                                             passages, mode, generate,
+                                             lambda text: self.critic_report(text, passages, question))
+        except Exception as exc:  # noqa: BLE001 - the draft, flagged, beats no answer
+            log.warning("revising the answer failed: %s", exc)
+            checked["critic"]["note"] = f"revising the answer failed: {exc}"
+            return answer, checked
+        meta: dict[str, Any] = {"critic": report.model_dump(), "unsupported": report.unsupported}
+        if revision is not None:
+            meta["revision"] = revision.model_dump()
+        return final, meta
 
     def conversation_for(self, turns: Sequence[ChatMessage]) -> int | None:
         """The conversation a client continues when it sends the whole exchange so far (as

@@ -363,11 +363,20 @@ def bench_retrieval(c: Context, queries: int, seed: int, json_out: Path | None) 
               help="Also train the controller's bandit on half the questions and compare it on the other half.")
 @click.option("--bandit-epochs", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Passes of the bandit over its training questions.")
+@click.option("--follow-ups", type=click.IntRange(0, 50), default=6, show_default=True,
+              help="Follow-up questions (asked after the question they follow, in its conversation).")
+@click.option("--general", type=click.IntRange(0, 100), default=12, show_default=True,
+              help="General-knowledge questions the controller part asks.")
+@click.option("--small-talk", type=click.IntRange(0, 8), default=8, show_default=True,
+              help="Small-talk messages the controller part sends.")
+@click.option("--revisions/--no-revisions", default=True, show_default=True,
+              help="Also ask with the critic's revisions (critic_regenerate = drop, regenerate) and judge "
+              "the hallucination rate of the delivered answers against today's chat.")
 @json_out_option
 @pass_ctx
 def bench_hmst(c: Context, size: str, seed: int, model: bool, model_items: int, handwritten: bool,
                with_controller: bool, controller_documents: int, learn: bool, bandit: bool, bandit_epochs: int,
-               json_out: Path | None) -> None:
+               follow_ups: int, general: int, small_talk: int, revisions: bool, json_out: Path | None) -> None:
     """Issue 32's bench: the critic's precision and recall on fabricated sentences (names and
     numbers changed) among faithful ones, rules alone and rules + the chat model; then the
     meta-controller: answers and latency with it on, against every memory for every question."""
@@ -381,7 +390,8 @@ def bench_hmst(c: Context, size: str, seed: int, model: bool, model_items: int, 
         if with_controller:
             report.controller = run_controller_bench(c.loaded.settings, seed=seed, documents=controller_documents,
                                                      learn=learn, echo=echo, bandit=bandit,
-                                                     epochs=bandit_epochs)
+                                                     epochs=bandit_epochs, follow_up=follow_ups,
+                                                     general=general, small_talk=small_talk, revisions=revisions)
             print_controller(report.controller, echo)
     write_report(report, json_out)
 

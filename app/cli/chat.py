@@ -79,6 +79,7 @@ def ask(c: Context, question: str | None, conversation: int | None, more: bool, 
                 if Answer.of(question, event.message).cut_off:
                     console.print(f"[yellow]Cut off: the answer reached its length limit. For the rest: "
                                   f"engram ask --more -c {event.message.conversation_id}[/]", highlight=False)
+                _print_revision(event.message)
                 _print_unsupported(event.message)
                 _print_sources(event.message)
                 _print_decision(event.message)
@@ -134,6 +135,21 @@ def _print_decision(message: MessageRow) -> None:
 
     if message.meta.get("controller"):
         console.print(f"[dim]{Decision.model_validate(message.meta['controller']).summary()}[/]", highlight=False)
+
+
+def _print_revision(message: MessageRow) -> None:
+    """What the critic's flags changed (``critic_regenerate``): the line, what was dropped, and
+    the answer delivered in place of the draft that streamed above."""
+    from app.chat.revision import Revision
+
+    if not message.meta.get("revision"):
+        return
+    revision = Revision.model_validate(message.meta["revision"])
+    console.print(f"[yellow]{revision.line()}:[/]", highlight=False)
+    for verdict in revision.dropped:
+        console.print(f"    - {verdict.sentence} ({verdict.reason})", markup=False, highlight=False)
+    console.print("[bold]Answer:[/]", highlight=False)
+    console.print(message.content, markup=False, highlight=False)
 
 
 def _print_unsupported(message: MessageRow) -> None:
