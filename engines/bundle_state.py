@@ -125,3 +125,17 @@ def held(engine: Any | None) -> Iterator[None]:
         return
     with engine.held():
         yield
+
+
+def remap_router(state: dict[str, Any], out: dict[str, Any], mapping: dict[int, int]) -> int:
+    """``state``'s router keys and owners into ``out`` with the owners moved by ``mapping`` (keys
+    of documents not in it left out); returns how many keys were left out."""
+    import torch
+
+    if "router.owners" not in state:
+        return 0
+    owners = state["router.owners"].tolist()
+    keep = torch.tensor([o in mapping for o in owners], dtype=torch.bool)
+    out["router.keys"] = state["router.keys"][keep]
+    out["router.owners"] = torch.tensor([mapping[o] for o in owners if o in mapping], dtype=torch.long)
+    return int((~keep).sum())

@@ -29,6 +29,7 @@ from engines.bundle_state import (
     TensorInfo,
     checked_meta,
     held,
+    remap_router,
 )
 from engines.d2l.persistence import CURVE_POINTS, HYPER_KEY, put_saved, shape_json
 from engines.ttt.route_keys import ROUTE_KEYS
@@ -307,7 +308,6 @@ class D2LBundleState:
     def remapped(self, state: dict[str, Any], mapping: dict[int, int]) -> Remapped:
         """Adapters and router keys moved onto this library's document ids (those of documents
         not here are left out and counted); the hypernetwork stays whole."""
-        import torch
 
         out: dict[str, Any] = {}
         adapters_out = set()
@@ -320,12 +320,7 @@ class D2LBundleState:
             else:
                 adapters_out.add(int(match.group(1)))
         moved = Remapped(state=out, adapters_left_out=len(adapters_out))
-        if "router.owners" in state:
-            owners = state["router.owners"].tolist()
-            keep = torch.tensor([o in mapping for o in owners], dtype=torch.bool)
-            moved.keys_left_out = int((~keep).sum())
-            out["router.keys"] = state["router.keys"][keep]
-            out["router.owners"] = torch.tensor([mapping[o] for o in owners if o in mapping], dtype=torch.long)
+        moved.keys_left_out = remap_router(state, out, mapping)
         out["documents"] = int(state["documents"]) - len(adapters_out)
         return moved
 

@@ -50,11 +50,16 @@ from engines.d2l.reading import (
     peft_weights,
     target_modules,
 )
-from engines.d2l.training import MetaTrainer, TrainingDocument, with_questions, write_adapter
+from engines.d2l.training import (
+    MetaTrainer,
+    TrainingDocument,
+    with_questions,
+    write_adapter,
+)
 from engines.generation import LoraUse
 from engines.ttt import route_keys
 from models.delta_router import DeltaRouter
-from models.hypernetwork import HyperShape, Hypernetwork, compose
+from models.hypernetwork import Hypernetwork, HyperShape, compose
 from models.lora_hooks import LoRAHooks, batch_adapters
 from store.adapters import AdapterStore
 from store.blobs import BlobStore

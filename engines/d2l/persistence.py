@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from models.hypernetwork import HyperShape, Hypernetwork
+from models.hypernetwork import Hypernetwork, HyperShape
 from store.blobs import BlobStore
 
 HYPER_KEY = "d2l/hypernetwork"

@@ -23,6 +23,7 @@ from engines.bundle_state import (
     StateRefused,
     TensorInfo,
     checked_meta,
+    remap_router,
 )
 from engines.ttt.persistence import LIVE_KEY, PARTS, STATE_FORMAT, put_live
 from engines.ttt.recall import MAX_CHARS
@@ -185,15 +186,9 @@ class TTTBundleState:
     def remapped(self, state: dict[str, Any], mapping: dict[int, int]) -> Remapped:
         """Router keys and recalled pairs moved onto this library's document ids (those of
         documents not here are left out and counted)."""
-        import torch
 
         state, out = dict(state), Remapped(state={})
-        if "router.owners" in state:
-            owners = state["router.owners"].tolist()
-            keep = torch.tensor([o in mapping for o in owners], dtype=torch.bool)
-            out.keys_left_out = int((~keep).sum())
-            state["router.keys"] = state["router.keys"][keep]
-            state["router.owners"] = torch.tensor([mapping[o] for o in owners if o in mapping], dtype=torch.long)
+        out.keys_left_out = remap_router(state, state, mapping)
         recall = state.get("recall")
         if isinstance(recall, dict):
             pairs = recall.get("pairs", [])

@@ -18,7 +18,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engines.ttt.trainer import Piece, collate, firing_counts, frozen_prefixes, pack, text_pieces
+from engines.ttt.trainer import (
+    Piece,
+    collate,
+    firing_counts,
+    frozen_prefixes,
+    pack,
+    text_pieces,
+)
 from models.dual_mlp import DualMLP, original
 from store.blobs import BlobStore
 

@@ -26,7 +26,14 @@ from engines.ttt.material import Background, recall_pieces
 from engines.ttt.persistence import LiveState
 from engines.ttt.recall import RecallEntry
 from engines.ttt.state import NAME, Part, TTTState
-from engines.ttt.trainer import Piece, Prefix, collate, frozen_prefix, labelled_loss, pack
+from engines.ttt.trainer import (
+    Piece,
+    Prefix,
+    collate,
+    frozen_prefix,
+    labelled_loss,
+    pack,
+)
 from models.dual_mlp import original
 
 Batch = dict[str, Any]

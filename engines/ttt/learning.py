@@ -24,7 +24,13 @@ from engines.base import DocumentInput, EngineContext, LearnReport, Neocortex, P
 from engines.ttt import rehearsal
 from engines.ttt.config import TTTConfig
 from engines.ttt.gating import Gate, count
-from engines.ttt.material import Background, batches, document_material, recall_pieces, trained_tokens
+from engines.ttt.material import (
+    Background,
+    batches,
+    document_material,
+    recall_pieces,
+    trained_tokens,
+)
 from engines.ttt.persistence import LiveState
 from engines.ttt.routing import Routing
 from engines.ttt.state import NAME, Part, TTTState

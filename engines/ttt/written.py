@@ -21,7 +21,12 @@ import re
 
 from pydantic import BaseModel, Field
 
-from engines.generation import ChatMessage, GenerationRequest, Runtime, StructuredOutputError
+from engines.generation import (
+    ChatMessage,
+    GenerationRequest,
+    Runtime,
+    StructuredOutputError,
+)
 from engines.ttt.rehearsal import QA
 
 log = logging.getLogger(__name__)
