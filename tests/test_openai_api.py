@@ -137,6 +137,28 @@ def test_a_streamed_answer_arrives_in_openai_chunks_and_continues_the_conversati
     assert pieces[-1].choices[0].finish_reason and pieces[-1].model_extra["engram"]["message_id"]
 
 
+def test_an_answer_the_critic_may_revise_streams_only_when_final() -> None:
+    """A streamed draft cannot be taken back: with ``critic_regenerate`` on, the client gets
+    the delivered (revised) answer in one chunk, never the draft's words."""
+    from app.chat.service import Delta, Done, Sources
+    from store.conversations import MessageRow
+    from ui.openai_api import stream_chat
+
+    final = MessageRow(id=2, conversation_id=1, role="assistant", content="Thielor is the lynx.",
+                       meta={"revision": {"dropped": ["It was born in 1999."]}}, created_at="2026-12-06")
+    events = [Delta(text="Thielor is the lynx. "), Delta(text="It was born in 1999."), Done(message=final)]
+    sources = Sources(conversation_id=1, question_id=1, citations=[])
+
+    def contents(hold: bool) -> list[str]:
+        lines = [line for line in stream_chat("m", sources, iter(events), False, hold) if line.startswith("data: {")]
+        return [c["delta"].get("content") for line in lines for c in json.loads(line[6:])["choices"]
+                if c["delta"].get("content")]
+
+    assert contents(hold=False)[:2] == ["Thielor is the lynx. ", "It was born in 1999."]
+    held = contents(hold=True)
+    assert held[0] == "Thielor is the lynx." and not any("1999" in c for c in held)
+
+
 def test_embeddings_are_engrams_own_vectors(served) -> None:
     engram, url = served
     _, embed_id = model_ids(url)

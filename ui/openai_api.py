@@ -258,10 +258,13 @@ def sse(data: BaseModel | dict[str, Any]) -> str:
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-def stream_chat(model: str, sources: Sources, events: Iterator[Any], include_usage: bool) -> Iterator[str]:
+def stream_chat(model: str, sources: Sources, events: Iterator[Any], include_usage: bool,
+                hold: bool = False) -> Iterator[str]:
     """OpenAI's chunks: the role, the answer as it comes, its sources, the finish with ``engram``,
     the usage when asked for, then ``[DONE]``. A failure mid-answer is an error event (what
-    OpenAI's clients raise), never a cut connection."""
+    OpenAI's clients raise), never a cut connection. ``hold``: the critic may revise the answer
+    (``critic_regenerate``), and a streamed draft cannot be taken back, so the answer comes as
+    one chunk once it is final."""
     first = ChatChunk(id=f"chatcmpl-engram-{sources.question_id}", created=int(time.time()),
                       model=model, choices=[ChunkChoice(delta=ChunkDelta(role="assistant", content=""))])
 
@@ -273,13 +276,15 @@ def stream_chat(model: str, sources: Sources, events: Iterator[Any], include_usa
     try:
         done = None
         for event in events:
-            if isinstance(event, Delta) and event.text:
+            if isinstance(event, Delta) and event.text and not hold:
                 yield chunk(event.text)
             elif isinstance(event, Done):
                 done = event
         if done is None:
             raise RuntimeError("the chat service ended without an answer")
         message = done.message
+        if hold:
+            yield chunk(message.content)
         yield chunk(ending(message))
         yield chunk(finish=finish_reason(message), engram=turn(sources, message))
         if include_usage:
@@ -496,7 +501,9 @@ def create_api(engram: Engram, host: str, guarded: bool = False) -> FastAPI:
         sources, events = await run_in_threadpool(start_chat, engram, req)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(stream_chat(model_id, sources, events, include_usage),
+            settings = engram.settings
+            hold = settings.critic != "off" and settings.critic_regenerate != "off"
+            return StreamingResponse(stream_chat(model_id, sources, events, include_usage, hold),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         done = await run_in_threadpool(finish_chat, sources, events)
