@@ -130,6 +130,8 @@ def test_the_bench_asks_follow_ups_and_judges_the_critics_revisions(isolated_dir
     assert report.follow_up_accuracy_on is not None and report.follow_up_accuracy_off is not None
     assert set(kinds["follow-up"].revisions) == {"drop", "regenerate"}
     assert kinds["follow-up"].revisions["drop"].regenerated == 0
+    figures = [kinds["follow-up"].on, kinds["follow-up"].off, *kinds["follow-up"].revisions.values()]
+    assert all(f.recalled == 0 for f in figures)  # always-all never copies another arm's earlier answer
     halluc = report.hallucination
     assert halluc is not None and halluc.questions == 1 and set(halluc.by_mode) == {"drop", "regenerate"}
     assert all(0.0 <= r <= 1.0 for r in [halluc.today, halluc.always_all, *halluc.by_mode.values()])

@@ -70,6 +70,8 @@ class ArmFigures(BaseModel):
     judged: int = 0
     revised: int = Field(0, description="Answers the critic's flags changed (sentences dropped or regenerated).")
     regenerated: int = Field(0, description="Answers replaced by their one regeneration.")
+    recalled: int = Field(0, description="Answers given earlier conversations (none: the bench turns "
+                          "episodic recall off, since those are the other arms' answers).")
 
 
 class KindFigures(BaseModel):
@@ -170,7 +172,8 @@ def _ask(engram, asked: Asked) -> dict:
             "message_id": message.id, "arm": message.meta.get("controller", {}).get("arm", ""),
             "hallucinated": None if judged is None else judged.hallucinated,
             "why": [u.why for u in judged.unsupported] if judged else [],
-            "revised": bool(revision), "regenerated": bool(revision.get("regenerated"))}
+            "revised": bool(revision), "regenerated": bool(revision.get("regenerated")),
+            "recalled": bool(message.meta.get("recalled"))}
 
 
 def train_bandit(engram, train: list[Asked], epochs: int, explore: float, echo: Echo) -> None:
@@ -217,7 +220,8 @@ def _arm(results: list[dict]) -> ArmFigures:
                       torch_answers=sum(r["torch"] for r in results),
                       hallucination_rate=round(sum(judged) / len(judged), 3) if judged else None,
                       judged=len(judged), revised=sum(r.get("revised", False) for r in results),
-                      regenerated=sum(r.get("regenerated", False) for r in results))
+                      regenerated=sum(r.get("regenerated", False) for r in results),
+                      recalled=sum(r.get("recalled", False) for r in results))
 
 
 def run_controller_bench(settings: Settings, size: str = "tiny", seed: int = 0, documents: int = 2,
@@ -241,9 +245,13 @@ def run_controller_bench(settings: Settings, size: str = "tiny", seed: int = 0, 
          f"controller on and off" + (", and on with the critic's revisions (drop, regenerate)" if revisions else ""))
     with tempfile.TemporaryDirectory(prefix="engram-controller-bench-") as tmp:
         root = Path(tmp)
+        # No episodic recall: the bench's earlier conversations are the other arms' answers to the
+        # same questions, and always-all (which recalls for every question) would copy them. A
+        # follow-up's own conversation is its working memory, as in the app.
         local = settings.model_copy(update={"data_dir": root / "data", "drop_folder": root / "drop",
                                             "engines": ["rag", "ttt"] if learn else ["rag"],
-                                            "temperature": 0.0})
+                                            "temperature": 0.0,
+                                            "memory": settings.memory.model_copy(update={"episodic": False})})
         engram = Engram(LoadedSettings(settings=local, sources={}, config_file=root / "none.toml"))
         try:
             folder = root / "documents"
