@@ -268,7 +268,7 @@ class D2LEngine(Engine):
     def contribute(self, query: Query) -> Contribution:
         """Names the learned state (chat then answers with the neocortex, or with the adapters'
         GGUF copies on llama.cpp) once there is one."""
-        if not self.adapters and self._cortex is None:
+        if not self.adapters and not self._keyed and self._cortex is None:  # keys are read once
             if not self.store.documents():
                 return Contribution(engine=self.name)
             if not self._route_from_keys():
