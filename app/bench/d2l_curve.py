@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from app.bench.learn import LearnBench, _release
 from app.bench.learn_measures import Learned, score_questions
-from app.bench.learn_report import save_with_plot
+from app.bench.learn_report import png, save_with_plot
 from app.bench.learn_sets import SetName, load_set
 from app.settings import Settings
 from engines.base import Engine, Neocortex
@@ -138,8 +138,6 @@ def save_curve(report: CurveReport, folder: Path) -> None:
 
 def plot_curve(report: CurveReport) -> bytes:
     """PNG: each score against meta-training seconds, the base model's as dashed lines."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,8 +157,4 @@ def plot_curve(report: CurveReport) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(f"d2l: learned vs meta-training, {report.set} '{report.size}', {report.model}", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)

@@ -200,8 +200,6 @@ def save_with_plot(report: Any, folder: Path, prefix: str, plot: Callable[[Any],
 
 def plot_report(report: LearnBenchReport) -> bytes:
     """PNG: learned (answers containing the answer, else choice accuracy) against forgot, per run."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,6 +222,15 @@ def plot_report(report: LearnBenchReport) -> bytes:
     axes[0].set_ylim(0, 1.02)
     axes[1].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Learned vs forgot: {report.set} set '{report.size}', {report.model}", fontsize=10)
+    return png(fig)
+
+
+def png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes, the figure closed (reports are drawn in worker threads)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
