@@ -351,7 +351,7 @@ class Engram:
                 from app.runtimes.neocortex import load_neocortex
 
                 self._neocortex = load_neocortex(self.settings.neocortex_model, self.settings.device,
-                                                 self.paths.cache)
+                                                 self.paths.cache, self.settings.cpu_threads or None)
             return self._neocortex  # type: ignore[return-value]
 
     def adopt_neocortex(self, runtime: Runtime) -> None:

@@ -222,6 +222,10 @@ class CoreSettings(BaseModel):
     context_tokens: int = Field(
         4096, ge=512, le=131_072, description="Context window requested from the chat model."
     )
+    cpu_threads: int = Field(
+        0, ge=0, le=256, description="CPU threads the models use (llama.cpp and torch); 0: the physical "
+        "cores. Fewer leave the rest of the machine free; 1 is the fastest when other work keeps the "
+        "cores busy (llama.cpp's threads wait for each other at every token).")
     answer_max_tokens: int = Field(
         320, ge=16, le=8192, description="Longest answer, in model tokens."
     )

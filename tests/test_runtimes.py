@@ -277,6 +277,21 @@ def test_make_runtime_builds_each_backend(loopback: OllamaLoopback) -> None:
         make_runtime("vllm", "x")
 
 
+def test_the_cpu_threads_setting_reaches_llamacpp_and_torch() -> None:
+    from app.runtimes.active import ActiveRuntime, runtime_options
+    from app.settings import load_settings
+
+    settings = load_settings(cli={"cpu_threads": "1", "context_tokens": "512"}).settings
+    active = ActiveRuntime(settings)
+    try:
+        assert active.get().n_threads == 1  # as the child process running llama.cpp reports it
+    finally:
+        active.close()
+    assert runtime_options(settings, "torch")["threads"] == 1
+    auto = load_settings(cli={"context_tokens": "512"}).settings
+    assert runtime_options(auto, "llamacpp")["n_threads"] is None  # 0: llama.cpp's physical cores
+
+
 def test_stop_trimmer_holds_back_partial_stop_strings() -> None:
     trimmer = StopTrimmer(["Pickle", "\n\n"])
     out = [trimmer.feed(p) for p in ["The na", "me is Pic", "kle.", " More"]]
@@ -290,9 +305,16 @@ def test_stop_trimmer_holds_back_partial_stop_strings() -> None:
 
 @pytest.mark.slow
 def test_torch_runtime_loads_the_gguf_and_generates() -> None:
+    import torch
+
     from app.runtimes.torch_runtime import TorchRuntime
 
-    runtime = TorchRuntime(device="cpu")
+    before = torch.get_num_threads()
+    try:
+        runtime = TorchRuntime(device="cpu", threads=1)
+        assert torch.get_num_threads() == 1  # the cpu_threads setting
+    finally:
+        torch.set_num_threads(before)
     assert runtime.model.dtype.is_floating_point and runtime.context_window == 8192
     assert runtime.count_tokens("The quick brown fox") > 2
     stream = runtime.stream(ask(CAT_QUESTION, CAT_CONTEXT, max_tokens=16))

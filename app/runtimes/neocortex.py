@@ -57,17 +57,17 @@ def convert(gguf: Path, target: Path) -> None:
         runtime.close()
 
 
-def load_neocortex(model: str, device: str, cache_root: Path) -> TorchRuntime:
+def load_neocortex(model: str, device: str, cache_root: Path, threads: int | None = None) -> TorchRuntime:
     """The torch runtime for ``model`` (converted through the cache when it is a GGUF)."""
     folder, gguf_file = resolve_source(model)
     if gguf_file is None:
-        return TorchRuntime(folder, device=device)
+        return TorchRuntime(folder, device=device, threads=threads)
     gguf = folder / gguf_file
     cached = cache_folder(gguf, cache_root)
     if not (cached / "config.json").is_file():
         log.info("converting %s for torch (once; about a minute)", gguf.name)
         cached.parent.mkdir(parents=True, exist_ok=True)
         convert(gguf, cached)
-    runtime = TorchRuntime(cached, device=device)
+    runtime = TorchRuntime(cached, device=device, threads=threads)
     runtime.model_name = EMBEDDED if model == EMBEDDED else gguf.stem
     return runtime

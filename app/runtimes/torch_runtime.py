@@ -242,8 +242,15 @@ class TorchRuntime(Runtime):
         *,
         device: str = "auto",
         piece_timeout_s: float = 300.0,
+        threads: int | None = None,
     ) -> None:
-        """``piece_timeout_s`` bounds the wait for each streamed piece (first one included)."""
+        """``piece_timeout_s`` bounds the wait for each streamed piece (first one included);
+        ``threads``: torch's CPU threads, for the whole process (torch has no other kind); None
+        leaves torch's own choice."""
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         self.folder, self.gguf_file = resolve_source(model)
         self.model_name = EMBEDDED if str(model) == EMBEDDED else Path(model).expanduser().stem
         self.device = pick_device(device)
