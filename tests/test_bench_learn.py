@@ -22,10 +22,12 @@ def test_bench_learn_on_the_smallest_set(neocortex, isolated_dirs, monkeypatch) 
     from app.bench import learn_measures
     from app.services.general_text import general_questions, heldout_questions
 
-    # A sixth of the general questions, written and ranked, and of the held-out ones (ranked, routed
-    # and not, before and after sleep) keep the forgetting checks in CI's time.
-    monkeypatch.setattr(learn_measures, "general_questions", lambda: general_questions()[:24])
-    monkeypatch.setattr(learn_measures, "heldout_questions", lambda: heldout_questions()[:24])
+    # Twelve general questions, written and ranked, and twelve held-out ones (ranked, routed and
+    # not, before and after sleep), with shorter written answers, keep the forgetting checks in CI's
+    # time: every run asks them all again, and they cost more than the learning.
+    monkeypatch.setattr(learn_measures, "general_questions", lambda: general_questions()[:12])
+    monkeypatch.setattr(learn_measures, "heldout_questions", lambda: heldout_questions()[:12])
+    monkeypatch.setattr(learn_measures, "ANSWER_TOKENS", 32)
     settings = load_settings(cli={"ttt.passes": "1", "ttt.calibration_tokens": "512",
                                   "ttt.batch_tokens": "256", "ttt.rehearsal_paraphrase": "false"}).settings
     lines: list[str] = []
@@ -33,7 +35,7 @@ def test_bench_learn_on_the_smallest_set(neocortex, isolated_dirs, monkeypatch) 
     # weights alone (closed book), so ttt is measured without a run of its own. Each engine added
     # later has its own bench test.
     report = run_learn_bench(settings, ["rag", "rag+ttt"], set_name="templated", size=3, speed=False,
-                             echo=lines.append, cortex=neocortex, sleep=60)
+                             echo=lines.append, cortex=neocortex, sleep=45)
     labels = [r.label for r in report.runs]
     assert labels == ["base model (closed book)", "rag", "rag+ttt", "ttt closed book, weights of rag+ttt",
                       "rag+ttt +sleep", "ttt closed book, weights of rag+ttt +sleep"]
