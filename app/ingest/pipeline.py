@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from app.ingest.chunking import chunk_document
 from app.ingest.embeddings import Embedder
 from app.ingest.file_rules import BAD_NAME_ERROR, display_name, is_document, is_ignored_name, storable
+from app.ingest.headings import embedding_text
 from app.ingest.parsers import ParseError, parse_file, too_large_error
 from app.settings import Settings
 from store.documents import DocumentStore, NewChunk
@@ -114,11 +115,13 @@ class Ingestor:
         learners: list[str] | None = None,
         ignored: IgnoredFiles | None = None,
         forgotten: Callable[[list[int]], None] | None = None,
+        headers: Callable[[], bool] = lambda: False,
     ) -> None:
         """``learners``: engines that learn each new or changed document after it is indexed;
         ``ignored``: files the person asked to forget, skipped until they are re-learned;
         ``forgotten``: told the ids of documents that left the store (deleted, moved out of a
-        watched folder, forgotten), so that the engines drop what they keep of them."""
+        watched folder, forgotten), so that the engines drop what they keep of them;
+        ``headers``: whether the live vectors embed each chunk's context (new chunks must match)."""
         self.settings = settings
         self.docs = docs
         self.folders = folders
@@ -128,6 +131,7 @@ class Ingestor:
         self.learners = learners or []
         self.ignored = ignored
         self.forgotten = forgotten
+        self.headers = headers
 
     @property
     def embedder(self) -> Embedder:
@@ -290,7 +294,8 @@ class Ingestor:
         return FileResult(path=path, outcome="error", error=message)
 
     def _embed_and_store(self, prepared: list[tuple[Job, _Prepared]]) -> list[FileResult]:
-        texts = [c.text for _, p in prepared for c in p.chunks]
+        headers = self.headers()
+        texts = [embedding_text(c.context, c.text, headers) for _, p in prepared for c in p.chunks]
         vectors = self.embedder.embed(texts)
         results = []
         offset = 0
