@@ -34,7 +34,6 @@ from app.services.source_view import SourceView, source_view
 from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
 from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
-from engines.rag.feedback import rocchio
 from engines.rag.hybrid import exact_counts, hybrid_order, is_keyword_query, read_query, term_words
 from engines.registry import build_engine, engine_class, registered
 from app.jobs.feedback import FeedbackJobs, queue_feedback
@@ -199,9 +198,7 @@ class Engram:
                                                       self.reward_weights))
         worker.register(REEMBED, ReembedJobs(self.next_vectors, self.queue, self._settings_embedder,
                                              self._live_identity, self._swap_embedding,
-                                             lambda: worker.stopping,
-                                             headers=lambda: self.settings.embed_headers,
-                                             fill_contexts=self._fill_contexts))
+                                             lambda: worker.stopping))
         worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines,
                                          lambda: worker.stopping or worker.holding,
                                          self.sleep_checkpoints, self.consolidate_memory))
@@ -308,14 +305,12 @@ class Engram:
         """The identity of the vectors the settings ask for (loads no model, but a given one)."""
         from app.ingest.embeddings import embedding_identity
 
-        from app.ingest.headings import library_identity
-
         if self._given_embedder is not None:
-            return library_identity(self._given_embedder.identity, self.settings.embed_headers)
+            return self._given_embedder.identity
         from app.ingest.embeddings import pick_device
 
-        return library_identity(embedding_identity(self.settings.embedding_model, self.settings.embedding_backend,
-                                                   pick_device(self.settings.device)), self.settings.embed_headers)
+        return embedding_identity(self.settings.embedding_model, self.settings.embedding_backend,
+                                  pick_device(self.settings.device))
 
     @cached_property
     def next_vectors(self) -> NextVectors:
@@ -327,8 +322,7 @@ class Engram:
 
         learners = [n for n in self.settings.engines if engine_class(n).learns_documents]
         return Ingestor(self.settings, self.docs, self.folders, self.queue, self.index,
-                        lambda: self.embedder, learners, self.ignored, self._forget_in_engines,
-                        headers=self._live_headers)
+                        lambda: self.embedder, learners, self.ignored, self._forget_in_engines)
 
     def _forget_in_engines(self, document_ids: list[int]) -> None:
         """The documents are already gone from the store: an engine failing to drop what it
@@ -552,31 +546,13 @@ class Engram:
             return record
         if record is not None:  # nothing embedded yet: the old record binds nothing
             self.__dict__["embedder"] = self._settings_embedder()
-        record = embedder_record(self.embedder, self.settings.embed_headers)
+        record = embedder_record(self.embedder)
         self.next_vectors.set_current(record)
         return record
 
     def _live_identity(self) -> str | None:
         record = self.next_vectors.current()
         return record["identity"] if record else None
-
-    def _live_headers(self) -> bool:
-        """Whether the live vectors were embedded with the chunks' headers: new chunks must be too."""
-        record = self.next_vectors.current()
-        return bool(record and record.get("headers"))
-
-    def _fill_contexts(self) -> None:
-        """Work out the context of chunks stored before chunks kept one (a re-embedding with
-        headers needs it), from their own text: each document once."""
-        from app.ingest.headings import stored_contexts
-
-        done: set[int] = set()
-        while todo := [d for d in self.docs.lacking_context(256) if d not in done]:
-            for document_id in todo:
-                document = self.docs.by_id(document_id)
-                if document is not None:
-                    self.docs.set_contexts(stored_contexts(document.path, self.docs.stored_chunks(document_id)))
-                done.add(document_id)
 
     def embedding_switch_pending(self) -> bool:
         """True when the settings name another embedding model or backend than the library's
@@ -874,17 +850,7 @@ class Engram:
         bm25 = [cid for cid, _ in self.fulltext.search(terms.groups, depth)] if rag.mode != "dense" else []
         exact = self._exact_hits(terms.exact, depth) if rag.mode == "hybrid" else {}
         bm25_weight = rag.keyword_bm25_weight if is_keyword_query(query) else rag.bm25_weight
-
-        def fuse(dense_ids: list[int]) -> list[int]:
-            documents = (self.docs.documents_of({*dense_ids, *bm25, *exact})
-                         if rag.document_weight > 0 else None)
-            return hybrid_order(dense_ids, bm25, exact, rag.dense_weight, bm25_weight, rag.rrf_k,
-                                documents, rag.document_weight, rag.document_chunks)
-
-        order = fuse(dense)
-        if dense and rag.feedback_weight > 0:  # scores stay the question's own cosine
-            top = self.docs.vectors(order[: rag.feedback_chunks])
-            order = fuse(self._dense_ranking(index, rocchio(vec, top, rag.feedback_weight), depth)[0])
+        order = hybrid_order(dense, bm25, exact, rag.dense_weight, bm25_weight, rag.rrf_k)
         return self._passages(order[: k * 2 + 8], vec, cosine, set(exact))[:k]
 
     def _dense_ranking(self, index: VectorIndex, vec: np.ndarray,

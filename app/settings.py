@@ -179,12 +179,6 @@ class CoreSettings(BaseModel):
         "exported once into DATA_DIR/cache after the first ingestion (about 6 s; needs onnxruntime): "
         "a one-off `engram search` then starts without loading torch. The vectors are the same.",
     )
-    embed_headers: bool = Field(
-        True, description="Embed each chunk with its document's title and section headings in front "
-        "(\"Compound statements > The match statement > Guards\"): a chunk from the middle of a long "
-        "document then still says what it is about. The stored text is unchanged. A change re-embeds "
-        "the library in the background; search uses the old vectors until then.",
-    )
     embed_batch_size: int = Field(16, ge=1, le=4096, description="Chunks per embedding batch "
                                   "(16: peak memory while ingesting about 0.3 GB lower than with 64).")
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -13,10 +13,9 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from store.database import Database
-from store.document_text import StoredChunk
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,8 +32,6 @@ class NewChunk(BaseModel):
     char_start: int
     char_end: int
     token_count: int
-    context: str = Field("", description="Document title and section headings above the chunk "
-                         "(embedded in front of its text when ``embed_headers`` is on).")
 
 
 class DocumentRow(BaseModel):
@@ -162,35 +159,6 @@ class DocumentStore:
                 found[r[0]] = np.frombuffer(r[1], dtype=np.float32)
         return found
 
-    def lacking_context(self, limit: int) -> list[int]:
-        """Files some of whose chunks were stored before chunks had a context (a conversation's
-        remembered facts have none: they are embedded as they are)."""
-        return [r[0] for r in self.db.query(
-            "SELECT DISTINCT c.document_id FROM chunks c JOIN documents d ON d.id = c.document_id "
-            "WHERE c.context = '' AND d.content_hash IS NOT NULL LIMIT ?", (limit,))]
-
-    def stored_chunks(self, document_id: int) -> list[StoredChunk]:
-        """A document's chunks in order, with where each sits in its section."""
-        rows = self.db.query("SELECT id, ord, text, page, line_start, line_end, char_start, char_end "
-                             "FROM chunks WHERE document_id = ? ORDER BY ord", (document_id,))
-        return [StoredChunk(**dict(r)) for r in rows]
-
-    def set_contexts(self, contexts: dict[int, str]) -> None:
-        with self.db.transaction() as conn:
-            conn.executemany("UPDATE chunks SET context = ? WHERE id = ?",
-                             [(text, cid) for cid, text in contexts.items()])
-
-    def documents_of(self, ids: Iterable[int]) -> dict[int, int]:
-        """Chunk id -> its document's id, for the chunks in ``ids`` that still exist."""
-        ids = [int(i) for i in ids]
-        found: dict[int, int] = {}
-        for start in range(0, len(ids), 900):
-            part = ids[start:start + 900]
-            marks = ",".join("?" * len(part))
-            found.update({r[0]: r[1] for r in self.db.query(
-                f"SELECT id, document_id FROM chunks WHERE id IN ({marks})", tuple(part))})
-        return found
-
     def chunks(self, ids: Iterable[int]) -> dict[int, ChunkRow]:
         """Chunk rows with their file path; ids that no longer exist are simply absent."""
         ids = [int(i) for i in ids if int(i) >= 0]
@@ -239,9 +207,9 @@ class DocumentStore:
             for ord_, (chunk, vec) in enumerate(zip(chunks, vectors)):
                 cur = conn.execute(
                     "INSERT INTO chunks (document_id, ord, text, page, line_start, line_end, "
-                    "char_start, char_end, token_count, embedding, context) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "char_start, char_end, token_count, embedding) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (doc_id, ord_, chunk.text, chunk.page, chunk.line_start, chunk.line_end,
-                     chunk.char_start, chunk.char_end, chunk.token_count, vec.tobytes(), chunk.context),
+                     chunk.char_start, chunk.char_end, chunk.token_count, vec.tobytes()),
                 )
                 added.append(int(cur.lastrowid))
             conn.execute(

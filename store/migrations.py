@@ -375,12 +375,3 @@ def m016_episode_stretches(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("016_episode_stretches", m016_episode_stretches))
-
-
-def m020_chunk_context(db: sqlite_utils.Database) -> None:
-    """Each chunk's context (document title and section headings), embedded in front of its text.
-    Chunks stored before hold '' until the re-embedding that ``embed_headers`` asks for fills it."""
-    _run(db, ["ALTER TABLE chunks ADD COLUMN context TEXT NOT NULL DEFAULT ''"])
-
-
-MIGRATIONS.append(("020_chunk_context", m020_chunk_context))

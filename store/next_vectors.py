@@ -78,10 +78,10 @@ class NextVectors:
             conn.execute("DELETE FROM chunk_vectors_next")
             conn.execute("DELETE FROM state WHERE key = ?", (NEXT_KEY,))
 
-    def missing(self, limit: int) -> list[tuple[int, str, str]]:
-        """Chunks (id, text, context) that have no new vector yet, oldest first."""
-        return [(r[0], r[1], r[2]) for r in self.db.query(
-            "SELECT c.id, c.text, c.context FROM chunks c LEFT JOIN chunk_vectors_next n ON n.chunk_id = c.id "
+    def missing(self, limit: int) -> list[tuple[int, str]]:
+        """Chunks (id, text) that have no new vector yet, oldest first."""
+        return [(r[0], r[1]) for r in self.db.query(
+            "SELECT c.id, c.text FROM chunks c LEFT JOIN chunk_vectors_next n ON n.chunk_id = c.id "
             "WHERE n.chunk_id IS NULL ORDER BY c.id LIMIT ?", (limit,))]
 
     def progress(self) -> tuple[int, int]:

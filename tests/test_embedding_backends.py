@@ -141,13 +141,13 @@ def live_vectors(engram) -> tuple[np.ndarray, np.ndarray]:
 def test_a_backend_change_reembeds_aside_and_swaps_only_when_complete(tmp_path, isolated_dirs):
     notes = tmp_path / "notes"
     write_notes(notes, ["Oskel", "Varn", "Miriel", "Tovan", "Pell", "Quist"])
-    first = open_engram(embedding_backend="torch", embed_headers="false")
+    first = open_engram(embedding_backend="torch")
     first.ingest([notes])
     first.run_pending()
     old_ids, old_vectors = live_vectors(first)
     first.close()
 
-    engram = open_engram(embedding_backend="onnx-int8", embed_headers="false")
+    engram = open_engram(embedding_backend="onnx-int8")
     try:
         assert engram.index.identity == "embedded|fp32"  # the library keeps its vectors for now
         assert engram.embedding_switch_pending()
@@ -193,7 +193,7 @@ def test_a_backend_change_reembeds_aside_and_swaps_only_when_complete(tmp_path, 
     finally:
         engram.close()
 
-    again = open_engram(embedding_backend="onnx-int8", embed_headers="false")
+    again = open_engram(embedding_backend="onnx-int8")
     try:
         assert again.index.identity == int8 and len(again.index) == len(ids)
         assert not again.embedding_switch_pending() and again.last_sync.added == 0  # the saved index is reused

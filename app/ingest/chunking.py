@@ -4,8 +4,7 @@ Each section is cut into sentence-ish units (sentence ends, paragraph breaks, he
 items), each with its character span. All units of a document are counted with the embedding
 tokenizer in one batched call, then packed greedily into chunks of at most ``max_tokens``; the
 next chunk repeats the previous chunk's trailing units up to ``overlap_tokens``. A chunk's text is
-always ``section.text[char_start:char_end]``, so a citation can quote and locate it exactly; its
-context (document title and the headings above it, ``app.ingest.headings``) is kept beside it.
+always ``section.text[char_start:char_end]``, so a citation can quote and locate it exactly.
 
 A chunk's token count is the sum of its units' counts. Units are separated by whitespace, and
 word-piece tokenizers (BERT family, the embedded MiniLM) split on whitespace first, so the sum is
@@ -19,7 +18,6 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
-from app.ingest.headings import Heading, chunk_header, document_title, headings
 from app.ingest.parsers import ParsedDocument
 from store.documents import NewChunk
 
@@ -231,20 +229,17 @@ def _chunk_span(spans: list[Span], lo: int, hi: int) -> Span:
 def _to_specs(doc: ParsedDocument, texts: list[str], spans: list[Span],
               packed: list[Packed]) -> list[NewChunk]:
     newlines: dict[int, list[int]] = {}
-    found: dict[int, list[Heading]] = {}
-    title = document_title(doc.path, headings(texts[0]) if texts else [])
     specs = []
     for lo, hi, tokens in packed:
         si, a, b = _chunk_span(spans, lo, hi)
         section = doc.sections[si]
         if si not in newlines:
             newlines[si] = [m.start() for m in re.finditer("\n", texts[si])]
-            found[si] = headings(texts[si])
         breaks = newlines[si]
         specs.append(NewChunk(
             text=texts[si][a:b], page=section.page,
             line_start=section.line_start + bisect_left(breaks, a),
             line_end=section.line_start + bisect_left(breaks, b - 1),
-            char_start=a, char_end=b, token_count=tokens, context=chunk_header(title, found[si], a),
+            char_start=a, char_end=b, token_count=tokens,
         ))
     return specs

@@ -23,7 +23,6 @@ from pydantic import BaseModel
 from app.ingest.chunking import chunk_document
 from app.ingest.embeddings import Embedder
 from app.ingest.file_rules import BAD_NAME_ERROR, display_name, is_document, is_ignored_name, storable
-from app.ingest.headings import embedding_text
 from app.ingest.parsers import ParseError, parse_file, too_large_error
 from app.settings import Settings
 from store.documents import DocumentStore, NewChunk
@@ -115,13 +114,11 @@ class Ingestor:
         learners: list[str] | None = None,
         ignored: IgnoredFiles | None = None,
         forgotten: Callable[[list[int]], None] | None = None,
-        headers: Callable[[], bool] = lambda: False,
     ) -> None:
         """``learners``: engines that learn each new or changed document after it is indexed;
         ``ignored``: files the person asked to forget, skipped until they are re-learned;
         ``forgotten``: told the ids of documents that left the store (deleted, moved out of a
-        watched folder, forgotten), so that the engines drop what they keep of them;
-        ``headers``: whether the live vectors embed each chunk's context (new chunks must match)."""
+        watched folder, forgotten), so that the engines drop what they keep of them."""
         self.settings = settings
         self.docs = docs
         self.folders = folders
@@ -131,7 +128,6 @@ class Ingestor:
         self.learners = learners or []
         self.ignored = ignored
         self.forgotten = forgotten
-        self.headers = headers
 
     @property
     def embedder(self) -> Embedder:
@@ -294,8 +290,7 @@ class Ingestor:
         return FileResult(path=path, outcome="error", error=message)
 
     def _embed_and_store(self, prepared: list[tuple[Job, _Prepared]]) -> list[FileResult]:
-        headers = self.headers()
-        texts = [embedding_text(c.context, c.text, headers) for _, p in prepared for c in p.chunks]
+        texts = [c.text for _, p in prepared for c in p.chunks]
         vectors = self.embedder.embed(texts)
         results = []
         offset = 0

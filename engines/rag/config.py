@@ -51,20 +51,3 @@ class RagConfig(BaseModel):
     candidates: int = Field(
         50, ge=1, le=1000, description="Chunks each ranking (BM25, embeddings) hands to fusion.",
     )
-    feedback_weight: float = Field(
-        0.0, ge=0.0, le=10.0, description="Pseudo-relevance feedback: the question's vector moves "
-        "toward the mean of the first ranking's top chunks by this weight (Rocchio), and the "
-        "embeddings are searched again with it. 0 turns it off.",
-    )
-    feedback_chunks: int = Field(
-        3, ge=1, le=50, description="Top chunks of the first ranking that pseudo-relevance feedback "
-        "moves the question toward.",
-    )
-    document_weight: float = Field(
-        0.0, ge=0.0, le=1.0, description="A chunk's fused score gains this share of the scores of "
-        "its document's other candidate chunks (the best document_chunks of them): a document "
-        "several of whose chunks rank well goes up. 0 turns it off.",
-    )
-    document_chunks: int = Field(
-        2, ge=1, le=50, description="Most other chunks of a document whose scores support a chunk.",
-    )

@@ -9,11 +9,9 @@ holds them exactly goes before any fused score. Pure functions: the store runs t
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
-
-from engines.rag.feedback import document_support
 
 MAX_EXACT_TERMS = 16
 """Most exact terms one query looks up (each is one keyword lookup)."""
@@ -109,15 +107,9 @@ def reciprocal_rank_fusion(rankings: Sequence[tuple[Sequence[int], float]], k: i
 
 
 def hybrid_order(dense: Sequence[int], bm25: Sequence[int], exact: dict[int, int],
-                 dense_weight: float, bm25_weight: float, k: int,
-                 document_of: Mapping[int, int] | None = None, document_weight: float = 0.0,
-                 document_chunks: int = 2) -> list[int]:
-    """Chunk ids best first: more exact terms held, then the fused score (with ``document_of``,
-    plus ``document_weight`` times the best ``document_chunks`` other chunks of its document),
-    then the dense rank."""
+                 dense_weight: float, bm25_weight: float, k: int) -> list[int]:
+    """Chunk ids best first: more exact terms held, then the fused score, then the dense rank."""
     fused = reciprocal_rank_fusion([(dense, dense_weight), (bm25, bm25_weight)], k)
-    if document_of:
-        fused = document_support(fused, document_of, document_weight, document_chunks)
     for cid in exact:
         fused.setdefault(cid, 0.0)
     first_seen: dict[int, int] = {}
