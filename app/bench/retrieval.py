@@ -81,7 +81,7 @@ class TargetCheck(BaseModel):
 class RetrievalBenchReport(BaseModel):
     created_at: str
     seed: int
-    paraphrases: str = Field(description="Which hand-written paraphrase set was asked: held-out or dev.")
+    paraphrases: str = Field("held-out", description="Which hand-written paraphrase set was asked: held-out or dev.")
     topics: int
     notes: int
     chunks: int
