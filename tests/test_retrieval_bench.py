@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from app.bench.retrieval import MODES, run_retrieval_bench
 from app.bench.retrieval_queries import (
     KINDS,
+    PARAPHRASE_SETS,
     holders,
     identifier_queries,
     keyword_queries,
@@ -23,12 +24,15 @@ from app.settings import load_settings
 
 def test_paraphrases_name_real_topics_without_their_key_words() -> None:
     topics = load_topics()
-    written = read_paraphrases()
-    assert len(written) >= 30
-    for p in written:
+    held_out, dev = read_paraphrases(PARAPHRASE_SETS["held-out"]), read_paraphrases(PARAPHRASE_SETS["dev"])
+    assert len(held_out) >= 60 and len(dev) >= 40
+    for p in held_out + dev:
         assert p.topic in topics and all(a in topics for a in p.also), p
         words = set(re.findall(r"[a-z]+", p.question.lower()))
         assert not words & set(p.topic.split("-")), p.question
+    # the dev set (tuned on) asks about other topics than the held-out set (never tuned on)
+    assert not {p.question for p in dev} & {p.question for p in held_out}
+    assert not {p.topic for p in dev} & {p.topic for p in held_out}
 
 
 def test_generated_queries_are_deterministic_and_point_at_their_text() -> None:
@@ -65,3 +69,4 @@ def test_bench_on_a_slice_reports_every_kind_and_mode(embedder) -> None:
 def test_command_is_registered() -> None:
     result = CliRunner().invoke(cli, ["bench", "retrieval", "--help"])
     assert result.exit_code == 0 and "--queries" in result.output and "--json-out" in result.output
+    assert "--paraphrases" in result.output

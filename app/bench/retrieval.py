@@ -24,7 +24,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from app.bench.retrieval_queries import KINDS, Query, all_queries, load_topics, sentinel_notes, write_corpus
+from app.bench.retrieval_queries import (
+    KINDS,
+    ParaphraseSet,
+    Query,
+    all_queries,
+    load_topics,
+    sentinel_notes,
+    write_corpus,
+)
 from app.bench.verdict import verdict
 from app.ingest.embeddings import RECENT_QUERIES
 from app.settings import Settings
@@ -73,6 +81,7 @@ class TargetCheck(BaseModel):
 class RetrievalBenchReport(BaseModel):
     created_at: str
     seed: int
+    paraphrases: str = Field("held-out", description="Which hand-written paraphrase set was asked: held-out or dev.")
     topics: int
     notes: int
     chunks: int
@@ -170,17 +179,18 @@ def _open(settings: Settings, root: Path, embedder):
 
 
 def run_retrieval_bench(settings: Settings, queries: int = 100, notes: int = 300, topics: int | None = None,
-                        seed: int = 0, echo: Echo = print, embedder=None) -> RetrievalBenchReport:
+                        seed: int = 0, echo: Echo = print, embedder=None,
+                        paraphrases: ParaphraseSet = "held-out") -> RetrievalBenchReport:
     """Ingest the topics and notes, ask ``queries`` of each kind in every mode, check the targets.
 
     ``topics`` keeps only the first topics (a small slice for tests); ``embedder`` shares an
-    already loaded model."""
+    already loaded model; ``paraphrases`` picks the hand-written set (tune on ``dev`` only)."""
     started = time.perf_counter()
     corpus = load_topics(topics)
     note_texts = sentinel_notes(notes, seed)
-    asked = all_queries(corpus, note_texts, queries, seed)
+    asked = all_queries(corpus, note_texts, queries, seed, paraphrases)
     echo(f"{len(corpus)} documentation topics, {len(note_texts)} near-duplicate notes; queries: "
-         + ", ".join(f"{len(qs)} {kind}" for kind, qs in asked.items()))
+         + ", ".join(f"{len(qs)} {kind}" for kind, qs in asked.items()) + f" ({paraphrases} paraphrase set)")
     with tempfile.TemporaryDirectory(prefix="engram-bench-retrieval-") as tmp:
         root = Path(tmp)
         write_corpus(root / "corpus", corpus, note_texts)
@@ -200,7 +210,8 @@ def run_retrieval_bench(settings: Settings, queries: int = 100, notes: int = 300
         finally:
             engram.close()
     report = RetrievalBenchReport(
-        created_at=datetime.now().isoformat(timespec="seconds"), seed=seed, topics=len(corpus),
+        created_at=datetime.now().isoformat(timespec="seconds"), seed=seed, paraphrases=paraphrases,
+        topics=len(corpus),
         notes=len(note_texts), chunks=chunks, ingest_s=ingest_s, embedding_model=model, rag=rag,
         search_k=SEARCH_K, figures=figures, rerank=RERANK, targets=check_targets(figures),
         misses=misses, load_average=load, cpus=os.cpu_count() or 1, seconds=time.perf_counter() - started)

@@ -12,8 +12,10 @@ the retrieval code to choose queries would let it choose queries it is good at):
 - ``identifier``: a name that appears in exactly one topic (``sys.exc_info``, ``__getattr__``);
 - ``code``: near-duplicate notes that differ only in a code ("Sentinel code zq0123x ...");
 - ``keyword``: the three most distinctive words (TF-IDF against the other topics) of a paragraph;
-- ``paraphrase``: questions written by hand without the topics' own terms
-  (``data/retrieval/paraphrases.jsonl``).
+- ``paraphrase``: questions written by hand without the topics' own terms. Two sets: the
+  held-out ``data/retrieval/paraphrases.jsonl`` (64 questions, never tuned on) and the dev set
+  ``data/retrieval/paraphrases_dev.jsonl`` (questions mostly on other topics: the match statement,
+  class creation, code and method objects...), the only one retrieval settings are chosen on.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ from pydantic import BaseModel, Field
 
 QueryKind = Literal["identifier", "code", "keyword", "paraphrase"]
 KINDS: tuple[QueryKind, ...] = ("identifier", "code", "keyword", "paraphrase")
-PARAPHRASES = Path(__file__).resolve().parent / "data" / "retrieval" / "paraphrases.jsonl"
+ParaphraseSet = Literal["held-out", "dev"]
+_DATA = Path(__file__).resolve().parent / "data" / "retrieval"
+PARAPHRASES = _DATA / "paraphrases.jsonl"
+PARAPHRASE_SETS: dict[str, Path] = {"held-out": PARAPHRASES, "dev": _DATA / "paraphrases_dev.jsonl"}
 NOTE = "Sentinel code {code} marks this note."
 KEYWORDS_PER_QUERY = 3
 HOLDS_SHARE = 0.8
@@ -184,12 +189,13 @@ def code_queries(notes: dict[str, str], n: int, seed: int) -> list[Query]:
                   accepted=[name]) for name in names]
 
 
-def all_queries(topics: dict[str, str], notes: dict[str, str], n: int, seed: int) -> dict[str, list[Query]]:
-    """Up to ``n`` queries of each kind, by kind."""
+def all_queries(topics: dict[str, str], notes: dict[str, str], n: int, seed: int,
+                paraphrases: ParaphraseSet = "held-out") -> dict[str, list[Query]]:
+    """Up to ``n`` queries of each kind, by kind; ``paraphrases`` names the hand-written set."""
     return {"identifier": identifier_queries(topics, n, seed),
             "code": code_queries(notes, n, seed),
             "keyword": keyword_queries(topics, n, seed),
-            "paraphrase": paraphrase_queries(topics, n, seed)}
+            "paraphrase": paraphrase_queries(topics, n, seed, read_paraphrases(PARAPHRASE_SETS[paraphrases]))}
 
 
 def write_corpus(folder: Path, topics: dict[str, str], notes: dict[str, str]) -> None:
