@@ -30,7 +30,7 @@ from app.ingest.drop_files import DroppedFile, copy_into
 from app.ingest.file_rules import display_name, is_document, storable
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
-from app.services.source_view import SourceView, source_view
+from app.services.source_view import SourceView, exchange_view, source_view
 from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
 from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
@@ -707,6 +707,12 @@ class Engram:
     def source(self, chunk_id: int, quote: str = "") -> SourceView | None:
         """The stored text around a cited chunk (None when the chunk is gone)."""
         return source_view(self.db, chunk_id, quote)
+
+    def exchange_source(self, conversation_id: int, first: int, last: int,
+                        quote: str = "") -> SourceView | None:
+        """The conversation around an exchange recalled from it as a source (its turns ``first``
+        to ``last``, from 1); None when it is gone."""
+        return exchange_view(self.db, conversation_id, first, last, quote)
 
     # --- settings changed from the app -----------------------------------------------------------
     def save_setting(self, name: str, value: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -48,16 +49,31 @@ class SourceLocation(BaseModel):
     line_start: int
     line_end: int
     score: float
+    title: str = Field("", description="A conversation's title, for an exchange recalled from it "
+                       "(empty for a file, whose name says what it is, and a consolidated fact).")
+    said_at: str = Field("", description="When a recalled exchange was said (its last turn, UTC).")
 
     @property
     def position(self) -> str:
-        """"p.3 lines 4-9", as every front shows it ("turn 3" in a conversation's facts)."""
+        """"p.3 lines 4-9", as every front shows it ("turn 3" in a conversation's facts, "turns
+        3-4" for an exchange recalled from it)."""
         if self.path.startswith(CONVERSATION_PREFIX):
-            return f"turn {self.line_start}"
+            if self.line_start == self.line_end:
+                return f"turn {self.line_start}"
+            return f"turns {self.line_start}-{self.line_end}"
         page = f"p.{self.page} " if self.page else ""
         lines = f"line {self.line_start}" if self.line_start == self.line_end else (
             f"lines {self.line_start}-{self.line_end}")
         return f"{page}{lines}"
+
+    @property
+    def label(self) -> str:
+        """The source's name as every front shows it: a file's name; a conversation's path, with
+        its title and day when the passage is an exchange recalled from it."""
+        if not self.path.startswith(CONVERSATION_PREFIX):
+            return Path(self.path).name
+        title = f" “{self.title}”" if self.title else ""
+        return f"{self.path}{title}{f' of {self.said_at[:10]}' if self.said_at else ''}"
 
 
 class Citation(SourceLocation):

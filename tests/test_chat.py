@@ -193,3 +193,39 @@ def test_words_echoed_from_the_question_do_not_make_a_passage_cited() -> None:
     cites = citations_for([harbour, tides], "The harbour master of Quell is Ines Varo.", question)
     assert [c.cited for c in cites] == [True, False]
     assert [c.cited for c in citations_for([harbour, tides], "Ines Varo.")] == [True, False]
+
+
+def recalled(conversation_id: int, text: str) -> Passage:
+    """An exchange recalled from an earlier conversation, as the chat makes it a source."""
+    from app.memory.episodic import RecalledExchange
+
+    question, answer = text.split(" | ")
+    return RecalledExchange(conversation_id=conversation_id, title=question, question_id=1, answer_id=2,
+                            question=question, answer=answer, created_at="2026-11-30T09:15:00.000",
+                            similarity=0.8, recency=0.9, score=0.72, turn_start=3, turn_end=4).passage()
+
+
+def test_a_recalled_exchange_is_a_numbered_source_headed_as_an_earlier_conversation() -> None:
+    from app.chat.service import sources_in_order
+
+    locker = recalled(7, "My locker code is 4471. | Noted: 4471.")
+    ferry = passage(1, "The ferry leaves at 06:40.")
+    back = "What did I tell you about my locker?"
+    assert sources_in_order(back, [ferry], [locker]) == [locker, ferry]  # what the question asks about first
+    assert sources_in_order("When does the ferry leave?", [ferry], [locker]) == [ferry, locker]
+    plan = build_prompt(back, sources_in_order(back, [ferry], [locker]), [], [], words,
+                        context_window=400, answer_tokens=50, context_share=1.0)
+    system = plan.messages[0].content
+    assert ("[1] earlier conversation “My locker code is 4471.” of 2026-11-30, turns 3-4:\n"
+            "User: My locker code is 4471.\n\nEngram: Noted: 4471.") in system
+    assert "[2] doc1.txt" in system and "past chats" in system
+    assert [m.role for m in plan.messages] == ["system", "user"]  # not chat history
+    cites = citations_for(plan.passages, "Your locker code is 4471.", back)
+    assert cites[0].path == "conversation:7" and cites[0].title == "My locker code is 4471." and cites[0].cited
+    assert cites[0].label == "conversation:7 “My locker code is 4471.” of 2026-11-30"
+    assert cites[0].position == "turns 3-4" and cites[0].quote == "User: My locker code is 4471."
+    assert not cites[1].cited
+    # The budget drops the last source: the document, for a question that refers back.
+    short = build_prompt(back, sources_in_order(back, [ferry], [locker]), [], [], words,
+                         context_window=190, answer_tokens=50, context_share=1.0)
+    assert [p.path for p in short.passages] == ["conversation:7"] and short.dropped_passages == 1

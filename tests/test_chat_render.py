@@ -48,3 +48,12 @@ def test_a_heading_is_never_quoted_as_the_start_of_the_sentence_below() -> None:
     assert best_quote(passage, "Ines Varo is the harbour master.") == \
         "The harbour master of Quell is **Ines Varo**."
     assert best_quote(passage, "born there") == "She was born there."  # a wrapped line is not an end
+
+
+def test_an_exchange_recalled_from_an_earlier_conversation_is_named_and_linked_to_it() -> None:
+    recalled = Citation(n=1, chunk_id=0, document_id=0, path="conversation:3", line_start=1, line_end=2,
+                        score=0.7, quote="User: My locker code is 4471.", cited=True,
+                        title="My locker <code>", said_at="2026-11-30T09:15:00.000")
+    html = render_sources([recalled])
+    assert "conversation:3 “My locker &lt;code&gt;” of 2026-11-30" in html and "turns 1-2" in html
+    assert "href='/conversation/3?first=1&amp;last=2&amp;quote=User%3A%20My%20locker" in html

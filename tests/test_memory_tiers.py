@@ -4,6 +4,7 @@ similarity weighted by age."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -15,6 +16,7 @@ from app.cli import cli
 from app.memory.consolidation import EMBEDDED_AS, note_embedder, reembed
 from app.memory.episodic import recency_weight
 from app.memory.importance import score_sentence
+from engines.generation import GenerationRequest, Runtime, TextDelta, Usage
 from store.memory_facts import conversation_path
 from store.memory_facts import MemoryFactStore
 from store.state import StateStore
@@ -179,6 +181,66 @@ def test_earlier_conversations_recalled_newest_first_at_equal_similarity(embedde
         engram.close()
 
 
+class SaysOnly(Runtime):
+    """Stands in for the chat model where the test needs to know the answer's words (SmolLM2's
+    cannot be chosen); it keeps the prompts it was sent."""
+
+    name = "fixed"
+    model_name = "fixed"
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.requests: list[GenerationRequest] = []
+
+    def _events(self, request: GenerationRequest) -> Iterator[TextDelta | Usage]:
+        self.requests.append(request)
+        text = self.answers.pop(0)
+        yield TextDelta(text=text)
+        yield Usage(prompt_tokens=1, completion_tokens=len(text.split()))
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    @property
+    def context_window(self) -> int:
+        return 4096
+
+
+def test_an_answer_drawn_from_a_recalled_exchange_cites_its_conversation_and_the_critic_checks_it(
+        embedder, monkeypatch) -> None:
+    engram = open_engram(embedder, critic="rules")
+    model = SaysOnly("You told me your locker code is 4471.", "You told me your locker code is 5510.",
+                     "You told me it is 4471.")
+    engram.runtime.adopt(model)
+    try:
+        told, _ = said(engram, "My locker code is 4471.", "Noted: your locker code is 4471.")
+        said(engram, "The ferry to Oskel Isle leaves at 06:40.", "Noted.")
+        done = engram.chat.answer("What did I tell you about my locker?").message
+        sent = model.requests[0].messages
+        assert [m.role for m in sent] == ["system", "user"]  # the earlier exchange is no chat turn
+        assert "[1] earlier conversation “My locker code is 4471.” of " in sent[0].content
+        first = done.citations[0]
+        assert first.path == conversation_path(told) and first.title == "My locker code is 4471." and first.cited
+        assert first.position == "turns 1-2" and "4471" in first.quote and first.said_at
+        assert done.meta["recalled"][0]["conversation_id"] == told and done.meta["history_messages"] == 0
+        assert done.meta["controller"]["critic"] and done.meta["unsupported"] == 0
+        assert [v["supported"] for v in done.meta["critic"]["sentences"]] == [True]
+        # Asked again in that conversation (which recall leaves out): a number it was never told.
+        wrong = engram.chat.answer("What did I tell you about my locker?", done.conversation_id).message
+        assert wrong.meta["unsupported"] == 1 and wrong.citations[0].path == conversation_path(told)
+        from app import cli as cli_module
+
+        monkeypatch.setattr(cli_module.Context, "engram", property(lambda self: engram))
+        monkeypatch.setattr(cli_module.Context, "close", lambda self: None)
+        printed = CliRunner().invoke(cli, ["ask", "--local", "-c", str(done.conversation_id),
+                                           "What did I say about my locker?"])
+        assert printed.exit_code == 0, printed.output
+        assert f"[1] conversation:{told} “My locker code is 4471.” of " in printed.output
+        assert "(turns 1-2)" in printed.output
+    finally:
+        engram.close()
+
+
 @pytest.mark.slow
 def test_a_fact_stated_in_chat_answers_a_new_conversation_with_the_conversation_cited(embedder, llama) -> None:
     engram = open_engram(embedder, answer_max_tokens=16, temperature=0)
@@ -194,6 +256,9 @@ def test_a_fact_stated_in_chat_answers_a_new_conversation_with_the_conversation_
         back = engram.chat.answer("What did I tell you about my locker?").message
         assert back.meta["controller"]["episodic"]
         assert back.meta["recalled"][0]["conversation_id"] in (stated.conversation_id, done.conversation_id)
+        recalled_from = {c.path for c in back.citations if c.title}  # sources, not history
+        assert conversation_path(back.meta["recalled"][0]["conversation_id"]) in recalled_from
+        assert back.meta["history_messages"] == 0 and back.meta["critic"]["sentences"]
     finally:
         engram.close()
 

@@ -48,6 +48,32 @@ def test_source_view_escapes_document_text_and_marks_the_passage(engram) -> None
     assert client.get("/source/not-a-number").status_code == 422
 
 
+def test_an_exchange_recalled_as_a_source_links_to_its_conversation_with_its_turns_marked(embedder) -> None:
+    from app.chat.service import citations_for
+    from ui.chat_tab import source_link
+
+    engram = open_engram(embedder)
+    try:
+        asked = engram.conversations.start_question(None, "My <b>locker</b> code is 4471.")
+        engram.conversations.add_answer(asked.conversation_id, "Noted: 4471.", [], {"backend": "llamacpp"})
+        [recalled] = engram.episodic.recall("What did I tell you about my locker?", k=1)
+        cite = citations_for([recalled.passage()], "Your locker code is 4471.")[0]
+        link = source_link(cite)
+        assert link.startswith(f"/conversation/{asked.conversation_id}?first=1&last=2&quote=")
+        client = TestClient(create_app(engram))
+        page = client.get(link)
+        assert page.status_code == 200 and "default-src 'none'" in page.headers["content-security-policy"]
+        html = page.text
+        assert "Conversation: My &lt;b&gt;locker&lt;/b&gt; code is 4471." in html and "turns 1-2" in html
+        assert re.search(r"<mark id='cited'>You: <strong>My &lt;b&gt;locker&lt;/b&gt; code is 4471\.</strong>"
+                         r"\s*Engram: Noted: 4471\.</mark>", html)
+        engram.delete_conversation(asked.conversation_id)
+        gone = client.get(link)
+        assert gone.status_code == 404 and "no longer stored" in gone.text
+    finally:
+        engram.close()
+
+
 def test_a_taken_port_moves_to_the_next_free_one() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

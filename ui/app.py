@@ -11,7 +11,7 @@ from app.core import Engram
 from ui import bench_tab, chat_tab, library_tab, memory_tab, models_tab, playbook_tab, settings_tab, weights_tab
 from ui.access import PasswordMiddleware
 from ui.openai_api import PREFIX as API_PREFIX, create_api
-from ui.source_page import SECURITY_HEADERS, render_missing, render_source
+from ui.source_page import SECURITY_HEADERS, render_missing, render_missing_conversation, render_source
 from ui.tab import Tab
 from ui.theme import CSS, THEME
 
@@ -56,7 +56,8 @@ def build_blocks(engram: Engram) -> gr.Blocks:
 
 
 def create_app(engram: Engram, host: str | None = None) -> FastAPI:
-    """The web app: Gradio at ``/``, ``/source/{chunk_id}`` for citation links and the OpenAI-
+    """The web app: Gradio at ``/``, ``/source/{chunk_id}`` and ``/conversation/{id}`` for
+    citation links (a passage; an exchange recalled from an earlier conversation) and the OpenAI-
     compatible API at ``/v1`` (mounted before Gradio's catch-all; ``host``: where it is served,
     default ui_host, which decides whether the API needs its key)."""
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -66,6 +67,15 @@ def create_app(engram: Engram, host: str | None = None) -> FastAPI:
         view = engram.source(chunk_id, quote[:MAX_QUOTE_CHARS])
         if view is None:
             return HTMLResponse(render_missing(chunk_id), status_code=404, headers=SECURITY_HEADERS)
+        return HTMLResponse(render_source(view), headers=SECURITY_HEADERS)
+
+    @api.get("/conversation/{conversation_id}", response_class=HTMLResponse)
+    def recalled_source(conversation_id: int, first: int, last: int, quote: str = "") -> HTMLResponse:
+        """An exchange recalled from an earlier conversation, cited by its turns (no chunk)."""
+        view = engram.exchange_source(conversation_id, first, last, quote[:MAX_QUOTE_CHARS])
+        if view is None:
+            return HTMLResponse(render_missing_conversation(conversation_id), status_code=404,
+                                headers=SECURITY_HEADERS)
         return HTMLResponse(render_source(view), headers=SECURITY_HEADERS)
 
     @api.post("/presence", status_code=204)

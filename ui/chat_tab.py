@@ -5,13 +5,12 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from html import escape
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote as url_quote
 
 import gradio as gr
 
-from app.core import Citation, Decision, Delta, Done, Engram, MessageRow, Revision, Sources
+from app.core import Citation, Decision, Delta, Done, Engram, MessageRow, Revision, Sources, conversation_of
 from ui.errors import friendly, readable
 from ui.formatting import backend_title, local_time, plain_text, short_model
 from ui.tab import Tab
@@ -37,13 +36,19 @@ def safe_markdown(text: str) -> str:
 
 
 def source_link(cite: Citation) -> str:
+    """The page that shows the source: a stored passage by its chunk, an exchange recalled from an
+    earlier conversation (no chunk) by the conversation and its turns."""
+    conversation = conversation_of(cite.path)
+    if not cite.chunk_id and conversation is not None:
+        return (f"/conversation/{conversation}?first={int(cite.line_start)}&last={int(cite.line_end)}"
+                f"&quote={url_quote(cite.quote)}")
     return f"/source/{int(cite.chunk_id)}?quote={url_quote(cite.quote)}"
 
 
 def _source_item(cite: Citation, quoted: bool) -> str:
     quote = f"<q>{escape(plain_text(cite.quote))}</q>" if quoted and cite.quote else ""
     return (f"<li value='{cite.n}'><a href='{escape(source_link(cite))}' target='_blank' "
-            f"rel='noopener'>{escape(Path(cite.path).name)}</a> <span class='where'>· "
+            f"rel='noopener'>{escape(cite.label)}</a> <span class='where'>· "
             f"{escape(cite.position)}</span>{quote}</li>")
 
 

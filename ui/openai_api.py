@@ -180,7 +180,7 @@ def sources_text(citations: list[Citation]) -> str:
     """The sources as the Chat tab lists them, numbered as the answer cites them."""
     if not citations:
         return NO_SOURCES
-    lines = [f"[{c.n}] {Path(c.path).name}, {c.position}: “{c.quote}”" for c in citations]
+    lines = [f"[{c.n}] {c.label}, {c.position}: “{c.quote}”" for c in citations]
     return f"{SOURCES_MARK}\n" + "\n".join(lines)
 
 

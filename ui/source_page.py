@@ -43,11 +43,18 @@ def _page(title: str, body: str) -> str:
             f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>{body}</body></html>")
 
 
+WHERE = {
+    "file": "as stored when it was learned",
+    "conversation": "said by you in chat; Engram keeps it as knowledge (delete the conversation, or "
+                    "`engram memory forget`, to remove it)",
+    "recalled": "an earlier conversation, recalled as a source of the answer (delete the "
+                "conversation to have it recalled no more)",
+}
+
+
 def render_source(view: SourceView) -> str:
-    conversation = view.kind == "conversation"
-    name = f"Conversation: {view.title}" if conversation else Path(view.path).name
-    where = ("said by you in chat; Engram keeps it as knowledge (delete the conversation, or "
-             "`engram memory forget`, to remove it)" if conversation else "as stored when it was learned")
+    name = f"Conversation: {view.title}" if view.kind != "file" else Path(view.path).name
+    where = WHERE[view.kind]
     more_before = "<p class='more'>… earlier text not shown</p>" if view.more_before else ""
     more_after = "<p class='more'>… later text not shown</p>" if view.more_after else ""
     quote = f"<strong>{escape(view.quote)}</strong>" if view.quote else ""
@@ -63,3 +70,10 @@ def render_missing(chunk_id: int) -> str:
             "was changed, forgotten or removed after the answer was given, so the exact passage "
             f"(#{chunk_id}) is gone. Ask again to get an answer from the current files.</p></div>")
     return _page("Passage not found · Engram", body)
+
+
+def render_missing_conversation(conversation_id: int) -> str:
+    body = ("<div class='gone'><h1>This conversation is no longer stored</h1><p>It was deleted after "
+            f"the answer was given, so the exchange it cited (conversation {int(conversation_id)}) is "
+            "gone.</p></div>")
+    return _page("Conversation not found · Engram", body)

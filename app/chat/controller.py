@@ -11,7 +11,7 @@ original model would). The controller decides, and the decision is stored with t
 - **learned states**: an engine's learned weights are activated only where that engine routes
   the question to them (``Contribution.meta["routed_share"]`` above 0); otherwise the chat runtime
   answers;
-- **critic**: it runs where the prompt held passages to check the answer against;
+- **critic**: it runs where the prompt held passages (or recalled exchanges) to check the answer against;
 - **episodic recall**: only a question that refers back to an earlier conversation ("as I told
   you", "last time", "we talked about") has earlier conversations searched (``app/memory``).
 
@@ -132,9 +132,9 @@ def choose(decision: Decision, choice: Choice, x: list[float]) -> Decision:
                                        "episodic": False if exits else decision.episodic})
 
 
-def after(decision: Decision, contributions: list[Contribution]) -> Decision:
+def after(decision: Decision, contributions: list[Contribution], recalled: bool = False) -> Decision:
     """The decision once the engines contributed, following its arm: which learned states answer,
-    and the critic."""
+    and the critic (``recalled``: earlier exchanges are sources too, checked like passages)."""
     arm = decision.arm
     if arm == "exit":
         return decision.model_copy(update={"critic": False})
@@ -151,7 +151,7 @@ def after(decision: Decision, contributions: list[Contribution]) -> Decision:
                            "so the original model answers on the chat runtime")
         else:
             learned += c.learned_states
-    passages = any(c.passages for c in contributions)
+    passages = recalled or any(c.passages for c in contributions)
     critic = arm == "all" or (arm in ("routed", "retrieve_critic") and passages)
     return decision.model_copy(update={"learned": learned, "skipped_learned": skipped, "critic": critic,
                                        "reasons": reasons})

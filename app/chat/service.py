@@ -120,10 +120,20 @@ def citations_for(passages: list[Passage], answer: str, question: str = "") -> l
         shared = content_words(p.text) & said
         out.append(Citation(
             n=n, chunk_id=p.chunk_id, document_id=p.document_id, path=p.path, page=p.page,
-            line_start=p.line_start, line_end=p.line_end, score=round(p.score, 4),
-            quote=best_quote(p.text, answer), cited=n in marked or len(shared) >= 2,
+            line_start=p.line_start, line_end=p.line_end, score=round(p.score, 4), title=p.title,
+            said_at=p.said_at, quote=best_quote(p.text, answer), cited=n in marked or len(shared) >= 2,
         ))
     return out
+
+
+def sources_in_order(question: str, documents: list[Passage], recalled: Sequence[Passage]) -> list[Passage]:
+    """The prompt's sources, best first, so a short budget drops the last: the exchanges recalled
+    from earlier conversations first when the question refers back to one (they are what it asks
+    about), after the documents otherwise (with the controller off every question recalls, and
+    Engram's own earlier answers must not push the person's documents out)."""
+    if controller.refers_back(question):
+        return [*recalled, *documents]
+    return [*documents, *recalled]
 
 
 def logit_bias(runtime: Runtime, texts: list[str], strength: float) -> dict[int, float] | None:
@@ -215,11 +225,12 @@ class ChatService:
 
     def prompt(self, question: str, contributions: list[Contribution], runtime: Runtime,
                history: list[ChatMessage], extra_bullets: Sequence[str] = (),
-               answer_tokens: int | None = None
+               answer_tokens: int | None = None, recalled: Sequence[Passage] = ()
                ) -> tuple[PromptPlan, dict[int, float] | None, list[str]]:
         """The one prompt ``ask`` and ``draft`` send: (plan, logit bias, notes for the person);
-        ``answer_tokens``: room kept for the answer (default: answer_max_tokens)."""
-        passages = [p for c in contributions for p in c.passages]
+        ``answer_tokens``: room kept for the answer (default: answer_max_tokens); ``recalled``:
+        earlier conversations' exchanges, sources beside the engines' passages."""
+        passages = sources_in_order(question, [p for c in contributions for p in c.passages], recalled)
         bullets = [b for c in contributions for b in c.bullets] + list(extra_bullets)
         plan = build_prompt(question, passages, bullets, history, runtime.count_tokens,
                             runtime.context_window, answer_tokens or self.settings.answer_max_tokens,
@@ -258,14 +269,14 @@ class ChatService:
         decision = controller.before(question, [e.name for e in self.engines], self.settings.controller,
                                      episodic=self.episodic is not None)
         recalled = self.recall(question, conversation_id) if decision.episodic else []
-        history = [m for r in recalled for m in r.messages()] + history
         contributions = self.contributions(Query(text=question, history=history)) if decision.memory else []
         decision = self.decide(question, decision, contributions, bool(history))
-        decision = controller.after(decision, contributions)
+        recalled = recalled if decision.episodic else []  # the bandit chose to answer without memory
+        decision = controller.after(decision, contributions, recalled=bool(recalled))
         contributions = controller.active(contributions, decision)
         runtime, learned, adapters = self.answering_runtime(contributions)
-        plan, bias, notes = self.prompt(question, contributions, runtime, history,
-                                        answer_tokens=max_tokens)
+        plan, bias, notes = self.prompt(question, contributions, runtime, history, answer_tokens=max_tokens,
+                                        recalled=[r.passage() for r in recalled])
         if decision.episodic:
             notes.append(f"recalled {len(recalled)} exchange(s) from earlier conversations")
         asked = self.conversations.start_question(conversation_id, question,

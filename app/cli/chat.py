@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import BaseModel, Field
+from rich.markup import escape
 
 from app.cli.base import Context, cli, console, json_option, pass_ctx, print_json, runtime_errors, user_errors
 from store.conversations import Citation, ClientAnswer, MessageRow
@@ -165,7 +165,7 @@ def _print_unsupported(message: MessageRow) -> None:
 
 def _print_sources(message: MessageRow) -> None:
     for cite in message.citations:
-        console.print(f"[bold][{cite.n}][/] {Path(cite.path).name} ({cite.position})  {cite.path}",
+        console.print(f"[bold][{cite.n}][/] {escape(cite.label)} ({cite.position})  {escape(cite.path)}",
                       highlight=False)
         console.print(f"    “{cite.quote}”", markup=False, highlight=False)
     console.print(f"[dim]conversation {message.conversation_id} · answer {message.id} · "

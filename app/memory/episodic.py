@@ -5,8 +5,10 @@ refers back to an earlier conversation needs them (the controller decides; other
 wait for it). A recalled turn's score is its cosine similarity to the question times
 ``0.5 ** (age_days / half_life_days)``: of two turns equally close to the question, the newer
 one wins, and a week-old turn counts half as much as today's with a 7-day half-life. Recall
-returns whole exchanges (the question and Engram's answer), which the chat puts before the
-conversation's own history in the prompt.
+returns whole exchanges (the question and Engram's answer). The chat puts each in the prompt as a
+numbered source (``RecalledExchange.passage``), cited as its conversation the way consolidated
+facts are (path ``conversation:ID``, its turns as lines), so the critic checks an answer drawn
+from it and the person sees where it came from; only the current conversation is chat history.
 
 Once sleep has compressed old stretches (``memory.compress``, ``app/memory/compression.py``),
 recall searches each stretch's one vector beside the turns not compressed, with the same
@@ -19,13 +21,15 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.settings import MemoryConfig
+from engines.base import Passage
 from engines.generation import ChatMessage
 from store.conversations import ConversationStore
 from store.database import Database
 from store.episode_stretches import StretchRow, StretchStore
+from store.memory_facts import conversation_path
 from store.turn_vectors import StoredTurn, TurnVectorStore
 
 if TYPE_CHECKING:
@@ -34,6 +38,9 @@ if TYPE_CHECKING:
 Embed = Callable[[list[str]], "np.ndarray"]
 EMBED_BATCH = 64
 RECALL_EMBEDS = 64  # turns a recall embeds before searching (oldest first; sleep embeds the rest)
+SPEAKERS = {"user": "User", "assistant": "Engram"}
+"""Who said a turn, as a recalled exchange's text names them (the model reads "Engram" as itself:
+its instructions name it so)."""
 
 
 class RecalledExchange(BaseModel):
@@ -51,14 +58,28 @@ class RecalledExchange(BaseModel):
     score: float
     stretch_id: int | None = None
     turns: list[ChatMessage] = []
+    turn_start: int = Field(description="The exchange's first turn in its conversation, from 1.")
+    turn_end: int = Field(description="Its last turn.")
 
     def messages(self) -> list[ChatMessage]:
-        """The exchange as prompt turns (a side that is missing is left out); a compressed
-        stretch's turns, all of them."""
+        """The exchange's turns (a side that is missing is left out); a compressed stretch's
+        turns, all of them."""
         if self.turns:
             return list(self.turns)
         turns = [ChatMessage(role="user", content=self.question)] if self.question else []
         return turns + ([ChatMessage(role="assistant", content=self.answer)] if self.answer else [])
+
+    def text(self) -> str:
+        """The exchange as a source's text: one paragraph a turn, each saying who said it."""
+        return "\n\n".join(f"{SPEAKERS[m.role]}: {m.content.strip()}" for m in self.messages())
+
+    def passage(self) -> Passage:
+        """The exchange as a source of the answer, in the shape a consolidated fact is cited in
+        (path ``conversation:ID``, its turns as lines) plus the conversation's title and when it
+        was said. ``chunk_id`` and ``document_id`` are 0: it is no stored chunk."""
+        return Passage(chunk_id=0, document_id=0, path=conversation_path(self.conversation_id),
+                       line_start=self.turn_start, line_end=self.turn_end, score=self.similarity,
+                       text=self.text(), title=self.title, said_at=self.created_at)
 
 
 def recency_weight(created_at: str, now: datetime, half_life_days: float) -> float:
@@ -130,8 +151,11 @@ class EpisodicMemory:
 
     def _exchange(self, turn: StoredTurn, pair: tuple[int, int], sim: float, weight: float,
                   score: float) -> RecalledExchange:
-        question_row = self.conversations.message(pair[0]) if pair[0] >= 0 else None
-        answer_row = self.conversations.message(pair[1]) if pair[1] >= 0 else None
+        said = self.conversations.messages(turn.conversation_id)
+        number = {m.id: n for n, m in enumerate(said, 1)}  # a turn's place, as a fact's citation counts it
+        question_row = next((m for m in said if m.id == pair[0]), None)
+        answer_row = next((m for m in said if m.id == pair[1]), None)
+        places = [number[m.id] for m in (question_row, answer_row) if m is not None] or [0]
         return RecalledExchange(
             conversation_id=turn.conversation_id, title=turn.title,
             question_id=question_row.id if question_row else None,
@@ -139,14 +163,16 @@ class EpisodicMemory:
             question=question_row.content if question_row else "",
             answer=answer_row.content if answer_row and not answer_row.meta.get("error") else "",
             created_at=turn.created_at, similarity=round(sim, 4), recency=round(weight, 4),
-            score=round(score, 4))
+            score=round(score, 4), turn_start=min(places), turn_end=max(places))
 
     def _stretch(self, stretch: StretchRow, sim: float, weight: float, score: float) -> RecalledExchange:
-        rows = [m for m in self.conversations.messages(stretch.conversation_id)
-                if stretch.first_message_id <= m.id <= stretch.last_message_id and m.content.strip()
-                and not m.meta.get("error")]
+        said = list(enumerate(self.conversations.messages(stretch.conversation_id), 1))
+        inside = [n for n, m in said if stretch.first_message_id <= m.id <= stretch.last_message_id]
+        rows = [m for _, m in said if stretch.first_message_id <= m.id <= stretch.last_message_id
+                and m.content.strip() and not m.meta.get("error")]
         return RecalledExchange(
             conversation_id=stretch.conversation_id, title=stretch.title, question_id=None, answer_id=None,
             question="", answer="", created_at=stretch.said_at, similarity=round(sim, 4),
             recency=round(weight, 4), score=round(score, 4), stretch_id=stretch.id,
-            turns=[ChatMessage(role=m.role, content=m.content) for m in rows])
+            turns=[ChatMessage(role=m.role, content=m.content) for m in rows],
+            turn_start=min(inside, default=0), turn_end=max(inside, default=0))

@@ -5,7 +5,9 @@ page's text, so stitching them by their character offsets gives back the page's 
 chunk is marked in it, and inside the chunk the sentence the answer quoted.
 
 A chunk consolidated from chat (``store/memory_facts.py``) is shown as what it is: the
-conversation, the person's turn that stated or corrected the fact marked, the fact inside it.
+conversation, the person's turn that stated or corrected the fact marked, the fact inside it. An
+exchange recalled from an earlier conversation (no stored chunk: its citation names the
+conversation and its turns) is shown the same way, its turns marked.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from app.memory.episodic import SPEAKERS
 from engines.base import Passage
 from store.conversations import ConversationStore, MessageRow
 from store.database import Database
@@ -37,7 +40,7 @@ class SourceView(BaseModel):
     after: str
     more_before: bool
     more_after: bool
-    kind: Literal["file", "conversation"] = "file"
+    kind: Literal["file", "conversation", "recalled"] = "file"
     title: str = ""  # a conversation's title (a file's title is its name)
 
 
@@ -102,23 +105,43 @@ def turn_text(message: MessageRow) -> str:
 
 def conversation_view(db: Database, fact: FactRow, radius: int = 6) -> SourceView | None:
     """The conversation around the turn a consolidated fact comes from, the fact marked in it."""
-    conversations = ConversationStore(db)
-    row = conversations.get(fact.conversation_id)
-    messages = conversations.messages(fact.conversation_id)
-    at = next((i for i, m in enumerate(messages) if m.id == fact.message_id), None)
-    if row is None or at is None:
+    messages = ConversationStore(db).messages(fact.conversation_id)
+    at = next((n for n, m in enumerate(messages, 1) if m.id == fact.message_id), None)
+    if at is None:
         return None
-    shown = messages[max(0, at - radius): at + radius + 1]
-    cited = turn_text(messages[at])
-    wanted = (messages[at].correction or "") if fact.kind == "correction" else fact.text
-    span = find_quote(cited, wanted) or (0, 0)
-    before = "".join(turn_text(m) + "\n\n" for m in shown if m.id < fact.message_id)
-    after = "".join("\n\n" + turn_text(m) for m in shown if m.id > fact.message_id)
-    path = conversation_path(fact.conversation_id)
+    wanted = (messages[at - 1].correction or "") if fact.kind == "correction" else fact.text
+    return turns_view(db, fact.conversation_id, at, at, wanted, "conversation", fact.chunk_id or 0, radius)
+
+
+def exchange_view(db: Database, conversation_id: int, first: int, last: int, quote: str = "",
+                  radius: int = 6) -> SourceView | None:
+    """The conversation around an exchange recalled from it (its turns ``first``..``last``,
+    counted from 1, as its citation gives them), the quoted sentence marked; None when the
+    conversation or the turns are gone."""
+    said = re.sub(rf"^(?:{'|'.join(SPEAKERS.values())}): ", "", quote.strip())  # the prompt's names
+    return turns_view(db, conversation_id, first, last, said, "recalled", 0, radius)
+
+
+def turns_view(db: Database, conversation_id: int, first: int, last: int, wanted: str,
+               kind: Literal["conversation", "recalled"], chunk_id: int, radius: int) -> SourceView | None:
+    """The conversation's turns ``first``..``last`` (from 1) marked among up to ``radius`` turns
+    either side, ``wanted`` marked inside them where it is found."""
+    conversations = ConversationStore(db)
+    row = conversations.get(conversation_id)
+    messages = conversations.messages(conversation_id)
+    if row is None or not 1 <= first <= last <= len(messages):
+        return None
+    cited = "\n\n".join(turn_text(m) for m in messages[first - 1:last])
+    span = find_quote(cited, wanted) if wanted else None
+    q_start, q_end = span or (0, 0)
+    before = "".join(turn_text(m) + "\n\n" for m in messages[max(0, first - 1 - radius):first - 1])
+    after = "".join("\n\n" + turn_text(m) for m in messages[last:last + radius])
+    path = conversation_path(conversation_id)
     document = DocumentStore(db).get(path)
+    position = f"turn {first}" if first == last else f"turns {first}-{last}"
     return SourceView(
-        chunk_id=fact.chunk_id or 0, document_id=document.id if document else 0, path=path,
-        position=f"turn {at + 1}", before=before, passage_start=cited[:span[0]],
-        quote=cited[span[0]:span[1]], passage_end=cited[span[1]:], after=after,
-        more_before=at - radius > 0, more_after=at + radius + 1 < len(messages),
-        kind="conversation", title=row.title)
+        chunk_id=chunk_id, document_id=document.id if document else 0, path=path,
+        position=position, before=before, passage_start=cited[:q_start],
+        quote=cited[q_start:q_end], passage_end=cited[q_end:], after=after,
+        more_before=first - 1 - radius > 0, more_after=last + radius < len(messages),
+        kind=kind, title=row.title)
