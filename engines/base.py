@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from engines.feedback import FeedbackInput
 from engines.generation import ChatMessage, LoraUse, Runtime
@@ -55,6 +55,10 @@ class Passage(SourceLocation):
                         "of the query exactly (such chunks rank first).")
 
 
+Retrieve = Callable[[str, int], list[Passage]]
+"""(query text, k) -> the top ``k`` passages, best first (the app's search)."""
+
+
 class DocumentInput(BaseModel):
     """A stored document handed to ``learn``: its text, already parsed and chunked."""
 
@@ -68,10 +72,26 @@ class DocumentInput(BaseModel):
 
 
 class Query(BaseModel):
-    """A question on its way to an answer, with the conversation so far."""
+    """A question on its way to an answer, with the conversation so far.
+
+    One Query goes to every engine contributing to the answer, and carries the searches made for
+    it (``search``): engines that need passages (rag, the hidden-state tier) share one.
+    """
 
     text: str = Field(min_length=1)
     history: list[ChatMessage] = Field(default_factory=list)
+    _searches: dict[str, tuple[int, list[Passage]]] = PrivateAttr(default_factory=dict)
+
+    def search(self, retrieve: Retrieve, text: str, k: int) -> list[Passage]:
+        """``retrieve(text, k)``, searched once for this question: a later engine asking for no
+        more passages gets the head of the ranking already found (the app's search fuses the same
+        candidates for any ``k`` up to about ``rag.candidates / 2``), so one answer pays for one
+        search and its engines see the same passages."""
+        asked, found = self._searches.get(text, (0, []))
+        if asked < k:
+            found = retrieve(text, k)
+            self._searches[text] = (k, found)
+        return found[:k]
 
 
 class Contribution(BaseModel):
@@ -152,7 +172,6 @@ class ConsolidateReport(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-Retrieve = Callable[[str, int], list[Passage]]
 Embed = Callable[[list[str]], "np.ndarray"]
 Answer = Callable[[str, list[str], int], Draft]
 """(question, playbook bullets, max new tokens) -> the chat path's answer with those bullets."""
@@ -274,3 +293,9 @@ class Engine(ABC):
         weights, experts): a bundle that cannot carry it says so rather than leaving it behind."""
         stats = self.stats()
         return any(int(stats.get(key) or 0) > 0 for key in ("documents", "experts"))
+
+
+def contribute_all(engines: Sequence[Engine], query: Query) -> list[Contribution]:
+    """Each engine's contribution to the answer of ``query``, in order. Handing them the one
+    Query is what makes them share its search (``Query.search``): an answer retrieves once."""
+    return [engine.contribute(query) for engine in engines]

@@ -1,5 +1,6 @@
 """The hidden-state knowledge tier (engines/hidden): states stored and removed with their chunks,
-a reward that raises a retrieved passage's made-up name, and nothing changed when it is off."""
+a reward that raises a retrieved passage's made-up name, nothing changed when it is off, one search
+per answer shared with rag, and states of weights that changed since left out until filled again."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engines.base import Query
+from engines.base import Budget, Passage, Query
+from engines.hidden import fingerprint as fingerprint_module
+from engines.hidden.fingerprint import WeightFingerprint
+from models.dual_mlp import install, uninstall
 from models.hidden_reward import modulate, reward_vector, select, top_rewards
 from store.chunk_states import ChunkStateStore
 from tests.helpers import open_engram
@@ -32,11 +36,68 @@ def test_the_reward_follows_surprisal_and_weight_and_adds_to_logits() -> None:
     assert modulate(torch.zeros(4), bias).tolist() == [0.0, 0.0, 3.0, 0.0]
 
 
-def _engram(embedder, neocortex, tmp_path: Path, engines: str):
+def test_a_query_searches_once_for_every_engine_that_asks_for_no_more() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def retrieve(text: str, k: int) -> list[Passage]:
+        calls.append((text, k))
+        return [Passage(chunk_id=i, document_id=1, path="a.md", line_start=1, line_end=1, score=0.5,
+                        text=f"chunk {i}") for i in range(k)]
+
+    query = Query(text="who?")
+    first = query.search(retrieve, "who?", 8)
+    assert [p.chunk_id for p in query.search(retrieve, "who?", 4)] == [p.chunk_id for p in first[:4]]
+    assert query.search(retrieve, "who?", 8) == first and calls == [("who?", 8)]
+    query.search(retrieve, "who?", 12)  # deeper than searched: searched again
+    query.search(retrieve, "and when?", 4)
+    Query(text="who?").search(retrieve, "who?", 4)  # another question: its own search
+    assert calls == [("who?", 8), ("who?", 12), ("and when?", 4), ("who?", 4)]
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                        num_attention_heads=4, num_key_value_heads=2,
+                                        max_position_embeddings=64)).requires_grad_(False)
+
+
+def test_the_weights_fingerprint_changes_with_every_change_of_weights_and_comes_back_with_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model, fingerprint = _tiny_llama(), WeightFingerprint()
+    original = fingerprint(model)
+    assert WeightFingerprint()(_tiny_llama()) == original  # same weights, another model (process): same
+    hashed: list[int] = []
+    digest = fingerprint_module.digest
+    monkeypatch.setattr(fingerprint_module, "digest", lambda t: hashed.append(1) or digest(t))
+
+    weight = model.model.layers[3].mlp.down_proj.weight  # an optimizer step, as training takes one
+    saved = weight.detach().clone()
+    weight.requires_grad_(True)
+    model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits.square().mean().backward()
+    torch.optim.Adam([weight], lr=1e-3).step()
+    weight.requires_grad_(False)
+    stepped = fingerprint(model)
+    assert stepped != original and len(hashed) == 1  # only the tensor written was hashed again
+    with torch.no_grad():
+        weight.copy_(saved)
+    assert fingerprint(model) == original
+
+    duals = install(model, [2, 3])  # ttt's DualMLPs: at alpha 1 the forward is the same, still counted
+    installed = fingerprint(model)
+    for dual in duals:
+        dual.alpha = 0.5  # the learned delta now counts: a number, not a tensor, changed
+    assert len({original, stepped, installed, fingerprint(model)}) == 4
+    uninstall(model)
+    assert fingerprint(model) == original
+
+
+def _engram(embedder, neocortex, tmp_path: Path, engines: str, **settings):
     folder = tmp_path / "docs"
     folder.mkdir(parents=True)
     (folder / "ferrow.md").write_text(DOC)
-    engram = open_engram(embedder, engines=engines, data_dir=tmp_path / "data")
+    engram = open_engram(embedder, engines=engines, data_dir=tmp_path / "data", **settings)
     engram.adopt_neocortex(neocortex)
     engram.ingest([folder])
     engram.run_pending(learn=True)
@@ -56,13 +117,14 @@ def test_states_are_filled_written_by_the_learn_job_and_leave_with_their_documen
         engram.run_pending()  # indexed, its learn job not run yet: a document from before the tier
         store = ChunkStateStore(engram.db)
         first = engram.docs.get(str(folder / "ferrow.md")).id
-        assert store.of_document(first) == 0 and store.missing_documents(neocortex.model_name) == [first]
+        weights = engram.engine("hidden").weights(neocortex)
+        assert store.of_document(first) == 0 and store.missing_documents(neocortex.model_name, weights) == [first]
         seen: list[float] = []
         assert engram.engine("hidden").fill(lambda f, m: seen.append(f))["documents"] == 1
         assert seen[-1] == 1.0 and seen == sorted(seen)
         chunks = store.chunks_of(first)
         assert chunks and store.of_document(first) == len(chunks)
-        (states, ids), = store.get([chunks[0][0]], neocortex.model_name).values()
+        (states, ids), = store.get([chunks[0][0]], neocortex.model_name, weights).values()
         assert ids.tolist() == neocortex.tokenizer(chunks[0][1], add_special_tokens=False)["input_ids"]
         assert states.shape == (len(ids), neocortex.model.config.hidden_size) and str(states.dtype) == "float16"
 
@@ -129,3 +191,43 @@ def test_with_the_tier_off_the_question_path_never_loads_the_torch_model(embedde
             assert engram._neocortex is None
         finally:
             engram.close()
+
+
+@pytest.mark.slow
+def test_one_answer_searches_once_and_states_of_changed_weights_wait_for_a_fill(
+        embedder, neocortex, tmp_path: Path) -> None:
+    engram, path = _engram(embedder, neocortex, tmp_path, "rag,hidden", critic="off")
+    hidden, store = engram.engine("hidden"), ChunkStateStore(engram.db)
+    search, searched = engram.engine_context.retrieve, []
+
+    def counted(text: str, k: int) -> list[Passage]:
+        searched.append(text)
+        return search(text, k)
+
+    engram.engine_context.retrieve = counted  # the engines' retriever: the app's real search, counted
+    weight = neocortex.model.model.layers[-1].mlp.down_proj.weight
+    saved = weight.detach().clone()
+    try:
+        done = [e for e in engram.chat.ask(QUESTION, max_tokens=16) if e.kind == "done"][0].message
+        cited = [c.chunk_id for c in done.citations]
+        assert searched == [QUESTION] and cited
+        used = done.meta["engines"]["hidden"]
+        assert used["chunks"] == cited and used["stale"] == [] and used["tokens"] > 0  # rag's passages
+
+        with torch.no_grad():  # a real change of the weights the states were computed with
+            weight.mul_(1.05)
+        changed = hidden.contribute(Query(text=QUESTION))
+        assert not changed.logit_bias and changed.meta["stale"] == cited, changed
+        assert any("other weights" in n for n in changed.notes)
+        document = engram.docs.get(path).id
+        assert store.missing_documents(neocortex.model_name, hidden.weights(neocortex)) == [document]
+        assert hidden.consolidate(Budget(seconds=60)).details["chunks"] == len(store.chunks_of(document))
+        refilled = hidden.contribute(Query(text=QUESTION))
+        assert refilled.logit_bias and refilled.meta["stale"] == [] and refilled.meta["chunks"] == cited
+        with torch.no_grad():
+            weight.copy_(saved)  # the weights back as they were: the states filled since are stale
+        assert store.stale(cited, neocortex.model_name, hidden.weights(neocortex)) == cited
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+        engram.close()

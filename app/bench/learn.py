@@ -57,7 +57,7 @@ from app.bench.model_eval import perplexity
 from app.chat import controller
 from app.services.general_text import general_questions, heldout_questions, heldout_text
 from app.settings import LoadedSettings, Settings
-from engines.base import Budget, Contribution, DocumentInput, Engine, Neocortex, Query
+from engines.base import Budget, Contribution, DocumentInput, Engine, Neocortex, Query, contribute_all
 
 Echo = Callable[[str], None]
 NO_REMEDIES = {"rehearsal_qa": False, "rehearsal_paraphrase": False, "replay_tokens": 0,
@@ -101,7 +101,7 @@ class LearnBench:
     def prompts(self, engines: list[Engine]) -> list[str]:
         out = []
         for q in self.questions:
-            contributions = [e.contribute(Query(text=q.question)) for e in engines]
+            contributions = contribute_all(engines, Query(text=q.question))
             out.append(chat_prompt(q.question, contributions, self.cortex, self.settings))
         return out
 
@@ -223,7 +223,7 @@ class LearnBench:
             return None
         if not any(e.writes_weights for e in engines):
             return None
-        contributions = [self.as_chat(q.question, [e.contribute(Query(text=q.question)) for e in engines])
+        contributions = [self.as_chat(q.question, contribute_all(engines, Query(text=q.question)))
                          for q in self.questions]
         chat = self.engram.chat.runtime.get()
         answering = [self.engram.chat.answering_runtime(cs) for cs in contributions]

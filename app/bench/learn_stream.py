@@ -34,7 +34,7 @@ from app.bench.learn_sets import BenchQuestion, BenchSet, SetName, load_set
 from app.bench.model_eval import option_logprobs, perplexity, rank_accuracy
 from app.services.general_text import heldout_text
 from app.settings import Settings
-from engines.base import Budget, Engine, Neocortex, Query
+from engines.base import Budget, Engine, Neocortex, Query, contribute_all
 
 Echo = Callable[[str], None]
 ONE_EXPERT = {"max_experts": 1}
@@ -231,7 +231,7 @@ def _experts(engine: Engine) -> list[ExpertUse]:
 def _right(cortex: Neocortex, settings: Settings, questions: Sequence[BenchQuestion], engines: list[Engine]
            ) -> list[bool]:
     """Which questions the model ranks the right option first, asked as chat asks them."""
-    prompts = [chat_prompt(q.question, [e.contribute(Query(text=q.question)) for e in engines], cortex, settings)
+    prompts = [chat_prompt(q.question, contribute_all(engines, Query(text=q.question)), cortex, settings)
                for q in questions]
     scores = option_logprobs(cortex, prompts, [q.options for q in questions], queries=[q.question for q in questions])
     return rank_accuracy(scores, [q.options.index(q.answer) for q in questions])

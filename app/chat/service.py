@@ -22,7 +22,7 @@ from app.chat.prompt import PromptPlan, build_prompt
 from app.memory.episodic import EpisodicMemory, RecalledExchange
 from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
-from engines.base import Contribution, Draft, Engine, Passage, Query
+from engines.base import Contribution, Draft, Engine, Passage, Query, contribute_all
 from engines.generation import ChatMessage, GenerationRequest, LoraUse, Runtime, RuntimeCrashed
 from store.conversations import Citation, ClientAnswer, ConversationStore, MessageRow, Rating
 
@@ -221,7 +221,7 @@ class ChatService:
         return [ChatMessage(role=m.role, content=m.content) for m in kept]
 
     def contributions(self, query: Query) -> list[Contribution]:
-        return [engine.contribute(query) for engine in self.engines]
+        return contribute_all(self.engines, query)
 
     def prompt(self, question: str, contributions: list[Contribution], runtime: Runtime,
                history: list[ChatMessage], extra_bullets: Sequence[str] = (),
@@ -445,7 +445,7 @@ class ChatService:
         """The answer ``ask`` would give to ``question`` alone (greedy), with ``bullets`` added to
         the playbook strategies and the engines named in ``skip`` left out; nothing is stored.
         Playbook replays and offline training answer through this, exactly like chat."""
-        contributions = [e.contribute(Query(text=question)) for e in self.engines if e.name not in skip]
+        contributions = contribute_all([e for e in self.engines if e.name not in skip], Query(text=question))
         runtime = self.runtime.get()
         plan, bias, _ = self.prompt(question, contributions, runtime, [], bullets)
         request = GenerationRequest(messages=plan.messages, temperature=0.0, seed=0, logit_bias=bias,

@@ -35,7 +35,8 @@ def hidden_fill(c: Context) -> None:
     with progress_bar() as bar:
         task = bar.add_task("hidden states", total=100)
         done = engine.fill(lambda f, m: bar.update(task, completed=round(f * 100), description=m[:40]))
-    summary = engine.store.summary(engine.cortex().model_name)
+    cortex = engine.cortex()
+    summary = engine.store.summary(cortex.model_name, engine.weights(cortex))
     console.print(f"Filled {done['documents']} document(s), {done['chunks']} chunk(s); stored: "
                   f"{summary.chunks} chunks of {summary.documents} documents, {summary.tokens:,} tokens, "
                   f"{summary.bytes / 1e6:.1f} MB.")

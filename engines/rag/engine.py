@@ -23,6 +23,7 @@ from engines.base import (
     Passage,
     Progress,
     Query,
+    Retrieve,
     no_progress,
 )
 from engines.rag.config import RagConfig
@@ -43,13 +44,7 @@ class RagEngine(Engine):
     def retrieve(self, query: Query) -> list[Passage]:
         """Up to ``k`` passages at or above the similarity cut (or holding the question's exact
         terms), best first."""
-        wanted = self.config.k * 2
-        ranked = self.context.retrieve(query.text, wanted)
-        previous = _previous_question(query)
-        if previous:
-            ranked = _merge_rankings(ranked, self.context.retrieve(f"{previous}\n{query.text}", wanted))
-        kept = [p for p in ranked if p.exact or p.score >= self.config.min_similarity]
-        return kept[: self.config.k]
+        return question_passages(query, self.context.retrieve, self.config.k, self.config.min_similarity)
 
     def contribute(self, query: Query) -> Contribution:
         started = time.perf_counter()
@@ -63,6 +58,20 @@ class RagEngine(Engine):
     def stats(self) -> dict[str, object]:
         return {"k": self.config.k, "min_similarity": self.config.min_similarity,
                 "logit_bias": self.config.logit_bias}
+
+
+def question_passages(query: Query, retrieve: Retrieve, k: int, min_similarity: float) -> list[Passage]:
+    """Up to ``k`` passages for ``query`` at or above ``min_similarity`` (or holding its exact
+    terms), best first; a follow-up's previous question is searched with it. The searches go
+    through ``query.search``: another engine choosing passages the same way (the hidden-state
+    tier) searches nothing again and, with the same ``k`` and cut, gets the same passages."""
+    wanted = k * 2
+    ranked = query.search(retrieve, query.text, wanted)
+    previous = _previous_question(query)
+    if previous:
+        ranked = _merge_rankings(ranked, query.search(retrieve, f"{previous}\n{query.text}", wanted))
+    kept = [p for p in ranked if p.exact or p.score >= min_similarity]
+    return kept[:k]
 
 
 def _previous_question(query: Query) -> str | None:
