@@ -50,6 +50,7 @@ from store.documents import DocumentRow, DocumentStore
 from store.folders import FolderRow, FolderStore
 from store.fulltext import FullTextIndex, FullTextRepair
 from store.memory_facts import FactRow, MemoryFactStore, conversation_of
+from store.metrics_log import MetricsLog
 from store.ignored_files import IgnoredFiles
 from store.import_journal import interrupted_import, restore_advice
 from store.index_sidecar import saved_index
@@ -59,6 +60,7 @@ from store.next_vectors import NextVectors
 from app.jobs.reembed import ReembedJobs, embedder_record, queue_reembed
 from store.playbooks import PlaybookStore
 from store.state import StateStore
+from store.wandb_mirror import WandbMirror
 
 from app.runtimes.catalogue import ChatModel, ModelCatalogue, model_catalogue
 from app.services.settings_view import SettingRow, setting_names, setting_row, setting_rows
@@ -338,7 +340,13 @@ class Engram:
         return EngineContext(db=self.db, data_dir=self.paths.root, retrieve=self.search,
                              embed=lambda texts: self.embedder.embed(texts), generator=self.runtime.get,
                              agent=self.agent_runtime.get, answer=self._draft,
-                             neocortex=self.neocortex, background=background_text)
+                             neocortex=self.neocortex, background=background_text, metrics=self.metrics)
+
+    @cached_property
+    def metrics(self) -> MetricsLog:
+        """Every training step: DATA_DIR/metrics.jsonl, mirrored to wandb as ``metrics.wandb`` says."""
+        config = self.settings.metrics
+        return MetricsLog(self.paths.root, WandbMirror(self.paths.root, config.wandb, config.wandb_project))
 
     def _draft(self, question: str, bullets: list[str], max_tokens: int) -> Draft:
         """The chat path's answer with ``bullets`` as the playbook (replays, offline training)."""
@@ -804,6 +812,8 @@ class Engram:
         self.runtime.close()
         if self._neocortex is not None and self._owns_neocortex:
             self._neocortex.close()
+        if "metrics" in self.__dict__:
+            self.metrics.close()  # a wandb run, when one was started, ends complete
         self.db.close()
 
     # --- the running instance: the command line asks it instead of loading the models -----------

@@ -146,6 +146,20 @@ class MemoryConfig(BaseModel):
         150, ge=0, le=100_000, description="Training steps of the state-space encoder per sleep (ssm).")
 
 
+class MetricsConfig(BaseModel):
+    """Where the training steps written to DATA_DIR/metrics.jsonl are mirrored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    wandb: Literal["auto", "off", "offline", "online"] = Field(
+        "auto", description="Also log every training step to Weights & Biases: 'auto' (offline, into "
+        "DATA_DIR/wandb, when the wandb package is installed; nothing otherwise), 'offline' (the same, "
+        "warning once when wandb is missing), 'online' (sent to wandb's servers: the only setting that "
+        "uses the network; needs `wandb login`) or 'off'. wandb is never required.")
+    wandb_project: str = Field("engram", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$",
+                               description="The wandb project the runs go to.")
+
+
 class CoreSettings(BaseModel):
     """Settings of Engram itself; ``Settings`` adds one section per registered engine."""
 
@@ -314,6 +328,8 @@ class CoreSettings(BaseModel):
     sleep: SleepConfig = Field(default_factory=SleepConfig, description="Consolidation while idle.")
     memory: MemoryConfig = Field(default_factory=MemoryConfig,
                                  description="Earlier conversations and the facts said in chat.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig,
+                                   description="Training steps mirrored beside DATA_DIR/metrics.jsonl.")
 
     @field_validator("ollama_host")
     @classmethod

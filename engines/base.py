@@ -33,6 +33,7 @@ from store.conversations import SourceLocation
 from store.database import Database
 
 if TYPE_CHECKING:
+    from store.metrics_log import MetricsLog
     import numpy as np  # annotations only: the settings and the CLI import this module
 
 Progress = Callable[[float, str], None]
@@ -233,6 +234,7 @@ class EngineContext:
     answer: Answer | None = None
     neocortex: Callable[[], Neocortex] | None = None
     background: Callable[[], str] | None = None
+    metrics: MetricsLog | None = None  # where training steps go (None: DATA_DIR/metrics.jsonl alone)
 
     def agent_runtime(self) -> Runtime:
         return self.agent() if self.agent is not None else self.generator()

@@ -103,11 +103,14 @@ class SoftmaxGate(nn.Module):
         super().__init__()
         self.score = nn.Linear(dim, experts)
 
-    def logits(self, x: Tensor) -> Tensor:
-        return self.score(F.normalize(x.float(), dim=1) * x.shape[1] ** 0.5)
+    def logits(self, x: Tensor, allowed: Tensor | None = None) -> Tensor:
+        """Scores [batch, experts]; columns not ``allowed`` ([experts] bool: an expert recycled
+        since the gate was trained) score -inf, so they never win and keep no weight."""
+        scores = self.score(F.normalize(x.float(), dim=1) * x.shape[1] ** 0.5)
+        return scores if allowed is None else scores.masked_fill(~allowed, float("-inf"))
 
-    def weights(self, x: Tensor) -> Tensor:
-        return torch.softmax(self.logits(x), dim=1)
+    def weights(self, x: Tensor, allowed: Tensor | None = None) -> Tensor:
+        return torch.softmax(self.logits(x, allowed), dim=1)
 
     def entropy(self, x: Tensor) -> Tensor:
         """Gate entropy per row: high when no expert is clearly responsible (growth reads it)."""
@@ -133,9 +136,9 @@ class KWTAGate(SoftmaxGate):
         super().__init__(dim, experts)
         self.k = k
 
-    def weights(self, x: Tensor) -> Tensor:
-        logits = self.logits(x)
-        k = min(self.k, logits.shape[1])
+    def weights(self, x: Tensor, allowed: Tensor | None = None) -> Tensor:
+        logits = self.logits(x, allowed)
+        k = min(self.k, logits.shape[1] if allowed is None else max(1, int(allowed.sum())))
         top = logits.topk(k, dim=1)
         out = torch.zeros_like(logits)
         out.scatter_(1, top.indices, torch.softmax(top.values, dim=1))

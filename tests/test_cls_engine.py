@@ -53,7 +53,9 @@ def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex, tmp_path) -
         asked = engine.contribute(Query(text=ASKED))
         assert asked.learned_states and asked.meta["routed_share"] > 0
         unrelated = engine.contribute(Query(text=UNRELATED))  # the meta-controller leaves it inactive
-        assert unrelated.meta == {"routed_share": 0.0} and unrelated.learned_states == [engine.label]
+        assert unrelated.meta == {"routed_share": 0.0, "router": "none"} and unrelated.learned_states == [engine.label]
+        assert asked.meta["router"] == "keys" and asked.notes == [  # cls.router = keys (the default)
+            f"answered with expert 0 at {asked.meta['routed_share']:.0%} (router: keys)"]
         assert engram.chat.answer(UNRELATED).message.meta["learned_states"] == []
         assert engine.blobs.get("cls/expert-0") is not None
         assert ClsEpisodeStore(engram.db).count() > 0

@@ -122,6 +122,35 @@ def test_routers_pick_the_expert_whose_inputs_they_saw() -> None:
     assert ((kw > 0).sum(1) == 2).all()
 
 
+def test_a_gate_masks_experts_gone_and_its_saved_state_answers_alike() -> None:
+    from engines.cls.gating import LearnedGate
+
+    torch.manual_seed(0)
+    centres = torch.eye(6)[:3] * 4.0
+    x = torch.cat([c + 0.3 * torch.randn(12, 6) for c in centres])
+    owners = torch.tensor([5] * 12 + [7] * 12 + [9] * 12)  # expert slots, not columns
+    allowed = torch.tensor([True, False, True])
+    kw = KWTAGate(6, 3, k=1)
+    kw.fit(x, torch.repeat_interleave(torch.arange(3), 12), epochs=80)
+    w = kw.weights(x[12:24], allowed)  # their winner is gone: the best expert left takes them
+    assert (w[:, 1] == 0).all() and ((w > 0).sum(1) == 1).all() and torch.allclose(w.sum(1), torch.ones(12))
+    soft = SoftmaxGate(6, 3).weights(x, allowed)
+    assert (soft[:, 1] == 0).all() and (soft[:, [0, 2]] > 0).all()
+
+    gate, fit = LearnedGate.fit("kwta", 1, x, owners)
+    assert gate.slots == [5, 7, 9] and fit["accuracy"] > 0.95
+    picked = gate.weights(x, {5, 7, 9}).argmax(1)
+    assert (torch.tensor(gate.slots)[picked] == owners).float().mean() > 0.95
+    assert gate.covers({5, 9, 11}) == [5, 9]
+    state = gate.state()
+    assert state["gate.slots"].tolist() == [5, 7, 9] and state["gate.weight"].shape == (3, 6)
+    again = LearnedGate.from_state("kwta", 1, state)
+    assert again is not None and torch.equal(again.weights(x, {5, 9}), gate.weights(x, {5, 9}))
+    dense = LearnedGate.from_state("softmax", 1, state)  # the same weights read as a softmax gate
+    assert dense is not None and ((dense.weights(x, {5, 7, 9}) > 0).sum(1) == 3).all()
+    assert LearnedGate.from_state("kwta", 1, {}) is None
+
+
 def test_distill_moves_student_towards_teacher() -> None:
     torch.manual_seed(0)
     teacher, student = nn.Linear(4, 3), nn.Linear(4, 3)

@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,15 @@ ABLATIONS: list[tuple[str, dict[str, Any]]] = [
     ("full finetune", {"mode": "full", **NO_REMEDIES}),
 ]
 SPEED_TOKENS = 2000
+CLS_ROUTERS = ("keys", "softmax", "kwta")  # `--cls-router`: one cls run each
 
 
 class LearnBench:
     """One bench run: a temporary Engram holding the set's documents, one shared model."""
 
     def __init__(self, settings: Settings, documents: BenchSet, cortex: Neocortex, root: Path,
-                 free_text: bool, echo: Echo, meta_train_seconds: float = 300.0) -> None:
+                 free_text: bool, echo: Echo, meta_train_seconds: float = 300.0,
+                 cls_routers: list[str] | None = None) -> None:
         from app.core import Engram
 
         self.settings = settings.model_copy(update={"data_dir": root / "data", "drop_folder": root / "drop"})
@@ -86,6 +89,7 @@ class LearnBench:
         self.free_text = free_text
         self.echo = echo
         self.meta_train_seconds = meta_train_seconds
+        self.cls_routers = cls_routers or []
         self.engram = Engram(LoadedSettings(settings=self.settings, sources={}, config_file=root / "none.toml"))
         self.engram.adopt_neocortex(cortex)  # type: ignore[arg-type]
         folder = root / "documents"
@@ -203,18 +207,28 @@ class LearnBench:
             if sleep > 0 and writers:
                 self.echo(f"{label}: sleeping (consolidating) for at most {sleep:.0f} s...")
                 slept = [w.consolidate(Budget(seconds=sleep)) for w in writers]
-                rested = run.model_copy(update={
-                    "label": f"{label} +sleep", "after": self.scores(engines),
-                    "forgot": self.forgetting(writers, base),
-                    "details": {**details, "sleep_seconds": sum(r.seconds for r in slept),
-                                "sleep": slept[-1].details, "stats": writers[-1].stats()}})
-                for done in (rested, *self.closed_book(rested, engines, writers)):
-                    runs.append(done)
-                    self.echo(row(done))
+                for router in self.routers_after_sleep(writers):
+                    with routed_by(writers, router):
+                        rested = run.model_copy(update={
+                            "label": f"{label} +sleep" + (f" router={router}" if router else ""),
+                            "after": self.scores(engines), "forgot": self.forgetting(writers, base),
+                            "overrides": {**overrides, **({"router": router} if router else {})},
+                            "details": {**details, "sleep_seconds": sum(r.seconds for r in slept),
+                                        "sleep": slept[-1].details, "stats": writers[-1].stats()}})
+                        for done in (rested, *self.closed_book(rested, engines, writers)):
+                            runs.append(done)
+                            self.echo(row(done))
         finally:
             for engine in engines:
                 _release(engine)
         return runs
+
+    def routers_after_sleep(self, writers: list[Engine]) -> list[str | None]:
+        """``--cls-router``: the slept cls engine is asked once per router (the same experts and
+        consolidated adapter, so only the routing differs); else once as it is (None)."""
+        if self.cls_routers and any(w.name == "cls" for w in writers):
+            return list(self.cls_routers)
+        return [None]
 
     def on_chat_runtime(self, engines: list[Engine]) -> OnChatRuntime | None:
         """Engines whose learned state also comes as adapter files (d2l): the questions answered
@@ -280,6 +294,20 @@ class LearnBench:
                         trained_tokens=int(report.details.get("trained_tokens", 0)))
 
 
+@contextmanager
+def routed_by(writers: list[Engine], router: str | None) -> Iterator[None]:
+    """The cls engine among ``writers`` answering with ``router`` (keys, softmax, kwta) meanwhile."""
+    found = [w for w in writers if w.name == "cls"] if router else []
+    saved = [w.config for w in found]  # type: ignore[attr-defined]
+    for w in found:
+        w.config = w.config.model_copy(update={"router": router})  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for w, config in zip(found, saved):
+            w.config = config  # type: ignore[attr-defined]
+
+
 def _stored(engram: Any, file_names: list[str]) -> list[DocumentInput]:
     """The indexed documents with these file names, in order, as engines are handed them."""
     from app.jobs.learning import document_input
@@ -324,8 +352,8 @@ def speed_document(cortex: Neocortex, seed: int) -> str:
     return "\n".join(parts)
 
 
-def _variants(engines: list[str], ablations: bool, arms: list[int] | None = None
-              ) -> list[tuple[str, str, dict[str, Any]]]:
+def _variants(engines: list[str], ablations: bool, arms: list[int] | None = None,
+              cls_routers: list[str] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
     from engines.registry import engine_class, registered
 
     known = registered()
@@ -346,6 +374,9 @@ def _variants(engines: list[str], ablations: bool, arms: list[int] | None = None
         if name == "ttt" and ablations:
             chosen = [ABLATIONS[i - 1] for i in arms] if arms else ABLATIONS
             out += [(name, label, overrides) for label, overrides in chosen]
+        elif name.split(COMBINED)[-1] == "cls" and cls_routers:  # a gate asked for is trained in its sleep
+            gates = [r for r in cls_routers if r != "keys"]
+            out.append((name, name, {"router": gates[0] if gates else "keys"}))
         else:
             out.append((name, name, {}))
     return out
@@ -356,15 +387,22 @@ def run_learn_bench(settings: Settings, engines: list[str], set_name: SetName = 
                     free_text: bool = True, speed: bool = True, echo: Echo = print,
                     cortex: Neocortex | None = None, threads: int | None = None,
                     arms: list[int] | None = None, sleep: float = 0.0,
-                    meta_train_seconds: float = 300.0) -> LearnBenchReport:
+                    meta_train_seconds: float = 300.0, cls_routers: list[str] | None = None) -> LearnBenchReport:
     """Run the bench and save its report; ``cortex``: an already loaded model the caller closes.
     ``sleep``: seconds each weight-writing run then consolidates, measured again after.
     Without ``free_text`` the report is a diagnostic (``app.bench.learn_report``), not a result.
 
     ``meta_train_seconds``: how long a hypernetwork engine (d2l) meta-trains before its run.
+    ``cls_routers``: the cls run learns and sleeps once (its sleep training the gate), then is
+    measured once per router (keys, softmax, kwta).
 
     ``threads`` sets torch's CPU threads: on a machine other work keeps busy, one thread is
     several times faster than two that wait on each other (OpenMP barriers)."""
+    unknown = sorted(set(cls_routers or []) - set(CLS_ROUTERS))
+    if unknown:
+        raise ValueError(f"unknown cls router(s) {', '.join(unknown)}; known: {', '.join(CLS_ROUTERS)}")
+    if cls_routers and sleep <= 0:
+        raise ValueError("--cls-router needs --sleep: the learned gates are trained in sleep (until then keys route)")
     if threads:
         torch.set_num_threads(threads)
     from app.paths import DataPaths
@@ -374,7 +412,7 @@ def run_learn_bench(settings: Settings, engines: list[str], set_name: SetName = 
     started = time.perf_counter()
     if arms and any(not 1 <= i <= len(ABLATIONS) for i in arms):
         raise ValueError(f"ablation arms are numbered 1-{len(ABLATIONS)}")
-    variants = _variants(engines, ablations, arms)
+    variants = _variants(engines, ablations, arms, cls_routers)
     paths = DataPaths(root=settings.data_dir).ensure()
     documents = load_set(set_name, size, seed)
     echo(f"{set_name.capitalize()} set '{documents.size}' (seed {documents.seed}): {len(documents.documents)} "
@@ -393,7 +431,8 @@ def run_learn_bench(settings: Settings, engines: list[str], set_name: SetName = 
         cpu_count=os.cpu_count() or 0, load_before=_load())
     try:
         with tempfile.TemporaryDirectory(prefix="engram-learn-bench-") as tmp:
-            bench = LearnBench(settings, documents, cortex, Path(tmp), free_text, echo, meta_train_seconds)
+            bench = LearnBench(settings, documents, cortex, Path(tmp), free_text, echo, meta_train_seconds,
+                               cls_routers)
             try:
                 base, base_run = bench.baseline()
                 report.general_known = len(base.known)

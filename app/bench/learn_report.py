@@ -135,7 +135,7 @@ def target_lines(r: LearnBenchReport) -> list[str]:
     lines = []
     for run in r.runs:
         closed_book = "rag" not in (run.engine or "").split(COMBINED)
-        if run.kind == "weights" and closed_book and run.label.endswith("+sleep") and run.after.contains is not None:
+        if run.kind == "weights" and closed_book and "+sleep" in run.label.split() and run.after.contains is not None:
             f = run.forgot
             ok = (run.after.contains >= TARGET_CONTAINS
                   and (f.free_text_forgetting or 0.0) <= TARGET_FORGETTING and f.perplexity_drift <= TARGET_DRIFT)

@@ -135,12 +135,15 @@ def bench_ace(c: Context, n_train: int, n_test: int, epochs: int, seed: int, jso
               "days; --engine picks arms among cls, naive, replay, ttt ('all': the four).")
 @click.option("--stream-documents", type=click.IntRange(1, 100_000), default=None,
               help="Stream mode: only the set's first N documents.")
+@click.option("--cls-router", "cls_routers", default="",
+              help="cls: after its --sleep (which trains the learned gate), measure it once per router, "
+              "comma-separated (keys, softmax, kwta), e.g. 'keys,softmax,kwta' (default: cls.router only).")
 @json_out_option
 @pass_ctx
 def bench_learn(c: Context, engines: str, set_name: str, size: str | int, seed: int, ablations: bool,
                 free_text: bool, speed: bool, arms: list[int] | None, threads: int | None,
                 sleep: float, d2l_train_seconds: float, stream_days: int, stream_documents: int | None,
-                json_out: Path | None) -> None:
+                cls_routers: str, json_out: Path | None) -> None:
     """What engines learn from fictional documents, and what they forget (JSON report + plot)."""
     from app.bench.learn import run_learn_bench
 
@@ -160,7 +163,8 @@ def bench_learn(c: Context, engines: str, set_name: str, size: str | int, seed: 
                         seed=seed,
                         ablations=ablations, free_text=free_text, speed=speed,
                         echo=console.print, threads=threads, sleep=sleep, arms=arms,
-                        meta_train_seconds=d2l_train_seconds)
+                        meta_train_seconds=d2l_train_seconds,
+                        cls_routers=[r.strip() for r in cls_routers.split(",") if r.strip()])
 
 
 @bench.command("needle")

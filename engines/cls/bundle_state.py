@@ -5,7 +5,8 @@ documents each expert learned, uses, sleeps).
 
 One safetensors member holds it, read from what the engine saved (its index blob and one blob
 per expert; the engine saves after every learn and sleep): ``consolidated.MODULE.A|B|open_rows``,
-``expert.SLOT.MODULE.A|B|open_rows``, ``router.keys|owners|probe`` and a JSON half. MODULE is
+``expert.SLOT.MODULE.A|B|open_rows``, ``router.keys|owners|probe``, the learned gate when a sleep
+trained one (``gate.weight|bias|slots``: [E, D], [E], the E expert slots it routes to) and a JSON half. MODULE is
 ``model.layers.I.mlp.TARGET`` for the learning layers and targets of this model and the bundle's
 cls settings; A is [rank, in], B [out, rank], open_rows [out] booleans. Each name, dtype and
 shape is checked from the header before a byte of data is read, then the values (finite floats,
@@ -143,6 +144,9 @@ class CLSBundleState:
             experts[slot] = {**info, "documents": [d for d in info.get("documents", []) if d in listed]}
             state.update({f"expert.{slot}.{k}": v for k, v in saved.items() if isinstance(v, torch.Tensor)})
         state.update({k: v for k, v in index.items() if k.startswith(("consolidated.", "router.probe"))})
+        gate_slots = index.get("gate.slots")
+        if gate_slots is not None and all(str(s) in experts for s in gate_slots.tolist()):
+            state.update({k: v for k, v in index.items() if k.startswith("gate.")})  # else keys until a sleep
         owners = index["router.owners"].long()
         keep = torch.tensor([str(o) in experts for o in owners.tolist()], dtype=torch.bool)
         state["router.keys"], state["router.owners"] = index["router.keys"][keep], owners[keep]
@@ -161,7 +165,7 @@ class CLSBundleState:
                    for kind, s in lora_shapes(shape, config).values())  # type: ignore[arg-type]
         experts = config.max_experts  # type: ignore[attr-defined]
         dim = embedding_dim or UNKNOWN_DIM
-        keys = documents * ROUTE_KEYS * (dim * 4 + 8) + dim * 4
+        keys = documents * ROUTE_KEYS * (dim * 4 + 8) + dim * 4 + experts * (dim * 4 + 12)  # + the gate
         header = (1 << 16) + experts * (512 + 24 * documents) + (experts + 1) * len(lora_shapes(
             shape, config)) * 200  # type: ignore[arg-type]
         return 8 + header + (experts + 1) * lora + keys
@@ -178,7 +182,7 @@ class CLSBundleState:
         want = lora_shapes(shape, config)  # type: ignore[arg-type]
         found: dict[str, set[str]] = {}
         for name, t in tensors.items():
-            if name.startswith("router."):
+            if name.startswith(("router.", "gate.")):
                 continue
             if name.startswith("consolidated."):
                 owner, part = "consolidated", name[len("consolidated."):]
@@ -203,6 +207,24 @@ class CLSBundleState:
             if missing:
                 raise StateRefused(owner, f"misses {len(missing)} tensors, e.g. {sorted(missing)[0]}")
         self._check_router(tensors, embedding_dim)
+        self._check_gate(tensors, len(slots), tensors["router.keys"].shape[1])
+
+    @staticmethod
+    def _check_gate(tensors: dict[str, TensorInfo], experts: int, dim: int) -> None:
+        """A learned gate, when there is one: E <= the experts' count rows over the keys' width."""
+        names = {n for n in tensors if n.startswith("gate.")}
+        if not names:
+            return
+        if names != {"gate.weight", "gate.bias", "gate.slots"}:
+            raise StateRefused("gate", f"a gate is gate.weight, gate.bias and gate.slots, not {sorted(names)}")
+        weight, bias, slots = tensors["gate.weight"], tensors["gate.bias"], tensors["gate.slots"]
+        rows = slots.shape[0] if len(slots.shape) == 1 else -1
+        if slots.dtype not in INT_DTYPES or not 2 <= rows <= experts:
+            raise StateRefused("gate.slots", f"{slots.dtype} {slots.shape}: not between 2 and {experts} expert slots")
+        if weight.dtype not in FLOAT_DTYPES or weight.shape != [rows, dim]:
+            raise StateRefused("gate.weight", f"{weight.dtype} {weight.shape}; the gate expects floats of shape {[rows, dim]}")
+        if bias.dtype not in FLOAT_DTYPES or bias.shape != [rows]:
+            raise StateRefused("gate.bias", f"{bias.dtype} {bias.shape}; the gate expects floats of shape {[rows]}")
 
     @staticmethod
     def _check_router(tensors: dict[str, TensorInfo], dim: int | None) -> None:
@@ -227,7 +249,7 @@ class CLSBundleState:
         values = StateMeta.model_validate_json(meta.get(JSON_KEY, "{}"))  # checked with the header
         state: dict[str, Any] = values.model_dump(mode="json")
         for name, t in tensors.items():
-            if name == "router.owners":
+            if name in ("router.owners", "gate.slots"):
                 state[name] = t.to(torch.long)
             elif t.dtype == torch.bool:
                 state[name] = t.clone()
@@ -237,6 +259,8 @@ class CLSBundleState:
                 state[name] = t.float()
         if not {str(s) for s in state["router.owners"].tolist()} <= set(values.experts):
             raise StateRefused("router.owners", "keys of an expert the bundle does not hold")
+        if "gate.slots" in state and not {str(s) for s in state["gate.slots"].tolist()} <= set(values.experts):
+            raise StateRefused("gate.slots", "routes to an expert the bundle does not hold")
         for slot, info in values.experts.items():
             if not set(info.documents) <= documents:
                 raise StateRefused(f"{JSON_KEY}.experts.{slot}.documents", "names documents the manifest does not list")
@@ -297,7 +321,7 @@ class CLSBundleState:
                 part = f"expert.{slot}."
                 blobs.put(EXPERT.format(slot), "cls-expert",
                           {k[len(part):]: v for k, v in state.items() if k.startswith(part)})
-            index = {k: v for k, v in state.items() if k.startswith(("consolidated.", "router."))}
+            index = {k: v for k, v in state.items() if k.startswith(("consolidated.", "router.", "gate."))}
             index.update(experts=state["experts"], documents=state["documents"], sleeps=state["sleeps"])
             blobs.put(INDEX, "cls-index", index, {"experts": len(state["experts"]), "documents": state["documents"]})
             if found is not None:

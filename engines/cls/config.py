@@ -54,6 +54,15 @@ class CLSConfig(BaseModel):
                                      "from its parent (teacher) on the new document's text (0: none).")
     clone_distill_lr: float = Field(1e-4, gt=0.0, le=1.0, description="Learning rate of that distillation.")
     clone_distill_seconds: float = Field(30.0, gt=0.0, description="Most seconds that distillation may take.")
+    router: Literal["keys", "softmax", "kwta"] = Field(
+        "keys", description="Which experts a question (and a document not novel enough to grow one) "
+        "goes to: 'keys' (the expert owning the closest key of the sentence embedding), 'softmax' (a "
+        "learned gate over the same embedding mixing the experts) or 'kwta' (the same gate keeping only "
+        "the cls.gate_k best experts). The gates are trained in sleep on the replay buffer; until one "
+        "is trained (two experts and a sleep), and for experts grown since, keys answer.")
+    gate_k: int = Field(1, ge=1, le=64, description="Experts a question keeps under router = kwta.")
+    gate_examples: int = Field(2048, ge=2, le=100_000, description="Replay-buffer episodes (shuffled) "
+                               "a sleep trains the learned gate on.")
     route_low: float = Field(0.5, ge=0.0, lt=1.0, description="A question whose best cosine to an "
                              "expert's keys is at most this gets none of the learned weights (the base model).")
     route_high: float = Field(0.7, gt=0.0, le=1.0, description="... and at least this, all of them.")

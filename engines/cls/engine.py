@@ -6,9 +6,11 @@
   quarter of layers, ``models.lora_experts``), on the document's windows and the question/answer
   rehearsal TTT uses (``engines.ttt.material``), with its own earlier episodes replayed shuffled
   and background prose beside each batch. The episodes go into the store's replay buffer.
-- **Answers** (``route``, the neocortex's router): a question gets its nearest expert and the
+- **Answers** (``route``, the neocortex's router): a question gets its routed experts and the
   consolidated adapter as far as it is close to an expert's keys (TTT's bounds), so a question
-  about nothing learned is answered by the base model exactly.
+  about nothing learned is answered by the base model exactly. ``cls.router`` picks the experts:
+  the nearest key's owner, or a learned gate (softmax, k-WTA: ``engines.cls.gating``) that each
+  sleep trains on the replay buffer; keys answer until it is trained.
 - **By night** (``consolidate``): the buffer is replayed shuffled; the consolidated adapter learns
   to answer each episode as its expert does (KL distillation, ``models.consolidation``) under an
   EWC penalty whose Fisher comes from background prose (``models.ewc``). A probe measures
@@ -26,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,6 +50,7 @@ from engines.base import (
 )
 from engines.cls import lm
 from engines.cls.config import CLSConfig
+from engines.cls.gating import PREFIX as GATE, LearnedGate
 from engines.ttt import rehearsal, route_keys
 from engines.ttt.config import TTTConfig
 from engines.ttt.material import document_material
@@ -68,6 +72,23 @@ RESUME = "cls/sleep-resume"  # a sleep cut short: its adapter so far, resumed by
 PROBE_QUESTIONS = 16  # background questions the forgetting probe asks
 
 
+MIN_GATE_WEIGHT = 1e-3  # a learned gate's expert weighing less than this is not run
+ROUTER_NAMES = {"keys": "keys", "softmax": "softmax gate", "kwta": "k-WTA gate", "none": "none"}
+
+
+@dataclass
+class Routing:
+    """Queries routed: ``weights`` [B, len(slots)] (each row sums to its share), ``share`` [B],
+    ``by`` the router that answered each row (keys, softmax, kwta; none: no expert is close),
+    ``fallback`` why the learned gate asked for did not answer (None when it did or is not asked for)."""
+
+    slots: list[int]
+    weights: torch.Tensor
+    share: torch.Tensor
+    by: list[str]
+    fallback: str | None
+
+
 class ExpertInfo(BaseModel):
     documents: list[int] = []
     created: float = 0.0
@@ -87,7 +108,7 @@ class CLSEngine(Engine):
         self.config = config or CLSConfig()
         self.blobs = BlobStore(context.db, context.data_dir)
         self.episodes = ClsEpisodeStore(context.db)
-        self.metrics = MetricsLog(context.data_dir)
+        self.metrics = context.metrics or MetricsLog(context.data_dir)
         self.pressure_log = SleepPressureLog(context.db)
         self.autosave = True
         self.training = threading.Lock()
@@ -95,6 +116,8 @@ class CLSEngine(Engine):
         self._cortex: Neocortex | None = None
         self.pool: ExpertPool | None = None
         self.keys = KeyRouter()
+        self.gate_state: dict[str, torch.Tensor] | None = None  # the learned gate's tensors (a sleep trains it)
+        self._gate_cache: tuple[tuple[str, int], LearnedGate | None] | None = None
         self.experts: dict[int, ExpertInfo] = {}
         self.documents = 0
         self.sleeps = 0
@@ -138,35 +161,83 @@ class CLSEngine(Engine):
             self.pool.load(slot, {k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
 
     # --- answers --------------------------------------------------------------------------------
-    def shares(self, queries: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each query's nearest expert ([B]; -1: none) and its share of the learned weights [B]."""
+    def routing(self, queries: Sequence[str]) -> Routing:
+        """Which experts each query goes to, and how much of the learned weights it gets.
+
+        The share comes from the keys (TTT's bounds on the best cosine), whatever the router: a
+        query about nothing learned gets the base model exactly. Within that share, ``cls.router``
+        picks the experts: keys (the nearest key's owner) or a learned gate (softmax: a mixture;
+        kwta: the ``gate_k`` best). A gate not trained yet, or a query whose nearest key belongs to
+        an expert grown since the gate was trained, goes by keys (``fallback`` says why)."""
         if time.monotonic() - self._checked_at > route_keys.RECHECK_S:  # a model switch swaps the embedder
             self.check_embedder()
+        rows = len(queries)
         if not self.experts or self.keys.owners.numel() == 0:
-            return torch.full((len(queries),), -1, dtype=torch.long), torch.zeros(len(queries))
-        cos, owner = self.keys.best(torch.from_numpy(self.context.embed(list(queries))))
+            return Routing([], torch.zeros(rows, 0), torch.zeros(rows), ["none"] * rows, None)
+        x = torch.from_numpy(self.context.embed(list(queries)))
+        cos, owner = self.keys.best(x)
         low, high = self.config.route_low, self.config.route_high
         share = ((cos - low) / (high - low)).clamp(0.0, 1.0)
-        return torch.where(share > 0, owner, torch.full_like(owner, -1)), share
+        gate, fallback = self._usable_gate()
+        mixed = gate.weights(x, set(self.experts)) if gate is not None else None
+        columns: dict[int, torch.Tensor] = {}
+        by: list[str] = []
+        for row in range(rows):
+            if float(share[row]) <= 0.0:
+                by.append("none")
+            elif gate is not None and mixed is not None and int(owner[row]) in gate.slots:
+                for column, slot in enumerate(gate.slots):
+                    w = float(mixed[row, column])
+                    if w >= MIN_GATE_WEIGHT:  # the rest would add under 0.1%: not run
+                        columns.setdefault(slot, torch.zeros(rows))[row] = w * share[row]
+                by.append(gate.kind)
+            else:
+                columns.setdefault(int(owner[row]), torch.zeros(rows))[row] = share[row]
+                by.append("keys")
+        slots = sorted(columns)
+        weights = torch.stack([columns[s] for s in slots], dim=1) if slots else torch.zeros(rows, 0)
+        return Routing(slots, weights, share, by, fallback)
+
+    def shares(self, queries: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each query's main expert ([B]; -1: none) and its share of the learned weights [B]."""
+        found = self.routing(queries)
+        if not found.slots:
+            return torch.full((len(queries),), -1, dtype=torch.long), found.share
+        value, column = found.weights.max(dim=1)
+        owner = torch.tensor(found.slots)[column]
+        return torch.where(value > 0, owner, torch.full_like(owner, -1)), found.share
+
+    def _usable_gate(self) -> tuple[LearnedGate | None, str | None]:
+        """The learned gate ``cls.router`` asks for, when it can answer; else None and why."""
+        kind = self.config.router
+        if kind == "keys":
+            return None, None
+        if self.gate_state is None:
+            return None, f"the {kind} gate is not trained yet (two experts and a sleep): keys answered"
+        cached = self._gate_cache
+        if cached is None or cached[0] != (kind, self.config.gate_k):
+            gate = LearnedGate.from_state(kind, self.config.gate_k, self.gate_state)
+            cached = self._gate_cache = ((kind, self.config.gate_k), gate)
+        gate = cached[1]
+        if gate is None or len(gate.covers(set(self.experts))) < 2:
+            return None, f"the {kind} gate covers fewer than two experts still here: keys answered"
+        return gate, None
 
     @contextmanager
     def route(self, queries: Sequence[str]) -> Iterator[None]:
-        """Row ``b`` answers with its nearest expert and the consolidated adapter, by its share
-        (the neocortex's router; entered holding the cortex lock)."""
+        """Row ``b`` answers with its routed experts and the consolidated adapter, by its share
+        (the neocortex's router; entered holding the cortex lock). Only routed experts are
+        loaded and run."""
         if self.pool is None:
             yield
             return
-        owner, share = self.shares(queries)
-        routed = sorted({int(s) for s in owner.tolist() if s >= 0})
+        found = self.routing(queries)
         now = time.time()
-        for slot in routed:
+        for slot in found.slots:
             self._loaded(slot)
             info = self.experts[slot]
             info.last_used, info.uses = now, info.uses + 1
-        weights = torch.zeros(len(queries), len(routed))
-        for column, slot in enumerate(routed):
-            weights[:, column] = torch.where(owner == slot, share, torch.zeros_like(share))
-        with self.pool.routing(weights, routed, consolidated=share * self.config.consolidated_share):
+        with self.pool.routing(found.weights, found.slots, consolidated=found.share * self.config.consolidated_share):
             yield
 
     def contribute(self, query: Query) -> Contribution:
@@ -178,13 +249,19 @@ class CLSEngine(Engine):
         if not self.experts:
             return Contribution(engine=self.name)
         asked = routing_query([m.content for m in query.history if m.role == "user"] + [query.text])
-        owner, share = self.shares([asked])
-        routed = {"routed_share": round(float(share[0]), 4)}  # the meta-controller decides from it
-        if float(share[0]) <= 0.0:
+        found = self.routing([asked])
+        share = float(found.share[0])
+        routed = {"routed_share": round(share, 4),  # the meta-controller decides from it
+                  "router": found.by[0]}  # which router answered: keys, softmax, kwta (none: no expert)
+        if share <= 0.0:
             return Contribution(engine=self.name, learned_states=[self.label], meta=routed,
                                 notes=["no expert is close: the base model answers"])
-        return Contribution(engine=self.name, learned_states=[self.label], meta=routed,
-                            notes=[f"answered with expert {int(owner[0])} at {float(share[0]):.0%}"])
+        parts = [(slot, float(w)) for slot, w in zip(found.slots, found.weights[0].tolist()) if w > 0]
+        experts = ", ".join(f"expert {slot} at {w:.0%}" for slot, w in sorted(parts, key=lambda p: -p[1]))
+        notes = [f"answered with {experts} (router: {ROUTER_NAMES[found.by[0]]})"]
+        if found.fallback and found.by[0] == "keys":
+            notes.append(found.fallback)
+        return Contribution(engine=self.name, learned_states=[self.label], meta=routed, notes=notes)
 
     @property
     def label(self) -> str:
@@ -283,13 +360,44 @@ class CLSEngine(Engine):
         if why and cfg.max_experts == 1:  # nothing to recycle but the one expert itself
             return nearest, ("route", f"{', '.join(why)}, but the pool holds one expert: expert {nearest}"), routing, None
         if not why:
-            return nearest, ("route", f"novelty {novelty:.2f} <= {cfg.novelty}, gate entropy {entropy:.2f} <= "
-                                      f"{cfg.gate_entropy}: expert {nearest}"), routing, None
+            chosen, by = self._document_expert(keys, nearest)
+            routing["router"] = by
+            self._loaded(chosen)
+            return chosen, ("route", f"novelty {novelty:.2f} <= {cfg.novelty}, gate entropy {entropy:.2f} <= "
+                                     f"{cfg.gate_entropy}: expert {chosen} ({ROUTER_NAMES[by]})"), routing, None
         slot = self._free_slot(keep=nearest)
         self.pool.clone(nearest, slot, cfg.clone_noise, seed=slot)
         self.experts[slot] = ExpertInfo(created=time.time())
         routing["grown_by"] = "novelty" if why[0].startswith("novelty") else "gate_entropy"
         return slot, ("grow", f"{', '.join(why)}: cloned from expert {nearest}"), routing, nearest
+
+    def _document_expert(self, keys: torch.Tensor, nearest: int) -> tuple[int, str]:
+        """The expert a document that grows none trains: under a learned gate that knows its
+        nearest expert, the one the gate weighs most over its passages; else the nearest (keys)."""
+        gate, _ = self._usable_gate()
+        if gate is None or nearest not in gate.slots:
+            return nearest, "keys"
+        mean = gate.weights(keys, set(self.experts)).mean(dim=0)
+        return gate.slots[int(mean.argmax())], gate.kind
+
+    def _train_gate(self, seed: int) -> dict[str, Any]:
+        """The learned gate ``cls.router`` asks for, trained on the replay buffer's (embedding of
+        an episode's prompt, its expert) pairs; figures for the sleep's log."""
+        if self.config.router == "keys":
+            return {"trained": False, "reason": "router is keys"}
+        started = time.perf_counter()
+        pairs = [e for e in self.episodes.shuffled(seed, limit=None) if e.slot in self.experts]
+        pairs = pairs[:self.config.gate_examples]
+        if len({e.slot for e in pairs}) < 2:
+            return {"trained": False, "reason": "fewer than two experts in the replay buffer: keys answer"}
+        x = torch.from_numpy(self.context.embed([e.prompt for e in pairs]))
+        gate, fit = LearnedGate.fit(self.config.router, self.config.gate_k, x,
+                                    torch.tensor([e.slot for e in pairs]), seed)
+        self.gate_state, self._gate_cache = gate.state(), None
+        self.metrics.append({"engine": NAME, "phase": "gate", "step": 1, "loss": fit["loss"],
+                             "accuracy": fit["accuracy"], "experts": len(gate.slots), "examples": len(pairs)})
+        return {"trained": True, "kind": self.config.router, "experts": gate.slots, "examples": len(pairs),
+                **fit, "seconds": round(time.perf_counter() - started, 3)}
 
     def _growth_reasons(self, novelty: float, entropy: float) -> list[str]:
         """Why a document grows a new expert: no expert's keys are close (novelty), or its
@@ -467,6 +575,7 @@ class CLSEngine(Engine):
                        loss_first=report.first_loss, loss_last=report.last_loss)
         self.blobs.delete(RESUME)
         reason = self._rollback_reason(figures)
+        figures["gate"] = self._train_gate(1000 + self.sleeps)  # kept either way: it reads the buffer, not the adapter
         self.sleeps += 1
         if reason is not None:
             with cortex.lock:
@@ -614,6 +723,8 @@ class CLSEngine(Engine):
         state: dict[str, Any] = {f"consolidated.{k}": v for k, v in self.pool.consolidated().items()}
         if "probe" in keys:
             state["router.probe"] = keys["probe"]
+        if self.gate_state is not None:
+            state.update(self.gate_state)
         state.update({"router.keys": keys["keys"], "router.owners": keys["owners"],
                       "experts": {str(s): i.model_dump() for s, i in self.experts.items()},
                       "documents": self.documents, "sleeps": self.sleeps})
@@ -633,6 +744,8 @@ class CLSEngine(Engine):
         self.pool.load_consolidated({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         self.keys.load({"keys": state["router.keys"], "owners": state["router.owners"],
                         "probe": state.get("router.probe")})
+        self.gate_state = {k: v for k, v in state.items() if k.startswith(GATE)} or None
+        self._gate_cache = None
         self.experts = {int(s): ExpertInfo(**i) for s, i in state.get("experts", {}).items()}
         self.documents, self.sleeps = int(state.get("documents", 0)), int(state.get("sleeps", 0))
         self.check_embedder()
@@ -653,6 +766,9 @@ class CLSEngine(Engine):
             if keys:
                 fresh.add(slot, torch.cat(keys))
         fresh.probe = current
+        if self.gate_state is not None:  # trained on the other model's vectors: keys until the next sleep
+            log.warning("the cls gate was trained on another embedding model's vectors: keys route until the next sleep")
+            self.gate_state, self._gate_cache = None, None
         self.keys = fresh  # one assignment: a question routed meanwhile reads the old or the new keys
         if self.autosave and self.pool is not None and self.training.acquire(blocking=False):
             try:  # saved now unless learning or a sleep runs (they save, and a load checks again)
@@ -721,6 +837,7 @@ class CLSEngine(Engine):
                           f"{name}.open_rows": torch.ones_like(lora.open_rows)})
         self.pool.load_consolidated(blank)
         self.keys, self.experts, self.documents, self.sleeps = KeyRouter(self.keys.low), {}, 0, 0
+        self.gate_state, self._gate_cache = None, None
 
     def forget_many(self, document_ids: list[int]) -> None:
         """Their episodes leave the replay buffer (what their training wrote into an expert stays
@@ -736,4 +853,6 @@ class CLSEngine(Engine):
                 "label": self.label if self._cortex is not None else f"cls: {saved.get('experts', 0)} experts",
                 "origin": self.origin, "sleeps": self.sleeps, "episodes": self.episodes.count(),
                 "consolidated_experts": sum(i.consolidated for i in self.experts.values()),
+                "router": self.config.router,
+                "gate_experts": [] if self.gate_state is None else self.gate_state[f"{GATE}slots"].tolist(),
                 "events": [f"{e.kind}: {e.reason}" for e in events]}
