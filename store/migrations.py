@@ -377,11 +377,11 @@ def m016_episode_stretches(db: sqlite_utils.Database) -> None:
 MIGRATIONS.append(("016_episode_stretches", m016_episode_stretches))
 
 
-def m018_chunk_state_weights(db: sqlite_utils.Database) -> None:
+def m017_chunk_state_weights(db: sqlite_utils.Database) -> None:
     """The weights each chunk's hidden states were computed with (a fingerprint, see
     ``engines.hidden.fingerprint``): states of other weights are stale. Rows from before say ''
     (not known), so they count as stale and are filled again."""
     _run(db, ["ALTER TABLE chunk_states ADD COLUMN weights TEXT NOT NULL DEFAULT ''"])
 
 
-MIGRATIONS.append(("018_chunk_state_weights", m018_chunk_state_weights))
+MIGRATIONS.append(("017_chunk_state_weights", m017_chunk_state_weights))
