@@ -5,11 +5,13 @@ tests share. conftest.py makes the fixtures available to every test module."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import open_engram
+from tests.worker_cpus import every_cpu
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -22,9 +24,11 @@ def browser() -> Iterator:
         pytest.skip("chromium is not installed at /usr/bin/chromium, so the browser tests cannot "
                     "run; `bash dev.sh test` installs it (apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    with ExitStack() as stack:
+        with every_cpu():  # the browser is a user's: not kept to this test worker's CPUs
+            p = stack.enter_context(sync_api.sync_playwright())
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield browser
         browser.close()
 

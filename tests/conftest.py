@@ -7,27 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.worker_cpus import keep_to_this_workers_cpus
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def keep_to_this_workers_cpus() -> None:
-    """Under pytest-xdist's workers (pyproject's addopts), each worker and every process it starts
-    keep to their own share of the CPUs. llama.cpp, torch and ONNX Runtime size their threads to
-    that share, so the workers never oversubscribe the cores (llama.cpp's threads wait for each
-    other at every token: one thread too many makes decoding many times slower)."""
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if count < 2 or not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
-        return
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < count:
-        return
-    index = int(worker[2:]) % count
-    os.sched_setaffinity(0, cpus[index * len(cpus) // count:(index + 1) * len(cpus) // count])
-
-
 keep_to_this_workers_cpus()  # before torch or llama.cpp is imported: they read the CPUs once
 
 from tests.browser import browser, page  # noqa: E402, F401  (the browser tests' fixtures)
