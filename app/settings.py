@@ -277,10 +277,12 @@ class CoreSettings(BaseModel):
         "judgement: seconds a sentence, poor on the embedded 135M model; see `engram bench hmst`) "
         "or 'off'. Unsupported sentences are flagged under the answer.")
     critic_regenerate: Literal["off", "drop", "regenerate"] = Field(
-        "off", description="When the critic flags sentences of an answer: 'drop' removes them, "
-        "'regenerate' answers once more from the passages and the supported sentences only (and "
-        "drops what is still unsupported; never more than one regeneration), 'off' only flags "
-        "them. What was dropped or regenerated is shown under the answer; see `engram bench hmst`.")
+        "regenerate", description="When the critic flags sentences of an answer: 'regenerate' "
+        "answers once more from the passages and the supported sentences only (and drops what is "
+        "still unsupported; never more than one regeneration), 'drop' removes them, 'off' only "
+        "flags them. What was dropped or regenerated is shown under the answer. 'regenerate' cut "
+        "the invented claims of answers about documents by half or more at no loss of accuracy "
+        "(`engram bench hmst`), for about 3 s more on a flagged answer.")
     isolate_runtime: bool = Field(
         True, description="Run llama.cpp in a supervised child process: a crash or hang there ends "
         "that answer with a message instead of taking Engram down.")

@@ -114,7 +114,7 @@ def test_verdicts_are_stored_with_the_answer(tmp_path: Path, embedder, llama) ->
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "bridge.txt").write_text(PASSAGE)
-    engram = open_engram(embedder, answer_max_tokens=40, temperature=0)
+    engram = open_engram(embedder, answer_max_tokens=40, temperature=0, critic_regenerate="off")
     try:
         engram.runtime.adopt(llama)
         engram.ingest([docs])

@@ -208,7 +208,7 @@ class SaysOnly(Runtime):
 
 def test_an_answer_drawn_from_a_recalled_exchange_cites_its_conversation_and_the_critic_checks_it(
         embedder, monkeypatch) -> None:
-    engram = open_engram(embedder, critic="rules")
+    engram = open_engram(embedder, critic="rules", critic_regenerate="off")  # flags shown, not revised
     model = SaysOnly("You told me your locker code is 4471.", "You told me your locker code is 5510.",
                      "You told me it is 4471.")
     engram.runtime.adopt(model)

@@ -363,8 +363,13 @@ def bench_retrieval(c: Context, queries: int, seed: int, paraphrases: str, json_
               help="Also score the hand-written held-out set (reported separately).")
 @click.option("--controller/--no-controller", "with_controller", default=True, show_default=True,
               help="Also ask questions with the meta-controller on and off (answers and latency).")
+@click.option("--controller-size", type=click.Choice(["tiny", "small", "default"]), default="tiny",
+              show_default=True, help="The natural set the controller part's documents come from.")
 @click.option("--controller-documents", type=click.IntRange(1, 100), default=2, show_default=True,
-              help="Documents of the natural 'tiny' set the controller part holds.")
+              help="Documents of that set the controller part holds (a larger library: more passages "
+              "that a general question can match).")
+@click.option("--document-questions", type=click.IntRange(0, 10_000), default=None,
+              help="Ask only the first N questions about those documents (default: all).")
 @click.option("--learn/--no-learn", default=True, show_default=True,
               help="The controller part learns its documents into weights (rag,ttt; minutes on a CPU).")
 @click.option("--bandit/--no-bandit", default=True, show_default=True,
@@ -383,7 +388,8 @@ def bench_retrieval(c: Context, queries: int, seed: int, paraphrases: str, json_
 @json_out_option
 @pass_ctx
 def bench_hmst(c: Context, size: str, seed: int, model: bool, model_items: int, handwritten: bool,
-               with_controller: bool, controller_documents: int, learn: bool, bandit: bool, bandit_epochs: int,
+               with_controller: bool, controller_size: str, controller_documents: int,
+               document_questions: int | None, learn: bool, bandit: bool, bandit_epochs: int,
                follow_ups: int, general: int, small_talk: int, revisions: bool, json_out: Path | None) -> None:
     """Issue 32's bench: the critic's precision and recall on fabricated sentences (names and
     numbers changed) among faithful ones, rules alone and rules + the chat model; then the
@@ -396,10 +402,11 @@ def bench_hmst(c: Context, size: str, seed: int, model: bool, model_items: int, 
         report = run_critic_bench(c.loaded.settings, size=size, seed=seed, model=model,
                                   model_items=model_items, handwritten=handwritten, echo=echo)
         if with_controller:
-            report.controller = run_controller_bench(c.loaded.settings, seed=seed, documents=controller_documents,
-                                                     learn=learn, echo=echo, bandit=bandit,
-                                                     epochs=bandit_epochs, follow_up=follow_ups,
-                                                     general=general, small_talk=small_talk, revisions=revisions)
+            report.controller = run_controller_bench(c.loaded.settings, size=controller_size, seed=seed,
+                                                     documents=controller_documents, learn=learn, echo=echo,
+                                                     bandit=bandit, epochs=bandit_epochs, follow_up=follow_ups,
+                                                     general=general, small_talk=small_talk, revisions=revisions,
+                                                     document_questions=document_questions)
             print_controller(report.controller, echo)
     write_report(report, json_out)
 
