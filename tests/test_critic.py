@@ -65,6 +65,13 @@ def test_a_value_swapped_for_another_of_the_same_document_is_flagged() -> None:
     assert rules_reason("The answer is 6.", source, "Does the cafe open 6 days a week?") == ""
 
 
+def test_the_pronoun_i_and_its_contractions_are_no_names() -> None:
+    from app.chat.critic import names_in
+
+    assert names_in("Sorry, I'm not sure what I’d say, and I've no source.", PASSAGE) == []
+    assert critique("Sorry, I'm not sure. I'll look again.", [PASSAGE]).unsupported == 0
+
+
 def test_a_faithful_paraphrase_passes() -> None:
     answer = ("The contract went to Corlum Engineering in 2016 [1], and it billed about 82 million crowns. "
               "According to the mayor, Pelsaard, vehicles up to 33 t may now cross the 95-metre span. "

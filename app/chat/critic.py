@@ -134,6 +134,10 @@ def numbers_in(text: str) -> set[Decimal]:
     return found
 
 
+_PRONOUN_I = re.compile(r"I['’](?:m|ll|ve|d)")
+""""I'm", "I'll", "I've", "I'd": capitalised, never a name ("I" alone is one letter, never one)."""
+
+
 def names_in(sentence: str, evidence: str) -> list[str]:
     """Runs of capitalised words in ``sentence`` taken for names: not the sentence's first word
     when it is a function word or a verb form, and not a word the evidence writes in lower case
@@ -145,7 +149,7 @@ def names_in(sentence: str, evidence: str) -> list[str]:
     for i, match in enumerate(tokens):
         raw = match.group(0)
         word = raw.rstrip("'’").removesuffix("'s").removesuffix("’s")
-        capital = word[:1].isupper() and len(word) > 1
+        capital = word[:1].isupper() and len(word) > 1 and not _PRONOUN_I.fullmatch(word)
         first = i == 0
         # The first word is capitalised anyway: a name only when a capitalised word follows it
         # ("Corlum Engineering") or the evidence writes it capitalised inside a sentence.
