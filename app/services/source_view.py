@@ -110,7 +110,8 @@ def conversation_view(db: Database, fact: FactRow, radius: int = 6) -> SourceVie
     if at is None:
         return None
     wanted = (messages[at - 1].correction or "") if fact.kind == "correction" else fact.text
-    return turns_view(db, fact.conversation_id, at, at, wanted, "conversation", fact.chunk_id or 0, radius)
+    return turns_view(db, fact.conversation_id, messages, at, at, wanted, "conversation", fact.chunk_id or 0,
+                      radius)
 
 
 def exchange_view(db: Database, conversation_id: int, first: int, last: int, quote: str = "",
@@ -119,16 +120,17 @@ def exchange_view(db: Database, conversation_id: int, first: int, last: int, quo
     counted from 1, as its citation gives them), the quoted sentence marked; None when the
     conversation or the turns are gone."""
     said = re.sub(rf"^(?:{'|'.join(SPEAKERS.values())}): ", "", quote.strip())  # the prompt's names
-    return turns_view(db, conversation_id, first, last, said, "recalled", 0, radius)
+    messages = ConversationStore(db).messages(conversation_id)
+    return turns_view(db, conversation_id, messages, first, last, said, "recalled", 0, radius)
 
 
-def turns_view(db: Database, conversation_id: int, first: int, last: int, wanted: str,
-               kind: Literal["conversation", "recalled"], chunk_id: int, radius: int) -> SourceView | None:
-    """The conversation's turns ``first``..``last`` (from 1) marked among up to ``radius`` turns
-    either side, ``wanted`` marked inside them where it is found."""
-    conversations = ConversationStore(db)
-    row = conversations.get(conversation_id)
-    messages = conversations.messages(conversation_id)
+def turns_view(db: Database, conversation_id: int, messages: list[MessageRow], first: int, last: int,
+               wanted: str, kind: Literal["conversation", "recalled"], chunk_id: int,
+               radius: int) -> SourceView | None:
+    """The conversation's turns ``first``..``last`` (from 1, of its ``messages``, read once by the
+    caller) marked among up to ``radius`` turns either side, ``wanted`` marked inside them where
+    it is found."""
+    row = ConversationStore(db).get(conversation_id)
     if row is None or not 1 <= first <= last <= len(messages):
         return None
     cited = "\n\n".join(turn_text(m) for m in messages[first - 1:last])
