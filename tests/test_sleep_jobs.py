@@ -138,6 +138,10 @@ def test_the_running_worker_goes_to_sleep_by_itself_and_the_button_queues_one(em
         engram.start(watch=False)
         episode = wait_for(lambda: activity.last_sleep(engram.db), timeout=30)
         assert episode.reason == "idle" and not episode.interrupted
+        # the episode is recorded inside the job, which is marked done just after: wait for that,
+        # then let several idle checks pass: the spent pressure must not queue another sleep
+        wait_for(lambda: engram.queue.pending_count(SLEEP) == 0, timeout=10)
+        time.sleep(10 * engram.worker.idle_check_s)
         assert engram.queue.pending_count(SLEEP) == 0
 
         engram.sleep_now()  # no pressure needed when asked for by hand
