@@ -9,8 +9,10 @@ sleep, by distilling what the experts hold. Each wrapped layer computes
 
 where ``w`` ([batch, K], from a router) and ``c`` ([batch]) are set per batch with ``routing``.
 An expert whose weight is zero on every row of a batch is never run, so only routed experts get
-gradients. Each expert has a freeze mask over its output rows: masked rows of ``B`` never change
-(their gradient is zeroed), so what an expert wrote there stays bit-identical.
+gradients; outside ``routing`` no expert runs at all (the experts are marked ``routed_only``),
+while the consolidated adapter runs in every forward (``c`` = 1). Each expert has a freeze mask
+over its output rows: masked rows of ``B`` never change (their gradient is zeroed), so what an
+expert wrote there stays bit-identical.
 
 Generic: the same code wraps a small MLP's layers (the continual bench) and the language
 model's MLP projections (``engines.cls``). No I/O: experts move as plain tensor dicts.
@@ -24,6 +26,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+
+from models.routed_only import mark_routed_only
 
 
 class LoRA(nn.Module):
@@ -61,7 +65,8 @@ class ExpertLinear(nn.Module):
         for p in base.parameters():
             p.requires_grad_(False)
         self.rank = rank
-        self.experts = nn.ModuleDict()  # str(slot) -> LoRA; only loaded experts live here
+        # str(slot) -> LoRA; only loaded experts live here, and only a routing context runs them
+        self.experts = mark_routed_only(nn.ModuleDict())
         self.consolidated = LoRA(base.in_features, base.out_features, rank)
         self.weights: Tensor | None = None  # [batch, K] routing weights by slot
         self.slots: list[int] = []  # slot id of each column of ``weights``

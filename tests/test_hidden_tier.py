@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from engines.base import Budget, Passage, Query
+from engines.cls import lm
+from engines.cls.config import CLSConfig
 from engines.hidden import fingerprint as fingerprint_module
 from engines.hidden.fingerprint import WeightFingerprint
 from models.dual_mlp import install, uninstall
@@ -91,6 +93,37 @@ def test_the_weights_fingerprint_changes_with_every_change_of_weights_and_comes_
     assert len({original, stepped, installed, fingerprint(model)}) == 4
     uninstall(model)
     assert fingerprint(model) == original
+
+
+def test_the_fingerprint_covers_what_a_plain_forward_runs_the_consolidated_adapter_not_an_expert() -> None:
+    model, fingerprint, ids = _tiny_llama(), WeightFingerprint(), torch.tensor([[1, 2, 3, 4]])
+    base = fingerprint(model)
+    pool = lm.install(model, CLSConfig())  # cls's wrapping: a consolidated adapter every forward adds
+    installed = fingerprint(model)
+    plain = model(input_ids=ids).logits
+    pool.add(0)  # a new expert, trained, and a second grown from it, as cls grows
+    with torch.no_grad():
+        for p in pool.parameters(0):
+            p.add_(0.5)
+    pool.clone(0, 1, noise=0.1)
+    assert torch.equal(model(input_ids=ids).logits, plain)  # a plain forward does not run them
+    assert fingerprint(model) == installed != base
+    with pool.routing(torch.ones(1, 2), [0, 1]):
+        assert not torch.equal(model(input_ids=ids).logits, plain)  # a routed one does
+    pool.drop(1)
+    assert fingerprint(model) == installed
+
+    with torch.no_grad():  # the consolidated adapter trained (its B was zero): every forward changes
+        pool.parameters(None)[1].add_(0.01)
+    assert not torch.equal(model(input_ids=ids).logits, plain)
+    consolidated = fingerprint(model)
+    assert consolidated != installed
+
+    dual, = install(model, [2])  # ttt in another layer: one neuron's rows written, as learning does
+    installed_ttt = fingerprint(model)
+    rows = torch.tensor([5])
+    dual.load_learned({"ids": rows, "gate": dual.gate[rows] * 1.5, "up": dual.up[rows], "down": dual.down[rows]})
+    assert len({base, installed, consolidated, installed_ttt, fingerprint(model)}) == 5
 
 
 def _engram(embedder, neocortex, tmp_path: Path, engines: str, **settings):

@@ -7,16 +7,18 @@ and the shared neocortex's weights change in place, by engines that do not know 
   (learning a document, sleep), sets their ``alpha``, and loads or resets a saved state
   (checkpoints, rollbacks);
 - cls wraps MLP projections with a consolidated LoRA adapter that every forward adds (trained in
-  sleep) and with experts (added and trained as documents come);
-- d2l's LoRA hooks change nothing outside its routing context, which this tier never enters, but
-  they live on the same modules.
+  sleep) and with experts (added and trained as documents come), which run only when a router
+  gives them rows;
+- d2l's LoRA hooks change nothing outside its routing context and hold no weights on the model.
 
-The fingerprint is taken over the model as it computes: every parameter and buffer by name and
-content, and the float attributes of its modules (a DualMLP's ``alpha`` scales its learned delta).
-So no engine has to report a change, and the same weights give the same fingerprint in every
-process: states filled by ``engram hidden fill`` are recognised by the app. It is conservative: a
-new cls expert, which a plain forward does not run, changes it too. Integer and boolean
-attributes are left out: transformers' rotary caches grow with the input without changing a state.
+This tier runs only plain forwards (it never enters a routing context), so the fingerprint is
+taken over what a plain forward computes with: every parameter and buffer by name and content,
+and the float attributes of its modules (a DualMLP's ``alpha`` scales its learned delta), leaving
+out the modules marked ``routed_only`` (``models.routed_only``: cls's experts) and all they hold.
+So no engine has to report a change, a new cls expert leaves every state valid, and the same
+weights give the same fingerprint in every process: states filled by ``engram hidden fill`` are
+recognised by the app. Integer and boolean attributes are left out: transformers' rotary caches
+grow with the input without changing a state.
 
 Hashing every weight of the 135M model takes about a second, so each tensor's digest is kept with
 the tensor object and its version counter, which torch bumps at every in-place write (optimizer
@@ -32,6 +34,8 @@ import hashlib
 import torch
 from torch import Tensor, nn
 
+from models.routed_only import is_routed_only
+
 
 def digest(tensor: Tensor) -> bytes:
     """A 16-byte hash of a tensor's dtype, shape and bytes."""
@@ -43,9 +47,9 @@ def digest(tensor: Tensor) -> bytes:
 
 
 class WeightFingerprint:
-    """``fingerprint(model)``: a hex string that changes exactly when the model's weights (or the
-    numbers its modules scale them by) do. Call it holding the model's lock, in the same hold as
-    the forward the states come from, so no update falls between the two."""
+    """``fingerprint(model)``: a hex string that changes exactly when the weights a plain forward
+    runs (or the numbers its modules scale them by) do. Call it holding the model's lock, in the
+    same hold as the forward the states come from, so no update falls between the two."""
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[Tensor, int, bytes]] = {}  # name -> (tensor, version, digest)
@@ -53,7 +57,13 @@ class WeightFingerprint:
     def __call__(self, model: nn.Module) -> str:
         h = hashlib.blake2b(digest_size=16)
         seen: dict[str, tuple[Tensor, int, bytes]] = {}
-        tensors = [*model.named_parameters(), *(("buffer:" + n, b) for n, b in model.named_buffers())]
+        skipped = tuple(f"{name}." for name, module in model.named_modules() if is_routed_only(module))
+
+        def runs(name: str) -> bool:
+            return not f"{name}.".startswith(skipped)
+
+        tensors = [*((n, p) for n, p in model.named_parameters() if runs(n)),
+                   *(("buffer:" + n, b) for n, b in model.named_buffers() if runs(n))]
         for name, tensor in tensors:
             known = self._seen.get(name)
             if known is None or known[0] is not tensor or known[1] != tensor._version:
@@ -62,6 +72,8 @@ class WeightFingerprint:
             h.update(name.encode())
             h.update(known[2])
         for name, module in model.named_modules():
+            if not runs(name):
+                continue
             for key, value in sorted(vars(module).items()):
                 if isinstance(value, float):
                     h.update(f"{name}.{key}={value!r}".encode())
