@@ -323,6 +323,7 @@ class Engram:
         from app.ingest.pipeline import Ingestor
 
         learners = [n for n in self.settings.engines if engine_class(n).learns_documents]
+        learners.sort(key=lambda n: engine_class(n).reads_weights)  # after the weights they read
         return Ingestor(self.settings, self.docs, self.folders, self.queue, self.index,
                         lambda: self.embedder, learners, self.ignored, self._forget_in_engines)
 
@@ -340,7 +341,8 @@ class Engram:
         return EngineContext(db=self.db, data_dir=self.paths.root, retrieve=self.search,
                              embed=lambda texts: self.embedder.embed(texts), generator=self.runtime.get,
                              agent=self.agent_runtime.get, answer=self._draft,
-                             neocortex=self.neocortex, background=background_text, metrics=self.metrics)
+                             neocortex=self.neocortex, learned_neocortex=self.learned_neocortex,
+                             background=background_text, metrics=self.metrics)
 
     @cached_property
     def metrics(self) -> MetricsLog:
@@ -361,6 +363,14 @@ class Engram:
                 self._neocortex = load_neocortex(self.settings.neocortex_model, self.settings.device,
                                                  self.paths.cache, self.settings.cpu_threads or None)
             return self._neocortex  # type: ignore[return-value]
+
+    def learned_neocortex(self) -> TorchRuntime:
+        """The neocortex with every enabled engine's learned weights in it, as answers compute
+        with: each engine loads its own lazily, on first use, so without this a fresh process
+        (``engram hidden fill``) could compute with the base model."""
+        for engine in self.engines:
+            engine.load_weights()
+        return self.neocortex()
 
     def adopt_neocortex(self, runtime: Runtime) -> None:
         """Use an already loaded torch runtime that someone else closes (tests, benches)."""

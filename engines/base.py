@@ -221,8 +221,10 @@ class EngineContext:
     (ACE's Reflector and Curator) run on, which may be a bigger model (None: the chat runtime).
     ``answer`` generates an answer exactly as chat would, with given playbook bullets in place of
     the engines' own (None where no chat path exists). ``neocortex`` returns the torch model that
-    weight-writing engines train (loaded on first call); ``background`` returns general English
-    text (the shipped corpus) for calibration and replay.
+    weight-writing engines train (loaded on first call); ``learned_neocortex`` returns it with
+    every enabled weight-writing engine's learned state loaded into it, the weights answers compute
+    with (each engine loads its own lazily, so ``neocortex`` alone may still be the base model);
+    ``background`` returns general English text (the shipped corpus) for calibration and replay.
     """
 
     db: Database
@@ -233,6 +235,7 @@ class EngineContext:
     agent: Callable[[], Runtime] | None = None
     answer: Answer | None = None
     neocortex: Callable[[], Neocortex] | None = None
+    learned_neocortex: Callable[[], Neocortex] | None = None  # None: ``neocortex`` (no app: no other engine)
     background: Callable[[], str] | None = None
     metrics: MetricsLog | None = None  # where training steps go (None: DATA_DIR/metrics.jsonl alone)
 
@@ -254,6 +257,9 @@ class Engine(ABC):
     sleeps_by_pressure: ClassVar[bool] = False
     """True when it records its own sleep pressure (``store.sleep_pressure``) and its config has a
     ``sleep_pressure`` threshold: the idle sleeper then waits for that instead of counting documents."""
+    reads_weights: ClassVar[bool] = False
+    """True when what it keeps was computed by the neocortex's weights (the hidden-state tier):
+    sleep and a document's learning run it after the engines that change those weights."""
 
     @abstractmethod
     def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:
@@ -286,6 +292,11 @@ class Engine(ABC):
 
     def load_state_dict(self, state: dict[str, Any], origin: str | None = None) -> None:
         """Restore what ``state_dict`` returned (``origin``: the checkpoint it came from)."""
+
+    def load_weights(self) -> None:
+        """Put what it learned into the neocortex now (a weight-writing engine does so lazily, on
+        first use). Nothing by default, and nothing for learned weights that enter only per
+        question, by routing (d2l's adapters)."""
 
     def stats(self) -> dict[str, Any]:
         return {}

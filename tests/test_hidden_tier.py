@@ -4,17 +4,20 @@ per answer shared with rag, and states of weights that changed since left out un
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from engines.base import Budget, Passage, Query
+from engines.base import Budget, ConsolidateReport, Passage, Query
 from engines.cls import lm
 from engines.cls.config import CLSConfig
 from engines.hidden import fingerprint as fingerprint_module
 from engines.hidden.fingerprint import WeightFingerprint
-from models.dual_mlp import install, uninstall
+from models.dual_mlp import decoder_layers, install, uninstall
 from models.hidden_reward import modulate, reward_vector, select, top_rewards
 from store.chunk_states import ChunkStateStore
 from tests.helpers import open_engram
@@ -263,4 +266,71 @@ def test_one_answer_searches_once_and_states_of_changed_weights_wait_for_a_fill(
     finally:
         with torch.no_grad():
             weight.copy_(saved)
+        engram.close()
+
+
+def _learned_ttt_state(engine, neocortex) -> dict:
+    """A learned ttt state without training: one neuron's rows of the last learning layer
+    changed, and the learned delta given half the weight, as after a document."""
+    state = engine.state_dict()
+    last = state["layers"][-1]
+    dual = decoder_layers(neocortex.model)[last].mlp
+    rows = torch.tensor([7])
+    written = {"ids": rows, "gate": dual.gate[rows] * 1.5, "up": dual.up[rows], "down": dual.down[rows] * 2}
+    return {**state, **{f"layer{last}.{k}": v for k, v in written.items()}, "documents": 1, "revision": 1,
+            "alpha": 0.5}
+
+
+@pytest.mark.slow
+def test_hidden_fill_in_a_fresh_process_computes_with_the_learned_weights_the_app_answers_with(
+        embedder, neocortex, tmp_path: Path) -> None:
+    data, engines = tmp_path / "data", "rag,ttt,hidden"
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "ferrow.md").write_text(DOC)
+    engram = open_engram(embedder, engines=engines, data_dir=data)
+    engram.adopt_neocortex(neocortex)
+    ttt = engram.engine("ttt")
+    try:
+        engram.ingest([folder])
+        engram.run_pending()  # indexed only: its states come from the fill below
+        ttt.load_state_dict(_learned_ttt_state(ttt, neocortex))  # saved as the live state
+    finally:
+        ttt.close()  # the session's model as a fresh process loads it: the original weights
+        engram.close()
+    base = WeightFingerprint()(neocortex.model)
+
+    # `engram hidden fill` in its own process, its model read from the dequantized copy already made
+    (data / "cache" / "torch").mkdir(parents=True)
+    (data / "cache" / "torch" / neocortex.folder.name).symlink_to(neocortex.folder)
+    env = {**os.environ, "ENGRAM_DATA_DIR": str(data), "ENGRAM_ENGINES": engines}
+    done = subprocess.run([sys.executable, "-m", "app.cli", "hidden", "fill"], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and "Filled 1 document(s)" in done.stdout, (done.stdout, done.stderr)
+
+    app = open_engram(embedder, engines=engines, data_dir=data)  # the running app, answering
+    app.adopt_neocortex(neocortex)
+    try:
+        hidden = {c.engine: c for c in app.chat.contributions(Query(text=QUESTION))}["hidden"]
+        weights = app.engine("hidden").weights(neocortex)
+        assert weights != base  # ttt's learned rows are in the weights the app answers with
+        assert ChunkStateStore(app.db).missing_documents(neocortex.model_name, weights) == []
+        assert hidden.meta["stale"] == [] and hidden.meta["chunks"] and hidden.logit_bias, hidden.notes
+    finally:
+        app.engine("ttt").close()
+        app.close()
+
+
+def test_sleep_and_a_documents_learning_run_the_tier_after_the_engines_that_change_the_weights(
+        embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    engram = open_engram(embedder, engines="rag,hidden,ace,ttt")  # the tier listed before ttt
+    order: list[str] = []
+    try:
+        assert engram.ingestor.learners == ["ttt", "hidden"]
+        for engine in engram.engines:  # what each sleep does is its own: here only the order is seen
+            monkeypatch.setattr(engine, "consolidate", lambda budget, progress=None, name=engine.name: (
+                order.append(name), ConsolidateReport(engine=name, seconds=0.0, changed=False))[1])
+        engram.sleep(seconds=1)
+        assert order == ["rag", "ace", "ttt", "hidden"]
+    finally:
         engram.close()

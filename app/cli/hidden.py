@@ -30,7 +30,8 @@ def _engine(c: Context) -> HiddenStateEngine:
 @pass_ctx
 def hidden_fill(c: Context) -> None:
     """Store the hidden states of every indexed document that lacks them (documents indexed before
-    the tier was on); new documents get theirs in the background as they are indexed."""
+    the tier was on) or has stale ones, computed with the enabled engines' learned weights as
+    answers are; new documents get theirs in the background as they are indexed."""
     engine = _engine(c)
     with progress_bar() as bar:
         task = bar.add_task("hidden states", total=100)

@@ -51,7 +51,9 @@ Before = Callable[[Engine, Progress], None]
 
 def sleep_engines(engines: list[Engine], seconds: float, progress: Progress,
                   stop: Callable[[], bool] | None = None, before: Before | None = None) -> list[ConsolidateReport]:
-    """Each engine's ``consolidate`` in turn, ``seconds`` each, until ``stop()`` says so."""
+    """Each engine's ``consolidate`` in turn, ``seconds`` each, until ``stop()`` says so; an
+    engine that reads the weights (``reads_weights``) after those that change them."""
+    engines = sorted(engines, key=lambda e: e.reads_weights)
     reports = []
     for n, engine in enumerate(engines):
         if stop is not None and stop():

@@ -141,6 +141,9 @@ class CLSEngine(Engine):
                     self._apply_index(saved)
             return self._cortex
 
+    def load_weights(self) -> None:
+        self.cortex()
+
     def close(self) -> None:
         """Put the original layers back (the bench reuses one model for several runs)."""
         with self.setup:

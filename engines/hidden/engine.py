@@ -6,7 +6,11 @@
   the fingerprint of the weights that computed them (``engines.hidden.fingerprint``); they leave
   with the chunk.
 - ``consolidate`` (sleep) and ``fill`` (``engram hidden fill``): the same for documents indexed
-  before the tier was on, and for states gone stale (the weights changed since).
+  before the tier was on, and for states gone stale (the weights changed since). The tier reads
+  the weights (``reads_weights``): sleep runs it after the engines that change them.
+- States are always computed with every enabled engine's learned weights loaded first
+  (``EngineContext.learned_neocortex``), as answers are: ttt and cls load theirs lazily, so a fresh
+  process would otherwise fill with the base model.
 - ``contribute(query)``: the passages the retrieval engine chooses for the question (the same
   search: ``Query.search``), their stored states, the question's own last state, and
   ``models.hidden_reward`` turn them into a reward over the vocabulary, handed to the chat path
@@ -61,6 +65,7 @@ def lm_head(cortex: Neocortex) -> torch.Tensor:
 class HiddenStateEngine(Engine):
     name = "hidden"
     learns_documents = True
+    reads_weights = True
 
     def __init__(self, context: EngineContext, config: HiddenConfig | None = None) -> None:
         self.context = context
@@ -71,9 +76,12 @@ class HiddenStateEngine(Engine):
         self._lock = threading.Lock()
 
     def cortex(self) -> Neocortex:
-        if self.context.neocortex is None:
+        """The neocortex with every enabled engine's learned weights loaded (what answers compute
+        with): states filled before ttt or cls loaded theirs would be stale at the first answer."""
+        get = self.context.learned_neocortex or self.context.neocortex
+        if get is None:
             raise RuntimeError("the hidden-state tier needs a neocortex (a torch model) and the app gave none")
-        return self.context.neocortex()
+        return get()
 
     def weights(self, cortex: Neocortex) -> str:
         """The fingerprint of the weights ``cortex`` computes with now."""

@@ -138,6 +138,9 @@ class TTTEngine(Engine):
         """One writer at a time: a forget (scan thread) may save while a learn (worker) does."""
         self.live.save()
 
+    def load_weights(self) -> None:
+        self.cortex()
+
     def close(self) -> None:
         """Take the DualMLPs out of the model (the bench reuses one model for several runs)."""
         with self.state.setup:
