@@ -184,11 +184,25 @@ def test_a_trained_hypernetwork_writes_a_routed_adapter_and_an_untrained_one_ref
 
 
 @pytest.mark.slow
-def test_engram_d2l_train_meta_trains_on_fiction_and_saves_the_hypernetwork(isolated_dirs, monkeypatch) -> None:
+def test_engram_d2l_train_meta_trains_on_fiction_and_its_record_reads_the_same_after_a_bundle_import(
+        isolated_dirs, monkeypatch, tmp_path) -> None:
     from app.cli import cli
 
     monkeypatch.setenv("ENGRAM_D2L_LAYERS", "28-29")
-    result = CliRunner().invoke(cli, ["d2l", "train", "--seconds", "5"], catch_exceptions=False)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["d2l", "train", "--seconds", "5"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "fictional documents" in result.output and "steps" in result.output
     assert list((isolated_dirs["data"] / "blobs" / "d2l").glob("hypernetwork.safetensors"))
+    here = " ".join(runner.invoke(cli, ["d2l", "status"], catch_exceptions=False).output.split())
+    assert "Trained on: fictional documents (app.bench.fiction)." in here, here
+    trained = here[here.index("Hypernetwork: "):here.index(" Trained on:")]  # steps, seconds, loss
+
+    bundle, elsewhere = tmp_path / "d2l.zip", ["--data-dir", str(tmp_path / "b" / "data"),
+                                               "--config-dir", str(tmp_path / "b" / "config")]
+    assert runner.invoke(cli, ["bundle", "export", str(bundle)]).exit_code == 0
+    result = runner.invoke(cli, [*elsewhere, "bundle", "import", str(bundle)], catch_exceptions=False)
+    assert result.exit_code == 0 and "learned weights of d2l" in result.output, result.output
+    there = " ".join(runner.invoke(cli, [*elsewhere, "d2l", "status"], catch_exceptions=False).output.split())
+    assert trained in there, there
+    assert "Trained on: fictional documents (app.bench.fiction); a bundle import." in there, there

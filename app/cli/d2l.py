@@ -51,11 +51,11 @@ def d2l_train(c: Context, seconds: float, fiction: bool) -> None:
     stored documents (on generated fictional ones when there are none) and resumes where it
     stopped; the weights and the loss curve are kept under the data folder."""
     from engines.base import Budget
-    from engines.d2l.persistence import HypernetworkMismatch
+    from engines.d2l.persistence import STORED_SOURCE, HypernetworkMismatch
 
     engine = _engine(c)
     documents = [] if fiction else engine.stored_documents()
-    source = "stored documents"
+    source = STORED_SOURCE
     if not any(d.pairs for d in documents):
         documents, source = fiction_documents(), "fictional documents (app.bench.fiction)"
     console.print(f"Meta-training on {len(documents)} {source} for {seconds:.0f} s "
@@ -68,3 +68,18 @@ def d2l_train(c: Context, seconds: float, fiction: bool) -> None:
     console.print(f"{found['steps']} steps ({found['total_steps']} in all, {found['trained_seconds']:.0f} s of "
                   f"training in all); last distillation loss "
                   f"{'n/a' if loss is None else f'{loss:.3f}'}. Saved under the data folder.")
+
+
+@d2l.command("status")
+@pass_ctx
+def d2l_status(c: Context) -> None:
+    """The hypernetwork's training record: steps, seconds of training, the last distillation loss
+    and what it was trained on (read from the data folder; no model is loaded)."""
+    record = _engine(c).training_record()
+    if int(record["steps"]) < 1:
+        console.print("The hypernetwork is not meta-trained yet: `engram d2l train` (or a sleep).")
+        return
+    loss = record["curve"][-1][1] if record["curve"] else None
+    console.print(f"Hypernetwork: {record['steps']} steps, {record['seconds']:.0f} s of training; last "
+                  f"distillation loss {'n/a' if loss is None else f'{loss:.3f}'}.")
+    console.print(f"Trained on: {'; '.join(record['sources']) or 'not recorded'}.", highlight=False, markup=False)

@@ -7,7 +7,8 @@ its adapter folders, ``store.adapters``; the engine saves after every learn and 
 save, so disk is its state): ``hyper.NAME`` (every parameter of ``models.hypernetwork``),
 ``opt.I.step|exp_avg|exp_avg_sq`` (AdamW's slot of parameter I), ``adapter.DOC.TARGET.A|B`` (A
 [layers, rank, in], B [layers, out, rank]), ``router.keys|owners|probe`` and a JSON half (the
-shape, layers, targets, the training record without its sources). Nothing of it is trusted: each
+shape, layers, targets, the training record: steps, seconds, loss curve and what it was trained
+on, as labels; a path or other free text stays here). Nothing of it is trusted: each
 name, dtype and shape is checked against the hypernetwork this model and the bundle's d2l
 settings make (built on the meta device: no memory, no weights) before a byte of data is read,
 then the values (finite, documents the bundle lists, keys only of documents with an adapter).
@@ -18,9 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from engines.bundle_state import (
     ModelShape,
@@ -31,7 +32,13 @@ from engines.bundle_state import (
     held,
     remap_router,
 )
-from engines.d2l.persistence import CURVE_POINTS, HYPER_KEY, put_saved, shape_json
+from engines.d2l.persistence import (
+    CURVE_POINTS,
+    HYPER_KEY,
+    STORED_SOURCE,
+    put_saved,
+    shape_json,
+)
 from engines.ttt.route_keys import ROUTE_KEYS
 from store.blobs import JSON_KEY
 
@@ -54,16 +61,26 @@ ADAPTER = re.compile(r"^adapter\.(\d{1,12})\.([a-z_]{1,16})\.(A|B)$")
 OPT = re.compile(r"^opt\.(\d{1,6})\.([a-z_]{1,16})$")
 UNKNOWN_DIM = 4096
 """The embedding width a size bound assumes when the bundle does not say (wider than most)."""
+SOURCE_LABEL = r"^[A-Za-z0-9][A-Za-z0-9 ,.:;()'_+-]{0,119}$"
+"""A training source as ``meta_train`` names it ("stored documents", "fictional documents
+(app.bench.fiction)", "bench: natural set seed 7"): no slash, so never a path; one line."""
+MAX_SOURCES = 64
+IMPORTED_SOURCE = "a bundle import"
+OTHER_STORED_SOURCE = "stored documents of the library a bundle came from"
+UNKNOWN_SOURCES = "not known (a bundle made before bundles carried the training sources)"
 
 
 class TrainingRecord(BaseModel):
-    """What the hypernetwork's training record carries (``persistence.record``, no sources)."""
+    """What the hypernetwork's training record carries (``persistence.record``)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: int = Field(ge=1)
     seconds: float = Field(ge=0.0)
     curve: list[tuple[int, float]] = Field(default_factory=list, max_length=2 * CURVE_POINTS)
+    sources: list[Annotated[str, StringConstraints(pattern=SOURCE_LABEL)]] | None = Field(
+        None, max_length=MAX_SOURCES, description="What it was trained on; None: an older bundle.")
+    sources_left_out: int = Field(0, ge=0, le=10**6, description="Sources that were not labels (stayed there).")
 
 
 class StateMeta(BaseModel):
@@ -187,7 +204,8 @@ class D2LBundleState:
                      shape=record["shape"], layers=layers,
                      targets=targets, record={"steps": int(record["steps"]),
                                               "seconds": float(record.get("seconds", 0.0)),
-                                              "curve": record.get("curve", [])})
+                                              "curve": record.get("curve", []),
+                                              **_exported_sources(record.get("sources", []))})
         return state
 
     def learned_here(self, engine: Engine | None, blobs: BlobStore) -> bool:
@@ -319,7 +337,7 @@ class D2LBundleState:
                 out[f"adapter.{mapping[int(match.group(1))]}.{match.group(2)}.{match.group(3)}"] = value
             else:
                 adapters_out.add(int(match.group(1)))
-        moved = Remapped(state=out, adapters_left_out=len(adapters_out))
+        moved = Remapped(state=out, adapters_left_out=len(adapters_out), notes=_sources_notes(state["record"]))
         moved.keys_left_out = remap_router(state, out, mapping)
         out["documents"] = int(state["documents"]) - len(adapters_out)
         return moved
@@ -351,7 +369,8 @@ class D2LBundleState:
             if loaded is not None:
                 loaded.reload_saved()
         try:
-            record = {**state["record"], "sources": ["a bundle import"], "shape": state["shape"]}
+            record = {**{k: v for k, v in state["record"].items() if k != "sources_left_out"},
+                      "sources": imported_sources(state["record"].get("sources")), "shape": state["shape"]}
             put_saved(blobs, {k: v for k, v in state.items() if k.startswith(("hyper.", "opt."))}, record)
             _replace_adapters(store, _stored(state))
             if loaded is not None:
@@ -360,6 +379,31 @@ class D2LBundleState:
             undo()
             raise
         return undo
+
+
+def _exported_sources(sources: list[Any]) -> dict[str, Any]:
+    """The record's sources that are plain labels (at most ``MAX_SOURCES``), and how many are not
+    (a path or other free text: it stays on this machine)."""
+    plain = [s for s in sources if isinstance(s, str) and re.fullmatch(SOURCE_LABEL, s)][:MAX_SOURCES]
+    return {"sources": plain, "sources_left_out": len(sources) - len(plain)}
+
+
+def imported_sources(sources: list[str] | None) -> list[str]:
+    """The bundle's sources as this library reads them: the stored documents were the other
+    library's, and the import comes last (None, an older bundle: not known)."""
+    found = [UNKNOWN_SOURCES] if sources is None else \
+        [OTHER_STORED_SOURCE if s == STORED_SOURCE else s for s in sources]
+    return list(dict.fromkeys([*(s for s in found if s != IMPORTED_SOURCE), IMPORTED_SOURCE]))
+
+
+def _sources_notes(record: dict[str, Any]) -> list[str]:
+    """What the import says about the training record's sources it could not take."""
+    if record.get("sources") is None:
+        return [("this bundle does not say what the d2l hypernetwork was trained on (an older Engram made "
+                 f"it): its training record lists its sources as {UNKNOWN_SOURCES!r}")]
+    left = int(record.get("sources_left_out", 0))
+    return [(f"{left} of the d2l training record's sources stayed on the machine the bundle came from "
+             f"(not plain labels, such as a path, or past the first {MAX_SOURCES})")] if left else []
 
 
 def _count(shape: list[int]) -> int:

@@ -454,7 +454,16 @@ class D2LEngine(Engine):
                 "layers": self._layer_ids, "router_keys": len(self.router),
                 "hypernetwork_steps": int(hyper.get("steps", 0)),
                 "hypernetwork_seconds": float(hyper.get("seconds", 0.0)),
-                "hypernetwork_loss": hyper["curve"][-1][1] if hyper.get("curve") else None}
+                "hypernetwork_loss": hyper["curve"][-1][1] if hyper.get("curve") else None,
+                "hypernetwork_sources": list(hyper.get("sources", []))}
+
+    def training_record(self) -> dict[str, Any]:
+        """The hypernetwork's training record: steps, seconds, loss curve and what it was trained
+        on (the one in memory once the hypernetwork is loaded, else the saved one: no model load)."""
+        if self._hyper is None:
+            return persistence.saved_record(self.blobs)
+        found = self._record
+        return persistence.record({**found, "curve": list(found["curve"]), "sources": list(found.get("sources", []))})
 
     # --- a bundle import ----------------------------------------------------------------------
     @contextmanager
@@ -498,7 +507,7 @@ class D2LEngine(Engine):
                                      details={"skipped": "no stored document with questions to train on"})
         budget.started()
         found = self.meta_train(documents, Budget(seconds=seconds, steps=budget.steps, stop=budget.stop),
-                                "stored documents", progress)
+                                persistence.STORED_SOURCE, progress)
         return ConsolidateReport(engine=self.name, seconds=found["seconds"], changed=found["steps"] > 0,
                                  details={**found, "interrupted": budget.interrupted()})
 

@@ -19,6 +19,8 @@ from store.blobs import BlobStore
 
 HYPER_KEY = "d2l/hypernetwork"
 CURVE_POINTS = 2000  # the loss curve keeps at most this many points (older ones thinned)
+STORED_SOURCE = "stored documents"
+"""The source a sleep (or ``engram d2l train``) records for the person's own documents."""
 
 
 class HypernetworkMismatch(ValueError):
@@ -29,6 +31,11 @@ def record(meta: dict[str, Any] | None) -> dict[str, Any]:
     """The training record (a fresh one when nothing is saved)."""
     base = {"steps": 0, "seconds": 0.0, "curve": [], "sources": []}
     return {**base, **(meta or {})}
+
+
+def saved_record(blobs: BlobStore) -> dict[str, Any]:
+    """The saved training record, read without building the hypernetwork or loading a model."""
+    return record((blobs.get(HYPER_KEY) or {}).get("record"))
 
 
 def save(blobs: BlobStore, hyper: Hypernetwork, optimizer: torch.optim.Optimizer | None,
