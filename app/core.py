@@ -196,7 +196,7 @@ class Engram:
         worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
         from app.jobs.controller_reward import ControllerRewards  # numpy: not on the status path
 
-        worker.register(CONTROLLER, ControllerRewards(self.db, lambda q: [p.text for p in self.search(q)],
+        worker.register(CONTROLLER, ControllerRewards(self.db, lambda q: [p.support for p in self.search(q)],
                                                       self.reward_weights))
         worker.register(REEMBED, ReembedJobs(self.next_vectors, self.queue, self._settings_embedder,
                                              self._live_identity, self._swap_embedding,
@@ -890,9 +890,11 @@ class Engram:
         rows = self.docs.chunks(order)
         missing = [cid for cid in order if cid in rows and cid not in cosine]
         cosine = {**cosine, **{cid: float(v @ vec) for cid, v in self.docs.vectors_by_id(missing).items()}}
+        facts = [cid for cid, row in rows.items() if conversation_of(row.path) is not None]
+        asked = MemoryFactStore(self.db).confirmed_subjects(facts)  # Engram's words: never support
         return [Passage(chunk_id=row.id, document_id=row.document_id, path=row.path, page=row.page,
                         line_start=row.line_start, line_end=row.line_end, text=row.text,
-                        score=cosine.get(row.id, 0.0), exact=row.id in exact)
+                        score=cosine.get(row.id, 0.0), exact=row.id in exact, evidence=asked.get(row.id))
                 for row in (rows[cid] for cid in order if cid in rows)]
 
     def status(self) -> StatusReport:
