@@ -890,11 +890,9 @@ class Engram:
         rows = self.docs.chunks(order)
         missing = [cid for cid in order if cid in rows and cid not in cosine]
         cosine = {**cosine, **{cid: float(v @ vec) for cid, v in self.docs.vectors_by_id(missing).items()}}
-        facts = [cid for cid, row in rows.items() if conversation_of(row.path) is not None]
-        asked = MemoryFactStore(self.db).confirmed_subjects(facts)  # Engram's words: never support
         return [Passage(chunk_id=row.id, document_id=row.document_id, path=row.path, page=row.page,
                         line_start=row.line_start, line_end=row.line_end, text=row.text,
-                        score=cosine.get(row.id, 0.0), exact=row.id in exact, evidence=asked.get(row.id))
+                        score=cosine.get(row.id, 0.0), exact=row.id in exact)
                 for row in (rows[cid] for cid in order if cid in rows)]
 
     def status(self) -> StatusReport:

@@ -93,16 +93,6 @@ class MemoryFactStore:
                                    (chunk_id,)).fetchone()
         return FactRow(**dict(row)) if row else None
 
-    def confirmed_subjects(self, chunk_ids: list[int]) -> dict[int, str]:
-        """Of ``chunk_ids``, the chunks made from an answer Engram gave that the person confirmed
-        (kind ``confirmed``), each with its question: the only words in it the person wrote."""
-        if not chunk_ids:
-            return {}
-        marks = ",".join("?" * len(chunk_ids))
-        rows = self.db.query(f"SELECT chunk_id, subject FROM memory_facts WHERE kind = 'confirmed' "
-                             f"AND chunk_id IN ({marks})", tuple(chunk_ids))
-        return {int(r[0]): str(r[1] or "") for r in rows}
-
     def vectors(self) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
         """Each fact's embedding and its subject's (None: the fact is its own subject) by fact id."""
         import numpy as np

@@ -243,8 +243,8 @@ def test_an_answer_drawn_from_a_recalled_exchange_cites_its_conversation_and_the
 
 def test_engrams_own_earlier_answer_supports_nothing_the_critic_checks(embedder) -> None:
     """A recalled answer records what Engram said, not that it is true: a door code it invented
-    then is flagged when repeated; the locker number the person gave stays supported. The same
-    holds for an answer consolidated because the person gave it a thumbs up."""
+    then is flagged when repeated; the locker number the person gave stays supported. An
+    answer the person confirmed (thumbs up) vouches for itself: consolidated, it counts in full."""
     engram = open_engram(embedder, critic="rules", critic_regenerate="off")  # flags shown, not revised
     model = SaysOnly("Your locker is 4471. The door code is 5510.")
     engram.runtime.adopt(model)
@@ -255,14 +255,14 @@ def test_engrams_own_earlier_answer_supports_nothing_the_critic_checks(embedder)
         assert done.citations[0].path == conversation_path(told)
         verdicts = [(v["sentence"], v["supported"]) for v in done.meta["critic"]["sentences"]]
         assert verdicts == [("Your locker is 4471.", True), ("The door code is 5510.", False)]
-        # Consolidated: a statement is all the person's; a confirmed answer only in its question.
+        # Consolidated: a statement, and an answer the person confirmed, count in full.
         _, answer = said(engram, "Which gate does the Oskel ferry use?", "The Oskel ferry uses gate 7.")
         engram.chat.feedback(answer, "up")
         engram.sleep(1)
         facts = {p.text: p for p in engram.search("locker Oskel ferry gate", 5) if p.path.startswith("conversation:")}
         assert facts["My locker is 4471."].support == "My locker is 4471."
         confirmed = facts["Which gate does the Oskel ferry use? The Oskel ferry uses gate 7."]
-        assert confirmed.support == "Which gate does the Oskel ferry use?"
+        assert confirmed.support == confirmed.text
     finally:
         engram.close()
 
