@@ -196,7 +196,7 @@ class Engram:
         worker.register(FEEDBACK, FeedbackJobs(self.db, self.engine))
         from app.jobs.controller_reward import ControllerRewards  # numpy: not on the status path
 
-        worker.register(CONTROLLER, ControllerRewards(self.db, lambda q: [p.text for p in self.search(q)],
+        worker.register(CONTROLLER, ControllerRewards(self.db, lambda q: [p.support for p in self.search(q)],
                                                       self.reward_weights))
         worker.register(REEMBED, ReembedJobs(self.next_vectors, self.queue, self._settings_embedder,
                                              self._live_identity, self._swap_embedding,

@@ -54,6 +54,16 @@ class Passage(SourceLocation):
     text: str
     exact: bool = Field(False, description="The chunk holds an identifier, code or quoted phrase "
                         "of the query exactly (such chunks rank first).")
+    evidence: str | None = Field(None, description="What the critic may count as support, where "
+                                 "that is less than the text (None: all of it): of an earlier exchange, "
+                                 "the person's turns only; of an answer the person confirmed, its "
+                                 "question. Engram's own answers record what it said, not that it "
+                                 "is true.")
+
+    @property
+    def support(self) -> str:
+        """The text the critic checks an answer against."""
+        return self.text if self.evidence is None else self.evidence
 
 
 Retrieve = Callable[[str, int], list[Passage]]

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from app.chat.service import Delta, Done, Sources, best_quote, citations_for
 from app.cli import cli
-from app.chat.prompt import build_prompt, cut_to_tokens
+from app.chat.prompt import build_prompt, cut_to_tokens, shown_evidence
 from engines.base import Passage
 from engines.generation import ChatMessage
 from tests.helpers import open_engram
@@ -231,3 +231,33 @@ def test_a_recalled_exchange_is_a_numbered_source_headed_as_an_earlier_conversat
     short = build_prompt(back, sources_in_order(back, [ferry], [locker]), [], [], words,
                          context_window=190, answer_tokens=50, context_share=1.0)
     assert [p.path for p in short.passages] == ["conversation:7"] and short.dropped_passages == 1
+
+
+def test_the_critic_counts_only_what_the_person_said_in_a_recalled_stretch() -> None:
+    """A compressed stretch brings all its turns; Engram's earlier answer in it records what it
+    said, not that it is true, so a code it invented then supports nothing now."""
+    from app.chat.critic import critique
+    from app.memory.episodic import RecalledExchange
+
+    said = [("user", "My locker is 4471."), ("assistant", "Noted. The door code is 5510."),
+            ("user", "My bike lock is 9921, and the shed key hangs by the back door."),
+            ("assistant", "Noted, your bike lock is 9921.")]
+    stretch = RecalledExchange(
+        conversation_id=7, title="Codes", question_id=None, answer_id=None, question="", answer="",
+        created_at="2026-11-30T09:15:00.000", similarity=0.8, recency=0.9, score=0.72, stretch_id=3,
+        turns=[ChatMessage(role=r, content=c) for r, c in said], turn_start=1, turn_end=4).passage()
+    assert "Engram: Noted. The door code is 5510." in stretch.text  # the prompt keeps every turn
+    question = "What did I tell you about my locker and the door?"
+    report = critique("Your locker is 4471. The door code is 5510.", [stretch.support], question)
+    assert [v.supported for v in report.sentences] == [True, False]
+    assert "5510" in report.flagged[0].reason
+    # Cut by a short budget: the critic gets the person's turns as far as the prompt shows them.
+    plan = build_prompt(question, [stretch], [], [], words, context_window=181, answer_tokens=50,
+                        context_share=1.0)
+    shown = plan.passages[0]
+    assert shown.text.endswith("Engram: Noted. The door code is 5510.\n\nUser: My bike lock is 9921, "
+                               "and the shed key hangs by the back …")
+    assert shown.support == ("User: My locker is 4471.\n\nUser: My bike lock is 9921, and the shed key "
+                             "hangs by the back")
+    assert shown_evidence(stretch.evidence, "User: My locker is 4471.\n\nEngram: Noted. The door …") == (
+        "User: My locker is 4471.")

@@ -241,6 +241,32 @@ def test_an_answer_drawn_from_a_recalled_exchange_cites_its_conversation_and_the
         engram.close()
 
 
+def test_engrams_own_earlier_answer_supports_nothing_the_critic_checks(embedder) -> None:
+    """A recalled answer records what Engram said, not that it is true: a door code it invented
+    then is flagged when repeated; the locker number the person gave stays supported. An
+    answer the person confirmed (thumbs up) vouches for itself: consolidated, it counts in full."""
+    engram = open_engram(embedder, critic="rules", critic_regenerate="off")  # flags shown, not revised
+    model = SaysOnly("Your locker is 4471. The door code is 5510.")
+    engram.runtime.adopt(model)
+    try:
+        told, _ = said(engram, "My locker is 4471. What is the door code?", "The door code is 5510.")
+        done = engram.chat.answer("What did I tell you about my locker and the door code?").message
+        assert "Engram: The door code is 5510." in model.requests[0].messages[0].content  # the prompt keeps it
+        assert done.citations[0].path == conversation_path(told)
+        verdicts = [(v["sentence"], v["supported"]) for v in done.meta["critic"]["sentences"]]
+        assert verdicts == [("Your locker is 4471.", True), ("The door code is 5510.", False)]
+        # Consolidated: a statement, and an answer the person confirmed, count in full.
+        _, answer = said(engram, "Which gate does the Oskel ferry use?", "The Oskel ferry uses gate 7.")
+        engram.chat.feedback(answer, "up")
+        engram.sleep(1)
+        facts = {p.text: p for p in engram.search("locker Oskel ferry gate", 5) if p.path.startswith("conversation:")}
+        assert facts["My locker is 4471."].support == "My locker is 4471."
+        confirmed = facts["Which gate does the Oskel ferry use? The Oskel ferry uses gate 7."]
+        assert confirmed.support == confirmed.text
+    finally:
+        engram.close()
+
+
 @pytest.mark.slow
 def test_a_fact_stated_in_chat_answers_a_new_conversation_with_the_conversation_cited(embedder, llama) -> None:
     engram = open_engram(embedder, answer_max_tokens=16, temperature=0)

@@ -71,6 +71,22 @@ def cut_to_tokens(text: str, budget: int, count_tokens) -> str:
     return prefix.rsplit(" ", 1)[0].rstrip() + " …"
 
 
+def shown_evidence(evidence: str | None, shown: str) -> str | None:
+    """The part of a passage's ``evidence`` (some of its text's paragraphs) that ``shown``, the
+    passage cut to its budget, still holds: the paragraphs it holds whole and the start of the one
+    it ends in. The critic must not count what the model was never shown."""
+    if evidence is None:
+        return None
+    tail = shown.removesuffix(" …").rsplit("\n\n", 1)[-1]
+    kept = []
+    for paragraph in (as_data(p) for p in evidence.split("\n\n")):
+        if paragraph in shown:
+            kept.append(paragraph)
+        elif tail and paragraph.startswith(tail):
+            kept.append(tail)
+    return "\n\n".join(kept)
+
+
 def build_prompt(
     question: str,
     passages: list[Passage],
@@ -108,7 +124,8 @@ def build_prompt(
         text = cut_to_tokens(safe, room, count_tokens)
         block = f"{as_data(header)}\n{text}"
         budget -= count_tokens(block) + 2
-        kept.append(passage if text == safe else passage.model_copy(update={"text": text}))
+        kept.append(passage if text == safe else passage.model_copy(
+            update={"text": text, "evidence": shown_evidence(passage.evidence, text)}))
         blocks.append(block)
     system = head + ("\n\nSources:\n" + "\n\n".join(blocks) if blocks else "")
     used = count_tokens(system) + count_tokens(question) + 2 * MESSAGE_OVERHEAD_TOKENS

@@ -322,7 +322,8 @@ class ChatService:
                 else:
                     meta["stopped"] = True
                 if finished and failure is None and answer and decision.critic:
-                    answer, checked = self.check(answer, [p.text for p in plan.passages], question, runtime, request)
+                    answer, checked = self.check(answer, [p.text for p in plan.passages], question, runtime,
+                                                 request, [p.support for p in plan.passages])
                     meta.update(checked, seconds=round(time.perf_counter() - started, 3))
                 cites = citations_for(plan.passages, answer, question)
                 stored = self.conversations.add_answer(conversation_id, answer, cites, meta)
@@ -380,15 +381,18 @@ class ChatService:
         return critique(answer, passages, question, mode, judge)
 
     def check(self, answer: str, passages: list[str], question: str, runtime: Runtime,
-              request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+              request: GenerationRequest, evidence: list[str] | None = None) -> tuple[str, dict[str, Any]]:
         """(the answer delivered, the critic's part of its meta). With ``critic_regenerate`` on,
         an answer the critic flagged loses its unsupported sentences or is regenerated once from
         the supported content (``app.chat.revision``); ``meta["revision"]`` says what changed. A
-        regeneration that fails delivers the draft, flagged, and says why."""
+        regeneration that fails delivers the draft, flagged, and says why. ``passages``: the
+        sources as the prompt held them; ``evidence``: what of each the critic counts as support
+        (``Passage.support``; default: all of it)."""
         from app.chat.critic import CriticReport
         from app.chat.revision import revise
 
-        checked = self.criticise(answer, passages, question)
+        evidence = passages if evidence is None else evidence
+        checked = self.criticise(answer, evidence, question)
         mode = self.settings.critic_regenerate
         if mode == "off" or not checked.get("unsupported"):
             return answer, checked
@@ -400,7 +404,7 @@ class ChatService:
         try:
             final, report, revision = revise(answer, CriticReport.model_validate(checked["critic"]), question,
                                              passages, mode, generate,
-                                             lambda text: self.critic_report(text, passages, question))
+                                             lambda text: self.critic_report(text, evidence, question))
         except Exception as exc:  # noqa: BLE001 - the draft, flagged, beats no answer
             log.warning("revising the answer failed: %s", exc)
             checked["critic"]["note"] = f"revising the answer failed: {exc}"

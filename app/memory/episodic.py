@@ -9,10 +9,13 @@ returns whole exchanges (the question and Engram's answer). The chat puts each i
 numbered source (``RecalledExchange.passage``), cited as its conversation the way consolidated
 facts are (path ``conversation:ID``, its turns as lines), so the critic checks an answer drawn
 from it and the person sees where it came from; only the current conversation is chat history.
+The critic counts only the person's turns of it as support, never Engram's answers.
 
 Once sleep has compressed old stretches (``memory.compress``, ``app/memory/compression.py``),
 recall searches each stretch's one vector beside the turns not compressed, with the same
-weighting (the stretch's age is its last turn's); a recalled stretch brings all its turns.
+weighting (the stretch's age is its last turn's); a recalled stretch brings all its turns, and
+the critic again counts the person's turns among them only. Its summary (``memory.compress =
+summary``) only finds the stretch: written by the chat model, it is neither a source nor support.
 """
 
 from __future__ import annotations
@@ -69,17 +72,23 @@ class RecalledExchange(BaseModel):
         turns = [ChatMessage(role="user", content=self.question)] if self.question else []
         return turns + ([ChatMessage(role="assistant", content=self.answer)] if self.answer else [])
 
-    def text(self) -> str:
-        """The exchange as a source's text: one paragraph a turn, each saying who said it."""
-        return "\n\n".join(f"{SPEAKERS[m.role]}: {m.content.strip()}" for m in self.messages())
+    def text(self, roles: tuple[str, ...] = ("user", "assistant")) -> str:
+        """The exchange as a source's text: one paragraph a turn, each saying who said it;
+        ``roles``: whose turns (the others are left out)."""
+        return "\n\n".join(f"{SPEAKERS[m.role]}: {m.content.strip()}" for m in self.messages()
+                           if m.role in roles)
 
     def passage(self) -> Passage:
         """The exchange as a source of the answer, in the shape a consolidated fact is cited in
         (path ``conversation:ID``, its turns as lines) plus the conversation's title and when it
-        was said. ``chunk_id`` and ``document_id`` are 0: it is no stored chunk."""
+        was said. ``chunk_id`` and ``document_id`` are 0: it is no stored chunk. The prompt gets
+        every turn (a follow-up needs the answer it follows); the critic only the person's
+        (``evidence``): Engram's earlier answer shows what it said, not that it was true, so a
+        detail it invented then must not support the same detail now."""
         return Passage(chunk_id=0, document_id=0, path=conversation_path(self.conversation_id),
                        line_start=self.turn_start, line_end=self.turn_end, score=self.similarity,
-                       text=self.text(), title=self.title, said_at=self.created_at)
+                       text=self.text(), evidence=self.text(("user",)), title=self.title,
+                       said_at=self.created_at)
 
 
 def recency_weight(created_at: str, now: datetime, half_life_days: float) -> float:

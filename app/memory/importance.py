@@ -5,7 +5,8 @@ The score is a few plain rules, so that every consolidated fact can say why it w
 - a correction typed on an answer (feedback): 1.0;
 - a turn that corrects itself in words ("actually ...", "no, it is ...", "correction: ..."): 0.9;
 - an answer the person confirmed (thumbs up), from no document: 0.6 (an assistant's words are
-  never a fact otherwise);
+  never a fact otherwise: the thumbs up is the person vouching for it, so the critic counts it in
+  full, unlike a recalled answer nobody confirmed);
 - a statement: 0.3, plus 0.3 when it holds a number, plus 0.2 when it holds a name;
 - a question, a request ("tell me ...", "can you ..."), small talk, or fewer than three words: 0,
   not a fact.
