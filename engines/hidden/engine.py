@@ -44,7 +44,7 @@ from engines.base import (
 )
 from engines.hidden.config import HiddenConfig
 from engines.hidden.fingerprint import WeightFingerprint
-from engines.rag.engine import question_passages
+from engines.passages import question_passages
 from models.hidden_reward import reward_vector, select, top_rewards
 from store.chunk_states import ChunkStateStore
 

@@ -23,9 +23,9 @@ from engines.base import (
     Passage,
     Progress,
     Query,
-    Retrieve,
     no_progress,
 )
+from engines.passages import question_passages
 from engines.rag.config import RagConfig
 
 
@@ -58,36 +58,3 @@ class RagEngine(Engine):
     def stats(self) -> dict[str, object]:
         return {"k": self.config.k, "min_similarity": self.config.min_similarity,
                 "logit_bias": self.config.logit_bias}
-
-
-def question_passages(query: Query, retrieve: Retrieve, k: int, min_similarity: float) -> list[Passage]:
-    """Up to ``k`` passages for ``query`` at or above ``min_similarity`` (or holding its exact
-    terms), best first; a follow-up's previous question is searched with it. The searches go
-    through ``query.search``: another engine choosing passages the same way (the hidden-state
-    tier) searches nothing again and, with the same ``k`` and cut, gets the same passages."""
-    wanted = k * 2
-    ranked = query.search(retrieve, query.text, wanted)
-    previous = _previous_question(query)
-    if previous:
-        ranked = _merge_rankings(ranked, query.search(retrieve, f"{previous}\n{query.text}", wanted))
-    kept = [p for p in ranked if p.exact or p.score >= min_similarity]
-    return kept[:k]
-
-
-def _previous_question(query: Query) -> str | None:
-    for message in reversed(query.history):
-        if message.role == "user":
-            return message.content
-    return None
-
-
-def _merge_rankings(first: list[Passage], second: list[Passage]) -> list[Passage]:
-    """Each chunk once at its better place: exact matches first, then by position, the
-    question's own search first at equal positions."""
-    best: dict[int, tuple[tuple[bool, int, int], Passage]] = {}
-    for search, ranking in enumerate((first, second)):
-        for position, p in enumerate(ranking):
-            key = (not p.exact, position, search)
-            if p.chunk_id not in best or key < best[p.chunk_id][0]:
-                best[p.chunk_id] = (key, p)
-    return [p for _, p in sorted(best.values(), key=lambda item: item[0])]
