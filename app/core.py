@@ -34,7 +34,8 @@ from app.services.source_view import SourceView, exchange_view, source_view
 from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
 from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
-from engines.rag.hybrid import exact_counts, hybrid_order, is_keyword_query, read_query, term_words
+from engines.rag.hybrid import (exact_counts, hybrid_order, is_keyword_query, read_query, rerank_by_windows,
+                                sentence_windows, term_words)
 from engines.registry import build_engine, engine_class, registered
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
@@ -875,8 +876,12 @@ class Engram:
         dense, cosine = self._dense_ranking(index, vec, depth) if rag.mode != "bm25" else ([], {})
         bm25 = [cid for cid, _ in self.fulltext.search(terms.groups, depth)] if rag.mode != "dense" else []
         exact = self._exact_hits(terms.exact, depth) if rag.mode == "hybrid" else {}
-        bm25_weight = rag.keyword_bm25_weight if is_keyword_query(query) else rag.bm25_weight
+        keywords = is_keyword_query(query)
+        bm25_weight = rag.keyword_bm25_weight if keywords else rag.bm25_weight
         order = hybrid_order(dense, bm25, exact, rag.dense_weight, bm25_weight, rag.rrf_k)
+        if rag.mode == "hybrid" and rag.sentence_rerank and not keywords:  # typed words: BM25's order
+            best = self._best_windows(order[:rag.sentence_rerank], embedder, vec)
+            order = rerank_by_windows(order, best, exact, rag.rrf_k)
         return self._passages(order[: k * 2 + 8], vec, cosine, set(exact))[:k]
 
     def _dense_ranking(self, index: VectorIndex, vec: np.ndarray,
@@ -885,6 +890,26 @@ class Engram:
         scores, ids = index.search(vec, min(len(index), depth))
         found = [(int(cid), float(score)) for score, cid in zip(scores[0], ids[0]) if cid >= 0]
         return [cid for cid, _ in found], dict(found)
+
+    def _best_windows(self, ids: list[int], embedder: Embedder | QueryEmbedder,
+                      vec: np.ndarray) -> dict[int, float]:
+        """Each chunk's highest cosine similarity between the query and a window of two consecutive
+        sentences of its text (``rag.sentence_rerank``), the windows embedded now."""
+        from app.ingest.chunking import split_units
+
+        texts = self.docs.chunk_texts_by_id(ids)
+        owners: list[int] = []
+        windows: list[str] = []
+        for cid in ids:
+            text = texts.get(cid, "")
+            found = sentence_windows([text[a:b] for a, b in split_units(text)]) or [text]
+            owners += [cid] * len(found)
+            windows += found
+        sims = (embedder.embed(windows) @ vec).tolist() if windows else []
+        best: dict[int, float] = {}
+        for cid, sim in zip(owners, sims):
+            best[cid] = max(best.get(cid, -1.0), sim)
+        return best
 
     def _exact_hits(self, terms: list[str], limit: int) -> dict[int, int]:
         """Chunks holding identifiers, codes or quoted phrases of the query exactly, and how many."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engines.base import Query
+from engines.rag.hybrid import rerank_by_windows, sentence_windows
 from store.fulltext import TABLE
 from tests.helpers import open_engram
 
@@ -202,3 +203,60 @@ def test_a_keyword_query_weighs_bm25_by_its_own_setting(engram, tmp_path):
     assert [p.chunk_id for p in engram.search(keywords, k=4)] == fused(keywords, 5.0)
     assert [p.chunk_id for p in engram.search(sentence, k=4)] == fused(sentence, 0.0)
     assert fused(keywords, 5.0) != fused(keywords, 0.0)  # the weight changes this ranking
+
+
+def test_sentence_windows_are_runs_of_two():
+    assert sentence_windows(["A one.", "B two.", "C three."]) == ["A one. B two.", "B two. C three."]
+    assert sentence_windows(["Alone."]) == ["Alone."]
+    assert sentence_windows([]) == []
+
+
+def test_windows_rerank_only_the_top_and_exact_hits_stay_first():
+    # chunk 12's best window matches the question: it passes 11 (RRF of hybrid place and window place)
+    best = {10: 0.5, 11: 0.1, 12: 0.9, 13: 0.0}
+    assert rerank_by_windows([10, 11, 12, 13, 14], best, {}, 60) == [10, 12, 11, 13, 14]
+    assert rerank_by_windows([10, 11, 12, 13, 14], best, {13: 1}, 60) == [13, 10, 12, 11, 14]
+    assert rerank_by_windows([10, 11, 12], {}, {}, 60) == [10, 11, 12]
+
+
+PORT = {
+    "harbour.md": "The harbour office opens at seven and closes at noon on Sundays. Ferries to the island leave "
+                  "every hour from the north pier. Fishing boats unload their catch at the east quay before "
+                  "dawn. The harbour master keeps the tide tables on the notice board. Visitors who lose a bag "
+                  "should ask at the lost property desk beside the ticket hall. Gulls nest on the roof of the "
+                  "old customs house.",
+    "bags.md": "Bags, suitcases and rucksacks come in many sizes. A good travel bag has strong zips, padded "
+               "straps and a waterproof lining. Airlines limit the size and weight of cabin bags. Label every "
+               "bag with your name and phone number.",
+    "station.md": "The railway station has four platforms and a cafe. Trains to the city run every twenty "
+                  "minutes. Tickets can be bought from machines or at the counter.",
+    "luggage.md": "Luggage allowances differ between carriers. Heavy suitcases cost extra on most flights. Pack "
+                  "liquids in clear plastic pouches.",
+    "rental.md": "The rental on the lake hires out rowing boats and canoes by the hour. Each boat seats four "
+                 "people and has a pair of oars. The lake is shallow near the reeds. Swans and ducks gather near "
+                 "the jetty in the evening. The car park closes at dusk.",
+    "garden.md": "The walled garden grows apples, pears and plums. Its gardeners will help you if you lost your "
+                 "bag there. The glasshouse holds orchids and cacti. Benches line the gravel paths.",
+    "island.md": "The island has two beaches, a lighthouse and a small museum about shipwrecks. Bicycles can be "
+                 "hired near the ferry landing.",
+}
+
+
+@pytest.mark.parametrize("question", ["I mislaid my handbag at the port, where should I enquire?",
+                                      "Which desk deals with belongings people forget at the waterfront?"])
+def test_sentence_rerank_lifts_the_chunk_one_sentence_of_which_answers(engram, tmp_path, question):
+    """garden.md's chunk is mostly fruit and orchids: its vector dilutes its one sentence about lost
+    bags, and its best pair of sentences lifts it (rag.sentence_rerank)."""
+    ingest_files(engram, tmp_path / "port", PORT)
+
+    def order(rerank: int) -> list[str]:
+        engram.settings.rag.sentence_rerank = rerank
+        return [Path(p.path).name for p in engram.search(question, k=len(PORT))]
+
+    before, after = order(0), order(15)
+    assert sorted(before) == sorted(after) == sorted(PORT)  # the same chunks, re-ordered
+    assert after.index("garden.md") < before.index("garden.md")
+    assert before[0] == after[0] == "harbour.md"
+    engram.settings.rag.mode = "dense"  # re-ranks hybrid search only
+    assert order(15) == order(0)
+

@@ -116,3 +116,23 @@ def hybrid_order(dense: Sequence[int], bm25: Sequence[int], exact: dict[int, int
     for rank, cid in enumerate([*dense, *bm25, *exact]):
         first_seen.setdefault(cid, rank)
     return sorted(fused, key=lambda cid: (-exact.get(cid, 0), -fused[cid], first_seen[cid]))
+
+
+def sentence_windows(sentences: Sequence[str], width: int = 2) -> list[str]:
+    """Runs of ``width`` consecutive sentences (fewer sentences: one run of them all). A question
+    put in other words often matches one or two sentences of a chunk, and the chunk's single
+    vector averages them with the rest; a window's vector does not."""
+    if len(sentences) <= width:
+        return [" ".join(sentences)] if sentences else []
+    return [" ".join(sentences[i:i + width]) for i in range(len(sentences) - width + 1)]
+
+
+def rerank_by_windows(order: Sequence[int], best: dict[int, float], exact: dict[int, int], k: int) -> list[int]:
+    """The first ``len(best)`` ids of ``order`` re-ranked by reciprocal rank fusion of their place
+    in ``order`` and their place by ``best`` (each chunk's most similar window); ids holding more
+    exact terms still go first, and the ids past them keep their places."""
+    top = list(order[:len(best)])
+    by_window = sorted(top, key=lambda cid: -best[cid])
+    fused = reciprocal_rank_fusion([(top, 1.0), (by_window, 1.0)], k)
+    place = {cid: rank for rank, cid in enumerate(top)}
+    return sorted(top, key=lambda cid: (-exact.get(cid, 0), -fused[cid], place[cid])) + list(order[len(best):])
