@@ -208,6 +208,8 @@ def recalled(conversation_id: int, text: str) -> Passage:
 
 
 def test_a_recalled_exchange_is_a_numbered_source_headed_as_an_earlier_conversation() -> None:
+    """Headed plainly and told in the instructions' words: the embedded model copies the shape
+    of what it reads (a quoted title and "User:" lines came back as junk answers)."""
     from app.chat.service import sources_in_order
 
     locker = recalled(7, "My locker code is 4471. | Noted: 4471.")
@@ -218,14 +220,15 @@ def test_a_recalled_exchange_is_a_numbered_source_headed_as_an_earlier_conversat
     plan = build_prompt(back, sources_in_order(back, [ferry], [locker]), [], [], words,
                         context_window=400, answer_tokens=50, context_share=1.0)
     system = plan.messages[0].content
-    assert ("[1] earlier conversation “My locker code is 4471.” of 2026-11-30, turns 3-4:\n"
-            "User: My locker code is 4471.\n\nEngram: Noted: 4471.") in system
-    assert "[2] doc1.txt" in system and "past chats" in system
+    assert ("[1] From your earlier conversation of 2026-11-30:\n"
+            "The user said: My locker code is 4471.\n\nYou answered: Noted: 4471.") in system
+    assert "[2] doc1.txt, lines 1-2:\nThe ferry leaves at 06:40." in system  # a document as before
+    assert "past chats" in system
     assert [m.role for m in plan.messages] == ["system", "user"]  # not chat history
     cites = citations_for(plan.passages, "Your locker code is 4471.", back)
     assert cites[0].path == "conversation:7" and cites[0].title == "My locker code is 4471." and cites[0].cited
     assert cites[0].label == "conversation:7 “My locker code is 4471.” of 2026-11-30"
-    assert cites[0].position == "turns 3-4" and cites[0].quote == "User: My locker code is 4471."
+    assert cites[0].position == "turns 3-4" and cites[0].quote == "The user said: My locker code is 4471."
     assert not cites[1].cited
     # The budget drops the last source: the document, for a question that refers back.
     short = build_prompt(back, sources_in_order(back, [ferry], [locker]), [], [], words,
@@ -240,24 +243,24 @@ def test_the_critic_counts_only_what_the_person_said_in_a_recalled_stretch() -> 
     from app.memory.episodic import RecalledExchange
 
     said = [("user", "My locker is 4471."), ("assistant", "Noted. The door code is 5510."),
-            ("user", "My bike lock is 9921, and the shed key hangs by the back door."),
-            ("assistant", "Noted, your bike lock is 9921.")]
+            ("user", "My bike lock is 9921, and the shed key hangs by the back door, on the hook behind the "
+                     "blue watering can."), ("assistant", "Noted, your bike lock is 9921.")]
     stretch = RecalledExchange(
         conversation_id=7, title="Codes", question_id=None, answer_id=None, question="", answer="",
         created_at="2026-11-30T09:15:00.000", similarity=0.8, recency=0.9, score=0.72, stretch_id=3,
         turns=[ChatMessage(role=r, content=c) for r, c in said], turn_start=1, turn_end=4).passage()
-    assert "Engram: Noted. The door code is 5510." in stretch.text  # the prompt keeps every turn
+    assert "You answered: Noted. The door code is 5510." in stretch.text  # the prompt keeps every turn
     question = "What did I tell you about my locker and the door?"
     report = critique("Your locker is 4471. The door code is 5510.", [stretch.support], question)
     assert [v.supported for v in report.sentences] == [True, False]
     assert "5510" in report.flagged[0].reason
     # Cut by a short budget: the critic gets the person's turns as far as the prompt shows them.
-    plan = build_prompt(question, [stretch], [], [], words, context_window=181, answer_tokens=50,
+    plan = build_prompt(question, [stretch], [], [], words, context_window=186, answer_tokens=50,
                         context_share=1.0)
     shown = plan.passages[0]
-    assert shown.text.endswith("Engram: Noted. The door code is 5510.\n\nUser: My bike lock is 9921, "
-                               "and the shed key hangs by the back …")
-    assert shown.support == ("User: My locker is 4471.\n\nUser: My bike lock is 9921, and the shed key "
-                             "hangs by the back")
-    assert shown_evidence(stretch.evidence, "User: My locker is 4471.\n\nEngram: Noted. The door …") == (
-        "User: My locker is 4471.")
+    assert shown.text.endswith("You answered: Noted. The door code is 5510.\n\nThe user said: My bike lock "
+                               "is 9921, and the shed key hangs by the back door, …")
+    assert shown.support == ("The user said: My locker is 4471.\n\nThe user said: My bike lock is 9921, "
+                             "and the shed key hangs by the back door,")
+    assert shown_evidence(stretch.evidence, "The user said: My locker is 4471.\n\nYou answered: Noted. The "
+                          "door …") == "The user said: My locker is 4471."

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from app.bench.episodic import run_episodic_bench
+from app.bench.episodic import questions_asked, run_answer_bench, run_episodic_bench
+from app.bench.episodic_set import generate
+from app.bench.scoring import contains
 from app.memory.compression import ENCODER_KEY, load_encoder
 from app.memory.compressors import TrainingStretch, Turn, summary_request, train_encoder
 from models.selective_ssm import SelectiveStateEncoder, info_nce
 from store.blobs import BlobStore
 from store.episode_stretches import StretchStore
+from app.settings import load_settings
 from tests.helpers import open_engram
 
 PARROT = "My sister Ilvane Dorrity has a parrot called Quillon."
@@ -154,3 +157,20 @@ def test_the_episodic_bench_runs_at_its_smallest_size(embedder) -> None:
     assert report.held_out_stretches == 4 and report.held_out_questions > 0 and data["summary"] is None
     assert report.ssm.bytes_per_stretch == 384 * 4 < report.raw.bytes_per_stretch
     assert report.ssm_training["steps"] == 20 and report.best in ("raw", "ssm")
+
+
+def test_the_episodic_bench_scores_answers_asked_through_the_chat(embedder) -> None:
+    """The held-out conversations stored as past chats, their questions asked through the real
+    chat (embedded SmolLM2, greedy): each answer scored by the benches' rule, and no question
+    recalls an earlier question's bench conversation (each is deleted once scored)."""
+    held = generate("tiny", 0).held_out
+    settings = load_settings().settings.model_copy(update={"cpu_threads": 1})
+    score = run_answer_bench(settings, held, 4, embedder=embedder, echo=lambda _line: None)
+    assert score.questions == len(score.asked) == 4
+    assert {c for c, _ in questions_asked(held, len(held))} == set(range(len(held)))
+    for asked in score.asked:
+        assert asked.answer.strip() and asked.contains == contains(asked.answer, asked.expected)
+        assert asked.recalled and all(0 <= r < len(held) for r in asked.recalled)
+    assert score.recalled_right == 1.0  # two conversations only: the right one is always among those recalled
+    assert 0.0 < score.contains == sum(a.contains for a in score.asked) / 4
+    assert score.cited_right == sum(a.cited_right for a in score.asked) / 4

@@ -218,7 +218,7 @@ def test_an_answer_drawn_from_a_recalled_exchange_cites_its_conversation_and_the
         done = engram.chat.answer("What did I tell you about my locker?").message
         sent = model.requests[0].messages
         assert [m.role for m in sent] == ["system", "user"]  # the earlier exchange is no chat turn
-        assert "[1] earlier conversation “My locker code is 4471.” of " in sent[0].content
+        assert "[1] From your earlier conversation of " in sent[0].content
         first = done.citations[0]
         assert first.path == conversation_path(told) and first.title == "My locker code is 4471." and first.cited
         assert first.position == "turns 1-2" and "4471" in first.quote and first.said_at
@@ -251,7 +251,7 @@ def test_engrams_own_earlier_answer_supports_nothing_the_critic_checks(embedder)
     try:
         told, _ = said(engram, "My locker is 4471. What is the door code?", "The door code is 5510.")
         done = engram.chat.answer("What did I tell you about my locker and the door code?").message
-        assert "Engram: The door code is 5510." in model.requests[0].messages[0].content  # the prompt keeps it
+        assert "You answered: The door code is 5510." in model.requests[0].messages[0].content  # the prompt keeps it
         assert done.citations[0].path == conversation_path(told)
         verdicts = [(v["sentence"], v["supported"]) for v in done.meta["critic"]["sentences"]]
         assert verdicts == [("Your locker is 4471.", True), ("The door code is 5510.", False)]

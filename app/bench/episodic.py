@@ -10,18 +10,28 @@ ranked against every held-out stretch by cosine similarity to:
   reference, ``ssm_untrained`` (the encoder at initialisation: about the turns' mean).
 Recall@1 and @3 of the stretch that stated the fact; bytes kept per stretch; seconds to
 compress one. Recency is left out: every stretch has the same age here.
+
+Retrieval is not what a person reads, so ``answers`` (``--answers N``) also stores the held-out
+conversations as past chats of a real Engram (temporary data folder, the configured chat model,
+greedy, episodic recall on, compression off) and asks N of their questions as ``engram ask``
+does, each in a conversation of its own (deleted after, so a later question never recalls an
+earlier bench answer): the share of answers containing the fact (``scoring.contains``, every
+bench's rule), citing the conversation that stated it, and whose recall brought it.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from app.bench.episodic_set import Conversation, generate
+from app.bench.episodic_set import Conversation, Question, generate
+from app.bench.scoring import contains
 from app.memory.compression import cut_stretches
 from app.memory.compressors import (
     Embed,
@@ -32,8 +42,9 @@ from app.memory.compressors import (
     Turn,
     train_encoder,
 )
-from app.settings import Settings
+from app.settings import LoadedSettings, Settings
 from store.episode_stretches import OldTurn
+from store.memory_facts import conversation_path
 
 Echo = Callable[[str], None]
 FLOAT_BYTES = 4
@@ -55,6 +66,27 @@ class BenchStretch(BaseModel, arbitrary_types_allowed=True):
     vectors: np.ndarray
 
 
+class AskedBack(BaseModel):
+    """One held-out question asked through the chat, and what its answer did."""
+
+    question: str
+    expected: str
+    answer: str
+    contains: bool
+    cited_right: bool = Field(description="A citation the answer uses names the conversation that stated the fact.")
+    recalled_right: bool = Field(description="The recall put that conversation in the prompt.")
+    recalled: list[int] = Field(description="The stored conversations recalled (bench ids, from 0).")
+
+
+class AnswerScore(BaseModel):
+    questions: int
+    contains: float
+    cited_right: float
+    recalled_right: float
+    seconds_per_answer: float
+    asked: list[AskedBack]
+
+
 class EpisodicBenchReport(BaseModel):
     size: str
     seed: int
@@ -69,6 +101,7 @@ class EpisodicBenchReport(BaseModel):
     ssm_training: dict[str, float | int | None]
     best: str
     summaries: list[str] = []
+    answers: AnswerScore | None = None
     embed_seconds: float
     load_average: float
 
@@ -202,10 +235,79 @@ def run_episodic_bench(embed: Embed, generate_text: Generate | None, size: str =
         load_average=round(os.getloadavg()[0], 2))
 
 
+def questions_asked(conversations: list[Conversation], limit: int) -> list[tuple[int, Question]]:
+    """Up to ``limit`` (conversation, question) pairs, taking each conversation's first question,
+    then each one's second, ...: a small count still spans the conversations."""
+    rounds = max((len(c.questions) for c in conversations), default=0)
+    pairs = [(c, conv.questions[j]) for j in range(rounds) for c, conv in enumerate(conversations)
+             if j < len(conv.questions)]
+    return pairs[:limit]
+
+
+def store_conversations(engram, conversations: list[Conversation]) -> list[int]:
+    """The conversations stored as chat stores its exchanges, turns embedded; their ids."""
+    ids = []
+    for conv in conversations:
+        conversation_id = None
+        for said, answered in zip(conv.turns[::2], conv.turns[1::2]):
+            conversation_id = engram.conversations.start_question(conversation_id, said.content).conversation_id
+            engram.conversations.add_answer(conversation_id, answered.content, [], {"backend": "bench"})
+        assert conversation_id is not None
+        ids.append(conversation_id)
+    engram.episodic.embed_new()
+    return ids
+
+
+def ask_back(engram, stored: list[int], conversation: int, question: Question) -> AskedBack:
+    """Ask ``question`` in a new conversation, score its answer, then delete that conversation."""
+    message = engram.chat.answer(question.text).message
+    bench_id = {cid: n for n, cid in enumerate(stored)}
+    recalled = [bench_id.get(r["conversation_id"], -1) for r in message.meta.get("recalled", [])]
+    right = conversation_path(stored[conversation])
+    engram.conversations.delete(message.conversation_id)
+    return AskedBack(question=question.text, expected=question.answer, answer=message.content,
+                     contains=contains(message.content, question.answer),
+                     cited_right=any(c.cited and c.path == right for c in message.citations),
+                     recalled_right=conversation in recalled, recalled=recalled)
+
+
+def run_answer_bench(settings: Settings, conversations: list[Conversation], limit: int, embedder=None,
+                     echo: Echo = print) -> AnswerScore:
+    """Store ``conversations`` as past chats of a temporary Engram and ask ``limit`` of their
+    questions through the chat (greedy); ``embedder``: a loaded one to share."""
+    from app.core import Engram
+
+    pairs = questions_asked(conversations, limit)
+    with tempfile.TemporaryDirectory(prefix="engram-episodic-bench-") as tmp:
+        root = Path(tmp)
+        local = settings.model_copy(update={
+            "data_dir": root / "data", "drop_folder": root / "drop", "temperature": 0.0,
+            "memory": settings.memory.model_copy(update={"episodic": True, "compress": "off"})})
+        engram = Engram(LoadedSettings(settings=local, sources={}, config_file=root / "none.toml"),
+                        embedder=embedder)
+        try:
+            stored = store_conversations(engram, conversations)
+            started, asked = time.perf_counter(), []
+            for n, (conversation, question) in enumerate(pairs, 1):
+                asked.append(ask_back(engram, stored, conversation, question))
+                if n % 5 == 0 or n == len(pairs):
+                    echo(f"  {n}/{len(pairs)} questions asked")
+            seconds = (time.perf_counter() - started) / max(1, len(pairs))
+        finally:
+            engram.close()
+    n = max(1, len(asked))
+    return AnswerScore(questions=len(asked), contains=round(sum(a.contains for a in asked) / n, 4),
+                       cited_right=round(sum(a.cited_right for a in asked) / n, 4),
+                       recalled_right=round(sum(a.recalled_right for a in asked) / n, 4),
+                       seconds_per_answer=round(seconds, 2), asked=asked)
+
+
 def run_from_settings(settings: Settings, size: str = "small", seed: int = 0, steps: int = 300,
-                      summaries: bool = True, threads: int = 1, echo: Echo = print) -> EpisodicBenchReport:
+                      summaries: bool = True, threads: int = 1, answers: int = 0,
+                      echo: Echo = print) -> EpisodicBenchReport:
     """The bench with the configured embedding model and (``summaries``) chat model (llama.cpp
-    on ``threads`` threads: on a busy machine more threads wait on each other)."""
+    on ``threads`` threads: on a busy machine more threads wait on each other); ``answers``:
+    held-out questions also asked through the chat (0: none)."""
     from app.ingest.embeddings import Embedder
     from app.runtimes.active import runtime_options
     from app.runtimes.registry import make_runtime
@@ -217,10 +319,18 @@ def run_from_settings(settings: Settings, size: str = "small", seed: int = 0, st
         options["n_threads"] = threads
     runtime = make_runtime(settings.chat_backend, settings.chat_model, **options) if summaries else None
     try:
-        return run_episodic_bench(lambda texts: embedder.embed(texts),
-                                  (lambda request: runtime.generate(request).text) if runtime else None,
-                                  size=size, seed=seed, steps=steps, stretch_turns=memory.stretch_turns,
-                                  min_turns=memory.min_stretch_turns, echo=echo)
+        report = run_episodic_bench(lambda texts: embedder.embed(texts),
+                                    (lambda request: runtime.generate(request).text) if runtime else None,
+                                    size=size, seed=seed, steps=steps, stretch_turns=memory.stretch_turns,
+                                    min_turns=memory.min_stretch_turns, echo=echo)
     finally:
         if runtime is not None:
             runtime.close()
+    if answers > 0:
+        echo(f"answers: {answers} held-out questions asked through the chat ({settings.chat_model}, greedy)")
+        report.answers = run_answer_bench(settings.model_copy(update={"cpu_threads": threads}),
+                                          generate(size, seed).held_out, answers, embedder=embedder, echo=echo)
+        a = report.answers
+        echo(f"answers: contain the fact {a.contains:.3f}, cite the right conversation {a.cited_right:.3f}, "
+             f"recalled it {a.recalled_right:.3f} ({a.questions} questions, {a.seconds_per_answer:.1f} s each)")
+    return report

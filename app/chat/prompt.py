@@ -1,8 +1,11 @@
 """The grounded prompt: numbered sources, playbook strategies and recent turns, within the window.
 
-Sources are document passages and exchanges recalled from earlier conversations (headed as such,
-with the conversation's title and day): both are quoted data, numbered and cited alike, and share
-one budget. The recent turns are the current conversation's only.
+Sources are document passages and exchanges recalled from earlier conversations (headed "From
+your earlier conversation of DAY:", each turn saying who said it): both are quoted data, numbered
+and cited alike, and share one budget. The recent turns are the current conversation's only. The
+embedded model copies the shape of what it reads, so a recalled exchange is headed plainly (no
+quoted title, no turn numbers: its citation carries them; ``engram bench episodic --answers``
+measured the wordings).
 
 The context window is split once: the answer's tokens are reserved first, then the instructions
 and the question, then passages (up to ``context_share`` of what is left, best passage first, the
@@ -48,7 +51,7 @@ class PromptPlan(BaseModel):
 def source_header(n: int, passage: Passage) -> str:
     if passage.said_at:  # an exchange recalled from an earlier conversation
         day = passage.said_at[:10]
-        return f"[{n}] earlier conversation “{passage.title}” of {day}, {passage.position}:"
+        return f"[{n}] From your earlier conversation of {day}:"
     name = passage.path.rsplit("/", 1)[-1]
     return f"[{n}] {name}, {passage.position}:"
 

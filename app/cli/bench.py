@@ -420,13 +420,16 @@ def bench_hmst(c: Context, size: str, seed: int, model: bool, model_items: int, 
 @click.option("--summaries/--no-summaries", default=True, show_default=True,
               help="Also let the chat model summarise each held-out stretch (seconds each on a CPU).")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch and llama.cpp CPU threads.")
+@click.option("--answers", type=click.IntRange(0, 10_000), default=0, show_default=True,
+              help="Also ask this many held-out questions through the chat, the conversations stored as "
+              "past chats: answers containing the fact, citing its conversation (seconds each on a CPU).")
 @json_out_option
 @pass_ctx
-def bench_episodic(c: Context, size: str, seed: int, steps: int, summaries: bool, threads: int,
+def bench_episodic(c: Context, size: str, seed: int, steps: int, summaries: bool, threads: int, answers: int,
                    json_out: Path | None) -> None:
     """Episodic compression (issue 32): recall@1/@3 of the stretch that stated a fact, for raw
     turn vectors, the chat model's summaries and the trained state-space encoder's states;
-    bytes and seconds per stretch."""
+    bytes and seconds per stretch; with --answers, what the answers built on recall say."""
     import torch
 
     from app.bench.episodic import run_from_settings
@@ -434,5 +437,6 @@ def bench_episodic(c: Context, size: str, seed: int, steps: int, summaries: bool
     torch.set_num_threads(threads)
     with user_errors(ValueError, *runtime_errors()):
         report = run_from_settings(c.loaded.settings, size=size, seed=seed, steps=steps, summaries=summaries,
-                                   threads=threads, echo=lambda line: console.print(line, markup=False))
+                                   threads=threads, answers=answers,
+                                   echo=lambda line: console.print(line, markup=False))
     write_report(report, json_out)

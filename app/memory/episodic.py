@@ -41,9 +41,10 @@ if TYPE_CHECKING:
 Embed = Callable[[list[str]], "np.ndarray"]
 EMBED_BATCH = 64
 RECALL_EMBEDS = 64  # turns a recall embeds before searching (oldest first; sleep embeds the rest)
-SPEAKERS = {"user": "User", "assistant": "Engram"}
-"""Who said a turn, as a recalled exchange's text names them (the model reads "Engram" as itself:
-its instructions name it so)."""
+SPEAKERS = {"user": "The user said", "assistant": "You answered"}
+"""Who said a turn, as a recalled exchange's text names them: in the words of the instructions,
+which call the model "you" (``engram bench episodic --answers``: the embedded model's answers
+hold the fact more often than with "User:" / "Engram:")."""
 
 
 class RecalledExchange(BaseModel):
