@@ -138,3 +138,29 @@ def test_all_means_retrieval_every_document_learner_and_each_weight_writer_with_
     writers = [n for n in learners if engine_class(n).writes_weights]
     assert names == ["rag", *learners, *(f"rag+{n}" for n in writers)]
     assert "ttt" in learners and "ace" not in learners  # ACE learns from feedback, not documents
+
+
+def test_the_command_writes_its_report_where_json_out_says(tmp_path: Path, monkeypatch) -> None:
+    """`engram bench learn --json-out FILE` wrote nothing: the report only went to the bench folder.
+    The bench itself is replaced by one report here (its runs are tested above); the command's
+    handling of its options is what is checked."""
+    from click.testing import CliRunner
+
+    from app.bench import learn
+    from app.cli import cli
+
+    report = _report([_run("base model (closed book)", "base", 0.0), _run("rag", "context", 0.25)])
+    asked: dict[str, object] = {}
+
+    def bench(settings, engines, **options):
+        asked.update(options, engines=engines)
+        return report
+
+    monkeypatch.setattr(learn, "run_learn_bench", bench)
+    out = tmp_path / "learn.json"
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "data"), "--config-dir", str(tmp_path / "config"),
+                                      "bench", "learn", "--engine", "rag", "--set", "handwritten",
+                                      "--json-out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert asked["engines"] == ["rag"] and asked["set_name"] == "handwritten"
+    assert LearnBenchReport.model_validate_json(out.read_text()) == report

@@ -159,12 +159,13 @@ def bench_learn(c: Context, engines: str, set_name: str, size: str | int, seed: 
         write_report(report, json_out)
         return
     with user_errors(ValueError, *runtime_errors()):
-        run_learn_bench(c.loaded.settings, names, set_name=set_name, size=size,  # type: ignore[arg-type]
-                        seed=seed,
-                        ablations=ablations, free_text=free_text, speed=speed,
-                        echo=console.print, threads=threads, sleep=sleep, arms=arms,
-                        meta_train_seconds=d2l_train_seconds,
-                        cls_routers=[r.strip() for r in cls_routers.split(",") if r.strip()])
+        report = run_learn_bench(c.loaded.settings, names, set_name=set_name,
+                                 size=size, seed=seed,  # type: ignore[arg-type]
+                                 ablations=ablations, free_text=free_text, speed=speed,
+                                 echo=console.print, threads=threads, sleep=sleep, arms=arms,
+                                 meta_train_seconds=d2l_train_seconds,
+                                 cls_routers=[r.strip() for r in cls_routers.split(",") if r.strip()])
+    write_report(report, json_out)
 
 
 @bench.command("needle")
