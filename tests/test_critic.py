@@ -72,6 +72,19 @@ def test_the_pronoun_i_and_its_contractions_are_no_names() -> None:
     assert critique("Sorry, I'm not sure. I'll look again.", [PASSAGE]).unsupported == 0
 
 
+def test_a_function_word_starting_a_quote_or_after_a_colon_is_no_name() -> None:
+    """'You said: "Your locker code is 4471."' was flagged for the name "Your", and with
+    regenerate on by default a right answer was revised away; a name in the same place still counts."""
+    from app.chat.critic import names_in
+
+    said = "Please note: my locker code is 4471."
+    assert names_in('You said: "Your locker code is 4471."', said) == []
+    assert names_in("The user said: The locker code is 4471 (Your note).", said) == []
+    assert critique('You said: "Your locker code is 4471."', [said]).unsupported == 0
+    assert names_in("He said: Parsec is the cat.", said) == ["Parsec"]
+    assert names_in('She wrote: "Corlum Engineering built it."', said) == ["Corlum Engineering"]
+
+
 def test_a_faithful_paraphrase_passes() -> None:
     answer = ("The contract went to Corlum Engineering in 2016 [1], and it billed about 82 million crowns. "
               "According to the mayor, Pelsaard, vehicles up to 33 t may now cross the 95-metre span. "

@@ -134,6 +134,8 @@ def numbers_in(text: str) -> set[Decimal]:
     return found
 
 
+_OPENS = re.compile(r"[:;\"“‘(]")
+"""Marks after which a sentence starts again inside one: a colon, a quote, a bracket."""
 _PRONOUN_I = re.compile(r"I['’](?:m|ll|ve|d)")
 """"I'm", "I'll", "I've", "I'd": capitalised, never a name ("I" alone is one letter, never one)."""
 
@@ -150,12 +152,14 @@ def names_in(sentence: str, evidence: str) -> list[str]:
         raw = match.group(0)
         word = raw.rstrip("'’").removesuffix("'s").removesuffix("’s")
         capital = word[:1].isupper() and len(word) > 1 and not _PRONOUN_I.fullmatch(word)
-        first = i == 0
-        # The first word is capitalised anyway: a name only when a capitalised word follows it
-        # ("Corlum Engineering") or the evidence writes it capitalised inside a sentence.
-        common = word.lower() in lower_words or (first and (
-            word.lower() in _STARTERS or not (_next_capitalised(tokens, sentence) or _named(word, evidence))))
         gap, end = sentence[end:match.start()], match.end()
+        # The first word is capitalised anyway: a name only when a capitalised word follows it
+        # ("Corlum Engineering") or the evidence writes it capitalised inside a sentence. After a
+        # colon, quote or bracket a sentence starts again ('You said: "Your code is ..."'): there a
+        # function word is no name either.
+        common = word.lower() in lower_words or (i == 0 and (
+            word.lower() in _STARTERS or not (_next_capitalised(tokens, sentence) or _named(word, evidence)))) or (
+            word.lower() in _STARTERS and _OPENS.search(gap) is not None)
         if capital and not common:
             if runs[-1] and gap != " ":
                 runs.append([])
