@@ -56,9 +56,8 @@ class Passage(SourceLocation):
                         "of the query exactly (such chunks rank first).")
     evidence: str | None = Field(None, description="What the critic may count as support, where "
                                  "that is less than the text (None: all of it): of an earlier exchange, "
-                                 "the person's turns only; of an answer the person confirmed, its "
-                                 "question. Engram's own answers record what it said, not that it "
-                                 "is true.")
+                                 "the person's turns only. Engram's own answers record what it said, "
+                                 "not that it is true.")
 
     @property
     def support(self) -> str:
