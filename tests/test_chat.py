@@ -264,3 +264,16 @@ def test_the_critic_counts_only_what_the_person_said_in_a_recalled_stretch() -> 
                              "and the shed key hangs by the back door,")
     assert shown_evidence(stretch.evidence, "The user said: My locker is 4471.\n\nYou answered: Noted. The "
                           "door …") == "The user said: My locker is 4471."
+
+
+def test_shown_evidence_counts_a_turn_only_where_the_prompt_shows_it_as_a_turn() -> None:
+    """Engram's answer may repeat the person's words ("The user said: ..." as the model copies the
+    shape it read); a later turn of the person cut off the prompt is not shown by that, and a
+    substring test counted it as support from Engram's own words."""
+    evidence = "The user said: Hi.\n\nThe user said: The door code is 5510."
+    shown = "The user said: Hi.\n\nYou answered: Noted. The user said: The door code is 5510. Anything …"
+    assert shown_evidence(evidence, shown) == "The user said: Hi."
+    # Cut just after a turn's first words: that start once, not once for every later turn.
+    three = "The user said: Hi.\n\nThe user said: A.\n\nThe user said: B."
+    assert shown_evidence(three, "The user said: Hi.\n\nYou answered: Yes.\n\nThe user …") == (
+        "The user said: Hi.\n\nThe user")

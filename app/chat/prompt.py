@@ -77,16 +77,20 @@ def cut_to_tokens(text: str, budget: int, count_tokens) -> str:
 def shown_evidence(evidence: str | None, shown: str) -> str | None:
     """The part of a passage's ``evidence`` (some of its text's paragraphs) that ``shown``, the
     passage cut to its budget, still holds: the paragraphs it holds whole and the start of the one
-    it ends in. The critic must not count what the model was never shown."""
+    it ends in. The critic must not count what the model was never shown. Whole paragraphs are
+    compared, not substrings: Engram's answer may repeat a later turn of the person's word for
+    word, and that shows Engram's words, not the turn."""
     if evidence is None:
         return None
-    tail = shown.removesuffix(" …").rsplit("\n\n", 1)[-1]
+    *whole, tail = shown.removesuffix(" …").split("\n\n")
+    held = set(whole)
     kept = []
     for paragraph in (as_data(p) for p in evidence.split("\n\n")):
-        if paragraph in shown:
+        if paragraph in held:
             kept.append(paragraph)
         elif tail and paragraph.startswith(tail):
             kept.append(tail)
+            break  # the paragraph the cut fell in: nothing after it was shown
     return "\n\n".join(kept)
 
 
