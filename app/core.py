@@ -879,7 +879,7 @@ class Engram:
         keywords = is_keyword_query(query)
         bm25_weight = rag.keyword_bm25_weight if keywords else rag.bm25_weight
         order = hybrid_order(dense, bm25, exact, rag.dense_weight, bm25_weight, rag.rrf_k)
-        if rag.mode == "hybrid" and rag.sentence_rerank and not keywords:  # typed words: BM25's order
+        if rag.mode == "hybrid" and rag.sentence_rerank and not keywords:  # typed words: the fused order
             best = self._best_windows(order[:rag.sentence_rerank], embedder, vec)
             order = rerank_by_windows(order, best, exact, rag.rrf_k)
         return self._passages(order[: k * 2 + 8], vec, cosine, set(exact))[:k]

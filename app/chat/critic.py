@@ -134,8 +134,8 @@ def numbers_in(text: str) -> set[Decimal]:
     return found
 
 
-_OPENS = re.compile(r"[:;\"“‘(]")
-"""Marks after which a sentence starts again inside one: a colon, a quote, a bracket."""
+_OPENS = re.compile(r"[:;\"'“‘(]")
+"""Marks after which a sentence starts again inside one: a colon, a semicolon, a quote, a bracket."""
 _PRONOUN_I = re.compile(r"I['’](?:m|ll|ve|d)")
 """"I'm", "I'll", "I've", "I'd": capitalised, never a name ("I" alone is one letter, never one)."""
 
