@@ -95,6 +95,8 @@ def test_a_trained_hypernetwork_writes_a_routed_adapter_and_an_untrained_one_ref
 
     engine = d2l(engram)  # a restart: the hypernetwork and its optimizer resume from step 16
     try:
+        # before any model loads, the saved record counts (`engram d2l train` said "from step 0")
+        assert engine._cortex is None and engine.trained_steps == 16 and engine.stats()["hypernetwork_steps"] == 16
         assert engine.hypernetwork() is not None and engine.trained_steps == 16
         assert engine.meta_train(documents, Budget(seconds=600, steps=2), "test")["total_steps"] == 18
         meta = BlobStore(engram.db, engram.paths.root).meta(HYPER_KEY)

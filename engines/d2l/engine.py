@@ -149,7 +149,7 @@ class D2LEngine(Engine):
 
     @property
     def trained_steps(self) -> int:
-        return int(self._record.get("steps", 0))
+        return int(self.training_record().get("steps", 0))
 
     def close(self) -> None:
         """Take the hooks out and give the router back (the bench reuses one model)."""
@@ -448,7 +448,7 @@ class D2LEngine(Engine):
         self.check_embedder()
 
     def stats(self) -> dict[str, Any]:
-        hyper = self._record
+        hyper = self.training_record()  # the saved one until the model loads (was: steps 0)
         return {"documents": len(self.adapters) if self._cortex is not None else len(self.store.documents()),
                 "loaded": self._cortex is not None, "rank": self.config.rank, "targets": self.config.targets,
                 "layers": self._layer_ids, "router_keys": len(self.router),
