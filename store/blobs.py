@@ -74,14 +74,15 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
     write_atomic(path, save_bytes(tensors, metadata={JSON_KEY: json.dumps(values)}))
 
 
-def read_state(path: Path) -> dict[str, Any]:
-    """What ``write_state`` wrote (tensors on the CPU)."""
+def read_state(path: Path, tensors: bool = True) -> dict[str, Any]:
+    """What ``write_state`` wrote (tensors on the CPU); without ``tensors``, its JSON values only,
+    read from the file's header (no tensor is read)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt", device="cpu") as f:
         header = f.metadata() or {}
         state: dict[str, Any] = json.loads(header.get(JSON_KEY, "{}"))
-        for key in f.keys():
+        for key in f.keys() if tensors else ():
             state[key] = f.get_tensor(key)
     return state
 
@@ -147,12 +148,13 @@ class BlobStore:
             (key, kind, str(path), json.dumps(meta or {})),
         )
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The state stored under ``key``; None when there is none (or its file is gone)."""
+    def get(self, key: str, tensors: bool = True) -> dict[str, Any] | None:
+        """The state stored under ``key``; None when there is none (or its file is gone). Without
+        ``tensors``: its JSON values only, read from the file's header."""
         path = self.db.scalar("SELECT path FROM blobs WHERE key = ?", (key,))
         if path is None or not Path(path).is_file():
             return None
-        return read_state(Path(path))
+        return read_state(Path(path), tensors)
 
     def meta(self, key: str) -> dict[str, Any] | None:
         raw = self.db.scalar("SELECT meta FROM blobs WHERE key = ?", (key,))

@@ -65,6 +65,10 @@ def test_blobs_are_keyed_and_replaced(blobs: BlobStore) -> None:
     assert blobs.get("ttt/live")["documents"] == 4 and blobs.meta("ttt/live") == {"documents": 4}
     blobs.put("ttt/live", "state", state(5))
     assert blobs.get("ttt/live")["documents"] == 5
+    values = blobs.get("ttt/live", tensors=False)  # the header alone: what a status line needs
+    assert values is not None and values["documents"] == 5
+    assert not any(isinstance(v, torch.Tensor) for v in values.values())
+    assert any(isinstance(v, torch.Tensor) for v in blobs.get("ttt/live").values())
     with pytest.raises(ValueError):
         blobs.put("../../etc/x", "state", state(1))
     blobs.delete("ttt/live")

@@ -34,8 +34,9 @@ def record(meta: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def saved_record(blobs: BlobStore) -> dict[str, Any]:
-    """The saved training record, read without building the hypernetwork or loading a model."""
-    return record((blobs.get(HYPER_KEY) or {}).get("record"))
+    """The saved training record, read without building the hypernetwork or loading a model: from
+    the blob's header alone (stats read it while the hypernetwork is not loaded)."""
+    return record((blobs.get(HYPER_KEY, tensors=False) or {}).get("record"))
 
 
 def save(blobs: BlobStore, hyper: Hypernetwork, optimizer: torch.optim.Optimizer | None,
