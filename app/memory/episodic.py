@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from app.settings import MemoryConfig
 from engines.base import Passage
 from engines.generation import ChatMessage
-from store.conversations import ConversationStore
+from store.conversations import ConversationStore, MessageRow
 from store.database import Database
 from store.episode_stretches import StretchRow, StretchStore
 from store.memory_facts import conversation_path
@@ -146,26 +146,29 @@ class EpisodicMemory:
         scored.sort(key=lambda item: -item[0])
         found: list[RecalledExchange] = []
         seen: set[tuple[int, int]] = set()
+        said: dict[int, list[MessageRow]] = {}  # each conversation read once, however many it gives
         for score, sim, weight, item in scored:
+            if item.conversation_id not in said:
+                said[item.conversation_id] = self.conversations.messages(item.conversation_id)
             if isinstance(item, StretchRow):
-                found.append(self._stretch(item, sim, weight, score))
+                found.append(self._stretch(item, said[item.conversation_id], sim, weight, score))
             else:
                 pair = self.vectors.exchange(item.message_id)
                 if pair is None or pair in seen:
                     continue
                 seen.add(pair)
-                found.append(self._exchange(item, pair, sim, weight, score))
+                found.append(self._exchange(item, pair, said[item.conversation_id], sim, weight, score))
             if len(found) >= k:
                 break
         return found
 
-    def _exchange(self, turn: StoredTurn, pair: tuple[int, int], sim: float, weight: float,
-                  score: float) -> RecalledExchange:
-        said = self.conversations.messages(turn.conversation_id)
-        number = {m.id: n for n, m in enumerate(said, 1)}  # a turn's place, as a fact's citation counts it
-        question_row = next((m for m in said if m.id == pair[0]), None)
-        answer_row = next((m for m in said if m.id == pair[1]), None)
-        places = [number[m.id] for m in (question_row, answer_row) if m is not None] or [0]
+    def _exchange(self, turn: StoredTurn, pair: tuple[int, int], said: list[MessageRow], sim: float,
+                  weight: float, score: float) -> RecalledExchange:
+        """``said``: the conversation's messages, whose places number the turns as a fact's citation does."""
+        by_id = {m.id: (n, m) for n, m in enumerate(said, 1)}
+        question_row = by_id[pair[0]][1] if pair[0] in by_id else None
+        answer_row = by_id[pair[1]][1] if pair[1] in by_id else None
+        places = [by_id[i][0] for i in pair if i in by_id] or [0]
         return RecalledExchange(
             conversation_id=turn.conversation_id, title=turn.title,
             question_id=question_row.id if question_row else None,
@@ -175,14 +178,14 @@ class EpisodicMemory:
             created_at=turn.created_at, similarity=round(sim, 4), recency=round(weight, 4),
             score=round(score, 4), turn_start=min(places), turn_end=max(places))
 
-    def _stretch(self, stretch: StretchRow, sim: float, weight: float, score: float) -> RecalledExchange:
-        said = list(enumerate(self.conversations.messages(stretch.conversation_id), 1))
-        inside = [n for n, m in said if stretch.first_message_id <= m.id <= stretch.last_message_id]
-        rows = [m for _, m in said if stretch.first_message_id <= m.id <= stretch.last_message_id
-                and m.content.strip() and not m.meta.get("error")]
+    def _stretch(self, stretch: StretchRow, said: list[MessageRow], sim: float, weight: float,
+                 score: float) -> RecalledExchange:
+        inside = [(n, m) for n, m in enumerate(said, 1)
+                  if stretch.first_message_id <= m.id <= stretch.last_message_id]
+        rows = [m for _, m in inside if m.content.strip() and not m.meta.get("error")]
         return RecalledExchange(
             conversation_id=stretch.conversation_id, title=stretch.title, question_id=None, answer_id=None,
             question="", answer="", created_at=stretch.said_at, similarity=round(sim, 4),
             recency=round(weight, 4), score=round(score, 4), stretch_id=stretch.id,
             turns=[ChatMessage(role=m.role, content=m.content) for m in rows],
-            turn_start=min(inside, default=0), turn_end=max(inside, default=0))
+            turn_start=min((n for n, _ in inside), default=0), turn_end=max((n for n, _ in inside), default=0))
