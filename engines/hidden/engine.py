@@ -115,11 +115,12 @@ class HiddenStateEngine(Engine):
         self.store.put(cortex.model_name, rows)
         return tokens
 
-    def fill(self, progress: Progress = no_progress, stop=None) -> dict[str, int]:
+    def fill(self, progress: Progress = no_progress, stop=None, missing: list[int] | None = None) -> dict[str, int]:
         """States for every indexed document that lacks some, or has stale ones (``stop()`` true:
-        end between documents). Returns documents and chunks written."""
-        cortex = self.cortex()
-        missing = self.store.missing_documents(cortex.model_name, self.weights(cortex))
+        end between documents; ``missing``: those documents, when the caller found them already).
+        Returns documents and chunks written."""
+        if missing is None:
+            missing = self.documents_to_fill()
         chunks = 0
         for n, document_id in enumerate(missing, 1):
             if stop is not None and stop():
@@ -131,14 +132,20 @@ class HiddenStateEngine(Engine):
         progress(1.0, f"{len(missing)} document(s) filled")
         return {"documents": len(missing), "chunks": chunks, "left": 0}
 
+    def documents_to_fill(self) -> list[int]:
+        """Indexed documents with a chunk lacking states of the weights answers compute with now."""
+        cortex = self.cortex()
+        return self.store.missing_documents(cortex.model_name, self.weights(cortex))
+
     def consolidate(self, budget: Budget, progress: Progress = no_progress) -> ConsolidateReport:
         """Sleep fills the documents indexed before the tier was on, and those whose states went
         stale, within the budget."""
         started = time.perf_counter()
-        cortex = self.cortex()
-        if not self.store.missing_documents(cortex.model_name, self.weights(cortex)):
+        missing = self.documents_to_fill()
+        if not missing:
             return ConsolidateReport(engine=self.name, seconds=0.0, changed=False)
-        done = self.fill(progress, lambda: budget.interrupted() or time.perf_counter() - started > budget.seconds)
+        done = self.fill(progress, lambda: budget.interrupted() or time.perf_counter() - started > budget.seconds,
+                         missing)
         return ConsolidateReport(engine=self.name, seconds=time.perf_counter() - started,
                                  changed=done["chunks"] > 0, details=done)
 
