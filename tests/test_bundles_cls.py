@@ -246,8 +246,8 @@ def test_an_engine_with_its_model_loaded_routes_to_the_imported_experts(embedder
         result = b.bundles.import_bundle(Path(path))
         assert result.engines == ["cls"]
         assert list(engine.experts) == [0] and engine.experts[0].documents == [here] and engine.sleeps == 1
-        owner, share = engine.shares([question])
-        assert int(owner[0]) == 0 and float(share[0]) > 0
+        found = engine.routing([question])
+        assert found.slots == [0] and float(found.weights[0, 0]) > 0 and float(found.share[0]) > 0
         with torch.no_grad(), neocortex.lock, routed(neocortex, [question]):
             after = neocortex.model(**ids).logits[0, -1]
         assert not torch.allclose(before, after, atol=1e-4)  # the imported expert now answers

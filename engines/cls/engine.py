@@ -201,15 +201,6 @@ class CLSEngine(Engine):
         weights = torch.stack([columns[s] for s in slots], dim=1) if slots else torch.zeros(rows, 0)
         return Routing(slots, weights, share, by, fallback)
 
-    def shares(self, queries: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each query's main expert ([B]; -1: none) and its share of the learned weights [B]."""
-        found = self.routing(queries)
-        if not found.slots:
-            return torch.full((len(queries),), -1, dtype=torch.long), found.share
-        value, column = found.weights.max(dim=1)
-        owner = torch.tensor(found.slots)[column]
-        return torch.where(value > 0, owner, torch.full_like(owner, -1)), found.share
-
     def _usable_gate(self) -> tuple[LearnedGate | None, str | None]:
         """The learned gate ``cls.router`` asks for, when it can answer; else None and why."""
         kind = self.config.router
