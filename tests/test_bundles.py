@@ -32,6 +32,11 @@ def engram_at(root: Path, embedder=None, **overrides) -> Engram:
     return Engram(settings, embedder=embedder)
 
 
+def cli_args(root: Path) -> list[str]:
+    """The ``engram`` options that point the CLI at the folders ``engram_at(root)`` uses."""
+    return ["--config-dir", str(root / "config"), "--data-dir", str(root / "data")]
+
+
 def add_document(engram: Engram, path: str, content_hash: str) -> int:
     return DocumentStore(engram.db).replace(path, None, content_hash, 10, 0.0, [], np.zeros((0, 1)))[0]
 
@@ -366,8 +371,7 @@ def test_cli_export_and_import_exit_codes_and_messages(source, tmp_path) -> None
 
     source[0].save_setting("engines", "rag,ttt")  # the CLI reads the config file
     runner = CliRunner()
-    a_args = ["--config-dir", str(tmp_path / "a" / "config"), "--data-dir", str(tmp_path / "a" / "data")]
-    b_args = ["--config-dir", str(tmp_path / "b" / "config"), "--data-dir", str(tmp_path / "b" / "data")]
+    a_args, b_args = cli_args(tmp_path / "a"), cli_args(tmp_path / "b")
     path = tmp_path / "moved.zip"
     out = runner.invoke(cli, [*a_args, "bundle", "export", str(path)])
     assert out.exit_code == 0, out.output

@@ -24,7 +24,7 @@ from engines.cls.bundle_state import EPISODES_NOTE
 from models.lora_experts import LoRA
 from store.blobs import BlobStore
 from store.cls_episodes import ClsEpisodeStore
-from tests.test_bundles import add_document, engram_at
+from tests.test_bundles import add_document, cli_args, engram_at
 
 SETTINGS = {"engines": "rag,cls", "cls.layers": "28-29", "cls.rank": 2}
 MODULES = [f"model.layers.{i}.mlp.down_proj" for i in (28, 29)]
@@ -200,7 +200,7 @@ def test_export_warns_when_an_enabled_weight_engine_has_learned_state_no_bundle_
     finally:
         engram.close()
     runner = CliRunner()
-    args = ["--config-dir", str(tmp_path / "a" / "config"), "--data-dir", str(tmp_path / "a" / "data")]
+    args = cli_args(tmp_path / "a")
     out = runner.invoke(cli, [*args, "bundle", "export", str(tmp_path / "cli.zip")])
     assert out.exit_code == 0, out.output
     assert "Warning: what cls learned is NOT in this bundle" in out.stderr

@@ -28,7 +28,7 @@ from engines.d2l.reading import from_peft_weights, peft_config, peft_weights
 from models.hypernetwork import Hypernetwork
 from store.adapters import AdapterStore
 from store.blobs import JSON_KEY, BlobStore
-from tests.test_bundles import add_document, engram_at
+from tests.test_bundles import add_document, cli_args, engram_at
 
 SETTINGS = {"engines": "rag,d2l", "d2l.layers": "26-29", "d2l.latent_dim": 32, "d2l.heads": 2,
             "d2l.blocks": 1, "d2l.rank": 2}
@@ -246,8 +246,7 @@ def test_the_training_record_reads_the_same_after_an_import_into_a_fresh_folder(
     for key, value in SETTINGS.items():  # the CLI reads the config file
         a.save_setting(key, value)
     runner = CliRunner()
-    a_args = ["--config-dir", str(tmp_path / "a" / "config"), "--data-dir", str(tmp_path / "a" / "data")]
-    b_args = ["--config-dir", str(tmp_path / "b" / "config"), "--data-dir", str(tmp_path / "b" / "data")]
+    a_args, b_args = cli_args(tmp_path / "a"), cli_args(tmp_path / "b")
     path = tmp_path / "moved.zip"
     out = runner.invoke(cli, [*a_args, "bundle", "export", str(path)])
     assert out.exit_code == 0, out.output
