@@ -362,7 +362,7 @@ class Engram:
                 from app.runtimes.neocortex import load_neocortex
 
                 self._neocortex = load_neocortex(self.settings.neocortex_model, self.settings.device,
-                                                 self.paths.cache, self.settings.cpu_threads or None)
+                                                 self.paths.cache, self.settings.threads)
             return self._neocortex  # type: ignore[return-value]
 
     def learned_neocortex(self) -> TorchRuntime:

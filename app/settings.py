@@ -351,6 +351,11 @@ class CoreSettings(BaseModel):
         return list(dict.fromkeys(names))
 
     @property
+    def threads(self) -> int | None:
+        """``cpu_threads`` as the runtimes take it: None lets each choose (the physical cores)."""
+        return self.cpu_threads or None
+
+    @property
     def effective_drop_folder(self) -> Path:
         return self.drop_folder or self.data_dir / "Drop"
 

@@ -51,6 +51,7 @@ def test_bench_learn_on_the_smallest_set(neocortex, isolated_dirs, monkeypatch) 
     for run in report.runs:
         assert run.after.contains is not None and run.after.exact_match is not None and run.after.loops is not None
         assert run.after.samples and all(s["answer"] is not None for s in run.after.samples)
+        assert len(run.after.looped) == run.after.loops  # each loop kept, as generated, to read
     assert rag.after.contains > base.after.contains  # retrieval finds answers the base model cannot know
     assert report.general_known_free_text is not None and base.forgot.free_text_forgetting == 0.0
     assert both.forgot.free_text_forgetting is not None
@@ -110,13 +111,16 @@ def test_targets_on_natural_prose_say_pass_and_miss_plainly() -> None:
     runs = [_run("base model (closed book)", "base", 0.02), _run("rag", "context", 0.40),
             _run("ttt +sleep", "weights", 0.55, forgetting=0.02, drift=0.01),
             _run("rag+ttt", "weights", 0.35, loops=2), _run("rag+ttt +sleep", "weights", 0.6)]
+    runs[3].after.looped = [{"question": "How big are its blocks?", "expected": "4 MB",
+                             "generated": "1.5-meter (4.1 ft) 1.5-meter (4.1 ft) 1.5-meter (4.1 ft)"}]
     lines = target_lines(_report(runs))
     assert not any(line.startswith("target rag+ttt +sleep: contains >= 0.5") for line in lines), lines  # open book
     assert any(line.startswith("target ttt +sleep: contains >= 0.5 (0.550)") and line.endswith("PASS")
                for line in lines), lines
     assert any(line.startswith("target rag+ttt: contains >= rag's (0.350 vs 0.400)") and line.endswith("MISS")
                for line in lines), lines
-    assert lines[-1].startswith("target: no answer loops (2 looped)") and lines[-1].endswith("MISS")
+    assert lines[-2].startswith("target: no answer loops (2 looped)") and lines[-2].endswith("MISS")
+    assert lines[-1].startswith("  looped in rag+ttt: 'How big are its blocks?' -> '1.5-meter")  # which one
 
 
 def test_every_set_loads_with_accepted_answers_and_four_options() -> None:

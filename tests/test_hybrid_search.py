@@ -211,6 +211,16 @@ def test_sentence_windows_are_runs_of_two():
     assert sentence_windows([]) == []
 
 
+def test_a_chunk_of_many_short_lines_gets_few_wider_windows_that_cover_every_line():
+    lines = [f"Row {i}." for i in range(100)]
+    windows = sentence_windows(lines)
+    assert len(windows) <= 24  # each is embedded while the person waits
+    assert windows[0].startswith("Row 0.") and windows[-1].endswith("Row 99.")
+    covered = {w for window in windows for w in window.split(" ") if w != "Row"}
+    assert covered == {f"{i}." for i in range(100)}
+    assert len(sentence_windows(lines[:25])) == 24  # up to the cap, runs of two as before
+
+
 def test_windows_rerank_only_the_top_and_exact_hits_stay_first():
     # chunk 12's best window matches the question: it passes 11 (RRF of hybrid place and window place)
     best = {10: 0.5, 11: 0.1, 12: 0.9, 13: 0.0}

@@ -39,6 +39,9 @@ class Learned(BaseModel):
     loops: int | None = Field(None, description="Free-text answers that began repeating themselves.")
     choice_accuracy: float = Field(description="4-way multiple choice by likelihood (chance 0.25).")
     samples: list[dict[str, str]] = Field(default_factory=list, description="The first answers, as written.")
+    looped: list[dict[str, str]] = Field(default_factory=list, description=(
+        "Every answer that began repeating itself, as generated before the loop was cut: which "
+        "question loops is then known, wherever it falls in the set."))
 
 
 class Forgot(BaseModel):
@@ -90,12 +93,13 @@ def chat_prompt(question: str, contributions: list[Contribution], cortex: Neocor
 
 
 def written_answers(cortex: Neocortex, prompts: Sequence[str],
-                    queries: Sequence[str] | None) -> tuple[list[str], int]:
-    """(what a person would read, how many answers looped) for each prompt, greedy; ``queries``
-    route learned weights as chat would (None: applied to every answer)."""
+                    queries: Sequence[str] | None) -> tuple[list[str], list[int], list[str]]:
+    """(what a person would read, which answers looped, the answers as generated) for each
+    prompt, greedy; ``queries`` route learned weights as chat would (None: applied to every
+    answer)."""
     decoding = GenerationRequest(messages=[ChatMessage(role="user", content="")], temperature=0.0)
     raw = greedy_answers(cortex, prompts, max_new_tokens=ANSWER_TOKENS, queries=queries, decoding=decoding)
-    return [trim_loop(a) for a in raw], sum(has_loop(a) for a in raw)
+    return [trim_loop(a) for a in raw], [i for i, a in enumerate(raw) if has_loop(a)], raw
 
 
 def written_scores(questions: Sequence[BenchQuestion], answers: Sequence[str]) -> tuple[float, float]:
@@ -113,11 +117,13 @@ def score_questions(cortex: Neocortex, prompts: list[str], questions: Sequence[B
     right = rank_accuracy(scores, [q.options.index(q.answer) for q in questions])
     learned = Learned(choice_accuracy=sum(right) / len(right))
     if free_text:
-        answers, loops = written_answers(cortex, prompts, asked)
+        answers, looped, raw = written_answers(cortex, prompts, asked)
         learned.contains, learned.exact_match = written_scores(questions, answers)
-        learned.loops = loops
+        learned.loops = len(looped)
         learned.samples = [{"question": q.question, "expected": q.answer, "answer": a}
                            for q, a in list(zip(questions, answers))[:SAMPLES]]
+        learned.looped = [{"question": questions[i].question, "expected": questions[i].answer,
+                           "generated": raw[i]} for i in looped]
     return learned
 
 
@@ -135,7 +141,7 @@ def general_written(cortex: Neocortex, settings: Settings, routed: bool = True) 
     """Which general-knowledge questions the model answers right in free text (closed book)."""
     items = general_questions()
     prompts = [chat_prompt(q.question, [], cortex, settings) for q in items]
-    answers, _ = written_answers(cortex, prompts, [q.question for q in items] if routed else None)
+    answers, _, _ = written_answers(cortex, prompts, [q.question for q in items] if routed else None)
     return [contains(a, q.answer) for q, a in zip(items, answers)]
 
 

@@ -151,6 +151,9 @@ def target_lines(r: LearnBenchReport) -> list[str]:
                          f"{verdict(got >= rag.after.contains)}")
     loops = sum(run.after.loops or 0 for run in r.runs)
     lines.append(f"target: no answer loops ({loops} looped): {verdict(loops == 0)}")
+    for run in r.runs:
+        for a in run.after.looped:
+            lines.append(f"  looped in {run.label}: {a['question']!r} -> {a['generated'][:160]!r}")
     return lines
 
 

@@ -88,7 +88,7 @@ def needle_set(cortex: Neocortex, lengths: list[int], trials: int, seed: int) ->
 
 
 def _recall(cortex: Neocortex, prompts: list[str], questions: list[BenchQuestion], routed: bool) -> list[bool]:
-    answers, _ = written_answers(cortex, prompts, [q.question for q in questions] if routed else None)
+    answers, _, _ = written_answers(cortex, prompts, [q.question for q in questions] if routed else None)
     return [written_scores([q], [a])[0] > 0 for q, a in zip(questions, answers)]
 
 

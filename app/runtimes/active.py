@@ -22,12 +22,12 @@ def runtime_options(settings: Settings, backend: str) -> dict[str, Any]:
     """Constructor options for ``backend`` taken from the settings."""
     if backend == "llamacpp":
         return {"n_ctx": settings.context_tokens, "isolated": settings.isolate_runtime,
-                "stall_timeout_s": settings.runtime_timeout_s, "n_threads": settings.cpu_threads or None}
+                "stall_timeout_s": settings.runtime_timeout_s, "n_threads": settings.threads}
     if backend == "ollama":
         return {"host": settings.ollama_host, "read_timeout_s": settings.ollama_timeout_s,
                 "num_ctx": settings.context_tokens}
     if backend == "torch":
-        return {"device": settings.device, "threads": settings.cpu_threads or None}
+        return {"device": settings.device, "threads": settings.threads}
     raise ValueError(f"unknown generation backend {backend!r}")
 
 

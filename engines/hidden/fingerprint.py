@@ -57,7 +57,8 @@ class WeightFingerprint:
     def __call__(self, model: nn.Module) -> str:
         h = hashlib.blake2b(digest_size=16)
         seen: dict[str, tuple[Tensor, int, bytes]] = {}
-        skipped = tuple(f"{name}." for name, module in model.named_modules() if is_routed_only(module))
+        modules = list(model.named_modules())
+        skipped = tuple(f"{name}." for name, module in modules if is_routed_only(module))
 
         def runs(name: str) -> bool:
             return not f"{name}.".startswith(skipped)
@@ -71,7 +72,7 @@ class WeightFingerprint:
             seen[name] = known
             h.update(name.encode())
             h.update(known[2])
-        for name, module in model.named_modules():
+        for name, module in modules:
             if not runs(name):
                 continue
             for key, value in sorted(vars(module).items()):

@@ -8,6 +8,7 @@ holds them exactly goes before any fused score. Pure functions: the store runs t
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -118,13 +119,17 @@ def hybrid_order(dense: Sequence[int], bm25: Sequence[int], exact: dict[int, int
     return sorted(fused, key=lambda cid: (-exact.get(cid, 0), -fused[cid], first_seen[cid]))
 
 
-def sentence_windows(sentences: Sequence[str], width: int = 2) -> list[str]:
+def sentence_windows(sentences: Sequence[str], width: int = 2, most: int = 24) -> list[str]:
     """Runs of ``width`` consecutive sentences (fewer sentences: one run of them all). A question
     put in other words often matches one or two sentences of a chunk, and the chunk's single
-    vector averages them with the rest; a window's vector does not."""
+    vector averages them with the rest; a window's vector does not. At most ``most`` runs: a chunk
+    of many short lines (a table, a list) gets wider runs that still cover every sentence, since
+    every run is embedded while the person waits."""
     if len(sentences) <= width:
         return [" ".join(sentences)] if sentences else []
-    return [" ".join(sentences[i:i + width]) for i in range(len(sentences) - width + 1)]
+    step = max(1, math.ceil((len(sentences) - width + 1) / most))
+    width = max(width, step + 1)  # consecutive runs overlap, so no sentence falls between two
+    return [" ".join(sentences[i:i + width]) for i in range(0, len(sentences) - width + step, step)]
 
 
 def rerank_by_windows(order: Sequence[int], best: dict[int, float], exact: dict[int, int], k: int) -> list[int]:
