@@ -40,7 +40,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from engines.registry import registered
+from engines.registry import clashes, registered
 
 APP_NAME = "engram"
 ENV_PREFIX = "ENGRAM_"
@@ -348,6 +348,9 @@ class CoreSettings(BaseModel):
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ValueError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        for part, both in clashes(names):
+            raise ValueError(f"{' and '.join(both)} cannot be enabled together: each rebuilds {part} of "
+                             f"the model in its own way; enable one of them (e.g. rag,{both[0]})")
         return list(dict.fromkeys(names))
 
     @property

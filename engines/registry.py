@@ -31,6 +31,10 @@ class EngineSpec(BaseModel):
     description: str
     commands: str | None = None  # "module:group", a click group added to the CLI as `engram NAME`
     writes_weights: bool = False  # it learns into the model's weights (the engine class says so too)
+    rebuilds: str | None = None
+    """The part of the model it replaces with modules of its own (e.g. "the MLP layers"). Two
+    engines that rebuild the same part cannot both be enabled: each finds the other's modules
+    where it expects the model's own, and neither's learned state would load."""
     bundle_state: str | None = None
     """"module:object", an ``engines.bundle_state.BundleState``: how a bundle carries its learned
     state (read without loading the engine or its model)."""
@@ -54,6 +58,17 @@ def registered() -> dict[str, EngineSpec]:
     for package in BUILTIN_PACKAGES:
         importlib.import_module(package)
     return dict(_REGISTRY)
+
+
+def clashes(names: list[str]) -> list[tuple[str, list[str]]]:
+    """(part, the engines of ``names`` that each rebuild it) wherever more than one does."""
+    specs = registered()
+    by_part: dict[str, list[str]] = {}
+    for name in names:
+        part = specs[name].rebuilds if name in specs else None
+        if part:
+            by_part.setdefault(part, []).append(name)
+    return [(part, found) for part, found in by_part.items() if len(found) > 1]
 
 
 def engine_spec(name: str) -> EngineSpec:

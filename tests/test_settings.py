@@ -94,6 +94,17 @@ def test_unknown_names_suggest_the_close_ones():
         load_settings(cli={"engines": "rag,telepathy"})
 
 
+def test_two_engines_that_rebuild_the_same_layers_are_refused_before_anything_is_saved(isolated_dirs):
+    """ttt and cls each replace the MLP layers with modules of their own: on together, the second
+    found no layer it knew at its first learn. Now the setting is refused, saying what to do."""
+    with pytest.raises(SettingsError, match=r"ttt and cls cannot be enabled together.*enable one of them"):
+        load_settings(cli={"engines": "rag,ttt,cls"})
+    result = CliRunner().invoke(cli, ["config", "set", "engines", "cls,ttt"])
+    assert result.exit_code != 0 and "cls and ttt cannot be enabled together" in result.output
+    assert load_settings().settings.engines == ["rag"]  # nothing saved
+    assert load_settings(cli={"engines": "rag,ttt,d2l"}).settings.engines == ["rag", "ttt", "d2l"]
+
+
 def test_saving_runs_the_models_own_checks(isolated_dirs):
     """A value of the right type that the model refuses must not be saved (it would break start-up)."""
     for field, value in [("engines", "nope"), ("ollama_host", "localhost:11434"), ("ttt.route_low", "0.8")]:

@@ -264,7 +264,7 @@ def test_with_cls_enabled_idle_sleep_follows_its_pressure_not_the_document_count
         engram.close()
 
     # another engine that learns documents without pressure keeps today's count
-    engram = open_engram(embedder, engines="rag,cls,ttt", **{"sleep.idle_minutes": 0})
+    engram = open_engram(embedder, engines="rag,cls,d2l", **{"sleep.idle_minutes": 0})
     try:
         assert engram.pressure_policy().model_dump() == {"thresholds": {"cls": 0.5}, "others_learn": True}
         learned(engram)
