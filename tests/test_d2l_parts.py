@@ -123,3 +123,32 @@ def test_adapters_are_saved_in_peft_format_and_peft_applies_them_as_the_hooks_do
 
     assert store.delete(7) and store.documents() == [] and store.load(7) is None
     assert not store.delete(7)
+
+
+def test_d2l_adapts_the_models_own_linears_inside_ttts_and_clss_wrappers() -> None:
+    """With ttt (DualMLP around an MLP) or cls (ExpertLinear around down_proj) installed first, d2l
+    found no linear down_proj and refused; its hooks now sit on the model's own linears, which
+    those wrappers call, so the adapter still changes the answer."""
+    from types import SimpleNamespace
+
+    from engines.d2l.reading import target_modules
+    from models.dual_mlp import DualMLP
+    from models.lora_experts import ExpertLinear
+
+    model = _tiny_llama()
+    own = [layer.mlp.down_proj for layer in model.model.layers]
+    model.model.layers[1].mlp.down_proj = ExpertLinear(own[1], rank=2)  # as cls installs
+    model.model.layers[2].mlp = DualMLP(model.model.layers[2].mlp)  # as ttt installs
+    found = target_modules(SimpleNamespace(model=model), [0, 1, 2], "down_proj")  # type: ignore[arg-type]
+    assert all(a is b for a, b in zip(found, own))
+    ids = torch.tensor([[1, 5, 9, 2, 33]])
+    with torch.no_grad():
+        base = model(input_ids=ids).logits
+    for layer in (1, 2):  # each wrapper calls the hooked linear
+        hooks = LoRAHooks([found[layer]], scale=1.0)
+        hooks.install()
+        torch.manual_seed(layer)
+        with torch.no_grad(), hooks.active(torch.randn(1, 1, 4, 40), torch.randn(1, 1, 24, 4)):
+            adapted = model(input_ids=ids).logits
+        hooks.remove()
+        assert not torch.allclose(adapted, base, atol=1e-4), layer

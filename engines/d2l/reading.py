@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from engines.base import Neocortex
-from models.dual_mlp import decoder_layers, layer_range
+from models.dual_mlp import DualMLP, decoder_layers, layer_range
+from models.lora_experts import ExpertLinear
 
 Adapter = dict[str, tuple[Tensor, Tensor]]
 """Per target module: (A [layers, r, in], B [layers, out, r]) over the adapted layers."""
@@ -36,11 +37,21 @@ def adapted_layers(cortex: Neocortex, layers: str) -> list[int]:
 
 
 def target_modules(cortex: Neocortex, layer_ids: list[int], target: str) -> list[torch.nn.Module]:
+    """The model's own ``target`` linear of each layer's MLP, found inside the modules ttt and cls
+    put around it (a hook on it still fires, since their forwards call it), so d2l works beside
+    either engine, whichever was installed first."""
     layers = decoder_layers(cortex.model)
-    found = [getattr(layers[i].mlp, target, None) for i in layer_ids]
+    found = [_own(getattr(_own(layers[i].mlp), target, None)) for i in layer_ids]
     if any(not isinstance(m, torch.nn.Linear) for m in found):
         raise TypeError(f"the model's MLPs have no linear {target}: it cannot be adapted")
     return found  # type: ignore[return-value]
+
+
+def _own(module: Any) -> Any:
+    """The model's own module inside ttt's ``DualMLP`` or cls's ``ExpertLinear`` (else itself)."""
+    if isinstance(module, DualMLP):
+        return module.frozen
+    return module.base if isinstance(module, ExpertLinear) else module
 
 
 def token_chunks(cortex: Neocortex, text: str, chunk_tokens: int, max_tokens: int) -> list[list[int]]:
