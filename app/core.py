@@ -39,6 +39,7 @@ from engines.rag.hybrid import (exact_counts, hybrid_order, is_keyword_query, re
 from engines.registry import build_engine, engine_class, registered
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
+from app.jobs.refresh import StateRefresh
 from app.jobs.sleep import PressurePolicy, SleepJobs, SleepScheduler, SleepStatus, run_sleep
 from app.services.playbooks import PlaybookService
 from app.jobs.worker import Worker, is_paused, set_paused
@@ -56,7 +57,7 @@ from store.ignored_files import IgnoredFiles
 from store.import_journal import interrupted_import, restore_advice
 from store.index_sidecar import saved_index
 from store.controller_decisions import ControllerDecisionStore
-from store.jobs import CONTROLLER, FEEDBACK, LEARN, REEMBED, SLEEP, JobQueue, Progress
+from store.jobs import CONTROLLER, FEEDBACK, LEARN, REEMBED, REFRESH, SLEEP, JobQueue, Progress
 from store.next_vectors import NextVectors
 from app.jobs.reembed import ReembedJobs, embedder_record, queue_reembed
 from store.playbooks import PlaybookStore
@@ -205,7 +206,10 @@ class Engram:
         worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines,
                                          lambda: worker.stopping or worker.holding,
                                          self.sleep_checkpoints, self.consolidate_memory))
-        worker.on_idle = self.sleeper.check
+        refresh = StateRefresh(self.db, self.queue, lambda: self.engines, lambda: self._neocortex is not None,
+                               lambda: worker.stopping or worker.holding)
+        worker.register(REFRESH, refresh)
+        worker.on_idle = lambda: self.sleeper.check() or refresh.check()
         worker.after_ingest = self._export_query_copy
         return worker
 

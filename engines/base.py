@@ -268,7 +268,8 @@ class Engine(ABC):
     ``sleep_pressure`` threshold: the idle sleeper then waits for that instead of counting documents."""
     reads_weights: ClassVar[bool] = False
     """True when what it keeps was computed by the neocortex's weights (the hidden-state tier):
-    sleep and a document's learning run it after the engines that change those weights."""
+    sleep and a document's learning run it after the engines that change those weights, and the
+    worker refreshes it when idle once they changed (``stale_documents``, ``refresh``)."""
 
     @abstractmethod
     def learn(self, document: DocumentInput, progress: Progress = no_progress) -> LearnReport:
@@ -294,6 +295,16 @@ class Engine(ABC):
     def consolidate(self, budget: Budget, progress: Progress = no_progress) -> ConsolidateReport:
         """Offline work while the person is idle (nothing by default)."""
         return ConsolidateReport(engine=self.name, seconds=0.0, changed=False)
+
+    def stale_documents(self) -> tuple[str, list[int]]:
+        """(the weights' fingerprint now, the documents whose kept results were computed with
+        other weights or not yet): an engine that ``reads_weights`` says what to refresh."""
+        return "", []
+
+    def refresh(self, progress: Progress, stop: Callable[[], bool]) -> dict[str, int]:
+        """Compute again what ``stale_documents`` names, ending between documents when ``stop()``
+        is true; returns documents, chunks and documents left."""
+        return {"documents": 0, "chunks": 0, "left": 0}
 
     def state_dict(self) -> dict[str, Any]:
         """Learned state to persist (JSON values and tensors only; never pickled)."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from store.database import Database
 from store.episodes import LEARNING
-from store.jobs import SLEEP
+from store.jobs import REFRESH, SLEEP
 
 
 _UNFINISHED = "status IN ('pending', 'running')"
@@ -39,13 +39,14 @@ class SleepEpisode(BaseModel):
 
 def last_active(db: Database) -> float | None:
     """When (a Julian day) the person last asked a question, used the app (a key or a click) or
-    any work but sleep was queued, started or finished; None when nothing ever happened."""
+    any work but sleep and refresh (the app's own upkeep) was queued, started or finished; None
+    when nothing ever happened."""
     return db.scalar(
         "SELECT max(t) FROM ("
         " SELECT max(julianday(created_at)) AS t FROM messages WHERE role = 'user'"
         " UNION ALL SELECT julianday(max(max(created_at, COALESCE(started_at, ''), COALESCE(finished_at, ''))))"
-        " FROM jobs WHERE kind != ?"  # one format in jobs: the latest text is the latest time
-        " UNION ALL SELECT CAST(value AS REAL) FROM state WHERE key = ?)", (SLEEP, UI_INPUT))
+        " FROM jobs WHERE kind NOT IN (?, ?)"  # one format in jobs: the latest text is the latest time
+        " UNION ALL SELECT CAST(value AS REAL) FROM state WHERE key = ?)", (SLEEP, REFRESH, UI_INPUT))
 
 
 def record_ui_input(db: Database) -> None:
@@ -71,6 +72,13 @@ def idle_seconds(db: Database) -> float | None:
 def work_waiting(db: Database) -> bool:
     """Whether any job but sleep is pending or running."""
     return bool(db.scalar(f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {_UNFINISHED} AND kind != ?)", (SLEEP,)))
+
+
+def jobs_waiting_besides(db: Database, kinds: tuple[str, ...]) -> bool:
+    """Whether any job of a kind other than ``kinds`` is pending or running."""
+    marks = ",".join("?" * len(kinds))
+    besides = f" AND kind NOT IN ({marks})" if kinds else ""
+    return bool(db.scalar(f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {_UNFINISHED}{besides})", kinds))
 
 
 def sleep_queued(db: Database) -> bool:

@@ -30,6 +30,8 @@ REEMBED = "reembed"
 """Re-embed the library with the embedding model the settings name (key: ``embedding``)."""
 CONTROLLER = "controller"
 """The meta-controller's bandit learns the reward of one answer (key: the message id)."""
+REFRESH = "refresh"
+"""An engine computes again what it computed with weights that changed since (key: the engine)."""
 
 
 class Job(BaseModel):

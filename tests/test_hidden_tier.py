@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from engines.hidden import fingerprint as fingerprint_module
 from engines.hidden.fingerprint import WeightFingerprint
 from models.dual_mlp import decoder_layers, install, uninstall
 from models.hidden_reward import modulate, reward_vector, select, top_rewards
+from store import activity
 from store.chunk_states import ChunkStateStore
+from store.jobs import LEARN, REFRESH
 from tests.helpers import open_engram
 
 DOC = ("# The Ferrow protocol\n\nThe Ferrow protocol was designed by Zorvek Quillanby in 2016. "
@@ -263,6 +266,47 @@ def test_one_answer_searches_once_and_states_of_changed_weights_wait_for_a_fill(
         with torch.no_grad():
             weight.copy_(saved)  # the weights back as they were: the states filled since are stale
         assert store.stale(cited, neocortex.model_name, hidden.weights(neocortex)) == cited
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+        engram.close()
+
+
+@pytest.mark.slow
+def test_once_the_weights_change_the_idle_worker_refreshes_the_stale_states(
+        embedder, neocortex, tmp_path: Path) -> None:
+    """A ttt or cls learn changes the weights and every earlier document's states go stale; they
+    were left out of answers until the next sleep. Now the idle worker refreshes them, gives way
+    to other work, and its upkeep does not count as the person's activity (sleep still comes)."""
+    engram, path = _engram(embedder, neocortex, tmp_path, "rag,hidden", critic="off")
+    hidden, store, worker = engram.engine("hidden"), ChunkStateStore(engram.db), engram.worker
+    document = engram.docs.get(path).id
+    weight = neocortex.model.model.layers[-1].mlp.down_proj.weight
+    saved = weight.detach().clone()
+
+    def stale() -> list[int]:
+        return store.missing_documents(neocortex.model_name, hidden.weights(neocortex))
+
+    try:
+        assert stale() == [] and not worker.on_idle()  # all current: nothing queued
+        with torch.no_grad():  # as a document learned into the weights changes them
+            weight.mul_(1.05)
+        assert stale() == [document]
+        engram.queue.enqueue(LEARN, "other", {"document_id": 999, "engine": "hidden"})  # work waits
+        assert not worker.on_idle()  # nothing is queued over other work
+        worker.drain(kinds=[LEARN])
+        assert worker.on_idle() and not worker.on_idle()  # queued once
+        engram.queue.enqueue(LEARN, "other", {"document_id": 999, "engine": "hidden"})  # arrives meanwhile
+        worker.drain(kinds=[REFRESH])
+        assert stale() == [document]  # gave way between documents
+        worker.drain(kinds=[LEARN])
+        person = activity.last_active(engram.db)
+        time.sleep(1.1)  # jobs keep whole seconds
+        assert worker.on_idle()  # queued again once idle
+        worker.drain(kinds=[REFRESH])
+        assert stale() == [] and not worker.on_idle()
+        assert hidden.contribute(Query(text=QUESTION)).meta["stale"] == []
+        assert activity.last_active(engram.db) == person  # upkeep: not the person's activity
     finally:
         with torch.no_grad():
             weight.copy_(saved)

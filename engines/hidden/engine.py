@@ -5,7 +5,8 @@
   hidden states, with the chunk's token ids, are stored by chunk id (``store.chunk_states``) with
   the fingerprint of the weights that computed them (``engines.hidden.fingerprint``); they leave
   with the chunk.
-- ``consolidate`` (sleep) and ``fill`` (``engram hidden fill``): the same for documents indexed
+- ``consolidate`` (sleep), ``fill`` (``engram hidden fill``) and ``refresh`` (the idle worker,
+  once ttt or cls changed the weights: ``app.jobs.refresh``): the same for documents indexed
   before the tier was on, and for states gone stale (the weights changed since). The tier reads
   the weights (``reads_weights``): sleep runs it after the engines that change them.
 - States are always computed with every enabled engine's learned weights loaded first
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -134,8 +136,16 @@ class HiddenStateEngine(Engine):
 
     def documents_to_fill(self) -> list[int]:
         """Indexed documents with a chunk lacking states of the weights answers compute with now."""
+        return self.stale_documents()[1]
+
+    def stale_documents(self) -> tuple[str, list[int]]:
         cortex = self.cortex()
-        return self.store.missing_documents(cortex.model_name, self.weights(cortex))
+        weights = self.weights(cortex)
+        return weights, self.store.missing_documents(cortex.model_name, weights)
+
+    def refresh(self, progress: Progress, stop: Callable[[], bool]) -> dict[str, int]:
+        """The idle worker's fill, once a weight engine changed the weights (``app.jobs.refresh``)."""
+        return self.fill(progress, stop)
 
     def consolidate(self, budget: Budget, progress: Progress = no_progress) -> ConsolidateReport:
         """Sleep fills the documents indexed before the tier was on, and those whose states went
@@ -177,8 +187,8 @@ class HiddenStateEngine(Engine):
         stored = self.store.get(chunk_ids, cortex.model_name, weights)
         stale = self.store.stale(chunk_ids, cortex.model_name, weights)
         notes = [f"hidden-state tier: the states of {len(stale)} passage(s) were computed with other "
-                 "weights (the model changed since): left out until the next sleep or engram hidden fill"
-                 ] if stale else []
+                 "weights (the model changed since): left out until they are computed again (when the "
+                 "app is next idle, in sleep or by engram hidden fill)"] if stale else []
         meta: dict[str, Any] = {"chunks": [c for c in chunk_ids if c in stored], "stale": stale}
         if not stored:
             notes.append("hidden-state tier: no stored states for the passages (engram hidden fill)")
