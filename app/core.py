@@ -28,23 +28,24 @@ from app.services.checkpoints import AnsweringState, CheckpointService
 from app.services.general_text import background_text
 from app.ingest.drop_files import DroppedFile, copy_into
 from app.ingest.file_rules import display_name, is_document, storable
+from app.ingest.sentence_windows import WindowFill, best_window_scores
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
 from app.services.source_view import SourceView, exchange_view, source_view
 from app.settings import Backend, LoadedSettings, Settings, load_settings, save_setting
 from engines.base import ConsolidateReport, Draft, Engine, EngineContext, Passage
 from engines.generation import Runtime
-from engines.rag.hybrid import (exact_counts, hybrid_order, is_keyword_query, read_query, rerank_by_windows,
-                                sentence_windows, term_words)
+from engines.rag.hybrid import exact_counts, hybrid_order, is_keyword_query, read_query, rerank_by_windows, term_words
 from engines.registry import build_engine, engine_class, registered
 from app.jobs.feedback import FeedbackJobs, queue_feedback
 from app.jobs.learning import LearnJobs
-from app.jobs.refresh import StateRefresh
+from app.jobs.refresh import Refresher, StateRefresh
 from app.jobs.sleep import PressurePolicy, SleepJobs, SleepScheduler, SleepStatus, run_sleep
 from app.services.playbooks import PlaybookService
 from app.jobs.worker import Worker, is_paused, set_paused
 from store import activity
 from store.blobs import BlobStore
+from store.chunk_windows import ChunkWindowStore
 from store.conversations import ConversationRow, ConversationStore, MessageRow
 from store.database import Database
 from store.document_listing import DisplayStatus, DocumentPage, list_documents
@@ -206,12 +207,29 @@ class Engram:
         worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines,
                                          lambda: worker.stopping or worker.holding,
                                          self.sleep_checkpoints, self.consolidate_memory))
-        refresh = StateRefresh(self.db, self.queue, lambda: self.engines, lambda: self._neocortex is not None,
-                               lambda: worker.stopping or worker.holding)
+        refresh = StateRefresh(self.db, self.queue, self._refreshers, lambda: worker.stopping or worker.holding)
         worker.register(REFRESH, refresh)
         worker.on_idle = lambda: self.sleeper.check() or refresh.check()
         worker.after_ingest = self._export_query_copy
         return worker
+
+    def _refreshers(self) -> list[Refresher]:
+        """What the idle worker keeps up to date: the sentence windows where the search re-ranks by
+        them, and the engines that read the weights once this process loaded the weights (nothing
+        changed them in a process that never did)."""
+        rag = self.settings.rag
+        found: list[Refresher] = [self.window_fill] if rag.mode == "hybrid" and rag.sentence_rerank else []
+        if self._neocortex is not None:
+            found += [e for e in self.engines if e.reads_weights]
+        return found
+
+    @cached_property
+    def window_fill(self) -> WindowFill:
+        return WindowFill(self.windows, lambda: self.index.identity, lambda: self.embedder)
+
+    @cached_property
+    def windows(self) -> ChunkWindowStore:
+        return ChunkWindowStore(self.db)
 
     def _export_query_copy(self) -> None:
         """Once the embedder is loaded for ingestion, export the ONNX copy questions are embedded
@@ -884,8 +902,10 @@ class Engram:
         bm25_weight = rag.keyword_bm25_weight if keywords else rag.bm25_weight
         order = hybrid_order(dense, bm25, exact, rag.dense_weight, bm25_weight, rag.rrf_k)
         if rag.mode == "hybrid" and rag.sentence_rerank and not keywords:  # typed words: the fused order
-            best = self._best_windows(order[:rag.sentence_rerank], embedder, vec)
-            order = rerank_by_windows(order, best, exact, rag.rrf_k)
+            best = best_window_scores(self.windows, self.docs, order[:rag.sentence_rerank], index.identity,
+                                      embedder.embed, vec)
+            if best is not None:
+                order = rerank_by_windows(order, best, exact, rag.rrf_k)
         return self._passages(order[: k * 2 + 8], vec, cosine, set(exact))[:k]
 
     def _dense_ranking(self, index: VectorIndex, vec: np.ndarray,
@@ -894,26 +914,6 @@ class Engram:
         scores, ids = index.search(vec, min(len(index), depth))
         found = [(int(cid), float(score)) for score, cid in zip(scores[0], ids[0]) if cid >= 0]
         return [cid for cid, _ in found], dict(found)
-
-    def _best_windows(self, ids: list[int], embedder: Embedder | QueryEmbedder,
-                      vec: np.ndarray) -> dict[int, float]:
-        """Each chunk's highest cosine similarity between the query and a window of two consecutive
-        sentences of its text (``rag.sentence_rerank``), the windows embedded now."""
-        from app.ingest.chunking import split_units
-
-        texts = self.docs.chunk_texts_by_id(ids)
-        owners: list[int] = []
-        windows: list[str] = []
-        for cid in ids:
-            text = texts.get(cid, "")
-            found = sentence_windows([text[a:b] for a, b in split_units(text)]) or [text]
-            owners += [cid] * len(found)
-            windows += found
-        sims = (embedder.embed(windows) @ vec).tolist() if windows else []
-        best: dict[int, float] = {}
-        for cid, sim in zip(owners, sims):
-            best[cid] = max(best.get(cid, -1.0), sim)
-        return best
 
     def _exact_hits(self, terms: list[str], limit: int) -> dict[int, int]:
         """Chunks holding identifiers, codes or quoted phrases of the query exactly, and how many."""

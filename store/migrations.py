@@ -385,3 +385,16 @@ def m017_chunk_state_weights(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS.append(("017_chunk_state_weights", m017_chunk_state_weights))
+
+
+def m018_chunk_windows(db: sqlite_utils.Database) -> None:
+    """Each chunk's sentence-window vectors (``rag.sentence_rerank``) under the embedding
+    identity that made them (safetensors bytes), deleted with the chunk."""
+    _run(db, ["""CREATE TABLE chunk_windows (
+        chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
+        identity TEXT NOT NULL,
+        vectors BLOB NOT NULL
+    )"""])
+
+
+MIGRATIONS.append(("018_chunk_windows", m018_chunk_windows))

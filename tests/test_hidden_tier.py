@@ -278,7 +278,8 @@ def test_once_the_weights_change_the_idle_worker_refreshes_the_stale_states(
     """A ttt or cls learn changes the weights and every earlier document's states go stale; they
     were left out of answers until the next sleep. Now the idle worker refreshes them, gives way
     to other work, and its upkeep does not count as the person's activity (sleep still comes)."""
-    engram, path = _engram(embedder, neocortex, tmp_path, "rag,hidden", critic="off")
+    engram, path = _engram(embedder, neocortex, tmp_path, "rag,hidden", critic="off",
+                           **{"rag.sentence_rerank": 0})  # no window fill: the states are the only refresh
     hidden, store, worker = engram.engine("hidden"), ChunkStateStore(engram.db), engram.worker
     document = engram.docs.get(path).id
     weight = neocortex.model.model.layers[-1].mlp.down_proj.weight

@@ -12,7 +12,11 @@ import pytest
 
 from engines.base import Query
 from engines.rag.hybrid import rerank_by_windows, sentence_windows
+from app.ingest import sentence_windows as sentence_windows_module
+from app.ingest.sentence_windows import best_window_scores
+from store.chunk_windows import ChunkWindowStore
 from store.fulltext import TABLE
+from store.jobs import REFRESH
 from tests.helpers import open_engram
 
 NOTE = "Sentinel code {code} marks this note."
@@ -258,6 +262,7 @@ def test_sentence_rerank_lifts_the_chunk_one_sentence_of_which_answers(engram, t
     """garden.md's chunk is mostly fruit and orchids: its vector dilutes its one sentence about lost
     bags, and its best pair of sentences lifts it (rag.sentence_rerank)."""
     ingest_files(engram, tmp_path / "port", PORT)
+    engram.window_fill.refresh(lambda f, m: None, lambda: False)  # as the idle worker does
 
     def order(rerank: int) -> list[str]:
         engram.settings.rag.sentence_rerank = rerank
@@ -270,3 +275,53 @@ def test_sentence_rerank_lifts_the_chunk_one_sentence_of_which_answers(engram, t
     engram.settings.rag.mode = "dense"  # re-ranks hybrid search only
     assert order(15) == order(0)
 
+
+
+def test_windows_are_embedded_in_idle_time_beside_their_chunks_and_a_search_only_reads_them(
+        engram, tmp_path, monkeypatch):
+    """Embedding 15 chunks' windows while searching took seconds on 2 cores: they are embedded
+    once by the idle worker, kept under the embedding identity, and a search embeds none itself
+    (a few missing ones at most, never a library's worth)."""
+    question = "Which desk deals with belongings people forget at the waterfront?"
+    ingest_files(engram, tmp_path / "port", PORT)
+    store, identity = ChunkWindowStore(engram.db), engram.index.identity
+    assert engram.settings.rag.sentence_rerank == 15  # on by default
+    assert store.count_missing(identity) == len(PORT)  # ingestion embeds no window: as fast as before
+    monkeypatch.setattr(sentence_windows_module, "MAX_WINDOWS_NOW", 4)  # this small library has 20
+    fused = [p.chunk_id for p in engram.search(question, k=7)]
+    engram.settings.rag.sentence_rerank = 0
+    assert [p.chunk_id for p in engram.search(question, k=7)] == fused  # too many missing: the fused order
+    engram.settings.rag.sentence_rerank = 15
+
+    worker = engram.worker
+    assert worker.on_idle() and not worker.on_idle()  # one refresh job, queued once
+    worker.drain(kinds=[REFRESH])
+    assert store.count_missing(identity) == 0 and not worker.on_idle()
+    embedded: list[int] = []
+    real = engram.embedder.embed
+    monkeypatch.setattr(engram.embedder, "embed", lambda texts: embedded.append(len(texts)) or real(texts))
+    reranked = [Path(p.path).name for p in engram.search(question, k=7)]
+    assert all(n == 1 for n in embedded)  # the question at most: the windows were read
+    engram.settings.rag.sentence_rerank = 0
+    plain = [Path(p.path).name for p in engram.search(question, k=7)]
+    assert reranked.index("garden.md") < plain.index("garden.md")  # the stored windows re-ranked it
+    ids = [cid for cid, _ in engram.db.query("SELECT id, text FROM chunks")]
+    vectors = store.get(ids, identity)
+    assert len(vectors) == len(PORT) and all(v.shape[1] == engram.index.dim for v in vectors.values())
+    assert store.get(ids, "another model|fp32") == {}  # never compared with another model's question
+    assert len(store.missing("another model|fp32", 100)) == len(PORT)
+
+    engram.forget_document(str(tmp_path / "port" / "garden.md"))
+    assert len(store.get(ids, identity)) == len(PORT) - 1  # they leave with their chunk
+
+
+def test_a_search_embeds_the_few_windows_not_stored_yet_itself(engram, tmp_path):
+    ingest_files(engram, tmp_path / "one", {"garden.md": PORT["garden.md"], "bags.md": PORT["bags.md"]})
+    store = ChunkWindowStore(engram.db)
+    ids = [cid for cid, in engram.db.query("SELECT id FROM chunks")]
+    assert len(ids) == 2 and store.count_missing(engram.index.identity) == 2
+    scores = best_window_scores(store, engram.docs, ids, engram.index.identity, engram.embedder.embed,
+                                engram.embedder.embed(["Where do I ask about a bag I lost in the garden?"])[0])
+    assert scores is not None and set(scores) == set(ids)
+    garden = engram.docs.get(str(tmp_path / "one" / "garden.md")).id
+    assert max(scores, key=scores.get) == garden

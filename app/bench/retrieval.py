@@ -86,6 +86,8 @@ class RetrievalBenchReport(BaseModel):
     notes: int
     chunks: int
     ingest_s: float
+    windows_s: float | None = Field(None, description="The idle worker's embedding of every chunk's "
+                                    "sentence windows after ingestion (rag.sentence_rerank; None: off).")
     embedding_model: str
     rag: dict[str, object] = Field(description="The rag settings the runs used (mode aside).")
     search_k: int
@@ -203,20 +205,32 @@ def run_retrieval_bench(settings: Settings, queries: int = 100, notes: int = 300
             ingest_s = time.perf_counter() - t0
             chunks = engram.status().chunks
             echo(f"Ingested {len(corpus) + len(note_texts)} files into {chunks} chunks in {ingest_s:.1f} s")
+            windows_s = _fill_windows(engram, echo) if engram.settings.rag.sentence_rerank else None
             figures, misses = _measure(engram, asked, echo)
             load = os.getloadavg()[0]
-            rag = engram.settings.rag.model_dump(include={"rrf_k", "dense_weight", "bm25_weight", "candidates"})
+            rag = engram.settings.rag.model_dump(include={"rrf_k", "dense_weight", "bm25_weight", "candidates",
+                                                           "sentence_rerank"})
             model = engram.settings.embedding_model
         finally:
             engram.close()
     report = RetrievalBenchReport(
         created_at=datetime.now().isoformat(timespec="seconds"), seed=seed, paraphrases=paraphrases,
         topics=len(corpus),
-        notes=len(note_texts), chunks=chunks, ingest_s=ingest_s, embedding_model=model, rag=rag,
+        notes=len(note_texts), chunks=chunks, ingest_s=ingest_s, windows_s=windows_s, embedding_model=model,
+        rag=rag,
         search_k=SEARCH_K, figures=figures, rerank=RERANK, targets=check_targets(figures),
         misses=misses, load_average=load, cpus=os.cpu_count() or 1, seconds=time.perf_counter() - started)
     print_report(report, echo)
     return report
+
+
+def _fill_windows(engram, echo: Echo) -> float:
+    """Embed the sentence windows as the idle worker does after ingestion (searches then read them)."""
+    t0 = time.perf_counter()
+    done = engram.window_fill.refresh(lambda f, m: None, lambda: False)
+    seconds = time.perf_counter() - t0
+    echo(f"Embedded the sentence windows of {done['chunks']} chunks in {seconds:.1f} s (idle-time work)")
+    return seconds
 
 
 def _measure(engram, asked: dict[str, list[Query]], echo: Echo) -> tuple[list[KindFigures], list[Miss]]:
