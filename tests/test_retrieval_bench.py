@@ -60,7 +60,8 @@ def test_bench_on_a_slice_reports_every_kind_and_mode(embedder) -> None:
         assert f.queries == 6 and 0 <= f.recall_at_1 <= f.recall_at_5 <= 1 and f.mrr <= 1 and f.p50_ms > 0
     by = {(f.kind, f.mode): f for f in report.figures}
     assert by["code", "hybrid"].recall_at_1 == 1.0
-    assert "not available" in report.rerank
+    assert "not available" in report.rerank and "best 15 chunks by their stored sentence windows" in report.rerank
+    assert report.windows_s is not None and report.rag["sentence_rerank"] == 15
     verdicts = [line for line in lines if line.endswith((" PASS", " MISS"))]
     assert len(verdicts) == len(report.targets) == 7
     assert settings.rag.mode == "hybrid"  # the runs switched a copy of the settings
