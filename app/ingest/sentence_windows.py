@@ -83,8 +83,9 @@ class WindowFill:
 
     def refresh(self, progress: Progress, stop: Callable[[], bool]) -> dict[str, int]:
         identity, embedder = self.identity(), self.embedder()
-        if embedder.identity != identity:  # a re-embedding is under way: its end queues the fill again
-            return {"documents": 0, "chunks": 0, "left": self.store.count_missing(identity)}
+        if embedder.identity != identity:  # a re-embedding is under way: the new identity queues it again
+            progress(1.0, "skipped: the library is being embedded with another model")
+            return {"documents": 0, "chunks": 0, "left": 0}
         self.store.drop_other(identity)
         total, done, last = self.store.count_missing(identity), 0, -1
         while (batch := self.store.missing(identity, FILL_CHUNKS)) and batch[0][0] > last:
