@@ -28,7 +28,6 @@ from app.services.checkpoints import AnsweringState, CheckpointService
 from app.services.general_text import background_text
 from app.ingest.drop_files import DroppedFile, copy_into
 from app.ingest.file_rules import display_name, is_document, storable
-from app.ingest.sentence_windows import WindowFill, best_window_scores
 from app.paths import DataPaths
 from app.runtimes.active import ActiveRuntime
 from app.services.source_view import SourceView, exchange_view, source_view
@@ -95,6 +94,7 @@ if TYPE_CHECKING:
     from app.bench.learn import Forgot as Forgot, LearnBenchReport as LearnBenchReport
     from app.chat.bandit import RewardWeights
     from app.ingest.embeddings import Embedder
+    from app.ingest.sentence_windows import WindowFill
     from app.memory.episodic import EpisodicMemory
     from app.ingest.query_embedding import QueryEmbedder
     from app.ingest.pipeline import FileResult, Ingestor, ScanReport
@@ -225,6 +225,8 @@ class Engram:
 
     @cached_property
     def window_fill(self) -> WindowFill:
+        from app.ingest.sentence_windows import WindowFill  # numpy: not on the status path
+
         return WindowFill(self.windows, lambda: self.index.identity, lambda: self.embedder)
 
     @cached_property
@@ -902,6 +904,8 @@ class Engram:
         bm25_weight = rag.keyword_bm25_weight if keywords else rag.bm25_weight
         order = hybrid_order(dense, bm25, exact, rag.dense_weight, bm25_weight, rag.rrf_k)
         if rag.mode == "hybrid" and rag.sentence_rerank and not keywords:  # typed words: the fused order
+            from app.ingest.sentence_windows import best_window_scores
+
             best = best_window_scores(self.windows, self.docs, order[:rag.sentence_rerank], index.identity,
                                       embedder.embed, vec)
             if best is not None:
