@@ -305,6 +305,7 @@ def test_windows_are_embedded_in_idle_time_beside_their_chunks_and_a_search_only
     engram.settings.rag.sentence_rerank = 0
     plain = [Path(p.path).name for p in engram.search(question, k=7)]
     assert reranked.index("garden.md") < plain.index("garden.md")  # the stored windows re-ranked it
+    engram.settings.rag.sentence_rerank = 15
     ids = [cid for cid, _ in engram.db.query("SELECT id, text FROM chunks")]
     vectors = store.get(ids, identity)
     assert len(vectors) == len(PORT) and all(v.shape[1] == engram.index.dim for v in vectors.values())
@@ -313,6 +314,10 @@ def test_windows_are_embedded_in_idle_time_beside_their_chunks_and_a_search_only
 
     engram.forget_document(str(tmp_path / "port" / "garden.md"))
     assert len(store.get(ids, identity)) == len(PORT) - 1  # they leave with their chunk
+    ingest_files(engram, tmp_path / "more", {"pier.md": "The north pier has a cafe and a bait shop."})
+    assert store.count_missing(identity) == 1 and worker.on_idle()  # a later file: another fill
+    worker.drain(kinds=[REFRESH])
+    assert store.count_missing(identity) == 0
 
 
 def test_a_search_embeds_the_few_windows_not_stored_yet_itself(engram, tmp_path):

@@ -77,9 +77,11 @@ class WindowFill:
         self.embedder = embedder
 
     def stale_documents(self) -> tuple[str, list[int]]:
-        """(the library's embedding identity, a chunk lacking windows under it, if any)."""
+        """(the embedding identity and the first chunk lacking windows under it, that chunk), or
+        nothing: chunks added later make another fill, a chunk a fill could not store does not."""
         identity = self.identity()
-        return identity, [cid for cid, _ in self.store.missing(identity, 1)]
+        first = [cid for cid, _ in self.store.missing(identity, 1)]
+        return f"{identity} from chunk {first[0] if first else '-'}", first
 
     def refresh(self, progress: Progress, stop: Callable[[], bool]) -> dict[str, int]:
         identity, embedder = self.identity(), self.embedder()
