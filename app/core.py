@@ -223,6 +223,14 @@ class Engram:
             found += [e for e in self.engines if e.reads_weights]
         return found
 
+    def fill_windows(self) -> dict[str, int]:
+        """Embed now the sentence windows the search's re-rank reads, as the idle worker would:
+        a bench then asks the library as a person's app has it once idle."""
+        rag = self.settings.rag
+        if rag.mode != "hybrid" or not rag.sentence_rerank:
+            return {"documents": 0, "chunks": 0, "left": 0}
+        return self.window_fill.refresh(lambda f, m: None, lambda: False)
+
     @cached_property
     def window_fill(self) -> WindowFill:
         from app.ingest.sentence_windows import WindowFill  # numpy: not on the status path

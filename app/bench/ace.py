@@ -100,6 +100,7 @@ def run_ace_bench(settings: Settings, n_train: int = 12, n_test: int = 12, epoch
         try:
             engram.ingest([root / "docs"])
             engram.run_pending()
+            engram.fill_windows()  # as the app's idle worker does after ingestion
             echo(f"Ingested {len(tasks.documents)} catalogue and gazetteer entries; "
                  f"{n_train} training and {n_test} held-out questions.")
             return _measure(engram, tasks, epochs, seed, echo)

@@ -296,6 +296,7 @@ def run_chat_bench(settings: Settings, questions: int = 100, chunks: int = 10_00
             fiction.write(root / "docs")
             engram.ingest([root / "docs"])
             engram.run_pending()
+            engram.fill_windows()  # as the app's idle worker does after ingestion
             echo(f"Ingested {len(fiction.documents)} fictional documents; asking {len(asked)} questions")
             arms: list[Arm] = ["plain", "logit_bias"]
             strength = settings.hidden.strength if hidden else 0.0  # type: ignore[attr-defined]

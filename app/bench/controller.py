@@ -261,6 +261,7 @@ def run_controller_bench(settings: Settings, size: str = "tiny", seed: int = 0, 
             engram.run_pending(learn=learn)
             if learn:
                 echo(f"  learned {len(files)} documents into weights in {time.perf_counter() - started:.0f} s")
+            engram.fill_windows()  # as the app's idle worker does after ingestion
             train, held = split(asked) if bandit else ([], [])
             if bandit:
                 echo(f"  bandit: {len(train)} training questions x {epochs} epochs (explore {explore}), "

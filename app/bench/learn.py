@@ -96,6 +96,7 @@ class LearnBench:
         documents.write(folder)
         self.engram.ingest([folder])
         self.engram.run_pending()
+        self.engram.fill_windows()  # as the app's idle worker does after ingestion
         self.documents = _stored(self.engram, [d.file_name for d in documents.documents])
         self.questions = documents.questions
 

@@ -232,7 +232,7 @@ def run_retrieval_bench(settings: Settings, queries: int = 100, notes: int = 300
 def _fill_windows(engram, echo: Echo) -> float:
     """Embed the sentence windows as the idle worker does after ingestion (searches then read them)."""
     t0 = time.perf_counter()
-    done = engram.window_fill.refresh(lambda f, m: None, lambda: False)
+    done = engram.fill_windows()
     seconds = time.perf_counter() - t0
     echo(f"Embedded the sentence windows of {done['chunks']} chunks in {seconds:.1f} s (idle-time work)")
     return seconds
