@@ -207,7 +207,8 @@ class Engram:
         worker.register(SLEEP, SleepJobs(self.db, lambda: self.engines,
                                          lambda: worker.stopping or worker.holding,
                                          self.sleep_checkpoints, self.consolidate_memory))
-        refresh = StateRefresh(self.db, self.queue, self._refreshers, lambda: worker.stopping or worker.holding)
+        refresh = StateRefresh(self.db, self.queue, self._refreshers, lambda: worker.stopping or worker.holding,
+                               self.sleeper.due)
         worker.register(REFRESH, refresh)
         worker.on_idle = lambda: self.sleeper.check() or refresh.check()
         worker.after_ingest = self._export_query_copy
@@ -239,6 +240,7 @@ class Engram:
 
     @cached_property
     def windows(self) -> ChunkWindowStore:
+        """Each chunk's stored sentence-window vectors (the search's re-rank reads them)."""
         return ChunkWindowStore(self.db)
 
     def _export_query_copy(self) -> None:

@@ -348,7 +348,7 @@ class CoreSettings(BaseModel):
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ValueError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        for part, both in clashes(names):
+        for part, both in clashes(list(dict.fromkeys(names))):
             raise ValueError(f"{' and '.join(both)} cannot be enabled together: each rebuilds {part} of "
                              f"the model in its own way; enable one of them (e.g. rag,{both[0]})")
         return list(dict.fromkeys(names))

@@ -70,8 +70,8 @@ def idle_seconds(db: Database) -> float | None:
 
 
 def work_waiting(db: Database) -> bool:
-    """Whether any job but sleep is pending or running."""
-    return bool(db.scalar(f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {_UNFINISHED} AND kind != ?)", (SLEEP,)))
+    """Whether any job but sleep and refresh (upkeep that gives way to sleep) is pending or running."""
+    return jobs_waiting_besides(db, (SLEEP, REFRESH))
 
 
 def jobs_waiting_besides(db: Database, kinds: tuple[str, ...]) -> bool:

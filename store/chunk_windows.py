@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 
 def pack(vectors: np.ndarray) -> bytes:
+    """One chunk's window vectors as float16 safetensors bytes."""
     import numpy as np
     from safetensors.numpy import save
 
@@ -27,6 +28,7 @@ def pack(vectors: np.ndarray) -> bytes:
 
 
 def unpack(blob: bytes) -> np.ndarray:
+    """The ``[windows, dim]`` float16 vectors ``pack`` wrote."""
     from safetensors.numpy import load
 
     return load(blob)["vectors"]
@@ -64,7 +66,15 @@ class ChunkWindowStore:
             "SELECT c.id, c.text FROM chunks c LEFT JOIN chunk_windows w ON w.chunk_id = c.id "
             "AND w.identity = ? WHERE w.chunk_id IS NULL ORDER BY c.id LIMIT ?", (identity, limit))]
 
+    def newest_missing(self, identity: str) -> int | None:
+        """The newest chunk with no windows under ``identity`` (None: every chunk has them)."""
+        found = self.db.scalar(
+            "SELECT max(c.id) FROM chunks c LEFT JOIN chunk_windows w ON w.chunk_id = c.id "
+            "AND w.identity = ? WHERE w.chunk_id IS NULL", (identity,))
+        return None if found is None else int(found)
+
     def count_missing(self, identity: str) -> int:
+        """How many chunks have no windows under ``identity``."""
         return int(self.db.scalar(
             "SELECT count(*) FROM chunks c LEFT JOIN chunk_windows w ON w.chunk_id = c.id "
             "AND w.identity = ? WHERE w.chunk_id IS NULL", (identity,)) or 0)

@@ -31,7 +31,8 @@ REEMBED = "reembed"
 CONTROLLER = "controller"
 """The meta-controller's bandit learns the reward of one answer (key: the message id)."""
 REFRESH = "refresh"
-"""An engine computes again what it computed with weights that changed since (key: the engine)."""
+"""Idle-time upkeep (key: the refresher): what was computed from the library or the weights and is
+missing or stale, computed again (the hidden tier's states, the search's sentence windows)."""
 
 
 class Job(BaseModel):

@@ -14,9 +14,11 @@ from engines.base import Query
 from engines.rag.hybrid import rerank_by_windows, sentence_windows
 from app.ingest import sentence_windows as sentence_windows_module
 from app.ingest.sentence_windows import best_window_scores
+from app.jobs.refresh import StateRefresh
 from store.chunk_windows import ChunkWindowStore
 from store.fulltext import TABLE
-from store.jobs import REFRESH
+from store import activity
+from store.jobs import LEARN, REFRESH
 from tests.helpers import open_engram
 
 NOTE = "Sentinel code {code} marks this note."
@@ -330,3 +332,25 @@ def test_a_search_embeds_the_few_windows_not_stored_yet_itself(engram, tmp_path)
     assert scores is not None and set(scores) == set(ids)
     garden = engram.docs.get(str(tmp_path / "one" / "garden.md")).id
     assert max(scores, key=scores.get) == garden
+
+
+def test_a_refresh_gives_way_to_the_person_to_other_jobs_and_to_sleep_and_never_holds_sleep_back(engram):
+    """An embedding fill or a hidden-state refresh runs for minutes: a question, a key or a click,
+    another job or a due sleep ends it between batches (it is queued again when idle), and a
+    queued refresh is not work that keeps sleep from being due."""
+    due = [False]
+    refresh = StateRefresh(engram.db, engram.queue, lambda: [], lambda: False, lambda: due[0])
+    stop = refresh._stop()
+    assert not stop()
+    activity.record_ui_input(engram.db)
+    assert stop()  # the person is here
+    time.sleep(0.01)  # the store's clock keeps milliseconds
+    stop = refresh._stop()
+    assert not stop()
+    due[0] = True
+    assert stop()  # sleep goes first
+    due[0] = False
+    engram.queue.enqueue(REFRESH, "windows", {})
+    assert not refresh._stop()() and not activity.work_waiting(engram.db)  # itself: no other work
+    engram.queue.enqueue(LEARN, "ttt:a.txt", {"document_id": 1, "engine": "ttt"})
+    assert refresh._stop()() and activity.work_waiting(engram.db)

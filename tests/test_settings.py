@@ -103,6 +103,7 @@ def test_two_engines_that_rebuild_the_same_layers_are_refused_before_anything_is
     assert result.exit_code != 0 and "cls and ttt cannot be enabled together" in result.output
     assert load_settings().settings.engines == ["rag"]  # nothing saved
     assert load_settings(cli={"engines": "rag,ttt,d2l"}).settings.engines == ["rag", "ttt", "d2l"]
+    assert load_settings(cli={"engines": "rag,ttt,ttt"}).settings.engines == ["rag", "ttt"]  # one engine
 
 
 def test_saving_runs_the_models_own_checks(isolated_dirs):

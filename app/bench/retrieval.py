@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +39,9 @@ from app.bench.retrieval_queries import (
 from app.bench.verdict import verdict
 from app.ingest.embeddings import RECENT_QUERIES
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.core import Engram
 
 Echo = Callable[[str], None]
 MODES = ("dense", "bm25", "hybrid")
@@ -229,7 +233,7 @@ def run_retrieval_bench(settings: Settings, queries: int = 100, notes: int = 300
     return report
 
 
-def _fill_windows(engram, echo: Echo) -> float:
+def _fill_windows(engram: Engram, echo: Echo) -> float:
     """Embed the sentence windows as the idle worker does after ingestion (searches then read them)."""
     t0 = time.perf_counter()
     done = engram.fill_windows()

@@ -39,9 +39,8 @@ def windows_of(text: str) -> list[str]:
     return sentence_windows([text[a:b] for a, b in split_units(text)]) or [text]
 
 
-def embed_windows(embed: Embed, texts: dict[int, str]) -> dict[int, np.ndarray]:
-    """Each chunk's window vectors ([windows, dim]), embedded in one call."""
-    windows = {cid: windows_of(text) for cid, text in texts.items()}
+def embed_windows(embed: Embed, windows: dict[int, list[str]]) -> dict[int, np.ndarray]:
+    """Each chunk's window vectors ([windows, dim]) from its windows, embedded in one call."""
     flat = [w for found in windows.values() for w in found]
     if not flat:
         return {}
@@ -57,8 +56,9 @@ def best_window_scores(store: ChunkWindowStore, docs: DocumentStore, ids: list[i
     stored ones, and the missing ones embedded now where they are few (None where they are not:
     the search then keeps its fused order)."""
     stored = store.get(ids, identity)
-    missing = docs.chunk_texts_by_id([cid for cid in ids if cid not in stored])
-    if sum(len(windows_of(text)) for text in missing.values()) > MAX_WINDOWS_NOW:
+    missing = {cid: windows_of(text)
+               for cid, text in docs.chunk_texts_by_id([cid for cid in ids if cid not in stored]).items()}
+    if sum(map(len, missing.values())) > MAX_WINDOWS_NOW:
         return None
     vectors = stored | embed_windows(embed, missing)
     return {cid: float((v.astype(np.float32) @ vec).max()) for cid, v in vectors.items() if len(v)}
@@ -77,11 +77,12 @@ class WindowFill:
         self.embedder = embedder
 
     def stale_documents(self) -> tuple[str, list[int]]:
-        """(the embedding identity and the first chunk lacking windows under it, that chunk), or
-        nothing: chunks added later make another fill, a chunk a fill could not store does not."""
+        """(the embedding identity and the newest chunk lacking windows under it, that chunk):
+        chunks added later make another fill, even after one failed; the same missing chunks
+        after a fill that could not store them do not."""
         identity = self.identity()
-        first = [cid for cid, _ in self.store.missing(identity, 1)]
-        return f"{identity} from chunk {first[0] if first else '-'}", first
+        newest = self.store.newest_missing(identity)
+        return f"{identity} to chunk {newest}", [] if newest is None else [newest]
 
     def refresh(self, progress: Progress, stop: Callable[[], bool]) -> dict[str, int]:
         identity, embedder = self.identity(), self.embedder()
@@ -93,7 +94,7 @@ class WindowFill:
         while (batch := self.store.missing(identity, FILL_CHUNKS)) and batch[0][0] > last:
             if stop():
                 return {"documents": 0, "chunks": done, "left": total - done}
-            self.store.put(identity, embed_windows(embedder.embed, dict(batch)).items())
+            self.store.put(identity, embed_windows(embedder.embed, {cid: windows_of(t) for cid, t in batch}).items())
             last = batch[-1][0]  # never the same chunks twice, whatever happened to them
             done += len(batch)
             progress(min(1.0, done / max(1, total)), f"sentence windows of {done}/{total} chunks")

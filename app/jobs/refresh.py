@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from engines.base import Progress
+from store import activity
 from store.activity import jobs_waiting_besides
 from store.database import Database
 from store.jobs import REFRESH, Job, JobQueue
@@ -48,11 +49,12 @@ class StateRefresh:
     what each refresher lacks."""
 
     def __init__(self, db: Database, queue: JobQueue, refreshers: Callable[[], list[Refresher]],
-                 stopping: Callable[[], bool]) -> None:
+                 stopping: Callable[[], bool], sleep_due: Callable[[], bool] = lambda: False) -> None:
         self.db = db
         self.queue = queue
         self.refreshers = refreshers
         self.stopping = stopping
+        self.sleep_due = sleep_due  # sleep goes first: it is queued once the refresh gave way
         self._queued_for: dict[str, str] = {}  # refresher -> what computed it when a refresh was last queued
 
     def check(self) -> bool:
@@ -73,12 +75,25 @@ class StateRefresh:
         return True
 
     def __call__(self, job: Job, progress: Progress) -> None:
+        """Run the refresh ``job.key`` names until it is done or gives way."""
         refresher = next((r for r in self.refreshers() if r.name == job.key), None)
         if refresher is None:
             progress(1.0, f"skipped: {job.key} is not on")
             return
-        done = refresher.refresh(progress, lambda: self.stopping() or jobs_waiting_besides(self.db, (REFRESH,)))
+        done = refresher.refresh(progress, self._stop())
         if done.get("left"):
             self._queued_for.pop(refresher.name, None)  # cut short by other work: queued again when idle
         log.info("%s refreshed %s document(s) (%s chunks), %s left", refresher.name, done.get("documents", 0),
                  done.get("chunks", 0), done.get("left", 0))
+
+    def _stop(self) -> Callable[[], bool]:
+        """A refresh gives way to the app stopping, to any other job, to the person (a question, a
+        key or a click since it began: answers would wait for its forward passes) and to sleep."""
+        started = activity.now(self.db)
+
+        def stop() -> bool:
+            if self.stopping() or jobs_waiting_besides(self.db, (REFRESH,)):
+                return True
+            last = activity.last_active(self.db)
+            return (last is not None and last >= started) or self.sleep_due()
+        return stop
