@@ -218,8 +218,7 @@ class Engram:
         """What the idle worker keeps up to date: the sentence windows where the search re-ranks by
         them, and the engines that read the weights once this process loaded the weights (nothing
         changed them in a process that never did)."""
-        rag = self.settings.rag
-        found: list[Refresher] = [self.window_fill] if rag.mode == "hybrid" and rag.sentence_rerank else []
+        found: list[Refresher] = [self.window_fill] if self.settings.rag.window_rerank else []
         if self._neocortex is not None:
             found += [e for e in self.engines if e.reads_weights]
         return found
@@ -227,8 +226,7 @@ class Engram:
     def fill_windows(self) -> dict[str, int]:
         """Embed now the sentence windows the search's re-rank reads, as the idle worker would:
         a bench then asks the library as a person's app has it once idle."""
-        rag = self.settings.rag
-        if rag.mode != "hybrid" or not rag.sentence_rerank:
+        if not self.settings.rag.window_rerank:
             return {"documents": 0, "chunks": 0, "left": 0}
         return self.window_fill.refresh(lambda f, m: None, lambda: False)
 
@@ -913,7 +911,7 @@ class Engram:
         keywords = is_keyword_query(query)
         bm25_weight = rag.keyword_bm25_weight if keywords else rag.bm25_weight
         order = hybrid_order(dense, bm25, exact, rag.dense_weight, bm25_weight, rag.rrf_k)
-        if rag.mode == "hybrid" and rag.sentence_rerank and not keywords:  # typed words: the fused order
+        if rag.window_rerank and not keywords:  # typed words: the fused order
             from app.ingest.sentence_windows import best_window_scores
 
             best = best_window_scores(self.windows, self.docs, order[:rag.sentence_rerank], index.identity,

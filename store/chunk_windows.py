@@ -34,6 +34,11 @@ def unpack(blob: bytes) -> np.ndarray:
     return load(blob)["vectors"]
 
 
+_MISSING = ("FROM chunks c LEFT JOIN chunk_windows w ON w.chunk_id = c.id AND w.identity = ? "
+            "WHERE w.chunk_id IS NULL")
+"""The chunks with no windows under one identity (the parameter)."""
+
+
 class ChunkWindowStore:
     """Writes and reads chunks' window vectors, keyed by chunk id."""
 
@@ -60,24 +65,20 @@ class ChunkWindowStore:
                              f"AND chunk_id IN ({marks})", (identity, *map(int, ids)))
         return {int(cid): unpack(blob) for cid, blob in rows}
 
-    def missing(self, identity: str, limit: int) -> list[tuple[int, str]]:
-        """Up to ``limit`` (chunk id, text) of chunks with no windows under ``identity``, oldest first."""
+    def missing(self, identity: str, limit: int, after: int = -1) -> list[tuple[int, str]]:
+        """Up to ``limit`` (chunk id, text) of chunks past id ``after`` with no windows under
+        ``identity``, oldest first (a fill goes on from its last batch, not from the start)."""
         return [(int(cid), text) for cid, text in self.db.query(
-            "SELECT c.id, c.text FROM chunks c LEFT JOIN chunk_windows w ON w.chunk_id = c.id "
-            "AND w.identity = ? WHERE w.chunk_id IS NULL ORDER BY c.id LIMIT ?", (identity, limit))]
+            f"SELECT c.id, c.text {_MISSING} AND c.id > ? ORDER BY c.id LIMIT ?", (identity, after, limit))]
 
     def newest_missing(self, identity: str) -> int | None:
         """The newest chunk with no windows under ``identity`` (None: every chunk has them)."""
-        found = self.db.scalar(
-            "SELECT max(c.id) FROM chunks c LEFT JOIN chunk_windows w ON w.chunk_id = c.id "
-            "AND w.identity = ? WHERE w.chunk_id IS NULL", (identity,))
+        found = self.db.scalar(f"SELECT max(c.id) {_MISSING}", (identity,))
         return None if found is None else int(found)
 
     def count_missing(self, identity: str) -> int:
         """How many chunks have no windows under ``identity``."""
-        return int(self.db.scalar(
-            "SELECT count(*) FROM chunks c LEFT JOIN chunk_windows w ON w.chunk_id = c.id "
-            "AND w.identity = ? WHERE w.chunk_id IS NULL", (identity,)) or 0)
+        return int(self.db.scalar(f"SELECT count(*) {_MISSING}", (identity,)) or 0)
 
     def drop_other(self, identity: str) -> int:
         """Delete rows of every other identity (the library was re-embedded); returns how many."""

@@ -91,11 +91,11 @@ class WindowFill:
             return {"documents": 0, "chunks": 0, "left": 0}
         self.store.drop_other(identity)
         total, done, last = self.store.count_missing(identity), 0, -1
-        while (batch := self.store.missing(identity, FILL_CHUNKS)) and batch[0][0] > last:
+        while batch := self.store.missing(identity, FILL_CHUNKS, after=last):  # never the same chunks twice
             if stop():
                 return {"documents": 0, "chunks": done, "left": total - done}
             self.store.put(identity, embed_windows(embedder.embed, {cid: windows_of(t) for cid, t in batch}).items())
-            last = batch[-1][0]  # never the same chunks twice, whatever happened to them
+            last = batch[-1][0]
             done += len(batch)
             progress(min(1.0, done / max(1, total)), f"sentence windows of {done}/{total} chunks")
         return {"documents": 0, "chunks": done, "left": 0}

@@ -57,3 +57,9 @@ class RagConfig(BaseModel):
         "are embedded once, by the worker in idle time after ingestion, and kept beside their chunks; "
         "until then a search keeps its fused order.",
     )
+
+    @property
+    def window_rerank(self) -> bool:
+        """Whether searches re-rank by sentence windows (only hybrid search does), so the windows
+        are worth embedding."""
+        return self.mode == "hybrid" and self.sentence_rerank > 0
