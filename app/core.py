@@ -223,12 +223,20 @@ class Engram:
             found += [e for e in self.engines if e.reads_weights]
         return found
 
-    def fill_windows(self) -> dict[str, int]:
+    def fill_windows(self, progress: Callable[[float, str], None] = lambda f, m: None) -> dict[str, int]:
         """Embed now the sentence windows the search's re-rank reads, as the idle worker would:
-        a bench then asks the library as a person's app has it once idle."""
+        a bench then asks the library as a person's app has it once idle, and ``engram ingest``
+        leaves its library searched as the app would. Each batch is stored as it is embedded, so
+        an interrupted fill keeps what it did."""
         if not self.settings.rag.window_rerank:
             return {"documents": 0, "chunks": 0, "left": 0}
-        return self.window_fill.refresh(lambda f, m: None, lambda: False)
+        return self.window_fill.refresh(progress, lambda: False)
+
+    def windows_missing(self) -> int:
+        """Chunks whose sentence windows the search's re-rank would read and that have none."""
+        if not self.settings.rag.window_rerank:
+            return 0
+        return self.windows.count_missing(self.index.identity)
 
     @cached_property
     def window_fill(self) -> WindowFill:

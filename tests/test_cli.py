@@ -38,6 +38,29 @@ def test_watch_ingest_status_search_flow(tmp_path, isolated_dirs):
     assert "No results" in invoke("search", "ferry")
 
 
+def test_ingest_embeds_the_sentence_windows_the_search_reranks_by(tmp_path, isolated_dirs):
+    """A person who only uses the command line gets the ranking the app gives once idle."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "ferry.txt").write_text("The ferry to Oskel Isle leaves at 06:40. It docks at pier nine.\n")
+    (folder / "bus.txt").write_text("The night bus stops at the old mill. It runs on Fridays only.\n")
+    out = invoke("ingest", "--no-windows", str(folder))
+    assert "2 indexed" in out and "Sentence windows" not in out
+
+    def windowless() -> int:
+        db = Database(isolated_dirs["data"] / "store.db")
+        try:
+            return int(db.scalar("SELECT count(*) FROM chunks WHERE id NOT IN (SELECT chunk_id FROM chunk_windows)"))
+        finally:
+            db.close()
+
+    assert windowless() == 2  # left to the app's idle time
+    out = invoke("ingest", str(folder))  # nothing new to index: the windows are still embedded
+    assert "0 indexed" in out and "Sentence windows embedded for 2 chunk(s)" in out
+    assert windowless() == 0
+    assert "Sentence windows" not in invoke("ingest", str(folder))  # nothing left to embed
+
+
 def test_errors_are_messages_not_tracebacks(tmp_path):
     result = CliRunner().invoke(cli, ["ingest", str(tmp_path / "missing")])
     assert result.exit_code != 0 and "no such file or folder" in result.output

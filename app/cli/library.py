@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from pydantic import BaseModel
 
 from app.cli.base import Context, cli, console, json_option, pass_ctx, print_json, progress_bar, user_errors
 from engines.base import Passage
+
+if TYPE_CHECKING:
+    from app.core import Engram
 
 
 # --- watch -------------------------------------------------------------------------------------
@@ -53,8 +57,11 @@ def watch_list(c: Context) -> None:
 # --- ingest ------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--windows/--no-windows", default=True, show_default=True,
+              help="Then embed the sentence windows the search re-ranks by (about twice the time of "
+                   "indexing); with --no-windows the app embeds them when it is next idle.")
 @pass_ctx
-def ingest(c: Context, paths: tuple[Path, ...]) -> None:
+def ingest(c: Context, paths: tuple[Path, ...], windows: bool) -> None:
     """Learn the given files or folders now (one-shot, with a progress bar)."""
     engram = c.engram
     with user_errors(FileNotFoundError):
@@ -79,6 +86,26 @@ def ingest(c: Context, paths: tuple[Path, ...]) -> None:
                   f"{counts['error']} errors, {removed + counts['removed']} removed.")
     if counts["error"]:
         console.print("See `engram status` for the errors.")
+    missing = engram.windows_missing() if windows else 0
+    if missing:
+        _fill_windows(engram, missing)
+
+
+def _fill_windows(engram: Engram, missing: int) -> None:
+    """Embed the sentence windows of ``missing`` chunks with a progress bar. Ctrl-C stops it and
+    loses nothing: each batch is stored as it is done, and the app embeds the rest when idle."""
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("sentence windows", total=missing)
+            done = engram.fill_windows(lambda f, m: bar.update(task, completed=round(f * missing)))
+    except KeyboardInterrupt:
+        console.print("Stopped: the sentence windows embedded so far are kept; the app embeds the "
+                      "rest when it is next idle (or the next `engram ingest`).")
+        return
+    if done["chunks"]:
+        console.print(f"Sentence windows embedded for {done['chunks']} chunk(s): searches re-rank by them.")
+    else:  # a re-embedding with another model is under way: its windows follow it
+        console.print("Sentence windows wait for the library's re-embedding; the app embeds them after it.")
 
 
 # --- jobs --------------------------------------------------------------------------------------
