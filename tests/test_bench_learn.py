@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from app.bench import learn
 from app.bench.learn import latest_learn_report, run_learn_bench
-from app.bench.learn_measures import Forgot, Learned
+from app.bench.learn_measures import Forgot, Learned, own_questions
 from app.bench.learn_report import EngineRun, LearnBenchReport, print_report, save_report, target_lines
 from app.bench.learn_sets import load_set
 from app.settings import load_settings
@@ -29,6 +30,7 @@ def test_bench_learn_on_the_smallest_set(neocortex, isolated_dirs, monkeypatch) 
     monkeypatch.setattr(learn_measures, "general_questions", lambda: general_questions()[:12])
     monkeypatch.setattr(learn_measures, "heldout_questions", lambda: heldout_questions()[:12])
     monkeypatch.setattr(learn_measures, "ANSWER_TOKENS", 32)
+    monkeypatch.setattr(learn, "REHEARSED", 6)
     settings = load_settings(cli={"ttt.passes": "1", "ttt.calibration_tokens": "512",
                                   "ttt.batch_tokens": "256", "ttt.rehearsal_paraphrase": "false"}).settings
     lines: list[str] = []
@@ -69,6 +71,11 @@ def test_bench_learn_on_the_smallest_set(neocortex, isolated_dirs, monkeypatch) 
     else:  # kept (perhaps after tries the probe rolled back)
         assert slept.forgot.unrouted.perplexity != both.forgot.unrouted.perplexity
     assert slept.learn_seconds == both.learn_seconds
+    # The weights alone are also asked the learner's own training questions, each row its own.
+    for own in (alone.rehearsed, slept_alone.rehearsed):
+        assert own is not None and 0 < own.asked <= 6 and len(own.samples) == own.asked
+    assert both.rehearsed is None and rag.rehearsed is None and base.rehearsed is None
+    assert any(line.startswith("ttt closed book") and "own questions" in line for line in lines)
     assert any(line.startswith("rag+ttt +sleep") and "+ sleep" in line for line in lines)
     assert any(line.startswith("minimum bar for rag+ttt +sleep") for line in lines)
     assert any(line.startswith("  and on the held-out general questions: forgetting") for line in lines)
@@ -78,6 +85,17 @@ def test_bench_learn_on_the_smallest_set(neocortex, isolated_dirs, monkeypatch) 
     assert latest.runs[2].after == both.after and plot is not None and plot.read_bytes()[:4] == b"\x89PNG"
     assert json.loads(Path(report.json_path).read_text())["size"] == "3"
     assert neocortex.model.model.layers[-1].mlp.__class__.__name__ != "DualMLP"  # put back
+
+
+def test_the_learners_own_questions_leave_out_those_that_give_their_answer_away() -> None:
+    pairs = [("Mirvale's best-known employer is what?", "Dundru Electric"),
+             ("Lying 26 km north-east of Cordelvale, what is a lakeside town facing Lake Ethquen?",
+              "Lying 26 km north-east of Cordelvale, Mirvale is a lakeside town facing Lake Ethquen."),
+             ("The Druras River enters the lake just south of what?", "Lummere"),
+             ("Which river, the Druras River, enters the lake?", "the Druras River"),
+             ("How many people does Dundru Electric employ?", "383 people")]
+    assert own_questions(pairs, 10) == [pairs[0], pairs[2], pairs[4]]  # long or given away: left out
+    assert own_questions(pairs, 2) == [pairs[0], pairs[2]]
 
 
 def _run(label: str, kind: str, contains: float | None, loops: int | None = 0, forgetting: float = 0.0,

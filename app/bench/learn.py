@@ -40,7 +40,10 @@ from app.bench.learn_measures import (
     chat_messages,
     chat_prompt,
     forgot,
+    own_questions,
+    Rehearsed,
     score_questions,
+    score_rehearsed,
 )
 from app.bench.learn_runtimes import OnChatRuntime, on_chat_runtime
 from app.bench.learn_report import (
@@ -72,6 +75,7 @@ ABLATIONS: list[tuple[str, dict[str, Any]]] = [
     ("full finetune", {"mode": "full", **NO_REMEDIES}),
 ]
 SPEED_TOKENS = 2000
+REHEARSED = 24  # of the learner's own training questions asked on each closed-book row
 CLS_ROUTERS = ("keys", "softmax", "kwta")  # `--cls-router`: one cls run each
 
 
@@ -259,12 +263,28 @@ class LearnBench:
 
     def closed_book(self, run: EngineRun, engines: list[Engine], writers: list[Engine]) -> list[EngineRun]:
         """For engines answering together (rag+ttt), the same learned weights asked without the
-        others: what the weights hold on their own, from the same training."""
-        if len(engines) == 1 or not writers:
+        others: what the weights hold on their own, from the same training. Every closed-book
+        row (``run`` itself for weights alone) also asks the learner's own training questions."""
+        if not writers:
+            return []
+        own = self.rehearsed(writers) if self.free_text else None
+        if len(engines) == 1:
+            run.rehearsed = own
             return []
         name = COMBINED.join(w.name for w in writers)
         return [run.model_copy(update={"label": f"{name} closed book, weights of {run.label}", "engine": name,
-                                       "after": self.scores(writers)})]
+                                       "after": self.scores(writers), "rehearsed": own})]
+
+    def rehearsed(self, writers: list[Engine]) -> Rehearsed | None:
+        """The weights asked up to ``REHEARSED`` of the pairs they were trained on (engines that
+        keep them: ttt), closed-book and routed as chat routes them; None where none are kept."""
+        pairs = [p for w in writers for p in getattr(w, "rehearsed", lambda n: [])(4 * REHEARSED)]
+        asked = own_questions(pairs, REHEARSED)
+        if not asked:
+            return None
+        prompts = [chat_prompt(q, contribute_all(writers, Query(text=q)), self.cortex, self.settings)
+                   for q, _ in asked]
+        return score_rehearsed(self.cortex, prompts, asked)
 
     def scores(self, engines: list[Engine]) -> Learned:
         """The set's questions, asked as chat asks them with ``engines`` in place."""

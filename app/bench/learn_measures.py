@@ -44,6 +44,33 @@ class Learned(BaseModel):
         "question loops is then known, wherever it falls in the set."))
 
 
+class Rehearsed(BaseModel):
+    """The learned weights asked, closed-book, the learner's own training questions (a sample of
+    those whose short answer the question does not give away). Low: the weights did not take
+    the material in. High while the set's questions stay low: they took it in as it was worded
+    and do not answer it asked another way."""
+
+    asked: int
+    contains: float = Field(description="Answers containing the trained answer.")
+    samples: list[dict[str, str]] = Field(default_factory=list, description="The first answers, as written.")
+
+
+def own_questions(pairs: Sequence[tuple[str, str]], limit: int, max_words: int = 6) -> list[tuple[str, str]]:
+    """The first ``limit`` pairs whose answer is short and not written in the question (a cloze
+    question that spells out its sentence is answered by copying it)."""
+    return [(q, a) for q, a in pairs
+            if len(a.split()) <= max_words and a.strip().lower() not in q.lower()][:limit]
+
+
+def score_rehearsed(cortex: Neocortex, prompts: Sequence[str], pairs: Sequence[tuple[str, str]]) -> Rehearsed:
+    """Greedy written answers to the learner's own questions, routed as chat routes them."""
+    answers, _, _ = written_answers(cortex, prompts, [q for q, _ in pairs])
+    right = [contains(a, expected) for (_, expected), a in zip(pairs, answers)]
+    return Rehearsed(asked=len(pairs), contains=sum(right) / max(1, len(right)),
+                     samples=[{"question": q, "expected": e, "answer": a}
+                              for (q, e), a in list(zip(pairs, answers))[:SAMPLES]])
+
+
 class Forgot(BaseModel):
     perplexity: float
     perplexity_drift: float = Field(description="(after - before) / before on held-out text.")

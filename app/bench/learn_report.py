@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.bench.learn_measures import Forgot, Learned
+from app.bench.learn_measures import Forgot, Learned, Rehearsed
 from app.bench.verdict import verdict
 
 Echo = Callable[[str], None]
@@ -38,6 +38,8 @@ class EngineRun(BaseModel):
     document_tokens: int = 0
     tokens_per_second: float = 0.0
     details: dict[str, Any] = Field(default_factory=dict)
+    rehearsed: Rehearsed | None = Field(None, description="Closed-book rows: the weights asked the "
+                                        "learner's own training questions.")
 
     @property
     def rollbacks(self) -> list[str]:
@@ -103,9 +105,11 @@ def row(run: EngineRun) -> str:
              + (f" + sleep {slept:.0f} s" if slept is not None else "") if run.learn_seconds else "")
     written = (f" free-text {f.free_text_forgetting:.3f}," if f.free_text_forgetting is not None else "")
     rolled = f" | {len(run.rollbacks)} rollback(s)" if run.rollbacks else ""
+    own = (f" | own questions {run.rehearsed.contains:.3f} of {run.rehearsed.asked}"
+           if run.rehearsed and run.rehearsed.asked else "")
     return (f"{run.label:<28} {_free(a)}{loops} | choice {b.choice_accuracy:.3f}->{a.choice_accuracy:.3f} "
             f"| forgot:{written} choice {f.forgetting_ratio:.3f}, ppl {100 * f.perplexity_drift:+.2f}%"
-            f"{speed}{rolled}")
+            f"{speed}{rolled}{own}")
 
 
 def minimum_bars(r: LearnBenchReport) -> list[str]:

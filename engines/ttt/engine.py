@@ -165,6 +165,12 @@ class TTTEngine(Engine):
         if (dropped or unrouted) and self.autosave:
             self.save_live()
 
+    def rehearsed(self, n: int, seed: int = 0) -> list[tuple[str, str]]:
+        """Up to ``n`` of the question/answer pairs the weights were trained on (from the recall
+        pool): asked closed-book, they tell weights that never took the material in from weights
+        that took it in but do not answer it when it is asked another way."""
+        return [(e.question, e.answer) for e in self.state.recall.draw(n, seed)]
+
     def stats(self) -> dict[str, Any]:
         """What is learned; before the model is loaded, the saved state's summary (no loading)."""
         s, cfg = self.state, self.config
