@@ -59,6 +59,8 @@ def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex, tmp_path) -
         assert engram.chat.answer(UNRELATED).message.meta["learned_states"] == []
         assert engine.blobs.get("cls/expert-0") is not None
         assert ClsEpisodeStore(engram.db).count() > 0
+        own = engine.rehearsed(3)  # what the bench asks closed-book: the trained questions, not passages
+        assert 0 < len(own) <= 3 and all(q.endswith("?") and a for q, a in own)
         steps = [m for m in MetricsLog(engine.context.data_dir).read() if m["phase"] == "learn"]
         assert len(steps) == report.details["steps"] and steps[-1]["expert"] == 0
 

@@ -838,6 +838,12 @@ class CLSEngine(Engine):
         until that expert is recycled; a checkpoint goes back)."""
         self.episodes.drop_documents(document_ids)
 
+    def rehearsed(self, n: int, seed: int = 0) -> list[tuple[str, str]]:
+        """Up to ``n`` of the question/answer pairs the experts were trained on (the episodic
+        buffer), for the learning bench to ask closed-book (as ttt's ``rehearsed``)."""
+        pairs = [(e.prompt, e.answer) for e in self.episodes.shuffled(seed) if e.kind == "qa"]
+        return pairs[:n]
+
     def stats(self) -> dict[str, Any]:
         saved = self.blobs.meta(INDEX) or {}
         events = self.episodes.events(20)
