@@ -76,6 +76,19 @@ def test_it_and_definite_descriptions_point_at_things_not_people() -> None:
     assert "Velmora has about 4,200 inhabitants." in texts  # "the town": Velmora was called a town
 
 
+def test_a_question_opening_with_an_auxiliary_names_nothing() -> None:
+    """An email's "Can you chase it, please?" once made "Can" an entity: "it" became "Can", and
+    the pairs taught "Can you chase Can, please?"."""
+    mail = ("# Tile order\n\nOur order of 40 slate tiles from Hollin Quarry is late. Can you chase it, please? "
+            "Could you also ask Hollin Quarry for the invoice? Did Tamsin Vey sign for the first crate?\n")
+    resolver = facts.Resolver(mail, "Tile order")
+    for sentence in ("Can you chase it, please?", "Could you also ask Hollin Quarry for the invoice?",
+                     "Did Tamsin Vey sign for the first crate?"):
+        assert all(name.split()[0] not in {"Can", "Could", "Did"} for _, _, name in resolver.names(sentence))
+    pairs = facts.rehearse(mail)[0]
+    assert not any("Can" in qa.answer.split() or "chase Can" in qa.question for qa in pairs)
+
+
 def test_a_sentence_gives_every_fact_not_only_its_last_span() -> None:
     sentence = next(s for s in facts.statements(BAKERY) if "Amberly Prize" in s.text)
     answers = {span.answer for span in sentence.spans}

@@ -48,7 +48,8 @@ _FUNCTION = re.compile(
     r"this|that|these|those|there|here|each|every|some|all|most|both|many|one|its|his|her|their|"
     r"our|my|your|we|you|i|he|she|it|they|as|if|but|and|or|so|then|today|later|now|also|no|not|"
     r"once|where|what|who|which|how|why|yes|because|although|though|under|over|between|among|"
-    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next)$",
+    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next|"
+    r"can|could|would|should|shall|might|must|do|does|did|is|are|was|were|has|have|had|please)$",
     re.IGNORECASE)
 _PERSON_PRONOUN = re.compile(r"^(?:he|she|him|his|her|hers)$", re.IGNORECASE)
 _THING_PRONOUN = re.compile(r"^(?:it|its)$", re.IGNORECASE)
