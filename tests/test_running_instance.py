@@ -203,8 +203,9 @@ def test_a_reused_pid_a_foreign_address_or_another_folder_is_never_asked(isolate
     write_running(data, mine.model_copy(update={"pid_started": mine.pid_started - 3600}))  # pid reused
     assert running_instance(data) is None and not running_path(data).exists()
     assert not announce(data, "http://192.168.1.5:7860/v1")  # beyond this computer: not recorded
-    assert announce(data, "http://0.0.0.0:7860/v1") and read_running(data).url == "http://127.0.0.1:7860/v1"
-    # alive but not answering (port 9 refuses): None at once, and the record stays
+    # Port 9 refuses: the default port would reach an Engram the developer is running meanwhile.
+    assert announce(data, "http://0.0.0.0:9/v1") and read_running(data).url == "http://127.0.0.1:9/v1"
+    # alive but not answering: None at once, and the record stays
     assert ask_running(load_settings().settings, "/engram/search", {"query": "x"}) is None
     assert running_path(data).exists()
 
