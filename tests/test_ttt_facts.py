@@ -87,6 +87,8 @@ def test_a_question_opening_with_an_auxiliary_names_nothing() -> None:
         assert all(name.split()[0] not in {"Can", "Could", "Did"} for _, _, name in resolver.names(sentence))
     pairs = facts.rehearse(mail)[0]
     assert not any("Can" in qa.answer.split() or "chase Can" in qa.question for qa in pairs)
+    # Mid-sentence the same word may open a name.
+    assert [n for _, _, n in resolver.names("Last week we met Can Yaman in Hollin.")] == ["Can Yaman", "Hollin"]
 
 
 def test_a_sentence_gives_every_fact_not_only_its_last_span() -> None:

@@ -48,8 +48,12 @@ _FUNCTION = re.compile(
     r"this|that|these|those|there|here|each|every|some|all|most|both|many|one|its|his|her|their|"
     r"our|my|your|we|you|i|he|she|it|they|as|if|but|and|or|so|then|today|later|now|also|no|not|"
     r"once|where|what|who|which|how|why|yes|because|although|though|under|over|between|among|"
-    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next|"
-    r"can|could|would|should|shall|might|must|do|does|did|is|are|was|were|has|have|had|please)$",
+    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next)$",
+    re.IGNORECASE)
+# A sentence's opening auxiliary or "Please" ("Can you chase it, please?") is no name; mid-sentence,
+# "Can" or "Do" may be part of one.
+_OPENING_AUXILIARY = re.compile(
+    r"^(?:can|could|would|should|shall|might|must|do|does|did|is|are|was|were|has|have|had|please)$",
     re.IGNORECASE)
 _PERSON_PRONOUN = re.compile(r"^(?:he|she|him|his|her|hers)$", re.IGNORECASE)
 _THING_PRONOUN = re.compile(r"^(?:it|its)$", re.IGNORECASE)
@@ -182,6 +186,8 @@ class Resolver:
         if _FUNCTION.match(bare) or _CALENDAR.match(bare) or _PRONOUN.fullmatch(bare):
             return True
         if opening:
+            if _OPENING_AUXILIARY.match(bare):
+                return True
             if bare not in self.proper and _OPENING_WORD.match(bare):
                 return True  # "Lying 26 km north of ...", "Founded in 1901, ...": not a name
             return bare not in self.proper and bare.lower() in self.lower and not _TITLE.search(bare + " ")
