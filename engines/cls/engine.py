@@ -841,8 +841,9 @@ class CLSEngine(Engine):
     def rehearsed(self, n: int, seed: int = 0) -> list[tuple[str, str]]:
         """Up to ``n`` of the question/answer pairs the experts were trained on (the episodic
         buffer), for the learning bench to ask closed-book (as ttt's ``rehearsed``)."""
-        pairs = [(e.prompt, e.answer) for e in self.episodes.shuffled(seed) if e.kind == "qa"]
-        return pairs[:n]
+        pairs = [(e.prompt, e.answer) for e in self.episodes.shuffled(seed)
+                 if e.kind == "qa" and e.slot in self.experts and e.document_id in self.experts[e.slot].documents]
+        return list(dict.fromkeys(pairs))[:n]  # only what the experts in the pool now learned, once each
 
     def stats(self) -> dict[str, Any]:
         saved = self.blobs.meta(INDEX) or {}
