@@ -93,8 +93,10 @@ def test_the_learners_own_questions_leave_out_those_that_give_their_answer_away(
               "Lying 26 km north-east of Cordelvale, Mirvale is a lakeside town facing Lake Ethquen."),
              ("The Druras River enters the lake just south of what?", "Lummere"),
              ("Which river, the Druras River, enters the lake?", "the Druras River"),
-             ("How many people does Dundru Electric employ?", "383 people")]
-    assert own_questions(pairs, 10) == [pairs[0], pairs[2], pairs[4]]  # long or given away: left out
+             ("How many people does Dundru Electric employ?", "383 people"),
+             ("Who moved to Canada in 1998?", "Ada"),  # "Ada" is in "Canada", not in the question's words
+             ("Mirvale's best-known employer is what?", "Dundru Electric")]  # kept twice: asked once
+    assert own_questions(pairs, 10) == [pairs[0], pairs[2], pairs[4], pairs[5]]  # long or given away: left out
     assert own_questions(pairs, 2) == [pairs[0], pairs[2]]
 
 

@@ -58,8 +58,8 @@ class Rehearsed(BaseModel):
 def own_questions(pairs: Sequence[tuple[str, str]], limit: int, max_words: int = 6) -> list[tuple[str, str]]:
     """The first ``limit`` pairs whose answer is short and not written in the question (a cloze
     question that spells out its sentence is answered by copying it)."""
-    return [(q, a) for q, a in pairs
-            if len(a.split()) <= max_words and a.strip().lower() not in q.lower()][:limit]
+    asked = [(q, a) for q, a in pairs if a.strip() and len(a.split()) <= max_words and not contains(q, a)]
+    return list(dict.fromkeys(asked))[:limit]  # a pair kept twice is asked once
 
 
 def score_rehearsed(cortex: Neocortex, prompts: Sequence[str], pairs: Sequence[tuple[str, str]]) -> Rehearsed:

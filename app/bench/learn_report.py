@@ -105,8 +105,8 @@ def row(run: EngineRun) -> str:
              + (f" + sleep {slept:.0f} s" if slept is not None else "") if run.learn_seconds else "")
     written = (f" free-text {f.free_text_forgetting:.3f}," if f.free_text_forgetting is not None else "")
     rolled = f" | {len(run.rollbacks)} rollback(s)" if run.rollbacks else ""
-    own = (f" | own questions {run.rehearsed.contains:.3f} of {run.rehearsed.asked}"
-           if run.rehearsed and run.rehearsed.asked else "")
+    own = (f" | own questions {round(run.rehearsed.contains * run.rehearsed.asked)}/{run.rehearsed.asked}"
+           f" ({run.rehearsed.contains:.3f})" if run.rehearsed and run.rehearsed.asked else "")
     return (f"{run.label:<28} {_free(a)}{loops} | choice {b.choice_accuracy:.3f}->{a.choice_accuracy:.3f} "
             f"| forgot:{written} choice {f.forgetting_ratio:.3f}, ppl {100 * f.perplexity_drift:+.2f}%"
             f"{speed}{rolled}{own}")
