@@ -87,7 +87,10 @@ def ingest(c: Context, paths: tuple[Path, ...], windows: bool) -> None:
     if counts["error"]:
         console.print("See `engram status` for the errors.")
     missing = engram.windows_missing() if windows else 0
-    if missing:
+    if missing and engram.embedding_switch_pending():  # they would be embedded with the model leaving
+        console.print("Sentence windows wait for the library's switch to the new embedding model; "
+                      "the app embeds them after it.")
+    elif missing:
         _fill_windows(engram, missing)
 
 
@@ -101,11 +104,8 @@ def _fill_windows(engram: Engram, missing: int) -> None:
     except KeyboardInterrupt:
         console.print("Stopped: the sentence windows embedded so far are kept; the app embeds the "
                       "rest when it is next idle (or the next `engram ingest`).")
-        return
-    if done["chunks"]:
-        console.print(f"Sentence windows embedded for {done['chunks']} chunk(s): searches re-rank by them.")
-    else:  # a re-embedding with another model is under way: its windows follow it
-        console.print("Sentence windows wait for the library's re-embedding; the app embeds them after it.")
+        raise SystemExit(130) from None  # interrupted, as a script should see it
+    console.print(f"Sentence windows embedded for {done['chunks']} chunk(s): searches re-rank by them.")
 
 
 # --- jobs --------------------------------------------------------------------------------------

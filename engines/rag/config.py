@@ -54,8 +54,8 @@ class RagConfig(BaseModel):
     sentence_rerank: int = Field(
         15, ge=0, le=200, description="Hybrid search re-ranks this many of its best chunks by their "
         "most similar pair of consecutive sentences, fused with their hybrid rank (0: off). The pairs "
-        "are embedded once, by the worker in idle time after ingestion, and kept beside their chunks; "
-        "until then a search keeps its fused order.",
+        "are embedded once, after ingestion (by `engram ingest`, or the app's worker in idle time), and "
+        "kept beside their chunks; until then a search keeps its fused order.",
     )
 
     @property
