@@ -306,6 +306,11 @@ class Engine(ABC):
         is true; returns documents, chunks and documents left."""
         return {"documents": 0, "chunks": 0, "left": 0}
 
+    def rehearsed(self, n: int, seed: int = 0) -> list[tuple[str, str]]:
+        """Up to ``n`` of the (question, answer) pairs the learned state was trained on, for the
+        learning bench to ask closed-book; none for an engine that keeps none."""
+        return []
+
     def state_dict(self) -> dict[str, Any]:
         """Learned state to persist (JSON values and tensors only; never pickled)."""
         return {}

@@ -278,7 +278,7 @@ class LearnBench:
     def rehearsed(self, writers: list[Engine]) -> Rehearsed | None:
         """The weights asked up to ``REHEARSED`` of the pairs they were trained on (engines that
         keep them: ttt and cls), closed-book and routed as chat routes them; None where none are kept."""
-        pairs = [p for w in writers for p in getattr(w, "rehearsed", lambda n: [])(4 * REHEARSED)]
+        pairs = [p for w in writers for p in w.rehearsed(4 * REHEARSED)]
         asked = own_questions(pairs, REHEARSED)
         if not asked:
             return None
