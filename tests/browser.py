@@ -53,9 +53,12 @@ class App:
 
 @pytest.fixture
 def page(browser):
+    from playwright.sync_api import expect
+
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    expect.set_options(timeout=30_000)  # assertions too: a loaded 2-core machine answers a click after 5 s
     page.external = []  # type: ignore[attr-defined]
     page.on("request", lambda r: None if r.url.startswith(LOCAL) else page.external.append(r.url))
     yield page
