@@ -54,6 +54,7 @@ def test_bench_learn_on_the_smallest_set(neocortex, isolated_dirs, monkeypatch) 
     for run in report.runs:
         assert run.after.contains is not None and run.after.exact_match is not None and run.after.loops is not None
         assert run.after.samples and all(s["answer"] is not None for s in run.after.samples)
+        assert run.after.right is not None and len(run.after.right) == round(run.after.contains * report.questions)
         assert all(has_loop(a["generated"]) and a["question"] for a in run.after.looped)  # kept to read
     assert rag.after.contains > base.after.contains  # retrieval finds answers the base model cannot know
     assert report.general_known_free_text is not None and base.forgot.free_text_forgetting == 0.0
@@ -132,6 +133,7 @@ def test_targets_on_natural_prose_say_pass_and_miss_plainly() -> None:
     runs = [_run("base model (closed book)", "base", 0.02), _run("rag", "context", 0.40),
             _run("ttt +sleep", "weights", 0.55, forgetting=0.02, drift=0.01),
             _run("rag+ttt", "weights", 0.35, loops=2), _run("rag+ttt +sleep", "weights", 0.6)]
+    runs[1].after.right, runs[4].after.right = [0, 1, 2], [1, 2, 3, 4]
     runs[3].after.looped = [{"question": "How big are its blocks?", "expected": "4 MB",
                              "generated": "1.5-meter (4.1 ft) 1.5-meter (4.1 ft) 1.5-meter (4.1 ft)"}]
     lines = target_lines(_report(runs))
@@ -140,6 +142,7 @@ def test_targets_on_natural_prose_say_pass_and_miss_plainly() -> None:
                for line in lines), lines
     assert any(line.startswith("target rag+ttt: contains >= rag's (0.350 vs 0.400)") and line.endswith("MISS")
                for line in lines), lines
+    assert "(0.600 vs 0.400; 2 answered only with the weights, 1 only without): PASS" in "\n".join(lines)
     assert lines[-2].startswith("target: no answer loops (2 looped)") and lines[-2].endswith("MISS")
     assert lines[-1].startswith("  looped in rag+ttt: 'How big are its blocks?' -> '1.5-meter")  # which one
 

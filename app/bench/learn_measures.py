@@ -39,6 +39,9 @@ class Learned(BaseModel):
     loops: int | None = Field(None, description="Free-text answers that began repeating themselves.")
     choice_accuracy: float = Field(description="4-way multiple choice by likelihood (chance 0.25).")
     samples: list[dict[str, str]] = Field(default_factory=list, description="The first answers, as written.")
+    right: list[int] | None = Field(None, description=(
+        "The set's questions (their order in the set) whose written answer contains an accepted "
+        "answer: two runs are compared question by question, not only by their shares."))
     looped: list[dict[str, str]] = Field(default_factory=list, description=(
         "Every answer that began repeating itself, as generated before the loop was cut: which "
         "question loops is then known, wherever it falls in the set."))
@@ -133,8 +136,13 @@ def written_scores(questions: Sequence[BenchQuestion], answers: Sequence[str]) -
     """(answer-contains, exact match) of written answers over their questions' accepted answers."""
     pairs = list(zip(questions, answers))
     n = max(1, len(pairs))
-    return (sum(any(contains(a, w) for w in q.accepted) for q, a in pairs) / n,
+    return (len(written_right(questions, answers)) / n,
             sum(any(exact_match(a, w) for w in q.accepted) for q, a in pairs) / n)
+
+
+def written_right(questions: Sequence[BenchQuestion], answers: Sequence[str]) -> list[int]:
+    """The positions of the questions whose written answer contains an accepted answer."""
+    return [i for i, (q, a) in enumerate(zip(questions, answers)) if any(contains(a, w) for w in q.accepted)]
 
 
 def score_questions(cortex: Neocortex, prompts: list[str], questions: Sequence[BenchQuestion],
@@ -146,6 +154,7 @@ def score_questions(cortex: Neocortex, prompts: list[str], questions: Sequence[B
     if free_text:
         answers, looped, raw = written_answers(cortex, prompts, asked)
         learned.contains, learned.exact_match = written_scores(questions, answers)
+        learned.right = written_right(questions, answers)
         learned.loops = len(looped)
         learned.samples = [{"question": q.question, "expected": q.answer, "answer": a}
                            for q, a in list(zip(questions, answers))[:SAMPLES]]

@@ -151,14 +151,23 @@ def target_lines(r: LearnBenchReport) -> list[str]:
     for label, run in by_label.items():
         if label.startswith("rag+") and rag is not None and rag.after.contains is not None:
             got = run.after.contains or 0.0
-            lines.append(f"target {label}: contains >= rag's ({got:.3f} vs {rag.after.contains:.3f}): "
-                         f"{verdict(got >= rag.after.contains)}")
+            lines.append(f"target {label}: contains >= rag's ({got:.3f} vs {rag.after.contains:.3f}"
+                         f"{_against(run, rag)}): {verdict(got >= rag.after.contains)}")
     loops = sum(run.after.loops or 0 for run in r.runs)
     lines.append(f"target: no answer loops ({loops} looped): {verdict(loops == 0)}")
     for run in r.runs:
         for a in run.after.looped:
             lines.append(f"  looped in {run.label}: {a['question']!r} -> {a['generated'][:160]!r}")
     return lines
+
+
+def _against(run: EngineRun, rag: EngineRun) -> str:
+    """Which questions the weights won and lost against retrieval alone: a tie in shares can hide
+    answers the weights cost."""
+    if run.after.right is None or rag.after.right is None:
+        return ""
+    ours, theirs = set(run.after.right), set(rag.after.right)
+    return f"; {len(ours - theirs)} answered only with the weights, {len(theirs - ours)} only without"
 
 
 def print_report(r: LearnBenchReport, echo: Echo) -> None:
