@@ -91,6 +91,36 @@ def test_a_question_opening_with_an_auxiliary_names_nothing() -> None:
     assert [n for _, _, n in resolver.names("Last week we met Can Yaman in Hollin.")] == ["Can Yaman", "Hollin"]
 
 
+COMMITTEE = """# Notes, Harbourside Rowing Club committee
+
+**Date:** 2019-05-14
+**Venue:** back room, Ostrel
+
+1. **Boat repairs.** The new hull cost 3,400 crowns, Vella Marsh reported. Work on it ends in June.
+
+**Actions**
+
+- Vella: order two oars from Brannock Supplies.
+"""
+
+
+def test_minutes_actions_labels_and_the_title_are_read_as_a_person_would() -> None:
+    """Minutes once taught "The vella of Notes, Harbourside ... is order two oars" (a person's
+    action line read as a field), "What repairs. The new hull ...?" (an item's bold label read as
+    its first words) and "The date of what, Harbourside ...?" (a word of the title asked)."""
+    texts = _texts(COMMITTEE)
+    assert "Vella Marsh: order two oars from Brannock Supplies." in texts  # her action, by her full name
+    assert "The venue of Notes, Harbourside Rowing Club committee is back room, Ostrel." in texts  # a field
+    assert "The new hull cost 3,400 crowns, Vella Marsh reported." in texts  # the label is not a word of it
+    assert not any("Boat repairs." in t for t in texts)
+    asked = _answers(COMMITTEE)
+    assert "Vella Marsh" in asked["Who: order two oars from Brannock Supplies?"]
+    assert "3,400 crowns" in asked["The new hull cost how many crowns, Vella Marsh reported?"]
+    answers = {a for found in asked.values() for a in found}
+    assert not answers & {"Notes", "Harbourside Rowing Club", "Boat"}  # only the unit's own facts are asked
+    assert "2019-05-14" in answers and "back room, Ostrel" in answers
+
+
 def test_a_sentence_gives_every_fact_not_only_its_last_span() -> None:
     sentence = next(s for s in facts.statements(BAKERY) if "Amberly Prize" in s.text)
     answers = {span.answer for span in sentence.spans}

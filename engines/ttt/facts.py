@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 
 from engines.ttt.prose_units import Unit, units
@@ -155,6 +155,7 @@ class Resolver:
         self.proper = _proper_words(text, self.lower)
         self.entities: dict[str, _Entity] = {}
         self.recent: list[str] = []  # entity names, the latest subject last
+        self.inserted = ""  # the topic the last resolve() put into its unit's text, if any
 
     # --- entities
     def names(self, sentence: str) -> list[tuple[int, int, str]]:
@@ -176,8 +177,10 @@ class Resolver:
                 words = words[:-1]
             if words:
                 words[-1] = re.sub(r"['’]s?$", "", words[-1])  # "Quill's": the name is "Quill"
-                name = " ".join(words)
-                found.append((start, start + len(name), name))
+            if not words or (opening and len(words) == 1 and words[0].rstrip(".") not in self.proper):
+                continue  # none, or a lone opening word never capitalised mid-sentence: "Spread the dough"
+            name = " ".join(words)
+            found.append((start, start + len(name), name))
         return found
 
     def _common(self, word: str, opening: bool) -> bool:
@@ -267,9 +270,14 @@ class Resolver:
 
     # --- rewriting
     def resolve(self, unit: Unit) -> str:
-        """The unit's text with references replaced and its subject made explicit."""
+        """The unit's text with references replaced and its subject made explicit (the topic
+        put in, if one was, is kept in ``inserted``)."""
+        self.inserted = ""
+        if unit.kind == "pair" and self._names_someone(unit.key) and unit.text[:1].islower():
+            unit = replace(unit, text=f"{unit.key}: {unit.text}.", kind="item")  # "Dunka: book the van"
         if unit.kind == "pair":
-            return f"The {unit.key[0].lower()}{unit.key[1:]} of {self.topic(unit.heading)} is {unit.text}."
+            self.inserted = self.topic(unit.heading)
+            return f"The {unit.key[0].lower()}{unit.key[1:]} of {self.inserted} is {unit.text}."
         text = self._pronouns(self._descriptions(unit.text))
         named: list[str] = []
         opening = _OPENING_CLAUSE.match(text)
@@ -290,7 +298,14 @@ class Resolver:
             topic = self.topic(unit.heading)
             if topic and topic.lower() not in text.lower():
                 text = f"{topic}: {text[0].lower() if text[1:2].islower() else text[0]}{text[1:]}"
+                self.inserted = topic
         return text
+
+    def _names_someone(self, key: str) -> bool:
+        """Whether a line's key is a name the document uses ("Dunka: book the van", an action
+        in minutes), not a field ("Place: the kitchen")."""
+        words = key.split()
+        return 0 < len(words) <= 3 and all(w in self.proper for w in words)
 
     def topic(self, heading: str) -> str:
         """What an unnamed unit is about: its heading if that names a known entity, else the
@@ -559,11 +574,20 @@ def statements(text: str) -> list[Statement]:
         entities = tuple(dict.fromkeys(resolver.canonical(n) for _, _, n in names))
         kinds = {n: resolver.kind(n) for _, _, n in names}
         subject = entities[0] if entities else resolver.topic(unit.heading)
+        found_spans = [s for s in spans(resolved, names, kinds, unit.answers)
+                       if not _within(resolved, resolver.inserted, s)]
         out.append(Statement(text=resolved, subject=subject, entities=entities,
-                             spans=tuple(spans(resolved, names, kinds, unit.answers)[:MAX_SPANS * 2])))
+                             spans=tuple(found_spans[:MAX_SPANS * 2])))
         for clause in clauses(resolved):
             out.append(_statement(resolver, clause, subject, unit.answers))
     return out
+
+
+def _within(text: str, topic: str, span: Span) -> bool:
+    """Whether a span is a part of the topic the resolver put in (a title's "Minutes" or
+    "Drudel Systems"): not a fact of the unit. The whole topic may still be asked back."""
+    at = text.find(topic) if topic else -1
+    return at >= 0 and at <= span.start and span.end <= at + len(topic) and span.answer != topic
 
 
 def _statement(resolver: Resolver, text: str, subject: str, known: tuple[str, ...]) -> Statement:

@@ -15,6 +15,10 @@ _TABLE_RULE = re.compile(r"^\s*\|?[\s:|-]+\|?\s*$")
 _ITEM = re.compile(r"^\s*(?:[-*•+]|\(?\d{1,3}[.)]|\(?[a-z][.)])\s+(?P<text>\S.*)$")
 _KEY_VALUE = re.compile(r"^(?P<key>[A-Z][^:.!?]{0,40}?)\s*:\s+(?P<value>\S.{0,200})$")
 _MARKUP = re.compile(r"(\*\*|__|`)")
+# A list item opening with a bold label that ends in a stop or colon ("**Office move.** The team
+# ..."): the label is the item's heading, not a word of its first sentence.
+_LABEL = re.compile(r"^(?:\*\*|__)(?P<label>[^*_]{1,60}?)\s*(?:[.:](?:\*\*|__)|(?:\*\*|__)[.:])"
+                    r"\s+(?P<rest>\S.*)$")
 _EMPHASIS = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]{1,80}?)(?<!\s)\*(?![\w*])")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"”')\]]?\s+(?=[\"“(\[]?[A-Z0-9])")
 _ABBREVIATION = re.compile(r"(?:^|\s)(?:[A-Z][a-z]{0,2}|[A-Z](?:\.[A-Z])*|etc|approx|vs|[a-z]\.[a-z])\.$")
@@ -89,8 +93,7 @@ def units(text: str) -> tuple[str, list[Unit]]:
 
     def flush() -> None:
         if paragraph:
-            for sentence in split_sentences(_clean(" ".join(paragraph))):
-                found.append(Unit(text=sentence, heading=heading, kind="sentence"))
+            found.extend(_sentences(_clean(" ".join(paragraph)), heading))
             paragraph.clear()
 
     i = 0
@@ -115,8 +118,11 @@ def units(text: str) -> tuple[str, list[Unit]]:
             intro = ""
         elif (item := _ITEM.match(raw)) or _KEY_VALUE.match(_clean(raw)):
             flush()
-            body = _clean(item["text"] if item else raw)
-            found.append(_line_unit(body, heading, intro))
+            labelled = _LABEL.match(item["text"]) if item else None
+            if labelled and len(labelled["label"].split()) <= 6:
+                found += _sentences(_clean(labelled["rest"]), _clean(labelled["label"]))
+            else:
+                found += _line_units(_clean(item["text"] if item else raw), heading, intro)
         elif raw.rstrip().endswith(":"):
             flush()
             intro = _clean(raw).rstrip(":")
@@ -127,15 +133,21 @@ def units(text: str) -> tuple[str, list[Unit]]:
     return title, found
 
 
-def _line_unit(body: str, heading: str, intro: str) -> Unit:
-    """A list item or a ``Key: value`` line as a statement (under the line it hangs from)."""
+def _sentences(text: str, heading: str) -> list[Unit]:
+    return [Unit(text=sentence, heading=heading, kind="sentence") for sentence in split_sentences(text)]
+
+
+def _line_units(body: str, heading: str, intro: str) -> list[Unit]:
+    """A list item or a ``Key: value`` line as a statement (under the line it hangs from); an
+    item of several sentences is its first one as the item, then the others as sentences."""
     kv = _KEY_VALUE.match(body)
     if kv and len(kv["key"].split()) <= 5:
         key, value = kv["key"].strip(), kv["value"].strip().rstrip(".")
-        return Unit(text=value, heading=heading, kind="pair", answers=(value,), key=key)
-    item = body.rstrip(".;,")
+        return [Unit(text=value, heading=heading, kind="pair", answers=(value,), key=key)]
+    first, *more = split_sentences(body) or [body]
+    item = first.rstrip(".;,")
     text = f"{intro}: {item}." if intro else f"{item[0].upper()}{item[1:]}."
-    return Unit(text=text, heading=heading, kind="item")
+    return [Unit(text=text, heading=heading, kind="item")] + _sentences(" ".join(more), heading)
 
 
 # --- references --------------------------------------------------------------------------------
