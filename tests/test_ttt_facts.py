@@ -121,6 +121,16 @@ def test_minutes_actions_labels_and_the_title_are_read_as_a_person_would() -> No
     assert "2019-05-14" in answers and "back room, Ostrel" in answers
 
 
+def test_it_after_a_table_is_the_product_not_the_last_row_nor_its_maker() -> None:
+    """A manual once taught "register Rinsel Systems" and "you will need Battery": a model name
+    with digits was taken for a person (so "it" skipped it) and the table's last row stood for "it"."""
+    manual = ("# Using the Tarrow K9\n\nThe Tarrow K9 is a field radio made by Olden Works.\n\n"
+              "| Part | Weight |\n|---|---|\n| Antenna | 120 g |\n| Battery | 300 g |\n\n"
+              "Charge it for 3 hours before first use.\n")
+    assert "Charge Tarrow K9 for 3 hours before first use." in _texts(manual)
+    assert not any(q.startswith("Who ") and a == "Tarrow K9" for q, found in _answers(manual).items() for a in found)
+
+
 def test_a_sentence_gives_every_fact_not_only_its_last_span() -> None:
     sentence = next(s for s in facts.statements(BAKERY) if "Amberly Prize" in s.text)
     answers = {span.answer for span in sentence.spans}

@@ -218,7 +218,8 @@ class Resolver:
                 entity.kind = entity.kind or "org"
             elif _PLACE_NOUN.match(noun):
                 entity.kind = entity.kind or "place"
-        if not entity.kind and 2 <= len(words) <= 3 and words[-1].lower() not in self.lower:
+        if (not entity.kind and 2 <= len(words) <= 3 and words[-1].lower() not in self.lower
+                and all(w.isalpha() for w in words)):  # "Vikki T76" is a product, not a person
             entity.kind = "person?"  # First Last: a person until a pronoun says otherwise
         return full
 
@@ -293,7 +294,8 @@ class Resolver:
             named.remove(main)
             named.insert(0, main)
         if named:
-            self.recent = [n for n in self.recent if n not in named] + list(reversed(named[1:])) + [named[0]]
+            if unit.kind != "row":  # a pronoun after a table seldom means its last row
+                self.recent = [n for n in self.recent if n not in named] + list(reversed(named[1:])) + [named[0]]
         else:
             topic = self.topic(unit.heading)
             if topic and topic.lower() not in text.lower():
