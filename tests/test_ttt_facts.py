@@ -131,6 +131,14 @@ def test_it_after_a_table_is_the_product_not_the_last_row_nor_its_maker() -> Non
     assert not any(q.startswith("Who ") and a == "Tarrow K9" for q, found in _answers(manual).items() for a in found)
 
 
+def test_a_span_asked_in_place_keeps_the_space_after_it_and_no_clause_word_is_a_unit() -> None:
+    """"Took the what timetrain to Ornheim?" and the answer "6769 unless" were once taught."""
+    asked = _answers("# Day out\n\nTook the 09:10 train to Ornheim with Pelkaen Lokiard. "
+                     "The web view listens on port 6769 unless told otherwise.\n")
+    assert "09:10" in asked["Took the what time train to Ornheim with Pelkaen Lokiard?"]
+    assert "6769" in asked["Day out: the web view listens on port what number unless told otherwise?"]
+
+
 def test_a_sentence_gives_every_fact_not_only_its_last_span() -> None:
     sentence = next(s for s in facts.statements(BAKERY) if "Amberly Prize" in s.text)
     answers = {span.answer for span in sentence.spans}

@@ -48,7 +48,7 @@ _FUNCTION = re.compile(
     r"this|that|these|those|there|here|each|every|some|all|most|both|many|one|its|his|her|their|"
     r"our|my|your|we|you|i|he|she|it|they|as|if|but|and|or|so|then|today|later|now|also|no|not|"
     r"once|where|what|who|which|how|why|yes|because|although|though|under|over|between|among|"
-    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next)$",
+    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next|unless)$",
     re.IGNORECASE)
 # A sentence's opening auxiliary or "Please" ("Can you chase it, please?") is no name; mid-sentence,
 # "Can" or "Do" may be part of one.
@@ -390,6 +390,8 @@ def spans(text: str, names: list[tuple[int, int, str]], kinds: dict[str, str],
     found: list[Span] = []
 
     def add(start: int, end: int, wh: str) -> None:
+        while end > start and text[end - 1].isspace():  # "09:10 train": the time, not its space
+            end -= 1
         if any(start < e and s < end for s, e in taken):
             return
         answer = re.sub(r"['’]s$", "", text[start:end].strip(" ,.;:\"“”"))
