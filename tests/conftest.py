@@ -28,6 +28,10 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     # Each test's data folder is new, so the query copy would be exported (6 s) in every test
     # that ingests from the CLI; tests/test_query_embedding.py turns it back on and checks it.
     monkeypatch.setenv("ENGRAM_EMBEDDING_QUERY_COPY", "false")
+    # TTT's default material (facts) trains about five times longer than extract: the tests of
+    # the engine's mechanics learn from extract; tests/test_ttt_engine.py's first learning test
+    # and tests/test_ttt_facts.py learn from the default.
+    monkeypatch.setenv("ENGRAM_TTT_REHEARSAL_SOURCE", "extract")
     return {"data": data, "config": config}
 
 

@@ -96,7 +96,9 @@ def test_cached_forwards_use_the_installed_transformers_name_for_the_cache(neoco
 @pytest.mark.slow
 def test_a_document_is_learned_into_weights_and_chat_answers_with_them(
         embedder, neocortex, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ENGRAM_TTT_REHEARSAL_SOURCE")  # the default material, as a person gets it
     engram, engine = ttt_engram(embedder, neocortex)
+    assert engine.config.rehearsal_source == "facts"
     try:
         before = answer_score(neocortex)
         folder = docs_folder(tmp_path, loudurk=DOC)

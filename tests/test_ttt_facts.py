@@ -243,7 +243,7 @@ def test_the_engine_trains_on_the_facts_when_told_to() -> None:
     assert len(new.pairs) > 2 * len(old.pairs)
     kinds = Counter(p.kind for p in new.pieces)
     assert kinds["qa"] == len(new.pairs) and kinds["paraphrase"] > 0  # the restated passages train too
-    assert Counter(p.kind for p in old.pieces)["paraphrase"] == 0  # the old default is unchanged
+    assert Counter(p.kind for p in old.pieces)["paraphrase"] == 0  # extract, the old default, is unchanged
     assert set(Counter(p.kind for p in _material("facts", rehearsal_qa=False).pieces)) == {"document"}
 
 

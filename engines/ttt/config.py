@@ -72,11 +72,13 @@ class TTTConfig(BaseModel):
         description="System message the rehearsal questions are asked under (the one chat uses "
         "when no passage matched).")
     rehearsal_source: Literal["facts", "extract", "model"] = Field(
-        "extract", description="facts: every fact of the text (list items, table rows, key: value "
-        "lines; pronouns and definite descriptions resolved) asked and restated several ways, with "
-        "a passage per named entity (engines/ttt/facts.py); extract: each sentence's last span "
-        "only; model: the facts, plus questions a person would ask and rewrites that the chat "
-        "model writes for each section, each answer and name checked against the text "
+        "facts", description="facts (the default): every fact of the text (list items, table rows, "
+        "key: value lines; pronouns and definite descriptions resolved) asked and restated several "
+        "ways, with a passage per named entity (engines/ttt/facts.py); about five times the "
+        "training of extract, and the written answers it buys are worth it; extract: each "
+        "sentence's last span only (fast: learns little a written answer shows); model: the "
+        "facts, plus questions a person would ask and rewrites that the chat model writes for "
+        "each section, each answer and name checked against the text "
         "(engines/ttt/written.py; slower: for a larger chat model, Ollama or a GGUF).")
     replay_tokens: int = Field(
         64, ge=0, le=4096, description="Tokens of general background text mixed into each "
