@@ -121,6 +121,30 @@ def test_minutes_actions_labels_and_the_title_are_read_as_a_person_would() -> No
     assert "2019-05-14" in answers and "back room, Ostrel" in answers
 
 
+def test_a_one_word_name_that_only_opens_sentences_is_still_a_name_and_an_imperative_is_not() -> None:
+    texts = _texts("# Trip\n\nOrne is a small town in the hills. Orne has 3,000 people. It lies on the river.\n\n"
+                   "1. Spread the dough in a tin. Bake for 40 minutes.\n")
+    assert texts[:3] == ["Orne is a small town in the hills.", "Orne has 3,000 people.", "Orne lies on the river."]
+    assert "Trip: spread the dough in a tin." in texts and "Trip: bake for 40 minutes." in texts
+
+
+def test_bold_keys_with_values_stay_key_value_lines_and_a_title_is_not_asked_through_clauses() -> None:
+    shop = "# Shop\n\n- **Price:** £40\n- **Owner:** Vella Marsh\n- **Note:** the office is closed on Fridays.\n"
+    texts = _texts(shop)
+    assert "The price of Shop is £40." in texts and "The owner of Shop is Vella Marsh." in texts
+    found = facts.rehearse("# Notes, Harbourside Rowing Club 2024\n\n"
+                           "The van, which costs £300, arrives at 9:00; the crew loads it by noon.\n")[0]
+    assert {"£300", "9:00"} <= {qa.answer for qa in found}
+    assert not {qa.answer for qa in found} & {"2024", "Harbourside Rowing Club", "Notes"}
+
+
+def test_may_ends_a_sentence_and_a_person_with_an_apostrophe_is_not_it() -> None:
+    assert prose_units.split_sentences("We leave on 3 May. Dunka hires a van.") == \
+        ["We leave on 3 May.", "Dunka hires a van."]
+    texts = _texts("# Shop\n\nThe shop hired Sean O'Brien in May. It sells bread.\n")
+    assert not any("O'Brien sells" in t for t in texts), texts
+
+
 def test_it_after_a_table_is_the_product_not_the_last_row_nor_its_maker() -> None:
     """A manual once taught "register Rinsel Systems" and "you will need Battery": a model name
     with digits was taken for a person (so "it" skipped it) and the table's last row stood for "it"."""

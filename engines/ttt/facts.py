@@ -55,6 +55,11 @@ _FUNCTION = re.compile(
 _OPENING_AUXILIARY = re.compile(
     r"^(?:can|could|would|should|shall|might|must|do|does|did|is|are|was|were|has|have|had|please)$",
     re.IGNORECASE)
+# What follows an imperative's verb ("Spread the dough", "Charge it", "Add 2 eggs", "Bake for
+# 40 minutes"); a name opening a sentence is followed by its verb ("Orne is ...").
+_IMPERATIVE_OBJECT = re.compile(
+    r"^\s+(?:the|a|an|it|them|this|that|these|those|your|its|some|all|each|every|both|any|\d|"
+    r"for|to|in|on|with|at|into|from|up|down|off|out|over)\b", re.IGNORECASE)
 _PERSON_PRONOUN = re.compile(r"^(?:he|she|him|his|her|hers)$", re.IGNORECASE)
 _THING_PRONOUN = re.compile(r"^(?:it|its)$", re.IGNORECASE)
 _PRONOUN = re.compile(r"\b(?:he|she|him|his|her|it|its|they|them|their)\b", re.IGNORECASE)
@@ -177,8 +182,9 @@ class Resolver:
                 words = words[:-1]
             if words:
                 words[-1] = re.sub(r"['’]s?$", "", words[-1])  # "Quill's": the name is "Quill"
-            if not words or (opening and len(words) == 1 and words[0].rstrip(".") not in self.proper):
-                continue  # none, or a lone opening word never capitalised mid-sentence: "Spread the dough"
+            if not words or (opening and len(words) == 1 and words[0].rstrip(".") not in self.proper
+                             and _IMPERATIVE_OBJECT.match(sentence[start + len(words[0]):])):
+                continue  # none, or an imperative's verb: "Spread the dough"
             name = " ".join(words)
             found.append((start, start + len(name), name))
         return found
@@ -219,7 +225,7 @@ class Resolver:
             elif _PLACE_NOUN.match(noun):
                 entity.kind = entity.kind or "place"
         if (not entity.kind and 2 <= len(words) <= 3 and words[-1].lower() not in self.lower
-                and all(w.isalpha() for w in words)):  # "Vikki T76" is a product, not a person
+                and not any(c.isdigit() for c in full)):  # "Vikki T76" is a product, not a person
             entity.kind = "person?"  # First Last: a person until a pronoun says otherwise
         return full
 
@@ -583,7 +589,7 @@ def statements(text: str) -> list[Statement]:
         out.append(Statement(text=resolved, subject=subject, entities=entities,
                              spans=tuple(found_spans[:MAX_SPANS * 2])))
         for clause in clauses(resolved):
-            out.append(_statement(resolver, clause, subject, unit.answers))
+            out.append(_statement(resolver, clause, subject, unit.answers, resolver.inserted))
     return out
 
 
@@ -594,13 +600,17 @@ def _within(text: str, topic: str, span: Span) -> bool:
     return at >= 0 and at <= span.start and span.end <= at + len(topic) and span.answer != topic
 
 
-def _statement(resolver: Resolver, text: str, subject: str, known: tuple[str, ...]) -> Statement:
-    """A clause of a resolved statement as a statement of its own (about its own first name)."""
+def _statement(resolver: Resolver, text: str, subject: str, known: tuple[str, ...],
+               inserted: str) -> Statement:
+    """A clause of a resolved statement as a statement of its own (about its own first name);
+    the topic put in front of the statement is not asked here either."""
     names = resolver.names(text)
     entities = tuple(dict.fromkeys(resolver.canonical(n) for _, _, n in names))
     kinds = {n: resolver.kind(n) for _, _, n in names}
+    found = [s for s in spans(text, names, kinds, tuple(k for k in known if k in text))
+             if not _within(text, inserted, s)]
     return Statement(text=text, subject=entities[0] if entities else subject, entities=entities,
-                     spans=tuple(spans(text, names, kinds, tuple(k for k in known if k in text))[:MAX_SPANS * 2]))
+                     spans=tuple(found[:MAX_SPANS * 2]))
 
 
 def _asked(statement: Statement) -> list[Span]:

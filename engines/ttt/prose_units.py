@@ -21,7 +21,7 @@ _LABEL = re.compile(r"^(?:\*\*|__)(?P<label>[^*_]{1,60}?)\s*(?:[.:](?:\*\*|__)|(
                     r"\s+(?P<rest>\S.*)$")
 _EMPHASIS = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]{1,80}?)(?<!\s)\*(?![\w*])")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"”')\]]?\s+(?=[\"“(\[]?[A-Z0-9])")
-_ABBREVIATION = re.compile(r"(?:^|\s)(?:[A-Z][a-z]{0,2}|[A-Z](?:\.[A-Z])*|etc|approx|vs|[a-z]\.[a-z])\.$")
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:(?!May\.)[A-Z][a-z]{0,2}|[A-Z](?:\.[A-Z])*|etc|approx|vs|[a-z]\.[a-z])\.$")
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def units(text: str) -> tuple[str, list[Unit]]:
         elif (item := _ITEM.match(raw)) or _KEY_VALUE.match(_clean(raw)):
             flush()
             labelled = _LABEL.match(item["text"]) if item else None
-            if labelled and len(labelled["label"].split()) <= 6:
+            if labelled and _labels_a_sentence(labelled["label"], labelled["rest"]):
                 found += _sentences(_clean(labelled["rest"]), _clean(labelled["label"]))
             else:
                 found += _line_units(_clean(item["text"] if item else raw), heading, intro)
@@ -131,6 +131,14 @@ def units(text: str) -> tuple[str, list[Unit]]:
         i += 1
     flush()
     return title, found
+
+
+def _labels_a_sentence(label: str, rest: str) -> bool:
+    """Whether a bold label heads a sentence ("**Office move.** The team moves on 2 June."),
+    not a value ("**Price:** £40", "**Owner:** Vella Marsh": those are ``Key: value`` lines)."""
+    words = _clean(rest).split()
+    return (len(label.split()) <= 6 and len(words) >= 4 and words[0][:1].isupper()
+            and words[-1][-1:] in ".!?")
 
 
 def _sentences(text: str, heading: str) -> list[Unit]:
