@@ -30,7 +30,7 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     monkeypatch.setenv("ENGRAM_EMBEDDING_QUERY_COPY", "false")
     # TTT's default material (facts) trains about five times longer than extract: the tests of
     # the engine's mechanics learn from extract; tests/test_ttt_engine.py's first learning test
-    # and tests/test_ttt_facts.py learn from the default.
+    # learns from the default, and tests/test_ttt_facts.py builds the facts material by name.
     monkeypatch.setenv("ENGRAM_TTT_REHEARSAL_SOURCE", "extract")
     return {"data": data, "config": config}
 
