@@ -11,7 +11,7 @@ import pytest
 
 from app.bench import learn
 from app.bench.learn import latest_learn_report, run_learn_bench
-from app.bench.learn_measures import Forgot, Learned, own_questions
+from app.bench.learn_measures import Forgot, Learned, interleaved, own_questions
 from app.bench.learn_report import EngineRun, LearnBenchReport, print_report, save_report, target_lines
 from app.bench.learn_sets import load_set
 from app.settings import load_settings
@@ -99,6 +99,13 @@ def test_the_learners_own_questions_leave_out_those_that_give_their_answer_away(
              ("Mirvale's best-known employer is what?", "Dundru Electric")]  # kept twice: asked once
     assert own_questions(pairs, 10) == [pairs[0], pairs[2], pairs[4], pairs[5]]  # long or given away: left out
     assert own_questions(pairs, 2) == [pairs[0], pairs[2]]
+
+
+def test_two_weight_engines_share_the_own_questions_in_turn() -> None:
+    ttt = [(f"ttt question {i}?", "yes") for i in range(30)]
+    cls = [("cls question?", "no"), ttt[0]]  # a pair both kept is asked once
+    asked = interleaved([ttt, cls], 6)
+    assert asked == [ttt[0], ("cls question?", "no"), ttt[1], ttt[2], ttt[3], ttt[4]]
 
 
 def _run(label: str, kind: str, contains: float | None, loops: int | None = 0, forgetting: float = 0.0,

@@ -43,6 +43,7 @@ from app.bench.learn_measures import (
     own_questions,
     Rehearsed,
     score_questions,
+    interleaved,
     score_rehearsed,
 )
 from app.bench.learn_runtimes import OnChatRuntime, on_chat_runtime
@@ -278,8 +279,7 @@ class LearnBench:
     def rehearsed(self, writers: list[Engine]) -> Rehearsed | None:
         """The weights asked up to ``REHEARSED`` of the pairs they were trained on (engines that
         keep them: ttt and cls), closed-book and routed as chat routes them; None where none are kept."""
-        pairs = [p for w in writers for p in w.rehearsed(4 * REHEARSED)]
-        asked = own_questions(pairs, REHEARSED)
+        asked = interleaved([own_questions(w.rehearsed(4 * REHEARSED), REHEARSED) for w in writers], REHEARSED)
         if not asked:
             return None
         prompts = [chat_prompt(q, contribute_all(writers, Query(text=q)), self.cortex, self.settings)

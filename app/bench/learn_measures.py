@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import zip_longest
 
 from pydantic import BaseModel, Field
 
@@ -63,6 +64,13 @@ def own_questions(pairs: Sequence[tuple[str, str]], limit: int, max_words: int =
     question that spells out its sentence is answered by copying it)."""
     asked = [(q, a) for q, a in pairs if a.strip() and len(a.split()) <= max_words and not contains(q, a)]
     return list(dict.fromkeys(asked))[:limit]  # a pair kept twice is asked once
+
+
+def interleaved(groups: Sequence[Sequence[tuple[str, str]]], limit: int) -> list[tuple[str, str]]:
+    """The groups' pairs taken in turn, each once, up to ``limit``: with two weight engines each
+    gets its share of the questions, not the first one all of them."""
+    turns = (p for row in zip_longest(*groups) for p in row if p is not None)
+    return list(dict.fromkeys(turns))[:limit]
 
 
 def score_rehearsed(cortex: Neocortex, prompts: Sequence[str], pairs: Sequence[tuple[str, str]]) -> Rehearsed:
