@@ -138,6 +138,12 @@ def test_bold_keys_with_values_stay_key_value_lines_and_a_title_is_not_asked_thr
     assert not {qa.answer for qa in found} & {"2024", "Harbourside Rowing Club", "Notes"}
 
 
+def test_an_item_of_only_punctuation_is_skipped_not_a_crash() -> None:
+    """"- ..." in a list (a placeholder in notes) made the material fail with an IndexError, so
+    the whole document was never learned."""
+    assert _texts("# Notes\n\n- ...\n- ;\n- Vella Marsh paid £40.\n") == ["Vella Marsh paid £40."]
+
+
 def test_may_ends_a_sentence_and_a_person_with_an_apostrophe_is_not_it() -> None:
     assert prose_units.split_sentences("We leave on 3 May. Dunka hires a van.") == \
         ["We leave on 3 May.", "Dunka hires a van."]

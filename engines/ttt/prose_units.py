@@ -154,6 +154,8 @@ def _line_units(body: str, heading: str, intro: str) -> list[Unit]:
         return [Unit(text=value, heading=heading, kind="pair", answers=(value,), key=key)]
     first, *more = split_sentences(body) or [body]
     item = first.rstrip(".;,")
+    if not item:  # "- ...": nothing to state
+        return _sentences(" ".join(more), heading)
     text = f"{intro}: {item}." if intro else f"{item[0].upper()}{item[1:]}."
     return [Unit(text=text, heading=heading, kind="item")] + _sentences(" ".join(more), heading)
 
