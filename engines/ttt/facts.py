@@ -580,16 +580,10 @@ def statements(text: str) -> list[Statement]:
             continue
         if not resolved.endswith((".", "!", "?")):
             resolved += "."
-        names = resolver.names(resolved)
-        entities = tuple(dict.fromkeys(resolver.canonical(n) for _, _, n in names))
-        kinds = {n: resolver.kind(n) for _, _, n in names}
-        subject = entities[0] if entities else resolver.topic(unit.heading)
-        found_spans = [s for s in spans(resolved, names, kinds, unit.answers)
-                       if not _within(resolved, resolver.inserted, s)]
-        out.append(Statement(text=resolved, subject=subject, entities=entities,
-                             spans=tuple(found_spans[:MAX_SPANS * 2])))
+        whole = _statement(resolver, resolved, resolver.topic(unit.heading), unit.answers, resolver.inserted)
+        out.append(whole)
         for clause in clauses(resolved):
-            out.append(_statement(resolver, clause, subject, unit.answers, resolver.inserted))
+            out.append(_statement(resolver, clause, whole.subject, unit.answers, resolver.inserted))
     return out
 
 
@@ -602,8 +596,8 @@ def _within(text: str, topic: str, span: Span) -> bool:
 
 def _statement(resolver: Resolver, text: str, subject: str, known: tuple[str, ...],
                inserted: str) -> Statement:
-    """A clause of a resolved statement as a statement of its own (about its own first name);
-    the topic put in front of the statement is not asked here either."""
+    """A resolved statement, or one of its clauses, with its answer spans: about its own first
+    name, else ``subject``; the topic the resolver put in front is not asked."""
     names = resolver.names(text)
     entities = tuple(dict.fromkeys(resolver.canonical(n) for _, _, n in names))
     kinds = {n: resolver.kind(n) for _, _, n in names}
