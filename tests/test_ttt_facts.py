@@ -298,3 +298,53 @@ def test_do_questions_move_a_regular_verb_behind_its_auxiliary() -> None:
     assert facts._base_form("created") == ("did", "create")
     assert facts._base_form("carries") == ("does", "carry")
     assert facts._base_form("was") is None
+
+
+def test_a_bold_label_that_names_nothing_stays_with_its_item() -> None:
+    """"**Office move.** We leave on 3 May." once became "Plans: we leave on 3 May.": the label,
+    the only words saying what leaves, was dropped."""
+    texts = _texts("# Plans\n\n- **Office move.** We leave on 3 May and the new office opens on 10 May.\n"
+                   "- **Hiring.** Two engineers start in June.\n")
+    assert "Plans, office move: we leave on 3 May and the new office opens on 10 May." in texts
+    assert "Plans, hiring: two engineers start in June." in texts
+
+
+def test_a_first_name_seen_only_in_the_attendance_line_still_owns_its_action() -> None:
+    """"Orla: order the compost" once read as a field ("The orla of Minutes ... is order the
+    compost"), because "Orla" was written only in "Present: Orla Benn, ..." and at line starts;
+    the attendance line itself was read as a heading and dropped."""
+    minutes = ("# Minutes of the garden committee\n\nPresent: Orla Benn, Tamsin Roe, Kofi\n\n"
+               "Actions:\nOrla: order the compost by Friday.\nKofi: repair the gate.\n")
+    texts = _texts(minutes)
+    assert "Orla: order the compost by Friday." in texts and "Kofi: repair the gate." in texts
+    assert any("Orla Benn, Tamsin Roe, Kofi" in t for t in texts)
+    assert not any(t.lower().startswith("the orla") for t in texts)
+
+
+def test_it_after_a_sentence_about_a_common_noun_is_that_thing_not_the_last_name() -> None:
+    texts = _texts("# Delivery report\n\nThe pallet left Mirvale on Tuesday. It was stopped at the border "
+                   "for two days.\n")
+    assert any("the pallet was stopped at the border for two days." in t for t in texts), texts
+    assert not any("Mirvale was stopped" in t for t in texts)
+
+
+def test_a_specification_table_is_about_the_product_not_the_guide_title() -> None:
+    """A two-column "Specification | Value" table once taught "The value of Weight is 200 g."."""
+    manual = ("# Getting started with the Vikki T76\n\nThank you for choosing the Vikki T76, a GPS unit "
+              "from Rinsel Systems. Keep it dry.\n\n| Specification | Value |\n|---|---|\n| Weight | 200 g |\n"
+              "| Map storage | 2,176 MB |\n")
+    texts = _texts(manual)
+    assert "The weight of Vikki T76 is 200 g." in texts and "The map storage of Vikki T76 is 2,176 MB." in texts
+    assert "Keep Vikki T76 dry." in texts  # "Thank" of "Thank you" is no name for "it"
+    assert "200 g" in _answers(manual)["How many g is the weight of Vikki T76?"]
+    priced = _texts("# Shop\n\n| Item | Price |\n|---|---|\n| Rye loaf | £4 |\n")
+    assert "The price of Rye loaf is £4." in priced  # a list of named things keeps its rows
+
+
+def test_days_weekdays_months_and_counted_words_are_spans_and_a_dateline_is_no_name() -> None:
+    text = ("Selka Tovin left Orne on Tuesday, 3 May, and came back in June after two weeks "
+            "at sea. On 5 September 2017 Moorn Works opened a mill.")
+    found = {(span.answer, span.wh) for s in facts.statements(text) for span in s.spans}
+    assert {("Tuesday", "what day"), ("3 May", "what date"), ("June", "what month"),
+            ("two weeks", "how many weeks"), ("5 September 2017", "what date"), ("Moorn Works", "what")} <= found
+    assert not any("2017 Moorn" in a for a, _ in found)

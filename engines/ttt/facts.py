@@ -43,17 +43,21 @@ MAX_LINKS = 40  # entity-pair linking statements per document
 _MONTHS = "|".join(m for m in calendar.month_name if m)
 _WEEKDAYS = "|".join(calendar.day_name)
 _MONTH = f"(?:{_MONTHS})"
+_WEEKDAY = f"(?:{_WEEKDAYS})"
+_NUMBER_WORDS = "two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|dozen"
 _FUNCTION = re.compile(
     r"^(?:the|a|an|in|on|at|of|for|to|by|with|from|after|before|during|since|until|when|while|"
     r"this|that|these|those|there|here|each|every|some|all|most|both|many|one|its|his|her|their|"
     r"our|my|your|we|you|i|he|she|it|they|as|if|but|and|or|so|then|today|later|now|also|no|not|"
     r"once|where|what|who|which|how|why|yes|because|although|though|under|over|between|among|"
-    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next|unless)$",
+    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next|unless|"
+    rf"{_NUMBER_WORDS})$",
     re.IGNORECASE)
 # A sentence's opening auxiliary or "Please" ("Can you chase it, please?") is no name; mid-sentence,
 # "Can" or "Do" may be part of one.
 _OPENING_AUXILIARY = re.compile(
-    r"^(?:can|could|would|should|shall|might|must|do|does|did|is|are|was|were|has|have|had|please)$",
+    r"^(?:can|could|would|should|shall|might|must|do|does|did|is|are|was|were|has|have|had|please|"
+    r"thank|thanks|dear|hello|hi|hey|welcome|congratulations|sorry)$",  # and greetings: "Thank you for ..."
     re.IGNORECASE)
 # What follows an imperative's verb ("Spread the dough", "Charge it", "Add 2 eggs", "Bake for
 # 40 minutes"); a name opening a sentence is followed by its verb ("Orne is ...").
@@ -66,6 +70,12 @@ _PRONOUN = re.compile(r"\b(?:he|she|him|his|her|it|its|they|them|their)\b", re.I
 _CONNECTOR = re.compile(r"^(?:of|de|van|von|der|du|la|le|&)$")
 _CALENDAR_WORDS = "|".join([_MONTHS, _WEEKDAYS])
 _CALENDAR = re.compile(rf"^(?:{_CALENDAR_WORDS})$")
+# A sentence whose subject is a common noun ("The pallet left ..."): its next sentence's "It" is
+# that thing, not the last name.
+_SUBJECT_PHRASE = re.compile(
+    r"^(?P<phrase>The\s+(?:[a-z][\w-]*\s+){0,2}?[a-z][\w-]*)\s+(?:is|was|has|had|will|can|could|would|"
+    r"[a-z]{2,}(?:s|ed)|left|went|came|took|made|got|ran|fell|rose|began|sold|bought|held|kept|found|brought|"
+    r"sent|cost|hit|put|set|stood|grew|broke|drove|flew|gave|lost|won|met|paid|said|told|wrote|arrived)\b")
 _DEFINITE = re.compile(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20})\b(?!\s+(?:of|that|which|who)\b)")
 _TITLE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof|Professor|Sir|Dame|Lady|Lord|Captain|Judge)\.?\s+$")
 _ORG_WORD = re.compile(
@@ -107,6 +117,11 @@ _SPAN_RULES: list[tuple[str, re.Pattern[str], str]] = [
                         rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b|\b\d{{4}}-\d\d-\d\d\b"),
      "what date"),
     ("month", re.compile(rf"\b{_MONTH}\s+\d{{4}}\b"), "what month"),
+    ("day", re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}\b|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\b"),
+     "what date"),  # "on 3 May": a date without its year
+    ("weekday", re.compile(rf"\b{_WEEKDAY}\b"), "what day"),
+    ("month name", re.compile(rf"(?:(?<=\bin )|(?<=\bby )|(?<=\bsince )|(?<=\buntil )|(?<=\bfrom )|"
+                              rf"(?<=\bduring ))(?:early |late |mid-)?{_MONTH}\b"), "what month"),
     ("money", re.compile(r"[£$€¥]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:million|billion|thousand|bn|m|k)\b)?"),
      "how much"),
     ("percent", re.compile(r"\b\d[\d,]*(?:\.\d+)?\s?(?:%|per\s?cent\b|percent\b)"), "what percentage"),
@@ -115,6 +130,7 @@ _SPAN_RULES: list[tuple[str, re.Pattern[str], str]] = [
                         r"|\b\d{1,2}\s?[ap]m\b"), "what time"),
     ("quantity", re.compile(r"\b\d(?:[\d,]*\d)?(?:\.\d+)?(?:\s?[-–]\s?\d(?:[\d,]*\d)?(?:\.\d+)?)?\s?(?P<unit>[a-zµ][A-Za-zµ]{0,13}|[A-Z]{1,3})\b"),
      "how many"),
+    ("counted", re.compile(rf"\b(?i:{_NUMBER_WORDS})\s+(?P<unit>[a-z][a-z]{{1,13}})\b"), "how many"),
     ("year", re.compile(r"\b(?:1[0-9]|20)\d\d(?:s)?\b"), "what year"),
     ("title", re.compile(r"\"[^\"]{2,60}\"|“[^”]{2,60}”"), "what title"),
     ("number", re.compile(r"\b\d[\d,]*(?:\.\d+)?\b"), "what number"),
@@ -147,6 +163,7 @@ class _Entity:
     kind: str  # "person", "org", "place" or "" (not known yet)
     types: set[str] = field(default_factory=set)  # nouns it was called ("town", "bridge")
     gender: str = ""  # the pronoun that first stood for it ("she", "he"), once one did
+    mentions: int = 0
 
 
 class Resolver:
@@ -161,6 +178,8 @@ class Resolver:
         self.entities: dict[str, _Entity] = {}
         self.recent: list[str] = []  # entity names, the latest subject last
         self.inserted = ""  # the topic the last resolve() put into its unit's text, if any
+        self.subject: re.Match[str] | None = None  # the last sentence's opening "The pallet"
+        self.text = text
 
     # --- entities
     def names(self, sentence: str) -> list[tuple[int, int, str]]:
@@ -171,7 +190,7 @@ class Resolver:
         for m in _CAPITAL_RUN.finditer(sentence):
             words, start = m.group().split(), m.start()
             opening = start == 0 or sentence[:start].rstrip().endswith((":", "\"", "“", "—", "("))
-            while words and self._common(words[0], opening):
+            while words and (self._common(words[0], opening) or words[0][0].isdigit()):
                 start += len(words[0]) + 1
                 words, opening = words[1:], False
                 if words and _CONNECTOR.match(words[0]):
@@ -207,6 +226,7 @@ class Resolver:
         name (a short form of a longer name maps to it)."""
         full = self.canonical(name)
         entity = self.entities.setdefault(full, _Entity(full, ""))
+        entity.mentions += 1
         words = full.split()
         if _ORG_WORD.match(words[-1]):
             entity.kind = "org"
@@ -282,8 +302,8 @@ class Resolver:
         self.inserted = ""
         if unit.kind == "pair" and self._names_someone(unit.key) and unit.text[:1].islower():
             unit = replace(unit, text=f"{unit.key}: {unit.text}.", kind="item")  # "Dunka: book the van"
-        if unit.kind == "pair":
-            self.inserted = self.topic(unit.heading)
+        if unit.kind in ("pair", "field"):
+            self.inserted = (self.main() if unit.kind == "field" else "") or self.topic(unit.heading)
             return f"The {unit.key[0].lower()}{unit.key[1:]} of {self.inserted} is {unit.text}."
         text = self._pronouns(self._descriptions(unit.text))
         named: list[str] = []
@@ -299,21 +319,35 @@ class Resolver:
         if main:
             named.remove(main)
             named.insert(0, main)
+        self.subject = _SUBJECT_PHRASE.match(text) if unit.kind == "sentence" else None
         if named:
             if unit.kind != "row":  # a pronoun after a table seldom means its last row
                 self.recent = [n for n in self.recent if n not in named] + list(reversed(named[1:])) + [named[0]]
-        else:
-            topic = self.topic(unit.heading)
-            if topic and topic.lower() not in text.lower():
-                text = f"{topic}: {text[0].lower() if text[1:2].islower() else text[0]}{text[1:]}"
-                self.inserted = topic
+            return text
+        topic = self.topic(unit.label or unit.heading)
+        if unit.label and unit.label != topic:  # "**Office move.** We leave on 3 May."
+            label = unit.label if unit.label.split()[0] in self.proper else _lowered(unit.label)
+            topic = f"{topic}, {label}" if topic else unit.label
+        if topic and topic.lower() not in text.lower():
+            text = f"{topic}: {text[0].lower() if text[1:2].islower() else text[0]}{text[1:]}"
+            self.inserted = topic
         return text
 
     def _names_someone(self, key: str) -> bool:
         """Whether a line's key is a name the document uses ("Dunka: book the van", an action
         in minutes), not a field ("Place: the kitchen")."""
         words = key.split()
+        if len(words) == 1 and re.search(rf"\b{re.escape(key)}\s+[A-Z][\w'-]*", self.text):
+            following = re.findall(rf"\b{re.escape(key)}\s+([A-Z][\w'-]*)", self.text)
+            if any(w in self.proper for w in following):  # "Orla" of "Present: Orla Benn, ..."
+                return True
         return 0 < len(words) <= 3 and all(w in self.proper for w in words)
+
+    def main(self) -> str:
+        """The thing the document has named most so far, first those its title names (the product
+        a specification table is about, not its guide's title); "" before any."""
+        things = [e for e in self.entities.values() if e.kind != "person"]
+        return max(things, key=lambda e: (e.name in self.title, e.mentions)).name if things else ""
 
     def topic(self, heading: str) -> str:
         """What an unnamed unit is about: its heading if that names a known entity, else the
@@ -331,6 +365,9 @@ class Resolver:
         def swap(m: re.Match[str]) -> str:
             word = m.group()
             before = [n for at, n in sorted(resolved) if at < m.start()]
+            if m.start() == 0 and _THING_PRONOUN.match(word) and self.subject:  # "The pallet left
+                phrase = self.subject["phrase"]  # Mirvale. It was stopped": the pallet, not Mirvale
+                return f"{phrase}'s" if word.lower() == "its" else phrase
             name = self._antecedent(word, before)
             if name is None:
                 return word
@@ -450,11 +487,15 @@ def question(text: str, span: Span) -> str:
     return body[0].upper() + body[1:] + "?"
 
 
+def _lowered(text: str) -> str:
+    return text[0].lower() + text[1:]
+
+
 def _inside(text: str) -> str:
     """``text`` moved inside a sentence: its first letter lowered unless it opens a name."""
     if text[:1].isupper() and not _FUNCTION.match(text.split()[0]):
         return text
-    return text[0].lower() + text[1:]
+    return _lowered(text)
 
 
 def inverted(text: str, span: Span) -> str | None:

@@ -19,6 +19,11 @@ _MARKUP = re.compile(r"(\*\*|__|`)")
 # ..."): the label is the item's heading, not a word of its first sentence.
 _LABEL = re.compile(r"^(?:\*\*|__)(?P<label>[^*_]{1,60}?)\s*(?:[.:](?:\*\*|__)|(?:\*\*|__)[.:])"
                     r"\s+(?P<rest>\S.*)$")
+# Column headers that say a two-column table lists fields of one thing ("Specification | Value"),
+# not named things ("Item | Price").
+_FIELD_COLUMN = re.compile(r"^(?:specifications?|specs?|propert(?:y|ies)|features?|fields?|attributes?|"
+                           r"parameters?|settings?|details?|facts?)$", re.IGNORECASE)
+_VALUE_COLUMN = re.compile(r"^(?:values?|details?|settings?)$", re.IGNORECASE)
 _EMPHASIS = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]{1,80}?)(?<!\s)\*(?![\w*])")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"”')\]]?\s+(?=[\"“(\[]?[A-Z0-9])")
 _ABBREVIATION = re.compile(r"(?:^|\s)(?:(?!May\.)[A-Z][a-z]{0,2}|[A-Z](?:\.[A-Z])*|etc|approx|vs|[a-z]\.[a-z])\.$")
@@ -30,9 +35,10 @@ class Unit:
 
     text: str
     heading: str
-    kind: str  # "sentence", "item", "row" or "pair"
+    kind: str  # "sentence", "item", "row", "pair" (a ``Key: value`` line) or "field" (a two-column table's row)
     answers: tuple[str, ...] = ()  # spans known from structure (a table cell, a value)
     key: str = ""  # a ``Key: value`` line's key (its text is worded once its subject is known)
+    label: str = ""  # a list item's bold label ("Office move"), the item's own topic
 
 
 
@@ -61,11 +67,15 @@ def _cells(line: str) -> list[str]:
 
 def table_units(lines: list[str], heading: str) -> list[Unit]:
     """A markdown table's rows as statements: header + row -> "The <column> of <first cell> is
-    <cell>." (the first cell names the row; a row is a list of facts about it)."""
+    <cell>." (the first cell names the row; a row is a list of facts about it). A two-column
+    table of fields ("Specification | Value") is a list of ``Key: value`` lines about its topic."""
     rows = [_cells(line) for line in lines if not _TABLE_RULE.match(line)]
     if len(rows) < 2:
         return []
     header, units = rows[0], []
+    if len(header) == 2 and (_FIELD_COLUMN.match(header[0]) or _VALUE_COLUMN.match(header[1])):
+        return [Unit(text=row[1], heading=heading, kind="field", answers=(row[1],), key=row[0])
+                for row in rows[1:] if len(row) == 2 and row[0] and row[1]]
     for row in rows[1:]:
         if not row or not row[0]:
             continue
@@ -81,7 +91,14 @@ def _is_heading(lines: list[str], i: int) -> bool:
     line = lines[i].strip()
     alone = (i + 1 >= len(lines) or not lines[i + 1].strip()) and (i == 0 or not lines[i - 1].strip())
     return (alone and len(line.split()) <= 8 and line[-1:] not in ".!?:;," and line[:1].isupper()
-            and not _TABLE_ROW.match(line) and not _ITEM.match(line))
+            and not _TABLE_ROW.match(line) and not _ITEM.match(line) and not _field_line(line))
+
+
+def _field_line(line: str) -> bool:
+    """A ``Key: value`` line with a short key ("Present: Orla Benn, Kofi"), which is not a heading
+    even when it stands alone."""
+    kv = _KEY_VALUE.match(_clean(line))
+    return bool(kv) and len(kv["key"].split()) <= 3
 
 
 def units(text: str) -> tuple[str, list[Unit]]:
@@ -120,7 +137,7 @@ def units(text: str) -> tuple[str, list[Unit]]:
             flush()
             labelled = _LABEL.match(item["text"]) if item else None
             if labelled and _labels_a_sentence(labelled["label"], labelled["rest"]):
-                found += _sentences(_clean(labelled["rest"]), _clean(labelled["label"]))
+                found += _sentences(_clean(labelled["rest"]), heading, label=_clean(labelled["label"]))
             else:
                 found += _line_units(_clean(item["text"] if item else raw), heading, intro)
         elif raw.rstrip().endswith(":"):
@@ -141,8 +158,9 @@ def _labels_a_sentence(label: str, rest: str) -> bool:
             and words[-1][-1:] in ".!?")
 
 
-def _sentences(text: str, heading: str) -> list[Unit]:
-    return [Unit(text=sentence, heading=heading, kind="sentence") for sentence in split_sentences(text)]
+def _sentences(text: str, heading: str, label: str = "") -> list[Unit]:
+    return [Unit(text=sentence, heading=heading, kind="sentence", label=label)
+            for sentence in split_sentences(text)]
 
 
 def _line_units(body: str, heading: str, intro: str) -> list[Unit]:
