@@ -348,3 +348,18 @@ def test_days_weekdays_months_and_counted_words_are_spans_and_a_dateline_is_no_n
     assert {("Tuesday", "what day"), ("3 May", "what date"), ("June", "what month"),
             ("two weeks", "how many weeks"), ("5 September 2017", "what date"), ("Moorn Works", "what")} <= found
     assert not any("2017 Moorn" in a for a, _ in found)
+
+
+def test_a_list_lead_in_is_no_name_and_a_version_heading_says_which_release() -> None:
+    """"Ingredients: 250 g flour." once named "Ingredients" (so nothing said whose flour), and a
+    changelog's entries lost the version they were under."""
+    recipe = _texts("# Brannock plum cake\n\nIngredients:\n- 250 g flour\n- 3 eggs\n")
+    assert "Brannock plum cake: ingredients: 250 g flour." in recipe
+    log = "# Tessel changelog\n\n## 2.4.0 (2023-05-02)\n\n- Added a --dry-run flag to the sync command.\n"
+    assert "Tessel changelog, 2.4.0 (2023-05-02): added a --dry-run flag to the sync command." in _texts(log)
+    assert "--dry-run" in {a for found in _answers(log).values() for a in found}
+    kept = _texts("# Minutes\n\nPresent: Orla Benn, Kofi\n\nOrla: order the compost.\n")
+    assert "Orla: order the compost." in kept  # a person's action keeps its name
+    volume = {(span.answer, span.wh)
+              for s in facts.statements("The Ranby van holds 12 cubic metres.") for span in s.spans}
+    assert ("12 cubic metres", "how many cubic metres") in volume

@@ -128,11 +128,12 @@ _SPAN_RULES: list[tuple[str, re.Pattern[str], str]] = [
     ("temperature", re.compile(r"[-−]?\b\d[\d,]*(?:\.\d+)?\s?°\s?[CF]\b"), "what temperature"),
     ("time", re.compile(r"\b\d{1,2}[:.]\d\d\s?(?:[ap]\.?m\.?)?(?!\d)|\b\d{1,2}\s?[ap]\.m\.(?!\w)"
                         r"|\b\d{1,2}\s?[ap]m\b"), "what time"),
-    ("quantity", re.compile(r"\b\d(?:[\d,]*\d)?(?:\.\d+)?(?:\s?[-–]\s?\d(?:[\d,]*\d)?(?:\.\d+)?)?\s?(?P<unit>[a-zµ][A-Za-zµ]{0,13}|[A-Z]{1,3})\b"),
+    ("quantity", re.compile(r"\b\d(?:[\d,]*\d)?(?:\.\d+)?(?:\s?[-–]\s?\d(?:[\d,]*\d)?(?:\.\d+)?)?\s?(?P<unit>(?:cubic |square )?[a-zµ][A-Za-zµ]{0,13}|[A-Z]{1,3})\b"),
      "how many"),
     ("counted", re.compile(rf"\b(?i:{_NUMBER_WORDS})\s+(?P<unit>[a-z][a-z]{{1,13}})\b"), "how many"),
     ("year", re.compile(r"\b(?:1[0-9]|20)\d\d(?:s)?\b"), "what year"),
     ("title", re.compile(r"\"[^\"]{2,60}\"|“[^”]{2,60}”"), "what title"),
+    ("code", re.compile(r"(?<![\w-])--?[a-z][\w-]+|\b[a-z]\w+(?:[._][a-z]\w+)+\b"), "what"),  # --dry-run, ttt.lr
     ("number", re.compile(r"\b\d[\d,]*(?:\.\d+)?\b"), "what number"),
 ]
 
@@ -204,6 +205,9 @@ class Resolver:
             if not words or (opening and len(words) == 1 and words[0].rstrip(".") not in self.proper
                              and _IMPERATIVE_OBJECT.match(sentence[start + len(words[0]):])):
                 continue  # none, or an imperative's verb: "Spread the dough"
+            if (start == 0 and len(words) == 1 and sentence[len(words[0]):].startswith(":")
+                    and not self._a_name(words[0])):
+                continue  # a list's lead-in ("Ingredients: 250 g flour"), not a name
             name = " ".join(words)
             found.append((start, start + len(name), name))
         return found
@@ -337,11 +341,15 @@ class Resolver:
         """Whether a line's key is a name the document uses ("Dunka: book the van", an action
         in minutes), not a field ("Place: the kitchen")."""
         words = key.split()
-        if len(words) == 1 and re.search(rf"\b{re.escape(key)}\s+[A-Z][\w'-]*", self.text):
-            following = re.findall(rf"\b{re.escape(key)}\s+([A-Z][\w'-]*)", self.text)
-            if any(w in self.proper for w in following):  # "Orla" of "Present: Orla Benn, ..."
-                return True
-        return 0 < len(words) <= 3 and all(w in self.proper for w in words)
+        return 0 < len(words) <= 3 and all(self._a_name(w) for w in words)
+
+    def _a_name(self, word: str) -> bool:
+        """Whether the document uses a capitalised word as a name: mid-sentence, or as the first
+        name of a full name ("Orla" of "Present: Orla Benn, ...")."""
+        if word in self.proper:
+            return True
+        following = re.findall(rf"\b{re.escape(word)}\s+([A-Z][\w'-]*)", self.text)
+        return any(w in self.proper for w in following)
 
     def main(self) -> str:
         """The thing the document has named most so far, first those its title names (the product
@@ -354,6 +362,8 @@ class Resolver:
         title, else the latest subject."""
         if heading and any(self.canonical(n) in self.entities for _, _, n in self.names(heading)):
             return heading
+        if heading and heading != self.title and self.title and re.search(r"\d", heading):
+            return f"{self.title}, {heading}"  # a changelog's version, a diary's day
         return self.title or (self.recent[-1] if self.recent else heading)
 
     def _pronouns(self, text: str) -> str:
