@@ -363,3 +363,30 @@ def test_a_list_lead_in_is_no_name_and_a_version_heading_says_which_release() ->
     volume = {(span.answer, span.wh)
               for s in facts.statements("The Ranby van holds 12 cubic metres.") for span in s.spans}
     assert ("12 cubic metres", "how many cubic metres") in volume
+
+
+def test_an_email_is_read_as_messages_not_as_headings_and_runs_of_names() -> None:
+    """An email thread once taught "Drudelen Drudelen Delez will ring ...": the sender's address
+    wrote "drudelen" in lower case, so the first name read as an ordinary word; the name and the
+    company under a sign-off ran into one name, and a sign-off before "---" read as a heading."""
+    thread = ("# Order 58\n\nFrom: Drudelen Delez <drudelen.delez@tamshi.com>\n\nHi Corgalis,\n\n"
+              "The van is booked for Saturday at 8:30.\n\nAll the best,\nDrudelen Delez\nTamshi Joinery\n\n---\n\n"
+              "An update from Jonas Ebbe: the report is due on Friday. He sends the draft by noon.\n\n"
+              "Drudelen\n\n---\n\n"
+              "Thanks, Drudelen, that still works.\n")
+    texts = _texts(thread)
+    assert "All the best, Drudelen Delez." in texts and "Thanks, Drudelen Delez, that still works." in texts
+    assert not any("hi corgalis" in t.lower() for t in texts)  # a greeting says nothing
+    assert "Jonas Ebbe sends the draft by noon." in texts  # two sentences after a colon are prose
+    found = facts.statements(thread)
+    assert not any("Drudelen Drudelen" in s.text or "Delez Tamshi" in s.text for s in found)
+    assert not any(s.text.startswith("Drudelen:") for s in found)  # the sign-off is no heading
+    assert not any("---" in t for t in texts)  # nor is the rule between messages a statement
+
+
+def test_a_company_named_after_its_description_is_the_company_later() -> None:
+    texts = _texts("# Ferry fares rise\n\nFares will rise by 12%, the operator Calder Lines said on Monday. "
+                   "The company blamed fuel prices. Pair the Calder Lines app with the handheld GPS unit. "
+                   "Then keep the handheld GPS unit dry.\n")
+    assert "Calder Lines blamed fuel prices." in texts
+    assert not any("GPS GPS" in t for t in texts)  # "the handheld" is no name for GPS

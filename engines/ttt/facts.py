@@ -76,13 +76,14 @@ _SUBJECT_PHRASE = re.compile(
     r"^(?P<phrase>The\s+(?:[a-z][\w-]*\s+){0,2}?[a-z][\w-]*)\s+(?:is|was|has|had|will|can|could|would|"
     r"[a-z]{2,}(?:s|ed)|left|went|came|took|made|got|ran|fell|rose|began|sold|bought|held|kept|found|brought|"
     r"sent|cost|hit|put|set|stood|grew|broke|drove|flew|gave|lost|won|met|paid|said|told|wrote|arrived)\b")
+_ADDRESS = re.compile(r"\S+@\S+|\bhttps?://\S+|\bwww\.\S+")
 _DEFINITE = re.compile(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20})\b(?!\s+(?:of|that|which|who)\b)")
 _TITLE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof|Professor|Sir|Dame|Lady|Lord|Captain|Judge)\.?\s+$")
 _ORG_WORD = re.compile(
     r"^(?:Ltd|Inc|Co|Company|Corporation|Corp|Group|Press|Works|Bank|Trust|Society|Association|"
     r"Foundation|Studio|Studios|Labs|Partners|Brothers|Holdings|Industries|Systems|Media|Records|"
     r"Club|Union|Institute|Council|Agency|GmbH|AG|LLC|plc)\.?$")
-_ORG_NOUN = re.compile(r"^(?:company|firm|business|brand|maker|manufacturer|publisher|label|"
+_ORG_NOUN = re.compile(r"^(?:company|firm|business|brand|maker|manufacturer|publisher|label|operator|"
                        r"organisation|organization|charity|startup|employer)$")
 _PLACE_NOUN = re.compile(r"^(?:town|city|village|place|region|country|island|valley|harbour|"
                          r"harbor|district|county|province|settlement|port)$")
@@ -174,7 +175,8 @@ class Resolver:
 
     def __init__(self, text: str, title: str) -> None:
         self.title = title
-        self.lower = set(re.findall(r"\b[a-z][\w'-]*\b", text))
+        prose = _ADDRESS.sub(" ", text)  # "drudelen.delez@tamshi.com" does not make "Drudelen" a word
+        self.lower = set(re.findall(r"\b[a-z][\w'-]*\b", prose))
         self.proper = _proper_words(text, self.lower)
         self.entities: dict[str, _Entity] = {}
         self.recent: list[str] = []  # entity names, the latest subject last
@@ -242,7 +244,7 @@ class Resolver:
             entity.kind = "place"
         if len(words) > 1:
             entity.types.add(words[-1].lower())
-        for noun in _called(after) + _called_before(before):
+        for noun in _called(after) + _called_before(before, after):
             entity.types.add(noun)
             if _ORG_NOUN.match(noun):
                 entity.kind = entity.kind or "org"
@@ -417,9 +419,14 @@ def _called(after: str) -> list[str]:
     return [m["words"].split()[-1]]
 
 
-def _called_before(before: str) -> list[str]:
-    """The noun a name is said to be right before it: "its best-known employer is Dundru"."""
+def _called_before(before: str, after: str) -> list[str]:
+    """The noun a name is said to be right before it: "its best-known employer is Dundru", "the
+    mayor, Rinvena Losen", "the operator Calder Lines said" (not "the handheld GPS unit")."""
     m = re.search(r"\b(?P<noun>[a-z]{3,20})\s+(?:is|was|are|were)\s+$", before)
+    if not m and re.match(r"^(?:[,.;:)]|\s+(?:said|says|is|was|has|had|will)\b)", after):
+        m = re.search(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20}),?\s+$", before)
+    elif not m:
+        m = re.search(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20}),\s+$", before)
     return [m["noun"]] if m and not _FUNCTION.match(m["noun"]) else []
 
 

@@ -24,6 +24,10 @@ _LABEL = re.compile(r"^(?:\*\*|__)(?P<label>[^*_]{1,60}?)\s*(?:[.:](?:\*\*|__)|(
 _FIELD_COLUMN = re.compile(r"^(?:specifications?|specs?|propert(?:y|ies)|features?|fields?|attributes?|"
                            r"parameters?|settings?|details?|facts?)$", re.IGNORECASE)
 _VALUE_COLUMN = re.compile(r"^(?:values?|details?|settings?)$", re.IGNORECASE)
+_GREETING = re.compile(r"^\s*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b[^.!?]{0,40},\s*$",
+                       re.IGNORECASE)  # "Hi all,": says nothing
+_RULE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,})\s*$")  # a horizontal rule: "---" between messages
+_NAME_LINE = re.compile(r"^(?:[A-Z][\w'’&.-]*\s*){1,5}$")  # "Drudelen Delez", "Tamshi Joinery"
 _EMPHASIS = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]{1,80}?)(?<!\s)\*(?![\w*])")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"”')\]]?\s+(?=[\"“(\[]?[A-Z0-9])")
 _ABBREVIATION = re.compile(r"(?:^|\s)(?:(?!May\.)[A-Z][a-z]{0,2}|[A-Z](?:\.[A-Z])*|etc|approx|vs|[a-z]\.[a-z])\.$")
@@ -90,15 +94,19 @@ def _is_heading(lines: list[str], i: int) -> bool:
     """A short line standing alone without a closing stop reads as a heading."""
     line = lines[i].strip()
     alone = (i + 1 >= len(lines) or not lines[i + 1].strip()) and (i == 0 or not lines[i - 1].strip())
+    following = next((n.strip() for n in lines[i + 1:] if n.strip()), "")
+    if not following or _RULE.match(following):
+        return False  # a message's sign-off ("Ulteven" before "---"), not a heading
     return (alone and len(line.split()) <= 8 and line[-1:] not in ".!?:;," and line[:1].isupper()
             and not _TABLE_ROW.match(line) and not _ITEM.match(line) and not _field_line(line))
 
 
 def _field_line(line: str) -> bool:
-    """A ``Key: value`` line with a short key ("Present: Orla Benn, Kofi"), which is not a heading
-    even when it stands alone."""
+    """A ``Key: value`` line: a short key and a value of one sentence ("Present: Orla Benn, Kofi";
+    not "Quick update from Jonas: the report is due on Friday. He will ..."), which is not a
+    heading even when it stands alone."""
     kv = _KEY_VALUE.match(_clean(line))
-    return bool(kv) and len(kv["key"].split()) <= 3
+    return bool(kv) and len(kv["key"].split()) <= 5 and len(split_sentences(kv["value"])) == 1
 
 
 def units(text: str) -> tuple[str, list[Unit]]:
@@ -130,10 +138,10 @@ def units(text: str) -> tuple[str, list[Unit]]:
             found += table_units(lines[i:j], heading)
             i = j
             continue
-        elif not raw.strip():
+        elif not raw.strip() or _RULE.match(raw):
             flush()
             intro = ""
-        elif (item := _ITEM.match(raw)) or _KEY_VALUE.match(_clean(raw)):
+        elif (item := _ITEM.match(raw)) or _field_line(raw):
             flush()
             labelled = _LABEL.match(item["text"]) if item else None
             if labelled and _labels_a_sentence(labelled["label"], labelled["rest"]):
@@ -143,11 +151,19 @@ def units(text: str) -> tuple[str, list[Unit]]:
         elif raw.rstrip().endswith(":"):
             flush()
             intro = _clean(raw).rstrip(":")
-        else:
-            paragraph.append(raw.strip())
+        elif not _GREETING.match(raw):
+            paragraph.append(_signed(raw.strip(), paragraph[-1] if paragraph else ""))
         i += 1
     flush()
     return title, found
+
+
+def _signed(line: str, previous: str) -> str:
+    """A line of a sign-off ("Best," / "Drudelen Delez" / "Tamshi Joinery") ends where it ends,
+    so a name and the company under it do not run together into one name."""
+    if (previous.endswith((",", ".")) and _NAME_LINE.match(line)) or _NAME_LINE.match(previous.rstrip(".")):
+        return f"{line}." if _NAME_LINE.match(line) else line
+    return line
 
 
 def _labels_a_sentence(label: str, rest: str) -> bool:
@@ -167,7 +183,7 @@ def _line_units(body: str, heading: str, intro: str) -> list[Unit]:
     """A list item or a ``Key: value`` line as a statement (under the line it hangs from); an
     item of several sentences is its first one as the item, then the others as sentences."""
     kv = _KEY_VALUE.match(body)
-    if kv and len(kv["key"].split()) <= 5:
+    if kv and len(kv["key"].split()) <= 5 and len(split_sentences(kv["value"])) == 1:
         key, value = kv["key"].strip(), kv["value"].strip().rstrip(".")
         return [Unit(text=value, heading=heading, kind="pair", answers=(value,), key=key)]
     first, *more = split_sentences(body) or [body]
