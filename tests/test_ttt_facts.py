@@ -390,3 +390,10 @@ def test_a_company_named_after_its_description_is_the_company_later() -> None:
                    "Then keep the handheld GPS unit dry.\n")
     assert "Calder Lines blamed fuel prices." in texts
     assert not any("GPS GPS" in t for t in texts)  # "the handheld" is no name for GPS
+
+
+def test_sender_and_attendance_lines_read_as_sentences() -> None:
+    texts = _texts("# Re: van for Saturday\n\nFrom: Hedda Morrow\nTo: Piet Anselm\n\nThe van is booked for 8:30.\n")
+    assert "Van for Saturday is from Hedda Morrow." in texts and "Van for Saturday is to Piet Anselm." in texts
+    minutes = _texts("# Minutes of the garden committee\n\nPresent: Orla Benn, Kofi Adu\n\nThe shed is full.\n")
+    assert "Present at Minutes of the garden committee: Orla Benn, Kofi Adu." in minutes

@@ -77,6 +77,8 @@ _SUBJECT_PHRASE = re.compile(
     r"[a-z]{2,}(?:s|ed)|left|went|came|took|made|got|ran|fell|rose|began|sold|bought|held|kept|found|brought|"
     r"sent|cost|hit|put|set|stood|grew|broke|drove|flew|gave|lost|won|met|paid|said|told|wrote|arrived)\b")
 _ADDRESS = re.compile(r"\S+@\S+|\bhttps?://\S+|\bwww\.\S+")
+_PREPOSITION_KEY = re.compile(r"^(?:From|To|Cc|Bcc|By|For|With|Via)$")
+_ATTENDANCE_KEY = re.compile(r"^(?:Present|Absent|Attending|In attendance)$")
 _DEFINITE = re.compile(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20})\b(?!\s+(?:of|that|which|who)\b)")
 _TITLE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof|Professor|Sir|Dame|Lady|Lord|Captain|Judge)\.?\s+$")
 _ORG_WORD = re.compile(
@@ -174,7 +176,8 @@ class Resolver:
     nothing is put under its heading or the title."""
 
     def __init__(self, text: str, title: str) -> None:
-        self.title = title
+        subject = re.sub(r"^(?:(?:Re|Fwd?|AW|WG)\s*:\s*)+", "", title, flags=re.IGNORECASE)  # a reply's subject
+        self.title = subject[:1].upper() + subject[1:]
         prose = _ADDRESS.sub(" ", text)  # "drudelen.delez@tamshi.com" does not make "Drudelen" a word
         self.lower = set(re.findall(r"\b[a-z][\w'-]*\b", prose))
         self.proper = _proper_words(text, self.lower)
@@ -310,7 +313,7 @@ class Resolver:
             unit = replace(unit, text=f"{unit.key}: {unit.text}.", kind="item")  # "Dunka: book the van"
         if unit.kind in ("pair", "field"):
             self.inserted = (self.main() if unit.kind == "field" else "") or self.topic(unit.heading)
-            return f"The {unit.key[0].lower()}{unit.key[1:]} of {self.inserted} is {unit.text}."
+            return _field_statement(unit.key, unit.text, self.inserted)
         text = self._pronouns(self._descriptions(unit.text))
         named: list[str] = []
         opening = _OPENING_CLAUSE.match(text)
@@ -400,6 +403,17 @@ class Resolver:
             return name if name else m.group()
 
         return _DEFINITE.sub(swap, text)
+
+
+def _field_statement(key: str, value: str, topic: str) -> str:
+    """A ``Key: value`` line about ``topic`` as a sentence: "The price of Shop is £40.", and for
+    a preposition or an attendance key "Order 58 is from Ulteven Druez." and "Present at Minutes
+    of the garden committee: Orla Benn, Kofi."."""
+    if _PREPOSITION_KEY.match(key):
+        return f"{topic} is {key.lower()} {value}."
+    if _ATTENDANCE_KEY.match(key):
+        return f"{key} at {topic}: {value}."
+    return f"The {_lowered(key)} of {topic} is {value}."
 
 
 def _proper_words(text: str, lower: set[str]) -> set[str]:
