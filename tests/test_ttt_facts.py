@@ -397,3 +397,23 @@ def test_sender_and_attendance_lines_read_as_sentences() -> None:
     assert "Van for Saturday is from Hedda Morrow." in texts and "Van for Saturday is to Piet Anselm." in texts
     minutes = _texts("# Minutes of the garden committee\n\nPresent: Orla Benn, Kofi Adu\n\nThe shed is full.\n")
     assert "Present at Minutes of the garden committee: Orla Benn, Kofi Adu." in minutes
+
+
+def test_it_in_a_command_is_the_titles_product_or_left_alone() -> None:
+    """Recipes once taught "leave Galtam Café covered" (the dough is named nowhere, so "it" took
+    the last name) and manuals "never rinse Unpack" ("Unpack everything" read as a name)."""
+    manual = _texts("# Using the Tarrow K9\n\nUnpack everything and keep the box. Never rinse it under the tap.\n")
+    assert "Using the Tarrow K9: never rinse it under the tap." in manual or \
+        "Never rinse Tarrow K9 under the tap." in manual
+    recipe = _texts("# Plum cake (Orla Benn)\n\nOrla Benn baked the cake at the Galtam Café until 1968.\n\n"
+                    "1. Knead for a few minutes and leave it covered for 65 minutes.\n")
+    assert "Plum cake (Orla Benn): knead for a few minutes and leave it covered for 65 minutes." in recipe
+    news = _texts("# Venha Group picks Quenby\n\nAccording to Mira Mirik, Venha Group weighed up 6 places "
+                  "before it picked Quenby.\n")
+    assert any("before Venha Group picked Quenby" in t for t in news)  # "According" gives no command
+
+
+def test_a_person_pronoun_is_the_subject_of_its_own_clause_and_lunch_is_no_name() -> None:
+    texts = _texts("# Monday\n\nLunch was at Seldru Grill; Bepel Anso paid the bill before anyone could stop him.\n")
+    assert any(t.endswith("before anyone could stop Bepel Anso.") for t in texts), texts
+    assert not any("Lunch" in s.entities for s in facts.statements("# Monday\n\nLunch was at Seldru Grill.\n"))

@@ -51,6 +51,7 @@ _FUNCTION = re.compile(
     r"our|my|your|we|you|i|he|she|it|they|as|if|but|and|or|so|then|today|later|now|also|no|not|"
     r"once|where|what|who|which|how|why|yes|because|although|though|under|over|between|among|"
     r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next|unless|"
+    r"tomorrow|yesterday|tonight|morning|afternoon|evening|breakfast|lunch|dinner|supper|never|always|"
     rf"{_NUMBER_WORDS})$",
     re.IGNORECASE)
 # A sentence's opening auxiliary or "Please" ("Can you chase it, please?") is no name; mid-sentence,
@@ -62,7 +63,7 @@ _OPENING_AUXILIARY = re.compile(
 # What follows an imperative's verb ("Spread the dough", "Charge it", "Add 2 eggs", "Bake for
 # 40 minutes"); a name opening a sentence is followed by its verb ("Orne is ...").
 _IMPERATIVE_OBJECT = re.compile(
-    r"^\s+(?:the|a|an|it|them|this|that|these|those|your|its|some|all|each|every|both|any|\d|"
+    r"^\s+(?:the|a|an|it|them|this|that|these|those|your|its|some|all|each|every|both|any|\d|everything|"
     r"for|to|in|on|with|at|into|from|up|down|off|out|over)\b", re.IGNORECASE)
 _PERSON_PRONOUN = re.compile(r"^(?:he|she|him|his|her|hers)$", re.IGNORECASE)
 _THING_PRONOUN = re.compile(r"^(?:it|its)$", re.IGNORECASE)
@@ -356,11 +357,22 @@ class Resolver:
         following = re.findall(rf"\b{re.escape(word)}\s+([A-Z][\w'-]*)", self.text)
         return any(w in self.proper for w in following)
 
-    def main(self) -> str:
+    def main(self, in_title: bool = False) -> str:
         """The thing the document has named most so far, first those its title names (the product
-        a specification table is about, not its guide's title); "" before any."""
-        things = [e for e in self.entities.values() if e.kind != "person"]
+        a specification table is about, not its guide's title); "" before any (or, ``in_title``,
+        when the title names none)."""
+        people = ("person", "person?") if in_title else ("person",)
+        things = [e for e in self.entities.values() if e.kind not in people and (e.name in self.title or not in_title)]
         return max(things, key=lambda e: (e.name in self.title, e.mentions)).name if things else ""
+
+    def _imperative(self, text: str) -> bool:
+        """Whether a sentence opens with a command ("Charge it ...", "Unpack everything ..."): a
+        capitalised word the document does not use as a name, before what a verb takes."""
+        text = re.sub(r"^(?:Never|Always|Please|Do not|Don't|Then|Now|First|Finally),?\s+(?=[a-z])", "", text)
+        text = text[:1].upper() + text[1:]
+        m = re.match(r"^([A-Z][a-z]+)\b", text)
+        return bool(m) and m[1] not in self.proper and not _FUNCTION.match(m[1]) and not _OPENING_WORD.match(m[1]) \
+            and bool(_IMPERATIVE_OBJECT.match(text[m.end():]))
 
     def topic(self, heading: str) -> str:
         """What an unnamed unit is about: its heading if that names a known entity, else the
@@ -376,14 +388,20 @@ class Resolver:
         for start, end, name in mentions:
             self.note(name, text[:start], text[end:])
         resolved: list[tuple[int, str]] = [(s, self.canonical(n)) for s, _, n in mentions]
+        imperative = self._imperative(text)
 
         def swap(m: re.Match[str]) -> str:
             word = m.group()
-            before = [n for at, n in sorted(resolved) if at < m.start()]
+            clause = text.rfind(";", 0, m.start())  # "Lunch was at Seldru Grill; Bepel paid ... stop him"
+            before = [n for at, n in sorted(resolved) if clause < at < m.start()] or \
+                [n for at, n in sorted(resolved) if at < m.start()]
             if m.start() == 0 and _THING_PRONOUN.match(word) and self.subject:  # "The pallet left
                 phrase = self.subject["phrase"]  # Mirvale. It was stopped": the pallet, not Mirvale
                 return f"{phrase}'s" if word.lower() == "its" else phrase
-            name = self._antecedent(word, before)
+            if imperative and _THING_PRONOUN.match(word):  # "Charge it" in a manual: its product;
+                name = self.main(in_title=True) or None  # "leave it covered" in a recipe: the dough, unnamed
+            else:
+                name = self._antecedent(word, before)
             if name is None:
                 return word
             entity = self.entities[name]
