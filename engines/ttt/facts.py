@@ -50,12 +50,14 @@ _FUNCTION = re.compile(
     r"this|that|these|those|there|here|each|every|some|all|most|both|many|one|its|his|her|their|"
     r"our|my|your|we|you|i|he|she|it|they|as|if|but|and|or|so|then|today|later|now|also|no|not|"
     r"once|where|what|who|which|how|why|yes|because|although|though|under|over|between|among|"
-    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next|unless|"
-    r"tomorrow|yesterday|tonight|morning|afternoon|evening|breakfast|lunch|dinner|supper|never|always|"
-    rf"{_NUMBER_WORDS})$",
+    r"about|around|near|only|just|every|other|another|such|any|few|several|first|last|next|unless)$",
     re.IGNORECASE)
 # A sentence's opening auxiliary or "Please" ("Can you chase it, please?") is no name; mid-sentence,
 # "Can" or "Do" may be part of one.
+# A word that opens a sentence alone and names nothing ("Two engineers start", "Lunch was at ...",
+# "Never rinse it"); inside a longer name it stays ("Three Rivers Stadium", "Morning Star").
+_LONE_OPENING = re.compile(rf"^(?:{_NUMBER_WORDS}|one|tomorrow|yesterday|tonight|morning|afternoon|evening|"
+                           r"breakfast|lunch|dinner|supper|never|always)$", re.IGNORECASE)
 _OPENING_AUXILIARY = re.compile(
     r"^(?:can|could|would|should|shall|might|must|do|does|did|is|are|was|were|has|have|had|please|"
     r"thank|thanks|dear|hello|hi|hey|welcome|congratulations|sorry)$",  # and greetings: "Thank you for ..."
@@ -65,6 +67,10 @@ _OPENING_AUXILIARY = re.compile(
 _IMPERATIVE_OBJECT = re.compile(
     r"^\s+(?:the|a|an|it|them|this|that|these|those|your|its|some|all|each|every|both|any|\d|everything|"
     r"for|to|in|on|with|at|into|from|up|down|off|out|over)\b", re.IGNORECASE)
+_COMMAND_OBJECT = re.compile(  # what a command's verb takes ("Rinse it", "Tip in everything"), not "Work at the
+    r"^\s+(?:(?:in|on|up|down|off|out|over|back)\s+)?"  # press was hard"
+    r"(?:the|a|an|it|them|this|that|these|those|your|its|some|all|each|every|both|any|\d|everything)\b",
+    re.IGNORECASE)
 _PERSON_PRONOUN = re.compile(r"^(?:he|she|him|his|her|hers)$", re.IGNORECASE)
 _THING_PRONOUN = re.compile(r"^(?:it|its)$", re.IGNORECASE)
 _PRONOUN = re.compile(r"\b(?:he|she|him|his|her|it|its|they|them|their)\b", re.IGNORECASE)
@@ -77,6 +83,10 @@ _SUBJECT_PHRASE = re.compile(
     r"^(?P<phrase>The\s+(?:[a-z][\w-]*\s+){0,2}?[a-z][\w-]*)\s+(?:is|was|has|had|will|can|could|would|"
     r"[a-z]{2,}(?:s|ed)|left|went|came|took|made|got|ran|fell|rose|began|sold|bought|held|kept|found|brought|"
     r"sent|cost|hit|put|set|stood|grew|broke|drove|flew|gave|lost|won|met|paid|said|told|wrote|arrived)\b")
+_APPOSITIVE = re.compile(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20}),\s+$")  # "the mayor, Rinvena Losen"
+_APPOSITIVE_TOLD = re.compile(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20}),?\s+$")  # "the operator Calder Lines said"
+_PREPOSITION_BEFORE = re.compile(r"\b(?:in|on|at|of|after|before|during|from|to|for|with|by|since|until|under|"
+                                 r"over|across|near|into|through|about)\s+$", re.IGNORECASE)
 _ADDRESS = re.compile(r"\S+@\S+|\bhttps?://\S+|\bwww\.\S+")
 _PREPOSITION_KEY = re.compile(r"^(?:From|To|Cc|Bcc|By|For|With|Via)$")
 _ATTENDANCE_KEY = re.compile(r"^(?:Present|Absent|Attending|In attendance)$")
@@ -125,19 +135,22 @@ _SPAN_RULES: list[tuple[str, re.Pattern[str], str]] = [
      "what date"),  # "on 3 May": a date without its year
     ("weekday", re.compile(rf"\b{_WEEKDAY}\b"), "what day"),
     ("month name", re.compile(rf"(?:(?<=\bin )|(?<=\bby )|(?<=\bsince )|(?<=\buntil )|(?<=\bfrom )|"
-                              rf"(?<=\bduring ))(?:early |late |mid-)?{_MONTH}\b"), "what month"),
+                              rf"(?<=\bduring ))(?:early |late |mid-)?{_MONTH}\b(?!\s+[A-Z])"), "what month"),  # not "by August Derleth"
     ("money", re.compile(r"[£$€¥]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:million|billion|thousand|bn|m|k)\b)?"),
      "how much"),
     ("percent", re.compile(r"\b\d[\d,]*(?:\.\d+)?\s?(?:%|per\s?cent\b|percent\b)"), "what percentage"),
     ("temperature", re.compile(r"[-−]?\b\d[\d,]*(?:\.\d+)?\s?°\s?[CF]\b"), "what temperature"),
     ("time", re.compile(r"\b\d{1,2}[:.]\d\d\s?(?:[ap]\.?m\.?)?(?!\d)|\b\d{1,2}\s?[ap]\.m\.(?!\w)"
                         r"|\b\d{1,2}\s?[ap]m\b"), "what time"),
-    ("quantity", re.compile(r"\b\d(?:[\d,]*\d)?(?:\.\d+)?(?:\s?[-–]\s?\d(?:[\d,]*\d)?(?:\.\d+)?)?\s?(?P<unit>(?:cubic |square )?[a-zµ][A-Za-zµ]{0,13}|[A-Z]{1,3})\b"),
+    ("quantity", re.compile(r"\b\d(?:[\d,]*\d)?(?:\.\d+)?(?:\s?[-–]\s?\d(?:[\d,]*\d)?(?:\.\d+)?)?\s?"
+                            r"(?P<unit>(?:cubic |square )?[a-zµ][A-Za-zµ]{0,13}|[A-Z]{1,3})\b"),
      "how many"),
-    ("counted", re.compile(rf"\b(?i:{_NUMBER_WORDS})\s+(?P<unit>[a-z][a-z]{{1,13}})\b"), "how many"),
+    ("counted", re.compile(rf"(?:^(?i:{_NUMBER_WORDS})|(?<![\w-])(?:{_NUMBER_WORDS}))(?:-(?:{_NUMBER_WORDS}))?"
+                           rf"\s+(?P<unit>[a-z][a-z]{{1,13}})\b"), "how many"),  # "two weeks", "forty-five minutes"
     ("year", re.compile(r"\b(?:1[0-9]|20)\d\d(?:s)?\b"), "what year"),
     ("title", re.compile(r"\"[^\"]{2,60}\"|“[^”]{2,60}”"), "what title"),
-    ("code", re.compile(r"(?<![\w-])--?[a-z][\w-]+|\b[a-z]\w+(?:[._][a-z]\w+)+\b"), "what"),  # --dry-run, ttt.lr
+    ("code", re.compile(r"(?<![\w-])--[a-z][\w-]+|(?<![\w@.-])[a-z]\w+(?:[._][a-z]\w+)+(?![\w@-])"),
+     "what"),  # --dry-run, ttt.lr (not a part of an address)
     ("number", re.compile(r"\b\d[\d,]*(?:\.\d+)?\b"), "what number"),
 ]
 
@@ -177,6 +190,7 @@ class Resolver:
     nothing is put under its heading or the title."""
 
     def __init__(self, text: str, title: str) -> None:
+        self.raw_title = title
         subject = re.sub(r"^(?:(?:Re|Fwd?|AW|WG)\s*:\s*)+", "", title, flags=re.IGNORECASE)  # a reply's subject
         self.title = subject[:1].upper() + subject[1:]
         prose = _ADDRESS.sub(" ", text)  # "drudelen.delez@tamshi.com" does not make "Drudelen" a word
@@ -185,7 +199,8 @@ class Resolver:
         self.entities: dict[str, _Entity] = {}
         self.recent: list[str] = []  # entity names, the latest subject last
         self.inserted = ""  # the topic the last resolve() put into its unit's text, if any
-        self.subject: re.Match[str] | None = None  # the last sentence's opening "The pallet"
+        self.subject: re.Match[str] | None = None  # the last sentence's opening "The pallet", if it named nothing
+        self.subject_heading = ""
         self.text = text
 
     # --- entities
@@ -211,6 +226,8 @@ class Resolver:
             if not words or (opening and len(words) == 1 and words[0].rstrip(".") not in self.proper
                              and _IMPERATIVE_OBJECT.match(sentence[start + len(words[0]):])):
                 continue  # none, or an imperative's verb: "Spread the dough"
+            if opening and len(words) == 1 and _LONE_OPENING.match(words[0]):
+                continue
             if (start == 0 and len(words) == 1 and sentence[len(words[0]):].startswith(":")
                     and not self._a_name(words[0])):
                 continue  # a list's lead-in ("Ingredients: 250 g flour"), not a name
@@ -313,8 +330,10 @@ class Resolver:
         if unit.kind == "pair" and self._names_someone(unit.key) and unit.text[:1].islower():
             unit = replace(unit, text=f"{unit.key}: {unit.text}.", kind="item")  # "Dunka: book the van"
         if unit.kind in ("pair", "field"):
-            self.inserted = (self.main() if unit.kind == "field" else "") or self.topic(unit.heading)
+            self.inserted = (self.title_thing() if unit.kind == "field" else "") or self.topic(unit.heading)
             return _field_statement(unit.key, unit.text, self.inserted)
+        if unit.heading != self.subject_heading:  # "It" under a new heading is not the last section's thing
+            self.subject = None
         text = self._pronouns(self._descriptions(unit.text))
         named: list[str] = []
         opening = _OPENING_CLAUSE.match(text)
@@ -329,7 +348,8 @@ class Resolver:
         if main:
             named.remove(main)
             named.insert(0, main)
-        self.subject = _SUBJECT_PHRASE.match(text) if unit.kind == "sentence" else None
+        self.subject = _SUBJECT_PHRASE.match(text) if unit.kind == "sentence" and not named else None
+        self.subject_heading = unit.heading
         if named:
             if unit.kind != "row":  # a pronoun after a table seldom means its last row
                 self.recent = [n for n in self.recent if n not in named] + list(reversed(named[1:])) + [named[0]]
@@ -357,13 +377,11 @@ class Resolver:
         following = re.findall(rf"\b{re.escape(word)}\s+([A-Z][\w'-]*)", self.text)
         return any(w in self.proper for w in following)
 
-    def main(self, in_title: bool = False) -> str:
-        """The thing the document has named most so far, first those its title names (the product
-        a specification table is about, not its guide's title); "" before any (or, ``in_title``,
-        when the title names none)."""
-        people = ("person", "person?") if in_title else ("person",)
-        things = [e for e in self.entities.values() if e.kind not in people and (e.name in self.title or not in_title)]
-        return max(things, key=lambda e: (e.name in self.title, e.mentions)).name if things else ""
+    def title_thing(self) -> str:
+        """The thing the title names that the document has named most so far (the product a
+        specification table or a command is about, not its guide's title); "" when none."""
+        things = [e for e in self.entities.values() if e.kind not in ("person", "person?") and e.name in self.title]
+        return max(things, key=lambda e: e.mentions).name if things else ""
 
     def _imperative(self, text: str) -> bool:
         """Whether a sentence opens with a command ("Charge it ...", "Unpack everything ..."): a
@@ -372,14 +390,14 @@ class Resolver:
         text = text[:1].upper() + text[1:]
         m = re.match(r"^([A-Z][a-z]+)\b", text)
         return bool(m) and m[1] not in self.proper and not _FUNCTION.match(m[1]) and not _OPENING_WORD.match(m[1]) \
-            and bool(_IMPERATIVE_OBJECT.match(text[m.end():]))
+            and bool(_COMMAND_OBJECT.match(text[m.end():]))
 
     def topic(self, heading: str) -> str:
         """What an unnamed unit is about: its heading if that names a known entity, else the
         title, else the latest subject."""
         if heading and any(self.canonical(n) in self.entities for _, _, n in self.names(heading)):
             return heading
-        if heading and heading != self.title and self.title and re.search(r"\d", heading):
+        if heading and heading != self.raw_title and self.title and re.search(r"\d", heading):
             return f"{self.title}, {heading}"  # a changelog's version, a diary's day
         return self.title or (self.recent[-1] if self.recent else heading)
 
@@ -392,14 +410,15 @@ class Resolver:
 
         def swap(m: re.Match[str]) -> str:
             word = m.group()
-            clause = text.rfind(";", 0, m.start())  # "Lunch was at Seldru Grill; Bepel paid ... stop him"
-            before = [n for at, n in sorted(resolved) if clause < at < m.start()] or \
-                [n for at, n in sorted(resolved) if at < m.start()]
+            before = [n for at, n in sorted(resolved) if at < m.start()]
+            clause = text.rfind(";", 0, m.start())  # "Lunch was at Seldru Grill; Bepel paid before he left"
+            if word.lower() in ("he", "she"):
+                before = [n for at, n in sorted(resolved) if clause < at < m.start()] or before
             if m.start() == 0 and _THING_PRONOUN.match(word) and self.subject:  # "The pallet left
                 phrase = self.subject["phrase"]  # Mirvale. It was stopped": the pallet, not Mirvale
                 return f"{phrase}'s" if word.lower() == "its" else phrase
             if imperative and _THING_PRONOUN.match(word):  # "Charge it" in a manual: its product;
-                name = self.main(in_title=True) or None  # "leave it covered" in a recipe: the dough, unnamed
+                name = self.title_thing() or None  # "leave it covered" in a recipe: the dough, unnamed
             else:
                 name = self._antecedent(word, before)
             if name is None:
@@ -427,6 +446,8 @@ def _field_statement(key: str, value: str, topic: str) -> str:
     """A ``Key: value`` line about ``topic`` as a sentence: "The price of Shop is £40.", and for
     a preposition or an attendance key "Order 58 is from Ulteven Druez." and "Present at Minutes
     of the garden committee: Orla Benn, Kofi."."""
+    if not topic:
+        return f"{key}: {value}."
     if _PREPOSITION_KEY.match(key):
         return f"{topic} is {key.lower()} {value}."
     if _ATTENDANCE_KEY.match(key):
@@ -455,11 +476,14 @@ def _called_before(before: str, after: str) -> list[str]:
     """The noun a name is said to be right before it: "its best-known employer is Dundru", "the
     mayor, Rinvena Losen", "the operator Calder Lines said" (not "the handheld GPS unit")."""
     m = re.search(r"\b(?P<noun>[a-z]{3,20})\s+(?:is|was|are|were)\s+$", before)
-    if not m and re.match(r"^(?:[,.;:)]|\s+(?:said|says|is|was|has|had|will)\b)", after):
-        m = re.search(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20}),?\s+$", before)
-    elif not m:
-        m = re.search(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20}),\s+$", before)
-    return [m["noun"]] if m and not _FUNCTION.match(m["noun"]) else []
+    if m:
+        return [] if _FUNCTION.match(m["noun"]) else [m["noun"]]
+    told = re.match(r"^(?:[,.;:)]|\s+(?:said|says|is|was|has|had|will)\b)", after)
+    m = (_APPOSITIVE_TOLD if told else _APPOSITIVE).search(before)
+    if not m or _FUNCTION.match(m["noun"]) or not before[:m.start()].strip() \
+            or _PREPOSITION_BEFORE.search(before[:m.start()]):
+        return []  # "After the war, Mirvale ...", "the mayor of the town, Rinvena Losen": no apposition
+    return [m["noun"]]
 
 
 def _possessive(word: str, after: str) -> bool:

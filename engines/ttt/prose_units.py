@@ -21,13 +21,14 @@ _LABEL = re.compile(r"^(?:\*\*|__)(?P<label>[^*_]{1,60}?)\s*(?:[.:](?:\*\*|__)|(
                     r"\s+(?P<rest>\S.*)$")
 # Column headers that say a two-column table lists fields of one thing ("Specification | Value"),
 # not named things ("Item | Price").
-_FIELD_COLUMN = re.compile(r"^(?:specifications?|specs?|propert(?:y|ies)|features?|fields?|attributes?|"
-                           r"parameters?|settings?|details?|facts?)$", re.IGNORECASE)
-_VALUE_COLUMN = re.compile(r"^(?:values?|details?|settings?)$", re.IGNORECASE)
+_FIELD_COLUMN = re.compile(r"^(?:specifications?|specs?|fields?|attributes?|parameters?|settings?)$",
+                           re.IGNORECASE)
+_VALUE_COLUMN = re.compile(r"^values?$", re.IGNORECASE)
 _GREETING = re.compile(r"^\s*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b[^.!?]{0,40},\s*$",
                        re.IGNORECASE)  # "Hi all,": says nothing
 _RULE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,})\s*$")  # a horizontal rule: "---" between messages
-_NAME_LINE = re.compile(r"^(?:[A-Z][\w'’&.-]*\s*){1,5}$")  # "Drudelen Delez", "Tamshi Joinery"
+_NAME_LINE = re.compile(r"^(?:[A-Z][\w'’&-]*\s*){1,5}$")  # "Drudelen Delez", "Tamshi Joinery"
+_SIGN_OFF = re.compile(r"^(?:\S+\s+){0,3}\S+,$")  # "Best,", "All the best,", "Kind regards,"
 _EMPHASIS = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]{1,80}?)(?<!\s)\*(?![\w*])")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])[\"”')\]]?\s+(?=[\"“(\[]?[A-Z0-9])")
 _ABBREVIATION = re.compile(r"(?:^|\s)(?:(?!May\.)[A-Z][a-z]{0,2}|[A-Z](?:\.[A-Z])*|etc|approx|vs|[a-z]\.[a-z])\.$")
@@ -98,7 +99,16 @@ def _is_heading(lines: list[str], i: int) -> bool:
     if not following or _RULE.match(following):
         return False  # a message's sign-off ("Ulteven" before "---"), not a heading
     return (alone and len(line.split()) <= 8 and line[-1:] not in ".!?:;," and line[:1].isupper()
-            and not _TABLE_ROW.match(line) and not _ITEM.match(line) and not _field_line(line))
+            and not _TABLE_ROW.match(line) and not _ITEM.match(line) and not _header_line(line))
+
+
+def _header_line(line: str) -> bool:
+    """A line standing alone that is a field, not a heading: a short key without a number and a
+    list, an address or a number as its value ("Present: Orla Benn, Kofi", "From: Jo <jo@x.org>");
+    "Chapter 1: The Beginning" and "Step 1: Unpack the box" stay headings."""
+    kv = _KEY_VALUE.match(_clean(line))
+    return (bool(kv) and len(kv["key"].split()) <= 3 and not re.search(r"\d", kv["key"])
+            and bool(re.search(r"[,@\d]", kv["value"])))
 
 
 def _field_line(line: str) -> bool:
@@ -115,6 +125,7 @@ def units(text: str) -> tuple[str, list[Unit]]:
     title, heading, found = "", "", []
     intro = ""  # the line a list hangs from ("The shop sells:")
     paragraph: list[str] = []
+    signed: set[str] = set()  # the name lines of a sign-off seen so far
 
     def flush() -> None:
         if paragraph:
@@ -152,18 +163,14 @@ def units(text: str) -> tuple[str, list[Unit]]:
             flush()
             intro = _clean(raw).rstrip(":")
         elif not _GREETING.match(raw):
-            paragraph.append(_signed(raw.strip(), paragraph[-1] if paragraph else ""))
+            line = raw.strip()
+            if paragraph and (_SIGN_OFF.match(paragraph[-1]) or paragraph[-1] in signed) and _NAME_LINE.match(line):
+                line = line if line[-1] in ".!?" else f"{line}."  # "Best," / "Drudelen Delez" / "Tamshi Joinery":
+                signed.add(line)  # each line of a sign-off ends, so a name and its company stay apart
+            paragraph.append(line)
         i += 1
     flush()
     return title, found
-
-
-def _signed(line: str, previous: str) -> str:
-    """A line of a sign-off ("Best," / "Drudelen Delez" / "Tamshi Joinery") ends where it ends,
-    so a name and the company under it do not run together into one name."""
-    if (previous.endswith((",", ".")) and _NAME_LINE.match(line)) or _NAME_LINE.match(previous.rstrip(".")):
-        return f"{line}." if _NAME_LINE.match(line) else line
-    return line
 
 
 def _labels_a_sentence(label: str, rest: str) -> bool:
