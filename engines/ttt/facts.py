@@ -202,6 +202,7 @@ class Resolver:
         self.subject: re.Match[str] | None = None  # the last sentence's opening "The pallet", if it named nothing
         self.subject_heading = ""
         self.text = text
+        self._first_names: dict[str, bool] = {}  # _a_name's answers for words not in proper
 
     # --- entities
     def names(self, sentence: str) -> list[tuple[int, int, str]]:
@@ -374,8 +375,10 @@ class Resolver:
         name of a full name ("Orla" of "Present: Orla Benn, ...")."""
         if word in self.proper:
             return True
-        following = re.findall(rf"\b{re.escape(word)}\s+([A-Z][\w'-]*)", self.text)
-        return any(w in self.proper for w in following)
+        if word not in self._first_names:
+            following = re.findall(rf"\b{re.escape(word)}\s+([A-Z][\w'-]*)", self.text)
+            self._first_names[word] = any(w in self.proper for w in following)
+        return self._first_names[word]
 
     def title_thing(self) -> str:
         """The thing the title names that the document has named most so far (the product a
