@@ -64,13 +64,12 @@ _OPENING_AUXILIARY = re.compile(
     re.IGNORECASE)
 # What follows an imperative's verb ("Spread the dough", "Charge it", "Add 2 eggs", "Bake for
 # 40 minutes"); a name opening a sentence is followed by its verb ("Orne is ...").
+_OBJECT = r"(?:the|a|an|it|them|this|that|these|those|your|its|some|all|each|every|both|any|\d|everything)"
 _IMPERATIVE_OBJECT = re.compile(
-    r"^\s+(?:the|a|an|it|them|this|that|these|those|your|its|some|all|each|every|both|any|\d|everything|"
-    r"for|to|in|on|with|at|into|from|up|down|off|out|over)\b", re.IGNORECASE)
-_COMMAND_OBJECT = re.compile(  # what a command's verb takes ("Rinse it", "Tip in everything"), not "Work at the
-    r"^\s+(?:(?:in|on|up|down|off|out|over|back)\s+)?"  # press was hard"
-    r"(?:the|a|an|it|them|this|that|these|those|your|its|some|all|each|every|both|any|\d|everything)\b",
-    re.IGNORECASE)
+    rf"^\s+(?:{_OBJECT}|for|to|in|on|with|at|into|from|up|down|off|out|over)\b", re.IGNORECASE)
+# What a command's verb takes ("Rinse it", "Tip in everything"), not a preposition ("Work at the
+# press was hard").
+_COMMAND_OBJECT = re.compile(rf"^\s+(?:(?:in|on|up|down|off|out|over|back)\s+)?{_OBJECT}\b", re.IGNORECASE)
 _PERSON_PRONOUN = re.compile(r"^(?:he|she|him|his|her|hers)$", re.IGNORECASE)
 _THING_PRONOUN = re.compile(r"^(?:it|its)$", re.IGNORECASE)
 _PRONOUN = re.compile(r"\b(?:he|she|him|his|her|it|its|they|them|their)\b", re.IGNORECASE)
@@ -413,10 +412,11 @@ class Resolver:
 
         def swap(m: re.Match[str]) -> str:
             word = m.group()
-            before = [n for at, n in sorted(resolved) if at < m.start()]
-            clause = text.rfind(";", 0, m.start())  # "Lunch was at Seldru Grill; Bepel paid before he left"
-            if word.lower() in ("he", "she"):
-                before = [n for at, n in sorted(resolved) if clause < at < m.start()] or before
+            ordered = sorted(resolved)
+            before = [n for at, n in ordered if at < m.start()]
+            if word.lower() in ("he", "she"):  # "Lunch was at Seldru Grill; Bepel paid before he left"
+                clause = text.rfind(";", 0, m.start())
+                before = [n for at, n in ordered if clause < at < m.start()] or before
             if m.start() == 0 and _THING_PRONOUN.match(word) and self.subject:  # "The pallet left
                 phrase = self.subject["phrase"]  # Mirvale. It was stopped": the pallet, not Mirvale
                 return f"{phrase}'s" if word.lower() == "its" else phrase
