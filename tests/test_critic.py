@@ -65,6 +65,40 @@ def test_a_value_swapped_for_another_of_the_same_document_is_flagged() -> None:
     assert rules_reason("The answer is 6.", source, "Does the cafe open 6 days a week?") == ""
 
 
+CHANGELOG = ("## Version 2.1.0, released 2024-05-02\n\n- The cache now holds 64 MB.\n\n"
+             "## Version 2.0.0, released 2024-01-15\n\n- Start-up is 30% quicker.")
+
+
+def test_a_value_written_under_another_version_is_flagged() -> None:
+    asked = "When did version 2.0.0 come out?"
+    assert "for 2.1.0, not 2.0.0" in rules_reason("The answer is 2024-05-02.", CHANGELOG, asked)
+    assert "for 2.1.0" in rules_reason("## Version 2.0.0, released 2024-05-02.", CHANGELOG, asked)
+    assert not rules_reason("It came out on 2024-01-15.", CHANGELOG, asked)
+    # the answer names the version it speaks of; a passage cut below its heading decides nothing
+    assert not rules_reason("Version 2.1.0 came out on 2024-05-02.", CHANGELOG, asked)
+    assert not rules_reason("The cache holds 64 MB.", "- The cache now holds 64 MB.", "How big is the cache in 2.0.0?")
+
+
+def test_a_name_written_twice_where_the_source_has_two_is_flagged() -> None:
+    minutes = "Ada Holm chaired the meeting and Ben Ito took the minutes. Ada Holm closed it at nine."
+    reason = rules_reason("Ada Holm chaired the meeting and Ada Holm took the minutes.", minutes)
+    assert "once there, beside Ben Ito" in reason
+    assert not rules_reason("Ada Holm chaired the meeting and Ben Ito took the minutes.", minutes)
+    twice = "Ada Holm opened the meeting and Ada Holm closed it."
+    assert not rules_reason("Ada Holm opened the meeting and Ada Holm closed it.", twice)
+
+
+def test_a_number_the_sources_count_other_things_with_is_flagged() -> None:
+    recipe = "1. Mix 2 tsp ginger with the flour.\n2. Bake it.\nThe biscuits keep for 3 days."
+    assert "only as tsp" in rules_reason("They keep for 2 months.", recipe)
+    # a step's place in a list is no quantity; "3 days" is
+    assert "only as day" in rules_reason("They keep for 3 years.", recipe)
+    assert not rules_reason("They keep for 3 days.", recipe)
+    # a number counting nothing named ("against 9 before") may be anything
+    assert not rules_reason("It took 9 tonnes.", "It takes 18 tonnes now, against 9 before the closure.")
+    assert "only as min" in rules_reason("Press it for 4 seconds.", "Wait 4 minutes, then press the key.")
+
+
 def test_the_pronoun_i_and_its_contractions_are_no_names() -> None:
     from app.chat.critic import names_in
 

@@ -52,11 +52,12 @@ _UNITS = {alias: unit for unit, aliases in {
     "cm": "cm centimetre centimetres", "mm": "mm millimetre millimetres",
     "kg": "kg kilo kilos kilogram kilograms", "g": "g gram grams", "t": "t tonne tonnes ton tons",
     "l": "l litre litres liter liters", "ml": "ml millilitre millilitres", "h": "h hour hours hrs",
-    "min": "min minute minutes mins", "day": "day days", "week": "week weeks",
+    "min": "min minute minutes mins", "s": "s sec secs second seconds", "day": "day days", "week": "week weeks",
     "month": "month months", "year": "year years", "%": "% percent per-cent",
     "°c": "°c °", "m²": "m² sq", "m³": "m³", **{m: m for m in _MONTHS}}.items()
     for alias in aliases.split()}
 _NEXT_WORD = re.compile(r"\s*([^\W\d_]+[²³]?|%|°C?)", re.IGNORECASE)
+_LIST_MARK = re.compile(r"^\d+[.)]\s", re.MULTILINE)
 _PREV_WORD = re.compile(r"([^\W\d_]+)\s*$")
 ANCHOR_MIN_WORDS = 2  # fewer other words than this ("It fell to -5.5 °C") give no context to judge
 SWAP_MIN_OVERLAP = 2  # words and numbers the closest source sentence must share with the answer's
@@ -184,11 +185,17 @@ def _occurs(phrase: str, evidence: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(phrase.lower())}(?!\w)", evidence) is not None
 
 
-def attached(text: str) -> list[tuple[str, Decimal, str]]:
+def attached(text: str, counted: bool = False) -> list[tuple[str, Decimal, str]]:
     """Each number written in digits in ``text``: as written, its value, and the unit or month
-    beside it ("27 tonnes" -> "t", "November 8" -> "november"; "" when none)."""
+    beside it ("27 tonnes" -> "t", "November 8" -> "november"; "" when none). With ``counted``,
+    a word the number counts that is no unit stands for itself ("2 tsp" -> "tsp", "9 vehicles"
+    -> "vehicles"), so "2 months" is not read as the sources' "2 tsp"; a common word ("9 before")
+    still gives ""."""
     found = []
+    steps = {m.start() for m in _LIST_MARK.finditer(text)} if counted else set()
     for match in _NUMBER.finditer(text):
+        if match.start() in steps:
+            continue  # "3. Press the key": a step's place in a list, no quantity
         digits, scale = match.groups()
         value = Decimal(digits.replace(",", ""))
         after = _NEXT_WORD.match(text, match.end())
@@ -196,6 +203,8 @@ def attached(text: str) -> list[tuple[str, Decimal, str]]:
         unit = _UNITS.get(after.group(1).lower(), "") if after else ""
         if not unit and before and before.group(1).lower() in _MONTHS:
             unit = before.group(1).lower()
+        if not unit and counted and after and after.group(1).islower() and after.group(1) not in _COMMON:
+            unit = after.group(1)
         found.append((match.group(0), value * _SCALE[scale.lower()] if scale else value, unit))
     for match in re.finditer(r"\b([a-z]+)(?=\s+([^\W\d_]+))", text.lower()):  # "eight weeks"
         word, after = match.groups()
@@ -210,7 +219,7 @@ def _number_reason(text: str, evidence: str) -> str:
             return f"{code} is in no source"
     known = numbers_in(evidence)
     units: dict[Decimal, set[str]] = {}
-    for _, value, unit in attached(evidence):
+    for _, value, unit in attached(evidence, counted=True):
         units.setdefault(value, set()).add(unit)
     for written, value, unit in attached(text):
         if value not in known:
@@ -243,7 +252,8 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
         if any(not _occurs(p, lowered) for p in pairs):
             return f"no source names {name!r}"
     terms = [w for w, _, _ in attached(text)] + _CODE.findall(text) + names
-    return _anchor_reason(text, terms, passages, question) or _swap_reason(text, terms, passages, question)
+    return (_anchor_reason(text, terms, passages, question) or _swap_reason(text, terms, passages, question)
+            or _owner_reason(text, terms, passages, question) or _repeat_reason(text, names, passages))
 
 
 def _content(text: str) -> set[str]:
@@ -306,6 +316,62 @@ def _swap_reason(text: str, terms: list[str], passages: str, question: str) -> s
         rival = next((r for r in rivals if _kind(r) == kind and r not in said and not _occurs(r.lower(), lowered)), "")
         if rival:
             return f"the sources give {rival} there, not {term}"
+    return ""
+
+
+def _shape(code: str) -> str:
+    """A code's form with its digits hidden: "4.7.0" and "2.5.0" share one, "2021-03-15" another."""
+    return re.sub(r"\d+", "9", code)
+
+
+def _owner(passage: str, at: int, shape: str) -> str:
+    """The last code of ``shape`` written before position ``at`` of ``passage`` ("" when none):
+    the version a changelog's line belongs to."""
+    before = [c for c in _CODE.findall(passage[:at]) if _shape(c) == shape]
+    return before[-1] if before else ""
+
+
+def _owner_reason(text: str, terms: list[str], passages: str, question: str) -> str:
+    """A value the sources give only under another version (or other code of the question's
+    form): asked about 4.7.0, the answer gives the date written in 4.8.0's heading. Only codes
+    within the same passage count as owners, so a passage cut below its heading decides nothing."""
+    asked = [c for c in _CODE.findall(question) if c in passages]
+    blocks = [b for b in passages.split("\n\n") if b.strip()]
+    for code in asked:
+        shape = _shape(code)
+        if any(_shape(c) == shape and c != code for c in _CODE.findall(text)):
+            continue  # the answer says which version it speaks of
+        for term in terms:
+            if _occurs(term, question.lower()):
+                continue
+            pattern = re.compile(rf"(?<![\w.]){re.escape(term)}(?![\w]|\.\d)", re.IGNORECASE)
+            owners = {_owner(b, m.start(), shape) for b in blocks for m in pattern.finditer(b)}
+            if owners and "" not in owners and code not in owners:
+                return f"the sources give {term} for {', '.join(sorted(owners))}, not {code}"
+    return ""
+
+
+def _repeat_reason(text: str, names: list[str], passages: str) -> str:
+    """A name written twice where the source sentence the answer's comes from writes it once,
+    beside another name the answer drops ("chaired by Ada Holm and minuted by Ada Holm" for
+    "... and minuted by Ben Ito")."""
+    twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    if not twice:
+        return ""
+    said = _said(text)
+    sentences = sentences_of(passages)
+    overlap = [len(_said(s) & said) for s in sentences]
+    best = max(range(len(sentences)), key=overlap.__getitem__)
+    if overlap[best] < SWAP_MIN_OVERLAP:
+        return ""
+    there = sentences[best]
+    lowered = text.lower()
+    for name in twice:
+        if len(re.findall(rf"(?<!\w){re.escape(name.lower())}(?!\w)", there.lower())) != 1:
+            continue
+        rival = next((r for r in names_in(there, there) if not _occurs(r.lower(), lowered)), "")
+        if rival:
+            return f"the sources name {name} once there, beside {rival}"
     return ""
 
 
