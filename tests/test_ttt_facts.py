@@ -401,6 +401,18 @@ def test_sender_and_attendance_lines_read_as_sentences() -> None:
     assert "Present at Minutes of the garden committee: Orla Benn, Kofi Adu." in minutes
 
 
+def test_a_replys_subject_line_restates_nothing() -> None:
+    """A reply's "Subject: Re: van for Saturday" once taught "The subject of Van for Saturday is
+    Re: van for Saturday" and made "Re" a name connected to the van."""
+    thread = ("# Van for Saturday\n\nFrom: Hedda Morrow\nSubject: Van for Saturday\n\nThe van is booked.\n\n"
+              "From: Piet Anselm\nSubject: Re: Van for Saturday\n\nThanks, I will bring the keys.\n")
+    texts = _texts(thread)
+    assert not any("subject of" in t.lower() or "Re" in t.split() for t in texts)
+    assert "Van for Saturday is from Piet Anselm." in texts
+    order = _texts("# Order 58\n\nSubject: Re: chairs for the hall\n")
+    assert "The subject of Order 58 is chairs for the hall." in order
+
+
 def test_it_in_a_command_is_the_titles_product_or_left_alone() -> None:
     """Recipes once taught "leave Galtam Café covered" (the dough is named nowhere, so "it" took
     the last name) and manuals "never rinse Unpack" ("Unpack everything" read as a name)."""

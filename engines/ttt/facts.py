@@ -190,7 +190,7 @@ class Resolver:
 
     def __init__(self, text: str, title: str) -> None:
         self.raw_title = title
-        subject = re.sub(r"^(?:(?:Re|Fwd?|AW|WG)\s*:\s*)+", "", title, flags=re.IGNORECASE)  # a reply's subject
+        subject = _REPLY.sub("", title)  # a reply's subject
         self.title = subject[:1].upper() + subject[1:]
         prose = _ADDRESS.sub(" ", text)  # "drudelen.delez@tamshi.com" does not make "Drudelen" a word
         self.lower = set(re.findall(r"\b[a-z][\w'-]*\b", prose))
@@ -445,10 +445,19 @@ class Resolver:
         return _DEFINITE.sub(swap, text)
 
 
+_REPLY = re.compile(r"^(?:(?:Re|Fwd?|AW|WG)\s*:\s*)+", re.IGNORECASE)
+"""What a reply or a forward puts before its subject ("Re: Fwd: ...")."""
+
+
 def _field_statement(key: str, value: str, topic: str) -> str:
     """A ``Key: value`` line about ``topic`` as a sentence: "The price of Shop is £40.", and for
     a preposition or an attendance key "Order 58 is from Ulteven Druez." and "Present at Minutes
-    of the garden committee: Orla Benn, Kofi."."""
+    of the garden committee: Orla Benn, Kofi."; a reply's "Subject: Re: ..." is its topic again:
+    nothing ("" is no statement)."""
+    if key.lower() == "subject":
+        value = _REPLY.sub("", value)
+        if topic and value.strip(" .").lower() == topic.lower():
+            return ""  # the subject the thread is already about says nothing new
     if not topic:
         return f"{key}: {value}."
     if _PREPOSITION_KEY.match(key):
