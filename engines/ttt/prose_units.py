@@ -27,6 +27,7 @@ _VALUE_COLUMN = re.compile(r"^values?$", re.IGNORECASE)
 _GREETING = re.compile(r"^\s*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b[^.!?]{0,40},\s*$",
                        re.IGNORECASE)  # "Hi all,": says nothing
 _RULE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,})\s*$")  # a horizontal rule: "---" between messages
+_CLAUSE = re.compile(r"\b(?:is|are|was|were|will|would|has|have|had|can|could|should|must)\b")
 _NAME_LINE = re.compile(r"^(?:[A-Z][\w'’&-]*\s*){1,5}$")  # "Drudelen Delez", "Tamshi Joinery"
 _SIGN_OFF = re.compile(r"^(?:\S+\s+){0,3}\S+,$")  # "Best,", "All the best,", "Kind regards,"
 _EMPHASIS = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]{1,80}?)(?<!\s)\*(?![\w*])")
@@ -114,8 +115,15 @@ def _header_line(line: str) -> bool:
 def _field_line(line: str) -> bool:
     """A line read as ``Key: value``: a short key and a value of one sentence ("Price: £40"), not
     prose after a colon ("An update from Jonas: the report is due on Friday. He will ...")."""
-    kv = _KEY_VALUE.match(_clean(line))
-    return bool(kv) and len(kv["key"].split()) <= 5 and len(split_sentences(kv["value"])) == 1
+    return _short_field(_KEY_VALUE.match(_clean(line)))
+
+
+def _short_field(kv: re.Match[str] | None) -> bool:
+    """A short key and a value of one sentence that is no clause of its own when the key is long
+    ("Quick update from Jonas: the van is booked" is a sentence, "Delivery date: 3 May" a field)."""
+    if not kv or len(kv["key"].split()) > 5 or len(split_sentences(kv["value"])) != 1:
+        return False
+    return len(kv["key"].split()) <= 3 or _CLAUSE.search(kv["value"]) is None
 
 
 def units(text: str) -> tuple[str, list[Unit]]:
@@ -189,7 +197,7 @@ def _line_units(body: str, heading: str, intro: str) -> list[Unit]:
     """A list item or a ``Key: value`` line as a statement (under the line it hangs from); an
     item of several sentences is its first one as the item, then the others as sentences."""
     kv = _KEY_VALUE.match(body)
-    if kv and len(kv["key"].split()) <= 5 and len(split_sentences(kv["value"])) == 1:
+    if kv and _short_field(kv):
         key, value = kv["key"].strip(), kv["value"].strip().rstrip(".")
         return [Unit(text=value, heading=heading, kind="pair", answers=(value,), key=key)]
     first, *more = split_sentences(body) or [body]
