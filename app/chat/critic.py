@@ -4,7 +4,11 @@ Two checks, per sentence of the answer (``sentences_of``):
 - **rules** (no model, milliseconds): every number in the sentence ("1,200" = "1200" = "1.2
   thousand"; "82.0" = "82") and every capitalised name (a run of capitalised words, checked as a
   phrase, so two real names recombined into a new one are caught) must occur in some passage or in
-  the question;
+  the question, with a unit the sources give it; and where the sources give it, it must stand
+  in a context like the sentence's: not only beside other words (``_anchor_reason``), not where
+  the closest source sentence has another value (``_swap_reason``), not only under another
+  version's changelog heading (``_owner_reason``), not as a name repeated in another name's place
+  (``_repeat_reason``);
 - **model**: the chat model judges, under a JSON-schema grammar (``Runtime.generate_json``, the
   path every structured output takes), whether the passages closest to the sentence say what it
   says. Only sentences the rules pass are sent to it.
@@ -50,13 +54,14 @@ _MONTHS = ("january february march april may june july august september october 
 _UNITS = {alias: unit for unit, aliases in {
     "km": "km kilometre kilometres kilometer kilometers", "m": "m metre metres meter meters",
     "cm": "cm centimetre centimetres", "mm": "mm millimetre millimetres",
-    "kg": "kg kilo kilos kilogram kilograms", "g": "g gram grams", "t": "t tonne tonnes ton tons",
-    "l": "l litre litres liter liters", "ml": "ml millilitre millilitres", "h": "h hour hours hrs",
-    "min": "min minute minutes mins", "s": "s sec secs second seconds", "day": "day days", "week": "week weeks",
-    "month": "month months", "year": "year years", "%": "% percent per-cent",
-    "°c": "°c °", "m²": "m² sq", "m³": "m³", **{m: m for m in _MONTHS}}.items()
+    "kg": "kg kgs kilo kilos kilogram kilograms", "g": "g gram grams", "t": "t tonne tonnes ton tons",
+    "l": "l ltr ltrs litre litres liter liters", "ml": "ml mls millilitre millilitres",
+    "h": "h hr hrs hour hours", "min": "min mins minute minutes", "s": "sec secs second seconds",
+    "day": "day days", "week": "week weeks wk wks", "month": "month months", "year": "year years yr yrs",
+    "%": "% percent per-cent",
+    "°c": "°c ° degree degrees", "m²": "m² sq", "m³": "m³", **{m: m for m in _MONTHS}}.items()
     for alias in aliases.split()}
-_NEXT_WORD = re.compile(r"\s*([^\W\d_]+[²³]?|%|°C?)", re.IGNORECASE)
+_NEXT_WORD = re.compile(r"[ \t]*([^\W\d_]+[²³]?|%|°C?)", re.IGNORECASE)
 _LIST_MARK = re.compile(r"^\d+[.)]\s", re.MULTILINE)
 _PREV_WORD = re.compile(r"([^\W\d_]+)\s*$")
 ANCHOR_MIN_WORDS = 2  # fewer other words than this ("It fell to -5.5 °C") give no context to judge
@@ -187,10 +192,10 @@ def _occurs(phrase: str, evidence: str) -> bool:
 
 def attached(text: str, counted: bool = False) -> list[tuple[str, Decimal, str]]:
     """Each number written in digits in ``text``: as written, its value, and the unit or month
-    beside it ("27 tonnes" -> "t", "November 8" -> "november"; "" when none). With ``counted``,
-    a word the number counts that is no unit stands for itself ("2 tsp" -> "tsp", "9 vehicles"
-    -> "vehicles"), so "2 months" is not read as the sources' "2 tsp"; a common word ("9 before")
-    still gives ""."""
+    beside it ("27 tonnes" -> "t", "5 working days" -> "day", "November 8" -> "november"; ""
+    when none). With ``counted``, a word on the number's line that it counts and that is no unit
+    stands for itself ("2 tsp" -> "tsp"), so "2 months" is not read as the sources' "2 tsp"; a
+    common word ("9 before") still gives "", and a step's place in a numbered list is skipped."""
     found = []
     steps = {m.start() for m in _LIST_MARK.finditer(text)} if counted else set()
     for match in _NUMBER.finditer(text):
@@ -198,19 +203,42 @@ def attached(text: str, counted: bool = False) -> list[tuple[str, Decimal, str]]
             continue  # "3. Press the key": a step's place in a list, no quantity
         digits, scale = match.groups()
         value = Decimal(digits.replace(",", ""))
-        after = _NEXT_WORD.match(text, match.end())
+        after = _words_after(text, match.end())
+        unit = _unit_of(after)
         before = _PREV_WORD.search(text, 0, match.start())
-        unit = _UNITS.get(after.group(1).lower(), "") if after else ""
         if not unit and before and before.group(1).lower() in _MONTHS:
             unit = before.group(1).lower()
-        if not unit and counted and after and after.group(1).islower() and after.group(1) not in _COMMON:
-            unit = after.group(1)
+        spaced = text[match.end():match.end() + 1] in (" ", "\t")  # "2 tsp", not "the 30s"
+        if not unit and counted and spaced and after and after[0].islower() and after[0] not in _COMMON:
+            unit = after[0]
         found.append((match.group(0), value * _SCALE[scale.lower()] if scale else value, unit))
     for match in re.finditer(r"\b([a-z]+)(?=\s+([^\W\d_]+))", text.lower()):  # "eight weeks"
         word, after = match.groups()
         if word in _NUMBER_WORDS and after in _UNITS:
             found.append((f"{word} {after}", Decimal(_NUMBER_WORDS[word]), _UNITS[after]))
     return found
+
+
+def _words_after(text: str, at: int, n: int = 2) -> list[str]:
+    """The next ``n`` words (or %, °C) after position ``at``, on its line, with nothing else between."""
+    words: list[str] = []
+    while len(words) < n and (m := _NEXT_WORD.match(text, at)):
+        words.append(m.group(1))
+        at = m.end()
+    return words
+
+
+def _unit_of(after: list[str]) -> str:
+    """The unit the words after a number give: the first word's ("27 tonnes"), else the second's
+    after a lower-case word ("5 working days", "20 per cent"); a month there is no unit of it."""
+    if not after:
+        return ""
+    if after[0].lower() in _UNITS:
+        return _UNITS[after[0].lower()]
+    if [w.lower() for w in after] == ["per", "cent"]:
+        return "%"
+    second = _UNITS.get(after[1].lower(), "") if len(after) > 1 and after[0].islower() else ""
+    return "" if second in _MONTHS else second
 
 
 def _number_reason(text: str, evidence: str) -> str:
@@ -232,8 +260,8 @@ def _number_reason(text: str, evidence: str) -> str:
 
 def rules_reason(sentence: str, passages: str, question: str = "") -> str:
     """Why the rules reject ``sentence`` against ``passages`` (joined by blank lines) and the
-    question, or "" when every number and name in it occurs there, beside the rest of what the
-    sentence says."""
+    question, or "" when every number and name in it occurs there, in the context the sentence
+    gives it (see the module's docstring)."""
     text = plain(sentence)
     evidence = f"{passages}\n\n{question}"
     lowered = evidence.lower()
@@ -251,7 +279,9 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
         pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
         if any(not _occurs(p, lowered) for p in pairs):
             return f"no source names {name!r}"
-    terms = [w for w, _, _ in attached(text)] + _CODE.findall(text) + names
+    codes = _CODE.findall(text)
+    pieces = {p for c in codes for p in re.split(r"[.:/-]", c)}  # "05" of "2024-05-02" is no value of its own
+    terms = [w for w, _, _ in attached(text) if w not in pieces] + codes + names
     return (_anchor_reason(text, terms, passages, question) or _swap_reason(text, terms, passages, question)
             or _owner_reason(text, terms, passages, question) or _repeat_reason(text, names, passages))
 
@@ -270,11 +300,21 @@ def _anchor_reason(text: str, terms: list[str], passages: str, question: str) ->
         if _occurs(term, question.lower()):
             continue
         rest = _content(text) - _content(term) - rest_of_question
-        holders = [" ".join(sentences[max(0, i - ANCHOR_WINDOW):i + ANCHOR_WINDOW + 1])
-                   for i, s in enumerate(sentences) if _occurs(term, s.lower())]
+        holders = [_context(sentences, i) for i, s in enumerate(sentences) if _occurs(term, s.lower())]
         if len(rest) >= ANCHOR_MIN_WORDS and holders and not any(_content(h) & rest for h in holders):
             return f"the sources give {term} only in another context"
     return ""
+
+
+def _context(sentences: list[str], i: int) -> str:
+    """Sentence ``i`` with its neighbours; a heading's context is its whole section (a
+    changelog's date heading is about the lines under it)."""
+    level = len(re.match(r"#*", sentences[i]).group(0))
+    end = i + ANCHOR_WINDOW + 1
+    if level:
+        while end < len(sentences) and not 0 < len(re.match(r"#*", sentences[end]).group(0)) <= level:
+            end += 1
+    return " ".join(sentences[max(0, i - ANCHOR_WINDOW):end])
 
 
 def _said(text: str) -> set[str]:
@@ -319,60 +359,66 @@ def _swap_reason(text: str, terms: list[str], passages: str, question: str) -> s
     return ""
 
 
-def _shape(code: str) -> str:
-    """A code's form with its digits hidden: "4.7.0" and "2.5.0" share one, "2021-03-15" another."""
-    return re.sub(r"\d+", "9", code)
-
-
-def _owner(passage: str, at: int, shape: str) -> str:
-    """The last code of ``shape`` written before position ``at`` of ``passage`` ("" when none):
-    the version a changelog's line belongs to."""
-    before = [c for c in _CODE.findall(passage[:at]) if _shape(c) == shape]
-    return before[-1] if before else ""
+_VERSION = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){2,3}(?![\w]|\.\d)")  # "4.7.0", not a date
+_HEADING_LINE = re.compile(r"^#{1,6}\s.*$", re.MULTILINE)
 
 
 def _owner_reason(text: str, terms: list[str], passages: str, question: str) -> str:
-    """A value the sources give only under another version (or other code of the question's
-    form): asked about 4.7.0, the answer gives the date written in 4.8.0's heading. Only codes
-    within the same passage count as owners, so a passage cut below its heading decides nothing."""
-    asked = [c for c in _CODE.findall(question) if c in passages]
-    blocks = [b for b in passages.split("\n\n") if b.strip()]
-    for code in asked:
-        shape = _shape(code)
-        if any(_shape(c) == shape and c != code for c in _CODE.findall(text)):
-            continue  # the answer says which version it speaks of
-        for term in terms:
-            if _occurs(term, question.lower()):
-                continue
-            pattern = re.compile(rf"(?<![\w.]){re.escape(term)}(?![\w]|\.\d)", re.IGNORECASE)
-            owners = {_owner(b, m.start(), shape) for b in blocks for m in pattern.finditer(b)}
-            if owners and "" not in owners and code not in owners:
-                return f"the sources give {term} for {', '.join(sorted(owners))}, not {code}"
+    """A value the sources write only in changelog headings of other versions than the one the
+    question names: asked about 4.7.0, the answer gives the date of the heading "## Version
+    4.8.0, released 2021-04-26". Only Markdown heading lines decide (a value also written
+    anywhere else decides nothing), and only a question naming one version, answered by a
+    sentence that names no other."""
+    asked = set(_VERSION.findall(question))
+    if len(asked) != 1 or set(_VERSION.findall(text)) - asked:
+        return ""
+    version = asked.pop()
+    headings = _HEADING_LINE.findall(passages)
+    if not any(version in _VERSION.findall(h) for h in headings):
+        return ""
+    for term in terms:
+        if _occurs(term, question.lower()):
+            continue
+        pattern = re.compile(rf"(?<![\w.:/-]){re.escape(term)}(?![\w:/-]|\.\d)", re.IGNORECASE)
+        if len(pattern.findall(passages)) != sum(len(pattern.findall(h)) for h in headings):
+            continue
+        owners = {_owner(h, m.start()) for h in headings for m in pattern.finditer(h)}
+        if owners and "" not in owners and version not in owners:
+            return f"the sources give {term} for {', '.join(sorted(owners))}, not {version}"
     return ""
+
+
+def _owner(heading: str, at: int) -> str:
+    """The version a heading names before position ``at`` ("" when none)."""
+    before = _VERSION.findall(heading[:at])
+    return before[-1] if before else ""
 
 
 def _repeat_reason(text: str, names: list[str], passages: str) -> str:
-    """A name written twice where the source sentence the answer's comes from writes it once,
-    beside another name the answer drops ("chaired by Ada Holm and minuted by Ada Holm" for
-    "... and minuted by Ben Ito")."""
+    """A name written twice where the one source sentence naming it has another name in the
+    second one's place, between the same two words ("Ada Holm chaired and Ada Holm took the
+    minutes" for "... and Ben Ito took the minutes"). A name the sources write in more than one
+    sentence may be repeated by an answer that joins them."""
     twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
-    if not twice:
-        return ""
-    said = _said(text)
-    sentences = sentences_of(passages)
-    overlap = [len(_said(s) & said) for s in sentences]
-    best = max(range(len(sentences)), key=overlap.__getitem__)
-    if overlap[best] < SWAP_MIN_OVERLAP:
-        return ""
-    there = sentences[best]
-    lowered = text.lower()
+    holding = {n: [s for s in sentences_of(passages) if _occurs(n.lower(), s.lower())] for n in twice}
     for name in twice:
-        if len(re.findall(rf"(?<!\w){re.escape(name.lower())}(?!\w)", there.lower())) != 1:
+        if len(holding[name]) != 1:
             continue
-        rival = next((r for r in names_in(there, there) if not _occurs(r.lower(), lowered)), "")
-        if rival:
-            return f"the sources name {name} once there, beside {rival}"
+        there = holding[name][0]
+        second = _places(text, name)[1:2]
+        for rival in names_in(there, there):
+            if second and not _occurs(rival.lower(), text.lower()) and second[0] in _places(there, rival):
+                return f"the sources name {rival} there, not {name} again"
     return ""
+
+
+def _places(text: str, name: str) -> list[tuple[str, str]]:
+    """The words either side of each place ``text`` writes ``name`` ("" at an end), lower case
+    and without a possessive: where in its sentence a name stands."""
+    words = [w.group(0).lower().removesuffix("'s").removesuffix("’s") for w in _TOKEN.finditer(text)]
+    parts = name.lower().split()
+    return [(words[i - 1] if i else "", words[i + len(parts)] if i + len(parts) < len(words) else "")
+            for i in range(len(words) - len(parts) + 1) if words[i:i + len(parts)] == parts]
 
 
 # --- the model ---------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ _VALUE_COLUMN = re.compile(r"^values?$", re.IGNORECASE)
 _GREETING = re.compile(r"^\s*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b[^.!?]{0,40},\s*$",
                        re.IGNORECASE)  # "Hi all,": says nothing
 _RULE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,})\s*$")  # a horizontal rule: "---" between messages
-_CLAUSE = re.compile(r"\b(?:is|are|was|were|will|would|has|have|had|can|could|should|must)\b")
 _NAME_LINE = re.compile(r"^(?:[A-Z][\w'’&-]*\s*){1,5}$")  # "Drudelen Delez", "Tamshi Joinery"
 _SIGN_OFF = re.compile(r"^(?:\S+\s+){0,3}\S+,$")  # "Best,", "All the best,", "Kind regards,"
 _EMPHASIS = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]{1,80}?)(?<!\s)\*(?![\w*])")
@@ -119,11 +118,8 @@ def _field_line(line: str) -> bool:
 
 
 def _short_field(kv: re.Match[str] | None) -> bool:
-    """A short key and a value of one sentence that is no clause of its own when the key is long
-    ("Quick update from Jonas: the van is booked" is a sentence, "Delivery date: 3 May" a field)."""
-    if not kv or len(kv["key"].split()) > 5 or len(split_sentences(kv["value"])) != 1:
-        return False
-    return len(kv["key"].split()) <= 3 or _CLAUSE.search(kv["value"]) is None
+    """A short key and a value of one sentence."""
+    return bool(kv) and len(kv["key"].split()) <= 5 and len(split_sentences(kv["value"])) == 1
 
 
 def units(text: str) -> tuple[str, list[Unit]]:
