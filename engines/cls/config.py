@@ -26,9 +26,10 @@ class CLSConfig(BaseModel):
     batch_tokens: int = Field(256, ge=16, le=8192, description="Tokens per mini-batch.")
     max_document_tokens: int = Field(20_000, ge=64, description="Longer documents are learned up to this.")
     rehearsal_source: Literal["facts", "extract"] = Field(
-        "extract", description="Question/answer rehearsal drawn from the document as TTT draws it "
-        "(engines/ttt: facts restates every fact, extract each sentence's last span). extract here "
-        "while TTT's default is facts: cls has not been measured with facts yet.")
+        "facts", description="Question/answer rehearsal drawn from the document as TTT draws it "
+        "(engines/ttt: facts restates every fact, extract each sentence's last span). facts: on "
+        "the natural tiny set closed-book answers 0.136 against extract's 0.023, at 18x the "
+        "learning time (README, CLS).")
     rehearsal_system: str = Field("You are Engram, a helpful assistant. Answer briefly.",
                                   description="System message the rehearsal questions are asked under.")
     replay_tokens: int = Field(64, ge=0, le=4096, description="Background prose tokens in each "
