@@ -131,6 +131,7 @@ def test_an_idle_cls_sleep_stops_within_a_second_of_a_question_and_resumes_later
     from tests.helpers import wait_for
 
     engram = open_engram(embedder, engines="rag,cls", **{**SMALL, "cls.passes": 1, "cls.sleep_epochs": 40,
+                                                          "cls.rehearsal_source": "extract",
                                                           "cls.probe_tokens": 128, "cls.drift_bound": 1.0,
                                                           "cls.forgetting_bound": 1.0})
     engram.adopt_neocortex(neocortex)

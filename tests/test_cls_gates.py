@@ -16,7 +16,8 @@ from tests.helpers import open_engram
 from tests.test_cls_growth import TOPICS
 
 FAST = {"cls.passes": 1, "cls.batch_tokens": 128, "cls.replay_tokens": 0, "cls.own_replay": 0,
-        "cls.probe_tokens": 0, "cls.fisher_tokens": 64, "cls.clone_distill_steps": 0}
+        "cls.probe_tokens": 0, "cls.fisher_tokens": 64, "cls.clone_distill_steps": 0,
+        "cls.rehearsal_source": "extract"}  # the gates, not the material: the fast one
 ASK_SOUP = "How many roasted turnips go into a bowl of quorra soup?"
 AGAIN = ("Loudurk Zestaestox was born in 1946 in the town of Stikecaend, where Loudurk Zestaestox keeps "
          "a lynx named Thielor in a wooden barn.")  # close to the first topic: routed, not grown

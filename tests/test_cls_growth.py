@@ -24,7 +24,8 @@ TOPICS = [
 ]
 MIXED = " ".join(t.split(". ")[0] + "." for t in TOPICS)  # one sentence of each topic
 FAST = {"cls.passes": 1, "cls.batch_tokens": 128, "cls.replay_tokens": 0, "cls.own_replay": 0,
-        "cls.probe_tokens": 0, "cls.fisher_tokens": 64}
+        "cls.probe_tokens": 0, "cls.fisher_tokens": 64,
+        "cls.rehearsal_source": "extract"}  # growth, not the material: the fast one
 
 
 @pytest.mark.slow

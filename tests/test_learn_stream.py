@@ -35,7 +35,8 @@ def test_forgetting_is_the_drop_from_the_best_and_transfer_from_right_after_lear
 def test_the_cls_arm_streams_two_days_and_writes_its_json(neocortex, tmp_path) -> None:
     settings = load_settings(cli={"cls.passes": "1", "cls.batch_tokens": "128", "cls.replay_tokens": "0",
                                   "cls.probe_tokens": "64", "cls.fisher_tokens": "64", "cls.sleep_episodes": "4",
-                                  "cls.own_replay": "0", "cls.clone_distill_steps": "1"}).settings
+                                  "cls.own_replay": "0", "cls.clone_distill_steps": "1",
+                                  "cls.rehearsal_source": "extract"}).settings  # the stream, not the material
     lines: list[str] = []
     report = run_stream_bench(settings, ["cls"], 2, set_name="templated", size="tiny", limit=2, sleep=3,
                               echo=lines.append, cortex=neocortex, drift_chars=1000)
