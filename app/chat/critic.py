@@ -309,12 +309,17 @@ def _anchor_reason(text: str, terms: list[str], passages: str, question: str) ->
 def _context(sentences: list[str], i: int) -> str:
     """Sentence ``i`` with its neighbours; a heading's context is its whole section (a
     changelog's date heading is about the lines under it)."""
-    level = len(re.match(r"#*", sentences[i]).group(0))
+    level = _heading_level(sentences[i])
     end = i + ANCHOR_WINDOW + 1
     if level:
-        while end < len(sentences) and not 0 < len(re.match(r"#*", sentences[end]).group(0)) <= level:
+        while end < len(sentences) and not 0 < _heading_level(sentences[end]) <= level:
             end += 1
     return " ".join(sentences[max(0, i - ANCHOR_WINDOW):end])
+
+
+def _heading_level(sentence: str) -> int:
+    """How many "#" open a Markdown heading (0: no heading)."""
+    return len(sentence) - len(sentence.lstrip("#"))
 
 
 def _said(text: str) -> set[str]:
@@ -359,7 +364,7 @@ def _swap_reason(text: str, terms: list[str], passages: str, question: str) -> s
     return ""
 
 
-_VERSION = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){2,3}(?![\w]|\.\d)")  # "4.7.0", not a date
+_VERSION = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){2,3}(?!\w|\.\d)")  # "4.7.0", not a date
 _HEADING_LINE = re.compile(r"^#{1,6}\s.*$", re.MULTILINE)
 
 
@@ -400,11 +405,12 @@ def _repeat_reason(text: str, names: list[str], passages: str) -> str:
     minutes" for "... and Ben Ito took the minutes"). A name the sources write in more than one
     sentence may be repeated by an answer that joins them."""
     twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
-    holding = {n: [s for s in sentences_of(passages) if _occurs(n.lower(), s.lower())] for n in twice}
+    sentences = sentences_of(passages) if twice else []
     for name in twice:
-        if len(holding[name]) != 1:
+        holding = [s for s in sentences if _occurs(name.lower(), s.lower())]
+        if len(holding) != 1:
             continue
-        there = holding[name][0]
+        there = holding[0]
         second = _places(text, name)[1:2]
         for rival in names_in(there, there):
             if second and not _occurs(rival.lower(), text.lower()) and second[0] in _places(there, rival):
