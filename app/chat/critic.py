@@ -282,19 +282,19 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
     codes = _CODE.findall(text)
     pieces = {p for c in codes for p in re.split(r"[.:/-]", c)}  # "05" of "2024-05-02" is no value of its own
     terms = [w for w, _, _ in attached(text) if w not in pieces] + codes + names
-    return (_anchor_reason(text, terms, passages, question) or _swap_reason(text, terms, passages, question)
-            or _owner_reason(text, terms, passages, question) or _repeat_reason(text, names, passages))
+    sentences = sentences_of(passages)
+    return (_anchor_reason(text, terms, sentences, question) or _swap_reason(text, terms, sentences, question)
+            or _owner_reason(text, terms, passages, question) or _repeat_reason(text, names, sentences))
 
 
 def _content(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 3 and w not in _COMMON}
 
 
-def _anchor_reason(text: str, terms: list[str], passages: str, question: str) -> str:
+def _anchor_reason(text: str, terms: list[str], sentences: list[str], question: str) -> str:
     """A name or number the sources give, but only in sentences (with their neighbours: "the
     company" there may name it) that share no other word with ``text``: the fact was moved to
     another context ("the regatta is on 19 May" where 19 May is the market's date)."""
-    sentences = sentences_of(passages)
     rest_of_question = _content(question)
     for term in terms:
         if _occurs(term, question.lower()):
@@ -334,12 +334,11 @@ def _kind(term: str) -> str:
     return "number" if _NUMBER.fullmatch(term) else "name"
 
 
-def _swap_reason(text: str, terms: list[str], passages: str, question: str) -> str:
+def _swap_reason(text: str, terms: list[str], sentences: list[str], question: str) -> str:
     """A value swapped for another of the same document: the source sentence that says most of
     what ``text`` says beyond the question (``SWAP_MARGIN`` more than any sentence holding the value) gives another
     value of the same kind where ``text`` has this one ("released 2024-01-18" where the answer
     says 2024-04-12, another person in the chair)."""
-    sentences = sentences_of(passages)
     if not sentences:
         return ""
     lowered = text.lower()
@@ -399,13 +398,12 @@ def _owner(heading: str, at: int) -> str:
     return before[-1] if before else ""
 
 
-def _repeat_reason(text: str, names: list[str], passages: str) -> str:
+def _repeat_reason(text: str, names: list[str], sentences: list[str]) -> str:
     """A name written twice where the one source sentence naming it has another name in the
     second one's place, between the same two words ("Ada Holm chaired and Ada Holm took the
     minutes" for "... and Ben Ito took the minutes"). A name the sources write in more than one
     sentence may be repeated by an answer that joins them."""
     twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
-    sentences = sentences_of(passages) if twice else []
     for name in twice:
         holding = [s for s in sentences if _occurs(name.lower(), s.lower())]
         if len(holding) != 1:

@@ -86,6 +86,7 @@ _APPOSITIVE = re.compile(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20}),\s+$")  # "the mayor
 _APPOSITIVE_TOLD = re.compile(r"\b[Tt]he\s+(?P<noun>[a-z]{3,20}),?\s+$")  # "the operator Calder Lines said"
 _PREPOSITION_BEFORE = re.compile(r"\b(?:in|on|at|of|after|before|during|from|to|for|with|by|since|until|under|"
                                  r"over|across|near|into|through|about)\s+$", re.IGNORECASE)
+_REPLY = re.compile(r"^(?:(?:Re|Fwd?|AW|WG)\s*:\s*)+", re.IGNORECASE)  # before a reply's subject: "Re: Fwd: "
 _ADDRESS = re.compile(r"\S+@\S+|\bhttps?://\S+|\bwww\.\S+")
 _PREPOSITION_KEY = re.compile(r"^(?:From|To|Cc|Bcc|By|For|With|Via)$")
 _ATTENDANCE_KEY = re.compile(r"^(?:Present|Absent|Attending|In attendance)$")
@@ -443,10 +444,6 @@ class Resolver:
             return name if name else m.group()
 
         return _DEFINITE.sub(swap, text)
-
-
-_REPLY = re.compile(r"^(?:(?:Re|Fwd?|AW|WG)\s*:\s*)+", re.IGNORECASE)
-"""What a reply or a forward puts before its subject ("Re: Fwd: ...")."""
 
 
 def _field_statement(key: str, value: str, topic: str) -> str:

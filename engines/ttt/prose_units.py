@@ -112,8 +112,9 @@ def _header_line(line: str) -> bool:
 
 
 def _field_line(line: str) -> bool:
-    """A line read as ``Key: value``: a short key and a value of one sentence ("Price: £40"), not
-    prose after a colon ("An update from Jonas: the report is due on Friday. He will ...")."""
+    """A ``Key: value`` line: a short key and a value of one sentence ("Present: Orla Benn, Kofi";
+    not "Quick update from Jonas: the report is due on Friday. He will ..."), which is not a
+    heading even when it stands alone."""
     return _short_field(_KEY_VALUE.match(_clean(line)))
 
 
