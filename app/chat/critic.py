@@ -399,9 +399,10 @@ def _owner(heading: str, at: int) -> str:
 
 
 def _repeat_reason(text: str, names: list[str], sentences: list[str]) -> str:
-    """A name written twice where the one source sentence naming it has another name in the
-    second one's place, between the same two words ("Ada Holm chaired and Ada Holm took the
-    minutes" for "... and Ben Ito took the minutes"). A name the sources write in more than one
+    """A name written twice where the one source sentence naming it has another name in one of
+    its places, between the same two words ("Ada Holm chaired and Ada Holm took the minutes" for
+    "... and Ben Ito took the minutes"; "Present: Ada Holm (chair), Ben Ito, Ada Holm" for
+    "Present: Cy Dunn (chair), Ben Ito, Ada Holm"). A name the sources write in more than one
     sentence may be repeated by an answer that joins them."""
     twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
     for name in twice:
@@ -409,9 +410,9 @@ def _repeat_reason(text: str, names: list[str], sentences: list[str]) -> str:
         if len(holding) != 1:
             continue
         there = holding[0]
-        second = _places(text, name)[1:2]
+        moved = [p for p in _places(text, name) if p not in _places(there, name)]
         for rival in names_in(there, there):
-            if second and not _occurs(rival.lower(), text.lower()) and second[0] in _places(there, rival):
+            if moved and not _occurs(rival.lower(), text.lower()) and set(moved) & set(_places(there, rival)):
                 return f"the sources name {rival} there, not {name} again"
     return ""
 
