@@ -113,6 +113,16 @@ def test_a_name_written_twice_where_the_source_has_two_is_flagged() -> None:
     assert not rules_reason("Ada Holm met Ada Holm.", "", "Is Ada Holm here?")  # no sources: no crash
 
 
+def test_a_day_the_sources_write_only_inside_a_year_first_date_is_checked_as_that_date() -> None:
+    mail = "Our order was due on May 11. It has been cleared and should reach you by 2021-05-24."
+    # "5" is there only as the month of 2021-05-24, which dates nothing May 5
+    assert "no source gives the date May 5" in rules_reason("It was due on May 5.", mail)
+    # the same date written out is faithful: its month is no unknown name, its day no loose number
+    assert not rules_reason("It should reach you by 24 May 2021.", mail)
+    assert not rules_reason("It should reach you by May 24, 2021.", mail)
+    assert "June" in rules_reason("It should reach you by 24 June 2021.", mail)
+
+
 def test_a_number_the_sources_count_other_things_with_is_flagged() -> None:
     recipe = "1. Mix 2 tsp ginger with the flour.\n2. Bake it.\nThe biscuits keep for 3 days."
     assert "only as tsp" in rules_reason("They keep for 2 months.", recipe)

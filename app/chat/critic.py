@@ -4,7 +4,8 @@ Two checks, per sentence of the answer (``sentences_of``):
 - **rules** (no model, milliseconds): every number in the sentence ("1,200" = "1200" = "1.2
   thousand"; "82.0" = "82") and every capitalised name (a run of capitalised words, checked as a
   phrase, so two real names recombined into a new one are caught) must occur in some passage or in
-  the question, with a unit the sources give it; and where the sources give it, it must stand
+  the question, with a unit the sources give it (a day with its month: "May 5" needs a May 5
+  there, written out or year first, "2021-05-05", not a 5 of another date); and where the sources give it, it must stand
   in a context like the sentence's: not only beside other words (``_anchor_reason``), not where
   the closest source sentence has another value (``_swap_reason``), not only under another
   version's changelog heading (``_owner_reason``), not as a name repeated in another name's place
@@ -249,13 +250,29 @@ def _number_reason(text: str, evidence: str) -> str:
     units: dict[Decimal, set[str]] = {}
     for _, value, unit in attached(evidence, counted=True):
         units.setdefault(value, set()).add(unit)
+    alone = numbers_in(_CODE.sub(" ", evidence))  # not only as a piece of a date, time or version
     for written, value, unit in attached(text):
         if value not in known:
             return f"the number {written} is in no source"
+        if unit in _MONTHS and value <= 31 and value not in alone and not _dated(unit, evidence, value):
+            return f"no source gives the date {unit.capitalize()} {written}"
         beside = units.get(value, set())
         if unit and beside and "" not in beside and unit not in beside:
             return f"the sources give {written} only as {', '.join(sorted(beside))}, not {unit}"
     return ""
+
+
+_ISO_DATE = re.compile(r"(?<![\w.:/-])\d{4}([./-])(\d{1,2})\1(\d{1,2})(?![\w:/-]|\.\d)")
+
+
+def _dated(month: str, evidence: str, day: Decimal | None = None) -> bool:
+    """Whether the evidence writes a date in ``month`` (on ``day`` where given) year first:
+    "2021-05-24" is 24 May, though the sources write neither "May" nor a 24 of its own."""
+    month = month.lower()
+    if month not in _MONTHS:
+        return False
+    return any(int(m) == _MONTHS.index(month) + 1 and (day is None or Decimal(int(d)) == day)
+               for _, m, d in _ISO_DATE.findall(evidence))
 
 
 def rules_reason(sentence: str, passages: str, question: str = "") -> str:
@@ -270,7 +287,7 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
         return reason
     names = names_in(text, evidence)
     for name in names:
-        if _occurs(name, lowered):
+        if _occurs(name, lowered) or _dated(name, evidence):
             continue
         words = name.split()
         absent = [w for w in words if not _occurs(w, lowered)]
