@@ -123,6 +123,27 @@ def test_a_day_the_sources_write_only_inside_a_year_first_date_is_checked_as_tha
     assert "June" in rules_reason("It should reach you by 24 June 2021.", mail)
 
 
+def test_a_copied_sentence_with_one_fact_word_changed_is_flagged() -> None:
+    manual = ("Charge the battery for at least 5 hours; the status light turns amber when charging is complete. "
+              "Light flashes orange: the front cover is not seated properly.")
+    assert "amber there, not blue" in rules_reason("The status light turns blue when charging is complete.", manual)
+    assert "front cover there, not dust tray" in rules_reason(
+        "Light flashes orange: the dust tray is not seated properly.", manual)
+    # changed at an end, in a function word, or to another form of the same word: a rephrasing
+    assert not rules_reason("The status light turns amber when charging is done.", manual)
+    assert not rules_reason("Light flashes orange: the front covers are not seated properly.", manual)
+    assert not rules_reason("Light flashes orange when the front cover is not seated properly.", manual)
+
+
+def test_an_address_or_handle_the_sources_do_not_write_is_flagged() -> None:
+    notes = "Write to ada.holm@example.org or ping @ada_h. Fixed the import crash (reported by @kisa51)."
+    assert "@kisa52 is in no source" in rules_reason("It was reported by @kisa52.", notes)
+    assert "kisa15 is in no source" in rules_reason("The answer is kisa15.", notes)
+    assert "ada.holm@example.com is in no source" in rules_reason("Write to ada.holm@example.com.", notes)
+    for faithful in ("It was reported by @kisa51.", "The answer is kisa51.", "Write to ada.holm@example.org."):
+        assert not rules_reason(faithful, notes)
+
+
 def test_a_number_the_sources_count_other_things_with_is_flagged() -> None:
     recipe = "1. Mix 2 tsp ginger with the flour.\n2. Bake it.\nThe biscuits keep for 3 days."
     assert "only as tsp" in rules_reason("They keep for 2 months.", recipe)

@@ -9,7 +9,9 @@ Two checks, per sentence of the answer (``sentences_of``):
   in a context like the sentence's: not only beside other words (``_anchor_reason``), not where
   the closest source sentence has another value (``_swap_reason``), not only under another
   version's changelog heading (``_owner_reason``), not as a name repeated in another name's place
-  (``_repeat_reason``);
+  (``_repeat_reason``). E-mail addresses and handles must be written as a source writes them
+  (``_identifier_reason``), and a source sentence copied with a word changed in its middle is
+  flagged (``_substitution_reason``: "turns blue" for "turns amber");
 - **model**: the chat model judges, under a JSON-schema grammar (``Runtime.generate_json``, the
   path every structured output takes), whether the passages closest to the sentence say what it
   says. Only sentences the rules pass are sent to it.
@@ -21,6 +23,7 @@ runtime), so the rules are tested without one. Verdicts are pydantic models stor
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
 from decimal import Decimal, InvalidOperation
@@ -63,6 +66,11 @@ _UNITS = {alias: unit for unit, aliases in {
     "°c": "°c ° degree degrees", "m²": "m² sq", "m³": "m³", **{m: m for m in _MONTHS}}.items()
     for alias in aliases.split()}
 _NEXT_WORD = re.compile(r"[ \t]*([^\W\d_]+[²³]?|%|°C?)", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?<![\w@])@[\w.]*\w|(?<![\w@-])[a-z]{2,}\d+(?![\w@])")
+"""E-mail addresses, @handles and lower-case words ending in digits ("kisa51"): written as given or invented."""
+_WORD = re.compile(r"[\w@][\w'’-]*")
+SUBSTITUTION_SIDE = 3  # words the answer must copy on each side of a one-word change to be read as a copy
+SUBSTITUTION_SPAN = 2  # the most words a copied sentence may change in one place and still be read as a copy
 _LIST_MARK = re.compile(r"^\d+[.)]\s", re.MULTILINE)
 _PREV_WORD = re.compile(r"([^\W\d_]+)\s*$")
 ANCHOR_MIN_WORDS = 2  # fewer other words than this ("It fell to -5.5 °C") give no context to judge
@@ -282,7 +290,7 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
     text = plain(sentence)
     evidence = f"{passages}\n\n{question}"
     lowered = evidence.lower()
-    reason = _number_reason(text, evidence)
+    reason = _number_reason(text, evidence) or _identifier_reason(text, lowered)
     if reason:
         return reason
     names = names_in(text, evidence)
@@ -301,7 +309,15 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
     terms = [w for w, _, _ in attached(text) if w not in pieces] + codes + names
     sentences = sentences_of(passages)
     return (_anchor_reason(text, terms, sentences, question) or _swap_reason(text, terms, sentences, question)
-            or _owner_reason(text, terms, passages, question) or _repeat_reason(text, names, sentences))
+            or _owner_reason(text, terms, passages, question) or _repeat_reason(text, names, sentences)
+            or _substitution_reason(text, sentences))
+
+
+def _identifier_reason(text: str, lowered: str) -> str:
+    for found in _IDENTIFIER.findall(text):
+        if not _occurs(found, lowered):
+            return f"{found} is in no source"
+    return ""
 
 
 def _content(text: str) -> set[str]:
@@ -441,6 +457,37 @@ def _places(text: str, name: str) -> list[tuple[str, str]]:
     parts = name.lower().split()
     return [(words[i - 1] if i else "", words[i + len(parts)] if i + len(parts) < len(words) else "")
             for i in range(len(words) - len(parts) + 1) if words[i:i + len(parts)] == parts]
+
+
+def _substitution_reason(text: str, sentences: list[str]) -> str:
+    """A source sentence copied with one word or two changed in its middle, to words neither it
+    nor the answer's copy has elsewhere: "the status light turns blue when charging is complete"
+    for "... turns amber when ...", "the dust tray is not seated" for "the front cover is not
+    seated". A number, a function word or another form of the same word ("covers") is no such
+    change; neither is a change at either end, where answers rephrase."""
+    mine = [w.lower() for w in _WORD.findall(text)]
+    for sentence in sentences:
+        theirs = [w.lower() for w in _WORD.findall(sentence)]
+        ops = difflib.SequenceMatcher(None, mine, theirs, autojunk=False).get_opcodes()
+        changed = [op for op in ops if op[0] != "equal" and op[1] and op[3]  # none at either end
+                   and op[2] < len(mine) and op[4] < len(theirs)]
+        if len(changed) != 1 or changed[0][0] != "replace":
+            continue
+        _, i1, i2, j1, j2 = changed[0]
+        before = sum(b - a for tag, a, b, _, _ in ops if tag == "equal" and b <= i1)
+        after = sum(b - a for tag, a, b, _, _ in ops if tag == "equal" and a >= i2)
+        new, old = mine[i1:i2], theirs[j1:j2]
+        if (min(before, after) >= SUBSTITUTION_SIDE and max(len(new), len(old)) <= SUBSTITUTION_SPAN
+                and all(_fact_word(w) for w in new) and any(_fact_word(w) for w in old)
+                and not set(new) & set(theirs) and not set(old) & set(mine)
+                and not any(n[:4] == o[:4] for n in new for o in old)):
+            return f"the sources say {' '.join(old)} there, not {' '.join(new)}"
+    return ""
+
+
+def _fact_word(word: str) -> bool:
+    """A word that can carry a fact of its own: no function word, no number."""
+    return len(word) >= 3 and word not in _COMMON and not any(c.isdigit() for c in word)
 
 
 # --- the model ---------------------------------------------------------------------------------
