@@ -9,9 +9,11 @@ from click.testing import CliRunner
 
 from app.chat.service import Delta, Done, Sources, best_quote, citations_for
 from app.cli import cli
-from app.chat.prompt import build_prompt, cut_to_tokens, shown_evidence
+from app.chat.prompt import LEARNED_NO_SOURCES, NO_SOURCES, build_prompt, cut_to_tokens, shown_evidence
 from engines.base import Passage
+from engines.cls.config import CLSConfig
 from engines.generation import ChatMessage
+from engines.ttt.config import TTTConfig
 from tests.helpers import open_engram
 
 FERRY = "The ferry to Oskel Isle leaves at 06:40 from pier nine. Tickets cost 14 crowns.\n"
@@ -172,6 +174,22 @@ def test_prompt_trims_oldest_history_and_never_starts_mid_turn() -> None:
     kept = plan.messages[1:-1]
     assert kept and kept[0].role == "user" and len(kept) < len(history)
     assert kept[-1].content == history[-1].content
+
+
+def test_without_sources_learned_weights_are_asked_as_they_learned() -> None:
+    plain = build_prompt("q?", [], [], [], words, context_window=300, answer_tokens=50, context_share=1.0)
+    learned = build_prompt("q?", [], [], [], words, context_window=300, answer_tokens=50, context_share=1.0,
+                           learned=True)
+    assert plain.messages[0].content == NO_SOURCES
+    assert learned.messages[0].content == LEARNED_NO_SOURCES
+    assert LEARNED_NO_SOURCES == TTTConfig().rehearsal_system == CLSConfig().rehearsal_system
+
+
+def test_a_general_question_without_sources_is_answered_in_english(engram) -> None:
+    # The old no-sources message ("You are Engram, a helpful assistant. Answer briefly.") made the
+    # embedded model answer this in French ("La femme au France, ...").
+    answer = engram.chat.draft("What is the capital of France?", []).text
+    assert "Paris" in answer and "capital" in answer.lower(), answer
 
 
 def test_prompt_too_small_window_is_a_clear_error() -> None:

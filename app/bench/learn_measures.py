@@ -114,13 +114,14 @@ class Baseline(BaseModel):
 
 def chat_messages(question: str, contributions: list[Contribution], cortex: Neocortex,
                   settings: Settings) -> list[ChatMessage]:
-    """The messages chat would send for ``question`` with these contributions."""
+    """The messages chat would send for ``question`` with these contributions (learned weights
+    answer where one holds a learned state)."""
     passages = [p for c in contributions for p in c.passages]
     bullets = [b for c in contributions for b in c.bullets]
     count = lambda text: len(cortex.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     window = int(getattr(cortex.model.config, "max_position_embeddings", 2048))
-    plan = build_prompt(question, passages, bullets, [], count, window,
-                        settings.answer_max_tokens, settings.rag.context_share)
+    plan = build_prompt(question, passages, bullets, [], count, window, settings.answer_max_tokens,
+                        settings.rag.context_share, any(c.learned_states for c in contributions))
     return plan.messages
 
 

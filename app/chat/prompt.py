@@ -32,7 +32,13 @@ INSTRUCTIONS = (
 RECALLED = "Sources headed \"earlier conversation\" quote your past chats with the user."
 """Added only where such a source is in the prompt (small models do worse with more instructions)."""
 # Small models answer worse the more instructions they get; the UI says that no document matched.
-NO_SOURCES = "You are Engram, a helpful assistant. Answer briefly."
+# Worded like the embedded SmolLM2's own default system message: "You are Engram, a helpful
+# assistant. Answer briefly." made it answer "What is the capital of France?" in French.
+NO_SOURCES = "You are a helpful AI assistant named Engram. Keep answers short."
+LEARNED_NO_SOURCES = "You are Engram, a helpful assistant. Answer briefly."
+"""The no-sources message when learned weights answer: the one ttt and cls rehearse their
+questions under (their ``rehearsal_system`` default), so a closed-book question is asked as it
+was learned."""
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators the chat template adds per message
 MIN_PASSAGE_TOKENS = 24  # a passage cut shorter than this is left out instead
 _SENTENCE_END = re.compile(r"[.!?]\s")
@@ -103,9 +109,11 @@ def build_prompt(
     context_window: int,
     answer_tokens: int,
     context_share: float,
+    learned: bool = False,
 ) -> PromptPlan:
-    """Fit instructions, sources, strategies, history and the question into the window."""
-    head = INSTRUCTIONS if passages else NO_SOURCES
+    """Fit instructions, sources, strategies, history and the question into the window;
+    ``learned``: learned weights answer (see ``LEARNED_NO_SOURCES``)."""
+    head = INSTRUCTIONS if passages else LEARNED_NO_SOURCES if learned else NO_SOURCES
     if any(p.said_at for p in passages):
         head += " " + RECALLED
     if bullets:

@@ -225,16 +225,17 @@ class ChatService:
 
     def prompt(self, question: str, contributions: list[Contribution], runtime: Runtime,
                history: list[ChatMessage], extra_bullets: Sequence[str] = (),
-               answer_tokens: int | None = None, recalled: Sequence[Passage] = ()
+               answer_tokens: int | None = None, recalled: Sequence[Passage] = (), learned: bool = False
                ) -> tuple[PromptPlan, dict[int, float] | None, list[str]]:
         """The one prompt ``ask`` and ``draft`` send: (plan, logit bias, notes for the person);
         ``answer_tokens``: room kept for the answer (default: answer_max_tokens); ``recalled``:
-        earlier conversations' exchanges, sources beside the engines' passages."""
+        earlier conversations' exchanges, sources beside the engines' passages; ``learned``: an
+        engine's learned weights answer."""
         passages = sources_in_order(question, [p for c in contributions for p in c.passages], recalled)
         bullets = [b for c in contributions for b in c.bullets] + list(extra_bullets)
         plan = build_prompt(question, passages, bullets, history, runtime.count_tokens,
                             runtime.context_window, answer_tokens or self.settings.answer_max_tokens,
-                            self.grounding.context_share)
+                            self.grounding.context_share, learned)
         notes = [n for c in contributions for n in c.notes]
         if plan.dropped_passages:
             notes.append(f"{plan.dropped_passages} passage(s) did not fit the context window")
@@ -276,7 +277,7 @@ class ChatService:
         contributions = controller.active(contributions, decision)
         runtime, learned, adapters = self.answering_runtime(contributions)
         plan, bias, notes = self.prompt(question, contributions, runtime, history, answer_tokens=max_tokens,
-                                        recalled=[r.passage() for r in recalled])
+                                        recalled=[r.passage() for r in recalled], learned=bool(learned))
         if decision.episodic:
             notes.append(f"recalled {len(recalled)} exchange(s) from earlier conversations")
         asked = self.conversations.start_question(conversation_id, question,

@@ -70,7 +70,7 @@ class TTTConfig(BaseModel):
     rehearsal_system: str = Field(
         "You are Engram, a helpful assistant. Answer briefly.",
         description="System message the rehearsal questions are asked under (the one chat uses "
-        "when no passage matched).")
+        "when learned weights answer and no passage matched).")
     rehearsal_source: Literal["facts", "extract", "model"] = Field(
         "facts", description="facts (the default): every fact of the text (list items, table rows, "
         "key: value lines; pronouns and definite descriptions resolved) asked and restated several "
