@@ -105,6 +105,9 @@ def test_a_name_written_twice_where_the_source_has_two_is_flagged() -> None:
     reason = rules_reason("Present: Ada Holm (chair), Ben Ito, Ada Holm; Eva Lund sent apologies.", present)
     assert "Cy Dunn there, not Ada Holm again" in reason
     assert not rules_reason(present, present)
+    # a sentence's start is no place of its own: another name starts the source's sentence
+    plans = "Ben Ito will book the room and Ada Holm will send the agenda to Cy Dunn."
+    assert not rules_reason("Ada Holm will send the agenda, and Cy Dunn will get it from Ada Holm.", plans)
     # an answer joining two sentences, or naming again whom the source calls "her", is faithful
     two = "Ada Holm chaired the meeting, with Ben Ito as secretary. Ada Holm also presented the budget."
     assert not rules_reason("Ada Holm chaired the meeting and Ada Holm presented the budget.", two)
@@ -121,18 +124,24 @@ def test_a_day_the_sources_write_only_inside_a_year_first_date_is_checked_as_tha
     assert not rules_reason("It should reach you by 24 May 2021.", mail)
     assert not rules_reason("It should reach you by May 24, 2021.", mail)
     assert "June" in rules_reason("It should reach you by 24 June 2021.", mail)
+    # a day-first date is a date too; a time's minutes, "may" the verb, and a person called April are no days
+    assert not rules_reason("The invoice is dated 24 May 2021.", "Invoice 2291. Date: 24-05-2021. Pay by card.")
+    assert not rules_reason("Orders placed after 16:30 may ship the next day.",
+                            "Orders placed after 16:30 may ship the next day.")
+    assert not rules_reason("At 18:20 April Moss got the keys.", "The keys were handed to April Moss at 18:20.")
+    # a month known only from a date in digits does not date a count of something else
+    assert "May 5" in rules_reason("It shipped on May 5.", "Shipped 2021-05-24 in 5 boxes.")
 
 
-def test_a_copied_sentence_with_one_fact_word_changed_is_flagged() -> None:
+def test_a_copied_sentence_with_its_colour_changed_is_flagged() -> None:
     manual = ("Charge the battery for at least 5 hours; the status light turns amber when charging is complete. "
-              "Light flashes orange: the front cover is not seated properly.")
+              "Light flashes orange: the front cover is not seated properly. Never use the grey cable outdoors.")
     assert "amber there, not blue" in rules_reason("The status light turns blue when charging is complete.", manual)
-    assert "front cover there, not dust tray" in rules_reason(
-        "Light flashes orange: the dust tray is not seated properly.", manual)
-    # changed at an end, in a function word, or to another form of the same word: a rephrasing
-    assert not rules_reason("The status light turns amber when charging is done.", manual)
-    assert not rules_reason("Light flashes orange: the front covers are not seated properly.", manual)
-    assert not rules_reason("Light flashes orange when the front cover is not seated properly.", manual)
+    # any other word changed may be a synonym, a spelling or a contraction of a faithful answer
+    for faithful in ("The status light becomes amber when charging is complete.",
+                     "Light flashes orange: the front lid is not seated properly.",
+                     "Never use the gray cable outdoors.", "The status light turns amber when charging is done."):
+        assert not rules_reason(faithful, manual), faithful
 
 
 def test_an_address_or_handle_the_sources_do_not_write_is_flagged() -> None:
@@ -142,6 +151,10 @@ def test_an_address_or_handle_the_sources_do_not_write_is_flagged() -> None:
     assert "ada.holm@example.com is in no source" in rules_reason("Write to ada.holm@example.com.", notes)
     for faithful in ("It was reported by @kisa51.", "The answer is kisa51.", "Write to ada.holm@example.org."):
         assert not rules_reason(faithful, notes)
+    # the same code with its separators taken out, or a handle written with "@", is the sources'
+    spec = "Files are saved as UTF-8 and need Python 3; ask Marta (marta_s) on the forum."
+    for faithful in ("Files are utf8.", "It needs python3.", "Ask @marta_s on the forum."):
+        assert not rules_reason(faithful, spec), faithful
 
 
 def test_a_number_the_sources_count_other_things_with_is_flagged() -> None:

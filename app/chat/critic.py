@@ -10,8 +10,8 @@ Two checks, per sentence of the answer (``sentences_of``):
   the closest source sentence has another value (``_swap_reason``), not only under another
   version's changelog heading (``_owner_reason``), not as a name repeated in another name's place
   (``_repeat_reason``). E-mail addresses and handles must be written as a source writes them
-  (``_identifier_reason``), and a source sentence copied with a word changed in its middle is
-  flagged (``_substitution_reason``: "turns blue" for "turns amber");
+  (``_identifier_reason``), and a source sentence copied with its colour changed is flagged
+  (``_substitution_reason``: "turns blue" for "turns amber");
 - **model**: the chat model judges, under a JSON-schema grammar (``Runtime.generate_json``, the
   path every structured output takes), whether the passages closest to the sentence say what it
   says. Only sentences the rules pass are sent to it.
@@ -68,9 +68,11 @@ _UNITS = {alias: unit for unit, aliases in {
 _NEXT_WORD = re.compile(r"[ \t]*([^\W\d_]+[²³]?|%|°C?)", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?<![\w@])@[\w.]*\w|(?<![\w@-])[a-z]{2,}\d+(?![\w@])")
 """E-mail addresses, @handles and lower-case words ending in digits ("kisa51"): written as given or invented."""
-_WORD = re.compile(r"[\w@][\w'’-]*")
-SUBSTITUTION_SIDE = 3  # words the answer must copy on each side of a one-word change to be read as a copy
-SUBSTITUTION_SPAN = 2  # the most words a copied sentence may change in one place and still be read as a copy
+_JOINED = re.compile(r"([a-z])[\s_-]+(?=\d)")  # "utf-8" -> "utf8", "python 3" -> "python3"
+_COPY_WORD = re.compile(r"[\w@][\w'’-]*")
+SUBSTITUTION_SIDE = 3  # words the answer must copy on each side of a changed colour to be read as a copy
+_COLOURS = {c: c for c in """red orange amber yellow green blue purple violet pink white black grey brown
+silver gold cyan magenta turquoise""".split()} | {"gray": "grey"}
 _LIST_MARK = re.compile(r"^\d+[.)]\s", re.MULTILINE)
 _PREV_WORD = re.compile(r"([^\W\d_]+)\s*$")
 ANCHOR_MIN_WORDS = 2  # fewer other words than this ("It fell to -5.5 °C") give no context to judge
@@ -258,29 +260,51 @@ def _number_reason(text: str, evidence: str) -> str:
     units: dict[Decimal, set[str]] = {}
     for _, value, unit in attached(evidence, counted=True):
         units.setdefault(value, set()).add(unit)
-    alone = numbers_in(_CODE.sub(" ", evidence))  # not only as a piece of a date, time or version
+    pieces = {p for code in _CODE.findall(text) for p in re.split(r"[.:/-]", code)}  # "30" of "16:30"
     for written, value, unit in attached(text):
         if value not in known:
             return f"the number {written} is in no source"
-        if unit in _MONTHS and value <= 31 and value not in alone and not _dated(unit, evidence, value):
-            return f"no source gives the date {unit.capitalize()} {written}"
+        if written not in pieces and _undated(value, unit, text, evidence):
+            return f"no source gives the date {unit.capitalize()} {value}"
         beside = units.get(value, set())
         if unit and beside and "" not in beside and unit not in beside:
             return f"the sources give {written} only as {', '.join(sorted(beside))}, not {unit}"
     return ""
 
 
-_ISO_DATE = re.compile(r"(?<![\w.:/-])\d{4}([./-])(\d{1,2})\1(\d{1,2})(?![\w:/-]|\.\d)")
+def _undated(day: Decimal, month: str, text: str, evidence: str) -> bool:
+    """Whether ``text`` gives a day of a month ("May 5", the month capitalised: "may ship" is no
+    month) that no source dates: the sources must write that day in digits beside the month's
+    name, or as a date in digits ("2021-05-05", "05/05/2021"). A 5 that is only the month of
+    "2021-05-24", or the count of "in 5 boxes" where the month is known from "2021-05-24"
+    alone, dates nothing."""
+    name = month.capitalize()
+    if month not in _MONTHS or day > 31 or not re.search(rf"\b{name}\b", text):
+        return False
+    if _dated(month, evidence, day):
+        return False
+    written_out = re.search(rf"\b{name}\b", evidence) is not None
+    return not (written_out and day in numbers_in(_CODE.sub(" ", evidence)))
 
 
 def _dated(month: str, evidence: str, day: Decimal | None = None) -> bool:
-    """Whether the evidence writes a date in ``month`` (on ``day`` where given) year first:
-    "2021-05-24" is 24 May, though the sources write neither "May" nor a 24 of its own."""
+    """Whether the evidence writes a date in digits in ``month`` (on ``day`` where given), year
+    first or last, day and month either way round: "2021-05-24" and "24/05/2021" are 24 May,
+    though the sources write neither "May" nor a 24 of its own."""
     month = month.lower()
     if month not in _MONTHS:
         return False
-    return any(int(m) == _MONTHS.index(month) + 1 and (day is None or Decimal(int(d)) == day)
-               for _, m, d in _ISO_DATE.findall(evidence))
+    wanted = _MONTHS.index(month) + 1
+    for code in _CODE.findall(evidence):
+        parts = re.split(r"[./-]", code)
+        if len(parts) != 3 or ":" in code:
+            continue
+        pair = parts[1:] if len(parts[0]) == 4 else parts[:2] if len(parts[2]) == 4 else []
+        numbers = [int(p) for p in pair]
+        for m, d in (numbers, numbers[::-1]) if len(numbers) == 2 else ():
+            if m == wanted and (day is None or Decimal(d) == day):
+                return True
+    return False
 
 
 def rules_reason(sentence: str, passages: str, question: str = "") -> str:
@@ -314,8 +338,12 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
 
 
 def _identifier_reason(text: str, lowered: str) -> str:
+    """An e-mail address, handle or code the sources do not write. "utf8" is "UTF-8", "python3"
+    "Python 3" and "@marta_s" a "(marta_s)" of the sources: letters and digits are compared with
+    the separators between them taken out."""
+    joined = _JOINED.sub(r"\1", lowered)
     for found in _IDENTIFIER.findall(text):
-        if not _occurs(found, lowered):
+        if not (_occurs(found, lowered) or _occurs(found.removeprefix("@"), joined)):
             return f"{found} is in no source"
     return ""
 
@@ -435,15 +463,16 @@ def _repeat_reason(text: str, names: list[str], sentences: list[str]) -> str:
     """A name written twice where the one source sentence naming it has another name in one of
     its places, between the same two words ("Ada Holm chaired and Ada Holm took the minutes" for
     "... and Ben Ito took the minutes"; "Present: Ada Holm (chair), Ben Ito, Ada Holm" for
-    "Present: Cy Dunn (chair), Ben Ito, Ada Holm"). A name the sources write in more than one
-    sentence may be repeated by an answer that joins them."""
+    "Present: Cy Dunn (chair), Ben Ito, Ada Holm"). Only places with a word on each side count (a
+    sentence's start, "Ada Holm will ...", is too common a place), and a name the sources write in
+    more than one sentence may be repeated by an answer that joins them."""
     twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
     for name in twice:
         holding = [s for s in sentences if _occurs(name.lower(), s.lower())]
         if len(holding) != 1:
             continue
         there = holding[0]
-        moved = [p for p in _places(text, name) if p not in _places(there, name)]
+        moved = [p for p in _places(text, name) if all(p) and p not in _places(there, name)]
         for rival in names_in(there, there):
             if moved and not _occurs(rival.lower(), text.lower()) and set(moved) & set(_places(there, rival)):
                 return f"the sources name {rival} there, not {name} again"
@@ -460,14 +489,13 @@ def _places(text: str, name: str) -> list[tuple[str, str]]:
 
 
 def _substitution_reason(text: str, sentences: list[str]) -> str:
-    """A source sentence copied with one word or two changed in its middle, to words neither it
-    nor the answer's copy has elsewhere: "the status light turns blue when charging is complete"
-    for "... turns amber when ...", "the dust tray is not seated" for "the front cover is not
-    seated". A number, a function word or another form of the same word ("covers") is no such
-    change; neither is a change at either end, where answers rephrase."""
-    mine = [w.lower() for w in _WORD.findall(text)]
+    """A source sentence copied with its colour changed: "the status light turns blue when
+    charging is complete" for "... turns amber when ...". Only a colour for a colour, between
+    copied words on both sides: any other word changed may be a synonym ("key" for "button"), a
+    spelling ("gray") or a contraction, which a faithful answer writes too."""
+    mine = [w.lower() for w in _COPY_WORD.findall(text)]
     for sentence in sentences:
-        theirs = [w.lower() for w in _WORD.findall(sentence)]
+        theirs = [w.lower() for w in _COPY_WORD.findall(sentence)]
         ops = difflib.SequenceMatcher(None, mine, theirs, autojunk=False).get_opcodes()
         changed = [op for op in ops if op[0] != "equal" and op[1] and op[3]  # none at either end
                    and op[2] < len(mine) and op[4] < len(theirs)]
@@ -477,17 +505,10 @@ def _substitution_reason(text: str, sentences: list[str]) -> str:
         before = sum(b - a for tag, a, b, _, _ in ops if tag == "equal" and b <= i1)
         after = sum(b - a for tag, a, b, _, _ in ops if tag == "equal" and a >= i2)
         new, old = mine[i1:i2], theirs[j1:j2]
-        if (min(before, after) >= SUBSTITUTION_SIDE and max(len(new), len(old)) <= SUBSTITUTION_SPAN
-                and all(_fact_word(w) for w in new) and any(_fact_word(w) for w in old)
-                and not set(new) & set(theirs) and not set(old) & set(mine)
-                and not any(n[:4] == o[:4] for n in new for o in old)):
-            return f"the sources say {' '.join(old)} there, not {' '.join(new)}"
+        if (min(before, after) >= SUBSTITUTION_SIDE and len(new) == len(old) == 1
+                and new[0] in _COLOURS and old[0] in _COLOURS and _COLOURS[new[0]] != _COLOURS[old[0]]):
+            return f"the sources say {old[0]} there, not {new[0]}"
     return ""
-
-
-def _fact_word(word: str) -> bool:
-    """A word that can carry a fact of its own: no function word, no number."""
-    return len(word) >= 3 and word not in _COMMON and not any(c.isdigit() for c in word)
 
 
 # --- the model ---------------------------------------------------------------------------------
