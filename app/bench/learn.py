@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from app.bench.fiction import generate
 from app.bench.learn_measures import (
     Baseline,
+    as_chat,
     Forgot,
     Learned,
     baseline,
@@ -59,10 +60,9 @@ from app.bench.learn_report import (
 )
 from app.bench.learn_sets import BenchSet, SetName, load_set
 from app.bench.model_eval import perplexity
-from app.chat import controller
 from app.services.general_text import general_questions, heldout_questions, heldout_text
 from app.settings import LoadedSettings, Settings
-from engines.base import Budget, Contribution, DocumentInput, Engine, Neocortex, Query, contribute_all
+from engines.base import Budget, DocumentInput, Engine, Neocortex, Query, contribute_all
 
 Echo = Callable[[str], None]
 NO_REMEDIES = {"rehearsal_qa": False, "rehearsal_paraphrase": False, "replay_tokens": 0,
@@ -243,7 +243,7 @@ class LearnBench:
             return None
         if not any(e.writes_weights for e in engines):
             return None
-        contributions = [self.as_chat(q.question, contribute_all(engines, Query(text=q.question)))
+        contributions = [as_chat(q.question, contribute_all(engines, Query(text=q.question)))
                          for q in self.questions]
         chat = self.engram.chat.runtime.get()
         answering = [self.engram.chat.answering_runtime(cs) for cs in contributions]
@@ -253,14 +253,6 @@ class LearnBench:
         messages = [chat_messages(q.question, cs, self.cortex, self.settings)
                     for q, cs in zip(self.questions, contributions)]
         return on_chat_runtime(chat, self.cortex, self.questions, messages, contributions)
-
-    @staticmethod
-    def as_chat(question: str, contributions: list[Contribution]) -> list[Contribution]:
-        """The contributions as chat's rule controller uses them (a learned state routed nothing of
-        the question is left inactive: the original model answers)."""
-        decision = controller.after(controller.before(question, [c.engine for c in contributions], "rules"),
-                                    contributions)
-        return controller.active(contributions, decision)
 
     def closed_book(self, run: EngineRun, engines: list[Engine], writers: list[Engine]) -> list[EngineRun]:
         """For engines answering together (rag+ttt), the same learned weights asked without the

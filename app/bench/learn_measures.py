@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from app.bench.learn_sets import BenchQuestion
 from app.bench.model_eval import greedy_answers, option_logprobs, perplexity, rank_accuracy, render
 from app.bench.scoring import contains, exact_match
+from app.chat import controller
 from app.chat.prompt import build_prompt
 from app.services.general_text import GeneralQuestion, general_questions, heldout_questions, heldout_text
 from app.settings import Settings
@@ -112,16 +113,24 @@ class Baseline(BaseModel):
     known_free_text: list[int] | None = None
 
 
+def as_chat(question: str, contributions: list[Contribution]) -> list[Contribution]:
+    """The contributions as chat's rule controller uses them (a learned state routed nothing of
+    the question is left inactive: the original model answers)."""
+    decision = controller.after(controller.before(question, [c.engine for c in contributions], "rules"),
+                                contributions)
+    return controller.active(contributions, decision)
+
+
 def chat_messages(question: str, contributions: list[Contribution], cortex: Neocortex,
                   settings: Settings) -> list[ChatMessage]:
-    """The messages chat would send for ``question`` with these contributions (learned weights
-    answer where one holds a learned state)."""
+    """The messages chat would send for ``question`` with these contributions (under the
+    learned weights' no-sources message where chat's controller keeps a learned state active)."""
     passages = [p for c in contributions for p in c.passages]
     bullets = [b for c in contributions for b in c.bullets]
     count = lambda text: len(cortex.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     window = int(getattr(cortex.model.config, "max_position_embeddings", 2048))
     plan = build_prompt(question, passages, bullets, [], count, window, settings.answer_max_tokens,
-                        settings.rag.context_share, any(c.learned_states for c in contributions))
+                        settings.rag.context_share, any(c.learned_states for c in as_chat(question, contributions)))
     return plan.messages
 
 
@@ -211,6 +220,8 @@ def forgot(cortex: Neocortex, settings: Settings, base: Baseline, routed: bool =
                if base.known_heldout else None)
     # Written answers are what a person reads, so they are measured as chat routes them; the
     # unrouted check (what training did to every answer) stays by likelihood: it is four times cheaper.
+    # All are asked under the untouched model's no-sources message, before and after learning alike:
+    # chat sends the learned weights' one instead where an engine routes a general question to them.
     written = (_lost(general_written(cortex, settings), base.known_free_text)
                if base.known_free_text and routed else None)
     return Forgot(perplexity=ppl, perplexity_drift=(ppl - base.perplexity) / base.perplexity,
