@@ -463,8 +463,8 @@ def _repeat_reason(text: str, names: list[str], sentences: list[str]) -> str:
     """A name written twice where the one source sentence naming it has another name in one of
     its places, between the same two words ("Ada Holm chaired and Ada Holm took the minutes" for
     "... and Ben Ito took the minutes"; "Present: Ada Holm (chair), Ben Ito, Ada Holm" for
-    "Present: Cy Dunn (chair), Ben Ito, Ada Holm"). Only places with a word on each side count (a
-    sentence's start, "Ada Holm will ...", is too common a place), and a name the sources write in
+    "Present: Cy Dunn (chair), Ben Ito, Ada Holm"). A sentence's start is no place of its own ("Ada
+    Holm will ..." where the source starts "Ben Ito will ...": too common a place), and a name the sources write in
     more than one sentence may be repeated by an answer that joins them."""
     twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
     for name in twice:
@@ -472,7 +472,7 @@ def _repeat_reason(text: str, names: list[str], sentences: list[str]) -> str:
         if len(holding) != 1:
             continue
         there = holding[0]
-        moved = [p for p in _places(text, name) if all(p) and p not in _places(there, name)]
+        moved = [p for p in _places(text, name) if p[0] and p not in _places(there, name)]
         for rival in names_in(there, there):
             if moved and not _occurs(rival.lower(), text.lower()) and set(moved) & set(_places(there, rival)):
                 return f"the sources name {rival} there, not {name} again"
