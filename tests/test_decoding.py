@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.bench.decoding import answer_set, general_prompts, grounded_prompts
+from app.chat.prompt import LEARNED_NO_SOURCES
 from app.runtimes.llamacpp import LlamaCppRuntime
 from app.runtimes.torch_runtime import TorchRuntime, WindowedRepetitionPenalty, decoding_processors
 from engines.generation import ChatMessage, GenerationRequest, Runtime, penalized
@@ -52,9 +53,10 @@ slow = pytest.mark.slow
 
 
 def greedy(runtime: Runtime, question: str, **fields) -> str:
-    messages = general_prompts(200, runtime)
-    asked = next(q for q in messages if q.question == question)
-    request = GenerationRequest(messages=asked.messages, **{
+    """``question`` asked under the learned weights' no-sources message, the one under which the
+    135M model loops on some general questions (chat's own no-sources message no longer does)."""
+    messages = [ChatMessage(role="system", content=LEARNED_NO_SOURCES), ChatMessage(role="user", content=question)]
+    request = GenerationRequest(messages=messages, **{
         "max_tokens": 48, "temperature": 0.0, "loop_guard": False, **fields})
     return runtime.generate(request).text
 
