@@ -5,8 +5,8 @@ Two checks, per sentence of the answer (``sentences_of``):
   thousand"; "82.0" = "82") and every capitalised name (a run of capitalised words, checked as a
   phrase, so two real names recombined into a new one are caught) must occur in some passage or in
   the question, with a unit the sources give it (a day with its month: "May 5" needs a May 5
-  there, written out or year first, "2021-05-05", not a 5 of another date); and where the sources give it, it must stand
-  in a context like the sentence's: not only beside other words (``_anchor_reason``), not where
+  there, in words or in digits, "2021-05-05", not a 5 of another date); and where the sources
+  give it, it must stand in a context like the sentence's: not only beside other words (``_anchor_reason``), not where
   the closest source sentence has another value (``_swap_reason``), not only under another
   version's changelog heading (``_owner_reason``), not as a name repeated in another name's place
   (``_repeat_reason``). E-mail addresses and handles must be written as a source writes them
@@ -463,9 +463,9 @@ def _repeat_reason(text: str, names: list[str], sentences: list[str]) -> str:
     """A name written twice where the one source sentence naming it has another name in one of
     its places, between the same two words ("Ada Holm chaired and Ada Holm took the minutes" for
     "... and Ben Ito took the minutes"; "Present: Ada Holm (chair), Ben Ito, Ada Holm" for
-    "Present: Cy Dunn (chair), Ben Ito, Ada Holm"). A sentence's start is no place of its own ("Ada
-    Holm will ..." where the source starts "Ben Ito will ...": too common a place), and a name the sources write in
-    more than one sentence may be repeated by an answer that joins them."""
+    "Present: Cy Dunn (chair), Ben Ito, Ada Holm"). A sentence's start is no place of its own
+    ("Ada Holm will ..." where the source starts "Ben Ito will ...": too common a place), and a
+    name the sources write in more than one sentence may be repeated by an answer that joins them."""
     twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
     for name in twice:
         holding = [s for s in sentences if _occurs(name.lower(), s.lower())]
