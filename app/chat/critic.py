@@ -6,8 +6,9 @@ Two checks, per sentence of the answer (``sentences_of``):
   phrase, so two real names recombined into a new one are caught) must occur in some passage or in
   the question, with a unit the sources give it (a day with its month: "May 5" needs a May 5
   there, in words or in digits, "2021-05-05", not a 5 of another date); and where the sources
-  give it, it must stand in a context like the sentence's: not only beside other words (``_anchor_reason``), not where
-  the closest source sentence has another value (``_swap_reason``), not only under another
+  give it, it must stand in a context like the sentence's: not only beside other words
+  (``_anchor_reason``), not where the closest source sentence has another value
+  (``_swap_reason``), not only under another
   version's changelog heading (``_owner_reason``), not as a name repeated in another name's place
   (``_repeat_reason``). E-mail addresses and handles must be written as a source writes them
   (``_identifier_reason``), and a source sentence copied with its colour changed is flagged
