@@ -253,15 +253,16 @@ def _unit_of(after: list[str]) -> str:
     return "" if second in _MONTHS else second
 
 
-def _number_reason(text: str, evidence: str) -> str:
-    for code in _CODE.findall(text):  # times, dates and versions are checked as written
+def _number_reason(text: str, evidence: str, codes: list[str], pieces: set[str]) -> str:
+    """``codes``: the times, dates and versions ``text`` writes (checked as written); ``pieces``:
+    their parts ("30" of "16:30"), which date nothing on their own."""
+    for code in codes:
         if code not in evidence:
             return f"{code} is in no source"
     known = numbers_in(evidence)
     units: dict[Decimal, set[str]] = {}
     for _, value, unit in attached(evidence, counted=True):
         units.setdefault(value, set()).add(unit)
-    pieces = {p for code in _CODE.findall(text) for p in re.split(r"[.:/-]", code)}  # "30" of "16:30"
     for written, value, unit in attached(text):
         if value not in known:
             return f"the number {written} is in no source"
@@ -315,7 +316,9 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
     text = plain(sentence)
     evidence = f"{passages}\n\n{question}"
     lowered = evidence.lower()
-    reason = _number_reason(text, evidence) or _identifier_reason(text, lowered)
+    codes = _CODE.findall(text)
+    pieces = {p for c in codes for p in re.split(r"[.:/-]", c)}  # "05" of "2024-05-02" is no value of its own
+    reason = _number_reason(text, evidence, codes, pieces) or _identifier_reason(text, lowered)
     if reason:
         return reason
     names = names_in(text, evidence)
@@ -329,8 +332,6 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
         pairs = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
         if any(not _occurs(p, lowered) for p in pairs):
             return f"no source names {name!r}"
-    codes = _CODE.findall(text)
-    pieces = {p for c in codes for p in re.split(r"[.:/-]", c)}  # "05" of "2024-05-02" is no value of its own
     terms = [w for w, _, _ in attached(text) if w not in pieces] + codes + names
     sentences = sentences_of(passages)
     return (_anchor_reason(text, terms, sentences, question) or _swap_reason(text, terms, sentences, question)
@@ -342,10 +343,11 @@ def _identifier_reason(text: str, lowered: str) -> str:
     """An e-mail address, handle or code the sources do not write. "utf8" is "UTF-8", "python3"
     "Python 3" and "@marta_s" a "(marta_s)" of the sources: letters and digits are compared with
     the separators between them taken out."""
-    joined = _JOINED.sub(r"\1", lowered)
-    for found in _IDENTIFIER.findall(text):
-        if not (_occurs(found, lowered) or _occurs(found.removeprefix("@"), joined)):
-            return f"{found} is in no source"
+    found = _IDENTIFIER.findall(text)
+    joined = _JOINED.sub(r"\1", lowered) if found else ""
+    for written in found:
+        if not (_occurs(written, lowered) or _occurs(written.removeprefix("@"), joined)):
+            return f"{written} is in no source"
     return ""
 
 
@@ -495,8 +497,12 @@ def _substitution_reason(text: str, sentences: list[str]) -> str:
     copied words on both sides: any other word changed may be a synonym ("key" for "button"), a
     spelling ("gray") or a contraction, which a faithful answer writes too."""
     mine = [w.lower() for w in _COPY_WORD.findall(text)]
+    if not _COLOURS.keys() & set(mine):
+        return ""  # no colour to have changed: no source sentence need be aligned (the costly part)
     for sentence in sentences:
         theirs = [w.lower() for w in _COPY_WORD.findall(sentence)]
+        if not _COLOURS.keys() & set(theirs):
+            continue
         ops = difflib.SequenceMatcher(None, mine, theirs, autojunk=False).get_opcodes()
         changed = [op for op in ops if op[0] != "equal" and op[1] and op[3]  # none at either end
                    and op[2] < len(mine) and op[4] < len(theirs)]
