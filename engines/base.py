@@ -128,6 +128,8 @@ class Contribution(BaseModel):
         "learned state has one: a chat runtime that applies them (llama.cpp on the same model) "
         "answers in place of the torch model.",
     )
+    system: str = Field("", description="The system message the learned weights were trained to "
+                        "answer under: chat asks under it where no passage is shown ('': chat's own).")
     notes: list[str] = Field(default_factory=list)
     meta: dict[str, Any] = Field(
         default_factory=dict,

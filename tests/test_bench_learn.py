@@ -14,7 +14,7 @@ from app.bench.learn import latest_learn_report, run_learn_bench
 from app.bench.learn_measures import Forgot, Learned, chat_messages, interleaved, own_questions
 from app.bench.learn_report import EngineRun, LearnBenchReport, print_report, save_report, target_lines
 from app.bench.learn_sets import load_set
-from app.chat.prompt import LEARNED_NO_SOURCES, NO_SOURCES
+from app.chat.prompt import NO_SOURCES
 from app.settings import load_settings
 from engines.base import Contribution
 from engines.loop_guard import has_loop
@@ -205,11 +205,11 @@ def test_the_command_writes_its_report_where_json_out_says(tmp_path: Path, monke
 
 def test_the_bench_asks_learned_weights_under_their_message_only_where_chat_would(neocortex) -> None:
     settings = load_settings().settings
-    routed = Contribution(engine="ttt", learned_states=["ttt:1"], meta={"routed_share": 0.5})
-    unrouted = Contribution(engine="ttt", learned_states=["ttt:1"], meta={"routed_share": 0.0})
+    routed = Contribution(engine="ttt", learned_states=["ttt:1"], meta={"routed_share": 0.5}, system="Rehearsed.")
+    unrouted = Contribution(engine="ttt", learned_states=["ttt:1"], meta={"routed_share": 0.0}, system="Rehearsed.")
 
     def system(contributions: list[Contribution]) -> str:
         return chat_messages("Who chaired the meeting?", contributions, neocortex, settings)[0].content
 
-    assert system([routed]) == LEARNED_NO_SOURCES
+    assert system([routed]) == "Rehearsed."
     assert system([unrouted]) == system([]) == NO_SOURCES  # chat's controller leaves it inactive

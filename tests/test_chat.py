@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from app.chat.service import Delta, Done, Sources, best_quote, citations_for
 from app.cli import cli
-from app.chat.prompt import LEARNED_NO_SOURCES, NO_SOURCES, build_prompt, cut_to_tokens, shown_evidence
-from engines.base import Passage
+from app.chat.prompt import NO_SOURCES, build_prompt, cut_to_tokens, learned_system, shown_evidence
+from engines.base import Contribution, Passage
 from engines.cls.config import CLSConfig
 from engines.generation import ChatMessage
 from engines.ttt.config import TTTConfig
@@ -179,10 +179,15 @@ def test_prompt_trims_oldest_history_and_never_starts_mid_turn() -> None:
 def test_without_sources_learned_weights_are_asked_as_they_learned() -> None:
     plain = build_prompt("q?", [], [], [], words, context_window=300, answer_tokens=50, context_share=1.0)
     learned = build_prompt("q?", [], [], [], words, context_window=300, answer_tokens=50, context_share=1.0,
-                           learned=True)
+                           system="Answer as rehearsed.")
+    shown = build_prompt("q?", [passage(1, "x y z")], [], [], words, context_window=300, answer_tokens=50,
+                         context_share=1.0, system="Answer as rehearsed.")
     assert plain.messages[0].content == NO_SOURCES
-    assert learned.messages[0].content == LEARNED_NO_SOURCES
-    assert LEARNED_NO_SOURCES == TTTConfig().rehearsal_system == CLSConfig().rehearsal_system
+    assert learned.messages[0].content == "Answer as rehearsed."
+    assert shown.messages[0].content != "Answer as rehearsed."  # passages keep the grounding instructions
+    ttt = Contribution(engine="ttt", learned_states=["ttt:1"], system=TTTConfig().rehearsal_system)
+    assert learned_system([Contribution(engine="rag"), ttt]) == TTTConfig().rehearsal_system
+    assert learned_system([Contribution(engine="rag", system="ignored: no learned state")]) == ""
 
 
 def test_a_general_question_without_sources_is_answered_in_english(engram) -> None:
@@ -190,6 +195,17 @@ def test_a_general_question_without_sources_is_answered_in_english(engram) -> No
     # embedded model answer this in French ("La femme au France, ...").
     answer = engram.chat.draft("What is the capital of France?", []).text
     assert "Paris" in answer and "capital" in answer.lower(), answer
+
+
+def test_chat_asks_learned_weights_under_the_message_their_engine_is_configured_with(engram) -> None:
+    # It was a constant equal to the engines' default: a configured rehearsal_system was ignored.
+    learned = Contribution(engine="cls", learned_states=["cls:1"], system="Answer as rehearsed.")
+    runtime = engram.chat.runtime.get()
+    plan, _, _ = engram.chat.prompt("Who rang the bell?", [learned], runtime, [], learned=True)
+    assert plan.messages[0].content == "Answer as rehearsed."
+    plan, _, _ = engram.chat.prompt("Who rang the bell?", [learned], runtime, [])  # the chat model answers
+    assert plan.messages[0].content == NO_SOURCES
+    assert CLSConfig().rehearsal_system == TTTConfig().rehearsal_system  # what both rehearse by default
 
 
 def test_prompt_too_small_window_is_a_clear_error() -> None:

@@ -52,6 +52,7 @@ def test_cls_learns_routes_saves_and_rolls_back(embedder, neocortex, tmp_path) -
         assert not torch.equal(logits(neocortex, ASKED), base_asked)  # the expert answers
         asked = engine.contribute(Query(text=ASKED))
         assert asked.learned_states and asked.meta["routed_share"] > 0
+        assert asked.system == engine.config.rehearsal_system  # chat asks under what the experts rehearsed
         unrelated = engine.contribute(Query(text=UNRELATED))  # the meta-controller leaves it inactive
         assert unrelated.meta == {"routed_share": 0.0, "router": "none"} and unrelated.learned_states == [engine.label]
         assert asked.meta["router"] == "keys" and asked.notes == [  # cls.router = keys (the default)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from app.bench.decoding import answer_set, general_prompts, grounded_prompts
-from app.chat.prompt import LEARNED_NO_SOURCES
 from app.runtimes.llamacpp import LlamaCppRuntime
 from app.runtimes.torch_runtime import TorchRuntime, WindowedRepetitionPenalty, decoding_processors
 from engines.generation import ChatMessage, GenerationRequest, Runtime, penalized
 from engines.loop_guard import has_loop
+from engines.ttt.config import TTTConfig
 
 MAX_TOKENS = 96
 
@@ -55,7 +55,8 @@ slow = pytest.mark.slow
 def greedy(runtime: Runtime, question: str, **fields) -> str:
     """``question`` asked under the learned weights' no-sources message, the one under which the
     135M model loops on some general questions (chat's own no-sources message no longer does)."""
-    messages = [ChatMessage(role="system", content=LEARNED_NO_SOURCES), ChatMessage(role="user", content=question)]
+    learned = TTTConfig().rehearsal_system
+    messages = [ChatMessage(role="system", content=learned), ChatMessage(role="user", content=question)]
     request = GenerationRequest(messages=messages, **{
         "max_tokens": 48, "temperature": 0.0, "loop_guard": False, **fields})
     return runtime.generate(request).text

@@ -202,6 +202,7 @@ def test_answers_get_the_learned_weights_as_far_as_the_question_is_about_a_learn
         assert asked == [[GENERAL]]
         assert engine.contribute(Query(text=GENERAL)).notes == ["answered with 0% of the weights learned from 1 documents"]
         assert engine.contribute(Query(text=QUESTION)).notes == ["answered with 100% of the weights learned from 1 documents"]
+        assert engine.contribute(Query(text=QUESTION)).system == engine.config.rehearsal_system  # chat asks under it
         follow_up = Query(text="And what does he do for a living?",
                           history=[ChatMessage(role="user", content=QUESTION), ChatMessage(role="assistant", content="Thielor")])
         note = engine.contribute(follow_up).notes[0]  # routed with the question it follows

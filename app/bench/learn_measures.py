@@ -20,7 +20,7 @@ from app.bench.learn_sets import BenchQuestion
 from app.bench.model_eval import greedy_answers, option_logprobs, perplexity, rank_accuracy, render
 from app.bench.scoring import contains, exact_match
 from app.chat import controller
-from app.chat.prompt import build_prompt
+from app.chat.prompt import build_prompt, learned_system
 from app.services.general_text import GeneralQuestion, general_questions, heldout_questions, heldout_text
 from app.settings import Settings
 from engines.base import Contribution, Neocortex
@@ -130,7 +130,7 @@ def chat_messages(question: str, contributions: list[Contribution], cortex: Neoc
     count = lambda text: len(cortex.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     window = int(getattr(cortex.model.config, "max_position_embeddings", 2048))
     plan = build_prompt(question, passages, bullets, [], count, window, settings.answer_max_tokens,
-                        settings.rag.context_share, any(c.learned_states for c in as_chat(question, contributions)))
+                        settings.rag.context_share, learned_system(as_chat(question, contributions)))
     return plan.messages
 
 

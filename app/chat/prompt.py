@@ -16,10 +16,11 @@ as still fit, newest first. Nothing is ever cut silently: what was left out is r
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from engines.base import Passage
+from engines.base import Contribution, Passage
 from engines.generation import ChatMessage, PromptTooLong
 from engines.untrusted_text import as_data
 
@@ -35,10 +36,6 @@ RECALLED = "Sources headed \"earlier conversation\" quote your past chats with t
 # Worded like the embedded SmolLM2's own default system message: "You are Engram, a helpful
 # assistant. Answer briefly." made it answer "What is the capital of France?" in French.
 NO_SOURCES = "You are a helpful AI assistant named Engram. Keep answers short."
-LEARNED_NO_SOURCES = "You are Engram, a helpful assistant. Answer briefly."
-"""The no-sources message when learned weights answer: the one ttt and cls rehearse their
-questions under (their ``rehearsal_system`` default), so a closed-book question is asked as it
-was learned."""
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators the chat template adds per message
 MIN_PASSAGE_TOKENS = 24  # a passage cut shorter than this is left out instead
 _SENTENCE_END = re.compile(r"[.!?]\s")
@@ -100,6 +97,11 @@ def shown_evidence(evidence: str | None, shown: str) -> str | None:
     return "\n\n".join(kept)
 
 
+def learned_system(contributions: Sequence[Contribution]) -> str:
+    """The system message the active learned weights were trained under ('' if none says one)."""
+    return next((c.system for c in contributions if c.learned_states and c.system), "")
+
+
 def build_prompt(
     question: str,
     passages: list[Passage],
@@ -109,11 +111,12 @@ def build_prompt(
     context_window: int,
     answer_tokens: int,
     context_share: float,
-    learned: bool = False,
+    system: str = "",
 ) -> PromptPlan:
     """Fit instructions, sources, strategies, history and the question into the window;
-    ``learned``: learned weights answer (see ``LEARNED_NO_SOURCES``)."""
-    head = INSTRUCTIONS if passages else LEARNED_NO_SOURCES if learned else NO_SOURCES
+    ``system``: the message learned weights were trained under, used in place of ``NO_SOURCES``
+    (so a closed-book question is asked as it was learned)."""
+    head = INSTRUCTIONS if passages else system or NO_SOURCES
     if any(p.said_at for p in passages):
         head += " " + RECALLED
     if bullets:

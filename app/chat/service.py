@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from app.chat import controller
-from app.chat.prompt import PromptPlan, build_prompt
+from app.chat.prompt import PromptPlan, build_prompt, learned_system
 from app.memory.episodic import EpisodicMemory, RecalledExchange
 from app.runtimes.active import ActiveRuntime
 from app.settings import Settings
@@ -230,12 +230,12 @@ class ChatService:
         """The one prompt ``ask`` and ``draft`` send: (plan, logit bias, notes for the person);
         ``answer_tokens``: room kept for the answer (default: answer_max_tokens); ``recalled``:
         earlier conversations' exchanges, sources beside the engines' passages; ``learned``: an
-        engine's learned weights answer."""
+        engine's learned weights answer (asked under the system message they learned under)."""
         passages = sources_in_order(question, [p for c in contributions for p in c.passages], recalled)
         bullets = [b for c in contributions for b in c.bullets] + list(extra_bullets)
         plan = build_prompt(question, passages, bullets, history, runtime.count_tokens,
                             runtime.context_window, answer_tokens or self.settings.answer_max_tokens,
-                            self.grounding.context_share, learned)
+                            self.grounding.context_share, learned_system(contributions) if learned else "")
         notes = [n for c in contributions for n in c.notes]
         if plan.dropped_passages:
             notes.append(f"{plan.dropped_passages} passage(s) did not fit the context window")

@@ -249,13 +249,15 @@ class CLSEngine(Engine):
                   "router": found.by[0]}  # which router answered: keys, softmax, kwta (none: no expert)
         if share <= 0.0:
             return Contribution(engine=self.name, learned_states=[self.label], meta=routed,
+                                system=self.config.rehearsal_system,
                                 notes=["no expert is close: the base model answers"])
         parts = [(slot, float(w)) for slot, w in zip(found.slots, found.weights[0].tolist()) if w > 0]
         experts = ", ".join(f"expert {slot} at {w:.0%}" for slot, w in sorted(parts, key=lambda p: -p[1]))
         notes = [f"answered with {experts} (router: {ROUTER_NAMES[found.by[0]]})"]
         if found.fallback and found.by[0] == "keys":
             notes.append(found.fallback)
-        return Contribution(engine=self.name, learned_states=[self.label], meta=routed, notes=notes)
+        return Contribution(engine=self.name, learned_states=[self.label], meta=routed, notes=notes,
+                            system=self.config.rehearsal_system)
 
     @property
     def label(self) -> str:

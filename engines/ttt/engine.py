@@ -109,6 +109,7 @@ class TTTEngine(Engine):
         share = "" if shares is None else f"{float(shares[0]):.0%} of the "
         routed = {} if shares is None else {"routed_share": round(float(shares[0]), 4)}
         return Contribution(engine=self.name, learned_states=[self.state_label], meta=routed,
+                            system=self.config.rehearsal_system,
                             notes=[f"answered with {share}weights learned from {self.state.documents} documents"])
 
     # --- state -------------------------------------------------------------------------------
