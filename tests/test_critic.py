@@ -168,6 +168,20 @@ def test_a_number_the_sources_count_other_things_with_is_flagged() -> None:
     assert "only as min" in rules_reason("Press it for 4 seconds.", "Wait 4 minutes, then press the key.")
 
 
+def test_a_quantity_the_sources_write_only_as_a_time_date_or_step_number_is_flagged() -> None:
+    manual = "1. Charge it for 3 hours.\n2. Press the key.\n3. Wait.\n4. Done.\nThe 10:20 bus stops here on 2024-05-08."
+    assert "only in a time, date or step number" in rules_reason("Charge it for 4 hours.", manual)
+    assert "only in a time, date or step number" in rules_reason("The walk took 10 minutes.", manual)
+    assert "only in a time, date or step number" in rules_reason("The discount is 8%.", manual)
+    assert not rules_reason("Charge it for 3 hours.", manual)
+    assert not rules_reason("The bus comes at 10:20.", manual)
+    assert not rules_reason("The bus stops here on May 8.", manual)  # a date's day, with its month
+    # a time's pieces are its hours and minutes; number words are quantities
+    assert not rules_reason("The flight takes 1 hour and 45 minutes.", "Flight time: 1:45.")
+    assert "only in a time" in rules_reason("The flight takes 45 hours.", "Flight time: 1:45.")
+    assert not rules_reason("Step 2 takes 2 hours.", "1. Mix.\n2. Let it rise for two hours.")
+
+
 def test_words_between_a_number_and_its_unit_and_short_units_are_read() -> None:
     for answer, source in [("Refunds take up to 5 days.", "Refunds are paid within 5 working days."),
                            ("Bake it for another 10 minutes.", "Bake for 10 further minutes."),

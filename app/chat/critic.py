@@ -263,15 +263,31 @@ def _number_reason(text: str, evidence: str, codes: list[str], pieces: set[str])
     units: dict[Decimal, set[str]] = {}
     for _, value, unit in attached(evidence, counted=True):
         units.setdefault(value, set()).add(unit)
+    quantities: set[tuple[Decimal, str]] | None = None  # found where a number with a unit needs them
     for written, value, unit in attached(text):
         if value not in known:
             return f"the number {written} is in no source"
+        if unit and unit not in _MONTHS:
+            quantities = _quantities(evidence) if quantities is None else quantities
+            if (value, "") not in quantities and (value, unit) not in quantities:
+                return f"the sources write {written.split()[0]} only in a time, date or step number"
         if written not in pieces and _undated(value, unit, text, evidence):
             return f"no source gives the date {unit.capitalize()} {value}"
         beside = units.get(value, set())
         if unit and beside and "" not in beside and unit not in beside:
             return f"the sources give {written} only as {', '.join(sorted(beside))}, not {unit}"
     return ""
+
+
+def _quantities(evidence: str) -> set[tuple[Decimal, str]]:
+    """The numbers the evidence writes as quantities, with "" for any unit: not a step's place in
+    a list ("4."), nor a piece of a date or version; a time's pieces count as its hours, minutes
+    and seconds only ("1:45" is 1 hour and 45 minutes; "10:20" gives no "10 minutes")."""
+    found = {(value, "") for value in numbers_in(_CODE.sub(" ", _LIST_MARK.sub(" ", evidence)))}
+    for code in _CODE.findall(evidence):
+        if ":" in code:
+            found |= {(Decimal(piece), unit) for piece, unit in zip(code.split(":"), ("h", "min", "s"), strict=False)}
+    return found
 
 
 def _undated(day: Decimal, month: str, text: str, evidence: str) -> bool:
