@@ -131,6 +131,11 @@ def test_a_day_the_sources_write_only_inside_a_year_first_date_is_checked_as_tha
     assert not rules_reason("At 18:20 April Moss got the keys.", "The keys were handed to April Moss at 18:20.")
     # a month known only from a date in digits does not date a count of something else
     assert "May 5" in rules_reason("It shipped on May 5.", "Shipped 2021-05-24 in 5 boxes.")
+    # an ISO timestamp's date is a date (its "T" was read as a unit of the day: "24 t")
+    stamp = "The post went up at 2021-05-24T10:00Z."
+    assert not rules_reason("It was published on May 24, 2021.", stamp)
+    assert not rules_reason("It went up at 2021-05-24T10:00Z.", stamp)
+    assert "23" in rules_reason("It was published on May 23, 2021.", stamp)
 
 
 def test_a_copied_sentence_with_its_colour_changed_is_flagged() -> None:

@@ -45,6 +45,8 @@ MIN_JUDGED_WORDS = 4  # shorter sentences ("Yes.", "I hope this helps!") carry n
 _CITE = re.compile(r"\s*\[\d{1,2}\]")
 _MARKUP = re.compile(r"\*\*|__|`|^\s*(?:[-*+]|\d+[.)])\s+|^#+\s*")
 _CODE = re.compile(r"(?<![\w.:/-])(?:\d+(?::\d{2})+|\d+(?:[./-]\d+){2,})(?![\w:/-]|\.\d)")
+_STAMP = re.compile(r"(?<![\w.:/-])(\d{4}-\d{2}-\d{2})T(?=\d)")
+"""An ISO timestamp's "T" ("2021-05-24T10:00Z"): read as a space, so that its date is a date."""
 _NUMBER = re.compile(r"(?<![\w.])((?:(?<![\w-])-)?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?:(?<![\w-])-)?\d+(?:\.\d+)?)"
                      r"(?:\s*(million|thousand|billion)\b)?")
 _TOKEN = re.compile(r"[^\W\d_][\w'’-]*")
@@ -329,8 +331,8 @@ def rules_reason(sentence: str, passages: str, question: str = "") -> str:
     """Why the rules reject ``sentence`` against ``passages`` (joined by blank lines) and the
     question, or "" when every number and name in it occurs there, in the context the sentence
     gives it (see the module's docstring)."""
-    text = plain(sentence)
-    evidence = f"{passages}\n\n{question}"
+    text = _STAMP.sub(r"\1 ", plain(sentence))
+    evidence = _STAMP.sub(r"\1 ", f"{passages}\n\n{question}")
     lowered = evidence.lower()
     codes = _CODE.findall(text)
     pieces = {p for c in codes for p in re.split(r"[.:/-]", c)}  # "05" of "2024-05-02" is no value of its own
