@@ -181,10 +181,19 @@ def test_a_quantity_the_sources_write_only_as_a_time_date_or_step_number_is_flag
     assert not rules_reason("Charge it for 3 hours.", manual)
     assert not rules_reason("The bus comes at 10:20.", manual)
     assert not rules_reason("The bus stops here on May 8.", manual)  # a date's day, with its month
-    # a time's pieces are its hours and minutes; number words are quantities
+    # a duration's pieces are its hours and minutes, or minutes and seconds; a clock time's are none
     assert not rules_reason("The flight takes 1 hour and 45 minutes.", "Flight time: 1:45.")
     assert "only in a time" in rules_reason("The flight takes 45 hours.", "Flight time: 1:45.")
+    assert not rules_reason("Cook the eggs for 6 minutes and 30 seconds.", "Boil, then cook for 6:30.")
+    assert not rules_reason("Heat it for 2 minutes 30 seconds to 3 minutes.", "Heat on high for 2:30 to 3:00.")
+    assert "only in a time" in rules_reason("The break lasts 30 minutes.", "Coffee break at 10:30, then talks.")
+    # number words are quantities; the answer's own times and dates are none of its quantities
     assert not rules_reason("Step 2 takes 2 hours.", "1. Mix.\n2. Let it rise for two hours.")
+    dough = "Pizza dough\n1. Dissolve the yeast in warm water.\n2. Let the dough rise for an hour.\n3. Bake."
+    assert not rules_reason("Let the dough rise for 1 hour.", dough)
+    assert not rules_reason("The welcome dinner is at 19:30 on day 1.", "Day 1: welcome dinner at 19:30.")
+    assert not rules_reason("The crossing takes 1:30 hours.", "Crossing time: 1:30.")
+    assert not rules_reason("The meeting is on June 15 this year.", "The meeting is held on 2024-06-15.")
 
 
 def test_words_between_a_number_and_its_unit_and_short_units_are_read() -> None:

@@ -244,14 +244,16 @@ def _words_after(text: str, at: int, n: int = 2) -> list[str]:
 
 def _unit_of(after: list[str]) -> str:
     """The unit the words after a number give: the first word's ("27 tonnes"), else the second's
-    after a lower-case word ("5 working days", "20 per cent"); a month there is no unit of it."""
+    after a lower-case word ("5 working days", "20 per cent"), not a function word ("at 8 every
+    day"); a month there is no unit of it."""
     if not after:
         return ""
     if after[0].lower() in _UNITS:
         return _UNITS[after[0].lower()]
     if [w.lower() for w in after] == ["per", "cent"]:
         return "%"
-    second = _UNITS.get(after[1].lower(), "") if len(after) > 1 and after[0].islower() else ""
+    counted = len(after) > 1 and after[0].islower() and after[0] not in _STARTERS  # not "15 this year"
+    second = _UNITS.get(after[1].lower(), "") if counted else ""
     return "" if second in _MONTHS else second
 
 
@@ -265,31 +267,55 @@ def _number_reason(text: str, evidence: str, codes: list[str], pieces: set[str])
     units: dict[Decimal, set[str]] = {}
     for _, value, unit in attached(evidence, counted=True):
         units.setdefault(value, set()).add(unit)
-    quantities: set[tuple[Decimal, str]] | None = None  # found where a number with a unit needs them
     for written, value, unit in attached(text):
         if value not in known:
             return f"the number {written} is in no source"
-        if unit and unit not in _MONTHS:
-            quantities = _quantities(evidence) if quantities is None else quantities
-            if (value, "") not in quantities and (value, unit) not in quantities:
-                return f"the sources write {written.split()[0]} only in a time, date or step number"
         if written not in pieces and _undated(value, unit, text, evidence):
             return f"no source gives the date {unit.capitalize()} {value}"
         beside = units.get(value, set())
         if unit and beside and "" not in beside and unit not in beside:
             return f"the sources give {written} only as {', '.join(sorted(beside))}, not {unit}"
+    return _quantity_reason(text, evidence) if _CODE.search(evidence) or _LIST_MARK.search(evidence) else ""
+
+
+def _quantity_reason(text: str, evidence: str) -> str:
+    """A number given with a unit ("4 hours") that the sources write only as a step's place in a
+    list ("4."), a piece of a date or version, or a piece of a clock time ("10 minutes" where the
+    only 10 is of "the 10:20"). The answer's own times and dates are no quantities of it."""
+    quantities: set[tuple[Decimal, str]] | None = None
+    for written, value, unit in attached(_CODE.sub("§", text)):
+        if unit and unit not in _MONTHS:
+            quantities = _quantities(evidence) if quantities is None else quantities
+            if (value, "") not in quantities and (value, unit) not in quantities:
+                return f"the sources write {written.split()[0]} only in a time, date or step number"
     return ""
 
 
 def _quantities(evidence: str) -> set[tuple[Decimal, str]]:
-    """The numbers the evidence writes as quantities, with "" for any unit: not a step's place in
-    a list ("4."), nor a piece of a date or version; a time's pieces count as its hours, minutes
-    and seconds only ("1:45" is 1 hour and 45 minutes; "10:20" gives no "10 minutes")."""
+    """The numbers the evidence writes as quantities, with "" for any unit. A time that reads as
+    a clock's ("at 10:20", "the 10:20", "7:15 pm") gives none; another ("takes 1:45", "2:11:53")
+    gives its pieces as hours, minutes and seconds, or as minutes and seconds."""
     found = {(value, "") for value in numbers_in(_CODE.sub(" ", _LIST_MARK.sub(" ", evidence)))}
-    for code in _CODE.findall(evidence):
-        if ":" in code:
-            found |= {(Decimal(piece), unit) for piece, unit in zip(code.split(":"), ("h", "min", "s"), strict=False)}
+    found |= {(Decimal(1), _UNITS[w]) for w in _ONE_UNIT.findall(evidence.lower()) if w in _UNITS}  # "an hour"
+    for match in _CODE.finditer(evidence):
+        code = match.group(0)
+        if ":" not in code or _clock(evidence, match.start(), match.end()):
+            continue
+        pieces = [Decimal(p) for p in code.split(":")]
+        found |= set(zip(pieces, ("h", "min", "s"), strict=False)) | set(zip(pieces[-2:], ("min", "s"), strict=True))
     return found
+
+
+_CLOCK_BEFORE = frozenset("at from until till by before after the since between".split())  # not "2:30 to 3:00"
+_ONE_UNIT = re.compile(r"\ban? ([a-z]+)\b")
+_CLOCK_AFTER = re.compile(r"\s*(?:[ap]\.?m\b|o'clock|uhr\b)", re.IGNORECASE)
+
+
+def _clock(evidence: str, start: int, end: int) -> bool:
+    """Whether the time at ``start:end`` reads as a time of day: a word such as "at" or "the"
+    before it, or "am"/"pm" after it."""
+    before = _PREV_WORD.search(evidence, 0, start)
+    return (before is not None and before.group(1).lower() in _CLOCK_BEFORE) or bool(_CLOCK_AFTER.match(evidence, end))
 
 
 def _undated(day: Decimal, month: str, text: str, evidence: str) -> bool:
