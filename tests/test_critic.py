@@ -160,6 +160,9 @@ def test_an_address_or_handle_the_sources_do_not_write_is_flagged() -> None:
     spec = "Files are saved as UTF-8 and need Python 3; ask Marta (marta_s) on the forum."
     for faithful in ("Files are utf8.", "It needs python3.", "Ask @marta_s on the forum."):
         assert not rules_reason(faithful, spec), faithful
+    # a word shortened before its number is the sources' ("win11" for "Windows 11"); another number is not
+    assert not rules_reason("It needs win11.", "It runs on Windows 11 only.")
+    assert "win10 is in no source" in rules_reason("It needs win10.", "It runs on Windows 11 only.")
 
 
 def test_a_number_the_sources_count_other_things_with_is_flagged() -> None:

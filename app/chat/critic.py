@@ -390,9 +390,17 @@ def _identifier_reason(text: str, lowered: str) -> str:
     found = _IDENTIFIER.findall(text)
     joined = _JOINED.sub(r"\1", lowered) if found else ""
     for written in found:
-        if not (_occurs(written, lowered) or _occurs(written.removeprefix("@"), joined)):
+        if not (_occurs(written, lowered) or _occurs(written.removeprefix("@"), joined)
+                or _shortened(written, lowered)):
             return f"{written} is in no source"
     return ""
+
+
+def _shortened(written: str, lowered: str) -> bool:
+    """Whether ``written`` ("win11") shortens a word and number the sources write ("Windows 11"):
+    its letters start the word, its digits are the number."""
+    parts = re.fullmatch(r"([a-z]{2,})(\d+)", written)
+    return bool(parts) and re.search(rf"(?<![\w@.]){parts[1]}[a-z]*[\s_-]*{parts[2]}(?!\d|\.\d)", lowered) is not None
 
 
 def _content(text: str) -> set[str]:
