@@ -314,7 +314,7 @@ _CLOCK_AFTER = re.compile(r"\s*(?:[ap]\.?m\b|o'clock|uhr\b)", re.IGNORECASE)
 def _clock(evidence: str, start: int, end: int) -> bool:
     """Whether the time at ``start:end`` reads as a time of day: a word such as "at" or "the"
     before it, or "am"/"pm" after it."""
-    before = _PREV_WORD.search(evidence, 0, start)
+    before = _PREV_WORD.search(evidence, max(0, start - 40), start)
     return (before is not None and before.group(1).lower() in _CLOCK_BEFORE) or bool(_CLOCK_AFTER.match(evidence, end))
 
 
