@@ -321,16 +321,22 @@ def _clock(evidence: str, start: int, end: int) -> bool:
 def _undated(day: Decimal, month: str, text: str, evidence: str) -> bool:
     """Whether ``text`` gives a day of a month ("May 5", the month capitalised: "may ship" is no
     month) that no source dates: the sources must write that day in digits beside the month's
-    name, or as a date in digits ("2021-05-05", "05/05/2021"). A 5 that is only the month of
-    "2021-05-24", or the count of "in 5 boxes" where the month is known from "2021-05-24"
-    alone, dates nothing."""
+    name ("5 May", "May 5th", "3 and 5 May"), or as a date in digits ("2021-05-05",
+    "05/05/2021"). A 5 that is only the month of "2021-05-24", the count of "in 5 boxes", "five
+    stalls" or a list's step "5." dates nothing."""
     name = month.capitalize()
     if month not in _MONTHS or day > 31 or not re.search(rf"\b{name}\b", text):
         return False
     if _dated(month, evidence, day):
         return False
-    written_out = re.search(rf"\b{name}\b", evidence) is not None
-    return not (written_out and day in numbers_in(_CODE.sub(" ", evidence)))
+    day_n = rf"0?{int(day)}(?:st|nd|rd|th)?"
+    beside = (rf"(?<![\d.,]){day_n}(?:{_AND_DAY})?(?:\s+of)?,?\s+{name}\b"  # "21 March", "21 and 22 March"
+              rf"|\b{name}\s+(?:the\s+)?(?:\d{{1,2}}(?:st|nd|rd|th)?{_AND_DAY_BEFORE})?{day_n}(?![\d.,]\d)")
+    return re.search(beside, evidence) is None
+
+
+_AND_DAY = r"\s*(?:and|or|to|&|-|–)\s*\d{1,2}(?:st|nd|rd|th)?"  # the other day of "21 and 22 March"
+_AND_DAY_BEFORE = r"\s*(?:and|or|to|&|-|–)\s*"  # "March 20 and 21"
 
 
 def _dated(month: str, evidence: str, day: Decimal | None = None) -> bool:

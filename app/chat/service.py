@@ -38,6 +38,7 @@ MAX_BIAS_TOKENS = 400
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _HEADING = re.compile(r"^ {0,3}#{1,6}(\s|$)")
+_LIST_ITEM = re.compile(r"^\s*\d{1,3}[.)]\s+")
 _CITE_MARK = re.compile(r"\[(\d{1,2})\]")
 CONTINUE_QUESTION = "Please continue your last answer from where it stopped."
 """The follow-up that asks for the rest of an answer cut off at the token limit."""
@@ -83,14 +84,17 @@ def content_words(text: str) -> set[str]:
 
 
 def sentences_of(passage: str) -> list[str]:
-    """The sentences of a passage. A blank line or a Markdown heading ends one too, so a title is
-    never quoted as the start of the sentence below it; lines wrapped inside a paragraph are not."""
+    """The sentences of a passage. A blank line, a Markdown heading or a numbered list's item ends
+    one too, so a title is never quoted as the start of the sentence below it (an item's number is
+    left out); lines wrapped inside a paragraph are not."""
     blocks: list[list[str]] = [[]]
     for line in passage.splitlines():
         heading = _HEADING.match(line) is not None
         if heading or not line.strip():
             blocks.append([line] if heading else [])
             blocks.append([])
+        elif item := _LIST_ITEM.match(line):  # "1. Mix." is one sentence, "Mix.", not "1." and "Mix."
+            blocks.append([line[item.end():]])
         else:
             blocks[-1].append(line)
     return [s.strip() for block in blocks for s in _SENTENCE.split(" ".join(" ".join(block).split()))
