@@ -131,8 +131,8 @@ def test_a_day_the_sources_write_only_inside_a_year_first_date_is_checked_as_tha
     assert not rules_reason("At 18:20 April Moss got the keys.", "The keys were handed to April Moss at 18:20.")
     # a month known only from a date in digits does not date a count of something else
     assert "May 5" in rules_reason("It shipped on May 5.", "Shipped 2021-05-24 in 5 boxes.")
-    # the day must stand beside the month: "three" or a list's step "3." dates nothing
-    minutes = "Held on 15 February 2016.\n1. Fees.\n3. Three quotes came in for the roof."
+    # a list's step "3." dates nothing
+    minutes = "Held on 15 February 2016.\n1. Fees.\n3. Roof quotes came in."
     assert "February 3" in rules_reason("It was held on 3 February 2016.", minutes)
     assert not rules_reason("It was held on 15 February 2016.", minutes)
     for answer in ("The fair is on March 21.", "The fair is on March 22."):
@@ -208,8 +208,10 @@ def test_a_quantity_the_sources_write_only_as_a_time_date_or_step_number_is_flag
 
 def test_a_numbered_list_s_items_are_sentences_without_their_numbers() -> None:
     # "1. Mix." was split into "1." and "Mix.", so the number stood in a context of its own
-    assert sentences_of("Pizza\n1. Mix.\n2. Let the dough rise\nfor an hour.\n3. Bake. Enjoy.") == [
-        "Pizza", "Mix.", "Let the dough rise for an hour.", "Bake.", "Enjoy."]
+    assert sentences_of("Pizza:\n1. Mix.\n2. Let the dough rise\nfor an hour.\n3. Bake. Enjoy.") == [
+        "Pizza:", "Mix.", "Let the dough rise for an hour.", "Bake.", "Enjoy."]
+    # a line that starts with a number ending the sentence above is no item
+    assert sentences_of("The fee was\n5. Then we left.") == ["The fee was 5.", "Then we left."]
     assert not rules_reason("Let the dough rise for 1 hour.", "1. Mix.\n2. Let the dough rise for an hour.")
 
 

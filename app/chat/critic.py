@@ -32,7 +32,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from app.chat.service import content_words, sentences_of
+from app.chat.service import content_words, list_item, sentences_of
 from engines.ace.structured import max_output_tokens, text_pattern
 from engines.generation import ChatMessage, GenerationRequest, Runtime, StructuredOutputError
 
@@ -295,7 +295,7 @@ def _quantities(evidence: str) -> set[tuple[Decimal, str]]:
     """The numbers the evidence writes as quantities, with "" for any unit. A time that reads as
     a clock's ("at 10:20", "the 10:20", "7:15 pm") gives none; another ("takes 1:45", "2:11:53")
     gives its pieces as hours, minutes and seconds, or as minutes and seconds."""
-    found = {(value, "") for value in numbers_in(_CODE.sub(" ", _LIST_MARK.sub(" ", evidence)))}
+    found = {(value, "") for value in numbers_in(_CODE.sub(" ", _unlisted(evidence)))}
     found |= {(Decimal(1), _UNITS[w]) for w in _ONE_UNIT.findall(evidence.lower()) if w in _UNITS}  # "an hour"
     for match in _CODE.finditer(evidence):
         code = match.group(0)
@@ -318,25 +318,30 @@ def _clock(evidence: str, start: int, end: int) -> bool:
     return (before is not None and before.group(1).lower() in _CLOCK_BEFORE) or bool(_CLOCK_AFTER.match(evidence, end))
 
 
+def _unlisted(text: str) -> str:
+    """``text`` without its numbered lists' marks ("4. Done." -> "Done."), found as ``sentences_of``
+    finds them: a wrapped sentence's "March\n21. The ..." keeps its 21."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if item := list_item(line, lines[i - 1] if i else None):
+            lines[i] = line[item.end():]
+    return "\n".join(lines)
+
+
 def _undated(day: Decimal, month: str, text: str, evidence: str) -> bool:
     """Whether ``text`` gives a day of a month ("May 5", the month capitalised: "may ship" is no
-    month) that no source dates: the sources must write that day in digits beside the month's
-    name ("5 May", "May 5th", "3 and 5 May"), or as a date in digits ("2021-05-05",
-    "05/05/2021"). A 5 that is only the month of "2021-05-24", the count of "in 5 boxes", "five
-    stalls" or a list's step "5." dates nothing."""
+    month) that no source dates: where the sources name the month, they must write that day
+    somewhere ("21 and 22 March" dates March 21), else as a date in digits ("2021-05-05",
+    "05/05/2021"). A 5 that is only the month of
+    "2021-05-24", a list's step "5.", or the count of "in 5 boxes" where the month is known from
+    "2021-05-24" alone, dates nothing."""
     name = month.capitalize()
     if month not in _MONTHS or day > 31 or not re.search(rf"\b{name}\b", text):
         return False
     if _dated(month, evidence, day):
         return False
-    day_n = rf"0?{int(day)}(?:st|nd|rd|th)?"
-    beside = (rf"(?<![\d.,]){day_n}(?:{_AND_DAY})?(?:\s+of)?,?\s+{name}\b"  # "21 March", "21 and 22 March"
-              rf"|\b{name}\s+(?:the\s+)?(?:\d{{1,2}}(?:st|nd|rd|th)?{_AND_DAY_BEFORE})?{day_n}(?![\d.,]\d)")
-    return re.search(beside, evidence) is None
-
-
-_AND_DAY = r"\s*(?:and|or|to|&|-|–)\s*\d{1,2}(?:st|nd|rd|th)?"  # the other day of "21 and 22 March"
-_AND_DAY_BEFORE = r"\s*(?:and|or|to|&|-|–)\s*"  # "March 20 and 21"
+    written_out = re.search(rf"\b{name}\b", evidence) is not None
+    return not (written_out and day in numbers_in(_CODE.sub(" ", _unlisted(evidence))))
 
 
 def _dated(month: str, evidence: str, day: Decimal | None = None) -> bool:

@@ -39,6 +39,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _HEADING = re.compile(r"^ {0,3}#{1,6}(\s|$)")
 _LIST_ITEM = re.compile(r"^\s*\d{1,3}[.)]\s+")
+_ENDS = (".", "!", "?", ":", ";", ")")  # a line ending so lets a numbered list's item begin below it
 _CITE_MARK = re.compile(r"\[(\d{1,2})\]")
 CONTINUE_QUESTION = "Please continue your last answer from where it stopped."
 """The follow-up that asks for the rest of an answer cut off at the token limit."""
@@ -88,17 +89,29 @@ def sentences_of(passage: str) -> list[str]:
     one too, so a title is never quoted as the start of the sentence below it (an item's number is
     left out); lines wrapped inside a paragraph are not."""
     blocks: list[list[str]] = [[]]
+    previous: str | None = None
     for line in passage.splitlines():
         heading = _HEADING.match(line) is not None
         if heading or not line.strip():
             blocks.append([line] if heading else [])
             blocks.append([])
-        elif item := _LIST_ITEM.match(line):  # "1. Mix." is one sentence, "Mix.", not "1." and "Mix."
-            blocks.append([line[item.end():]])
+        elif item := list_item(line, previous):
+            blocks.append([line[item.end():]])  # "1. Mix." is one sentence, "Mix.", not "1." and "Mix."
         else:
             blocks[-1].append(line)
+        previous = line
     return [s.strip() for block in blocks for s in _SENTENCE.split(" ".join(" ".join(block).split()))
             if s.strip()]
+
+
+def list_item(line: str, previous: str | None) -> re.Match[str] | None:
+    """The mark of a numbered list's item that starts ``line`` ("1. ", "2) "), where the line above
+    (``previous``; None at the start) is blank or a heading or ends a sentence: in "The fee was\n5.
+    Then ..." the 5 ends a wrapped sentence."""
+    item = _LIST_ITEM.match(line)
+    if item is None or previous is None or not previous.strip() or _HEADING.match(previous):
+        return item
+    return item if previous.rstrip().endswith(_ENDS) else None
 
 
 def best_quote(passage: str, answer: str) -> str:
