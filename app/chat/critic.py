@@ -28,6 +28,7 @@ import difflib
 import re
 import time
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -295,7 +296,7 @@ def _quantities(evidence: str) -> set[tuple[Decimal, str]]:
     """The numbers the evidence writes as quantities, with "" for any unit. A time that reads as
     a clock's ("at 10:20", "the 10:20", "7:15 pm") gives none; another ("takes 1:45", "2:11:53")
     gives its pieces as hours, minutes and seconds, or as minutes and seconds."""
-    found = {(value, "") for value in numbers_in(_CODE.sub(" ", _unlisted(evidence)))}
+    found = {(value, "") for value in _loose_numbers(evidence)}
     found |= {(Decimal(1), _UNITS[w]) for w in _ONE_UNIT.findall(evidence.lower()) if w in _UNITS}  # "an hour"
     for match in _CODE.finditer(evidence):
         code = match.group(0)
@@ -318,6 +319,12 @@ def _clock(evidence: str, start: int, end: int) -> bool:
     return (before is not None and before.group(1).lower() in _CLOCK_BEFORE) or bool(_CLOCK_AFTER.match(evidence, end))
 
 
+@lru_cache(maxsize=8)  # every number of every sentence of an answer is checked against the same sources
+def _loose_numbers(evidence: str) -> frozenset[Decimal]:
+    """The numbers the evidence writes outside its times, dates, versions and list marks."""
+    return frozenset(numbers_in(_CODE.sub(" ", _unlisted(evidence))))
+
+
 def _unlisted(text: str) -> str:
     """``text`` without its numbered lists' marks ("4. Done." -> "Done."), found as ``sentences_of``
     finds them: a wrapped sentence's "March\n21. The ..." keeps its 21."""
@@ -332,16 +339,15 @@ def _undated(day: Decimal, month: str, text: str, evidence: str) -> bool:
     """Whether ``text`` gives a day of a month ("May 5", the month capitalised: "may ship" is no
     month) that no source dates: where the sources name the month, they must write that day
     somewhere ("21 and 22 March" dates March 21), else as a date in digits ("2021-05-05",
-    "05/05/2021"). A 5 that is only the month of
-    "2021-05-24", a list's step "5.", or the count of "in 5 boxes" where the month is known from
-    "2021-05-24" alone, dates nothing."""
+    "05/05/2021"). A 5 that is only the month of "2021-05-24", a list's step "5.", or the count
+    of "in 5 boxes" where the month is known from "2021-05-24" alone, dates nothing."""
     name = month.capitalize()
     if month not in _MONTHS or day > 31 or not re.search(rf"\b{name}\b", text):
         return False
     if _dated(month, evidence, day):
         return False
     written_out = re.search(rf"\b{name}\b", evidence) is not None
-    return not (written_out and day in numbers_in(_CODE.sub(" ", _unlisted(evidence))))
+    return not (written_out and day in _loose_numbers(evidence))
 
 
 def _dated(month: str, evidence: str, day: Decimal | None = None) -> bool:
