@@ -83,7 +83,7 @@ def test_cls_experts_consolidated_adapter_and_keys_move_with_documents_remapped(
     report = a.bundles.export(path)
     assert report.engines == ["cls"] and report.not_carried == []
     settings = json.loads(zipfile.ZipFile(path).read("manifest.json"))["settings"]
-    assert settings["cls.targets"] == "down_proj" and settings["cls.layers"] == "28-29"
+    assert settings["cls.targets"] == "down_proj,up_proj,gate_proj" and settings["cls.layers"] == "28-29"
     assert "cls.rehearsal_system" not in settings
     assert b"question 0?" not in zipfile.ZipFile(path).read(MEMBER)  # episodes (document text) stay here
 

@@ -17,10 +17,12 @@ class CLSConfig(BaseModel):
     layers: str = Field(
         "", pattern=r"^[0-9,\s-]*$", max_length=200,
         description="Decoder layers whose MLP carries experts, e.g. '22-29' (empty: the last 25%).")
-    targets: str = Field("down_proj", pattern=r"^[a-z_]+(\s*,\s*[a-z_]+)*$", max_length=100,
+    targets: str = Field("down_proj,up_proj,gate_proj", pattern=r"^[a-z_]+(\s*,\s*[a-z_]+)*$", max_length=100,
                          description="MLP projections the experts adapt, comma-separated "
-                         "(down_proj, up_proj, gate_proj).")
-    rank: int = Field(8, ge=1, le=256, description="LoRA rank of each expert and of the consolidated adapter.")
+                         "(down_proj, up_proj, gate_proj). All three, as TTT trains when its neurons "
+                         "fire and what they write: on the templated tiny set closed-book answers 0.382 "
+                         "against 0.029 for down_proj at rank 8 (README, CLS).")
+    rank: int = Field(16, ge=1, le=256, description="LoRA rank of each expert and of the consolidated adapter.")
     lr: float = Field(3e-3, gt=0.0, le=1.0, description="Adam learning rate of an expert by day.")
     passes: int = Field(2, ge=1, le=64, description="Passes over a document's material by day.")
     batch_tokens: int = Field(256, ge=16, le=8192, description="Tokens per mini-batch.")
