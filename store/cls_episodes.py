@@ -79,6 +79,10 @@ class ClsEpisodeStore:
     def count(self) -> int:
         return int(self.db.scalar("SELECT COUNT(*) FROM cls_episodes") or 0)
 
+    def count_by_slot(self) -> dict[int, int]:
+        """Episodes each expert holds."""
+        return {int(slot): int(n) for slot, n in self.db.query("SELECT slot, COUNT(*) FROM cls_episodes GROUP BY slot")}
+
     def log(self, kind: str, reason: str, slot: int | None = None, figures: dict[str, Any] | None = None) -> None:
         self.db.execute("INSERT INTO cls_events (kind, slot, reason, figures) VALUES (?, ?, ?, ?)",
                         (kind, slot, reason, json.dumps(figures or {})))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -579,9 +580,10 @@ class CLSEngine(Engine):
             self.episodes.log("rollback", reason, None, figures)
             changed = False
         else:
-            covered = {e.slot for e in episodes} if not report.stopped else set()
+            covered = self._covered(work, done + report.steps, episodes)
             for slot in covered:
-                self.experts[slot].consolidated = True
+                self._refresh(slot)
+            figures["refreshed"] = sorted(covered)
             self.episodes.log("sleep", f"kept: drift {figures['drift']}, forgetting {figures['forgetting']}",
                               None, figures)
             self._prune()
@@ -591,6 +593,26 @@ class CLSEngine(Engine):
         self.record_pressure()
         details = {**figures, "rolled_back": reason is not None, "reason": reason or "kept"}
         return ConsolidateReport(engine=NAME, seconds=time.perf_counter() - started, changed=changed, details=details)
+
+    def _covered(self, work: list[object], taken: int, episodes: list[Episode]) -> set[int]:
+        """Experts every episode of which this sleep replayed at least once: what they held, the
+        consolidated adapter now holds (a sleep cut by its time covers the experts it finished)."""
+        per_epoch = len(work) // max(1, self.config.sleep_epochs)
+        rows = Counter(s for _, slots in work[:per_epoch] for s in slots)  # type: ignore[misc]
+        seen = Counter(s for _, slots in work[:min(taken, per_epoch)] for s in slots)  # type: ignore[misc]
+        sampled, stored = Counter(e.slot for e in episodes), self.episodes.count_by_slot()
+        return {s for s in rows if seen[s] == rows[s] and sampled[s] == stored.get(s, 0)}
+
+    def _refresh(self, slot: int) -> None:
+        """A consolidated expert starts again from zero, keeping its keys: questions close to them
+        get the consolidated adapter alone, which learned to answer as the expert did (keeping the
+        expert too would add what it learned twice), and new material routed there trains it anew."""
+        assert self.pool is not None
+        self._loaded(slot)
+        state = self.pool.expert(slot)  # B = 0 adds nothing; A stays, so B's gradient is not zero
+        self.pool.load(slot, {k: (torch.zeros_like(v) if k.endswith(".B") else
+                                  torch.ones_like(v) if k.endswith(".open_rows") else v) for k, v in state.items()})
+        self.experts[slot].consolidated = True
 
     def _resume(self, episodes: list[Episode], before: dict[str, torch.Tensor]) -> dict[str, Any] | None:
         """The sleep cut short last time, when it can go on: same episodes, same adapter since."""
