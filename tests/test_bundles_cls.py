@@ -26,7 +26,7 @@ from store.blobs import BlobStore
 from store.cls_episodes import ClsEpisodeStore
 from tests.test_bundles import add_document, cli_args, engram_at
 
-SETTINGS = {"engines": "rag,cls", "cls.layers": "28-29", "cls.rank": 2}
+SETTINGS = {"engines": "rag,cls", "cls.layers": "28-29", "cls.rank": 2, "cls.targets": "down_proj"}
 MODULES = [f"model.layers.{i}.mlp.down_proj" for i in (28, 29)]
 MEMBER = "engines/cls.safetensors"
 
@@ -83,7 +83,7 @@ def test_cls_experts_consolidated_adapter_and_keys_move_with_documents_remapped(
     report = a.bundles.export(path)
     assert report.engines == ["cls"] and report.not_carried == []
     settings = json.loads(zipfile.ZipFile(path).read("manifest.json"))["settings"]
-    assert settings["cls.targets"] == "down_proj,up_proj,gate_proj" and settings["cls.layers"] == "28-29"
+    assert settings["cls.targets"] == "down_proj" and settings["cls.layers"] == "28-29"
     assert "cls.rehearsal_system" not in settings
     assert b"question 0?" not in zipfile.ZipFile(path).read(MEMBER)  # episodes (document text) stay here
 

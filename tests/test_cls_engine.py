@@ -208,3 +208,26 @@ def test_a_kept_sleep_refreshes_the_experts_it_consolidated_and_their_questions_
     finally:
         engine.close()
         engram.close()
+
+
+@pytest.mark.slow
+def test_a_state_learned_under_another_layout_loads_as_it_was_learned(embedder, neocortex, caplog) -> None:
+    from engines.cls.config import CLSConfig
+
+    old = {"cls.targets": "down_proj", "cls.rank": 2, "cls.layers": "28-29"}  # the settings before an upgrade
+    engram = open_engram(embedder, engines="rag,cls", **{**SMALL, **old, "cls.passes": 1,
+                                                          "cls.rehearsal_source": "extract"})
+    engram.adopt_neocortex(neocortex)
+    engine = engram.engine("cls")
+    try:
+        engine.learn(DocumentInput(document_id=1, path="lynx.txt", chunks=[DOC]))
+        learned = logits(neocortex, ASKED)
+        engine.close()
+        engine = type(engine)(engine.context, CLSConfig())  # today's defaults: three projections, rank 16
+        engine.cortex()
+        assert sorted(engine.pool.layers) == [f"model.layers.{n}.mlp.down_proj" for n in (28, 29)]
+        assert "keeps its own layout" in caplog.text
+        assert torch.equal(logits(neocortex, ASKED), learned)
+    finally:
+        engine.close()
+        engram.close()

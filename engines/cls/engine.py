@@ -133,11 +133,11 @@ class CLSEngine(Engine):
                 if self.context.neocortex is None:
                     raise RuntimeError("the cls engine needs a neocortex (a torch model) and the app gave none")
                 cortex = self.context.neocortex()
+                saved = self.blobs.get(INDEX)
                 with cortex.lock:
-                    self.pool = lm.install(cortex.model, self.config)
+                    self.pool = lm.install(cortex.model, self.config, saved)
                     cortex.router = self.route
                 self._cortex = cortex
-                saved = self.blobs.get(INDEX)
                 if saved is not None:
                     self._apply_index(saved)
             return self._cortex

@@ -7,6 +7,7 @@ carry none); the routing context of ``models.lora_experts`` decides which expert
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,14 +19,24 @@ from engines.ttt.trainer import IGNORE, Piece, chat_piece, collate, pack
 from models.dual_mlp import decoder_layers, layer_range
 from models.lora_experts import ExpertPool
 
+log = logging.getLogger(__name__)
 LEARNING_FROM = 0.75  # experts sit in the last quarter of the decoder layers
 
 
-def install(model: Any, config: CLSConfig) -> ExpertPool:
-    """Wrap the chosen projections of the learning layers with the expert pool."""
+def install(model: Any, config: CLSConfig, saved: dict[str, Any] | None = None) -> ExpertPool:
+    """Wrap the chosen projections of the learning layers with the expert pool: where ``saved``
+    (the engine's index) puts its adapters, if it holds any (see ``saved_layout``), else where
+    ``config`` says."""
     total = len(decoder_layers(model))
     layers = set(layer_range(total, LEARNING_FROM, config.layers))
     targets = {t.strip() for t in config.targets.split(",") if t.strip()}
+    rank = config.rank
+    layout = saved_layout(saved or {})
+    if layout is not None and layout != (layers, targets, rank):
+        log.warning("the saved cls state was learned on layers %s, %s at rank %d, not as cls.layers, cls.targets "
+                    "and cls.rank say: it keeps its own layout until it is cleared", sorted(layout[0]),
+                    ",".join(sorted(layout[1])), layout[2])
+        layers, targets, rank = layout
 
     def wanted(name: str, _layer: torch.nn.Linear) -> bool:
         parts = name.split(".")
@@ -33,7 +44,19 @@ def install(model: Any, config: CLSConfig) -> ExpertPool:
                 and int(parts[-3]) in layers)
 
     model.requires_grad_(False)
-    return ExpertPool.install(model, wanted, config.rank)
+    return ExpertPool.install(model, wanted, rank)
+
+
+def saved_layout(index: dict[str, Any]) -> tuple[set[int], set[str], int] | None:
+    """The layers, projections and rank a saved index's consolidated adapter was learned with
+    (None: it holds none). A pool of another layout could not load it, so a changed setting or
+    default never strands what was learned."""
+    prefix = "consolidated."
+    found = {k[len(prefix):-len(".A")]: v for k, v in index.items() if k.startswith(prefix) and k.endswith(".A")}
+    if not found:
+        return None
+    parts = [name.split(".") for name in found]
+    return {int(p[-3]) for p in parts}, {p[-1] for p in parts}, int(next(iter(found.values())).shape[0])
 
 
 def batches(pieces: Sequence[Piece], config: CLSConfig, pad: int, device: str,
