@@ -170,7 +170,7 @@ def test_an_idle_cls_sleep_stops_within_a_second_of_a_question_and_resumes_later
 
 
 @pytest.mark.slow
-def test_a_kept_sleep_refreshes_the_experts_it_consolidated_and_their_questions_get_the_adapter(
+def test_a_sleep_refreshes_only_the_experts_its_adapter_matches_and_never_changes_another_ones_answers(
         embedder, neocortex) -> None:
     engram = open_engram(embedder, engines="rag,cls", **{**SMALL, "cls.passes": 1, "cls.rehearsal_source": "extract",
                                                           "cls.sleep_episodes": 256, "cls.drift_bound": 1.0,
@@ -179,31 +179,39 @@ def test_a_kept_sleep_refreshes_the_experts_it_consolidated_and_their_questions_
     engine = engram.engine("cls")
     try:
         engine.learn(DocumentInput(document_id=1, path="lynx.txt", chunks=[DOC]))
-        learned = engine.pool.expert(0)
+        learned, answered = engine.pool.expert(0), logits(neocortex, ASKED)
         assert any(bool(v.abs().sum()) for k, v in learned.items() if k.endswith(".B"))
 
         short = engine.consolidate(Budget(seconds=120, steps=1))  # one step: not every episode replayed
-        assert short.details["reason"] == "kept" and short.details["refreshed"] == []
-        assert not engine.experts[0].consolidated
-        assert all(torch.equal(v, engine.pool.expert(0)[k]) for k, v in learned.items())
+        assert short.details["reason"] == "kept" and short.details["refreshed"] == [] == list(short.details["fidelity"])
+        assert not engine.experts[0].consolidated and not engine.experts[0].layered
+        assert any(bool(v.abs().sum()) for v in engine.pool.consolidated().values())  # the adapter learned ...
+        assert torch.equal(logits(neocortex, ASKED), answered)  # ... and the expert still answers alone
 
         whole = engine.consolidate(Budget(seconds=600))
         assert whole.details["reason"] == "kept" and not whole.details["stopped"]
-        assert whole.details["refreshed"] == [0] and engine.experts[0].consolidated
+        expert, adapter, asked = whole.details["fidelity"]["0"]
+        assert asked > 0 and whole.details["refreshed"] == ([0] if adapter >= expert > 0 else [])
+        if not whole.details["refreshed"]:
+            assert torch.equal(logits(neocortex, ASKED), answered)
+
+        engine._refresh(0)  # as a sleep does once the adapter matches the expert
         refreshed = engine.pool.expert(0)
+        assert engine.experts[0].consolidated and engine.experts[0].layered
         assert all(not v.any() for k, v in refreshed.items() if k.endswith(".B"))  # it adds nothing now
         assert all(torch.equal(v, refreshed[k]) for k, v in learned.items() if k.endswith(".A"))  # B can learn again
-        asked = logits(neocortex, ASKED)  # routed: the zero expert and the consolidated adapter
+        now = logits(neocortex, ASKED)  # routed: the zero expert and the consolidated adapter
         prompt = render(neocortex, [ChatMessage(role="user", content=ASKED)])
         ids = neocortex.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         share = float(engine.routing([ASKED]).share[0])
         with neocortex.lock, torch.no_grad(), engine.pool.routing(None, consolidated=share):
-            assert torch.allclose(neocortex.model(**ids).logits[0, -1], asked, atol=1e-5)
+            assert torch.allclose(neocortex.model(**ids).logits[0, -1], now, atol=1e-5)
+        engine.save()
         engine.close()
         again = type(engine)(engine.context, engine.config)  # saved that way
         again.cortex()
-        assert again.experts[0].consolidated
-        assert torch.allclose(logits(neocortex, ASKED), asked, atol=1e-5)
+        assert again.experts[0].layered
+        assert torch.allclose(logits(neocortex, ASKED), now, atol=1e-5)
         engine = again
     finally:
         engine.close()

@@ -67,6 +67,7 @@ class ExpertEntry(BaseModel):
     last_used: float = 0.0
     uses: int = Field(0, ge=0)
     consolidated: bool = False
+    layered: bool = False
 
 
 class StateMeta(BaseModel):

@@ -88,6 +88,7 @@ class Routing:
     share: torch.Tensor
     by: list[str]
     fallback: str | None
+    consolidated: torch.Tensor | None = None  # [rows] share of the consolidated adapter (None: zeros)
 
 
 class ExpertInfo(BaseModel):
@@ -96,6 +97,7 @@ class ExpertInfo(BaseModel):
     last_used: float = 0.0
     uses: int = 0
     consolidated: bool = False
+    layered: bool = False  # refreshed once: it learns and answers on top of the consolidated adapter
 
 
 class CLSEngine(Engine):
@@ -177,7 +179,7 @@ class CLSEngine(Engine):
             self.check_embedder()
         rows = len(queries)
         if not self.experts or self.keys.owners.numel() == 0:
-            return Routing([], torch.zeros(rows, 0), torch.zeros(rows), ["none"] * rows, None)
+            return Routing([], torch.zeros(rows, 0), torch.zeros(rows), ["none"] * rows, None, torch.zeros(rows))
         x = torch.from_numpy(self.context.embed(list(queries)))
         cos, owner = self.keys.best(x)
         low, high = self.config.route_low, self.config.route_high
@@ -200,7 +202,15 @@ class CLSEngine(Engine):
                 by.append("keys")
         slots = sorted(columns)
         weights = torch.stack([columns[s] for s in slots], dim=1) if slots else torch.zeros(rows, 0)
-        return Routing(slots, weights, share, by, fallback)
+        layered = sum((columns[s] for s in slots if self._layered(s)), torch.zeros(rows))
+        return Routing(slots, weights, share, by, fallback, layered)
+
+    def _layered(self, slot: int) -> bool:
+        """Whether ``slot`` learned on top of the consolidated adapter (it was refreshed once), so
+        it answers with it; an expert that never was learned and answers alone (the adapter may hold
+        part of what it learned: adding both would count that twice)."""
+        info = self.experts.get(slot)
+        return info is not None and info.layered
 
     def _usable_gate(self) -> tuple[LearnedGate | None, str | None]:
         """The learned gate ``cls.router`` asks for, when it can answer; else None and why."""
@@ -232,7 +242,8 @@ class CLSEngine(Engine):
             self._loaded(slot)
             info = self.experts[slot]
             info.last_used, info.uses = now, info.uses + 1
-        with self.pool.routing(found.weights, found.slots, consolidated=found.share * self.config.consolidated_share):
+        shares = found.consolidated if found.consolidated is not None else torch.zeros_like(found.share)
+        with self.pool.routing(found.weights, found.slots, consolidated=shares * self.config.consolidated_share):
             yield
 
     def contribute(self, query: Query) -> Contribution:
@@ -333,7 +344,8 @@ class CLSEngine(Engine):
     def _only(self, slot: int, rows: int) -> Iterator[None]:
         """Every row routed to ``slot`` alone (with the consolidated adapter as it answers)."""
         assert self.pool is not None
-        with self.pool.routing(torch.ones(rows, 1), [slot], consolidated=self.config.consolidated_share):
+        share = self.config.consolidated_share if self._layered(slot) else 0.0
+        with self.pool.routing(torch.ones(rows, 1), [slot], consolidated=share):
             yield
 
     def _slot_for(self, keys: torch.Tensor) -> tuple[int, tuple[str, str], dict[str, Any], int | None]:
@@ -364,7 +376,7 @@ class CLSEngine(Engine):
                                      f"{cfg.gate_entropy}: expert {chosen} ({ROUTER_NAMES[by]})"), routing, None
         slot = self._free_slot(keep=nearest)
         self.pool.clone(nearest, slot, cfg.clone_noise, seed=slot)
-        self.experts[slot] = ExpertInfo(created=time.time())
+        self.experts[slot] = ExpertInfo(created=time.time(), layered=self._layered(nearest))
         routing["grown_by"] = "novelty" if why[0].startswith("novelty") else "gate_entropy"
         return slot, ("grow", f"{', '.join(why)}: cloned from expert {nearest}"), routing, nearest
 
@@ -580,10 +592,11 @@ class CLSEngine(Engine):
             self.episodes.log("rollback", reason, None, figures)
             changed = False
         else:
-            covered = self._covered(work, done + report.steps, episodes)
-            for slot in covered:
+            fidelity = self._fidelity(cortex, self._covered(work, done + report.steps, episodes), before, pad)
+            refreshed = [slot for slot, (expert, adapter, _) in fidelity.items() if adapter >= expert > 0]
+            for slot in refreshed:
                 self._refresh(slot)
-            figures["refreshed"] = sorted(covered)
+            figures.update(refreshed=sorted(refreshed), fidelity={str(s): list(f) for s, f in fidelity.items()})
             self.episodes.log("sleep", f"kept: drift {figures['drift']}, forgetting {figures['forgetting']}",
                               None, figures)
             self._prune()
@@ -603,16 +616,37 @@ class CLSEngine(Engine):
         sampled, stored = Counter(e.slot for e in episodes), self.episodes.count_by_slot()
         return {s for s in rows if seen[s] == rows[s] and sampled[s] == stored.get(s, 0)}
 
+    def _fidelity(self, cortex: Neocortex, slots: set[int], before: dict[str, torch.Tensor],
+                  pad: int) -> dict[int, tuple[int, int, int]]:
+        """Per expert: of its rehearsal answers, how many it gets exactly (teacher-forced, composed
+        as it answers), how many the consolidated adapter alone gets, and how many there are. Only an
+        expert the adapter matches is refreshed: a sleep never takes away an answer."""
+        found: dict[int, tuple[int, int, int]] = {}
+        for slot in sorted(slots):
+            self._loaded(slot)
+            qa = [e for e in self.episodes.shuffled(0, slot) if e.kind == "qa"]
+            pieces = self._episode_pieces(cortex, qa)
+            data = lm.batches(pieces, self.config, pad, cortex.device)
+            right = {"expert": 0, "adapter": 0}
+            with cortex.lock:
+                for batch in data:
+                    with self._teacher([slot] * batch["input_ids"].shape[0], before):
+                        right["expert"] += sum(lm.exact_answers(cortex.model, [batch]))
+                    with self.pool.routing(None, consolidated=1.0):  # type: ignore[union-attr]
+                        right["adapter"] += sum(lm.exact_answers(cortex.model, [batch]))
+            found[slot] = (right["expert"], right["adapter"], len(pieces))
+        return found
+
     def _refresh(self, slot: int) -> None:
-        """A consolidated expert starts again from zero, keeping its keys: questions close to them
-        get the consolidated adapter alone, which learned to answer as the expert did (keeping the
-        expert too would add what it learned twice), and new material routed there trains it anew."""
+        """An expert the consolidated adapter matches starts again from zero, keeping its keys: its
+        questions get the adapter, which learned to answer as it did, and new material routed there
+        trains it anew on top of the adapter (``layered``)."""
         assert self.pool is not None
         self._loaded(slot)
         state = self.pool.expert(slot)  # B = 0 adds nothing; A stays, so B's gradient is not zero
         self.pool.load(slot, {k: (torch.zeros_like(v) if k.endswith(".B") else
                                   torch.ones_like(v) if k.endswith(".open_rows") else v) for k, v in state.items()})
-        self.experts[slot].consolidated = True
+        self.experts[slot].consolidated = self.experts[slot].layered = True
 
     def _resume(self, episodes: list[Episode], before: dict[str, torch.Tensor]) -> dict[str, Any] | None:
         """The sleep cut short last time, when it can go on: same episodes, same adapter since."""
@@ -645,9 +679,10 @@ class CLSEngine(Engine):
         pool, current = self.pool, self.pool.consolidated()
         routed = sorted(set(slots))
         weights = torch.tensor([[1.0 if s == r else 0.0 for r in routed] for s in slots])
+        shares = torch.tensor([self.config.consolidated_share if self._layered(s) else 0.0 for s in slots])
         pool.load_consolidated(consolidated)
         try:
-            with pool.routing(weights, routed, consolidated=self.config.consolidated_share):
+            with pool.routing(weights, routed, consolidated=shares):
                 yield
         finally:
             pool.load_consolidated(current)
