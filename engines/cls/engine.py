@@ -7,7 +7,7 @@
   rehearsal TTT uses (``engines.ttt.material``), with its own earlier episodes replayed shuffled
   and background prose beside each batch. The episodes go into the store's replay buffer.
 - **Answers** (``route``, the neocortex's router): a question gets its routed experts and the
-  consolidated adapter as far as it is close to an expert's keys (TTT's bounds), so a question
+  consolidated adapter (for experts a sleep refreshed) as far as it is close to an expert's keys (TTT's bounds), so a question
   about nothing learned is answered by the base model exactly. ``cls.router`` picks the experts:
   the nearest key's owner, or a learned gate (softmax, k-WTA: ``engines.cls.gating``) that each
   sleep trains on the replay buffer; keys answer until it is trained.
@@ -15,8 +15,11 @@
   to answer each episode as its expert does (KL distillation, ``models.consolidation``) under an
   EWC penalty whose Fisher comes from background prose (``models.ewc``). A probe measures
   background perplexity drift and background answers lost; past either bound the sleep is rolled
-  back and the reason logged. Kept: the experts it covered count as consolidated, the first to be
-  recycled when the pool is full; experts unused for ``prune_unused_days`` are recycled.
+  back and the reason logged. Kept: each expert it covered whose rehearsal answers the adapter
+  alone gets as well is refreshed (``B`` zeroed, keys kept, answered and trained on top of the
+  adapter from then on) and counts as consolidated, the first to be recycled when the pool is
+  full; an expert not refreshed answers alone, as before the sleep. Experts unused for
+  ``prune_unused_days`` are recycled.
 
 Experts are saved one blob each (``cls/expert-N``) and loaded when first routed to.
 """
