@@ -15,7 +15,15 @@ from engines.ttt import route_keys
 from store.documents import DocumentStore
 from store.cls_episodes import ClsEpisodeStore
 from store.metrics_log import MetricsLog
+from engines.cls.engine import matches
 from tests.helpers import open_engram
+
+
+def test_an_adapter_stands_in_for_an_expert_only_where_it_keeps_every_answer_the_expert_has() -> None:
+    assert matches([True, False, True], [True, True, True])
+    assert not matches([True, True], [True, False])  # as many right in all, but another one
+    assert not matches([True, False], [False, True])
+    assert not matches([False, False], [True, True])  # the expert gets none: nothing to check it by
 
 DOC = ("Loudurk Zestaestox was born in 1946. Loudurk Zestaestox grew up in the town of Stikecaend. "
        "Loudurk Zestaestox works as a cartographer. Loudurk Zestaestox keeps a lynx named Thielor.\n")
@@ -185,15 +193,24 @@ def test_a_sleep_refreshes_only_the_experts_its_adapter_matches_and_never_change
         short = engine.consolidate(Budget(seconds=120, steps=1))  # one step: not every episode replayed
         assert short.details["reason"] == "kept" and short.details["refreshed"] == [] == list(short.details["fidelity"])
         assert not engine.experts[0].consolidated and not engine.experts[0].layered
-        assert any(bool(v.abs().sum()) for v in engine.pool.consolidated().values())  # the adapter learned ...
+        assert any(v.any() for k, v in engine.pool.consolidated().items() if k.endswith(".B"))  # the adapter learned ...
         assert torch.equal(logits(neocortex, ASKED), answered)  # ... and the expert still answers alone
 
         whole = engine.consolidate(Budget(seconds=600))
         assert whole.details["reason"] == "kept" and not whole.details["stopped"]
-        expert, adapter, asked = whole.details["fidelity"]["0"]
-        assert asked > 0 and whole.details["refreshed"] == ([0] if adapter >= expert > 0 else [])
-        if not whole.details["refreshed"]:
+        assert whole.details["fidelity"]["0"][2] > 0  # its rehearsal answers were asked of both
+        if whole.details["refreshed"]:
+            assert engine.experts[0].layered
+        else:
             assert torch.equal(logits(neocortex, ASKED), answered)
+
+        # an adapter that is the expert's copy gets exactly the answers the expert gets
+        copy = {k: v for k, v in engine.pool.expert(0).items()}
+        engine.pool.load_consolidated(copy)
+        pad = neocortex.tokenizer.pad_token_id or 0
+        same = engine._fidelity(neocortex, {0}, engine.pool.consolidated(), pad, lambda: False)
+        assert len(same[0][0]) > 0 and same[0][0] == same[0][1]
+        assert engine._fidelity(neocortex, {0}, copy, pad, lambda: True) == {}  # the person is back: none
 
         engine._refresh(0)  # as a sleep does once the adapter matches the expert
         refreshed = engine.pool.expert(0)

@@ -67,7 +67,7 @@ class ExpertEntry(BaseModel):
     last_used: float = 0.0
     uses: int = Field(0, ge=0)
     consolidated: bool = False
-    layered: bool = False
+    layered: bool = True  # a bundle from before the field: its experts learned on top of the adapter
 
 
 class StateMeta(BaseModel):

@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +101,12 @@ class ExpertInfo(BaseModel):
     uses: int = 0
     consolidated: bool = False
     layered: bool = False  # refreshed once: it learns and answers on top of the consolidated adapter
+
+
+def matches(expert: Sequence[bool], adapter: Sequence[bool]) -> bool:
+    """Whether the consolidated adapter can stand in for an expert: it gets right every rehearsal
+    answer the expert gets right (teacher-forced), and the expert gets at least one."""
+    return any(expert) and all(a for e, a in zip(expert, adapter, strict=True) if e)
 
 
 class CLSEngine(Engine):
@@ -533,6 +539,8 @@ class CLSEngine(Engine):
             with cortex.lock, pool.routing(None, consolidated=1.0):
                 ppl_before = lm.perplexity(cortex.model, probe) if probe else None
                 known_before = lm.exact_answers(cortex.model, questions)
+        for slot in sorted({e.slot for e in episodes}):
+            self._loaded(slot)  # the teacher runs only experts in memory
         work = self._sleep_batches(cortex, episodes, pad)
         done = int(resume["steps"]) if resume is not None else 0
         if budget.interrupted():
@@ -595,11 +603,13 @@ class CLSEngine(Engine):
             self.episodes.log("rollback", reason, None, figures)
             changed = False
         else:
-            fidelity = self._fidelity(cortex, self._covered(work, done + report.steps, episodes), before, pad)
-            refreshed = [slot for slot, (expert, adapter, _) in fidelity.items() if adapter >= expert > 0]
+            fidelity = self._fidelity(cortex, self._covered(work, done + report.steps, episodes), before, pad,
+                                      budget.interrupted)
+            refreshed = [slot for slot, (expert, adapter) in fidelity.items() if matches(expert, adapter)]
             for slot in refreshed:
                 self._refresh(slot)
-            figures.update(refreshed=sorted(refreshed), fidelity={str(s): list(f) for s, f in fidelity.items()})
+            figures.update(refreshed=sorted(refreshed), fidelity={  # right by the expert, by the adapter, asked
+                str(slot): [sum(expert), sum(adapter), len(expert)] for slot, (expert, adapter) in fidelity.items()})
             self.episodes.log("sleep", f"kept: drift {figures['drift']}, forgetting {figures['forgetting']}",
                               None, figures)
             self._prune()
@@ -619,25 +629,28 @@ class CLSEngine(Engine):
         sampled, stored = Counter(e.slot for e in episodes), self.episodes.count_by_slot()
         return {s for s in rows if seen[s] == rows[s] and sampled[s] == stored.get(s, 0)}
 
-    def _fidelity(self, cortex: Neocortex, slots: set[int], before: dict[str, torch.Tensor],
-                  pad: int) -> dict[int, tuple[int, int, int]]:
-        """Per expert: of its rehearsal answers, how many it gets exactly (teacher-forced, composed
-        as it answers), how many the consolidated adapter alone gets, and how many there are. Only an
-        expert the adapter matches is refreshed: a sleep never takes away an answer."""
-        found: dict[int, tuple[int, int, int]] = {}
+    def _fidelity(self, cortex: Neocortex, slots: set[int], before: dict[str, torch.Tensor], pad: int,
+                  interrupted: Callable[[], bool]) -> dict[int, tuple[list[bool], list[bool]]]:
+        """Per expert, its rehearsal answers (teacher-forced, exactly right or not): as it answered
+        before this sleep, and from the consolidated adapter alone as answers would get it. Empty
+        when the person comes back meanwhile (the lock is taken per batch)."""
+        found: dict[int, tuple[list[bool], list[bool]]] = {}
+        share = self.config.consolidated_share
         for slot in sorted(slots):
             self._loaded(slot)
-            qa = [e for e in self.episodes.shuffled(0, slot) if e.kind == "qa"]
-            pieces = self._episode_pieces(cortex, qa)
-            data = lm.batches(pieces, self.config, pad, cortex.device)
-            right = {"expert": 0, "adapter": 0}
-            with cortex.lock:
-                for batch in data:
+            documents = set(self.experts[slot].documents)  # not a recycled slot's earlier episodes
+            qa = [e for e in self.episodes.shuffled(0, slot) if e.kind == "qa" and e.document_id in documents]
+            expert: list[bool] = []
+            adapter: list[bool] = []
+            for batch in lm.batches(self._episode_pieces(cortex, qa), self.config, pad, cortex.device):
+                if interrupted():
+                    return {}
+                with cortex.lock:
                     with self._teacher([slot] * batch["input_ids"].shape[0], before):
-                        right["expert"] += sum(lm.exact_answers(cortex.model, [batch]))
-                    with self.pool.routing(None, consolidated=1.0):  # type: ignore[union-attr]
-                        right["adapter"] += sum(lm.exact_answers(cortex.model, [batch]))
-            found[slot] = (right["expert"], right["adapter"], len(pieces))
+                        expert += lm.exact_answers(cortex.model, [batch])
+                    with self.pool.routing(None, consolidated=share):  # type: ignore[union-attr]
+                        adapter += lm.exact_answers(cortex.model, [batch])
+            found[slot] = (expert, adapter)
         return found
 
     def _refresh(self, slot: int) -> None:
@@ -802,7 +815,8 @@ class CLSEngine(Engine):
                         "probe": state.get("router.probe")})
         self.gate_state = {k: v for k, v in state.items() if k.startswith(GATE)} or None
         self._gate_cache = None
-        self.experts = {int(s): ExpertInfo(**i) for s, i in state.get("experts", {}).items()}
+        # saved before experts could answer alone: each learned and answered on top of the adapter
+        self.experts = {int(s): ExpertInfo(**{"layered": True, **i}) for s, i in state.get("experts", {}).items()}
         self.documents, self.sleeps = int(state.get("documents", 0)), int(state.get("sleeps", 0))
         self.check_embedder()
 
