@@ -91,7 +91,7 @@ class Routing:
     share: torch.Tensor
     by: list[str]
     fallback: str | None
-    consolidated: torch.Tensor | None = None  # [rows] share of the consolidated adapter (None: zeros)
+    consolidated: torch.Tensor  # [rows] share of the consolidated adapter
 
 
 class ExpertInfo(BaseModel):
@@ -212,7 +212,7 @@ class CLSEngine(Engine):
         slots = sorted(columns)
         weights = torch.stack([columns[s] for s in slots], dim=1) if slots else torch.zeros(rows, 0)
         layered = sum((columns[s] for s in slots if self._layered(s)), torch.zeros(rows))
-        return Routing(slots, weights, share, by, fallback, layered)
+        return Routing(slots, weights, share, by, fallback, layered * self.config.consolidated_share)
 
     def _layered(self, slot: int) -> bool:
         """Whether ``slot`` learned on top of the consolidated adapter (it was refreshed once), so
@@ -220,6 +220,10 @@ class CLSEngine(Engine):
         part of what it learned: adding both would count that twice)."""
         info = self.experts.get(slot)
         return info is not None and info.layered
+
+    def _adapter_share(self, slot: int) -> float:
+        """How much of the consolidated adapter runs beside ``slot`` when it alone is routed to."""
+        return self.config.consolidated_share if self._layered(slot) else 0.0
 
     def _usable_gate(self) -> tuple[LearnedGate | None, str | None]:
         """The learned gate ``cls.router`` asks for, when it can answer; else None and why."""
@@ -251,8 +255,7 @@ class CLSEngine(Engine):
             self._loaded(slot)
             info = self.experts[slot]
             info.last_used, info.uses = now, info.uses + 1
-        shares = found.consolidated if found.consolidated is not None else torch.zeros_like(found.share)
-        with self.pool.routing(found.weights, found.slots, consolidated=shares * self.config.consolidated_share):
+        with self.pool.routing(found.weights, found.slots, consolidated=found.consolidated):
             yield
 
     def contribute(self, query: Query) -> Contribution:
@@ -353,8 +356,7 @@ class CLSEngine(Engine):
     def _only(self, slot: int, rows: int) -> Iterator[None]:
         """Every row routed to ``slot`` alone (with the consolidated adapter as it answers)."""
         assert self.pool is not None
-        share = self.config.consolidated_share if self._layered(slot) else 0.0
-        with self.pool.routing(torch.ones(rows, 1), [slot], consolidated=share):
+        with self.pool.routing(torch.ones(rows, 1), [slot], consolidated=self._adapter_share(slot)):
             yield
 
     def _slot_for(self, keys: torch.Tensor) -> tuple[int, tuple[str, str], dict[str, Any], int | None]:
@@ -695,7 +697,7 @@ class CLSEngine(Engine):
         pool, current = self.pool, self.pool.consolidated()
         routed = sorted(set(slots))
         weights = torch.tensor([[1.0 if s == r else 0.0 for r in routed] for s in slots])
-        shares = torch.tensor([self.config.consolidated_share if self._layered(s) else 0.0 for s in slots])
+        shares = torch.tensor([self._adapter_share(s) for s in slots])
         pool.load_consolidated(consolidated)
         try:
             with pool.routing(weights, routed, consolidated=shares):
