@@ -31,6 +31,8 @@ ASKED = "What is the name of Loudurk Zestaestox's lynx?"
 UNRELATED = "How many legs does a spider have?"
 SMALL = {"cls.passes": 2, "cls.batch_tokens": 192, "cls.replay_tokens": 32, "cls.probe_tokens": 256,
          "cls.fisher_tokens": 128, "cls.sleep_episodes": 6, "cls.own_replay": 4}
+SLEEPY = {**SMALL, "cls.passes": 1, "cls.rehearsal_source": "extract", "cls.drift_bound": 1.0,
+          "cls.forgetting_bound": 1.0}  # fast material, and every sleep kept
 
 
 def logits(cortex, question: str) -> torch.Tensor:
@@ -139,10 +141,7 @@ def test_an_idle_cls_sleep_stops_within_a_second_of_a_question_and_resumes_later
     from store.sleep_pressure import SleepPressureLog
     from tests.helpers import wait_for
 
-    engram = open_engram(embedder, engines="rag,cls", **{**SMALL, "cls.passes": 1, "cls.sleep_epochs": 40,
-                                                          "cls.rehearsal_source": "extract",
-                                                          "cls.probe_tokens": 128, "cls.drift_bound": 1.0,
-                                                          "cls.forgetting_bound": 1.0})
+    engram = open_engram(embedder, engines="rag,cls", **{**SLEEPY, "cls.sleep_epochs": 40, "cls.probe_tokens": 128})
     engram.adopt_neocortex(neocortex)
     engine = engram.engine("cls")
     try:
@@ -180,9 +179,7 @@ def test_an_idle_cls_sleep_stops_within_a_second_of_a_question_and_resumes_later
 @pytest.mark.slow
 def test_a_sleep_refreshes_only_the_experts_its_adapter_matches_and_never_changes_another_ones_answers(
         embedder, neocortex) -> None:
-    engram = open_engram(embedder, engines="rag,cls", **{**SMALL, "cls.passes": 1, "cls.rehearsal_source": "extract",
-                                                          "cls.sleep_episodes": 256, "cls.drift_bound": 1.0,
-                                                          "cls.forgetting_bound": 1.0})
+    engram = open_engram(embedder, engines="rag,cls", **{**SLEEPY, "cls.sleep_episodes": 256})
     engram.adopt_neocortex(neocortex)
     engine = engram.engine("cls")
     try:
